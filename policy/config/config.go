@@ -1,0 +1,156 @@
+// Package config defines modelguard's configuration file: one YAML document
+// shared by the Envoy ext_authz server and the Kong plugin. Parsing is strict:
+// unknown keys, wrong types, missing files and weak secrets are refused at
+// start with the file, line and reason.
+package config
+
+import "time"
+
+// Config is the whole configuration file.
+type Config struct {
+	// Server configures the ext_authz gRPC server and its admin HTTP listener.
+	// The Kong plugin ignores it.
+	Server Server `yaml:"server"`
+	// Authentication configures how callers prove who they are.
+	Authentication Authentication `yaml:"authentication"`
+	// Authorization configures the Rego policy that decides.
+	Authorization Authorization `yaml:"authorization"`
+	// IdentityHeaders names the headers set on allowed requests for the upstream.
+	IdentityHeaders IdentityHeaders `yaml:"identity_headers"`
+	// Audit configures the audit trail.
+	Audit Audit `yaml:"audit"`
+	// Log configures operator logs.
+	Log Log `yaml:"log"`
+
+	// Dir is the directory of the configuration file; relative paths in the
+	// file are resolved against it. Set by the loader, not read from YAML.
+	Dir string `yaml:"-"`
+	// File is the path the configuration was read from ("" for embedded).
+	File string `yaml:"-"`
+}
+
+// Server configures the ext_authz gRPC server.
+type Server struct {
+	GRPCAddress     string        `yaml:"grpc_address"`      // default 127.0.0.1:9191
+	AdminAddress    string        `yaml:"admin_address"`     // default 127.0.0.1:9192; "" disables? no: "off" disables
+	MaxMessageBytes int           `yaml:"max_message_bytes"` // default 8 MiB
+	ShutdownGrace   time.Duration `yaml:"shutdown_grace"`    // default 15s
+	TLS             TLS           `yaml:"tls"`
+}
+
+// TLS configures TLS, and mTLS when ClientCAFile is set.
+type TLS struct {
+	CertFile     string `yaml:"cert_file"`
+	KeyFile      string `yaml:"key_file"`
+	ClientCAFile string `yaml:"client_ca_file"` // set: clients must present a certificate signed by it
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLS) Enabled() bool { return t.CertFile != "" }
+
+// Authentication configures credentials.
+type Authentication struct {
+	// AllowAnonymous lets requests without any credential reach the policy
+	// with auth method "none". Default false: they get 401.
+	AllowAnonymous bool `yaml:"allow_anonymous"`
+	// MaxCredentialBytes caps a credential before any parsing. Default 8192.
+	MaxCredentialBytes int     `yaml:"max_credential_bytes"`
+	JWT                JWT     `yaml:"jwt"`
+	APIKeys            APIKeys `yaml:"api_keys"`
+}
+
+// JWT configures JSON Web Token issuers.
+type JWT struct {
+	Issuers []Issuer `yaml:"issuers"`
+}
+
+// Issuer is one trusted token issuer.
+type Issuer struct {
+	// Issuer is the exact "iss" value. Tokens are routed to an issuer by it.
+	Issuer string `yaml:"issuer"`
+	// Audiences: the token's "aud" must contain at least one. Required.
+	Audiences []string `yaml:"audiences"`
+	// Algorithms allowed for this issuer, e.g. [RS256]. Required.
+	Algorithms []string `yaml:"algorithms"`
+	// JWKSURL is fetched and refreshed; exclusive with Keys.
+	JWKSURL string `yaml:"jwks_url"`
+	// JWKSRefreshInterval, default 1h.
+	JWKSRefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
+	// JWKSUnknownKIDInterval limits refreshes triggered by an unknown kid; default 5m.
+	JWKSUnknownKIDInterval time.Duration `yaml:"jwks_unknown_kid_interval"`
+	// JWKSFetchTimeout bounds one JWKS HTTP request; default 5s.
+	JWKSFetchTimeout time.Duration `yaml:"jwks_fetch_timeout"`
+	// Keys are static verification keys; exclusive with JWKSURL.
+	Keys []StaticKey `yaml:"keys"`
+	// Leeway tolerated on exp, nbf and iat. Default 30s, at most 5m.
+	Leeway time.Duration `yaml:"leeway"`
+	// Typ, when set, must equal the token's "typ" header (case-insensitive), e.g. "at+jwt".
+	Typ string `yaml:"typ"`
+	// Claims maps token claims to the identity.
+	Claims ClaimMapping `yaml:"claims"`
+}
+
+// StaticKey is one verification key from a file or environment variable.
+// Exactly one source must be set. PEM sources hold a public key (PKIX or
+// PKCS#1) or certificate; secret sources hold an HMAC secret of >= 32 bytes.
+type StaticKey struct {
+	KID        string `yaml:"kid"` // optional; when set, only tokens with this kid use the key
+	PEMFile    string `yaml:"pem_file"`
+	PEMEnv     string `yaml:"pem_env"`
+	SecretFile string `yaml:"secret_file"`
+	SecretEnv  string `yaml:"secret_env"`
+}
+
+// ClaimMapping says which claims give the subject and roles.
+type ClaimMapping struct {
+	// Subject claim name, default "sub". Dotted paths reach nested claims.
+	Subject string `yaml:"subject"`
+	// Roles lists claims whose values become roles: a string array, or a
+	// space-separated string such as "scope". Dotted paths reach nested
+	// claims (realm_access.roles). Default [roles].
+	Roles []string `yaml:"roles"`
+}
+
+// APIKeys configures API key authentication.
+type APIKeys struct {
+	// File holds the key store (SHA-256 hashes). Empty disables API keys.
+	File string `yaml:"file"`
+	// Header carrying the key, default x-api-key.
+	Header string `yaml:"header"`
+	// Bearer accepts "Authorization: Bearer <key>" when the value is not a
+	// JWT (OpenAI-compatible SDKs). Default true; pointer so "false" is seen.
+	Bearer *bool `yaml:"bearer"`
+}
+
+// Authorization configures the Rego policy.
+type Authorization struct {
+	// PolicyDir holds .rego and data (.json/.yaml) files; watched for changes.
+	PolicyDir string `yaml:"policy_dir"`
+	// Query evaluated for each request, default data.modelguard.authz.allow.
+	// Its result is a boolean or an object {allow, status, reason, message, headers}.
+	Query string `yaml:"query"`
+	// Timeout for one evaluation, default 100ms.
+	Timeout time.Duration `yaml:"timeout"`
+}
+
+// IdentityHeaders names the upstream headers describing the caller. A header
+// with an empty name is not set. Client-sent copies are always removed.
+type IdentityHeaders struct {
+	Subject    string `yaml:"subject"`     // default x-modelguard-subject
+	Roles      string `yaml:"roles"`       // default x-modelguard-roles (comma-separated)
+	AuthMethod string `yaml:"auth_method"` // default x-modelguard-auth-method
+	KeyID      string `yaml:"key_id"`      // default x-modelguard-key-id
+	DecisionID string `yaml:"decision_id"` // default x-modelguard-decision-id
+}
+
+// Audit configures the audit trail.
+type Audit struct {
+	// Output is "stdout" (default), "off", or a file path (appended).
+	Output string `yaml:"output"`
+}
+
+// Log configures operator logs on stderr.
+type Log struct {
+	Level  string `yaml:"level"`  // debug, info (default), warn, error
+	Format string `yaml:"format"` // json (default) or text
+}
