@@ -2,6 +2,11 @@
 // shared by the Envoy ext_authz server and the Kong plugin. Parsing is strict:
 // unknown keys, wrong types, missing files and weak secrets are refused at
 // start with the file, line and reason.
+//
+// A default applies when a key is absent or null (`key:` or `key: ~`); an
+// explicit value, even zero or "", is kept and validated. This is how an
+// explicit leeway of 0s, or an identity header set to "" (disabled), is told
+// apart from an unset one.
 package config
 
 import "time"
@@ -22,23 +27,35 @@ type Config struct {
 	// Log configures operator logs.
 	Log Log `yaml:"log"`
 
-	// Dir is the directory of the configuration file; relative paths in the
-	// file are resolved against it. Set by the loader, not read from YAML.
+	// Dir is the absolute directory against which relative paths in the
+	// file are resolved (see Path). Set by the loader, not read from YAML.
 	Dir string `yaml:"-"`
-	// File is the path the configuration was read from ("" for embedded).
+	// File names the configuration in messages: the path Load read, or the
+	// name given to Parse ("" for an unnamed embedded configuration).
 	File string `yaml:"-"`
+
+	// src keeps the parsed YAML nodes so Locate can name a field's line.
+	src *source
 }
 
 // Server configures the ext_authz gRPC server.
 type Server struct {
-	GRPCAddress     string        `yaml:"grpc_address"`      // default 127.0.0.1:9191
-	AdminAddress    string        `yaml:"admin_address"`     // default 127.0.0.1:9192; "" disables? no: "off" disables
-	MaxMessageBytes int           `yaml:"max_message_bytes"` // default 8 MiB
-	ShutdownGrace   time.Duration `yaml:"shutdown_grace"`    // default 15s
-	TLS             TLS           `yaml:"tls"`
+	// GRPCAddress is the host:port of the ext_authz listener; default
+	// 127.0.0.1:9191. An empty host listens on all interfaces.
+	GRPCAddress string `yaml:"grpc_address"`
+	// AdminAddress is the host:port of the admin HTTP listener (health,
+	// metrics); default 127.0.0.1:9192; "off" disables it.
+	AdminAddress string `yaml:"admin_address"`
+	// MaxMessageBytes caps one gRPC message; default 8 MiB (8388608),
+	// between 64 KiB and 256 MiB.
+	MaxMessageBytes int `yaml:"max_message_bytes"`
+	// ShutdownGrace bounds the drain of in-flight checks at stop; default 15s.
+	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
+	TLS           TLS           `yaml:"tls"`
 }
 
-// TLS configures TLS, and mTLS when ClientCAFile is set.
+// TLS configures TLS, and mTLS when ClientCAFile is set. CertFile and
+// KeyFile go together; all three are paths relative to Config.Dir.
 type TLS struct {
 	CertFile     string `yaml:"cert_file"`
 	KeyFile      string `yaml:"key_file"`
@@ -53,7 +70,8 @@ type Authentication struct {
 	// AllowAnonymous lets requests without any credential reach the policy
 	// with auth method "none". Default false: they get 401.
 	AllowAnonymous bool `yaml:"allow_anonymous"`
-	// MaxCredentialBytes caps a credential before any parsing. Default 8192.
+	// MaxCredentialBytes caps a credential before any parsing. Default 8192,
+	// between 256 and 65536.
 	MaxCredentialBytes int     `yaml:"max_credential_bytes"`
 	JWT                JWT     `yaml:"jwt"`
 	APIKeys            APIKeys `yaml:"api_keys"`
@@ -70,9 +88,14 @@ type Issuer struct {
 	Issuer string `yaml:"issuer"`
 	// Audiences: the token's "aud" must contain at least one. Required.
 	Audiences []string `yaml:"audiences"`
-	// Algorithms allowed for this issuer, e.g. [RS256]. Required.
+	// Algorithms allowed for this issuer, e.g. [RS256]. Required; one of
+	// RS256/384/512, PS256/384/512, ES256/384/512, EdDSA (public keys from
+	// the JWKS or PEM keys) or HS256/384/512 (static secret keys only: a
+	// JWKS or PEM key is public, so HMAC with it would let anyone sign).
+	// "none" is always refused.
 	Algorithms []string `yaml:"algorithms"`
-	// JWKSURL is fetched and refreshed; exclusive with Keys.
+	// JWKSURL is fetched and refreshed; exclusive with Keys. Must be https
+	// (http only for loopback hosts, for tests).
 	JWKSURL string `yaml:"jwks_url"`
 	// JWKSRefreshInterval, default 1h.
 	JWKSRefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
@@ -80,7 +103,8 @@ type Issuer struct {
 	JWKSUnknownKIDInterval time.Duration `yaml:"jwks_unknown_kid_interval"`
 	// JWKSFetchTimeout bounds one JWKS HTTP request; default 5s.
 	JWKSFetchTimeout time.Duration `yaml:"jwks_fetch_timeout"`
-	// Keys are static verification keys; exclusive with JWKSURL.
+	// Keys are static verification keys; exclusive with JWKSURL. Files are
+	// read at load time to check them, and again by whoever builds verifiers.
 	Keys []StaticKey `yaml:"keys"`
 	// Leeway tolerated on exp, nbf and iat. Default 30s, at most 5m.
 	Leeway time.Duration `yaml:"leeway"`
@@ -92,13 +116,15 @@ type Issuer struct {
 
 // StaticKey is one verification key from a file or environment variable.
 // Exactly one source must be set. PEM sources hold a public key (PKIX or
-// PKCS#1) or certificate; secret sources hold an HMAC secret of >= 32 bytes.
+// PKCS#1) or certificate; secret sources hold an HMAC secret of >= 32 bytes
+// (one trailing newline is not part of it). Secrets are never written inline
+// in the configuration. Read a key with Config.ReadKey.
 type StaticKey struct {
-	KID        string `yaml:"kid"` // optional; when set, only tokens with this kid use the key
-	PEMFile    string `yaml:"pem_file"`
-	PEMEnv     string `yaml:"pem_env"`
-	SecretFile string `yaml:"secret_file"`
-	SecretEnv  string `yaml:"secret_env"`
+	KID        string `yaml:"kid"`         // optional; when set, only tokens with this kid use the key (unique per issuer)
+	PEMFile    string `yaml:"pem_file"`    // path relative to Config.Dir
+	PEMEnv     string `yaml:"pem_env"`     // name of an environment variable holding the PEM
+	SecretFile string `yaml:"secret_file"` // path relative to Config.Dir
+	SecretEnv  string `yaml:"secret_env"`  // name of an environment variable holding the secret
 }
 
 // ClaimMapping says which claims give the subject and roles.
@@ -113,9 +139,11 @@ type ClaimMapping struct {
 
 // APIKeys configures API key authentication.
 type APIKeys struct {
-	// File holds the key store (SHA-256 hashes). Empty disables API keys.
+	// File holds the key store (SHA-256 hashes), relative to Config.Dir.
+	// Empty disables API keys.
 	File string `yaml:"file"`
-	// Header carrying the key, default x-api-key.
+	// Header carrying the key, default x-api-key; lower-cased at load; not
+	// "authorization" (that one is covered by Bearer).
 	Header string `yaml:"header"`
 	// Bearer accepts "Authorization: Bearer <key>" when the value is not a
 	// JWT (OpenAI-compatible SDKs). Default true; pointer so "false" is seen.
@@ -124,17 +152,21 @@ type APIKeys struct {
 
 // Authorization configures the Rego policy.
 type Authorization struct {
-	// PolicyDir holds .rego and data (.json/.yaml) files; watched for changes.
+	// PolicyDir holds .rego and data (.json/.yaml) files; watched for
+	// changes. Required; relative to Config.Dir.
 	PolicyDir string `yaml:"policy_dir"`
-	// Query evaluated for each request, default data.modelguard.authz.allow.
+	// Query evaluated for each request, default data.modelguard.authz.allow;
+	// a reference starting with "data.".
 	// Its result is a boolean or an object {allow, status, reason, message, headers}.
 	Query string `yaml:"query"`
-	// Timeout for one evaluation, default 100ms.
+	// Timeout for one evaluation, default 100ms, between 1ms and 10s.
 	Timeout time.Duration `yaml:"timeout"`
 }
 
-// IdentityHeaders names the upstream headers describing the caller. A header
-// with an empty name is not set. Client-sent copies are always removed.
+// IdentityHeaders names the upstream headers describing the caller. Names
+// are lower-cased at load. A header set explicitly to "" is disabled (not
+// set); an absent or null key gets its default. Client-sent copies of the
+// enabled headers are always removed.
 type IdentityHeaders struct {
 	Subject    string `yaml:"subject"`     // default x-modelguard-subject
 	Roles      string `yaml:"roles"`       // default x-modelguard-roles (comma-separated)
@@ -145,7 +177,8 @@ type IdentityHeaders struct {
 
 // Audit configures the audit trail.
 type Audit struct {
-	// Output is "stdout" (default), "off", or a file path (appended).
+	// Output is "stdout" (default), "off", or a file path (appended; relative
+	// to Config.Dir; its directory must exist).
 	Output string `yaml:"output"`
 }
 

@@ -1,0 +1,207 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strings"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/modelguard/modelguard/extauthz"
+	"github.com/modelguard/modelguard/policy"
+	"github.com/modelguard/modelguard/policy/config"
+)
+
+type headerFlags []string
+
+func (h *headerFlags) String() string     { return strings.Join(*h, "; ") }
+func (h *headerFlags) Set(v string) error { *h = append(*h, v); return nil }
+
+// checkResult is what check prints, whether decided locally or remotely.
+type checkResult struct {
+	allow      bool
+	status     int
+	reason     string
+	decisionID string
+	upstream   []string
+	removed    []string
+	body       string
+}
+
+// check exits 0 when the request is allowed, 1 when denied, 2 on usage or
+// setup errors, so policy authors can script it.
+func check(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: modelguard check (-config FILE | -server ADDR) [-H 'name: value']... [-d BODY | -body-file FILE] METHOD PATH")
+		fs.PrintDefaults()
+	}
+	cfgPath := fs.String("config", "", "decide locally with this configuration")
+	server := fs.String("server", "", "send the request to a running ext_authz server at host:port")
+	var headers headerFlags
+	fs.Var(&headers, "H", "request header 'name: value' (repeatable)")
+	data := fs.String("d", "", "request body")
+	bodyFile := fs.String("body-file", "", "read the request body from a file")
+	host := fs.String("host", "models.local", "request host (:authority)")
+	caFile := fs.String("ca", "", "with -server: CA certificate to verify the server (enables TLS)")
+	certFile := fs.String("cert", "", "with -server: client certificate for mTLS")
+	keyFile := fs.String("key", "", "with -server: client key for mTLS")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 2 || (*cfgPath == "") == (*server == "") {
+		fs.Usage()
+		return 2
+	}
+	body := []byte(*data)
+	if *bodyFile != "" {
+		b, err := os.ReadFile(*bodyFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "modelguard check: %v\n", err)
+			return 2
+		}
+		body = b
+	}
+	req := httptest.NewRequest(strings.ToUpper(fs.Arg(0)), fs.Arg(1), bytes.NewReader(body))
+	req.Host = *host
+	req.RemoteAddr = "127.0.0.1:40000"
+	for _, h := range headers {
+		name, value, ok := strings.Cut(h, ":")
+		if !ok {
+			fmt.Fprintf(stderr, "modelguard check: header %q is not 'name: value'\n", h)
+			return 2
+		}
+		req.Header.Add(strings.TrimSpace(name), strings.TrimSpace(value))
+	}
+
+	var (
+		res checkResult
+		err error
+	)
+	if *server != "" {
+		res, err = checkRemote(*server, tlsFiles{*caFile, *certFile, *keyFile}, req, body)
+	} else {
+		res, err = checkLocal(*cfgPath, req, body)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "modelguard check: %v\n", err)
+		return 2
+	}
+	res.print(stdout)
+	if res.allow {
+		return 0
+	}
+	return 1
+}
+
+func checkLocal(path string, r *http.Request, body []byte) (checkResult, error) {
+	cfg, err := config.Load(path)
+	if err != nil {
+		return checkResult{}, err
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	engine, err := policy.New(ctx, cfg, policy.Options{})
+	if err != nil {
+		return checkResult{}, err
+	}
+	// Go through the same translation Envoy's requests take.
+	cr := extauthz.CheckRequestFromHTTP(r, body, extauthz.EnvoyOptions{WithBody: len(body) > 0, PackAsBytes: true})
+	resp, err := extauthz.NewAuthorization(engine, nil).Check(ctx, cr)
+	if err != nil {
+		return checkResult{}, err
+	}
+	return fromCheckResponse(resp), nil
+}
+
+type tlsFiles struct{ ca, cert, key string }
+
+func checkRemote(addr string, tf tlsFiles, r *http.Request, body []byte) (checkResult, error) {
+	creds := insecure.NewCredentials()
+	if tf.ca != "" {
+		tc := &tls.Config{MinVersion: tls.VersionTLS12}
+		pem, err := os.ReadFile(tf.ca)
+		if err != nil {
+			return checkResult{}, err
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return checkResult{}, errors.New("no certificates in -ca file")
+		}
+		if tf.cert != "" {
+			c, err := tls.LoadX509KeyPair(tf.cert, tf.key)
+			if err != nil {
+				return checkResult{}, err
+			}
+			tc.Certificates = []tls.Certificate{c}
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	if err != nil {
+		return checkResult{}, err
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cr := extauthz.CheckRequestFromHTTP(r, body, extauthz.EnvoyOptions{WithBody: len(body) > 0, PackAsBytes: true})
+	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, cr)
+	if err != nil {
+		return checkResult{}, fmt.Errorf("check %s: %w", addr, err)
+	}
+	return fromCheckResponse(resp), nil
+}
+
+func fromCheckResponse(resp *authv3.CheckResponse) checkResult {
+	md := resp.GetDynamicMetadata().GetFields()
+	res := checkResult{
+		reason:     md["reason"].GetStringValue(),
+		decisionID: md["decision_id"].GetStringValue(),
+	}
+	if ok := resp.GetOkResponse(); resp.GetStatus().GetCode() == 0 {
+		res.allow, res.status = true, http.StatusOK
+		for _, h := range ok.GetHeaders() {
+			res.upstream = append(res.upstream, h.GetHeader().GetKey()+": "+h.GetHeader().GetValue())
+		}
+		res.removed = ok.GetHeadersToRemove()
+		return res
+	}
+	denied := resp.GetDeniedResponse()
+	res.status = int(denied.GetStatus().GetCode())
+	if res.status == 0 {
+		res.status = http.StatusForbidden // what Envoy does when unset
+	}
+	res.body = denied.GetBody()
+	return res
+}
+
+func (r checkResult) print(w io.Writer) {
+	verdict := "DENY"
+	if r.allow {
+		verdict = "ALLOW"
+	}
+	fmt.Fprintf(w, "%s %d  reason=%s  decision_id=%s\n", verdict, r.status, r.reason, r.decisionID)
+	for _, h := range r.upstream {
+		fmt.Fprintf(w, "  upstream header  %s\n", h)
+	}
+	for _, h := range r.removed {
+		fmt.Fprintf(w, "  removed header   %s\n", h)
+	}
+	if r.body != "" {
+		fmt.Fprintf(w, "  client body      %s\n", r.body)
+	}
+}

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/modelguard/modelguard/extauthz"
+	"github.com/modelguard/modelguard/policy"
+	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/metrics"
+)
+
+func serve(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file (default: the embedded demo configuration)")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+
+	var (
+		cfg  *config.Config
+		demo *demoSetup
+		err  error
+	)
+	if *cfgPath == "" {
+		demo, err = newDemo()
+		if err != nil {
+			fmt.Fprintf(stderr, "modelguard: demo: %v\n", err)
+			return 1
+		}
+		defer os.RemoveAll(demo.dir)
+		cfg = demo.cfg
+	} else if cfg, err = config.Load(*cfgPath); err != nil {
+		fmt.Fprintf(stderr, "modelguard: %v\n", err)
+		return 1
+	}
+	log := newLogger(cfg.Log, stderr)
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+
+	auditor, err := audit.Open(cfg.Audit.Output)
+	if err != nil {
+		fmt.Fprintf(stderr, "modelguard: %v\n", cfg.Error(&config.FieldError{Path: "audit.output", Err: err}))
+		return 1
+	}
+	defer auditor.Close()
+
+	// Background work (reload watches, JWKS refresh) outlives the drain.
+	bg, stopBackground := context.WithCancel(context.Background())
+	defer stopBackground()
+	opts := policy.Options{Logger: log, Metrics: m}
+	if auditor != nil {
+		opts.Audit = auditor
+	}
+	engine, err := policy.New(bg, cfg, opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "modelguard: %v\n", err)
+		return 1
+	}
+	svc, err := extauthz.Listen(cfg, engine, reg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "modelguard: %v\n", err)
+		return 1
+	}
+	log.Info("modelguard ext_authz serving", "grpc", svc.GRPCAddr().String(), "admin", fmt.Sprint(svc.AdminAddr()), "config", cfg.File, "version", version)
+	if demo != nil {
+		demo.printIntro(stdout, svc.GRPCAddr().String())
+	}
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+	served := make(chan error, 1)
+	go func() { served <- svc.Serve() }()
+	select {
+	case s := <-sig:
+		log.Info("signal received: draining in-flight checks", "signal", s.String())
+		svc.Shutdown(context.Background())
+		<-served
+		log.Info("stopped")
+		return 0
+	case err := <-served:
+		if err != nil {
+			log.Error("server failed", "error", err)
+			return 1
+		}
+		return 0
+	}
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(c.Level)) // validated by config
+	opts := &slog.HandlerOptions{Level: level}
+	if c.Format == "text" {
+		return slog.New(slog.NewTextHandler(w, opts))
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}

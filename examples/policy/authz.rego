@@ -1,0 +1,121 @@
+# Example modelguard policy: role-based access to models, driven by the data
+# in data.yaml (data.modelguard.rbac) so operators grant access by editing
+# data, without touching code or redeploying.
+#
+# Configure authorization.query: data.modelguard.authz.decision to get a
+# denial reason and message for each request; the default query,
+# data.modelguard.authz.allow, gives a plain yes/no (denials then use 403).
+#
+# The input document (built by modelguard for every request):
+#
+#	input.gateway   "envoy" | "kong"
+#	input.subject   {id, roles, auth_method ("jwt" | "api_key" | "none"),
+#	                 key_id, issuer, claims}
+#	input.request   {id, method, path, query, host, scheme, headers,
+#	                 source_address, tls_principal}
+#	input.model     {name, operation}; absent when the model is unknown.
+#	                Operations: chat, completion, embeddings, infer, predict,
+#	                list (model listing and metadata; name may be "").
+package modelguard.authz
+
+# roles maps a role name to {models, operations, read_only}; see data.yaml.
+roles := data.modelguard.rbac.roles
+
+# subject_roles are the caller's role names; anonymous callers have none.
+subject_roles := object.get(input, ["subject", "roles"], [])
+
+# granted holds the definitions of the caller's roles. Role names this policy
+# does not define grant nothing.
+granted contains role if {
+	some name in subject_roles
+	role := roles[name]
+}
+
+default allow := false
+
+# A request is allowed when at least one of the caller's roles permits it.
+allow if {
+	some role in granted
+	permits(role)
+}
+
+# A read-only role permits reads and nothing else.
+permits(role) if {
+	role.read_only
+	is_read
+}
+
+permits(role) if {
+	not role.read_only
+	operation_permitted(role)
+	model_permitted(role)
+}
+
+# is_read: a GET or HEAD whose operation, when known, is a listing. A GET
+# that runs a model (say, an inference server's GET predict route) is not a read.
+is_read if {
+	input.request.method in {"GET", "HEAD"}
+	not input.model
+}
+
+is_read if {
+	input.request.method in {"GET", "HEAD"}
+	input.model.operation == "list"
+}
+
+# With input.model absent, only a role granting every operation and every
+# model passes both checks below: an unidentified model is not a named one.
+operation_permitted(role) if "*" in role.operations
+
+operation_permitted(role) if input.model.operation in role.operations
+
+model_permitted(role) if "*" in role.models
+
+model_permitted(role) if input.model.name in role.models
+
+# Listing all models names no model: the "list" operation grant is enough.
+model_permitted(_) if {
+	input.model.operation == "list"
+	object.get(input.model, "name", "") == ""
+}
+
+# reason is the operator-facing code for the decision, most specific first.
+reason := "allowed" if {
+	allow
+} else := "no_roles" if {
+	count(subject_roles) == 0
+} else := "role_not_permitted" if {
+	# None of the caller's roles is defined here.
+	count(granted) == 0
+} else := "read_only" if {
+	every role in granted {
+		role.read_only
+	}
+} else := "model_unknown" if {
+	not input.model
+} else := "model_not_permitted" if {
+	# Some role grants the operation, just not on this model.
+	some role in granted
+	not role.read_only
+	operation_permitted(role)
+} else := "role_not_permitted"
+
+# messages are safe to show the client: they name no roles or models.
+messages := {
+	"no_roles": "access denied: no roles are assigned to this caller",
+	"role_not_permitted": "access denied: the caller's roles do not permit this operation",
+	"read_only": "access denied: the caller has read-only access",
+	"model_unknown": "access denied: the requested model could not be identified",
+	"model_not_permitted": "access denied: the caller's roles do not permit this model",
+}
+
+# decision is the object form of the result: modelguard denies with its
+# status and message, and logs its reason.
+decision := {"allow": true, "reason": reason} if {
+	allow
+} else := {
+	"allow": false,
+	"status": 403,
+	"reason": reason,
+	"message": messages[reason],
+}

@@ -1,0 +1,208 @@
+package extauthz
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/modelguard/modelguard/policy"
+	"github.com/modelguard/modelguard/policy/config"
+)
+
+// Decider is the core's entry point, as the server uses it.
+type Decider interface {
+	Decide(ctx context.Context, req *policy.Request) *policy.Decision
+}
+
+// Authorization implements envoy.service.auth.v3.Authorization.
+type Authorization struct {
+	authv3.UnimplementedAuthorizationServer
+	decider Decider
+	log     *slog.Logger
+}
+
+// NewAuthorization returns the Check handler over d.
+func NewAuthorization(d Decider, log *slog.Logger) *Authorization {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Authorization{decider: d, log: log}
+}
+
+// Check answers every request with a CheckResponse, never a gRPC error: an
+// error would hand the outcome to Envoy's failure_mode_allow. A panic in
+// translation denies with 503.
+func (a *Authorization) Check(ctx context.Context, cr *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			a.log.Error("panic in Check: denied", "panic", r, "stack", string(debug.Stack()))
+			resp = toResponse(&policy.Decision{Status: http.StatusServiceUnavailable, Reason: "internal_error", Message: "service unavailable"})
+			err = nil
+		}
+	}()
+	return toResponse(a.decider.Decide(ctx, toRequest(cr))), nil
+}
+
+// Service is the running ext_authz server: gRPC (Check, health,
+// reflection) and the admin HTTP listener (/healthz, /readyz, /metrics).
+type Service struct {
+	grpc     *grpc.Server
+	health   *health.Server
+	admin    *http.Server
+	grpcLis  net.Listener
+	adminLis net.Listener
+	grace    time.Duration
+	draining atomic.Bool
+	log      *slog.Logger
+}
+
+// Listen binds the configured addresses. gatherer serves /metrics.
+func Listen(cfg *config.Config, d Decider, gatherer prometheus.Gatherer, log *slog.Logger) (*Service, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	sc := cfg.Server
+	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(sc.MaxMessageBytes)}
+	if sc.TLS.Enabled() {
+		tc, err := tlsConfig(cfg)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
+	}
+	s := &Service{grpc: grpc.NewServer(opts...), health: health.NewServer(), grace: sc.ShutdownGrace, log: log}
+	authv3.RegisterAuthorizationServer(s.grpc, NewAuthorization(d, log))
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	reflection.Register(s.grpc)
+	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	s.health.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+
+	lis, err := net.Listen("tcp", sc.GRPCAddress)
+	if err != nil {
+		return nil, fmt.Errorf("listen grpc %s: %w", sc.GRPCAddress, err)
+	}
+	s.grpcLis = lis
+	if sc.AdminAddress != "off" && sc.AdminAddress != "" {
+		alis, err := net.Listen("tcp", sc.AdminAddress)
+		if err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("listen admin %s: %w", sc.AdminAddress, err)
+		}
+		s.adminLis = alis
+		s.admin = &http.Server{Handler: s.adminHandler(gatherer), ReadHeaderTimeout: 5 * time.Second}
+	}
+	return s, nil
+}
+
+func (s *Service) adminHandler(g prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if s.draining.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	if g != nil {
+		mux.Handle("GET /metrics", promhttp.HandlerFor(g, promhttp.HandlerOpts{}))
+	}
+	return mux
+}
+
+// GRPCAddr and AdminAddr return the bound addresses (useful with port 0).
+func (s *Service) GRPCAddr() net.Addr { return s.grpcLis.Addr() }
+
+// AdminAddr returns the admin listener's address, nil when disabled.
+func (s *Service) AdminAddr() net.Addr {
+	if s.adminLis == nil {
+		return nil
+	}
+	return s.adminLis.Addr()
+}
+
+// Serve serves until Shutdown. It returns nil after a clean shutdown.
+func (s *Service) Serve() error {
+	if s.admin != nil {
+		go func() {
+			if err := s.admin.Serve(s.adminLis); !errors.Is(err, http.ErrServerClosed) {
+				s.log.Error("admin listener failed", "error", err)
+			}
+		}()
+	}
+	err := s.grpc.Serve(s.grpcLis)
+	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return fmt.Errorf("grpc: %w", err)
+	}
+	return nil
+}
+
+// Shutdown stops taking new checks, reports NOT_SERVING and not ready, and
+// waits up to the configured grace for in-flight checks to finish before
+// closing connections.
+func (s *Service) Shutdown(ctx context.Context) {
+	s.draining.Store(true)
+	s.health.Shutdown()
+	done := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(done)
+	}()
+	timer := time.NewTimer(s.grace)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		s.log.Warn("shutdown grace elapsed; closing remaining connections", "grace", s.grace)
+		s.grpc.Stop()
+	case <-ctx.Done():
+		s.grpc.Stop()
+	}
+	if s.admin != nil {
+		actx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		s.admin.Shutdown(actx)
+	}
+}
+
+func tlsConfig(cfg *config.Config) (*tls.Config, error) {
+	t := cfg.Server.TLS
+	cert, err := tls.LoadX509KeyPair(cfg.Path(t.CertFile), cfg.Path(t.KeyFile))
+	if err != nil {
+		return nil, cfg.Error(&config.FieldError{Path: "server.tls.cert_file", Err: err})
+	}
+	tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+	if t.ClientCAFile != "" {
+		pem, err := os.ReadFile(cfg.Path(t.ClientCAFile))
+		if err != nil {
+			return nil, cfg.Error(&config.FieldError{Path: "server.tls.client_ca_file", Err: err})
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, cfg.Error(&config.FieldError{Path: "server.tls.client_ca_file", Err: errors.New("no PEM certificates found")})
+		}
+		tc.ClientCAs = pool
+		tc.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return tc, nil
+}

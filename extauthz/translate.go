@@ -1,0 +1,156 @@
+// Package extauthz serves Envoy's external authorization API
+// (envoy.service.auth.v3.Authorization/Check) over gRPC. It translates a
+// CheckRequest into a policy.Request and the core's Decision back into a
+// CheckResponse, following the contract in shared/notes/envoy-ext-authz.md.
+package extauthz
+
+import (
+	"net"
+	"strconv"
+	"strings"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/modelguard/modelguard/policy"
+)
+
+// partialBodyHeader is added by Envoy to every CheckRequest sent with a body;
+// "true" means the body was cut at max_request_bytes.
+const partialBodyHeader = "x-envoy-auth-partial-body"
+
+// metadataNamespace is where Envoy stores CheckResponse.dynamic_metadata;
+// access logs read %DYNAMIC_METADATA(envoy.filters.http.ext_authz:decision_id)%.
+const metadataNamespace = "envoy.filters.http.ext_authz"
+
+// toRequest translates a CheckRequest. Envoy's header map is used as is
+// (no copy); the encode_raw_headers form (header_map) is folded into the
+// same shape, joining repeats with "," as Envoy does for the map form.
+func toRequest(cr *authv3.CheckRequest) *policy.Request {
+	attrs := cr.GetAttributes()
+	h := attrs.GetRequest().GetHttp()
+	headers := h.GetHeaders()
+	if len(headers) == 0 && h.GetHeaderMap() != nil {
+		headers = foldHeaderMap(h.GetHeaderMap())
+	}
+	// Envoy sends the full target in path; query and fragment are empty.
+	path, query, _ := strings.Cut(h.GetPath(), "?")
+	query, _, _ = strings.Cut(query, "#")
+	path, _, _ = strings.Cut(path, "#")
+
+	body := h.GetRawBody()
+	if len(body) == 0 && h.GetBody() != "" {
+		body = []byte(h.GetBody())
+	}
+	id := headers["x-request-id"]
+	if id == "" {
+		id = h.GetId()
+	}
+	return &policy.Request{
+		Gateway:       "envoy",
+		ID:            id,
+		Method:        h.GetMethod(),
+		Path:          path,
+		Query:         query,
+		Host:          h.GetHost(),
+		Scheme:        h.GetScheme(),
+		Headers:       headers,
+		SourceAddress: socketAddress(attrs.GetSource().GetAddress()),
+		TLSPrincipal:  attrs.GetSource().GetPrincipal(),
+		Body:          body,
+		BodyTruncated: headers[partialBodyHeader] == "true",
+	}
+}
+
+func foldHeaderMap(hm *corev3.HeaderMap) map[string]string {
+	out := make(map[string]string, len(hm.GetHeaders()))
+	for _, hv := range hm.GetHeaders() {
+		k := strings.ToLower(hv.GetKey())
+		v := string(hv.GetRawValue())
+		if v == "" {
+			v = hv.GetValue()
+		}
+		if prev, ok := out[k]; ok {
+			v = prev + "," + v
+		}
+		out[k] = v
+	}
+	return out
+}
+
+func socketAddress(a *corev3.Address) string {
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		return ""
+	}
+	return net.JoinHostPort(sa.GetAddress(), strconv.FormatUint(uint64(sa.GetPortValue()), 10))
+}
+
+// toResponse translates a Decision. Denials carry an explicit HTTP status
+// (Envoy would otherwise send 403 for everything) and a JSON body; allows
+// set identity headers with append=false and remove the credential.
+func toResponse(d *policy.Decision) *authv3.CheckResponse {
+	resp := &authv3.CheckResponse{DynamicMetadata: metadata(d)}
+	if d.Allow {
+		resp.Status = &rpcstatus.Status{Code: int32(codes.OK)}
+		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers:              headerOptions(d.UpstreamHeaders),
+			HeadersToRemove:      d.RemoveHeaders,
+			ResponseHeadersToAdd: headerOptions(d.ResponseHeaders),
+		}}
+		return resp
+	}
+	code := codes.PermissionDenied
+	if d.Status == 401 {
+		code = codes.Unauthenticated
+	}
+	hs := make([]*corev3.HeaderValueOption, 0, len(d.ResponseHeaders)+1)
+	hs = append(hs, setHeader("content-type", "application/json"))
+	hs = append(hs, headerOptions(d.ResponseHeaders)...)
+	resp.Status = &rpcstatus.Status{Code: int32(code)}
+	resp.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
+		Headers: hs,
+		Body:    string(d.Body()),
+	}}
+	return resp
+}
+
+func headerOptions(hs []policy.Header) []*corev3.HeaderValueOption {
+	if len(hs) == 0 {
+		return nil
+	}
+	out := make([]*corev3.HeaderValueOption, len(hs))
+	for i, h := range hs {
+		out[i] = setHeader(h.Name, h.Value)
+	}
+	return out
+}
+
+// setHeader replaces any existing value. append is set explicitly: newer
+// Envoy turned a bare HeaderValueOption from "set" into "add".
+func setHeader(name, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header: &corev3.HeaderValue{Key: name, Value: value},
+		Append: wrapperspb.Bool(false),
+	}
+}
+
+func metadata(d *policy.Decision) *structpb.Struct {
+	fields := map[string]*structpb.Value{
+		"decision_id": structpb.NewStringValue(d.ID),
+		"reason":      structpb.NewStringValue(d.Reason),
+	}
+	if d.PolicyRevision != "" {
+		fields["policy_revision"] = structpb.NewStringValue(d.PolicyRevision)
+	}
+	if d.Identity != nil && d.Identity.Subject != "" {
+		fields["subject"] = structpb.NewStringValue(d.Identity.Subject)
+	}
+	return &structpb.Struct{Fields: fields}
+}

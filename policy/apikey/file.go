@@ -1,0 +1,315 @@
+package apikey
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// ParseError is one problem in a key file, located by file and line (0 when
+// the problem has no line, such as an empty file).
+type ParseError struct {
+	File string
+	Line int
+	Msg  string
+}
+
+func (e *ParseError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s", e.File, e.Msg)
+}
+
+// Load reads and validates a key file. Every problem found is reported as a
+// *ParseError (joined with errors.Join when there are several); a file with
+// any problem yields no Set.
+func Load(path string) (*Set, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read key file: %w", err)
+	}
+	return Parse(path, data)
+}
+
+// Parse validates key file content; name is used in error messages.
+func Parse(name string, data []byte) (*Set, error) {
+	return parse(name, data, sha256.Sum256(data))
+}
+
+type fileDoc struct {
+	Keys []fileEntry `yaml:"keys"`
+}
+
+type fileEntry struct {
+	ID        string   `yaml:"id"`
+	Hash      string   `yaml:"hash"`
+	Subject   string   `yaml:"subject"`
+	Roles     []string `yaml:"roles"`
+	ExpiresAt string   `yaml:"expires_at"` // parsed by us: strict RFC 3339 with a line number
+	Disabled  bool     `yaml:"disabled"`
+}
+
+const hashPrefix = "sha256:"
+
+// parse decodes twice: into structs with KnownFields, which refuses unknown
+// keys and wrong types, and into a yaml.Node, which gives the lines that the
+// validation errors need.
+func parse(name string, data []byte, sum [32]byte) (*Set, error) {
+	var doc fileDoc
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	dec.KnownFields(true)
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &ParseError{File: name, Msg: "empty file: want a keys list (keys: [] for none)"}
+		}
+		return nil, yamlErrors(name, err)
+	}
+	var extra yaml.Node
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
+		if err != nil {
+			return nil, yamlErrors(name, err)
+		}
+		return nil, &ParseError{File: name, Line: extra.Line, Msg: "more than one YAML document"}
+	}
+
+	var root yaml.Node
+	if err := yaml.Unmarshal(data, &root); err != nil {
+		return nil, yamlErrors(name, err) // the decode above succeeded, so unexpected
+	}
+	if line := findAlias(&root); line > 0 {
+		// Aliases and merge keys would break the index match between the
+		// decoded entries and their nodes; a key file has no use for them.
+		return nil, &ParseError{File: name, Line: line, Msg: "YAML aliases are not allowed in a key file"}
+	}
+	top := root.Content[0]
+	if top.Kind != yaml.MappingNode {
+		return nil, &ParseError{File: name, Line: top.Line, Msg: "want a mapping with a keys list"}
+	}
+	list := valueOf(top, "keys")
+	if list == nil || list.Kind != yaml.SequenceNode {
+		line := top.Line
+		if list != nil {
+			line = list.Line
+		}
+		return nil, &ParseError{File: name, Line: line, Msg: "keys: want a list (keys: [] for none)"}
+	}
+	for i, n := range list.Content {
+		if n.Kind != yaml.MappingNode {
+			return nil, &ParseError{File: name, Line: n.Line, Msg: fmt.Sprintf("keys[%d]: want a mapping with id, hash and subject", i)}
+		}
+	}
+	if len(list.Content) != len(doc.Keys) {
+		return nil, &ParseError{File: name, Line: list.Line, Msg: "keys: entries could not be matched to lines"}
+	}
+
+	set := &Set{byHash: make(map[[32]byte]*Key, len(doc.Keys)), sum: sum}
+	var errs []error
+	fail := func(line int, format string, args ...any) {
+		errs = append(errs, &ParseError{File: name, Line: line, Msg: fmt.Sprintf(format, args...)})
+	}
+	idLine := make(map[string]int, len(doc.Keys))
+	hashOwner := make(map[[32]byte]int, len(doc.Keys)) // digest -> entry index
+	for i, e := range doc.Keys {
+		n := list.Content[i]
+		line := func(field string) int { return lineOf(n, field) }
+		entryOK := true
+		bad := func(field, format string, args ...any) {
+			entryOK = false
+			fail(line(field), "keys[%d].%s: %s", i, field, fmt.Sprintf(format, args...))
+		}
+		// The decoder reads "disabled:" (null) and "disabled: no" as false and
+		// "expires_at:" as never; a revocation must not hinge on such guesses.
+		// (A null id, hash or subject is reported as missing below.)
+		for j := 0; j+1 < len(n.Content); j += 2 {
+			field, v := n.Content[j].Value, n.Content[j+1]
+			switch {
+			case field != "roles" && field != "expires_at" && field != "disabled":
+			case v.ShortTag() == "!!null":
+				bad(field, "no value: omit the field instead")
+			case field == "disabled" && v.ShortTag() != "!!bool":
+				bad(field, "%q: want true or false", v.Value)
+			}
+		}
+
+		if msg := checkID(e.ID); msg != "" {
+			bad("id", "%s", msg)
+		} else if first, dup := idLine[e.ID]; dup {
+			bad("id", "duplicate id %q (first at line %d)", e.ID, first)
+		} else {
+			idLine[e.ID] = line("id")
+		}
+
+		digest, msg := parseHash(e.Hash)
+		if msg != "" {
+			bad("hash", "%s", msg)
+		} else if j, dup := hashOwner[digest]; dup {
+			bad("hash", "same hash as id %q (line %d): one key must map to one identity", doc.Keys[j].ID, lineOf(list.Content[j], "hash"))
+		} else {
+			hashOwner[digest] = i
+		}
+
+		if msg := checkSubject(e.Subject); msg != "" {
+			bad("subject", "%s", msg)
+		}
+		for j, r := range e.Roles {
+			if msg := checkRole(r); msg != "" {
+				bad("roles", "role %d %q: %s", j, r, msg)
+			}
+		}
+		var expires time.Time
+		if e.ExpiresAt != "" {
+			t, err := time.Parse(time.RFC3339, e.ExpiresAt)
+			if err != nil {
+				bad("expires_at", "%q is not an RFC 3339 time such as 2027-01-01T00:00:00Z", e.ExpiresAt)
+			}
+			expires = t
+		}
+		if entryOK {
+			set.byHash[digest] = &Key{
+				ID:        e.ID,
+				Subject:   e.Subject,
+				Roles:     e.Roles,
+				ExpiresAt: expires,
+				Disabled:  e.Disabled,
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return set, nil
+}
+
+// valueOf returns the value node of key in a mapping node, or nil.
+func valueOf(m *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	return nil
+}
+
+// lineOf is the line of a field's value, or of the mapping when it is absent.
+func lineOf(m *yaml.Node, key string) int {
+	if v := valueOf(m, key); v != nil {
+		return v.Line
+	}
+	return m.Line
+}
+
+// findAlias returns the line of the first alias or merge key, or 0.
+func findAlias(n *yaml.Node) int {
+	if n.Kind == yaml.AliasNode || n.Tag == "!!merge" {
+		return n.Line
+	}
+	for _, c := range n.Content {
+		if line := findAlias(c); line > 0 {
+			return line
+		}
+	}
+	return 0
+}
+
+// yamlErrors turns the decoder's "line N: msg" strings into ParseErrors.
+func yamlErrors(name string, err error) error {
+	var te *yaml.TypeError
+	if errors.As(err, &te) {
+		errs := make([]error, 0, len(te.Errors))
+		for _, s := range te.Errors {
+			errs = append(errs, lineError(name, s))
+		}
+		return errors.Join(errs...)
+	}
+	return lineError(name, strings.TrimPrefix(err.Error(), "yaml: "))
+}
+
+func lineError(name, s string) *ParseError {
+	if rest, ok := strings.CutPrefix(s, "line "); ok {
+		if num, msg, ok := strings.Cut(rest, ": "); ok {
+			if line, err := strconv.Atoi(num); err == nil {
+				return &ParseError{File: name, Line: line, Msg: msg}
+			}
+		}
+	}
+	return &ParseError{File: name, Msg: s}
+}
+
+const maxIDBytes = 128
+
+// checkID keeps ids safe for headers, logs and metrics labels.
+func checkID(id string) string {
+	if id == "" {
+		return "missing"
+	}
+	if len(id) > maxIDBytes {
+		return fmt.Sprintf("longer than %d bytes", maxIDBytes)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; !isAlnum(c) && strings.IndexByte("-_.:@", c) < 0 {
+			return fmt.Sprintf("%q: use ASCII letters, digits and - _ . : @", id)
+		}
+	}
+	return ""
+}
+
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+
+func parseHash(h string) ([32]byte, string) {
+	var d [32]byte
+	if h == "" {
+		return d, "missing"
+	}
+	hexPart, ok := strings.CutPrefix(h, hashPrefix)
+	if !ok || len(hexPart) != 2*len(d) || strings.ToLower(hexPart) != hexPart {
+		return d, "want sha256: followed by 64 lowercase hex digits (apikey.Hash of the key)"
+	}
+	if _, err := hex.Decode(d[:], []byte(hexPart)); err != nil {
+		return d, "want sha256: followed by 64 lowercase hex digits (apikey.Hash of the key)"
+	}
+	return d, ""
+}
+
+// checkSubject refuses subjects that could be confused with others or break
+// the identity header they are copied to.
+func checkSubject(s string) string {
+	if strings.TrimSpace(s) == "" {
+		return "missing"
+	}
+	if strings.TrimSpace(s) != s {
+		return "leading or trailing whitespace"
+	}
+	for _, r := range s {
+		if unicode.IsControl(r) {
+			return "control character"
+		}
+	}
+	return ""
+}
+
+// checkRole refuses roles that would not survive the comma-separated roles
+// header.
+func checkRole(r string) string {
+	if r == "" {
+		return "empty"
+	}
+	for _, c := range r {
+		if unicode.IsSpace(c) || unicode.IsControl(c) || c == ',' {
+			return "whitespace, control characters and commas are not allowed"
+		}
+	}
+	return ""
+}

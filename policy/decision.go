@@ -1,0 +1,112 @@
+package policy
+
+import (
+	"encoding/json"
+	"net/http"
+)
+
+// Decision is the core's answer for one Request.
+type Decision struct {
+	// ID identifies this decision in logs, audit and upstream headers.
+	ID    string
+	Allow bool
+	// Status is the HTTP status: 200 when allowed, 4xx/5xx when denied.
+	Status int
+	// Reason is a stable snake_case code for operators (logs, audit,
+	// metrics). It is never sent to the client.
+	Reason string
+	// Message is short and safe to show the client.
+	Message string
+
+	// UpstreamHeaders are set (replacing any client value) on allowed
+	// requests; RemoveHeaders are removed from them (credentials and
+	// client-sent identity headers that were not set).
+	UpstreamHeaders []Header
+	RemoveHeaders   []string
+	// ResponseHeaders go to the client, on allow and on deny.
+	ResponseHeaders []Header
+
+	// Identity is the authenticated caller, nil when authentication failed.
+	Identity *Identity
+	// Model is the model the request addresses, when known.
+	Model Model
+	// PolicyRevision is the Rego revision that decided ("" if not reached).
+	PolicyRevision string
+}
+
+// Identity is an authenticated caller.
+type Identity struct {
+	Subject string
+	Roles   []string
+	// Method is "jwt", "api_key" or "none" (anonymous).
+	Method string
+	// KeyID is the API key id; Issuer the JWT issuer.
+	KeyID  string
+	Issuer string
+	// Claims are the verified JWT claims (nil for other methods).
+	Claims map[string]any
+}
+
+// Model is the model and operation a request addresses.
+type Model struct {
+	Name      string
+	Operation string
+}
+
+// Body is the JSON error body for a denied request, shaped like OpenAI's
+// errors ({"error":{"message","type","code"}}) so OpenAI-compatible SDKs
+// show it. It carries only Message and codes derived from Status.
+func (d *Decision) Body() []byte {
+	type apiError struct {
+		Message string `json:"message"`
+		Type    string `json:"type"`
+		Code    string `json:"code"`
+	}
+	b, err := json.Marshal(struct {
+		Error apiError `json:"error"`
+	}{apiError{Message: d.Message, Type: errorType(d.Status), Code: errorCode(d.Status)}})
+	if err != nil { // unreachable: strings always marshal
+		return []byte(`{"error":{"message":"denied","type":"permission_error","code":"forbidden"}}`)
+	}
+	return b
+}
+
+// errorType follows OpenAI's error "type" vocabulary.
+func errorType(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return "authentication_error"
+	case http.StatusForbidden:
+		return "permission_error"
+	case http.StatusTooManyRequests:
+		return "rate_limit_error"
+	case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnsupportedMediaType, http.StatusNotFound:
+		return "invalid_request_error"
+	default:
+		if status >= 500 {
+			return "server_error"
+		}
+		return "invalid_request_error"
+	}
+}
+
+func errorCode(status int) string {
+	switch status {
+	case http.StatusUnauthorized:
+		return "invalid_credentials"
+	case http.StatusForbidden:
+		return "forbidden"
+	case http.StatusTooManyRequests:
+		return "rate_limit_exceeded"
+	case http.StatusRequestEntityTooLarge:
+		return "request_too_large"
+	case http.StatusUnsupportedMediaType:
+		return "unsupported_media_type"
+	case http.StatusServiceUnavailable:
+		return "service_unavailable"
+	case http.StatusBadRequest:
+		return "invalid_request"
+	default:
+		return "error"
+	}
+}

@@ -1,0 +1,391 @@
+package policy
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"strings"
+	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/modelguard/modelguard/policy/apikey"
+	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/metrics"
+	"github.com/modelguard/modelguard/policy/rego"
+)
+
+// Options are the Engine's collaborators; all are optional.
+type Options struct {
+	Logger *slog.Logger
+	// Metrics receives counters; nil creates unregistered ones.
+	Metrics *metrics.Metrics
+	// Audit records one event per decision; nil records nothing.
+	Audit Recorder
+	// Now is the clock for latency; nil means time.Now.
+	Now func() time.Time
+}
+
+// Recorder receives audit events.
+type Recorder interface {
+	Record(*audit.Event) error
+}
+
+// The steps the engine composes, as interfaces so that tests can inject
+// failures (panics, errors) the real implementations cannot be made to show.
+type (
+	tokenVerifier interface {
+		Verify(ctx context.Context, token string) (*jwtauth.Identity, error)
+	}
+	keyStore interface {
+		Lookup(key string) (*apikey.Key, error)
+	}
+	authorizer interface {
+		Eval(ctx context.Context, input ast.Value) (rego.Result, error)
+	}
+)
+
+// Engine decides requests. It is safe for concurrent use; the pieces that
+// reload (policies, key file, JWKS) each swap immutable snapshots, so a
+// decision never sees half a reload and takes no locks.
+type Engine struct {
+	tokens tokenVerifier // nil: JWT not configured
+	keys   keyStore      // nil: API keys not configured
+	authz  authorizer
+
+	apiKeyHeader   string
+	bearerKeys     bool
+	anonymous      bool
+	maxCredential  int
+	identity       config.IdentityHeaders
+	identityRemove []string // every configured identity header name
+
+	log     *slog.Logger
+	metrics *metrics.Metrics
+	audit   Recorder
+	now     func() time.Time
+}
+
+// New builds an Engine from a loaded configuration. Background work (JWKS
+// refresh, policy and key file watches) runs until ctx ends. Errors name the
+// configuration file and line when they concern a field.
+func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error) {
+	e := &Engine{
+		apiKeyHeader:  cfg.Authentication.APIKeys.Header,
+		bearerKeys:    cfg.Authentication.APIKeys.Bearer == nil || *cfg.Authentication.APIKeys.Bearer,
+		anonymous:     cfg.Authentication.AllowAnonymous,
+		maxCredential: cfg.Authentication.MaxCredentialBytes,
+		identity:      cfg.IdentityHeaders,
+		log:           opts.Logger,
+		metrics:       opts.Metrics,
+		audit:         opts.Audit,
+		now:           opts.Now,
+	}
+	e.setDefaults()
+
+	if len(cfg.Authentication.JWT.Issuers) > 0 {
+		v, err := jwtauth.New(ctx, cfg.Authentication.JWT, cfg.Dir, jwtauth.Options{
+			Logger: e.log,
+			OnJWKSRefresh: func(issuer string, err error) {
+				e.metrics.JWKSRefreshes.WithLabelValues(issuer, metrics.Outcome(err, "failed")).Inc()
+			},
+		})
+		if err != nil {
+			return nil, cfg.Error(err)
+		}
+		e.tokens = v
+	}
+	if f := cfg.Authentication.APIKeys.File; f != "" {
+		s, err := apikey.Open(ctx, cfg.Path(f), apikey.Options{
+			Logger: e.log,
+			OnReload: func(err error) {
+				e.metrics.KeyReloads.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
+			},
+		})
+		if err != nil {
+			return nil, cfg.Error(&config.FieldError{Path: "authentication.api_keys.file", Err: err})
+		}
+		e.keys = s
+		if e.apiKeyHeader == "" {
+			e.apiKeyHeader = "x-api-key"
+		}
+	}
+	r, err := rego.Open(ctx, cfg.Authorization, cfg.Dir, rego.Options{
+		Logger: e.log,
+		OnReload: func(_ string, err error) {
+			e.metrics.PolicyReloads.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
+		},
+	})
+	if err != nil {
+		return nil, cfg.Error(&config.FieldError{Path: "authorization.policy_dir", Err: err})
+	}
+	e.authz = r
+	return e, nil
+}
+
+func (e *Engine) setDefaults() {
+	if e.log == nil {
+		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.metrics == nil {
+		e.metrics = metrics.New(nil)
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.maxCredential <= 0 {
+		e.maxCredential = 8192
+	}
+	e.identityRemove = e.identityRemove[:0]
+	for _, h := range []string{e.identity.Subject, e.identity.Roles, e.identity.AuthMethod, e.identity.KeyID, e.identity.DecisionID} {
+		if h != "" {
+			e.identityRemove = append(e.identityRemove, h)
+		}
+	}
+}
+
+// Decide authenticates and authorizes req. It never returns nil and never
+// allows on an error path: failures, including panics, deny.
+func (e *Engine) Decide(ctx context.Context, req *Request) (d *Decision) {
+	start := e.now()
+	d = &Decision{ID: newDecisionID()}
+	defer func() {
+		if r := recover(); r != nil {
+			e.log.Error("panic while deciding: denied", "decision_id", d.ID, "panic", r, "stack", string(debug.Stack()))
+			id := d.ID
+			*d = Decision{ID: id}
+			e.deny(d, http.StatusServiceUnavailable, "internal_error", "service unavailable")
+		}
+		e.finish(req, d, start)
+	}()
+	e.decide(ctx, req, d)
+	return d
+}
+
+func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
+	id, cred, reason, err := e.authenticate(ctx, req)
+	if err != nil {
+		e.log.Info("authentication failed", "decision_id", d.ID, "request_id", req.ID, "reason", reason, "error", err)
+		e.deny(d, http.StatusUnauthorized, reason, "invalid or missing credentials")
+		d.ResponseHeaders = append(d.ResponseHeaders, Header{"www-authenticate", `Bearer realm="modelguard"`})
+		return
+	}
+	d.Identity = id
+
+	model, reason, status := detectModel(req)
+	if status != 0 {
+		e.deny(d, status, reason, http.StatusText(status))
+		return
+	}
+	d.Model = model
+
+	res, err := e.authz.Eval(ctx, e.input(req, id, model))
+	d.PolicyRevision = res.Revision
+	if err != nil {
+		e.log.Error("policy evaluation failed: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
+		e.deny(d, http.StatusServiceUnavailable, "policy_error", "service unavailable")
+		return
+	}
+	if !res.Allow {
+		status, reason, msg := res.Status, res.Reason, res.Message
+		if status == 0 {
+			status = http.StatusForbidden
+		}
+		if reason == "" {
+			reason = "policy_denied"
+		}
+		if msg == "" {
+			msg = "access denied"
+		}
+		e.deny(d, status, reason, msg)
+		d.ResponseHeaders = appendHeaderMap(d.ResponseHeaders, res.ResponseHeaders)
+		return
+	}
+	e.allow(d, id, cred, res)
+}
+
+// credential names where a credential was found, so that it can be removed
+// before the request goes upstream.
+type credential struct{ header string }
+
+// authenticate finds exactly one credential and verifies it. It returns the
+// failure reason code for operators alongside the error.
+func (e *Engine) authenticate(ctx context.Context, req *Request) (*Identity, credential, string, error) {
+	var (
+		token, key string
+		cred       credential
+	)
+	if e.keys != nil {
+		if v, ok := req.Headers[e.apiKeyHeader]; ok {
+			key, cred.header = v, e.apiKeyHeader
+		}
+	}
+	if v, ok := req.Headers["authorization"]; ok {
+		if cred.header != "" {
+			return nil, cred, "credentials_ambiguous", errors.New("both an API key header and Authorization are present")
+		}
+		cred.header = "authorization"
+		scheme, rest, found := strings.Cut(v, " ")
+		if !found || !strings.EqualFold(scheme, "bearer") {
+			return nil, cred, "auth_scheme_unsupported", errors.New("authorization is not a Bearer credential")
+		}
+		switch {
+		case jwtauth.LooksLikeJWT(rest) && e.tokens != nil:
+			token = rest
+		case e.keys != nil && e.bearerKeys && !jwtauth.LooksLikeJWT(rest):
+			key = rest
+		default:
+			return nil, cred, "credential_type_not_enabled", errors.New("bearer credential of a type that is not configured")
+		}
+	}
+	if len(token)+len(key) > e.maxCredential {
+		return nil, cred, "credential_too_long", fmt.Errorf("credential of %d bytes exceeds %d", len(token)+len(key), e.maxCredential)
+	}
+	switch {
+	case token != "":
+		ji, err := e.tokens.Verify(ctx, token)
+		if err != nil {
+			return nil, cred, reasonOf(err, "jwt_invalid"), err
+		}
+		return &Identity{Subject: ji.Subject, Roles: ji.Roles, Method: "jwt", Issuer: ji.Issuer, Claims: ji.Claims}, cred, "", nil
+	case key != "":
+		k, err := e.keys.Lookup(key)
+		if err != nil {
+			return nil, cred, reasonOf(err, "api_key_invalid"), err
+		}
+		return &Identity{Subject: k.Subject, Roles: k.Roles, Method: "api_key", KeyID: k.ID}, cred, "", nil
+	case cred.header != "":
+		return nil, cred, "credential_empty", errors.New("empty credential")
+	case e.anonymous:
+		return &Identity{Method: "none"}, cred, "", nil
+	default:
+		return nil, cred, "credentials_missing", errors.New("no credential in the request")
+	}
+}
+
+// reasonOf extracts the reason code carried by the authentication packages'
+// errors.
+func reasonOf(err error, fallback string) string {
+	var je *jwtauth.Error
+	if errors.As(err, &je) {
+		return je.Reason
+	}
+	var ke *apikey.Error
+	if errors.As(err, &ke) {
+		return ke.Reason
+	}
+	return fallback
+}
+
+func (e *Engine) allow(d *Decision, id *Identity, cred credential, res rego.Result) {
+	d.Allow = true
+	d.Status = http.StatusOK
+	d.Reason = "allowed"
+	set := func(name, value string) {
+		if name != "" && value != "" {
+			d.UpstreamHeaders = append(d.UpstreamHeaders, Header{name, value})
+		}
+	}
+	set(e.identity.Subject, id.Subject)
+	set(e.identity.Roles, strings.Join(id.Roles, ","))
+	set(e.identity.AuthMethod, id.Method)
+	set(e.identity.KeyID, id.KeyID)
+	set(e.identity.DecisionID, d.ID)
+	d.UpstreamHeaders = appendHeaderMap(d.UpstreamHeaders, res.Headers)
+	d.ResponseHeaders = appendHeaderMap(d.ResponseHeaders, res.ResponseHeaders)
+
+	// Identity headers the client sent that we did not overwrite must not
+	// reach the upstream; neither may the credential.
+	if cred.header != "" {
+		d.RemoveHeaders = append(d.RemoveHeaders, cred.header)
+	}
+	for _, h := range e.identityRemove {
+		if !hasHeader(d.UpstreamHeaders, h) {
+			d.RemoveHeaders = append(d.RemoveHeaders, h)
+		}
+	}
+}
+
+func (e *Engine) deny(d *Decision, status int, reason, message string) {
+	d.Allow = false
+	d.Status = status
+	d.Reason = reason
+	d.Message = message
+	if e.identity.DecisionID != "" {
+		d.ResponseHeaders = append(d.ResponseHeaders, Header{e.identity.DecisionID, d.ID})
+	}
+}
+
+// finish counts and records the decision.
+func (e *Engine) finish(req *Request, d *Decision, start time.Time) {
+	elapsed := e.now().Sub(start)
+	result := "deny"
+	if d.Allow {
+		result = "allow"
+	}
+	e.metrics.Decisions.WithLabelValues(result, d.Reason).Inc()
+	e.metrics.CheckDuration.Observe(elapsed.Seconds())
+	if e.audit == nil {
+		return
+	}
+	ev := audit.Event{
+		Time:           start,
+		DecisionID:     d.ID,
+		RequestID:      req.ID,
+		Gateway:        req.Gateway,
+		Model:          d.Model.Name,
+		Operation:      d.Model.Operation,
+		Method:         req.Method,
+		Path:           req.Path,
+		SourceAddress:  req.SourceAddress,
+		Result:         result,
+		Status:         d.Status,
+		Reason:         d.Reason,
+		PolicyRevision: d.PolicyRevision,
+		LatencyMicros:  elapsed.Microseconds(),
+	}
+	if id := d.Identity; id != nil {
+		ev.Subject, ev.AuthMethod, ev.KeyID, ev.Issuer = id.Subject, id.Method, id.KeyID, id.Issuer
+	}
+	if err := e.audit.Record(&ev); err != nil {
+		e.log.Error("audit record failed", "decision_id", d.ID, "error", err)
+	}
+}
+
+func appendHeaderMap(hs []Header, m map[string]string) []Header {
+	for k, v := range m {
+		hs = append(hs, Header{strings.ToLower(k), v})
+	}
+	return hs
+}
+
+func hasHeader(hs []Header, name string) bool {
+	for _, h := range hs {
+		if h.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// newDecisionID returns 128 random bits in hex. crypto/rand does not fail
+// on supported platforms (Go 1.24+).
+func newDecisionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Compile-time checks that the real steps satisfy the engine's interfaces.
+var (
+	_ tokenVerifier = (*jwtauth.Verifier)(nil)
+	_ keyStore      = (*apikey.Store)(nil)
+	_ authorizer    = (*rego.Engine)(nil)
+)

@@ -1,0 +1,208 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/modelguard/modelguard/policy/apikey"
+	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/rego"
+)
+
+// Fakes for the steps, to reach failure paths the real ones cannot be made
+// to show on demand (panics, evaluation errors). The real steps are tested
+// in their packages and end to end in test/.
+type fakeKeys map[string]*apikey.Key
+
+func (f fakeKeys) Lookup(key string) (*apikey.Key, error) {
+	if k, ok := f[key]; ok {
+		return k, nil
+	}
+	return nil, &apikey.Error{Reason: "api_key_unknown", Err: errors.New("unknown")}
+}
+
+type fakeTokens struct{}
+
+func (fakeTokens) Verify(_ context.Context, tok string) (*jwtauth.Identity, error) {
+	if tok == "eyJ.good.sig" {
+		return &jwtauth.Identity{Subject: "alice", Roles: []string{"chat-user"}, Issuer: "https://idp"}, nil
+	}
+	return nil, &jwtauth.Error{Reason: "jwt_bad_signature", Err: errors.New("bad")}
+}
+
+type authzFunc func(ctx context.Context, input ast.Value) (rego.Result, error)
+
+func (f authzFunc) Eval(ctx context.Context, input ast.Value) (rego.Result, error) {
+	return f(ctx, input)
+}
+
+type recorder struct{ events []audit.Event }
+
+func (r *recorder) Record(e *audit.Event) error { r.events = append(r.events, *e); return nil }
+
+func testEngine(a authorizer) (*Engine, *recorder) {
+	rec := &recorder{}
+	e := &Engine{
+		tokens:        fakeTokens{},
+		keys:          fakeKeys{"mg_alice": {ID: "k-alice", Subject: "alice", Roles: []string{"chat-user"}}},
+		authz:         a,
+		apiKeyHeader:  "x-api-key",
+		bearerKeys:    true,
+		maxCredential: 64,
+		identity: config.IdentityHeaders{Subject: "x-modelguard-subject", Roles: "x-modelguard-roles",
+			AuthMethod: "x-modelguard-auth-method", KeyID: "x-modelguard-key-id", DecisionID: "x-modelguard-decision-id"},
+		audit: rec,
+	}
+	e.setDefaults()
+	return e, rec
+}
+
+var allowAll = authzFunc(func(context.Context, ast.Value) (rego.Result, error) {
+	return rego.Result{Allow: true, Revision: "r1"}, nil
+})
+
+func chat(headers map[string]string) *Request {
+	return &Request{Gateway: "envoy", Method: "POST", Path: "/v1/chat/completions", Headers: headers,
+		Body: []byte(`{"model":"gpt-4o-mini","messages":[]}`)}
+}
+
+func TestDecide(t *testing.T) {
+	denyWith := func(r rego.Result, err error) authorizer {
+		return authzFunc(func(context.Context, ast.Value) (rego.Result, error) { return r, err })
+	}
+	tests := []struct {
+		name   string
+		authz  authorizer
+		req    *Request
+		allow  bool
+		status int
+		reason string
+	}{
+		{"api key header", allowAll, chat(map[string]string{"x-api-key": "mg_alice"}), true, 200, "allowed"},
+		{"api key as bearer", allowAll, chat(map[string]string{"authorization": "Bearer mg_alice"}), true, 200, "allowed"},
+		{"jwt", allowAll, chat(map[string]string{"authorization": "Bearer eyJ.good.sig"}), true, 200, "allowed"},
+		{"bearer scheme is case-insensitive", allowAll, chat(map[string]string{"authorization": "bearer mg_alice"}), true, 200, "allowed"},
+		{"no credential", allowAll, chat(nil), false, 401, "credentials_missing"},
+		{"bad jwt", allowAll, chat(map[string]string{"authorization": "Bearer eyJ.bad.sig"}), false, 401, "jwt_bad_signature"},
+		{"unknown key", allowAll, chat(map[string]string{"x-api-key": "mg_nope"}), false, 401, "api_key_unknown"},
+		{"empty bearer", allowAll, chat(map[string]string{"authorization": "Bearer "}), false, 401, "credential_empty"},
+		{"two bearer values joined by Envoy", allowAll, chat(map[string]string{"authorization": "Bearer mg_alice,Bearer mg_alice"}), false, 401, "api_key_unknown"},
+		{"credential too long", allowAll, chat(map[string]string{"x-api-key": strings.Repeat("a", 65)}), false, 401, "credential_too_long"},
+		{"policy denies with defaults", denyWith(rego.Result{}, nil), chat(map[string]string{"x-api-key": "mg_alice"}), false, 403, "policy_denied"},
+		{"policy denies with its status", denyWith(rego.Result{Status: 429, Reason: "budget"}, nil), chat(map[string]string{"x-api-key": "mg_alice"}), false, 429, "budget"},
+		{"policy error fails closed", denyWith(rego.Result{Allow: true}, errors.New("eval: boom")), chat(map[string]string{"x-api-key": "mg_alice"}), false, 503, "policy_error"},
+		{"policy timeout fails closed", denyWith(rego.Result{}, context.DeadlineExceeded), chat(map[string]string{"x-api-key": "mg_alice"}), false, 503, "policy_error"},
+		{"panic fails closed", authzFunc(func(context.Context, ast.Value) (rego.Result, error) { panic("boom") }), chat(map[string]string{"x-api-key": "mg_alice"}), false, 503, "internal_error"},
+		{"truncated body fails closed", allowAll, &Request{Method: "POST", Path: "/v1/chat/completions", Headers: map[string]string{"x-api-key": "mg_alice"}, Body: []byte(`{"model":"gpt`), BodyTruncated: true}, false, 413, "body_truncated"},
+		{"duplicate model keys", allowAll, &Request{Method: "POST", Path: "/v1/chat/completions", Headers: map[string]string{"x-api-key": "mg_alice"}, Body: []byte(`{"model":"a","model":"b"}`)}, false, 400, "body_invalid"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, rec := testEngine(tc.authz)
+			d := e.Decide(context.Background(), tc.req)
+			if d.Allow != tc.allow || d.Status != tc.status || d.Reason != tc.reason {
+				t.Fatalf("got allow=%v %d %q, want allow=%v %d %q", d.Allow, d.Status, d.Reason, tc.allow, tc.status, tc.reason)
+			}
+			if d.ID == "" || len(rec.events) != 1 || rec.events[0].DecisionID != d.ID || rec.events[0].Reason != tc.reason {
+				t.Fatalf("audit events %+v for decision %s", rec.events, d.ID)
+			}
+			if !d.Allow {
+				if len(d.UpstreamHeaders) != 0 {
+					t.Errorf("denial carries upstream headers %v", d.UpstreamHeaders)
+				}
+				if body := string(d.Body()); strings.Contains(body, tc.reason) || strings.Contains(body, "boom") {
+					t.Errorf("client body leaks internals: %s", body)
+				}
+			}
+			if tc.status == http.StatusUnauthorized && !slices.ContainsFunc(d.ResponseHeaders, func(h Header) bool { return h.Name == "www-authenticate" }) {
+				t.Error("401 without www-authenticate")
+			}
+		})
+	}
+}
+
+func TestDecideUpstreamHeaders(t *testing.T) {
+	e, _ := testEngine(allowAll)
+	d := e.Decide(context.Background(), chat(map[string]string{"authorization": "Bearer eyJ.good.sig", "x-modelguard-key-id": "forged"}))
+	want := map[string]string{"x-modelguard-subject": "alice", "x-modelguard-roles": "chat-user", "x-modelguard-auth-method": "jwt", "x-modelguard-decision-id": d.ID}
+	got := map[string]string{}
+	for _, h := range d.UpstreamHeaders {
+		got[h.Name] = h.Value
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("upstream %s = %q, want %q", k, got[k], v)
+		}
+	}
+	// JWT callers have no key id: a client-sent one must be removed, and so
+	// must the credential.
+	for _, h := range []string{"authorization", "x-modelguard-key-id"} {
+		if !slices.Contains(d.RemoveHeaders, h) {
+			t.Errorf("%s not removed: %v", h, d.RemoveHeaders)
+		}
+	}
+	if slices.Contains(d.RemoveHeaders, "x-modelguard-subject") {
+		t.Error("a header that is set must not also be removed (Envoy removes after setting)")
+	}
+}
+
+func TestDecideInput(t *testing.T) {
+	var input ast.Value
+	e, _ := testEngine(authzFunc(func(_ context.Context, in ast.Value) (rego.Result, error) {
+		input = in
+		return rego.Result{Allow: true}, nil
+	}))
+	req := chat(map[string]string{"x-api-key": "mg_alice", "authorization": "", ":path": "/x", "cookie": "s=1", "x-trace": "t"})
+	delete(req.Headers, "authorization")
+	req.Query = "a=1&a=2"
+	e.Decide(context.Background(), req)
+	got := input.String()
+	for _, want := range []string{`"x-trace": "t"`, `"a": ["1", "2"]`, `"key_id": "k-alice"`, `"name": "gpt-4o-mini"`, `"operation": "chat"`, `"gateway": "envoy"`} {
+		if !strings.Contains(got, want) {
+			t.Errorf("input lacks %s: %s", want, got)
+		}
+	}
+	for _, leak := range []string{"mg_alice", "cookie", ":path"} {
+		if strings.Contains(got, leak) {
+			t.Errorf("input carries %q: %s", leak, got)
+		}
+	}
+}
+
+func TestDetectModel(t *testing.T) {
+	tests := []struct {
+		method, path, body string
+		want               Model
+	}{
+		{"POST", "/v1/chat/completions", `{"model":"m1"}`, Model{"m1", "chat"}},
+		{"POST", "/v1/completions", `{"model":"m1"}`, Model{"m1", "completion"}},
+		{"POST", "/v1/embeddings", `{"input":"x","model":"e5"}`, Model{"e5", "embeddings"}},
+		{"POST", "/v2/models/resnet/infer", ``, Model{"resnet", "infer"}},
+		{"POST", "/v2/models/resnet/versions/3/infer", ``, Model{"resnet", "infer"}},
+		{"GET", "/v2/models/resnet", ``, Model{"resnet", "list"}},
+		{"POST", "/v1/models/half_plus_two:predict", ``, Model{"half_plus_two", "predict"}},
+		{"POST", "/v1/models/half_plus_two/versions/2:predict", ``, Model{"half_plus_two", "predict"}},
+		{"GET", "/v1/models", ``, Model{"", "list"}},
+		{"GET", "/v1/models/gpt-4o", ``, Model{"gpt-4o", "list"}},
+		{"POST", "/other", `{"model":"m1"}`, Model{}},
+	}
+	for _, tc := range tests {
+		got, reason, status := detectModel(&Request{Method: tc.method, Path: tc.path, Body: []byte(tc.body)})
+		if got != tc.want || status != 0 {
+			t.Errorf("%s %s: got %+v %s %d, want %+v", tc.method, tc.path, got, reason, status, tc.want)
+		}
+	}
+	for _, body := range []string{`{"model":"a"}{}`, `{"model":"a"} x`, `[1]`, `{"model":1}`, `{"model":"a"`} {
+		if _, _, status := detectModel(&Request{Method: "POST", Path: "/v1/chat/completions", Body: []byte(body)}); status != 400 {
+			t.Errorf("body %s: status %d, want 400", body, status)
+		}
+	}
+}

@@ -1,0 +1,98 @@
+package policy
+
+import (
+	"net/url"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// input builds the Rego input document directly as an ast.Value, which
+// spares OPA a JSON round trip per request. Its shape is documented in
+// policy/rego and the README:
+//
+//	gateway, subject{id, roles, auth_method, key_id, issuer, claims},
+//	request{id, method, path, query, host, scheme, headers, source_address, tls_principal},
+//	model{name, operation} (only when known)
+func (e *Engine) input(req *Request, id *Identity, m Model) ast.Value {
+	roles := make([]*ast.Term, len(id.Roles))
+	for i, r := range id.Roles {
+		roles[i] = ast.StringTerm(r)
+	}
+	claims := ast.NewObject()
+	if id.Claims != nil {
+		if v, err := ast.InterfaceToValue(id.Claims); err == nil {
+			if o, ok := v.(ast.Object); ok {
+				claims = o
+			}
+		}
+	}
+	subject := ast.NewObject(
+		ast.Item(ast.InternedTerm("id"), ast.StringTerm(id.Subject)),
+		ast.Item(ast.InternedTerm("roles"), ast.ArrayTerm(roles...)),
+		ast.Item(ast.InternedTerm("auth_method"), ast.StringTerm(id.Method)),
+		ast.Item(ast.InternedTerm("key_id"), ast.StringTerm(id.KeyID)),
+		ast.Item(ast.InternedTerm("issuer"), ast.StringTerm(id.Issuer)),
+		ast.Item(ast.InternedTerm("claims"), ast.NewTerm(claims)),
+	)
+
+	headers := make([][2]*ast.Term, 0, len(req.Headers))
+	for k, v := range req.Headers {
+		if strings.HasPrefix(k, ":") || e.isCredentialHeader(k) {
+			continue
+		}
+		headers = append(headers, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+	}
+	request := ast.NewObject(
+		ast.Item(ast.InternedTerm("id"), ast.StringTerm(req.ID)),
+		ast.Item(ast.InternedTerm("method"), ast.StringTerm(req.Method)),
+		ast.Item(ast.InternedTerm("path"), ast.StringTerm(req.Path)),
+		ast.Item(ast.InternedTerm("query"), ast.NewTerm(queryValue(req.Query))),
+		ast.Item(ast.InternedTerm("host"), ast.StringTerm(req.Host)),
+		ast.Item(ast.InternedTerm("scheme"), ast.StringTerm(req.Scheme)),
+		ast.Item(ast.InternedTerm("headers"), ast.NewTerm(ast.NewObject(headers...))),
+		ast.Item(ast.InternedTerm("source_address"), ast.StringTerm(req.SourceAddress)),
+		ast.Item(ast.InternedTerm("tls_principal"), ast.StringTerm(req.TLSPrincipal)),
+	)
+
+	items := [][2]*ast.Term{
+		ast.Item(ast.InternedTerm("gateway"), ast.StringTerm(req.Gateway)),
+		ast.Item(ast.InternedTerm("subject"), ast.NewTerm(subject)),
+		ast.Item(ast.InternedTerm("request"), ast.NewTerm(request)),
+	}
+	if m.Name != "" || m.Operation != "" {
+		items = append(items, ast.Item(ast.InternedTerm("model"), ast.NewTerm(ast.NewObject(
+			ast.Item(ast.InternedTerm("name"), ast.StringTerm(m.Name)),
+			ast.Item(ast.InternedTerm("operation"), ast.StringTerm(m.Operation)),
+		))))
+	}
+	return ast.NewObject(items...)
+}
+
+// isCredentialHeader reports headers that carry credentials, which never
+// reach the policy (it could log or echo them).
+func (e *Engine) isCredentialHeader(name string) bool {
+	switch name {
+	case "authorization", "proxy-authorization", "cookie":
+		return true
+	}
+	return name == e.apiKeyHeader
+}
+
+// queryValue turns a raw query into {name: [values]}. An unparsable query
+// yields what could be parsed; the policy sees the raw path either way.
+func queryValue(raw string) ast.Value {
+	if raw == "" {
+		return ast.NewObject()
+	}
+	q, _ := url.ParseQuery(raw)
+	items := make([][2]*ast.Term, 0, len(q))
+	for k, vs := range q {
+		ts := make([]*ast.Term, len(vs))
+		for i, v := range vs {
+			ts[i] = ast.StringTerm(v)
+		}
+		items = append(items, ast.Item(ast.StringTerm(k), ast.ArrayTerm(ts...)))
+	}
+	return ast.NewObject(items...)
+}

@@ -1,0 +1,59 @@
+// Package rego is modelguard's authorization step: it evaluates the
+// operator's Rego policy (OPA, Rego v1 syntax) for each request and keeps the
+// policy current as its files change.
+//
+// # Policy directory
+//
+// The directory holds .rego modules and data files (.json, .yaml, .yml),
+// loaded with OPA's loader: data in a subdirectory lands under data.<subdir>.
+// Files named *_test.rego are Rego tests, run by [RunTests] and never part of
+// the running policy. Names starting with "." are skipped, which also skips a
+// Kubernetes ConfigMap volume's hidden "..data" and "..<timestamp>" entries:
+// files are read through the visible names, whose symlinks are followed.
+// The revision is a short hex SHA-256 over the sorted names and contents of
+// the running policy's files.
+//
+// # Input document
+//
+// The core builds input as an ast.Value, once per request:
+//
+//	input.gateway   "envoy" | "kong"
+//	input.subject   id            subject (JWT subject claim or API key owner)
+//	                roles         [string]
+//	                auth_method   "jwt" | "api_key" | "none"
+//	                key_id        API key id, "" otherwise
+//	                issuer        JWT issuer, "" for API keys
+//	                claims        the JWT's claims, {} otherwise
+//	input.request   id, method, path (no query string), host, scheme,
+//	                query          {name: [values]}
+//	                headers        {lower-case name: value}, credentials removed
+//	                source_address, tls_principal
+//	input.model     {name, operation} when known, absent otherwise;
+//	                operation is one of chat, completion, embeddings, infer,
+//	                predict, list (model listing and metadata)
+//
+// # Result
+//
+// The query (default [DefaultQuery]) must name a rule. Its value is either a
+// boolean or an object:
+//
+//	{"allow": bool,                      required
+//	 "status": 400..599,                 deny status, used only when denied
+//	 "reason": string,                   operator-facing code, logged
+//	 "message": string,                  safe to show the client
+//	 "headers": {name: value},           set on the upstream request when allowed
+//	 "response_headers": {name: value}}  set on the response to the client
+//
+// An undefined result denies with reason [ReasonUndefined]. Any other shape
+// (allow missing or not a boolean, unknown keys, a status out of range,
+// non-string or invalid headers) is an error, as are evaluation errors,
+// including builtin errors and timeouts: the caller denies on every error.
+//
+// # Reload
+//
+// [Open] compiles the policy once and then watches its directory. A changed
+// policy is compiled and prepared before it replaces the running one; one that
+// fails (syntax or type error, unknown query rule, bad data file) is refused
+// and the last good revision keeps deciding. Evaluations in flight finish on
+// the revision they started with.
+package rego

@@ -1,0 +1,283 @@
+package rego
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/loader"
+	oparego "github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"golang.org/x/net/http/httpguts"
+)
+
+// DefaultQuery is evaluated when the configuration names none.
+const DefaultQuery = "data.modelguard.authz.allow"
+
+// ReasonUndefined is the reason of a denial because the query was undefined.
+const ReasonUndefined = "policy_undefined"
+
+// Result is a policy decision.
+type Result struct {
+	Allow bool
+	// Status is the deny status from the policy (400..599), 0 when not set
+	// or when allowed.
+	Status int
+	// Reason is an operator-facing code, "" when not set.
+	Reason string
+	// Message is safe to show the client, "" when not set.
+	Message string
+	// Headers are set on the upstream request when allowed; names are
+	// lower-case.
+	Headers map[string]string
+	// ResponseHeaders are set on the response to the client; names are
+	// lower-case.
+	ResponseHeaders map[string]string
+	// Revision is the revision of the policy that decided.
+	Revision string
+}
+
+// Policy is one compiled revision of a policy directory, ready to evaluate.
+// It is immutable and safe for concurrent use.
+type Policy struct {
+	query    oparego.PreparedEvalQuery
+	revision string
+}
+
+// Compile loads the policy in dir (tests excluded), compiles it and prepares
+// query ("" means DefaultQuery) for evaluation.
+func Compile(ctx context.Context, dir, query string) (*Policy, error) {
+	snap, err := readPolicyDir(dir, false)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", dir, err)
+	}
+	return compile(ctx, dir, snap, query)
+}
+
+func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Policy, error) {
+	if query == "" {
+		query = DefaultQuery
+	}
+	ref, err := parseQuery(query)
+	if err != nil {
+		return nil, err
+	}
+	loaded, err := load(snap)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: %w", dir, err)
+	}
+	if len(loaded.Modules) == 0 {
+		return nil, fmt.Errorf("policy %s: no .rego files", dir)
+	}
+	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
+	if compiler.Compile(loaded.ParsedModules()); compiler.Failed() {
+		return nil, fmt.Errorf("policy %s: %w", dir, compiler.Errors)
+	}
+	// A query naming nothing would deny every request as undefined; refuse
+	// the policy instead (a renamed package or rule, a typo in the query).
+	if len(compiler.GetRules(ref)) == 0 {
+		return nil, fmt.Errorf("policy %s: query %s names no rule", dir, query)
+	}
+	// AST values on read: data is converted once here, not on every request.
+	store := inmem.NewFromObjectWithOpts(loaded.Documents, inmem.OptReturnASTValuesOnRead(true))
+	prepared, err := oparego.New(
+		oparego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
+		oparego.Compiler(compiler),
+		oparego.Store(store),
+		oparego.SetRegoVersion(ast.RegoV1),
+		// A builtin error (say, a regex that does not compile) is an
+		// evaluation error rather than an undefined expression, so that a
+		// failing "deny" helper cannot turn into an allow.
+		oparego.StrictBuiltinErrors(true),
+		// Keep results as AST: decode reads them without a JSON round trip.
+		oparego.GenerateJSON(keepAST),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("policy %s: prepare %s: %w", dir, query, err)
+	}
+	return &Policy{query: prepared, revision: snap.revision()}, nil
+}
+
+// load parses the snapshot's modules and data with OPA's loader.
+func load(snap *snapshot) (*loader.Result, error) {
+	return loader.NewFileLoader().
+		WithFS(snap.files).
+		WithRegoVersion(ast.RegoV1).
+		WithProcessAnnotation(true).
+		All([]string{"."})
+}
+
+// parseQuery accepts a ground reference into data, the only kind of query
+// whose rules can be checked to exist at compile time.
+func parseQuery(query string) (ast.Ref, error) {
+	ref, err := ast.ParseRef(query)
+	if err != nil {
+		return nil, fmt.Errorf("query %q: %w", query, err)
+	}
+	if !ref.HasPrefix(ast.DefaultRootRef) || len(ref) < 2 || !ref.IsGround() {
+		return nil, fmt.Errorf("query %q: want a reference into data such as %s", query, DefaultQuery)
+	}
+	return ref, nil
+}
+
+func keepAST(t *ast.Term, _ *oparego.EvalContext) (any, error) { return t, nil }
+
+// Revision identifies the policy's content.
+func (p *Policy) Revision() string { return p.revision }
+
+// Eval decides on input. It never returns Allow with an error; on error the
+// caller must deny. It stops when ctx ends.
+func (p *Policy) Eval(ctx context.Context, input ast.Value) (Result, error) {
+	if err := ctx.Err(); err != nil {
+		return Result{Revision: p.revision}, fmt.Errorf("policy %s: %w", p.revision, err)
+	}
+	rs, err := p.query.Eval(ctx, oparego.EvalParsedInput(input))
+	if err != nil {
+		return Result{Revision: p.revision}, fmt.Errorf("policy %s: evaluate: %w", p.revision, err)
+	}
+	switch {
+	case len(rs) == 0:
+		return Result{Reason: ReasonUndefined, Revision: p.revision}, nil
+	case len(rs) > 1:
+		return Result{Revision: p.revision}, fmt.Errorf("policy %s: query gave %d results, want one", p.revision, len(rs))
+	case len(rs[0].Expressions) != 1:
+		return Result{Revision: p.revision}, fmt.Errorf("policy %s: query gave %d expressions, want one", p.revision, len(rs[0].Expressions))
+	}
+	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
+	if !ok {
+		return Result{Revision: p.revision}, fmt.Errorf("policy %s: result is %T, want an AST term", p.revision, rs[0].Expressions[0].Value)
+	}
+	r, err := decode(t.Value)
+	if err != nil {
+		return Result{Revision: p.revision}, fmt.Errorf("policy %s: %w", p.revision, err)
+	}
+	r.Revision = p.revision
+	return r, nil
+}
+
+// Keys of the object form of a result.
+const (
+	keyAllow           ast.String = "allow"
+	keyStatus          ast.String = "status"
+	keyReason          ast.String = "reason"
+	keyMessage         ast.String = "message"
+	keyHeaders         ast.String = "headers"
+	keyResponseHeaders ast.String = "response_headers"
+)
+
+// decode interprets a query result: a boolean or an object (see the package
+// documentation). Anything else is an error.
+func decode(v ast.Value) (Result, error) {
+	switch v := v.(type) {
+	case ast.Boolean:
+		return Result{Allow: bool(v)}, nil
+	case ast.Object:
+		return decodeObject(v)
+	}
+	return Result{}, fmt.Errorf("result is %s, want a boolean or an object", ast.ValueName(v))
+}
+
+func decodeObject(obj ast.Object) (Result, error) {
+	var (
+		r        Result
+		hasAllow bool
+		allow    bool
+	)
+	err := obj.Iter(func(k, v *ast.Term) error {
+		key, ok := k.Value.(ast.String)
+		if !ok {
+			return fmt.Errorf("result has a %s key, want strings", ast.ValueName(k.Value))
+		}
+		var err error
+		switch key {
+		case keyAllow:
+			b, ok := v.Value.(ast.Boolean)
+			if !ok {
+				return fmt.Errorf("result allow is %s, want a boolean", ast.ValueName(v.Value))
+			}
+			hasAllow, allow = true, bool(b)
+		case keyStatus:
+			r.Status, err = decodeStatus(v.Value)
+		case keyReason:
+			r.Reason, err = decodeString(key, v.Value)
+		case keyMessage:
+			r.Message, err = decodeString(key, v.Value)
+		case keyHeaders:
+			r.Headers, err = decodeHeaders(key, v.Value)
+		case keyResponseHeaders:
+			r.ResponseHeaders, err = decodeHeaders(key, v.Value)
+		default:
+			// Strict, so that a misspelt key fails loudly instead of
+			// silently dropping a header or status.
+			return fmt.Errorf("result has unknown key %s", k)
+		}
+		return err
+	})
+	if err != nil {
+		return Result{}, err
+	}
+	if !hasAllow {
+		return Result{}, errors.New("result has no allow")
+	}
+	r.Allow = allow
+	if allow {
+		r.Status = 0
+	}
+	return r, nil
+}
+
+func decodeStatus(v ast.Value) (int, error) {
+	n, ok := v.(ast.Number)
+	if !ok {
+		return 0, fmt.Errorf("result status is %s, want a number", ast.ValueName(v))
+	}
+	status, ok := n.Int()
+	if !ok || status < 400 || status > 599 {
+		return 0, fmt.Errorf("result status %s, want an integer in 400..599", n)
+	}
+	return status, nil
+}
+
+func decodeString(key ast.String, v ast.Value) (string, error) {
+	s, ok := v.(ast.String)
+	if !ok {
+		return "", fmt.Errorf("result %s is %s, want a string", string(key), ast.ValueName(v))
+	}
+	return string(s), nil
+}
+
+// decodeHeaders reads an object of header names to values. Names are
+// lower-cased; invalid names or values (CR, LF, NUL that could split a
+// header) are errors rather than something a gateway might forward.
+func decodeHeaders(key ast.String, v ast.Value) (map[string]string, error) {
+	obj, ok := v.(ast.Object)
+	if !ok {
+		return nil, fmt.Errorf("result %s is %s, want an object", string(key), ast.ValueName(v))
+	}
+	if obj.Len() == 0 {
+		return nil, nil
+	}
+	h := make(map[string]string, obj.Len())
+	err := obj.Iter(func(k, v *ast.Term) error {
+		name, ok := k.Value.(ast.String)
+		if !ok || !httpguts.ValidHeaderFieldName(string(name)) {
+			return fmt.Errorf("result %s has invalid header name %s", string(key), k)
+		}
+		value, ok := v.Value.(ast.String)
+		if !ok || !httpguts.ValidHeaderFieldValue(string(value)) {
+			return fmt.Errorf("result %s[%s] is not a valid header value", string(key), k)
+		}
+		lower := strings.ToLower(string(name))
+		if _, dup := h[lower]; dup {
+			return fmt.Errorf("result %s sets %s twice", string(key), lower)
+		}
+		h[lower] = string(value)
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return h, nil
+}

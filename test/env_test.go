@@ -1,0 +1,391 @@
+package test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/modelguard/modelguard/examples"
+	"github.com/modelguard/modelguard/extauthz"
+	"github.com/modelguard/modelguard/policy"
+	"github.com/modelguard/modelguard/policy/apikey"
+	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/metrics"
+	"github.com/modelguard/modelguard/test/envoyharness"
+)
+
+const (
+	testIssuer   = "https://idp.test"
+	testAudience = "models"
+)
+
+// env is one modelguard ext_authz server on real sockets, a JWKS server, a
+// fake model upstream and the Envoy harness in front of them.
+type env struct {
+	t        *testing.T
+	dir      string
+	svc      *extauthz.Service
+	front    *httptest.Server
+	upstream *httptest.Server
+	jwks     *jwksServer
+	keys     map[string]string // API key id -> plaintext
+	signer   *rsa.PrivateKey   // kid "k1", published in the JWKS
+	admin    string
+
+	mu  sync.Mutex
+	log map[string]envoyharness.AccessLogEntry // by x-request-id
+}
+
+type envOptions struct {
+	// rawHeaders makes the harness send header_map (encode_raw_headers).
+	rawHeaders bool
+}
+
+func newEnv(t *testing.T, o envOptions) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir(), keys: map[string]string{}, log: map[string]envoyharness.AccessLogEntry{}}
+	e.signer = newRSAKey(t)
+	e.jwks = newJWKSServer(t)
+	e.jwks.set(map[string]*rsa.PublicKey{"k1": &e.signer.PublicKey})
+
+	// The example policy, as shipped.
+	if err := os.CopyFS(e.dir, mustSub(examples.Demo, ".")); err != nil {
+		t.Fatal(err)
+	}
+	e.writeKeys(map[string]keyEntry{
+		"alice-key":  {subject: "alice", roles: []string{"chat-user"}},
+		"reader-key": {subject: "rita", roles: []string{"reader"}},
+	})
+	cfg := fmt.Sprintf(`server:
+  grpc_address: 127.0.0.1:0
+  admin_address: 127.0.0.1:0
+  shutdown_grace: 5s
+authentication:
+  jwt:
+    issuers:
+      - issuer: %s
+        audiences: [%s]
+        algorithms: [RS256]
+        jwks_url: %s
+        jwks_unknown_kid_interval: 1ms
+  api_keys:
+    file: keys.yaml
+authorization:
+  policy_dir: policy
+  query: data.modelguard.authz.decision
+  timeout: 1s
+audit:
+  output: %s
+`, testIssuer, testAudience, e.jwks.srv.URL+"/jwks.json", filepath.Join(e.dir, "audit.log"))
+	if err := os.WriteFile(filepath.Join(e.dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := config.Load(filepath.Join(e.dir, "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	reg := prometheus.NewRegistry()
+	aw, err := audit.Open(c.Audit.Output)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { aw.Close() })
+	engine, err := policy.New(ctx, c, policy.Options{Metrics: metrics.New(reg), Audit: aw})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.svc, err = extauthz.Listen(c, engine, reg, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go e.svc.Serve()
+	t.Cleanup(func() { e.svc.Shutdown(context.Background()) })
+	e.admin = "http://" + e.svc.AdminAddr().String()
+
+	conn, err := grpc.NewClient(e.svc.GRPCAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+
+	e.upstream = httptest.NewServer(http.HandlerFunc(echoUpstream))
+	t.Cleanup(e.upstream.Close)
+	u, _ := url.Parse(e.upstream.URL)
+	// As envoy/envoy.yaml configures the filter, with a timeout for -race.
+	filter := envoyharness.Filter{Timeout: 2 * time.Second, WithRequestBody: true, MaxRequestBytes: 1 << 20,
+		AllowPartialMessage: true, PackAsBytes: true, EncodeRawHeaders: o.rawHeaders}
+	front := envoyharness.New(authv3.NewAuthorizationClient(conn), u, filter)
+	front.AccessLog = func(le envoyharness.AccessLogEntry) {
+		e.mu.Lock()
+		e.log[le.RequestID] = le
+		e.mu.Unlock()
+	}
+	e.front = httptest.NewServer(front)
+	t.Cleanup(e.front.Close)
+	return e
+}
+
+// echoUpstream is the fake model server: it answers with what it received.
+func echoUpstream(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	w.Header().Set("content-type", "application/json")
+	json.NewEncoder(w).Encode(map[string]any{"method": r.Method, "path": r.URL.Path, "headers": r.Header, "body": string(body)})
+}
+
+type keyEntry struct {
+	subject  string
+	roles    []string
+	disabled bool
+}
+
+// writeKeys writes the key file atomically (rename), minting keys for ids
+// not seen before.
+func (e *env) writeKeys(entries map[string]keyEntry) {
+	e.t.Helper()
+	var b strings.Builder
+	b.WriteString("keys:\n")
+	for id, k := range entries {
+		if e.keys[id] == "" {
+			key, err := apikey.Mint("mg_test_")
+			if err != nil {
+				e.t.Fatal(err)
+			}
+			e.keys[id] = key
+		}
+		b.WriteString(apikey.Entry(id, k.subject, k.roles, e.keys[id]))
+		if k.disabled {
+			b.WriteString("    disabled: true\n")
+		}
+	}
+	writeAtomic(e.t, filepath.Join(e.dir, "keys.yaml"), b.String())
+}
+
+func writeAtomic(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// result is what the client saw, plus the access log line for it.
+type result struct {
+	status   int
+	header   http.Header
+	body     []byte
+	upstream map[string]any // the echo, when the request reached the model
+	log      envoyharness.AccessLogEntry
+}
+
+var requestSeq atomic.Uint64
+
+func (e *env) do(method, path string, headers map[string]string, body string) result {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.front.URL+path, strings.NewReader(body))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	id := fmt.Sprintf("req-%d", requestSeq.Add(1))
+	req.Header.Set("x-request-id", id)
+	req.Header.Set("content-type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Error(err)
+		return result{}
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	r := result{status: resp.StatusCode, header: resp.Header, body: b}
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(b, &r.upstream); err != nil {
+			e.t.Errorf("upstream answer: %v", err)
+		}
+	}
+	e.mu.Lock()
+	r.log = e.log[id]
+	e.mu.Unlock()
+	return r
+}
+
+func (r result) reason() string {
+	s, _ := r.log.Metadata["reason"].(string)
+	return s
+}
+
+func (r result) revision() string {
+	s, _ := r.log.Metadata["policy_revision"].(string)
+	return s
+}
+
+// upstreamHeader returns a header as the model server received it.
+func (r result) upstreamHeader(name string) (string, bool) {
+	hs, _ := r.upstream["headers"].(map[string]any)
+	vs, ok := hs[http.CanonicalHeaderKey(name)].([]any)
+	if !ok || len(vs) == 0 {
+		return "", false
+	}
+	out := make([]string, len(vs))
+	for i, v := range vs {
+		out[i], _ = v.(string)
+	}
+	return strings.Join(out, ","), true
+}
+
+// metric reads one sample from the admin /metrics endpoint.
+func (e *env) metric(name string) float64 {
+	e.t.Helper()
+	resp, err := http.Get(e.admin + "/metrics")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return 0
+}
+
+// eventually polls cond with a generous deadline: reloads are asynchronous.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// token signs claims for the test issuer with key and kid; claims override
+// the defaults.
+func token(t *testing.T, method jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {
+	t.Helper()
+	now := time.Now()
+	c := jwt.MapClaims{"iss": testIssuer, "aud": testAudience, "sub": "alice", "roles": []string{"chat-user"}, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
+	for k, v := range claims {
+		if v == nil {
+			delete(c, k)
+			continue
+		}
+		c[k] = v
+	}
+	tok := jwt.NewWithClaims(method, c)
+	if kid != "" {
+		tok.Header["kid"] = kid
+	}
+	s, err := tok.SignedString(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func newRSAKey(t *testing.T) *rsa.PrivateKey {
+	t.Helper()
+	k, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// jwksServer serves a JWK Set over real HTTP; tests rotate keys or make it fail.
+type jwksServer struct {
+	srv   *httptest.Server
+	body  atomic.Value // []byte
+	fail  atomic.Bool
+	junk  atomic.Bool
+	calls atomic.Int64
+}
+
+func newJWKSServer(t *testing.T) *jwksServer {
+	j := &jwksServer{}
+	j.body.Store([]byte(`{"keys":[]}`))
+	j.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		j.calls.Add(1)
+		switch {
+		case j.fail.Load():
+			http.Error(w, "down", http.StatusInternalServerError)
+		case j.junk.Load():
+			w.Write([]byte(`<html>maintenance</html>`))
+		default:
+			w.Header().Set("content-type", "application/json")
+			w.Write(j.body.Load().([]byte))
+		}
+	}))
+	t.Cleanup(j.srv.Close)
+	return j
+}
+
+func (j *jwksServer) set(keys map[string]*rsa.PublicKey) {
+	type jwk struct {
+		Kty string `json:"kty"`
+		Kid string `json:"kid"`
+		Alg string `json:"alg"`
+		Use string `json:"use"`
+		N   string `json:"n"`
+		E   string `json:"e"`
+	}
+	var set struct {
+		Keys []jwk `json:"keys"`
+	}
+	for kid, k := range keys {
+		set.Keys = append(set.Keys, jwk{Kty: "RSA", Kid: kid, Alg: "RS256", Use: "sig",
+			N: base64.RawURLEncoding.EncodeToString(k.N.Bytes()),
+			E: base64.RawURLEncoding.EncodeToString(big.NewInt(int64(k.E)).Bytes())})
+	}
+	b, _ := json.Marshal(set)
+	j.body.Store(b)
+}
+
+func mustSub(f fs.FS, dir string) fs.FS {
+	s, err := fs.Sub(f, dir)
+	if err != nil {
+		panic(err)
+	}
+	return s
+}
+
+func chatBody(model string) string {
+	return `{"model":"` + model + `","messages":[{"role":"user","content":"Hello"}]}`
+}
+
+func bearer(s string) map[string]string { return map[string]string{"authorization": "Bearer " + s} }
