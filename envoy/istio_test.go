@@ -2,9 +2,14 @@ package envoy_test
 
 import (
 	"bytes"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
+	"os"
 	"path"
 	"path/filepath"
 	"slices"
@@ -120,6 +125,30 @@ func dive(v any, path ...string) (any, bool) {
 	return v, true
 }
 
+// meshProvider returns the envoyExtAuthzGrpc map of the modelguard extension
+// provider in the list at path.
+func meshProvider(t *testing.T, doc map[string]any, path ...string) map[string]any {
+	t.Helper()
+	list, ok := dive(doc, path...)
+	providers, _ := list.([]any)
+	if !ok || len(providers) == 0 {
+		t.Fatalf("no %s list", strings.Join(path, "."))
+	}
+	for _, e := range providers {
+		m, _ := e.(map[string]any)
+		if m["name"] != providerName {
+			continue
+		}
+		g, ok := m["envoyExtAuthzGrpc"].(map[string]any)
+		if !ok {
+			t.Fatalf("provider %q has no envoyExtAuthzGrpc map: %v", providerName, m)
+		}
+		return g
+	}
+	t.Fatalf("no extension provider named %q", providerName)
+	return nil
+}
+
 // TestIstioProvider checks the extension provider in both install formats
 // against the field names of Istio's API and against envoy.yaml's ext_authz.
 func TestIstioProvider(t *testing.T) {
@@ -148,24 +177,7 @@ func TestIstioProvider(t *testing.T) {
 	}
 	for _, src := range sources {
 		t.Run(src.file, func(t *testing.T) {
-			list, ok := dive(src.doc, src.path...)
-			providers, _ := list.([]any)
-			if !ok || len(providers) == 0 {
-				t.Fatalf("no %s list", strings.Join(src.path, "."))
-			}
-			var p map[string]any
-			for _, e := range providers {
-				if m, _ := e.(map[string]any); m["name"] == providerName {
-					p = m
-				}
-			}
-			if p == nil {
-				t.Fatalf("no extension provider named %q", providerName)
-			}
-			g, ok := p["envoyExtAuthzGrpc"].(map[string]any)
-			if !ok {
-				t.Fatalf("provider %q has no envoyExtAuthzGrpc map: %v", providerName, p)
-			}
+			g := meshProvider(t, src.doc, src.path...)
 			for k := range g {
 				if !allowed[k] {
 					t.Errorf("envoyExtAuthzGrpc.%s is not an Istio field", k)
@@ -374,6 +386,50 @@ type configMap struct {
 
 func isTrue(b *bool) bool { return b != nil && *b }
 
+type volume struct{ configMap, secret string }
+
+// parseMountedConfig runs the real configuration loader on the ConfigMap's
+// config.yaml. The loader checks that the files it names exist, so the
+// mounted volumes are recreated under a temporary root, the Secret holding
+// the files envoy/README.md tells users to put in it, and the config's /etc/
+// paths are moved there. It returns the config and that root.
+func parseMountedConfig(t *testing.T, text string, mounts map[string]volume) (*config.Config, string) {
+	t.Helper()
+	root := t.TempDir()
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	secretFiles := map[string][]byte{
+		"issuer.pem":    pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}),
+		"api-keys.yaml": []byte("keys: []\n"),
+	}
+	for mp, v := range mounts {
+		dir := filepath.Join(root, filepath.FromSlash(mp))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if v.secret == "" {
+			continue
+		}
+		for name, data := range secretFiles {
+			if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	moved := strings.ReplaceAll(text, " /etc/", " "+filepath.ToSlash(root)+"/etc/")
+	cfg, err := config.Parse([]byte(moved), "config.yaml", root)
+	if err != nil {
+		t.Fatalf("the ConfigMap's config.yaml is refused by policy/config:\n%v", err)
+	}
+	return cfg, filepath.ToSlash(root)
+}
+
 // TestModelguardDeployment checks modelguard's own manifests against each
 // other, against the mesh provider, and its config.yaml against
 // policy/config, strictly.
@@ -448,7 +504,6 @@ func TestModelguardDeployment(t *testing.T) {
 
 	// Volumes: config and policies from ConfigMaps, keys from a Secret, each
 	// mounted whole (a subPath mount never sees updates: no hot reload).
-	type volume struct{ configMap, secret string }
 	volumes := make(map[string]volume)
 	for _, v := range pod.Spec.Volumes {
 		switch {
@@ -476,12 +531,7 @@ func TestModelguardDeployment(t *testing.T) {
 		t.Fatalf("%s: want a ConfigMap from this file mounted at %s with key %s", configPath, path.Dir(configPath), path.Base(configPath))
 	}
 
-	var cfg config.Config
-	dec := yaml.NewDecoder(strings.NewReader(cm.Data[path.Base(configPath)]))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		t.Fatalf("config.yaml does not match policy/config: %v", err)
-	}
+	cfg, root := parseMountedConfig(t, cm.Data[path.Base(configPath)], mounts)
 	// Reachable by the sidecar and the kubelet, on the container's ports.
 	for _, a := range []struct{ name, addr, port string }{
 		{"server.grpc_address", cfg.Server.GRPCAddress, "grpc"},
@@ -494,6 +544,7 @@ func TestModelguardDeployment(t *testing.T) {
 	}
 	// Every file the config names lies in a mounted volume of the right kind.
 	under := func(what, p string, wantSecret bool) {
+		p = strings.TrimPrefix(p, root)
 		for mp, v := range mounts {
 			if p == mp || strings.HasPrefix(p, mp+"/") {
 				if wantSecret && v.secret == "" {
@@ -526,8 +577,7 @@ func TestModelguardDeployment(t *testing.T) {
 
 	// The Service the mesh provider names, reaching the gRPC port.
 	iop, _ := yamlDocs(t, meshIOPFile)
-	g, _ := dive(iop[0], "spec", "meshConfig", "extensionProviders")
-	provider, _ := g.([]any)[0].(map[string]any)["envoyExtAuthzGrpc"].(map[string]any)
+	provider := meshProvider(t, iop[0], "spec", "meshConfig", "extensionProviders")
 	if want := svc.Metadata.Name + "." + svc.Metadata.Namespace + ".svc.cluster.local"; provider["service"] != want {
 		t.Errorf("provider service %v, Service is %s", provider["service"], want)
 	}

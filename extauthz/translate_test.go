@@ -86,9 +86,9 @@ func TestCheckRequestFromHTTPFollowsEnvoy(t *testing.T) {
 
 func TestToResponse(t *testing.T) {
 	allow := toResponse(&policy.Decision{ID: "d1", Allow: true, Status: 200, Reason: "allowed", PolicyRevision: "rev",
-		UpstreamHeaders: []policy.Header{{"x-modelguard-subject", "alice"}},
+		UpstreamHeaders: []policy.Header{{Name: "x-modelguard-subject", Value: "alice"}},
 		RemoveHeaders:   []string{"authorization"},
-		ResponseHeaders: []policy.Header{{"ratelimit-remaining", "9"}},
+		ResponseHeaders: []policy.Header{{Name: "ratelimit-remaining", Value: "9"}},
 		Identity:        &policy.Identity{Subject: "alice"}})
 	if allow.GetStatus().GetCode() != 0 {
 		t.Fatalf("allow status %v", allow.GetStatus())

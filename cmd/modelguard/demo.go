@@ -97,11 +97,11 @@ func (d *demoSetup) write() error {
 	return err
 }
 
-func (d *demoSetup) printIntro(w io.Writer, addr string) {
+func (d *demoSetup) printIntro(w io.Writer, addr, admin string) {
 	self := os.Args[0]
 	chat := `'{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}'`
 	fmt.Fprintf(w, `
-modelguard demo: ext_authz gRPC on %[1]s, metrics on http://127.0.0.1:9192/metrics
+modelguard demo: ext_authz gRPC on %[1]s, metrics on http://%[7]s/metrics
 Configuration, policy and keys: %[2]s (edit policy/data.yaml or keys.yaml: changes apply live)
 Audit events go to stdout, logs to stderr. Try, in another terminal:
 
@@ -114,5 +114,5 @@ Audit events go to stdout, logs to stderr. Try, in another terminal:
   # DENY 401: no credential
   %[3]s check -server %[1]s -d %[6]s POST /v1/chat/completions
 
-`, addr, d.dir, self, d.token, d.readerKey, chat)
+`, addr, d.dir, self, d.token, d.readerKey, chat, admin)
 }

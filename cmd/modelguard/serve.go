@@ -24,6 +24,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	cfgPath := fs.String("config", "", "configuration file (default: the embedded demo configuration)")
+	grpcAddr := fs.String("grpc-address", "", "override server.grpc_address")
+	adminAddr := fs.String("admin-address", "", "override server.admin_address")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -44,6 +46,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	} else if cfg, err = config.Load(*cfgPath); err != nil {
 		fmt.Fprintf(stderr, "modelguard: %v\n", err)
 		return 1
+	}
+	if *grpcAddr != "" {
+		cfg.Server.GRPCAddress = *grpcAddr
+	}
+	if *adminAddr != "" {
+		cfg.Server.AdminAddress = *adminAddr
 	}
 	log := newLogger(cfg.Log, stderr)
 
@@ -77,7 +85,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	log.Info("modelguard ext_authz serving", "grpc", svc.GRPCAddr().String(), "admin", fmt.Sprint(svc.AdminAddr()), "config", cfg.File, "version", version)
 	if demo != nil {
-		demo.printIntro(stdout, svc.GRPCAddr().String())
+		demo.printIntro(stdout, svc.GRPCAddr().String(), fmt.Sprint(svc.AdminAddr()))
 	}
 
 	sig := make(chan os.Signal, 1)

@@ -31,9 +31,9 @@ func (e *ParseError) Error() string {
 	return fmt.Sprintf("%s: %s", e.File, e.Msg)
 }
 
-// Load reads and validates a key file. Every problem found is reported as a
-// *ParseError (joined with errors.Join when there are several); a file with
-// any problem yields no Set.
+// Load reads and validates a key file. Each problem found is a *ParseError
+// (several are joined with errors.Join); a file with any problem yields no
+// Set, so a typo never half-applies.
 func Load(path string) (*Set, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -123,9 +123,7 @@ func parse(name string, data []byte, sum [32]byte) (*Set, error) {
 	for i, e := range doc.Keys {
 		n := list.Content[i]
 		line := func(field string) int { return lineOf(n, field) }
-		entryOK := true
 		bad := func(field, format string, args ...any) {
-			entryOK = false
 			fail(line(field), "keys[%d].%s: %s", i, field, fmt.Sprintf(format, args...))
 		}
 		// The decoder reads "disabled:" (null) and "disabled: no" as false and
@@ -175,20 +173,22 @@ func parse(name string, data []byte, sum [32]byte) (*Set, error) {
 			}
 			expires = t
 		}
-		if entryOK {
-			set.byHash[digest] = &Key{
-				ID:        e.ID,
-				Subject:   e.Subject,
-				Roles:     e.Roles,
-				ExpiresAt: expires,
-				Disabled:  e.Disabled,
-			}
+		set.byHash[digest] = &Key{
+			ID:        e.ID,
+			Subject:   e.Subject,
+			Roles:     e.Roles,
+			ExpiresAt: expires,
+			Disabled:  e.Disabled,
 		}
 	}
-	if len(errs) > 0 {
-		return nil, errors.Join(errs...)
+	switch len(errs) {
+	case 0:
+		return set, nil
+	case 1:
+		return nil, errs[0]
+	default:
+		return nil, errors.Join(errs...) // the set is dropped: a file is used whole or not at all
 	}
-	return set, nil
 }
 
 // valueOf returns the value node of key in a mapping node, or nil.
@@ -226,6 +226,9 @@ func findAlias(n *yaml.Node) int {
 func yamlErrors(name string, err error) error {
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
+		if len(te.Errors) == 1 {
+			return lineError(name, te.Errors[0])
+		}
 		errs := make([]error, 0, len(te.Errors))
 		for _, s := range te.Errors {
 			errs = append(errs, lineError(name, s))

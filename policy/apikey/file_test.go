@@ -198,14 +198,25 @@ func TestLoadErrors(t *testing.T) {
 // TestLoadReportsEveryProblem: an operator fixing a file sees all problems at
 // once, and the good entries of a bad file are not used.
 func TestLoadReportsEveryProblem(t *testing.T) {
-	content := "keys:\n" + entry("a", keyAlice, "expires_at: soon") + entry("b", keyBob) + entry("a", keyCarol, `roles: [""]`)
-	_, err := Parse("keys.yaml", []byte(content))
-	var lines []int
-	for _, pe := range parseErrors(err) {
-		lines = append(lines, pe.Line)
+	tests := []struct {
+		name    string
+		content string
+		lines   []int
+	}{
+		{"validation", "keys:\n" + entry("a", keyAlice, "expires_at: soon") + entry("b", keyBob) + entry("a", keyCarol, `roles: [""]`), []int{5, 9, 12}},
+		{"types", "keys:\n" + entry("a", keyAlice, "roles: x") + entry("b", keyBob, "disabled: 1"), []int{5, 9}},
 	}
-	if want := []int{5, 9, 12}; !slices.Equal(lines, want) {
-		t.Fatalf("error lines %v, want %v; error: %v", lines, want, err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			set, err := Parse("keys.yaml", []byte(tt.content))
+			var lines []int
+			for _, pe := range parseErrors(err) {
+				lines = append(lines, pe.Line)
+			}
+			if set != nil || !slices.Equal(lines, tt.lines) {
+				t.Fatalf("set %v, error lines %v, want no set and %v; error: %v", set, lines, tt.lines, err)
+			}
+		})
 	}
 }
 

@@ -73,9 +73,26 @@ func Hash(key string) string {
 	return hashPrefix + hex.EncodeToString(sum[:])
 }
 
+// CheckEntry reports whether Load would accept an entry with these values,
+// so that a CLI can refuse them before printing a key that cannot be used.
+func CheckEntry(id, subject string, roles []string) error {
+	if msg := checkID(id); msg != "" {
+		return fmt.Errorf("id: %s", msg)
+	}
+	if msg := checkSubject(subject); msg != "" {
+		return fmt.Errorf("subject: %s", msg)
+	}
+	for _, r := range roles {
+		if msg := checkRole(r); msg != "" {
+			return fmt.Errorf("role %q: %s", r, msg)
+		}
+	}
+	return nil
+}
+
 // Entry returns the key file entry for a key, indented to go under "keys:".
 // It holds the key's hash, never the key. Values are quoted as YAML needs;
-// Load still validates them (an empty subject, for one, is refused there).
+// CheckEntry tells whether Load will accept them.
 func Entry(id, subject string, roles []string, key string) string {
 	if roles == nil {
 		roles = []string{} // "roles: []" rather than "roles: null"

@@ -118,3 +118,35 @@ func TestEntryRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestCheckEntry(t *testing.T) {
+	tests := []struct {
+		id, subject string
+		roles       []string
+		ok          bool
+	}{
+		{"alice-laptop", "alice", []string{"chat-user"}, true},
+		{"svc.batch@prod:1", "svc", nil, true},
+		{"", "alice", nil, false},
+		{"alice laptop", "alice", nil, false},
+		{"alice", "", nil, false},
+		{"alice", " alice", nil, false},
+		{"alice", "alice", []string{"a,b"}, false},
+		{"alice", "alice", []string{""}, false},
+	}
+	for _, tt := range tests {
+		err := CheckEntry(tt.id, tt.subject, tt.roles)
+		if (err == nil) != tt.ok {
+			t.Errorf("CheckEntry(%q, %q, %q) = %v, want ok %v", tt.id, tt.subject, tt.roles, err, tt.ok)
+			continue
+		}
+		// CheckEntry must agree with Load on the same values.
+		key, err := Mint("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := Parse("k.yaml", []byte("keys:\n"+Entry(tt.id, tt.subject, tt.roles, key))); (err == nil) != tt.ok {
+			t.Errorf("Load of the same entry: %v, want ok %v", err, tt.ok)
+		}
+	}
+}

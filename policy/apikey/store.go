@@ -108,7 +108,7 @@ func (s *Store) reload() error {
 	if err != nil {
 		// A missing file is most likely mid-edit; an empty key set would lock
 		// everyone out, so keep the last good one.
-		_ = 0
+		s.seen = false
 		return s.refuse(fmt.Errorf("read key file: %w", err))
 	}
 	sum := sha256.Sum256(data)

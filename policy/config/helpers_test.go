@@ -1,6 +1,7 @@
 package config
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,17 +11,17 @@ import (
 // Files every test configuration may refer to, relative to the fixture
 // directory. Key files are not parsed by this package, so they hold text.
 var fixtureFiles = map[string]string{
-	"keys.yaml":          "keys: []\n",
-	"jwt/batch.pem":      "-----BEGIN PUBLIC KEY-----\nnot parsed here\n-----END PUBLIC KEY-----\n",
-	"jwt/empty.pem":      "",
-	"jwt/partner.secret": strings.Repeat("s", 32) + "\n",    // exactly long enough for HS256
-	"jwt/crlf.secret":    strings.Repeat("s", 32) + "\r\n",  // ditto, Windows editor
-	"jwt/short.secret":   strings.Repeat("s", 31) + "\n",    // one byte short
-	"jwt/hs512.secret":   strings.Repeat("s", 64),           // enough for HS512
-	"jwt/hs384.secret":   strings.Repeat("s", 47) + "\n\n",  // only one newline is trimmed: 48 bytes
-	"tls/server.crt":     "certificate",
-	"tls/server.key":     "private key",
-	"tls/clients-ca.crt": "client CA",
+	"keys.yaml":           "keys: []\n",
+	"jwt/batch.pem":       "-----BEGIN PUBLIC KEY-----\nnot parsed here\n-----END PUBLIC KEY-----\n",
+	"jwt/empty.pem":       "",
+	"jwt/partner.secret":  strings.Repeat("s", 32) + "\n",   // exactly long enough for HS256
+	"jwt/crlf.secret":     strings.Repeat("s", 32) + "\r\n", // ditto, Windows editor
+	"jwt/short.secret":    strings.Repeat("s", 31) + "\n",   // one byte short
+	"jwt/hs512.secret":    strings.Repeat("s", 64),          // enough for HS512
+	"jwt/hs384.secret":    strings.Repeat("s", 47) + "\n\n", // only one newline is trimmed: 48 bytes
+	"tls/server.crt":      "certificate",
+	"tls/server.key":      "private key",
+	"tls/clients-ca.crt":  "client CA",
 	"policies/authz.rego": "package modelguard.authz\n",
 }
 
@@ -61,6 +62,15 @@ func mustParse(t *testing.T, text string) *Config {
 		t.Fatalf("Parse: %v\n--- config:\n%s", err, text)
 	}
 	return c
+}
+
+// withoutDir replaces dir with "DIR" in err's message, so that expected
+// messages can name files in a temporary directory.
+func withoutDir(err error, dir string) error {
+	if err == nil {
+		return nil
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), dir, "DIR"))
 }
 
 // checkLines fails unless err has exactly len(want) lines, line i starting

@@ -81,9 +81,6 @@ func (c *Config) parseDocument(data []byte) (*yaml.Node, error) {
 		return nil, fmt.Errorf("%s: empty configuration", c.name())
 	}
 	root := doc.Content[0]
-	if root.Kind == yaml.AliasNode {
-		root = root.Alias
-	}
 	switch {
 	case root.Kind == yaml.ScalarNode && root.ShortTag() == nullTag:
 		return nil, fmt.Errorf("%s: empty configuration", c.name())

@@ -74,7 +74,7 @@ func (s *shape) walk(path string, key, n *yaml.Node, t reflect.Type) {
 			s.fail(line, path, "expected a mapping of keys to values, got %s", describe(n))
 			return
 		}
-		s.mapping(path, n, t, make(map[string]bool))
+		s.mapping(path, n, t, &merging{seen: make(map[string]bool), done: make(map[*yaml.Node]bool)})
 	case t.Kind() == reflect.Slice:
 		if n.Kind != yaml.SequenceNode {
 			s.fail(line, path, "expected a list, got %s", describe(n))
@@ -98,48 +98,62 @@ func (s *shape) walk(path string, key, n *yaml.Node, t reflect.Type) {
 	}
 }
 
+// merging tracks one struct's mapping and the mappings merged into it.
+type merging struct {
+	seen map[string]bool     // keys already taken
+	done map[*yaml.Node]bool // mappings already merged: keeps nested merges linear
+}
+
 // mapping checks the keys of mapping n against struct t. Keys written in n
 // win over keys merged in with "<<", and earlier merges over later ones, as
-// in YAML and yaml.v3; seen holds the keys already taken.
-func (s *shape) mapping(path string, n *yaml.Node, t reflect.Type, seen map[string]bool) {
+// in YAML and yaml.v3.
+func (s *shape) mapping(path string, n *yaml.Node, t reflect.Type, m *merging) {
+	if m.done[n] {
+		return
+	}
+	m.done[n] = true
 	fields, names := yamlFields(t)
 	first := make(map[string]int) // key -> line, to find duplicates
 	var merges []*yaml.Node
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		if k.Kind != yaml.ScalarNode {
+			s.fail(k.Line, path, "keys must be names, got %s", describe(k))
+			continue
+		}
 		p := join(path, k.Value)
 		if l, dup := first[k.Value]; dup {
 			s.fail(k.Line, p, "duplicate key (first at line %d)", l)
 			continue
 		}
 		first[k.Value] = k.Line
-		if k.Kind == yaml.ScalarNode && k.Value == "<<" && k.ShortTag() == mergeTag {
+		if k.Value == "<<" && k.ShortTag() == mergeTag {
 			merges = append(merges, v)
 			continue
 		}
 		ft, ok := fields[k.Value]
-		if !ok || k.Kind != yaml.ScalarNode {
+		if !ok {
 			s.index[p] = entry{key: k, value: v}
 			s.fail(k.Line, p, "unknown key; valid keys here: %s", strings.Join(names, ", "))
 			continue
 		}
-		if seen[k.Value] {
+		if m.seen[k.Value] {
 			continue
 		}
-		seen[k.Value] = true
+		m.seen[k.Value] = true
 		s.walk(p, k, v, ft)
 	}
-	for _, m := range merges {
-		line := m.Line
-		if m.Kind == yaml.AliasNode {
-			m = m.Alias
+	for _, v := range merges {
+		line := v.Line
+		if v.Kind == yaml.AliasNode {
+			v = v.Alias
 		}
 		var maps []*yaml.Node
-		switch m.Kind {
+		switch v.Kind {
 		case yaml.MappingNode:
-			maps = []*yaml.Node{m}
+			maps = []*yaml.Node{v}
 		case yaml.SequenceNode:
-			maps = m.Content
+			maps = v.Content
 		}
 		for _, mm := range maps {
 			if mm.Kind == yaml.AliasNode {
@@ -149,10 +163,10 @@ func (s *shape) mapping(path string, n *yaml.Node, t reflect.Type, seen map[stri
 				maps = nil
 				break
 			}
-			s.mapping(path, mm, t, seen)
+			s.mapping(path, mm, t, m)
 		}
 		if maps == nil {
-			s.fail(line, join(path, "<<"), "a merge needs a mapping or a list of mappings, got %s", describe(m))
+			s.fail(line, join(path, "<<"), "a merge needs a mapping or a list of mappings, got %s", describe(v))
 		}
 	}
 }

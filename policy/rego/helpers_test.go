@@ -48,11 +48,11 @@ func policyDir(t testing.TB, files map[string]string) string {
 // revisionOf is the revision files get, whatever directory holds them.
 func revisionOf(t testing.TB, files map[string]string) string {
 	t.Helper()
-	p, err := Compile(t.Context(), policyDir(t, files), "")
+	snap, err := readPolicyDir(policyDir(t, files), false)
 	if err != nil {
-		t.Fatalf("compile: %v", err)
+		t.Fatal(err)
 	}
-	return p.Revision()
+	return snap.revision()
 }
 
 // configMap lays out a directory the way the kubelet projects a ConfigMap:

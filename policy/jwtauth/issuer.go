@@ -1,0 +1,404 @@
+package jwtauth
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/modelguard/modelguard/policy/config"
+)
+
+// maxHeaderParams bounds the header members we track for duplicates; real
+// JWS headers have a handful.
+const maxHeaderParams = 16
+
+// issuer is one configured issuer with its prebuilt parser.
+type issuer struct {
+	name    string
+	algs    map[string]algInfo
+	parser  *jwt.Parser
+	typ     []byte // lower case, without "application/"; nil = not checked
+	subject claimPath
+	roles   []claimPath
+	static  *keySet     // static keys, or nil
+	jwks    *jwksSource // JWKS, or nil
+	keyfunc jwt.Keyfunc // static issuers: prebuilt, so Verify allocates no closure
+}
+
+func newIssuer(ctx context.Context, i int, ic config.Issuer, baseDir string, opts Options, client *http.Client) (*issuer, error) {
+	path := fmt.Sprintf("authentication.jwt.issuers[%d]", i)
+	ferr := func(field string, err error) error {
+		return &config.FieldError{Path: path + field, Err: err}
+	}
+	if ic.Issuer == "" {
+		return nil, ferr(".issuer", errors.New("issuer is required"))
+	}
+	if len(ic.Audiences) == 0 {
+		return nil, ferr(".audiences", errors.New("at least one audience is required"))
+	}
+	for j, a := range ic.Audiences {
+		if a == "" {
+			return nil, ferr(fmt.Sprintf(".audiences[%d]", j), errors.New("audience is empty"))
+		}
+	}
+	if len(ic.Algorithms) == 0 {
+		return nil, ferr(".algorithms", errors.New("at least one algorithm is required"))
+	}
+	is := &issuer{name: ic.Issuer, algs: make(map[string]algInfo, len(ic.Algorithms))}
+	methods := make([]string, 0, len(ic.Algorithms))
+	for j, name := range ic.Algorithms {
+		a, ok := lookupAlg(name)
+		if !ok {
+			return nil, ferr(fmt.Sprintf(".algorithms[%d]", j), fmt.Errorf("unsupported algorithm %q (supported: %s)", name, supportedAlgs))
+		}
+		if a.family == famHMAC && ic.JWKSURL != "" {
+			return nil, ferr(fmt.Sprintf(".algorithms[%d]", j), fmt.Errorf("%s needs a shared secret, which a JWKS must not publish: use a static secret key", name))
+		}
+		if _, dup := is.algs[name]; !dup {
+			is.algs[name] = a
+			methods = append(methods, name)
+		}
+	}
+	if (ic.JWKSURL == "") == (len(ic.Keys) == 0) {
+		return nil, ferr("", errors.New("exactly one of jwks_url and keys must be set"))
+	}
+
+	leeway, err := orDefault(ic.Leeway, DefaultLeeway)
+	if err == nil && leeway > MaxLeeway {
+		err = fmt.Errorf("leeway %s exceeds the %s maximum", leeway, MaxLeeway)
+	}
+	if err != nil {
+		return nil, ferr(".leeway", err)
+	}
+	if ic.Typ != "" {
+		t := strings.ToLower(ic.Typ)
+		is.typ = []byte(strings.TrimPrefix(t, "application/"))
+	}
+	is.subject = newClaimPath(ic.Claims.Subject, "sub")
+	roles := ic.Claims.Roles
+	if len(roles) == 0 {
+		roles = []string{"roles"}
+	}
+	for j, r := range roles {
+		if r == "" {
+			return nil, ferr(fmt.Sprintf(".claims.roles[%d]", j), errors.New("claim name is empty"))
+		}
+		is.roles = append(is.roles, newClaimPath(r, ""))
+	}
+
+	popts := []jwt.ParserOption{
+		jwt.WithValidMethods(methods),
+		jwt.WithExpirationRequired(),
+		jwt.WithIssuedAt(),
+		jwt.WithIssuer(ic.Issuer),
+		jwt.WithAudience(ic.Audiences...), // any one of them (golang-jwt v5.3)
+		jwt.WithLeeway(leeway),
+		jwt.WithStrictDecoding(),
+	}
+	if opts.now != nil {
+		popts = append(popts, jwt.WithTimeFunc(opts.now))
+	}
+	is.parser = jwt.NewParser(popts...)
+
+	if ic.JWKSURL != "" {
+		p := jwksParams{url: ic.JWKSURL, algs: is.algs, keyWait: opts.KeyWait, client: client}
+		if u, err := url.Parse(ic.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, ferr(".jwks_url", errors.New("must be an absolute http(s) URL"))
+		}
+		if p.refreshInterval, err = orDefault(ic.JWKSRefreshInterval, DefaultJWKSRefreshInterval); err != nil {
+			return nil, ferr(".jwks_refresh_interval", err)
+		}
+		if p.unknownKIDEvery, err = orDefault(ic.JWKSUnknownKIDInterval, DefaultJWKSUnknownKIDInterval); err != nil {
+			return nil, ferr(".jwks_unknown_kid_interval", err)
+		}
+		if p.fetchTimeout, err = orDefault(ic.JWKSFetchTimeout, DefaultJWKSFetchTimeout); err != nil {
+			return nil, ferr(".jwks_fetch_timeout", err)
+		}
+		if is.jwks, err = newJWKSSource(ctx, ic.Issuer, p, opts.Logger, opts.OnJWKSRefresh); err != nil {
+			return nil, ferr(".jwks_url", err)
+		}
+		return is, nil
+	}
+
+	keys := make([]*verifyKey, 0, len(ic.Keys))
+	for j, sk := range ic.Keys {
+		kpath := fmt.Sprintf("%s.keys[%d]", path, j)
+		key, err := loadStaticKey(sk, baseDir, kpath)
+		if err != nil {
+			return nil, err
+		}
+		k := &verifyKey{kid: sk.KID, key: key}
+		var why []string
+		for _, name := range methods {
+			if err := keyMismatch(is.algs[name], key); err != nil {
+				why = append(why, err.Error())
+			}
+		}
+		if len(why) == len(methods) {
+			field := ".pem_file"
+			switch {
+			case sk.PEMEnv != "":
+				field = ".pem_env"
+			case sk.SecretFile != "":
+				field = ".secret_file"
+			case sk.SecretEnv != "":
+				field = ".secret_env"
+			}
+			return nil, &config.FieldError{Path: kpath + field, Err: fmt.Errorf("key fits none of the issuer's algorithms: %s", strings.Join(why, "; "))}
+		}
+		keys = append(keys, k)
+	}
+	is.static = newKeySet(is.algs, keys, true)
+	is.keyfunc = is.staticKey
+	return is, nil
+}
+
+func orDefault[T ~int64](v, def T) (T, error) {
+	switch {
+	case v < 0:
+		return 0, fmt.Errorf("must not be negative")
+	case v == 0:
+		return def, nil
+	}
+	return v, nil
+}
+
+// checkHeader refuses, before golang-jwt parses anything, headers with
+// duplicate or escaped member names (encoding/json keeps the last of
+// {"alg":"RS256","alg":"HS256"}), a crit member (RFC 7515 4.1.11: we
+// understand no extension), an alg the issuer does not allow and, when the
+// issuer sets typ, another typ.
+func (is *issuer) checkHeader(bp *[]byte, seg string) *Error {
+	data, buf, err := decodeSegment(*bp, seg)
+	*bp = buf[:0]
+	if err != nil {
+		return fail(ReasonMalformed, fmt.Errorf("header: %w", err))
+	}
+	var (
+		seen     [maxHeaderParams][]byte
+		n        int
+		alg, typ []byte
+		hasAlg   bool
+		hasTyp   bool
+	)
+	err = scanObject(data, func(key, val []byte) error {
+		if bytes.IndexByte(key, '\\') >= 0 {
+			return fail(ReasonMalformed, fmt.Errorf("header member %s is escaped", key))
+		}
+		for _, s := range seen[:n] {
+			if bytes.Equal(s, key) {
+				return fail(ReasonMalformed, fmt.Errorf("header member %s appears twice", key))
+			}
+		}
+		if n == len(seen) {
+			return fail(ReasonMalformed, fmt.Errorf("header has more than %d members", maxHeaderParams))
+		}
+		seen[n] = key
+		n++
+		switch string(key) {
+		case `"crit"`:
+			return fail(ReasonCritUnsupported, errors.New("header has crit; no extension is supported"))
+		case `"alg"`:
+			s, ok := jsonString(val)
+			if !ok {
+				return fail(ReasonMalformed, errors.New("header alg is not a string"))
+			}
+			alg, hasAlg = s, true
+		case `"typ"`:
+			typ, hasTyp = val, true
+		}
+		return nil
+	})
+	if err != nil {
+		var e *Error
+		if errors.As(err, &e) {
+			return e
+		}
+		return fail(ReasonMalformed, fmt.Errorf("header: %w", err))
+	}
+	if !hasAlg {
+		return fail(ReasonMalformed, errors.New("header has no alg"))
+	}
+	if _, ok := is.algs[string(alg)]; !ok {
+		return fail(ReasonAlgNotAllowed, fmt.Errorf("alg %q is not allowed for issuer %s", alg, is.name))
+	}
+	if is.typ != nil {
+		if !hasTyp {
+			return fail(ReasonBadTyp, fmt.Errorf("header has no typ, want %q", is.typ))
+		}
+		s, ok := jsonString(typ)
+		if !ok || !typMatches(s, is.typ) {
+			return fail(ReasonBadTyp, fmt.Errorf("header typ %s, want %q", typ, is.typ))
+		}
+	}
+	return nil
+}
+
+// typMatches compares media types case-insensitively, accepting the full
+// "application/" form (RFC 7515 4.1.9, RFC 8725 3.11).
+func typMatches(got, want []byte) bool {
+	if len(got) > len("application/") && bytes.EqualFold(got[:len("application/")], []byte("application/")) {
+		got = got[len("application/"):]
+	}
+	return bytes.EqualFold(got, want)
+}
+
+// kidOf returns the token's kid, "" when absent.
+func kidOf(t *jwt.Token) (string, *Error) {
+	v, ok := t.Header["kid"]
+	if !ok {
+		return "", nil
+	}
+	kid, ok := v.(string)
+	if !ok {
+		return "", fail(ReasonMalformed, errors.New("header kid is not a string"))
+	}
+	return kid, nil
+}
+
+// staticKey is the keyfunc of issuers with static keys. jku, x5u, jwk and
+// x5c headers are never looked at.
+func (is *issuer) staticKey(t *jwt.Token) (any, error) {
+	if _, ok := t.Header["crit"]; ok { // checkHeader refused it; kept as a backstop
+		return nil, fail(ReasonCritUnsupported, errors.New("header has crit"))
+	}
+	kid, e := kidOf(t)
+	if e != nil {
+		return nil, e
+	}
+	key, err := is.static.lookup(t.Method.Alg(), kid)
+	if err != nil {
+		return nil, keyError(err, kid, t.Method.Alg())
+	}
+	return key, nil
+}
+
+// jwksKey is the keyfunc of JWKS issuers: an unknown kid (or an empty set)
+// triggers a rate-limited refresh that the request waits for briefly.
+func (is *issuer) jwksKey(ctx context.Context, t *jwt.Token) (any, error) {
+	if _, ok := t.Header["crit"]; ok {
+		return nil, fail(ReasonCritUnsupported, errors.New("header has crit"))
+	}
+	kid, e := kidOf(t)
+	if e != nil {
+		return nil, e
+	}
+	alg := t.Method.Alg()
+	ks := is.jwks.keys()
+	key, err := ks.lookup(alg, kid)
+	if err == nil {
+		return key, nil
+	}
+	if errors.Is(err, errUnknownKID) || ks.usable == 0 {
+		is.jwks.awaitRefresh(ctx, kid)
+		ks = is.jwks.keys()
+		if key, err = ks.lookup(alg, kid); err == nil {
+			return key, nil
+		}
+	}
+	if ks.usable == 0 {
+		return nil, fail(ReasonJWKSUnavailable, fmt.Errorf("no keys loaded from %s yet", is.jwks.url))
+	}
+	return nil, keyError(err, kid, alg)
+}
+
+func keyError(err error, kid, alg string) *Error {
+	switch {
+	case errors.Is(err, errUnknownKID):
+		return fail(ReasonUnknownKey, fmt.Errorf("no key with kid %q", kid))
+	case errors.Is(err, errNoKeyFits):
+		return fail(ReasonUnknownKey, fmt.Errorf("no key fits a %s token without kid", alg))
+	default:
+		return fail(ReasonKeyRejected, fmt.Errorf("kid %q: %w", kid, err))
+	}
+}
+
+// identity maps verified claims to the caller.
+func (is *issuer) identity(claims jwt.MapClaims) (*Identity, error) {
+	m := map[string]any(claims)
+	v, _ := is.subject.lookup(m)
+	sub, _ := v.(string)
+	if sub == "" {
+		return nil, fail(ReasonMissingSubject, fmt.Errorf("claim %q is missing, empty or not a string", is.subject.full))
+	}
+	return &Identity{Subject: sub, Roles: is.rolesOf(m), Claims: m, Issuer: is.name}, nil
+}
+
+// rolesOf collects roles from each configured claim: a JSON array of
+// strings (other elements ignored) or a space-separated string such as
+// "scope". Duplicates are dropped, first occurrence kept.
+func (is *issuer) rolesOf(m map[string]any) []string {
+	roles := make([]string, 0, 8)
+	add := func(r string) {
+		if r == "" {
+			return
+		}
+		for _, have := range roles {
+			if have == r {
+				return
+			}
+		}
+		roles = append(roles, r)
+	}
+	for _, p := range is.roles {
+		v, _ := p.lookup(m)
+		switch x := v.(type) {
+		case string:
+			for f := range strings.FieldsSeq(x) {
+				add(f)
+			}
+		case []any:
+			for _, e := range x {
+				if s, ok := e.(string); ok {
+					add(s)
+				}
+			}
+		}
+	}
+	return roles
+}
+
+// claimPath names a claim: the whole name first (namespaced claims such as
+// "https://example.com/roles" contain dots), then as a dotted path into
+// nested objects ("realm_access.roles").
+type claimPath struct {
+	full  string
+	parts []string
+}
+
+func newClaimPath(name, def string) claimPath {
+	if name == "" {
+		name = def
+	}
+	p := claimPath{full: name}
+	if strings.Contains(name, ".") {
+		p.parts = strings.Split(name, ".")
+	}
+	return p
+}
+
+func (p claimPath) lookup(m map[string]any) (any, bool) {
+	if v, ok := m[p.full]; ok {
+		return v, true
+	}
+	if p.parts == nil {
+		return nil, false
+	}
+	var cur any = m
+	for _, part := range p.parts {
+		obj, ok := cur.(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		if cur, ok = obj[part]; !ok {
+			return nil, false
+		}
+	}
+	return cur, true
+}
