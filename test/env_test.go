@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log/slog"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
@@ -117,7 +116,7 @@ audit:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { aw.Close() })
-	engine, err := policy.New(ctx, c, policy.Options{Metrics: metrics.New(reg), Audit: aw, Logger: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	engine, err := policy.New(ctx, c, policy.Options{Metrics: metrics.New(reg), Audit: aw})
 	if err != nil {
 		t.Fatal(err)
 	}

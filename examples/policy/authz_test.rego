@@ -121,6 +121,11 @@ test_chat_user_model_names_are_exact if {
 	denied(chat(["chat-user"], "*"), "model_not_permitted")
 }
 
+test_chat_user_empty_model_name_denied if {
+	# Only a listing may name no model.
+	denied(chat(["chat-user"], ""), "model_not_permitted")
+}
+
 test_chat_user_other_operation_denied if {
 	denied(model_request(["chat-user"], "POST", "/v2/models/gpt-4o-mini/infer", "gpt-4o-mini", "infer"), "role_not_permitted")
 }
@@ -189,4 +194,18 @@ test_roles_come_from_data if {
 test_read_only_false_is_not_read_only if {
 	roles := {"ops": {"read_only": false, "models": ["*"], "operations": ["chat"]}}
 	authz.allow with input as chat(["ops"], "gpt-4o") with data.modelguard.rbac.roles as roles
+}
+
+test_read_only_overrides_grants if {
+	roles := {"auditor": {"read_only": true, "models": ["*"], "operations": ["*"]}}
+	post := chat(["auditor"], "gpt-4o")
+	not authz.allow with input as post with data.modelguard.rbac.roles as roles
+	authz.reason == "read_only" with input as post with data.modelguard.rbac.roles as roles
+	listing := model_request(["auditor"], "GET", "/v1/models", "", "list")
+	authz.allow with input as listing with data.modelguard.rbac.roles as roles
+
+	# A read-only role's grants do not count for writes.
+	both := object.union(roles, {"ml-engineer": {"models": ["*"], "operations": ["infer"]}})
+	mixed := chat(["auditor", "ml-engineer"], "gpt-4o")
+	authz.reason == "role_not_permitted" with input as mixed with data.modelguard.rbac.roles as both
 }

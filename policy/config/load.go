@@ -77,14 +77,11 @@ func (c *Config) parseDocument(data []byte) (*yaml.Node, error) {
 	default:
 		return nil, fmt.Errorf("%s:%d: a second YAML document; the configuration is one document (remove the extra ---)", c.name(), next.Line)
 	}
-	if len(doc.Content) != 1 {
+	if len(doc.Content) == 0 || isNull(doc.Content[0]) {
 		return nil, fmt.Errorf("%s: empty configuration", c.name())
 	}
 	root := doc.Content[0]
-	switch {
-	case root.Kind == yaml.ScalarNode && root.ShortTag() == nullTag:
-		return nil, fmt.Errorf("%s: empty configuration", c.name())
-	case root.Kind != yaml.MappingNode:
+	if root.Kind != yaml.MappingNode {
 		return nil, fmt.Errorf("%s:%d: the configuration must be a mapping of keys to values, got %s", c.name(), root.Line, describe(root))
 	}
 	return root, nil
@@ -139,7 +136,7 @@ func (c *Config) set(path string) bool {
 		return false
 	}
 	e, ok := c.src.index[path]
-	return ok && !(e.value.Kind == yaml.ScalarNode && e.value.ShortTag() == nullTag)
+	return ok && !isNull(e.value)
 }
 
 // name is the configuration's name in messages.
@@ -174,34 +171,32 @@ func parent(p string) string {
 }
 
 // Error returns err located in the file when it is, or wraps, a *FieldError:
-// its message becomes "file:line: path: reason", and errors.As still finds
-// the FieldError. Errors joined with errors.Join are located one by one.
-// Any other error is returned unchanged, as is nil.
+// its message becomes "file:line: path: reason" (context wrapped around the
+// FieldError gives way to the location), and errors.Is and errors.As still
+// reach the original. Errors joined with errors.Join are located one by one.
+// Any other error, an error already located, and nil are returned unchanged.
 func (c *Config) Error(err error) error {
-	if err == nil {
-		return nil
-	}
-	if _, ok := err.(*locatedError); ok {
-		return err
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		errs := j.Unwrap()
-		out := make([]error, len(errs))
-		changed := false
-		for i, e := range errs {
-			out[i] = c.Error(e)
-			changed = changed || out[i] != e
-		}
-		if changed {
+	for e := err; e != nil; e = errors.Unwrap(e) {
+		switch e := e.(type) {
+		case *locatedError:
+			return err
+		case *FieldError:
+			return &locatedError{msg: c.Locate(e.Path) + ": " + e.Error(), err: err}
+		case interface{ Unwrap() []error }:
+			errs := e.Unwrap()
+			out := make([]error, len(errs))
+			changed := false
+			for i, e := range errs {
+				out[i] = c.Error(e)
+				changed = changed || out[i] != e
+			}
+			if !changed {
+				return err
+			}
 			return errors.Join(out...)
 		}
-		return err
 	}
-	var fe *FieldError
-	if !errors.As(err, &fe) {
-		return err
-	}
-	return &locatedError{msg: c.Locate(fe.Path) + ": " + fe.Error(), err: err}
+	return err
 }
 
 // locatedError is an error whose message names the file and line; it wraps

@@ -428,6 +428,8 @@ func TestError(t *testing.T) {
 		{"field not in the file", &FieldError{Path: "server.tls.min_version", Err: plain}, "config.yaml:6: server.tls.min_version: listen: address in use"},
 		{"joined errors", errors.Join(keyErr, plain, &FieldError{Path: "log.level", Err: errBadKey}),
 			"config.yaml:38: authentication.jwt.issuers[2].keys[0].pem_file: not a PEM public key\nlisten: address in use\nconfig.yaml:57: log.level: not a PEM public key"},
+		{"wrapped joined errors", fmt.Errorf("jwt: %w", errors.Join(keyErr, &FieldError{Path: "log.level", Err: errBadKey})),
+			"config.yaml:38: authentication.jwt.issuers[2].keys[0].pem_file: not a PEM public key\nconfig.yaml:57: log.level: not a PEM public key"},
 		{"plain error", plain, "listen: address in use"},
 	}
 	for _, tt := range tests {
@@ -436,7 +438,7 @@ func TestError(t *testing.T) {
 			if got.Error() != tt.want {
 				t.Errorf("Error() = %q\nwant       %q", got, tt.want)
 			}
-			if !errors.Is(got, tt.err) && !errors.Is(got, plain) {
+			if !errors.Is(got, tt.err) && !errors.Is(got, keyErr) && !errors.Is(got, plain) {
 				t.Error("the located error does not wrap the original")
 			}
 			if c.Error(got).Error() != got.Error() {
@@ -451,6 +453,10 @@ func TestError(t *testing.T) {
 	joined := errors.Join(plain, fs.ErrNotExist)
 	if got := c.Error(joined); got != joined {
 		t.Errorf("joined plain errors changed: %v", got)
+	}
+	located := c.Error(keyErr)
+	if wrapped := fmt.Errorf("start: %w", located); c.Error(wrapped) != wrapped {
+		t.Errorf("a wrapped located error changed: %v", c.Error(wrapped))
 	}
 	if c.Error(nil) != nil {
 		t.Error("Error(nil) != nil")

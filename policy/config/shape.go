@@ -49,7 +49,9 @@ func (s *shape) fail(line int, path, format string, args ...any) {
 // walk checks node n (the value of key, nil for list items and the root)
 // against type t and records it at path.
 func (s *shape) walk(path string, key, n *yaml.Node, t reflect.Type) {
-	line := n.Line // where the value is written, even when it is an alias
+	// Errors point at the key, or at the list item itself: where the value
+	// is used, not where an alias's anchor is.
+	line := n.Line
 	if key != nil {
 		line = key.Line
 	}

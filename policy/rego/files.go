@@ -98,7 +98,7 @@ func (s *snapshot) walk(dir, rel string, depth int, tests bool) error {
 		name := e.Name()
 		// Hidden files, and a ConfigMap's ..data and ..<timestamp>: their
 		// files are loaded once, through the visible symlinks.
-		if strings.HasPrefix(name, ".tmp") {
+		if strings.HasPrefix(name, ".") {
 			continue
 		}
 		p := filepath.Join(dir, name)

@@ -19,6 +19,9 @@ type Options struct {
 	// Debounce groups a burst of events (an editor's write, chmod, rename)
 	// into one call. Default 100ms.
 	Debounce time.Duration
+	// MaxDelay bounds how long a steady stream of events (say, a log file
+	// written in the same directory) can postpone the call. Default 1s.
+	MaxDelay time.Duration
 	// Poll, when positive, also calls onChange at this interval, for file
 	// systems where inotify events do not arrive (some network volumes).
 	// Callers skip reloads whose content did not change.
@@ -31,6 +34,9 @@ type Options struct {
 func Dirs(ctx context.Context, dirs []string, opts Options, onChange func(), onError func(error)) error {
 	if opts.Debounce <= 0 {
 		opts.Debounce = 100 * time.Millisecond
+	}
+	if opts.MaxDelay <= 0 {
+		opts.MaxDelay = time.Second
 	}
 	w, err := fsnotify.NewWatcher()
 	if err != nil {
@@ -48,8 +54,21 @@ func Dirs(ctx context.Context, dirs []string, opts Options, onChange func(), onE
 
 func run(ctx context.Context, w *fsnotify.Watcher, opts Options, onChange func(), onError func(error)) {
 	defer w.Close()
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
+	// quiet fires when events pause; limit when a burst has lasted MaxDelay.
+	quiet, limit := time.NewTimer(time.Hour), time.NewTimer(time.Hour)
+	quiet.Stop()
+	limit.Stop()
+	defer quiet.Stop()
+	defer limit.Stop()
+	pending := false
+	fire := func() {
+		if pending {
+			pending = false
+			quiet.Stop()
+			limit.Stop()
+			onChange()
+		}
+	}
 	var poll <-chan time.Time
 	if opts.Poll > 0 {
 		t := time.NewTicker(opts.Poll)
@@ -59,13 +78,16 @@ func run(ctx context.Context, w *fsnotify.Watcher, opts Options, onChange func()
 	for {
 		select {
 		case <-ctx.Done():
-			debounce.Stop()
 			return
 		case _, ok := <-w.Events:
 			if !ok {
 				return
 			}
-			debounce.Reset(opts.Debounce)
+			if !pending {
+				pending = true
+				limit.Reset(opts.MaxDelay)
+			}
+			quiet.Reset(opts.Debounce)
 		case err, ok := <-w.Errors:
 			if !ok {
 				return
@@ -73,8 +95,10 @@ func run(ctx context.Context, w *fsnotify.Watcher, opts Options, onChange func()
 			if onError != nil {
 				onError(err)
 			}
-		case <-debounce.C:
-			onChange()
+		case <-quiet.C:
+			fire()
+		case <-limit.C:
+			fire()
 		case <-poll:
 			onChange()
 		}
