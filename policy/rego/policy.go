@@ -8,6 +8,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/loader"
+	"github.com/open-policy-agent/opa/v1/metrics"
 	oparego "github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"golang.org/x/net/http/httpguts"
@@ -133,7 +134,7 @@ func (p *Policy) Eval(ctx context.Context, input ast.Value) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{Revision: p.revision}, fmt.Errorf("policy %s: %w", p.revision, err)
 	}
-	rs, err := p.query.Eval(ctx, oparego.EvalParsedInput(input))
+	rs, err := p.query.Eval(ctx, oparego.EvalParsedInput(input), oparego.EvalMetrics(metrics.NoOp()))
 	if err != nil {
 		return Result{Revision: p.revision}, fmt.Errorf("policy %s: evaluate: %w", p.revision, err)
 	}

@@ -1,0 +1,135 @@
+package policy_test
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/modelguard/modelguard/examples"
+	"github.com/modelguard/modelguard/policy"
+	"github.com/modelguard/modelguard/policy/apikey"
+	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/config"
+)
+
+// benchSetup is a real engine on the example policy, a static RS256 key and
+// a key file: the whole core decision, as a gateway adapter calls it.
+type benchSetup struct {
+	engine *policy.Engine
+	token  string
+	key    string
+}
+
+func newBenchSetup(b *testing.B, withAudit bool) benchSetup {
+	b.Helper()
+	dir := b.TempDir()
+	if err := os.CopyFS(dir, examples.Demo); err != nil {
+		b.Fatal(err)
+	}
+	priv, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		b.Fatal(err)
+	}
+	der, _ := x509.MarshalPKIXPublicKey(&priv.PublicKey)
+	os.WriteFile(filepath.Join(dir, "jwt.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}), 0o644)
+	key, _ := apikey.Mint("")
+	os.WriteFile(filepath.Join(dir, "keys.yaml"), []byte("keys:\n"+apikey.Entry("k1", "bob", []string{"chat-user"}, key)), 0o644)
+	cfgYAML := `authentication:
+  jwt:
+    issuers:
+      - issuer: https://idp.bench
+        audiences: [models]
+        algorithms: [RS256]
+        keys: [{pem_file: jwt.pub}]
+  api_keys: {file: keys.yaml}
+authorization:
+  policy_dir: policy
+  query: data.modelguard.authz.decision
+`
+	cfg, err := config.Parse([]byte(cfgYAML), "bench.yaml", dir)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(cancel)
+	var opts policy.Options
+	if withAudit {
+		opts.Audit = audit.NewWriter(io.Discard)
+	}
+	engine, err := policy.New(ctx, cfg, opts)
+	if err != nil {
+		b.Fatal(err)
+	}
+	now := time.Now()
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodRS256, jwt.MapClaims{"iss": "https://idp.bench", "aud": "models", "sub": "alice",
+		"roles": []string{"chat-user"}, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}).SignedString(priv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return benchSetup{engine: engine, token: tok, key: key}
+}
+
+func benchRequest(auth string) *policy.Request {
+	return &policy.Request{
+		Gateway: "envoy", ID: "bench", Method: "POST", Path: "/v1/chat/completions", Host: "models.local", Scheme: "https",
+		Headers: map[string]string{
+			":authority": "models.local", ":method": "POST", ":path": "/v1/chat/completions", ":scheme": "https",
+			"authorization": auth, "content-type": "application/json", "user-agent": "OpenAI/Python 1.54.0",
+			"x-request-id": "bench", "accept": "application/json",
+		},
+		SourceAddress: "10.0.0.7:51000",
+		Body:          []byte(`{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are helpful."},{"role":"user","content":"Hello there"}],"max_tokens":128}`),
+	}
+}
+
+func benchDecide(b *testing.B, e *policy.Engine, req *policy.Request) {
+	ctx := context.Background()
+	if d := e.Decide(ctx, req); !d.Allow {
+		b.Fatalf("benchmark request denied: %d %s", d.Status, d.Reason)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		e.Decide(ctx, req)
+	}
+}
+
+// BenchmarkDecideJWT is the whole core decision for an RS256 JWT.
+func BenchmarkDecideJWT(b *testing.B) {
+	s := newBenchSetup(b, false)
+	benchDecide(b, s.engine, benchRequest("Bearer "+s.token))
+}
+
+// BenchmarkDecideAPIKey is the whole core decision for an OpenAI-style
+// bearer API key.
+func BenchmarkDecideAPIKey(b *testing.B) {
+	s := newBenchSetup(b, false)
+	benchDecide(b, s.engine, benchRequest("Bearer "+s.key))
+}
+
+// BenchmarkDecideAPIKeyAudit adds a JSON audit line per decision.
+func BenchmarkDecideAPIKeyAudit(b *testing.B) {
+	s := newBenchSetup(b, true)
+	benchDecide(b, s.engine, benchRequest("Bearer "+s.key))
+}
+
+// BenchmarkDecideDenyMissing is the cheapest path: no credential, 401.
+func BenchmarkDecideDenyMissing(b *testing.B) {
+	s := newBenchSetup(b, false)
+	req := benchRequest("")
+	delete(req.Headers, "authorization")
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		s.engine.Decide(ctx, req)
+	}
+}
