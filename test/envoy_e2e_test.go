@@ -79,6 +79,54 @@ func TestEnvoyAuthentication(t *testing.T) {
 	}
 }
 
+// TestEnvoyAuditTrail checks one audit event per decision, with the fields
+// operators need and no credential anywhere in the trail.
+func TestEnvoyAuditTrail(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	tok := token(t, jwt.SigningMethodRS256, e.signer, "k1", nil)
+	allowed := e.do("POST", "/v1/chat/completions", bearer(tok), chatBody("gpt-4o-mini"))
+	denied := e.do("POST", "/v1/chat/completions", map[string]string{"x-api-key": e.keys["reader-key"]}, chatBody("gpt-4o-mini"))
+	refused := e.do("POST", "/v1/chat/completions", bearer(tok+"x"), chatBody("gpt-4o-mini"))
+
+	raw, err := os.ReadFile(filepath.Join(e.dir, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, secret := range []string{tok, e.keys["reader-key"], "Hello"} {
+		if strings.Contains(string(raw), secret) {
+			t.Fatalf("audit trail contains a credential or prompt: %q", secret)
+		}
+	}
+	events := map[string]map[string]any{}
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		events[ev["request_id"].(string)] = ev
+	}
+	for _, tc := range []struct {
+		r                      result
+		result, reason, method string
+	}{
+		{allowed, "allow", "allowed", "jwt"},
+		{denied, "deny", "read_only", "api_key"},
+		{refused, "deny", "jwt_malformed", ""},
+	} {
+		ev := events[tc.r.log.RequestID]
+		if ev == nil {
+			t.Fatalf("no audit event for %s", tc.r.log.RequestID)
+		}
+		if ev["result"] != tc.result || ev["reason"] != tc.reason || ev["decision_id"] != tc.r.log.Metadata["decision_id"] ||
+			ev["gateway"] != "envoy" || ev["path"] != "/v1/chat/completions" || ev["model"] != "gpt-4o-mini" && tc.result == "allow" {
+			t.Errorf("audit event %v, want result %s reason %s", ev, tc.result, tc.reason)
+		}
+		if m, _ := ev["auth_method"].(string); m != tc.method {
+			t.Errorf("auth_method %q, want %q", m, tc.method)
+		}
+	}
+}
+
 // assertClientError checks the OpenAI-shaped error body and that it leaks
 // nothing operators see (the reason code).
 func assertClientError(t *testing.T, r result, typ, reason string) {

@@ -35,8 +35,8 @@ default allow := false
 
 # A request is allowed when at least one of the caller's roles permits it.
 allow if {
-	some role in granted
-	permits(role)
+	some name in subject_roles
+	permits(roles[name])
 }
 
 # A read-only role permits reads and nothing else.

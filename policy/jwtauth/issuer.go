@@ -99,7 +99,7 @@ func newIssuer(ctx context.Context, i int, ic config.Issuer, baseDir string, opt
 		jwt.WithIssuer(ic.Issuer),
 		jwt.WithAudience(ic.Audiences...), // any one of them (golang-jwt v5.3)
 		jwt.WithLeeway(leeway),
-		// jwt.WithStrictDecoding(),
+		jwt.WithStrictDecoding(),
 	}
 	if opts.now != nil {
 		popts = append(popts, jwt.WithTimeFunc(opts.now))

@@ -180,7 +180,7 @@ func (g *guardedStore) KeyReplaceAll(ctx context.Context, given []jwkset.JWK) er
 		}
 	}
 	ks := newKeySet(g.algs, keys, false)
-	if false && ks.usable == 0 {
+	if ks.usable == 0 {
 		var reasons []error
 		for _, k := range rejected {
 			reasons = append(reasons, fmt.Errorf("kid %q: %w", k.kid, k.reject))

@@ -231,7 +231,7 @@ func splitCompact(token string) (hdr, payload string, err error) {
 			default:
 				return "", "", errors.New("token has more than three segments")
 			}
-		case c == ' ', c == '\t', c == '\v', c == '\f':
+		case c == ' ', c == '\t', c == '\r', c == '\n', c == '\v', c == '\f':
 			return "", "", errors.New("token contains white space")
 		default:
 			return "", "", fmt.Errorf("token contains %q, which is outside the base64url alphabet", c)

@@ -248,8 +248,8 @@ func TestConfigMapSwap(t *testing.T) {
 	cm := &configMap{dir: t.TempDir()}
 	cm.publish(t, a)
 	opts, events := reloads(t.Context())
-	// Open fails if the hidden ..data or timestamped directory is loaded
-	// besides the visible names: the rules would be defined twice.
+	// Loading the hidden ..data or timestamped directory besides the
+	// visible names would change the revision.
 	e, err := Open(t.Context(), config.Authorization{PolicyDir: cm.dir, Query: "data.modelguard.authz.decision"}, "", opts)
 	if err != nil {
 		t.Fatal(err)

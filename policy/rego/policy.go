@@ -134,6 +134,7 @@ func (p *Policy) Eval(ctx context.Context, input ast.Value) (Result, error) {
 	if err := ctx.Err(); err != nil {
 		return Result{Revision: p.revision}, fmt.Errorf("policy %s: %w", p.revision, err)
 	}
+	// NoOp metrics: OPA otherwise allocates a metrics set per evaluation.
 	rs, err := p.query.Eval(ctx, oparego.EvalParsedInput(input), oparego.EvalMetrics(metrics.NoOp()))
 	if err != nil {
 		return Result{Revision: p.revision}, fmt.Errorf("policy %s: evaluate: %w", p.revision, err)

@@ -13,6 +13,7 @@ import (
 // data beside them, read the same way the running policy is. Builtin errors
 // fail tests, as they fail evaluations at run time. An error means the tests
 // could not run; failed tests are in the results (see tester.Result.Pass).
+// A directory without tests gives no results and no error.
 func RunTests(ctx context.Context, dir string) ([]*tester.Result, error) {
 	snap, err := readPolicyDir(dir, true)
 	if err != nil {
