@@ -30,7 +30,7 @@ type jwksServer struct {
 	mode   string // "", "hangup" (close the connection), "block" (wait for release)
 }
 
-func newJWKSServer(t *testing.T) *jwksServer {
+func newJWKSServer(t testing.TB) *jwksServer {
 	t.Helper()
 	s := &jwksServer{release: make(chan struct{}), status: http.StatusOK, body: `{"keys":[]}`}
 	s.srv = httptest.NewServer(http.HandlerFunc(s.handle))
@@ -395,4 +395,30 @@ func TestJWKSKeyWait(t *testing.T) {
 	cancel()
 	_, err := v.Verify(ctx, unknown)
 	wantReason(t, err, ReasonUnknownKey)
+}
+
+// countingTransport records that the caller's HTTP client was used.
+type countingTransport struct{ n atomic.Int64 }
+
+func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	c.n.Add(1)
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func TestJWKSUsesCallerClientWithCap(t *testing.T) {
+	k := keys(t)
+	s := newJWKSServer(t)
+	s.set(200, `{"keys":`+strings.Repeat(" ", maxJWKSBytes)+`[`+jwk(t, &k.rsa.PublicKey, "r1", nil)+`]}`, "")
+	var rt countingTransport
+	var log refreshLog
+	v := newVerifier(t, jwksConfig(s.srv.URL, time.Hour, time.Hour), "", Options{
+		HTTPClient: &http.Client{Transport: &rt}, OnJWKSRefresh: log.record,
+	})
+	if rt.n.Load() != 1 {
+		t.Fatalf("caller's transport used %d times, want 1", rt.n.Load())
+	}
+	if ok, failed := log.counts(); ok != 0 || failed != 1 {
+		t.Fatalf("oversized first response: %d ok, %d failed refreshes; want 0, 1", ok, failed)
+	}
+	wantReason(t, verifyErr(v, rsToken(t, k.rsa, "")), ReasonJWKSUnavailable)
 }

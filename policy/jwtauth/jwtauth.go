@@ -91,7 +91,8 @@ type Options struct {
 	// by an unknown kid. Default 500ms.
 	KeyWait time.Duration
 	// OnJWKSRefresh is called after each JWKS refresh attempt (nil err =
-	// success), from background goroutines, possibly concurrently.
+	// success): during New for the first fetch, then from background
+	// goroutines, possibly concurrently.
 	OnJWKSRefresh func(issuer string, err error)
 	// Logger receives operator logs; nil discards them.
 	Logger *slog.Logger
@@ -247,8 +248,10 @@ func splitCompact(token string) (hdr, payload string, err error) {
 }
 
 // LooksLikeJWT reports whether s has the shape of a compact JWS: three
-// non-empty dot-separated segments, the first starting with "eyJ" (the
-// base64url of `{"`). It tells a JWT from an API key in
+// dot-separated segments, the first starting with "eyJ" (the base64url of
+// `{"`) and the payload non-empty. The signature may be empty so that an
+// unsecured ("alg":"none") token is refused as a JWT, with its own reason,
+// rather than looked up as an API key. It tells a JWT from an API key in
 // "Authorization: Bearer"; it verifies nothing.
 func LooksLikeJWT(s string) bool {
 	a, rest, ok := strings.Cut(s, ".")
@@ -256,7 +259,7 @@ func LooksLikeJWT(s string) bool {
 		return false
 	}
 	b, c, ok := strings.Cut(rest, ".")
-	return ok && b != "" && c != "" && !strings.Contains(c, ".")
+	return ok && b != "" && !strings.Contains(c, ".")
 }
 
 // classify maps a golang-jwt error to a reason. Header checks and key

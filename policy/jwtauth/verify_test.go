@@ -173,6 +173,10 @@ func TestVerify(t *testing.T) {
 			}
 			return sign(t, "ES256", other, nil, claimsFor(issES, nil))
 		}, want: ReasonBadSignature},
+		{name: "ES256 psychic signature (r = s = 0)", token: func(t *testing.T) string {
+			tok := sign(t, "ES256", k.ec256, nil, claimsFor(issES, nil))
+			return tok[:strings.LastIndexByte(tok, '.')+1] + b64(make([]byte, 64))
+		}, want: ReasonBadSignature},
 		{name: "tampered payload", token: edit(func(s string) string {
 			p := strings.Split(s, ".")
 			return p[0] + "." + b64([]byte(strings.Replace(payloadRSA, "alice", "admin", 1))) + "." + p[2]
@@ -434,7 +438,7 @@ func TestLooksLikeJWT(t *testing.T) {
 		{"eyJ.a.b", true},
 		{"sk-abc123", false},
 		{"mg_live_abc.def.ghi", false},
-		{"eyJ.a.", false},
+		{"eyJ.a.", true}, // unsecured JWS: refused by Verify as alg none
 		{"eyJ..b", false},
 		{"eyJ.a.b.c", false},
 		{"eyJ.a", false},
