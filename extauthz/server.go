@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"runtime/debug"
 	"sync/atomic"
 	"time"
@@ -80,7 +81,13 @@ func Listen(cfg *config.Config, d Decider, gatherer prometheus.Gatherer, log *sl
 		log = slog.New(slog.DiscardHandler)
 	}
 	sc := cfg.Server
-	opts := []grpc.ServerOption{grpc.MaxRecvMsgSize(sc.MaxMessageBytes)}
+	opts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(sc.MaxMessageBytes),
+		// Long-lived workers keep the stacks Rego's recursive evaluator
+		// grows; a fresh goroutine per check would grow (copy) its stack
+		// on every request.
+		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
+	}
 	if sc.TLS.Enabled() {
 		tc, err := tlsConfig(cfg)
 		if err != nil {

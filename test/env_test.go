@@ -45,7 +45,7 @@ const (
 // env is one modelguard ext_authz server on real sockets, a JWKS server, a
 // fake model upstream and the Envoy harness in front of them.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	svc      *extauthz.Service
 	front    *httptest.Server
@@ -64,7 +64,7 @@ type envOptions struct {
 	rawHeaders bool
 }
 
-func newEnv(t *testing.T, o envOptions) *env {
+func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), keys: map[string]string{}, log: map[string]envoyharness.AccessLogEntry{}}
 	e.signer = newRSAKey(t)
@@ -186,7 +186,7 @@ func (e *env) writeKeys(entries map[string]keyEntry) {
 	writeAtomic(e.t, filepath.Join(e.dir, "keys.yaml"), b.String())
 }
 
-func writeAtomic(t *testing.T, path, content string) {
+func writeAtomic(t testing.TB, path, content string) {
 	t.Helper()
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
@@ -283,7 +283,7 @@ func (e *env) metric(name string) float64 {
 }
 
 // eventually polls cond with a generous deadline: reloads are asynchronous.
-func eventually(t *testing.T, what string, cond func() bool) {
+func eventually(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
@@ -296,7 +296,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 
 // token signs claims for the test issuer with key and kid; claims override
 // the defaults.
-func token(t *testing.T, method jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {
+func token(t testing.TB, method jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {
 	t.Helper()
 	now := time.Now()
 	c := jwt.MapClaims{"iss": testIssuer, "aud": testAudience, "sub": "alice", "roles": []string{"chat-user"}, "iat": now.Unix(), "exp": now.Add(time.Hour).Unix()}
@@ -318,7 +318,7 @@ func token(t *testing.T, method jwt.SigningMethod, key any, kid string, claims j
 	return s
 }
 
-func newRSAKey(t *testing.T) *rsa.PrivateKey {
+func newRSAKey(t testing.TB) *rsa.PrivateKey {
 	t.Helper()
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
@@ -336,7 +336,7 @@ type jwksServer struct {
 	calls atomic.Int64
 }
 
-func newJWKSServer(t *testing.T) *jwksServer {
+func newJWKSServer(t testing.TB) *jwksServer {
 	j := &jwksServer{}
 	j.body.Store([]byte(`{"keys":[]}`))
 	j.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
