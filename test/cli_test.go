@@ -10,6 +10,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/modelguard/modelguard/policy/apikey"
 )
 
 // buildBinary builds cmd/modelguard once per test binary run.
@@ -92,5 +94,35 @@ func TestStartRefusesBadConfig(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "config.yaml:6") {
 		t.Fatalf("error does not name file and line: %s", out)
+	}
+}
+
+// TestKeysMint mints a key with the CLI and proves the printed entry, pasted
+// into a key file, authenticates the printed key.
+func TestKeysMint(t *testing.T) {
+	bin := buildBinary(t)
+	out, err := exec.Command(bin, "keys", "mint", "-id", "ci-bot", "-subject", "ci", "-roles", "reader").CombinedOutput()
+	if err != nil {
+		t.Fatalf("keys mint: %v\n%s", err, out)
+	}
+	text := string(out)
+	lines := strings.Split(text, "\n")
+	if len(lines) < 2 || !strings.HasPrefix(strings.TrimSpace(lines[1]), "mg_") {
+		t.Fatalf("no key printed:\n%s", text)
+	}
+	key := strings.TrimSpace(lines[1])
+	entry := text[strings.Index(text, "  - id:"):]
+	if strings.Contains(entry, key) {
+		t.Fatal("the store entry contains the plaintext key")
+	}
+	set, err := apikey.Parse("keys.yaml", []byte("keys:\n"+entry))
+	if err != nil {
+		t.Fatalf("printed entry does not load: %v\n%s", err, entry)
+	}
+	if k, err := set.Lookup(key, time.Now()); err != nil || k.Subject != "ci" || k.ID != "ci-bot" {
+		t.Fatalf("lookup of the minted key: %+v %v", k, err)
+	}
+	if out, err := exec.Command(bin, "keys", "mint", "-id", "has space", "-subject", "ci").CombinedOutput(); err == nil {
+		t.Fatalf("an id the key file would refuse was minted:\n%s", out)
 	}
 }

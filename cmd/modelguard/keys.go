@@ -27,16 +27,21 @@ func keys(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "modelguard keys mint: -id and -subject are required")
 		return 2
 	}
-	key, err := apikey.Mint(*prefix)
-	if err != nil {
-		fmt.Fprintf(stderr, "modelguard keys mint: %v\n", err)
-		return 1
-	}
 	var rs []string
 	for _, r := range strings.Split(*roles, ",") {
 		if r = strings.TrimSpace(r); r != "" {
 			rs = append(rs, r)
 		}
+	}
+	// Refuse before minting an entry the key file would not accept.
+	if err := apikey.CheckEntry(*id, *subject, rs); err != nil {
+		fmt.Fprintf(stderr, "modelguard keys mint: %v\n", err)
+		return 2
+	}
+	key, err := apikey.Mint(*prefix)
+	if err != nil {
+		fmt.Fprintf(stderr, "modelguard keys mint: %v\n", err)
+		return 1
 	}
 	fmt.Fprintf(stdout, "API key (shown once, store it now):\n  %s\n\nAdd this entry under \"keys:\" in the key file:\n%s", key, apikey.Entry(*id, *subject, rs, key))
 	return 0
