@@ -25,6 +25,8 @@ const (
 	defaultAuditOutput        = "stdout"
 	defaultLogLevel           = "info"
 	defaultLogFormat          = "json"
+	defaultBodyMaxBytes       = 1 << 20
+	defaultBodyMaxDepth       = 64
 )
 
 // applyDefaults fills every field whose key is absent or null. Explicit
@@ -56,6 +58,11 @@ func (c *Config) applyDefaults() {
 
 	orDefault(c, "authorization.query", &c.Authorization.Query, defaultQuery)
 	orDefault(c, "authorization.timeout", &c.Authorization.Timeout, defaultPolicyTimeout)
+
+	// A body can never be larger than the gRPC message carrying it.
+	orDefault(c, "request_body.max_bytes", &c.RequestBody.MaxBytes, min(defaultBodyMaxBytes, c.Server.MaxMessageBytes))
+	orDefault(c, "request_body.max_depth", &c.RequestBody.MaxDepth, defaultBodyMaxDepth)
+	orDefault(c, "unknown_model_status", &c.UnknownModelStatus, 403)
 
 	h := &c.IdentityHeaders
 	for _, f := range []struct {

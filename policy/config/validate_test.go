@@ -28,6 +28,23 @@ func TestValidationErrors(t *testing.T) {
 		env  map[string]string
 		want []string // error line prefixes, in order
 	}{
+		// models
+		{"unknown model status", doc(okAuth, okPolicy, "unknown_model_status: 400"),
+			nil, []string{`config.yaml:3: unknown_model_status: must be 403 or 404, got 400`}},
+		{"body cap over the message size", doc(okAuth, okPolicy, "server: {max_message_bytes: 65536}", "request_body: {max_bytes: 70000}"),
+			nil, []string{`config.yaml:4: request_body.max_bytes: must be between 1 and 65536, got 70000`}},
+		{"model without name", doc(okAuth, okPolicy, "models:", "  - operation: chat"),
+			nil, []string{`config.yaml:4: models[0].name: required`}},
+		{"model with unknown operation", doc(okAuth, okPolicy, "models:", "  - name: m", "    operation: translate"),
+			nil, []string{`config.yaml:5: models[0].operation: "translate" is not one of chat, completion, embeddings, infer, predict, custom`}},
+		{"custom model without paths and schema", doc(okAuth, okPolicy, "models:", "  - name: m", "    operation: custom"),
+			nil, []string{`config.yaml:4: models[0].paths: required for operation custom`, `config.yaml:4: models[0].schema: required for operation custom`}},
+		{"bad path template", doc(okAuth, okPolicy, "models:", "  - name: m", "    operation: infer", "    paths: [v2/infer]"),
+			nil, []string{`config.yaml:6: models[0].paths[0]: "v2/infer" is not a path template`}},
+		{"negative limit", doc(okAuth, okPolicy, "models:", "  - name: m", "    operation: chat", "    limits: {max_tokens: -1}"),
+			nil, []string{`config.yaml:6: models[0].limits.max_tokens: must not be negative`}},
+		{"duplicate model", doc(okAuth, okPolicy, "models:", "  - {name: m, operation: chat}", "  - {name: m, operation: chat}"),
+			nil, []string{`config.yaml:5: models[1].name: model "m" is already listed at models[0]`}},
 		// server
 		{"address without port", doc(okAuth, okPolicy, "server:", "  grpc_address: localhost"),
 			nil, []string{`config.yaml:4: server.grpc_address: invalid address "localhost": want host:port`}},
