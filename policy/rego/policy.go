@@ -45,6 +45,8 @@ type Result struct {
 type Policy struct {
 	query    oparego.PreparedEvalQuery
 	revision string
+	// parsedBody: some rule reads input.parsed_body (or all of input).
+	parsedBody bool
 }
 
 // Compile loads the policy in dir (tests excluded), compiles it and prepares
@@ -98,7 +100,32 @@ func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Po
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: prepare %s: %w", dir, query, err)
 	}
-	return &Policy{query: prepared, revision: snap.revision()}, nil
+	return &Policy{query: prepared, revision: snap.revision(), parsedBody: readsParsedBody(compiler)}, nil
+}
+
+// ParsedBody reports whether the policy reads input.parsed_body.
+func (p *Policy) ParsedBody() bool { return p.parsedBody }
+
+// readsParsedBody reports whether any rule refers to input.parsed_body, or
+// to input as a whole or through a computed key, which could reach it.
+func readsParsedBody(c *ast.Compiler) bool {
+	target := ast.MustParseRef("input.parsed_body")
+	found := false
+	for _, m := range c.Modules {
+		ast.WalkRefs(m, func(r ast.Ref) bool {
+			if !r[0].Equal(ast.InputRootDocument) {
+				return false
+			}
+			if len(r) == 1 || !r[1].IsGround() || r.HasPrefix(target) {
+				found = true
+			}
+			return found
+		})
+		if found {
+			return true
+		}
+	}
+	return false
 }
 
 // load parses the snapshot's modules and data with OPA's loader.
