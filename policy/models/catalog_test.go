@@ -1,0 +1,225 @@
+package models
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelguard/modelguard/policy/config"
+)
+
+func openCatalog(t *testing.T, extra string) (*Catalog, string) {
+	t.Helper()
+	dir := t.TempDir()
+	os.Mkdir(filepath.Join(dir, "policies"), 0o755)
+	os.Mkdir(filepath.Join(dir, "schemas"), 0o755)
+	write(t, filepath.Join(dir, "schemas", "score.json"), `{"type":"object","required":["features"],"properties":{"features":{"type":"array","items":{"type":"number"}}}}`)
+	doc := `authentication: {allow_anonymous: true}
+authorization: {policy_dir: policies}
+models:
+  - name: gpt-4o-mini
+    operation: chat
+    limits: {max_tokens: 1000, max_messages: 3, max_prompt_chars: 20, max_body_bytes: 2048}
+  - name: text-embedding-3-small
+    operation: embeddings
+  - name: resnet
+    operation: infer
+  - name: half_plus_two
+    operation: predict
+  - name: scorer
+    operation: custom
+    paths: ["/score/{model}"]
+    schema: schemas/score.json
+` + extra
+	cfg, err := config.Parse([]byte(doc), "config.yaml", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c, err := Open(ctx, cfg, Options{})
+	if err != nil {
+		t.Fatal(cfg.Error(err))
+	}
+	return c, dir
+}
+
+func write(t *testing.T, path, s string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func gz(s string) []byte {
+	var b bytes.Buffer
+	w := gzip.NewWriter(&b)
+	w.Write([]byte(s))
+	w.Close()
+	return b.Bytes()
+}
+
+func post(path, body string) Request {
+	return Request{Method: "POST", Path: path, ContentType: "application/json", Body: []byte(body)}
+}
+
+func TestInspect(t *testing.T) {
+	c, _ := openCatalog(t, "")
+	chat := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}`
+	infer := `{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1.0,2.0]}]}`
+	tests := []struct {
+		name    string
+		req     Request
+		model   string
+		status  int
+		reason  string
+		message string // part of the client message
+	}{
+		{"chat", post("/v1/chat/completions", chat), "gpt-4o-mini", 0, "", ""},
+		{"embeddings", post("/v1/embeddings", `{"model":"text-embedding-3-small","input":"hi"}`), "text-embedding-3-small", 0, "", ""},
+		{"infer by path", post("/v2/models/resnet/infer", infer), "resnet", 0, "", ""},
+		{"infer with a version", post("/v2/models/resnet/versions/3/infer", infer), "resnet", 0, "", ""},
+		{"predict", post("/v1/models/half_plus_two:predict", `{"instances":[1.0,2.0]}`), "half_plus_two", 0, "", ""},
+		{"custom with a user schema", post("/score/scorer", `{"features":[0.1]}`), "scorer", 0, "", ""},
+		{"gzip body", Request{Method: "POST", Path: "/v1/chat/completions", ContentType: "application/json; charset=utf-8", Encoding: "gzip", Body: gz(chat)}, "gpt-4o-mini", 0, "", ""},
+		{"unlisted model in the body", post("/v1/chat/completions", `{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}`), "", 403, "model_not_configured", ""},
+		{"unlisted model in the path", post("/v2/models/bert/infer", infer), "", 403, "model_not_configured", ""},
+		{"unlisted model on a built-in API nobody uses", post("/v1/completions", `{"model":"x","prompt":"y"}`), "", 403, "model_not_configured", ""},
+		{"model name differs in case", post("/v1/chat/completions", `{"model":"GPT-4o-mini","messages":[{"role":"user","content":"x"}]}`), "", 403, "model_not_configured", ""},
+		{"no body", post("/v1/chat/completions", ""), "", 400, "body_missing", ""},
+		{"body not forwarded by the gateway", Request{Method: "POST", Path: "/v1/chat/completions", BodyOmitted: true}, "", 503, "body_not_forwarded", ""},
+		{"form content type", Request{Method: "POST", Path: "/v1/chat/completions", ContentType: "application/x-www-form-urlencoded", Body: []byte(chat)}, "", 415, "body_content_type_unsupported", ""},
+		{"truncated", Request{Method: "POST", Path: "/v1/chat/completions", ContentType: "application/json", Body: []byte(chat[:20]), BodyTruncated: true}, "", 413, "body_truncated", ""},
+		{"duplicate model key", post("/v1/chat/completions", `{"model":"gpt-4o-mini","model":"gpt-4o","messages":[]}`), "", 400, "body_duplicate_key", "/model"},
+		{"schema violation names the pointer", post("/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"wizard","content":"x"}]}`), "", 400, "body_schema_violation", "/messages/0/role"},
+		{"tensor shape mismatch", post("/v2/models/resnet/infer", `{"inputs":[{"name":"x","shape":[3],"datatype":"FP32","data":[1.0,2.0]}]}`), "", 400, "body_schema_violation", "/inputs/0"},
+		{"max_tokens over the cap", post("/v1/chat/completions", `{"model":"gpt-4o-mini","max_tokens":1001,"messages":[{"role":"user","content":"x"}]}`), "", 400, "max_tokens_limit_exceeded", ""},
+		{"max_tokens spelled as 1e4", post("/v1/chat/completions", `{"model":"gpt-4o-mini","max_tokens":1e4,"messages":[{"role":"user","content":"x"}]}`), "", 400, "", ""},
+		{"max_completion_tokens over the cap", post("/v1/chat/completions", `{"model":"gpt-4o-mini","max_completion_tokens":5000,"messages":[{"role":"user","content":"x"}]}`), "", 400, "max_tokens_limit_exceeded", ""},
+		{"too many messages", post("/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"user","content":"c"},{"role":"user","content":"d"}]}`), "", 400, "messages_limit_exceeded", ""},
+		{"prompt too long (text parts count)", post("/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":[{"type":"text","text":"0123456789"},{"type":"text","text":"0123456789!"}]}]}`), "", 400, "prompt_limit_exceeded", ""},
+		{"over the model's body cap", post("/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}],"user":"`+strings.Repeat("u", 3000)+`"}`), "", 413, "body_too_large", ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			m, d, ok := c.Inspect(tc.req)
+			if !ok {
+				t.Fatal("not recognised as a model request")
+			}
+			if tc.status == 0 {
+				if d != nil || m == nil || m.Name != tc.model {
+					t.Fatalf("got %+v %+v, want model %s", m, d, tc.model)
+				}
+				return
+			}
+			if m != nil || d == nil || d.Status != tc.status || (tc.reason != "" && d.Reason != tc.reason) || !strings.Contains(d.Message, tc.message) {
+				t.Fatalf("got %+v %+v, want %d %s %q", m, d, tc.status, tc.reason, tc.message)
+			}
+			if strings.Contains(d.Message, "Hello") || strings.Contains(d.Message, "wizard") || strings.Contains(d.Message, "0123456789") {
+				t.Errorf("client message echoes the body: %q", d.Message)
+			}
+		})
+	}
+}
+
+func TestInspectNotAModelRequest(t *testing.T) {
+	c, _ := openCatalog(t, "")
+	for _, r := range []Request{
+		{Method: "GET", Path: "/v1/models"},
+		{Method: "GET", Path: "/v2/models/resnet"},
+		{Method: "POST", Path: "/v1/files"},
+		{Method: "POST", Path: "/v2/models/resnet/infer/extra"},
+	} {
+		if _, _, ok := c.Inspect(r); ok {
+			t.Errorf("%s %s taken for a model request", r.Method, r.Path)
+		}
+	}
+}
+
+func TestUnknownModelStatus404(t *testing.T) {
+	c, _ := openCatalog(t, "unknown_model_status: 404\n")
+	_, d, _ := c.Inspect(post("/v2/models/bert/infer", `{"inputs":[]}`))
+	if d == nil || d.Status != http.StatusNotFound {
+		t.Fatalf("got %+v, want 404", d)
+	}
+}
+
+func TestFacts(t *testing.T) {
+	c, _ := openCatalog(t, "")
+	m, d, _ := c.Inspect(post("/v1/chat/completions", `{"model":"gpt-4o-mini","stream":true,"n":2,"max_tokens":64,
+		"messages":[{"role":"system","content":"Be brief"},{"role":"user","content":[{"type":"text","text":"héllo"}]}],
+		"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]}`))
+	if d != nil {
+		t.Fatal(d)
+	}
+	f := m.Facts
+	if f.MaxTokens != 64 || !f.Stream || f.N != 2 || f.Messages != 2 || f.PromptChars != len("Be brief")+5 || len(f.Tools) != 1 || f.Tools[0] != "get_weather" {
+		t.Fatalf("facts %+v", f)
+	}
+}
+
+// A user schema file edited at run time applies; a broken one is refused
+// and the one in force stays.
+func TestSchemaReload(t *testing.T) {
+	c, dir := openCatalog(t, "")
+	reloads := make(chan error, 10)
+	c.onReload = func(err error) { reloads <- err }
+	file := filepath.Join(dir, "schemas", "score.json")
+
+	write(t, file, `{"type":"object","required":["features","version"]}`)
+	if err := <-reloadOrTimeout(t, reloads); err != nil {
+		t.Fatalf("good schema refused: %v", err)
+	}
+	if _, d, _ := c.Inspect(post("/score/scorer", `{"features":[0.1]}`)); d == nil || d.Reason != "body_schema_violation" {
+		t.Fatalf("new schema not in force: %+v", d)
+	}
+	write(t, file, `{"type": "object", "required": 7}`)
+	if err := <-reloadOrTimeout(t, reloads); err == nil {
+		t.Fatal("broken schema accepted")
+	}
+	if _, d, _ := c.Inspect(post("/score/scorer", `{"features":[0.1],"version":1}`)); d != nil {
+		t.Fatalf("the schema in force changed after a refused reload: %+v", d)
+	}
+}
+
+func reloadOrTimeout(t *testing.T, ch chan error) chan error {
+	t.Helper()
+	out := make(chan error, 1)
+	select {
+	case err := <-ch:
+		out <- err
+	case <-time.After(10 * time.Second):
+		t.Fatal("no schema reload")
+	}
+	return out
+}
+
+func TestTemplateMatch(t *testing.T) {
+	tests := []struct {
+		tmpl, path, model string
+		ok                bool
+	}{
+		{"/v1/chat/completions", "/v1/chat/completions", "", true},
+		{"/v1/chat/completions", "/v1/chat/completions/x", "", false},
+		{"/v2/models/{model}/infer", "/v2/models/resnet/infer", "resnet", true},
+		{"/v2/models/{model}/infer", "/v2/models//infer", "", false},
+		{"/v2/models/{model}/infer", "/v2/models/a/b/infer", "", false},
+		{"/v2/models/{model}/versions/{version}/infer", "/v2/models/m/versions/3/infer", "m", true},
+		{"/v1/models/{model}:predict", "/v1/models/half_plus_two:predict", "half_plus_two", true},
+		{"/v1/models/{model}:predict", "/v1/models/half_plus_two:classify", "", false},
+		{"/v1/models/{model}:predict", "/v1/models/x/versions/1:predict", "", false},
+		{"/score/{model}", "/score/llama3:8b", "llama3:8b", true},
+	}
+	for _, tc := range tests {
+		model, ok := compileTemplate(tc.tmpl).match(tc.path)
+		if ok != tc.ok || model != tc.model {
+			t.Errorf("%s ~ %s: got %q %v, want %q %v", tc.tmpl, tc.path, model, ok, tc.model, tc.ok)
+		}
+	}
+}

@@ -1,0 +1,120 @@
+package models
+
+import (
+	"encoding/json"
+	"math"
+	"net/http"
+	"strconv"
+	"unicode/utf8"
+
+	"github.com/modelguard/modelguard/policy/config"
+)
+
+// Facts are the few body values policies and limits use, computed once per
+// request so that a policy need not walk a large prompt.
+type Facts struct {
+	// MaxTokens is max_completion_tokens, else max_tokens; 0 when absent.
+	MaxTokens int64
+	Stream    bool
+	// N is the number of choices asked for; 0 when absent.
+	N int64
+	// Messages counts chat messages.
+	Messages int
+	// PromptChars counts the characters of prompt text: message contents
+	// (strings and text parts), prompt, or embeddings input.
+	PromptChars int
+	// Tools are the names of the functions offered to the model.
+	Tools []string
+}
+
+func factsOf(operation string, doc any) Facts {
+	o, _ := doc.(map[string]any)
+	var f Facts
+	f.MaxTokens = integer(o["max_completion_tokens"])
+	if f.MaxTokens == 0 {
+		f.MaxTokens = integer(o["max_tokens"])
+	}
+	f.Stream, _ = o["stream"].(bool)
+	f.N = integer(o["n"])
+	switch operation {
+	case "chat":
+		msgs, _ := o["messages"].([]any)
+		f.Messages = len(msgs)
+		for _, m := range msgs {
+			mo, _ := m.(map[string]any)
+			f.PromptChars += textChars(mo["content"])
+		}
+		tools, _ := o["tools"].([]any)
+		for _, t := range tools {
+			fn, _ := field(t, "function").(map[string]any)
+			if name, ok := fn["name"].(string); ok {
+				f.Tools = append(f.Tools, name)
+			}
+		}
+	case "completion":
+		f.PromptChars = textChars(o["prompt"])
+	case "embeddings":
+		f.PromptChars = textChars(o["input"])
+	}
+	return f
+}
+
+// textChars counts characters of a string, of the strings in an array, and
+// of the "text" of content parts.
+func textChars(v any) int {
+	switch t := v.(type) {
+	case string:
+		return utf8.RuneCountInString(t)
+	case []any:
+		n := 0
+		for _, e := range t {
+			switch p := e.(type) {
+			case string:
+				n += utf8.RuneCountInString(p)
+			case map[string]any:
+				if s, ok := p["text"].(string); ok {
+					n += utf8.RuneCountInString(s)
+				}
+			}
+		}
+		return n
+	}
+	return 0
+}
+
+// integer reads a JSON number as an int64. Forms such as 1e3 or 1e30 are
+// numbers too (and integers for JSON Schema): they are read through float64
+// and clamped, so that a cap can never be bypassed by spelling.
+func integer(v any) int64 {
+	n, ok := v.(json.Number)
+	if !ok {
+		return 0
+	}
+	if i, err := strconv.ParseInt(string(n), 10, 64); err == nil {
+		return i
+	}
+	f, err := strconv.ParseFloat(string(n), 64)
+	switch {
+	case err != nil && f == 0:
+		return 0
+	case f >= math.MaxInt64:
+		return math.MaxInt64
+	case f <= math.MinInt64:
+		return math.MinInt64
+	}
+	return int64(f)
+}
+
+type limits config.ModelLimits
+
+func (l limits) check(f Facts) *Denial {
+	switch {
+	case l.MaxMessages > 0 && f.Messages > l.MaxMessages:
+		return &Denial{http.StatusBadRequest, "messages_limit_exceeded", "too many messages for this model"}
+	case l.MaxPromptChars > 0 && f.PromptChars > l.MaxPromptChars:
+		return &Denial{http.StatusBadRequest, "prompt_limit_exceeded", "prompt too long for this model"}
+	case l.MaxTokens > 0 && f.MaxTokens > int64(l.MaxTokens):
+		return &Denial{http.StatusBadRequest, "max_tokens_limit_exceeded", "max_tokens exceeds this model's limit"}
+	}
+	return nil
+}
