@@ -64,6 +64,8 @@ func toRequest(cr *authv3.CheckRequest) *policy.Request {
 		TLSPrincipal:  attrs.GetSource().GetPrincipal(),
 		Body:          body,
 		BodyTruncated: headers[partialBodyHeader] == "true",
+		// Envoy adds the header whenever with_request_body is on.
+		BodyOmitted: headers[partialBodyHeader] == "",
 	}
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/metrics"
+	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/rego"
 )
 
@@ -48,7 +49,10 @@ type (
 		Lookup(key string) (*apikey.Key, error)
 	}
 	authorizer interface {
-		Eval(ctx context.Context, input ast.Value) (rego.Result, error)
+		EvalInput(ctx context.Context, build func(parsedBody bool) ast.Value) (rego.Result, error)
+	}
+	inspector interface {
+		Inspect(r models.Request) (*models.Model, *models.Denial, bool)
 	}
 )
 
@@ -59,6 +63,7 @@ type Engine struct {
 	tokens tokenVerifier // nil: JWT not configured
 	keys   keyStore      // nil: API keys not configured
 	authz  authorizer
+	models inspector
 
 	apiKeyHeader   string
 	bearerKeys     bool
@@ -117,6 +122,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 			e.apiKeyHeader = "x-api-key"
 		}
 	}
+	cat, err := models.Open(ctx, cfg, models.Options{
+		Logger: e.log,
+		OnReload: func(err error) {
+			e.metrics.SchemaReloads.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
+		},
+	})
+	if err != nil {
+		return nil, cfg.Error(err)
+	}
+	e.models = cat
 	r, err := rego.Open(ctx, cfg.Authorization, cfg.Dir, rego.Options{
 		Logger: e.log,
 		OnReload: func(_ string, err error) {
@@ -179,14 +194,26 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 	}
 	d.Identity = id
 
-	model, reason, status := detectModel(req)
-	if status != 0 {
-		e.deny(d, status, reason, http.StatusText(status))
+	// Bodies are parsed only for authenticated callers.
+	mr, denial, isModel := e.models.Inspect(models.Request{
+		Method: req.Method, Path: req.Path,
+		ContentType: req.Headers["content-type"], Encoding: req.Headers["content-encoding"],
+		Body: req.Body, BodyTruncated: req.BodyTruncated, BodyOmitted: req.BodyOmitted,
+	})
+	if denial != nil {
+		if denial.Reason == "body_not_forwarded" {
+			e.log.Error("a model request arrived without its body: enable with_request_body (Envoy) so bodies can be checked", "decision_id", d.ID, "path", req.Path)
+		}
+		e.deny(d, denial.Status, denial.Reason, denial.Message)
 		return
 	}
-	d.Model = model
+	if isModel {
+		d.Model = Model{Name: mr.Name, Operation: mr.Operation}
+	} else {
+		d.Model = listing(req)
+	}
 
-	res, err := e.authz.Eval(ctx, e.input(req, id, model))
+	res, err := e.authz.EvalInput(ctx, func(parsedBody bool) ast.Value { return e.input(req, id, d.Model, mr, parsedBody) })
 	d.PolicyRevision = res.Revision
 	if err != nil {
 		e.log.Error("policy evaluation failed: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
@@ -388,4 +415,5 @@ var (
 	_ tokenVerifier = (*jwtauth.Verifier)(nil)
 	_ keyStore      = (*apikey.Store)(nil)
 	_ authorizer    = (*rego.Engine)(nil)
+	_ inspector     = (*models.Catalog)(nil)
 )

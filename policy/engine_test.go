@@ -14,6 +14,7 @@ import (
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/rego"
 )
 
@@ -40,20 +41,40 @@ func (fakeTokens) Verify(_ context.Context, tok string) (*jwtauth.Identity, erro
 
 type authzFunc func(ctx context.Context, input ast.Value) (rego.Result, error)
 
-func (f authzFunc) Eval(ctx context.Context, input ast.Value) (rego.Result, error) {
-	return f(ctx, input)
+func (f authzFunc) EvalInput(ctx context.Context, build func(bool) ast.Value) (rego.Result, error) {
+	return f(ctx, build(true))
 }
 
 type recorder struct{ events []audit.Event }
 
 func (r *recorder) Record(e *audit.Event) error { r.events = append(r.events, *e); return nil }
 
-func testEngine(a authorizer) (*Engine, *recorder) {
+// testCatalog is the real model catalog with one chat model.
+func testCatalog(t *testing.T) *models.Catalog {
+	t.Helper()
+	dir := t.TempDir()
+	cfg, err := config.Parse([]byte(`authentication: {allow_anonymous: true}
+authorization: {policy_dir: .}
+models:
+  - {name: gpt-4o-mini, operation: chat}
+`), "config.yaml", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := models.Open(context.Background(), cfg, models.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func testEngine(t *testing.T, a authorizer) (*Engine, *recorder) {
 	rec := &recorder{}
 	e := &Engine{
 		tokens:        fakeTokens{},
 		keys:          fakeKeys{"mg_alice": {ID: "k-alice", Subject: "alice", Roles: []string{"chat-user"}}},
 		authz:         a,
+		models:        testCatalog(t),
 		apiKeyHeader:  "x-api-key",
 		bearerKeys:    true,
 		maxCredential: 64,
@@ -70,8 +91,12 @@ var allowAll = authzFunc(func(context.Context, ast.Value) (rego.Result, error) {
 })
 
 func chat(headers map[string]string) *Request {
-	return &Request{Gateway: "envoy", Method: "POST", Path: "/v1/chat/completions", Headers: headers,
-		Body: []byte(`{"model":"gpt-4o-mini","messages":[]}`)}
+	h := map[string]string{"content-type": "application/json"}
+	for k, v := range headers {
+		h[k] = v
+	}
+	return &Request{Gateway: "envoy", Method: "POST", Path: "/v1/chat/completions", Headers: h,
+		Body: []byte(`{"model":"gpt-4o-mini","max_tokens":64,"messages":[{"role":"user","content":"Hi"}]}`)}
 }
 
 func TestDecide(t *testing.T) {
@@ -101,12 +126,15 @@ func TestDecide(t *testing.T) {
 		{"policy error fails closed", denyWith(rego.Result{Allow: true}, errors.New("eval: boom")), chat(map[string]string{"x-api-key": "mg_alice"}), false, 503, "policy_error"},
 		{"policy timeout fails closed", denyWith(rego.Result{}, context.DeadlineExceeded), chat(map[string]string{"x-api-key": "mg_alice"}), false, 503, "policy_error"},
 		{"panic fails closed", authzFunc(func(context.Context, ast.Value) (rego.Result, error) { panic("boom") }), chat(map[string]string{"x-api-key": "mg_alice"}), false, 503, "internal_error"},
-		{"truncated body fails closed", allowAll, &Request{Method: "POST", Path: "/v1/chat/completions", Headers: map[string]string{"x-api-key": "mg_alice"}, Body: []byte(`{"model":"gpt`), BodyTruncated: true}, false, 413, "body_truncated"},
-		{"duplicate model keys", allowAll, &Request{Method: "POST", Path: "/v1/chat/completions", Headers: map[string]string{"x-api-key": "mg_alice"}, Body: []byte(`{"model":"a","model":"b"}`)}, false, 400, "body_invalid"},
+		{"truncated body fails closed", allowAll, &Request{Method: "POST", Path: "/v1/chat/completions", Headers: map[string]string{"x-api-key": "mg_alice", "content-type": "application/json"}, Body: []byte(`{"model":"gpt`), BodyTruncated: true}, false, 413, "body_truncated"},
+		{"body not forwarded fails closed", allowAll, &Request{Method: "POST", Path: "/v1/chat/completions", Headers: map[string]string{"x-api-key": "mg_alice"}, BodyOmitted: true}, false, 503, "body_not_forwarded"},
+		{"duplicate model keys", allowAll, &Request{Method: "POST", Path: "/v1/chat/completions", Headers: map[string]string{"x-api-key": "mg_alice", "content-type": "application/json"}, Body: []byte(`{"model":"a","model":"b"}`)}, false, 400, "body_duplicate_key"},
+		{"unconfigured model", allowAll, &Request{Method: "POST", Path: "/v2/models/bert/infer", Headers: map[string]string{"x-api-key": "mg_alice", "content-type": "application/json"}, Body: []byte(`{"inputs":[]}`)}, false, 403, "model_not_configured"},
+		{"unauthenticated bodies are not parsed", allowAll, &Request{Method: "POST", Path: "/v1/chat/completions", Headers: map[string]string{"content-type": "application/json"}, Body: []byte(`{"model":"a","model":"b"}`)}, false, 401, "credentials_missing"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			e, rec := testEngine(tc.authz)
+			e, rec := testEngine(t, tc.authz)
 			d := e.Decide(context.Background(), tc.req)
 			if d.Allow != tc.allow || d.Status != tc.status || d.Reason != tc.reason {
 				t.Fatalf("got allow=%v %d %q, want allow=%v %d %q", d.Allow, d.Status, d.Reason, tc.allow, tc.status, tc.reason)
@@ -130,7 +158,7 @@ func TestDecide(t *testing.T) {
 }
 
 func TestDecideUpstreamHeaders(t *testing.T) {
-	e, _ := testEngine(allowAll)
+	e, _ := testEngine(t, allowAll)
 	d := e.Decide(context.Background(), chat(map[string]string{"authorization": "Bearer eyJ.good.sig", "x-modelguard-key-id": "forged"}))
 	want := map[string]string{"x-modelguard-subject": "alice", "x-modelguard-roles": "chat-user", "x-modelguard-auth-method": "jwt", "x-modelguard-decision-id": d.ID}
 	got := map[string]string{}
@@ -156,7 +184,7 @@ func TestDecideUpstreamHeaders(t *testing.T) {
 
 func TestDecideInput(t *testing.T) {
 	var input ast.Value
-	e, _ := testEngine(authzFunc(func(_ context.Context, in ast.Value) (rego.Result, error) {
+	e, _ := testEngine(t, authzFunc(func(_ context.Context, in ast.Value) (rego.Result, error) {
 		input = in
 		return rego.Result{Allow: true}, nil
 	}))
@@ -165,7 +193,8 @@ func TestDecideInput(t *testing.T) {
 	req.Query = "a=1&a=2"
 	e.Decide(context.Background(), req)
 	got := input.String()
-	for _, want := range []string{`"x-trace": "t"`, `"a": ["1", "2"]`, `"key_id": "k-alice"`, `"name": "gpt-4o-mini"`, `"operation": "chat"`, `"gateway": "envoy"`} {
+	for _, want := range []string{`"x-trace": "t"`, `"a": ["1", "2"]`, `"key_id": "k-alice"`, `"name": "gpt-4o-mini"`, `"operation": "chat"`, `"gateway": "envoy"`,
+		`"max_tokens": 64`, `"messages": 1`, `"prompt_chars": 2`, `"parsed_body": {`} {
 		if !strings.Contains(got, want) {
 			t.Errorf("input lacks %s: %s", want, got)
 		}
@@ -177,32 +206,22 @@ func TestDecideInput(t *testing.T) {
 	}
 }
 
-func TestDetectModel(t *testing.T) {
+func TestListing(t *testing.T) {
 	tests := []struct {
-		method, path, body string
-		want               Model
+		method, path string
+		want         Model
 	}{
-		{"POST", "/v1/chat/completions", `{"model":"m1"}`, Model{"m1", "chat"}},
-		{"POST", "/v1/completions", `{"model":"m1"}`, Model{"m1", "completion"}},
-		{"POST", "/v1/embeddings", `{"input":"x","model":"e5"}`, Model{"e5", "embeddings"}},
-		{"POST", "/v2/models/resnet/infer", ``, Model{"resnet", "infer"}},
-		{"POST", "/v2/models/resnet/versions/3/infer", ``, Model{"resnet", "infer"}},
-		{"GET", "/v2/models/resnet", ``, Model{"resnet", "list"}},
-		{"POST", "/v1/models/half_plus_two:predict", ``, Model{"half_plus_two", "predict"}},
-		{"POST", "/v1/models/half_plus_two/versions/2:predict", ``, Model{"half_plus_two", "predict"}},
-		{"GET", "/v1/models", ``, Model{"", "list"}},
-		{"GET", "/v1/models/gpt-4o", ``, Model{"gpt-4o", "list"}},
-		{"POST", "/other", `{"model":"m1"}`, Model{}},
+		{"GET", "/v1/models", Model{"", "list"}},
+		{"GET", "/v1/models/gpt-4o", Model{"gpt-4o", "list"}},
+		{"GET", "/v2/models/resnet", Model{"resnet", "list"}},
+		{"GET", "/v2/models/resnet/ready", Model{"resnet", "list"}},
+		{"HEAD", "/v2", Model{"", "list"}},
+		{"POST", "/v1/models", Model{}},
+		{"GET", "/other", Model{}},
 	}
 	for _, tc := range tests {
-		got, reason, status := detectModel(&Request{Method: tc.method, Path: tc.path, Body: []byte(tc.body)})
-		if got != tc.want || status != 0 {
-			t.Errorf("%s %s: got %+v %s %d, want %+v", tc.method, tc.path, got, reason, status, tc.want)
-		}
-	}
-	for _, body := range []string{`{"model":"a"}{}`, `{"model":"a"} x`, `[1]`, `{"model":1}`, `{"model":"a"`} {
-		if _, _, status := detectModel(&Request{Method: "POST", Path: "/v1/chat/completions", Body: []byte(body)}); status != 400 {
-			t.Errorf("body %s: status %d, want 400", body, status)
+		if got := listing(&Request{Method: tc.method, Path: tc.path}); got != tc.want {
+			t.Errorf("%s %s: got %+v, want %+v", tc.method, tc.path, got, tc.want)
 		}
 	}
 }

@@ -5,6 +5,8 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/modelguard/modelguard/policy/models"
 )
 
 // input builds the Rego input document directly as an ast.Value, which
@@ -14,7 +16,9 @@ import (
 //	gateway, subject{id, roles, auth_method, key_id, issuer, claims},
 //	request{id, method, path, query, host, scheme, headers, source_address, tls_principal},
 //	model{name, operation} (only when known)
-func (e *Engine) input(req *Request, id *Identity, m Model) ast.Value {
+//	body{max_tokens, stream, n, messages, prompt_chars, tools} (model requests)
+//	parsed_body (model requests, only for policies that read it)
+func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, parsedBody bool) ast.Value {
 	roles := make([]*ast.Term, len(id.Roles))
 	for i, r := range id.Roles {
 		roles[i] = ast.StringTerm(r)
@@ -66,7 +70,38 @@ func (e *Engine) input(req *Request, id *Identity, m Model) ast.Value {
 			ast.Item(ast.InternedTerm("operation"), ast.StringTerm(m.Operation)),
 		))))
 	}
+	if mr != nil {
+		items = append(items, ast.Item(ast.InternedTerm("body"), ast.NewTerm(factsValue(mr.Facts))))
+		if parsedBody {
+			// Converted only when the policy reads it: a large prompt costs
+			// nothing otherwise. Parsed bodies always convert.
+			if v, err := ast.InterfaceToValue(mr.Body); err == nil {
+				items = append(items, ast.Item(ast.InternedTerm("parsed_body"), ast.NewTerm(v)))
+			}
+		}
+	}
 	return ast.NewObject(items...)
+}
+
+// factsValue is the body facts object; absent values are left out.
+func factsValue(f models.Facts) ast.Object {
+	tools := make([]*ast.Term, len(f.Tools))
+	for i, t := range f.Tools {
+		tools[i] = ast.StringTerm(t)
+	}
+	o := ast.NewObject(
+		ast.Item(ast.InternedTerm("stream"), ast.InternedTerm(f.Stream)),
+		ast.Item(ast.InternedTerm("messages"), ast.InternedTerm(f.Messages)),
+		ast.Item(ast.InternedTerm("prompt_chars"), ast.InternedTerm(f.PromptChars)),
+		ast.Item(ast.InternedTerm("tools"), ast.ArrayTerm(tools...)),
+	)
+	if f.MaxTokens != 0 {
+		o.Insert(ast.InternedTerm("max_tokens"), ast.InternedTerm(f.MaxTokens))
+	}
+	if f.N != 0 {
+		o.Insert(ast.InternedTerm("n"), ast.InternedTerm(f.N))
+	}
+	return o
 }
 
 // isCredentialHeader reports headers that carry credentials, which never

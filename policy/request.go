@@ -36,6 +36,10 @@ type Request struct {
 	// BodyTruncated is set when the gateway cut the body short; a truncated
 	// body is never inspected as if it were whole.
 	BodyTruncated bool
+	// BodyOmitted is set when the gateway was not configured to forward
+	// bodies (Envoy without with_request_body): model requests are then
+	// refused, since their bodies cannot be checked.
+	BodyOmitted bool
 }
 
 // Header is one header name and value.

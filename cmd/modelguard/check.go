@@ -120,7 +120,7 @@ func checkLocal(path string, r *http.Request, body []byte) (checkResult, error) 
 		return checkResult{}, err
 	}
 	// Go through the same translation Envoy's requests take.
-	cr := extauthz.CheckRequestFromHTTP(r, body, extauthz.EnvoyOptions{WithBody: len(body) > 0, PackAsBytes: true})
+	cr := extauthz.CheckRequestFromHTTP(r, body, extauthz.EnvoyOptions{WithBody: true, PackAsBytes: true})
 	resp, err := extauthz.NewAuthorization(engine, nil).Check(ctx, cr)
 	if err != nil {
 		return checkResult{}, err
@@ -158,7 +158,7 @@ func checkRemote(addr string, tf tlsFiles, r *http.Request, body []byte) (checkR
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	cr := extauthz.CheckRequestFromHTTP(r, body, extauthz.EnvoyOptions{WithBody: len(body) > 0, PackAsBytes: true})
+	cr := extauthz.CheckRequestFromHTTP(r, body, extauthz.EnvoyOptions{WithBody: true, PackAsBytes: true})
 	resp, err := authv3.NewAuthorizationClient(conn).Check(ctx, cr)
 	if err != nil {
 		return checkResult{}, fmt.Errorf("check %s: %w", addr, err)

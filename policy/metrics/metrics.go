@@ -11,6 +11,7 @@ type Metrics struct {
 	CheckDuration prometheus.Histogram
 	PolicyReloads *prometheus.CounterVec // outcome
 	KeyReloads    *prometheus.CounterVec // outcome
+	SchemaReloads *prometheus.CounterVec // outcome
 	JWKSRefreshes *prometheus.CounterVec // issuer, outcome
 }
 
@@ -34,13 +35,17 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "modelguard_api_key_reloads_total",
 			Help: "API key file reload attempts by outcome (ok, refused).",
 		}, []string{"outcome"}),
+		SchemaReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_schema_reloads_total",
+			Help: "User JSON Schema file reload attempts by outcome (ok, refused).",
+		}, []string{"outcome"}),
 		JWKSRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelguard_jwks_refreshes_total",
 			Help: "JWKS refresh attempts by issuer and outcome (ok, failed).",
 		}, []string{"issuer", "outcome"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.JWKSRefreshes)
+		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.JWKSRefreshes)
 	}
 	return m
 }

@@ -1,0 +1,99 @@
+package body
+
+import (
+	"encoding/json"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+// chatBody builds an OpenAI-style chat completion request of about size
+// bytes (at least 1 KiB): alternating user and assistant messages whose
+// content is prose with newlines, quotes, code and some non-ASCII text, as
+// chat transcripts have. Deterministic for a given size.
+func chatBody(size int) []byte {
+	rng := rand.New(rand.NewPCG(uint64(size), 42))
+	words := []string{
+		"the", "model", "request", "gateway", "policy", "token", "budget", "please", "explain",
+		"how", "why", "function", "returns", "error", "value", "configuration", "Kubernetes",
+		"deployment", "latency", "café", "naïve", "résumé", "東京", "данные", "🙂", "\"quoted\"",
+		"`code`", "path/to/file.go", "x := f(y)", "{\"json\": true}", "100ms", "3.14", "e.g.",
+	}
+	type message struct {
+		Role    string `json:"role"`
+		Content string `json:"content"`
+		Name    string `json:"name,omitempty"`
+	}
+	req := struct {
+		Model       string    `json:"model"`
+		Messages    []message `json:"messages"`
+		Temperature float64   `json:"temperature"`
+		MaxTokens   int       `json:"max_tokens"`
+		Stream      bool      `json:"stream"`
+		User        string    `json:"user"`
+	}{
+		Model: "gpt-4o-mini", Temperature: 0.7, MaxTokens: 1024, User: "user-1234",
+		Messages: []message{{Role: "system", Content: "You are a helpful assistant. Answer concisely."}},
+	}
+	total := 200
+	for total < size {
+		var b strings.Builder
+		n := 20 + rng.IntN(150)
+		for i := range n {
+			if i > 0 {
+				if rng.IntN(12) == 0 {
+					b.WriteString(".\n\n")
+				} else {
+					b.WriteByte(' ')
+				}
+			}
+			b.WriteString(words[rng.IntN(len(words))])
+		}
+		role := "user"
+		if len(req.Messages)%2 == 0 {
+			role = "assistant"
+		}
+		m := message{Role: role, Content: b.String()}
+		if rng.IntN(4) == 0 {
+			m.Name = "alice"
+		}
+		req.Messages = append(req.Messages, m)
+		total += len(m.Content) + 40
+	}
+	out, err := json.Marshal(req)
+	if err != nil {
+		panic(err)
+	}
+	return out
+}
+
+var benchSizes = []struct {
+	name string
+	size int
+}{{"1KiB", 1 << 10}, {"64KiB", 64 << 10}, {"1MiB", 1 << 20}}
+
+func BenchmarkParse(b *testing.B) {
+	for _, s := range benchSizes {
+		data := chatBody(s.size)
+		lim := Limits{MaxBytes: 2 << 20}
+		b.Run("modelguard/"+s.name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Parse(data, lim); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("encoding_json/"+s.name, func(b *testing.B) {
+			b.SetBytes(int64(len(data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				var v any
+				if err := json.Unmarshal(data, &v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

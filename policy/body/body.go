@@ -1,0 +1,174 @@
+// Package body turns a request body, as a gateway received it, into the one
+// value that both the JSON Schema check and the Rego policy inspect. Envoy
+// and Kong requests go through the same two steps:
+//
+//	raw, err := body.Decode(req.Body, req.BodyTruncated, contentEncoding, lim) // size, truncation, Content-Encoding
+//	v, err := body.Parse(raw, lim)                                             // strict JSON
+//
+// Parse is deliberately stricter than encoding/json, which silently turns
+// invalid UTF-8 and lone surrogates into U+FFFD and keeps the last of
+// duplicate keys: when two readers of one body could see different values
+// (this check, the upstream model server, another validator), the request
+// is refused instead. Every refusal is an *Error carrying the HTTP status to
+// answer (400, 413 or 415), a stable reason code and a client-safe message
+// that never quotes body text beyond the JSON pointer of the place.
+//
+// Decisions made here, so that every consumer handles these the same way:
+//   - Numbers whose magnitude overflows float64 (1e400, -1e400, or an
+//     integer of more than 308 digits that is too large) are refused as
+//     body_number_invalid: some validators would compare them as ±Inf,
+//     others refuse them. Underflow (1e-400) is a valid number that rounds to
+//     zero and is accepted, as encoding/json does. Numbers keep their exact
+//     text as json.Number.
+//   - Keys are compared byte for byte after unescaping: "model" and "MODEL"
+//     are two keys; "model" and "mod\u0065l" are duplicates.
+//   - A byte order mark is not whitespace: a body starting with one is not
+//     JSON (encoding/json agrees).
+//   - Stacked content codings ("gzip, gzip") are refused with 415: clients do
+//     not send them, and every layer would multiply the decompression work.
+//   - "deflate" is the zlib format (RFC 9110 section 8.4.1.2); a raw DEFLATE
+//     stream without the zlib wrapper is refused as body_decompression_failed
+//     rather than guessed at. Data after the end of a compressed stream is
+//     refused too.
+package body
+
+import (
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// Defaults for zero Limits fields.
+const (
+	DefaultMaxBytes = 1 << 20 // 1 MiB
+	DefaultMaxDepth = 64
+
+	maxMaxBytes = 1 << 30
+)
+
+// Limits bounds the work spent on one body.
+type Limits struct {
+	// MaxBytes caps the body as received and again after decompression;
+	// a bigger body gets 413. Zero or negative means DefaultMaxBytes; values
+	// over 1 GiB count as 1 GiB (so size arithmetic cannot overflow).
+	MaxBytes int
+	// MaxDepth caps nesting (objects and arrays together; a top-level object
+	// is depth 1); deeper gets 400. Zero or negative means DefaultMaxDepth.
+	MaxDepth int
+}
+
+func (l Limits) maxBytes() int {
+	if l.MaxBytes <= 0 {
+		return DefaultMaxBytes
+	}
+	return min(l.MaxBytes, maxMaxBytes)
+}
+
+func (l Limits) maxDepth() int {
+	if l.MaxDepth <= 0 {
+		return DefaultMaxDepth
+	}
+	return l.MaxDepth
+}
+
+// Reason codes: stable, for operators, metrics and tests.
+const (
+	ReasonTooLarge            = "body_too_large"            // 413: over MaxBytes as received or after decompression
+	ReasonTruncated           = "body_truncated"            // 413: the gateway cut the body short
+	ReasonEncodingUnsupported = "body_encoding_unsupported" // 415: a Content-Encoding other than identity, gzip, x-gzip, deflate; or stacked codings
+	ReasonDecompressionFailed = "body_decompression_failed" // 400: corrupt compressed stream, or data after its end
+	ReasonNotJSON             = "body_not_json"             // 400: empty body or a JSON syntax error
+	ReasonInvalidUTF8         = "body_invalid_utf8"         // 400: raw bytes that are not UTF-8
+	ReasonLoneSurrogate       = "body_lone_surrogate"       // 400: a \u escape of half a UTF-16 surrogate pair
+	ReasonInvalidEscape       = "body_invalid_escape"       // 400: an unknown escape such as \x, or \u without 4 hex digits
+	ReasonControlCharacter    = "body_control_character"    // 400: a raw control character (below U+0020) in a string
+	ReasonDuplicateKey        = "body_duplicate_key"        // 400: an object key appears twice
+	ReasonTooDeep             = "body_too_deep"             // 400: nesting over MaxDepth
+	ReasonTrailingData        = "body_trailing_data"        // 400: anything but whitespace after the top-level value
+	ReasonNumberInvalid       = "body_number_invalid"       // 400: not an RFC 8259 number, or overflows float64
+)
+
+const (
+	maxKeyInPointer    = 64              // bytes of one key kept in a pointer
+	truncatedKeyMarker = "..."           // marks a shortened key in a pointer
+	messagePrefix      = "request body " // every Message starts with it
+)
+
+// Error is a client error: the status to answer, a stable reason code and a
+// short message that is safe to send to the client.
+type Error struct {
+	Status int    // 400, 413 or 415
+	Reason string // one of the Reason constants
+	// Pointer is the RFC 6901 JSON pointer of the offending value or key
+	// when known ("" is the whole document). Keys come from the client: a
+	// key longer than 64 bytes is cut to its first 64 bytes followed by
+	// "...", so a pointer stays short; treat it as untrusted text.
+	Pointer string
+	// Offset is the byte offset in the decoded body where the problem was
+	// found, or -1 when it concerns the body as a whole.
+	Offset int
+	// Message names the rule and the place; it never quotes body text other
+	// than the (shortened, quoted) pointer.
+	Message string
+}
+
+func (e *Error) Error() string { return e.Reason + ": " + e.Message }
+
+// wholeBodyError is an error about the body as a whole (size, encoding).
+func wholeBodyError(status int, reason, rule string) *Error {
+	return &Error{Status: status, Reason: reason, Offset: -1, Message: messagePrefix + rule}
+}
+
+// pathSeg is one step of the path to an error: an object key or an index.
+type pathSeg struct {
+	key   string
+	index int // -1 for a key
+}
+
+// pointer renders segments collected innermost first as an RFC 6901 pointer.
+func pointer(segs []pathSeg) string {
+	if len(segs) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	for i := len(segs) - 1; i >= 0; i-- {
+		b.WriteByte('/')
+		s := segs[i]
+		if s.index >= 0 {
+			b.WriteString(strconv.Itoa(s.index))
+			continue
+		}
+		key, cut := s.key, false
+		if len(key) > maxKeyInPointer {
+			n := maxKeyInPointer
+			for n > 0 && !utf8.RuneStart(key[n]) {
+				n--
+			}
+			key, cut = key[:n], true
+		}
+		for j := 0; j < len(key); j++ {
+			switch c := key[j]; c {
+			case '~':
+				b.WriteString("~0")
+			case '/':
+				b.WriteString("~1")
+			default:
+				b.WriteByte(c)
+			}
+		}
+		if cut {
+			b.WriteString(truncatedKeyMarker)
+		}
+	}
+	return b.String()
+}
+
+// location describes where a problem is for a Message: the pointer quoted
+// with non-ASCII and control characters escaped (so a key cannot forge log
+// lines or markup), and the byte offset.
+func location(ptr string, offset int) string {
+	if ptr == "" {
+		return "(at byte " + strconv.Itoa(offset) + ")"
+	}
+	return "(at " + strconv.QuoteToASCII(ptr) + ", byte " + strconv.Itoa(offset) + ")"
+}

@@ -1,0 +1,220 @@
+package body
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"math"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// fuzzLimits keeps the depth cap small so the fuzzer reaches it.
+var fuzzLimits = Limits{MaxDepth: 16}
+
+// FuzzParse compares Parse with encoding/json, the reference for syntax:
+//   - whenever Parse accepts, encoding/json accepts and decodes the same value;
+//   - whenever encoding/json accepts an input that breaks none of the rules
+//     Parse adds (duplicate keys, invalid UTF-8, lone surrogates, depth,
+//     overflowing numbers, size), Parse accepts it.
+//
+// The rule checks below are written independently of the parser: they work
+// on encoding/json's token stream and a plain scan of the raw bytes.
+func FuzzParse(f *testing.F) {
+	seeds := []string{
+		`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`,
+		`{"model":"a","model":"b"}`,
+		`{"model":"cheap","MODEL":"expensive"}`,
+		`{"a":1}{"b":2}`, `{"a":1}xyz`, `[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]`,
+		"\"\xff\"", `"\ud800"`, `"\udc00"`, `"\ud83d\ude00"`, `"\ud800\u0041"`,
+		`1e400`, `-1e400`, `1e-400`, `01`, `-0`, `+1`, `.5`, `1.`, `NaN`, `1.5.3`, `0x10`,
+		`{"a":{"b":{"c":1,"c":2}}}`, `{"mod\u0065l":1,"model":2}`, `{"~/":[true,false,null]}`,
+		`"a\nb\u00e9\/\"\\\b\f\r\t"`, "\"\x7f\"", "\"\x01\"", `""`, `{}`, `[]`, ``, " ",
+		"\xef\xbb\xbf{}", `{"a":[1,2,{"b":null}],"c":"é😀"}`, `12345678901234567890123`,
+		strings.Repeat("9", 309), `1.7976931348623159e308`, `{"x":"\ud83d\ude00\u00e9\n"}`,
+		strings.Repeat("[", 17) + strings.Repeat("]", 17), strings.Repeat("[", 16) + strings.Repeat("]", 16),
+	}
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Add(chatBody(1 << 10))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		checkAgainstEncodingJSON(t, data)
+	})
+}
+
+func checkAgainstEncodingJSON(t *testing.T, data []byte) {
+	t.Helper()
+	got, err := Parse(data, fuzzLimits)
+	want, stdOK := stdDecode(data)
+	if err == nil {
+		if !stdOK {
+			t.Fatalf("Parse accepted %q, encoding/json refuses it", data)
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("%q: Parse gives %#v, encoding/json %#v", data, got, want)
+		}
+		return
+	}
+	var e *Error
+	if !errors.As(err, &e) || e.Status != 400 || !strings.HasPrefix(e.Message, messagePrefix) {
+		t.Fatalf("%q: malformed error %#v", data, err)
+	}
+	if stdOK {
+		if why := breaksRule(data); why == "" {
+			t.Fatalf("Parse refused %q (%v), but encoding/json accepts it and it breaks no rule", data, err)
+		}
+	}
+}
+
+// stdDecode is encoding/json's verdict: exactly one value, then only
+// whitespace; numbers as json.Number.
+func stdDecode(data []byte) (any, bool) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		return nil, false
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, false
+	}
+	return v, true
+}
+
+// breaksRule names the first rule of Parse's that input accepted by
+// encoding/json breaks, or "".
+func breaksRule(data []byte) string {
+	if len(data) > fuzzLimits.maxBytes() {
+		return "size"
+	}
+	if !utf8.Valid(data) {
+		return "invalid UTF-8"
+	}
+	if hasLoneSurrogate(data) {
+		return "lone surrogate"
+	}
+	// Strings now decode exactly, so the token stream shows the real keys.
+	type frame struct {
+		object  bool
+		wantKey bool
+		keys    map[string]bool
+	}
+	var stack []*frame
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "" // io.EOF: the whole value was read
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch v := tok.(type) {
+		case json.Delim:
+			switch v {
+			case '{', '[':
+				if top != nil && top.object {
+					top.wantKey = true
+				}
+				stack = append(stack, &frame{object: v == '{', wantKey: true, keys: map[string]bool{}})
+				if len(stack) > fuzzLimits.maxDepth() {
+					return "depth"
+				}
+			default:
+				stack = stack[:len(stack)-1]
+			}
+		case string:
+			if top != nil && top.object && top.wantKey {
+				if top.keys[v] {
+					return "duplicate key"
+				}
+				top.keys[v] = true
+				top.wantKey = false
+				continue
+			}
+			if top != nil && top.object {
+				top.wantKey = true
+			}
+		default:
+			if n, ok := v.(json.Number); ok {
+				if f, _ := strconv.ParseFloat(string(n), 64); math.IsInf(f, 0) {
+					return "number overflow"
+				}
+			}
+			if top != nil && top.object {
+				top.wantKey = true
+			}
+		}
+	}
+}
+
+// hasLoneSurrogate scans the string literals of syntactically valid JSON for
+// \u escapes of unpaired UTF-16 surrogates.
+func hasLoneSurrogate(data []byte) bool {
+	inString := false
+	for i := 0; i < len(data); i++ {
+		c := data[i]
+		if !inString {
+			inString = c == '"'
+			continue
+		}
+		switch c {
+		case '"':
+			inString = false
+		case '\\':
+			if data[i+1] != 'u' {
+				i++
+				continue
+			}
+			r, _ := strconv.ParseUint(string(data[i+2:i+6]), 16, 32)
+			i += 5
+			switch {
+			case r >= 0xDC00 && r <= 0xDFFF:
+				return true
+			case r >= 0xD800 && r <= 0xDBFF:
+				if i+6 >= len(data) || data[i+1] != '\\' || data[i+2] != 'u' {
+					return true
+				}
+				lo, _ := strconv.ParseUint(string(data[i+3:i+7]), 16, 32)
+				if lo < 0xDC00 || lo > 0xDFFF {
+					return true
+				}
+				i += 6
+			}
+		}
+	}
+	return false
+}
+
+// The oracle itself must see each rule, or the second property is vacuous.
+func TestBreaksRule(t *testing.T) {
+	tests := []struct{ in, want string }{
+		{`{"a":[1,{"b":"x"}],"c":"\ud83d\ude00"}`, ""},
+		{`{"a":1,"a":2}`, "duplicate key"},
+		{`{"a":{"b":1},"c":{"b":2}}`, ""},
+		{`{"a":"x","b":{"a":1,"a":2}}`, "duplicate key"},
+		{`{"a":"b","b":"a"}`, ""},
+		{"\"\xff\"", "invalid UTF-8"},
+		{`"\\ud800"`, ""},
+		{`"\ud800"`, "lone surrogate"},
+		{`"\ud800\u0041"`, "lone surrogate"},
+		{`"\udc00"`, "lone surrogate"},
+		{strings.Repeat("[", 17) + strings.Repeat("]", 17), "depth"},
+		{strings.Repeat("[", 16) + strings.Repeat("]", 16), ""},
+		{`[1e400]`, "number overflow"},
+		{`[1e-400]`, ""},
+		{strings.Repeat(" ", DefaultMaxBytes+1), "size"},
+	}
+	for _, tc := range tests {
+		if got := breaksRule([]byte(tc.in)); got != tc.want {
+			t.Errorf("breaksRule(%.40q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
