@@ -1,6 +1,7 @@
 package test
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -62,6 +63,9 @@ type env struct {
 type envOptions struct {
 	// rawHeaders makes the harness send header_map (encode_raw_headers).
 	rawHeaders bool
+	// noBody turns with_request_body off; strictSize turns
+	// allow_partial_message off, so Envoy itself answers 413.
+	noBody, strictSize bool
 }
 
 func newEnv(t testing.TB, o envOptions) *env {
@@ -78,6 +82,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	e.writeKeys(map[string]keyEntry{
 		"alice-key":  {subject: "alice", roles: []string{"chat-user"}},
 		"reader-key": {subject: "rita", roles: []string{"reader"}},
+		"admin-key":  {subject: "ada", roles: []string{"admin"}},
 	})
 	cfg := fmt.Sprintf(`server:
   grpc_address: 127.0.0.1:0
@@ -97,6 +102,12 @@ authorization:
   policy_dir: policy
   query: data.modelguard.authz.decision
   timeout: 1s
+models:
+  - {name: gpt-4o-mini, operation: chat, limits: {max_tokens: 4096, max_messages: 50}}
+  - {name: llama-3.1-8b-instruct, operation: chat}
+  - {name: gpt-4o, operation: chat}
+  - {name: text-embedding-3-small, operation: embeddings}
+  - {name: resnet, operation: infer}
 audit:
   output: %s
 `, testIssuer, testAudience, e.jwks.srv.URL+"/jwks.json", filepath.Join(e.dir, "audit.log"))
@@ -138,8 +149,8 @@ audit:
 	t.Cleanup(e.upstream.Close)
 	u, _ := url.Parse(e.upstream.URL)
 	// As envoy/envoy.yaml configures the filter, with a timeout for -race.
-	filter := envoyharness.Filter{Timeout: 2 * time.Second, WithRequestBody: true, MaxRequestBytes: 1 << 20,
-		AllowPartialMessage: true, PackAsBytes: true, EncodeRawHeaders: o.rawHeaders}
+	filter := envoyharness.Filter{Timeout: 2 * time.Second, WithRequestBody: !o.noBody, MaxRequestBytes: 1 << 20,
+		AllowPartialMessage: !o.strictSize, PackAsBytes: true, EncodeRawHeaders: o.rawHeaders}
 	front := envoyharness.New(authv3.NewAuthorizationClient(conn), u, filter)
 	front.AccessLog = func(le envoyharness.AccessLogEntry) {
 		e.mu.Lock()
@@ -210,7 +221,12 @@ var requestSeq atomic.Uint64
 
 func (e *env) do(method, path string, headers map[string]string, body string) result {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.front.URL+path, strings.NewReader(body))
+	return e.doRaw(method, path, headers, []byte(body))
+}
+
+func (e *env) doRaw(method, path string, headers map[string]string, body []byte) result {
+	e.t.Helper()
+	req, err := http.NewRequest(method, e.front.URL+path, bytes.NewReader(body))
 	if err != nil {
 		e.t.Fatal(err)
 	}

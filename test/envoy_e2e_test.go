@@ -187,11 +187,11 @@ func TestEnvoyAuthorization(t *testing.T) {
 			}{
 				{"chat-user chats with a permitted model", "POST", "/v1/chat/completions", chatBody("gpt-4o-mini"), alice, 200, "allowed"},
 				{"chat-user asks for a model outside the role", "POST", "/v1/chat/completions", chatBody("gpt-4o"), alice, 403, "model_not_permitted"},
-				{"chat-user runs inference", "POST", "/v2/models/resnet/infer", `{"inputs":[]}`, alice, 403, "role_not_permitted"},
+				{"chat-user runs inference", "POST", "/v2/models/resnet/infer", `{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[0.5]}]}`, alice, 403, "role_not_permitted"},
 				{"reader lists models", "GET", "/v1/models", "", reader, 200, "allowed"},
 				{"reader cannot chat", "POST", "/v1/chat/completions", chatBody("gpt-4o-mini"), reader, 403, "read_only"},
 				{"query string is parsed out of the path", "GET", "/v1/models?limit=5", "", reader, 200, "allowed"},
-				{"duplicate model keys are refused", "POST", "/v1/chat/completions", `{"model":"gpt-4o-mini","model":"gpt-4o","messages":[]}`, alice, 400, "body_invalid"},
+				{"duplicate model keys are refused", "POST", "/v1/chat/completions", `{"model":"gpt-4o-mini","model":"gpt-4o","messages":[]}`, alice, 400, "body_duplicate_key"},
 			}
 			for _, tc := range tests {
 				t.Run(tc.name, func(t *testing.T) {

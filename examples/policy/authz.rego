@@ -13,6 +13,9 @@
 #	                 key_id, issuer, claims}
 #	input.request   {id, method, path, query, host, scheme, headers,
 #	                 source_address, tls_principal}
+#	input.body      {max_tokens, stream, n, messages, prompt_chars, tools}:
+#	                facts of a checked model request body; max_tokens and
+#	                n only when the request sets them.
 #	input.model     {name, operation}; absent when the model is unknown.
 #	                Operations: chat, completion, embeddings, infer, predict,
 #	                list (model listing and metadata; name may be "").
@@ -49,7 +52,16 @@ permits(role) if {
 	not role.read_only
 	operation_permitted(role)
 	model_permitted(role)
+	within_token_cap(role)
 }
+
+# within_token_cap: the role sets no cap, the request asks for no particular
+# number of tokens, or it asks for no more than the cap.
+within_token_cap(role) if not role.max_tokens
+
+within_token_cap(_) if not input.body.max_tokens
+
+within_token_cap(role) if input.body.max_tokens <= role.max_tokens
 
 # is_read: a GET or HEAD whose operation, when known, is a listing. A GET
 # that runs a model (say, an inference server's GET predict route) is not a read.
@@ -93,6 +105,12 @@ reason := "allowed" if {
 	}
 } else := "model_unknown" if {
 	not input.model
+} else := "max_tokens_exceeded" if {
+	# Some role grants the operation on this model, under a token cap.
+	some role in granted
+	not role.read_only
+	operation_permitted(role)
+	model_permitted(role)
 } else := "model_not_permitted" if {
 	# Some role grants the operation, just not on this model.
 	some role in granted
@@ -107,6 +125,7 @@ messages := {
 	"read_only": "access denied: the caller has read-only access",
 	"model_unknown": "access denied: the requested model could not be identified",
 	"model_not_permitted": "access denied: the caller's roles do not permit this model",
+	"max_tokens_exceeded": "access denied: max_tokens is above what the caller's roles allow",
 }
 
 # decision is the object form of the result: modelguard denies with its

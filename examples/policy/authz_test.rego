@@ -105,6 +105,22 @@ test_chat_user_permitted_models_and_operations if {
 	allowed(model_request(["chat-user"], "POST", "/v1/embeddings", "gpt-4o-mini", "embeddings"))
 }
 
+with_max_tokens(doc, n) := object.union(doc, {"body": {"max_tokens": n, "stream": false, "messages": 1, "prompt_chars": 5, "tools": []}})
+
+test_chat_user_token_cap if {
+	allowed(with_max_tokens(chat(["chat-user"], "gpt-4o-mini"), 1024))
+	denied(with_max_tokens(chat(["chat-user"], "gpt-4o-mini"), 1025), "max_tokens_exceeded")
+	# No max_tokens in the request: the role's cap does not apply.
+	allowed(object.union(chat(["chat-user"], "gpt-4o-mini"), {"body": {"stream": true, "messages": 1, "prompt_chars": 5, "tools": []}}))
+}
+
+test_token_cap_is_per_role if {
+	# admin has no cap: a caller with both roles is allowed through admin.
+	allowed(with_max_tokens(chat(["chat-user", "admin"], "gpt-4o-mini"), 100000))
+	# The cap does not turn a model outside the role into a token problem.
+	denied(with_max_tokens(chat(["chat-user"], "gpt-4o"), 5000), "model_not_permitted")
+}
+
 test_chat_user_lists_models if {
 	allowed(model_request(["chat-user"], "GET", "/v1/models", "", "list"))
 	allowed(model_request(["chat-user"], "GET", "/v1/models/gpt-4o-mini", "gpt-4o-mini", "list"))
