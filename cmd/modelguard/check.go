@@ -54,7 +54,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 	server := fs.String("server", "", "send the request to a running ext_authz server at host:port")
 	var headers headerFlags
 	fs.Var(&headers, "H", "request header 'name: value' (repeatable)")
-	data := fs.String("d", "", "request body")
+	data := fs.String("d", "", "request body (content-type application/json unless -H sets one)")
 	bodyFile := fs.String("body-file", "", "read the request body from a file")
 	host := fs.String("host", "models.local", "request host (:authority)")
 	caFile := fs.String("ca", "", "with -server: CA certificate to verify the server (enables TLS)")
@@ -86,6 +86,10 @@ func check(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		req.Header.Add(strings.TrimSpace(name), strings.TrimSpace(value))
+	}
+	// Like curl --json: a body is JSON unless said otherwise.
+	if len(body) > 0 && req.Header.Get("content-type") == "" {
+		req.Header.Set("content-type", "application/json")
 	}
 
 	var (
