@@ -225,3 +225,25 @@ func TestListing(t *testing.T) {
 		}
 	}
 }
+
+// The parsed body reaches the policy only when the policy reads it.
+func TestDecideParsedBodyOnlyWhenWanted(t *testing.T) {
+	for _, want := range []bool{false, true} {
+		var input ast.Value
+		e, _ := testEngine(t, evalInputFunc(func(build func(bool) ast.Value) {
+			input = build(want)
+		}))
+		e.Decide(context.Background(), chat(map[string]string{"x-api-key": "mg_alice"}))
+		got := strings.Contains(input.String(), `"parsed_body"`)
+		if got != want || !strings.Contains(input.String(), `"body": {`) {
+			t.Errorf("policy wants parsed_body=%v: input %s", want, input)
+		}
+	}
+}
+
+type evalInputFunc func(build func(bool) ast.Value)
+
+func (f evalInputFunc) EvalInput(_ context.Context, build func(bool) ast.Value) (rego.Result, error) {
+	f(build)
+	return rego.Result{Allow: true}, nil
+}
