@@ -3,6 +3,7 @@ package policy
 import (
 	"encoding/json"
 	"net/http"
+	"time"
 )
 
 // Decision is the core's answer for one Request.
@@ -32,6 +33,9 @@ type Decision struct {
 	Model Model
 	// PolicyRevision is the Rego revision that decided ("" if not reached).
 	PolicyRevision string
+	// Start is when evaluation began; Latency how long it took.
+	Start   time.Time
+	Latency time.Duration
 }
 
 // Identity is an authenticated caller.

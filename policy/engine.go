@@ -166,19 +166,30 @@ func (e *Engine) setDefaults() {
 	}
 }
 
-// Decide authenticates and authorizes req. It never returns nil and never
-// allows on an error path: failures, including panics, deny.
-func (e *Engine) Decide(ctx context.Context, req *Request) (d *Decision) {
+// Decide evaluates req and records its audit event: the whole decision, as
+// an adapter whose gateway acts on it at once (Envoy) needs it.
+func (e *Engine) Decide(ctx context.Context, req *Request) *Decision {
+	d := e.Evaluate(ctx, req)
+	e.Record(req, d, d.Status, d.Latency)
+	return d
+}
+
+// Evaluate authenticates and authorizes req and counts the decision in the
+// metrics, without recording an audit event: adapters that learn the final
+// status later (Kong's log phase) call Record then. It never returns nil
+// and never allows on an error path: failures, including panics, deny.
+func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
 	start := e.now()
-	d = &Decision{ID: newDecisionID()}
+	d = &Decision{ID: newDecisionID(), Start: start}
 	defer func() {
 		if r := recover(); r != nil {
 			e.log.Error("panic while deciding: denied", "decision_id", d.ID, "panic", r, "stack", string(debug.Stack()))
-			id := d.ID
-			*d = Decision{ID: id}
+			*d = Decision{ID: d.ID, Start: start}
 			e.deny(d, http.StatusServiceUnavailable, "internal_error", "service unavailable")
 		}
-		e.finish(req, d, start)
+		d.Latency = e.now().Sub(start)
+		e.metrics.Decisions.WithLabelValues(result(d), d.Reason).Inc()
+		e.metrics.CheckDuration.Observe(d.Latency.Seconds())
 	}()
 	e.decide(ctx, req, d)
 	return d
@@ -350,20 +361,22 @@ func (e *Engine) deny(d *Decision, status int, reason, message string) {
 	}
 }
 
-// finish counts and records the decision.
-func (e *Engine) finish(req *Request, d *Decision, start time.Time) {
-	elapsed := e.now().Sub(start)
-	result := "deny"
+func result(d *Decision) string {
 	if d.Allow {
-		result = "allow"
+		return "allow"
 	}
-	e.metrics.Decisions.WithLabelValues(result, d.Reason).Inc()
-	e.metrics.CheckDuration.Observe(elapsed.Seconds())
+	return "deny"
+}
+
+// Record writes the audit event for d. status and latency are what the
+// gateway finally observed (the upstream's status, the whole request's
+// time); pass d.Status and d.Latency when the decision ends the story.
+func (e *Engine) Record(req *Request, d *Decision, status int, latency time.Duration) {
 	if e.audit == nil {
 		return
 	}
 	ev := audit.Event{
-		Time:           start,
+		Time:           d.Start,
 		DecisionID:     d.ID,
 		RequestID:      req.ID,
 		Gateway:        req.Gateway,
@@ -372,11 +385,11 @@ func (e *Engine) finish(req *Request, d *Decision, start time.Time) {
 		Method:         req.Method,
 		Path:           req.Path,
 		SourceAddress:  req.SourceAddress,
-		Result:         result,
-		Status:         d.Status,
+		Result:         result(d),
+		Status:         status,
 		Reason:         d.Reason,
 		PolicyRevision: d.PolicyRevision,
-		LatencyMicros:  elapsed.Microseconds(),
+		LatencyMicros:  latency.Microseconds(),
 	}
 	if id := d.Identity; id != nil {
 		ev.Subject, ev.AuthMethod, ev.KeyID, ev.Issuer = id.Subject, id.Method, id.KeyID, id.Issuer
