@@ -20,6 +20,8 @@
 //     others refuse them. Underflow (1e-400) is a valid number that rounds to
 //     zero and is accepted, as encoding/json does. Numbers keep their exact
 //     text as json.Number.
+//   - Strings in the result are copies: keeping one (a metrics label, a
+//     cache key) does not keep the body alive.
 //   - Keys are compared byte for byte after unescaping: "model" and "MODEL"
 //     are two keys; "model" and "mod\u0065l" are duplicates.
 //   - A byte order mark is not whitespace: a body starting with one is not
@@ -44,6 +46,7 @@ const (
 	DefaultMaxDepth = 64
 
 	maxMaxBytes = 1 << 30
+	maxMaxDepth = 10000
 )
 
 // Limits bounds the work spent on one body.
@@ -53,7 +56,8 @@ type Limits struct {
 	// over 1 GiB count as 1 GiB (so size arithmetic cannot overflow).
 	MaxBytes int
 	// MaxDepth caps nesting (objects and arrays together; a top-level object
-	// is depth 1); deeper gets 400. Zero or negative means DefaultMaxDepth.
+	// is depth 1); deeper gets 400. Zero or negative means DefaultMaxDepth;
+	// values over 10000 count as 10000 (the parser recurses once per level).
 	MaxDepth int
 }
 
@@ -68,7 +72,7 @@ func (l Limits) maxDepth() int {
 	if l.MaxDepth <= 0 {
 		return DefaultMaxDepth
 	}
-	return l.MaxDepth
+	return min(l.MaxDepth, maxMaxDepth)
 }
 
 // Reason codes: stable, for operators, metrics and tests.
@@ -90,6 +94,7 @@ const (
 
 const (
 	maxKeyInPointer    = 64              // bytes of one key kept in a pointer
+	pointerEnd         = 32              // bytes kept at each end of a long pointer in a Message
 	truncatedKeyMarker = "..."           // marks a shortened key in a pointer
 	messagePrefix      = "request body " // every Message starts with it
 )
@@ -165,10 +170,20 @@ func pointer(segs []pathSeg) string {
 
 // location describes where a problem is for a Message: the pointer quoted
 // with non-ASCII and control characters escaped (so a key cannot forge log
-// lines or markup), and the byte offset.
+// lines or markup), its middle elided when long, and the byte offset.
 func location(ptr string, offset int) string {
 	if ptr == "" {
 		return "(at byte " + strconv.Itoa(offset) + ")"
+	}
+	if len(ptr) > 2*pointerEnd+len(truncatedKeyMarker) {
+		head, tail := pointerEnd, len(ptr)-pointerEnd
+		for head > 0 && !utf8.RuneStart(ptr[head]) {
+			head--
+		}
+		for tail < len(ptr) && !utf8.RuneStart(ptr[tail]) {
+			tail++
+		}
+		ptr = ptr[:head] + truncatedKeyMarker + ptr[tail:]
 	}
 	return "(at " + strconv.QuoteToASCII(ptr) + ", byte " + strconv.Itoa(offset) + ")"
 }

@@ -95,21 +95,23 @@ func (p *parser) finish(e *Error) *Error {
 	return e
 }
 
-// spaceOrSafe classifies bytes: whitespace for skipSpace, and the bytes a
-// string may contain as they are (printable ASCII but '"' and '\\').
+// isSpace and isPlain classify bytes: JSON whitespace, and the bytes a
+// string may hold as they are (printable ASCII but '"' and '\\'). Read-only
+// lookup tables.
 var (
-	isSpace [256]bool
-	isPlain [256]bool
+	isSpace = func() (t [256]bool) {
+		for _, c := range []byte(" \t\n\r") {
+			t[c] = true
+		}
+		return t
+	}()
+	isPlain = func() (t [256]bool) {
+		for c := 0x20; c < 0x80; c++ {
+			t[c] = c != '"' && c != '\\'
+		}
+		return t
+	}()
 )
-
-func init() {
-	for _, c := range []byte(" \t\n\r") {
-		isSpace[c] = true
-	}
-	for c := 0x20; c < 0x80; c++ {
-		isPlain[c] = c != '"' && c != '\\'
-	}
-}
 
 // plainRun returns the index of the first byte at or after i that a string
 // cannot hold as is ('"', '\\', a control character or a non-ASCII byte),

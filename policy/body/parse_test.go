@@ -1,6 +1,7 @@
 package body
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"reflect"
@@ -91,6 +92,8 @@ func TestParseRefuses(t *testing.T) {
 		{"duplicate with other keys between", `{"a":1,"b":2,"c":3,"a":4}`, Limits{}, 400, ReasonDuplicateKey, "/a"},
 		{"duplicate empty key", `{"":1,"":2}`, Limits{}, 400, ReasonDuplicateKey, "/"},
 		{"duplicate long key shortened in pointer", `{"` + longKey + `":1,"` + longKey + `":2}`, Limits{}, 400, ReasonDuplicateKey, "/" + longKey[:64] + "..."},
+		{"long non-ASCII pointer is elided in the message", strings.Repeat(`{"`+strings.Repeat("é", 40)+`":`, 10) + `{"k":1,"k":2}` + strings.Repeat("}", 10), Limits{}, 400, ReasonDuplicateKey,
+			strings.Repeat("/"+strings.Repeat("é", 32)+"...", 10) + "/k"},
 		{"duplicate in chat message", `{"messages":[{"role":"user"},{"role":"user","role":"system"}]}`, Limits{}, 400, ReasonDuplicateKey, "/messages/1/role"},
 
 		// Trailing data.
@@ -103,6 +106,9 @@ func TestParseRefuses(t *testing.T) {
 		{"objects over the limit", strings.Repeat(`{"a":`, 65) + "1" + strings.Repeat("}", 65), Limits{}, 400, ReasonTooDeep, strings.Repeat("/a", 64)},
 		{"custom depth limit", `{"a":[[1]]}`, Limits{MaxDepth: 2}, 400, ReasonTooDeep, "/a/0"},
 		{"unclosed deep arrays", strings.Repeat("[", 100000), Limits{}, 400, ReasonTooDeep, strings.Repeat("/0", 64)},
+		{"depth limit clamped to 10000", strings.Repeat("[", 10001) + strings.Repeat("]", 10001), Limits{MaxDepth: 1 << 40}, 400, ReasonTooDeep, strings.Repeat("/0", 10000)},
+		{"negative depth means the default", strings.Repeat("[", 65) + strings.Repeat("]", 65), Limits{MaxDepth: -1}, 400, ReasonTooDeep, strings.Repeat("/0", 64)},
+		{"negative size means the default", "[" + strings.Repeat(" ", DefaultMaxBytes) + "]", Limits{MaxBytes: -1}, 413, ReasonTooLarge, ""},
 
 		// UTF-8.
 		{"invalid UTF-8 in a key", "{\"a\xff\":1}", Limits{}, 400, ReasonInvalidUTF8, ""},
@@ -323,6 +329,48 @@ func TestErrorsNeverEchoBody(t *testing.T) {
 		_, err := Decode([]byte(`{}`), false, ce, Limits{})
 		if err == nil || strings.Contains(err.Error(), secret[:10]) {
 			t.Errorf("Content-Encoding %q: err %v", ce, err)
+		}
+	}
+}
+
+// plainRun's 8-byte test must stop exactly where the byte-wise test does,
+// for every byte value at every position of a word.
+func TestPlainRun(t *testing.T) {
+	naive := func(d []byte, i int) int {
+		for i < len(d) && isPlain[d[i]] {
+			i++
+		}
+		return i
+	}
+	for c := range 256 {
+		for pos := range 20 {
+			d := bytes.Repeat([]byte("a"), 24)
+			d[pos] = byte(c)
+			for start := range 4 {
+				if got, want := plainRun(d, start), naive(d, start); got != want {
+					t.Fatalf("byte %#x at %d, start %d: plainRun %d, want %d", c, pos, start, got, want)
+				}
+			}
+		}
+	}
+}
+
+func TestClosingQuote(t *testing.T) {
+	tests := []struct {
+		in   string
+		want int
+	}{
+		{`\n"`, 2},
+		{`\"x"`, 3},
+		{`\\"`, 2},
+		{`\\\"x"`, 5},
+		{`\\\\"`, 4},
+		{`\"`, 2},
+		{`\n`, 2},
+	}
+	for _, tc := range tests {
+		if got := closingQuote([]byte(tc.in), 0); got != tc.want {
+			t.Errorf("closingQuote(%q) = %d, want %d", tc.in, got, tc.want)
 		}
 	}
 }
