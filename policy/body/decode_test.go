@@ -5,15 +5,17 @@ import (
 	"compress/flate"
 	"compress/gzip"
 	"compress/zlib"
+	"io"
 	"runtime"
 	"strings"
 	"testing"
 )
 
-func gz(t testing.TB, data []byte) []byte {
+// compress runs data through one of the standard library's compressors.
+func compress(t testing.TB, data []byte, newWriter func(io.Writer) (io.WriteCloser, error)) []byte {
 	t.Helper()
 	var b bytes.Buffer
-	w, err := gzip.NewWriterLevel(&b, gzip.BestCompression)
+	w, err := newWriter(&b)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,38 +26,18 @@ func gz(t testing.TB, data []byte) []byte {
 		t.Fatal(err)
 	}
 	return b.Bytes()
+}
+
+func gz(t testing.TB, data []byte) []byte {
+	return compress(t, data, func(w io.Writer) (io.WriteCloser, error) { return gzip.NewWriterLevel(w, gzip.BestCompression) })
 }
 
 func zl(t testing.TB, data []byte) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	w, err := zlib.NewWriterLevel(&b, zlib.BestCompression)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	return compress(t, data, func(w io.Writer) (io.WriteCloser, error) { return zlib.NewWriterLevel(w, zlib.BestCompression) })
 }
 
 func rawDeflate(t testing.TB, data []byte) []byte {
-	t.Helper()
-	var b bytes.Buffer
-	w, err := flate.NewWriter(&b, flate.BestCompression)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := w.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return b.Bytes()
+	return compress(t, data, func(w io.Writer) (io.WriteCloser, error) { return flate.NewWriter(w, flate.BestCompression) })
 }
 
 func TestDecodeAccepts(t *testing.T) {
