@@ -3,12 +3,14 @@ package policy
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strings"
 	"time"
 
@@ -28,7 +30,11 @@ type Options struct {
 	Logger *slog.Logger
 	// Metrics receives counters; nil creates unregistered ones.
 	Metrics *metrics.Metrics
-	// Audit records one event per decision; nil records nothing.
+	// Audit records one event per decision and the engine's operator
+	// events (policy, key file and schema reloads, JWKS refresh failures);
+	// nil records nothing. When it is also an Admitter, Evaluate asks it
+	// first and denies 503 (audit_unavailable) while the trail cannot take
+	// records.
 	Audit Recorder
 	// Now is the clock for latency; nil means time.Now.
 	Now func() time.Time
@@ -37,6 +43,14 @@ type Options struct {
 // Recorder receives audit events.
 type Recorder interface {
 	Record(*audit.Event) error
+}
+
+// Admitter says whether the audit trail can take a record now (nil) or not
+// (an error): a request must never be served without its record. For Kong,
+// which records in the log phase after the response, this check before the
+// decision is what keeps that promise. *audit.Writer implements it.
+type Admitter interface {
+	Admit(ctx context.Context) error
 }
 
 // The steps the engine composes, as interfaces so that tests can inject
@@ -72,10 +86,12 @@ type Engine struct {
 	identity       config.IdentityHeaders
 	identityRemove []string // every configured identity header name
 
-	log     *slog.Logger
-	metrics *metrics.Metrics
-	audit   Recorder
-	now     func() time.Time
+	log        *slog.Logger
+	metrics    *metrics.Metrics
+	audit      Recorder
+	admit      Admitter // nil: the recorder cannot refuse
+	bodySHA256 bool     // audit.body_sha256
+	now        func() time.Time
 }
 
 // New builds an Engine from a loaded configuration. Background work (JWKS
@@ -91,8 +107,10 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		log:           opts.Logger,
 		metrics:       opts.Metrics,
 		audit:         opts.Audit,
+		bodySHA256:    cfg.Audit.BodySHA256,
 		now:           opts.Now,
 	}
+	e.admit, _ = opts.Audit.(Admitter)
 	e.setDefaults()
 
 	if len(cfg.Authentication.JWT.Issuers) > 0 {
@@ -100,6 +118,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 			Logger: e.log,
 			OnJWKSRefresh: func(issuer string, err error) {
 				e.metrics.JWKSRefreshes.WithLabelValues(issuer, metrics.Outcome(err, "failed")).Inc()
+				if err != nil {
+					e.operator(audit.Event{Kind: audit.KindJWKSRefresh, Issuer: issuer}, err, "failed")
+				}
 			},
 		})
 		if err != nil {
@@ -112,6 +133,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 			Logger: e.log,
 			OnReload: func(err error) {
 				e.metrics.KeyReloads.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
+				e.operator(audit.Event{Kind: audit.KindKeyReload, File: cfg.Path(f)}, err, "refused")
 			},
 		})
 		if err != nil {
@@ -126,6 +148,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		Logger: e.log,
 		OnReload: func(err error) {
 			e.metrics.SchemaReloads.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
+			e.operator(audit.Event{Kind: audit.KindSchemaReload}, err, "refused")
 		},
 	})
 	if err != nil {
@@ -134,8 +157,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	e.models = cat
 	r, err := rego.Open(ctx, cfg.Authorization, cfg.Dir, rego.Options{
 		Logger: e.log,
-		OnReload: func(_ string, err error) {
+		OnReload: func(revision string, err error) {
 			e.metrics.PolicyReloads.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
+			e.operator(audit.Event{Kind: audit.KindPolicyReload, PolicyRevision: revision}, err, "refused")
 		},
 	})
 	if err != nil {
@@ -143,6 +167,37 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	}
 	e.authz = r
 	return e, nil
+}
+
+// PolicyRevision is the revision of the policy in force ("" if unknown),
+// for the config_loaded audit event the server records.
+func (e *Engine) PolicyRevision() string {
+	if r, ok := e.authz.(interface{ Revision() string }); ok {
+		return r.Revision()
+	}
+	return ""
+}
+
+// maxDetail bounds an operator event's detail (a reload error can list many
+// policy compile errors).
+const maxDetail = 2048
+
+// operator records an operator event whose outcome is "ok", or failed with
+// err's message as the detail.
+func (e *Engine) operator(ev audit.Event, err error, failed string) {
+	if e.audit == nil {
+		return
+	}
+	ev.Outcome = metrics.Outcome(err, failed)
+	if err != nil {
+		ev.Detail = err.Error()
+		if len(ev.Detail) > maxDetail {
+			ev.Detail = ev.Detail[:maxDetail] + "..."
+		}
+	}
+	if err := e.audit.Record(&ev); err != nil {
+		e.log.Error("audit record failed", "kind", ev.Kind, "error", err)
+	}
 }
 
 func (e *Engine) setDefaults() {
@@ -196,6 +251,16 @@ func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
 }
 
 func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
+	// No request is served without its audit record: when the trail cannot
+	// take one (queue full, sink failing), deny before doing any work.
+	if e.admit != nil {
+		if err := e.admit.Admit(ctx); err != nil {
+			e.metrics.AuditDenied.Inc()
+			e.log.Debug("audit trail unavailable: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
+			e.deny(d, http.StatusServiceUnavailable, "audit_unavailable", "service unavailable")
+			return
+		}
+	}
 	id, cred, reason, err := e.authenticate(ctx, req)
 	if err != nil {
 		e.log.Info("authentication failed", "decision_id", d.ID, "request_id", req.ID, "reason", reason, "error", err)
@@ -292,6 +357,11 @@ func (e *Engine) authenticate(ctx context.Context, req *Request) (*Identity, cre
 		if err != nil {
 			return nil, cred, reasonOf(err, "jwt_invalid"), err
 		}
+		// Subject and roles become upstream header values: a signed token
+		// must not smuggle header syntax (CR, LF) or split the roles list.
+		if !headerSafe(ji.Subject) || slices.ContainsFunc(ji.Roles, func(r string) bool { return !headerSafe(r) || strings.Contains(r, ",") }) {
+			return nil, cred, "jwt_bad_claim", errors.New("subject or role holds characters not allowed in a header value")
+		}
 		return &Identity{Subject: ji.Subject, Roles: ji.Roles, Method: "jwt", Issuer: ji.Issuer, Claims: ji.Claims}, cred, "", nil
 	case key != "":
 		k, err := e.keys.Lookup(key)
@@ -306,6 +376,17 @@ func (e *Engine) authenticate(ctx context.Context, req *Request) (*Identity, cre
 	default:
 		return nil, cred, "credentials_missing", errors.New("no credential in the request")
 	}
+}
+
+// headerSafe reports whether s can be an HTTP header value: no control
+// characters (RFC 9110 field-value).
+func headerSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // reasonOf extracts the reason code carried by the authentication packages'
@@ -370,12 +451,15 @@ func result(d *Decision) string {
 
 // Record writes the audit event for d. status and latency are what the
 // gateway finally observed (the upstream's status, the whole request's
-// time); pass d.Status and d.Latency when the decision ends the story.
+// time); pass d.Status and d.Latency when the decision ends the story. The
+// recorder queues the event (waiting a bounded time for room if it must);
+// a record it cannot take is counted and logged by it, and logged here.
 func (e *Engine) Record(req *Request, d *Decision, status int, latency time.Duration) {
 	if e.audit == nil {
 		return
 	}
 	ev := audit.Event{
+		Kind:           audit.KindDecision,
 		Time:           d.Start,
 		DecisionID:     d.ID,
 		RequestID:      req.ID,
@@ -393,6 +477,10 @@ func (e *Engine) Record(req *Request, d *Decision, status int, latency time.Dura
 	}
 	if id := d.Identity; id != nil {
 		ev.Subject, ev.AuthMethod, ev.KeyID, ev.Issuer = id.Subject, id.Method, id.KeyID, id.Issuer
+	}
+	if e.bodySHA256 && len(req.Body) > 0 {
+		sum := sha256.Sum256(req.Body)
+		ev.BodySHA256 = hex.EncodeToString(sum[:])
 	}
 	if err := e.audit.Record(&ev); err != nil {
 		e.log.Error("audit record failed", "decision_id", d.ID, "error", err)

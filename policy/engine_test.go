@@ -33,6 +33,12 @@ func (f fakeKeys) Lookup(key string) (*apikey.Key, error) {
 type fakeTokens struct{}
 
 func (fakeTokens) Verify(_ context.Context, tok string) (*jwtauth.Identity, error) {
+	if tok == "eyJ.crlf.sig" {
+		return &jwtauth.Identity{Subject: "alice\r\nx-modelguard-roles: admin", Roles: []string{"chat-user"}, Issuer: "https://idp"}, nil
+	}
+	if tok == "eyJ.comma.sig" {
+		return &jwtauth.Identity{Subject: "alice", Roles: []string{"chat-user,admin"}, Issuer: "https://idp"}, nil
+	}
 	if tok == "eyJ.good.sig" {
 		return &jwtauth.Identity{Subject: "alice", Roles: []string{"chat-user"}, Issuer: "https://idp"}, nil
 	}
@@ -116,6 +122,8 @@ func TestDecide(t *testing.T) {
 		{"jwt", allowAll, chat(map[string]string{"authorization": "Bearer eyJ.good.sig"}), true, 200, "allowed"},
 		{"bearer scheme is case-insensitive", allowAll, chat(map[string]string{"authorization": "bearer mg_alice"}), true, 200, "allowed"},
 		{"no credential", allowAll, chat(nil), false, 401, "credentials_missing"},
+		{"jwt subject with CR LF", allowAll, chat(map[string]string{"authorization": "Bearer eyJ.crlf.sig"}), false, 401, "jwt_bad_claim"},
+		{"jwt role with a comma", allowAll, chat(map[string]string{"authorization": "Bearer eyJ.comma.sig"}), false, 401, "jwt_bad_claim"},
 		{"bad jwt", allowAll, chat(map[string]string{"authorization": "Bearer eyJ.bad.sig"}), false, 401, "jwt_bad_signature"},
 		{"unknown key", allowAll, chat(map[string]string{"x-api-key": "mg_nope"}), false, 401, "api_key_unknown"},
 		{"empty bearer", allowAll, chat(map[string]string{"authorization": "Bearer "}), false, 401, "credential_empty"},

@@ -103,7 +103,9 @@ func TestEnvoyAuditTrail(t *testing.T) {
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
 			t.Fatalf("audit line %q: %v", line, err)
 		}
-		events[ev["request_id"].(string)] = ev
+		if id, ok := ev["request_id"].(string); ok {
+			events[id] = ev
+		}
 	}
 	for _, tc := range []struct {
 		r                      result

@@ -59,12 +59,19 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	m := metrics.New(reg)
 
-	auditor, err := audit.Open(cfg.Audit.Output)
+	// The audit trail opens first (recovering its chain) so that every
+	// operator event of this run, from the start on, is in it.
+	auditor, err := audit.New(cfg, audit.Options{Logger: log, Metrics: m})
 	if err != nil {
-		fmt.Fprintf(stderr, "modelguard: %v\n", cfg.Error(&config.FieldError{Path: "audit.output", Err: err}))
+		fmt.Fprintf(stderr, "modelguard: %v\n", err)
 		return 1
 	}
 	defer auditor.Close()
+	if err := auditor.Record(&audit.Event{Kind: audit.KindStart, Outcome: "ok", File: cfg.File,
+		Detail: fmt.Sprintf("modelguard %s pid %d", version, os.Getpid())}); err != nil {
+		fmt.Fprintf(stderr, "modelguard: audit: %v\n", err)
+		return 1
+	}
 
 	// Background work (reload watches, JWKS refresh) outlives the drain.
 	bg, stopBackground := context.WithCancel(context.Background())
@@ -76,6 +83,11 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	engine, err := policy.New(bg, cfg, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "modelguard: %v\n", err)
+		return 1
+	}
+	if err := auditor.Record(&audit.Event{Kind: audit.KindConfigLoaded, Outcome: "ok", File: cfg.File,
+		PolicyRevision: engine.PolicyRevision()}); err != nil {
+		fmt.Fprintf(stderr, "modelguard: audit: %v\n", err)
 		return 1
 	}
 	svc, err := extauthz.Listen(cfg, engine, reg, log)
@@ -98,6 +110,15 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		log.Info("signal received: draining in-flight checks", "signal", s.String())
 		svc.Shutdown(context.Background())
 		<-served
+		// Reloads stop before the trail closes: their events are recorded.
+		stopBackground()
+		auditor.Record(&audit.Event{Kind: audit.KindStop, Outcome: "ok", Detail: "signal " + s.String()})
+		ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownGrace)
+		defer cancel()
+		if err := auditor.Shutdown(ctx); err != nil {
+			log.Error("audit trail not flushed", "error", err)
+			return 1
+		}
 		log.Info("stopped")
 		return 0
 	case err := <-served:

@@ -80,7 +80,7 @@ func (c *Config) applyDefaults() {
 		*f.field = strings.ToLower(*f.field)
 	}
 
-	orDefault(c, "audit.output", &c.Audit.Output, defaultAuditOutput)
+	c.auditDefaults()
 	orDefault(c, "log.level", &c.Log.Level, defaultLogLevel)
 	orDefault(c, "log.format", &c.Log.Format, defaultLogFormat)
 }

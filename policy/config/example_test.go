@@ -26,6 +26,8 @@ func loadExample(t *testing.T) *Config {
 	}
 	t.Setenv("MODELGUARD_BATCH_PEM", "-----BEGIN PUBLIC KEY-----\n")
 	t.Setenv("MODELGUARD_PARTNER_SECRET", strings.Repeat("p", 32))
+	t.Setenv("MODELGUARD_AUDIT_KEY", strings.Repeat("a", 32))
+	t.Setenv("MODELGUARD_AUDIT_TOKEN", "audit-token")
 	c, err := Load(path)
 	if err != nil {
 		t.Fatalf("example.yaml does not load: %v", err)

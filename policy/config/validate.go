@@ -5,7 +5,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -76,7 +75,7 @@ func (c *Config) validate() []error {
 	v.authorization(&c.Authorization)
 	v.models(c)
 	v.identityHeaders(&c.IdentityHeaders, c.Authentication.APIKeys.Header)
-	v.audit(c.Audit.Output)
+	v.audit(&c.Audit)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "text")
 	return v.errs
@@ -357,22 +356,6 @@ func (v *validator) identityHeaders(h *IdentityHeaders, apiKeyHeader string) {
 		default:
 			seen[f.name] = f.key
 		}
-	}
-}
-
-func (v *validator) audit(out string) {
-	if out == "stdout" || out == "off" {
-		return
-	}
-	if out == "" {
-		v.fail("audit.output", `want "stdout", "off" or a file path`)
-		return
-	}
-	path := v.c.Path(out)
-	if st, err := os.Stat(filepath.Dir(path)); err != nil || !st.IsDir() {
-		v.fail("audit.output", "directory %s does not exist", filepath.Dir(path))
-	} else if st, err := os.Stat(path); err == nil && st.IsDir() {
-		v.fail("audit.output", "%s is a directory, want a file", path)
 	}
 }
 

@@ -13,6 +13,17 @@ type Metrics struct {
 	KeyReloads    *prometheus.CounterVec // outcome
 	SchemaReloads *prometheus.CounterVec // outcome
 	JWKSRefreshes *prometheus.CounterVec // issuer, outcome
+
+	// The audit trail (policy/audit).
+	AuditRecords       *prometheus.CounterVec   // sink
+	AuditQueueDepth    prometheus.Gauge         // records waiting for the writer
+	AuditSyncDuration  *prometheus.HistogramVec // sink
+	AuditSyncedSeq     prometheus.Gauge         // last seq durable on every sink
+	AuditSpoolBytes    prometheus.Gauge
+	AuditHTTPDelivered prometheus.Counter
+	AuditSinkErrors    *prometheus.CounterVec // sink, op
+	AuditDenied        prometheus.Counter     // requests denied 503 because the trail could not take records
+	AuditLost          *prometheus.CounterVec // reason
 }
 
 // New creates the collectors and registers them on reg (nil: not registered).
@@ -43,9 +54,48 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "modelguard_jwks_refreshes_total",
 			Help: "JWKS refresh attempts by issuer and outcome (ok, failed).",
 		}, []string{"issuer", "outcome"}),
+		AuditRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_audit_records_written_total",
+			Help: "Audit records written by sink (file, stdout; http counts records spooled).",
+		}, []string{"sink"}),
+		AuditQueueDepth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "modelguard_audit_queue_depth",
+			Help: "Audit records queued for the writer.",
+		}),
+		AuditSyncDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "modelguard_audit_fsync_duration_seconds",
+			Help:    "Time to make one group of audit records durable, by sink.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, 1},
+		}, []string{"sink"}),
+		AuditSyncedSeq: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "modelguard_audit_synced_seq",
+			Help: "Sequence number of the last audit record durable on every sink.",
+		}),
+		AuditSpoolBytes: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "modelguard_audit_spool_bytes",
+			Help: "Bytes of audit records spooled and not yet acknowledged by the HTTP endpoint.",
+		}),
+		AuditHTTPDelivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modelguard_audit_http_delivered_total",
+			Help: "Audit records acknowledged by the HTTP endpoint (at least once: retries may deliver a record again).",
+		}),
+		AuditSinkErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_audit_sink_errors_total",
+			Help: "Failed audit sink operations by sink and operation (write, sync, send); each is retried.",
+		}, []string{"sink", "op"}),
+		AuditDenied: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "modelguard_audit_denied_total",
+			Help: "Requests denied with 503 because the audit trail could not take records (queue full or sink failing).",
+		}),
+		AuditLost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_audit_records_lost_total",
+			Help: "Audit records that could not be recorded, by reason (queue_full, closed, write_failed, shutdown).",
+		}, []string{"reason"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.JWKSRefreshes)
+		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.JWKSRefreshes,
+			m.AuditRecords, m.AuditQueueDepth, m.AuditSyncDuration, m.AuditSyncedSeq, m.AuditSpoolBytes,
+			m.AuditHTTPDelivered, m.AuditSinkErrors, m.AuditDenied, m.AuditLost)
 	}
 	return m
 }

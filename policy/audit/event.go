@@ -1,0 +1,85 @@
+// Package audit keeps modelguard's audit trail: one record per decision and
+// per operator event, hash-chained so that an edit, deletion, insertion or
+// reordering is detected, written by an asynchronous group-commit writer to
+// stdout, a rotated file and/or an HTTP endpoint (through a disk spool).
+//
+// Records never carry tokens, keys, request bodies or prompts; JWT claims
+// are not recorded either (the subject, auth method, key id and issuer
+// are), so there is nothing to redact.
+//
+// # Record encoding
+//
+// A record is one line: a JSON object written by this package's own encoder
+// so that its bytes are stable. Members appear in the order of the Event
+// fields below, with no whitespace; seq, prev, time and kind are always
+// present, every other member is omitted when it is zero or empty, and
+// "hash" is always last. Integers are decimal; time is RFC 3339 in UTC with
+// exactly six fractional digits; strings escape '"' and '\' with a
+// backslash, \n \r \t as such and other bytes below 0x20 as \u00xx (lower
+// case), and carry everything else as UTF-8 (invalid UTF-8 becomes U+FFFD).
+//
+// The hash input of a record is its line without the final newline and
+// without the final `,"hash":"..."` member: the bytes up to that comma,
+// followed by "}". hash is the lower-case hex SHA-256 of that input, or its
+// HMAC-SHA256 under the configured key (a keyed trail cannot be rebuilt by
+// someone who can edit the file but does not hold the key). prev is the hash
+// of the previous record, 64 zeros for the first record of a trail; seq
+// counts from 1 with no gaps. A verifier decodes each line, encodes it again
+// and requires the same bytes, so a record has exactly one valid encoding.
+package audit
+
+import "time"
+
+// Event kinds. A decision is one request's outcome; the others are operator
+// events.
+const (
+	KindDecision     = "decision"
+	KindStart        = "start"           // the process started (Detail: version)
+	KindStop         = "stop"            // graceful shutdown; the last record of a run
+	KindConfigLoaded = "config_loaded"   // File: the configuration; PolicyRevision
+	KindPolicyReload = "policy_reload"   // Outcome ok/refused; PolicyRevision; Detail: why refused
+	KindKeyReload    = "key_reload"      // Outcome ok/refused; File: the key file
+	KindSchemaReload = "schema_reload"   // Outcome ok/refused
+	KindJWKSRefresh  = "jwks_refresh"    // Outcome failed; Issuer; Detail
+	KindRecovered    = "audit_recovered" // a torn last record was quarantined at start; File: where
+)
+
+// Event is one audit record, the single definition of the audit schema:
+// every gateway and every operator event produces it. The field order is the
+// canonical member order (see the package documentation).
+type Event struct {
+	// Seq, Prev and Hash chain the record; the writer sets them.
+	Seq  uint64    `json:"seq"`
+	Prev string    `json:"prev"`
+	Time time.Time `json:"time"`
+	Kind string    `json:"kind"`
+
+	DecisionID     string `json:"decision_id,omitempty"`
+	RequestID      string `json:"request_id,omitempty"`
+	Gateway        string `json:"gateway,omitempty"`
+	Subject        string `json:"subject,omitempty"`
+	AuthMethod     string `json:"auth_method,omitempty"`
+	KeyID          string `json:"key_id,omitempty"`
+	Issuer         string `json:"issuer,omitempty"`
+	Model          string `json:"model,omitempty"`
+	Operation      string `json:"operation,omitempty"`
+	Method         string `json:"method,omitempty"`
+	Path           string `json:"path,omitempty"`
+	SourceAddress  string `json:"source_address,omitempty"`
+	Result         string `json:"result,omitempty"` // "allow" or "deny"
+	Status         int    `json:"status,omitempty"`
+	Reason         string `json:"reason,omitempty"`
+	PolicyRevision string `json:"policy_revision,omitempty"`
+	LatencyMicros  int64  `json:"latency_us,omitempty"`
+	// BodySHA256 is the hex SHA-256 of the request body as the gateway
+	// forwarded it (before decompression), with audit.body_sha256.
+	BodySHA256 string `json:"body_sha256,omitempty"`
+
+	// Operator events: the outcome (ok, refused, failed), a short detail
+	// (an error message, a version) and the file concerned.
+	Outcome string `json:"outcome,omitempty"`
+	Detail  string `json:"detail,omitempty"`
+	File    string `json:"file,omitempty"`
+
+	Hash string `json:"hash"`
+}

@@ -1,0 +1,353 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/modelguard/modelguard/policy/metrics"
+)
+
+// memSink keeps records in memory; it can hold writes at a gate and fail
+// writes and syncs on demand.
+type memSink struct {
+	mu      sync.Mutex
+	data    []byte
+	syncs   int
+	gate    chan struct{} // when set, Write waits for it to close
+	entered chan struct{} // receives once per Write call, if set
+	failW   atomic.Bool
+	failS   atomic.Bool
+}
+
+func (m *memSink) Name() string { return "mem" }
+
+func (m *memSink) Write(recs []Line) (int, error) {
+	if m.entered != nil {
+		select {
+		case m.entered <- struct{}{}:
+		default:
+		}
+	}
+	if m.gate != nil {
+		<-m.gate
+	}
+	if m.failW.Load() {
+		return 0, errors.New("injected write failure")
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range recs {
+		m.data = append(m.data, r.Data...)
+	}
+	return len(recs), nil
+}
+
+func (m *memSink) Sync() error {
+	if m.failS.Load() {
+		return errors.New("injected sync failure")
+	}
+	m.mu.Lock()
+	m.syncs++
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *memSink) Close() error { return nil }
+
+// verify checks what the sink holds as one trail.
+func (m *memSink) verify(t *testing.T) Summary {
+	t.Helper()
+	m.mu.Lock()
+	data := bytes.Clone(m.data)
+	m.mu.Unlock()
+	path := filepath.Join(t.TempDir(), "mem.jsonl")
+	os.WriteFile(path, data, 0o600)
+	sum, err := VerifyFiles([]string{path}, VerifyOptions{})
+	if err != nil {
+		t.Fatalf("the sink's trail does not verify: %v", err)
+	}
+	return sum
+}
+
+// eventually polls cond with a generous deadline.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// value reads a counter or gauge.
+func value(m prometheus.Metric) float64 {
+	var d dto.Metric
+	if err := m.Write(&d); err != nil {
+		panic(err)
+	}
+	if d.Counter != nil {
+		return d.Counter.GetValue()
+	}
+	return d.Gauge.GetValue()
+}
+
+func newTestWriter(t *testing.T, s Settings, m *metrics.Metrics, sinks ...Sink) *Writer {
+	t.Helper()
+	if s.FlushInterval == 0 {
+		s.FlushInterval = time.Millisecond
+	}
+	w, err := NewWriter(s, Options{Metrics: m}, sinks...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		w.Shutdown(ctx)
+	})
+	return w
+}
+
+func decision(id string) *Event {
+	return &Event{Kind: KindDecision, DecisionID: id, Result: "allow", Status: 200, Reason: "allowed"}
+}
+
+// A full queue refuses admission; a record of an admitted decision waits for
+// room, and one that still finds none is counted as lost.
+func TestWriterQueueFull(t *testing.T) {
+	m := metrics.New(nil)
+	sink := &memSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	w := newTestWriter(t, Settings{QueueSize: 2, BlockTimeout: 10 * time.Millisecond}, m, sink)
+	ctx := context.Background()
+	if err := w.Admit(ctx); err != nil {
+		t.Fatalf("Admit with an empty queue: %v", err)
+	}
+	if err := w.Record(decision("1")); err != nil {
+		t.Fatal(err)
+	}
+	<-sink.entered // the writer holds record 1 in a blocked write
+	for _, id := range []string{"2", "3"} {
+		if err := w.Record(decision(id)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Admit(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Admit with a full queue = %v, want ErrUnavailable", err)
+	}
+	if err := w.Record(decision("4")); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Record with a full queue = %v", err)
+	}
+	if got := value(m.AuditLost.WithLabelValues("queue_full")); got != 1 {
+		t.Errorf("lost records counted: %v, want 1", got)
+	}
+	close(sink.gate)
+	eventually(t, "admission once the queue drains", func() bool { return w.Admit(ctx) == nil })
+	if err := w.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if sum := sink.verify(t); sum.Records != 3 {
+		t.Errorf("%d records, want 3", sum.Records)
+	}
+}
+
+// With on_full: block, Admit waits for room instead of refusing.
+func TestWriterBlockMode(t *testing.T) {
+	sink := &memSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	w := newTestWriter(t, Settings{QueueSize: 1, Block: true, BlockTimeout: time.Minute}, nil, sink)
+	w.Record(decision("1"))
+	<-sink.entered
+	w.Record(decision("2")) // the queue is full
+	admitted := make(chan error, 1)
+	go func() { admitted <- w.Admit(context.Background()) }()
+	close(sink.gate)
+	if err := <-admitted; err != nil {
+		t.Fatalf("blocked Admit = %v, want nil once room appears", err)
+	}
+
+	// A wait that ends without room refuses: by timeout or by the request's context.
+	sink2 := &memSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	w2 := newTestWriter(t, Settings{QueueSize: 1, Block: true, BlockTimeout: 20 * time.Millisecond}, nil, sink2)
+	w2.Record(decision("1"))
+	<-sink2.entered
+	w2.Record(decision("2"))
+	if err := w2.Admit(context.Background()); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Admit after block_timeout = %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := w2.Admit(ctx); !errors.Is(err, ErrUnavailable) {
+		t.Errorf("Admit with an ended context = %v", err)
+	}
+	close(sink2.gate)
+}
+
+// A failing sink stalls the writer, which refuses admission, retries and
+// loses nothing; its failures are counted.
+func TestWriterRetriesFailingSink(t *testing.T) {
+	for _, op := range []string{"write", "sync"} {
+		t.Run(op, func(t *testing.T) {
+			m := metrics.New(nil)
+			sink := &memSink{}
+			fail := &sink.failW
+			if op == "sync" {
+				fail = &sink.failS
+			}
+			fail.Store(true)
+			w := newTestWriter(t, Settings{}, m, sink)
+			ctx := context.Background()
+			for i := range 20 {
+				w.Record(decision(fmt.Sprint(i)))
+			}
+			eventually(t, "the writer to stall", func() bool { return errors.Is(w.Admit(ctx), ErrUnavailable) })
+			fail.Store(false)
+			eventually(t, "the writer to recover", func() bool { return w.Admit(ctx) == nil })
+			if err := w.Shutdown(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if sum := sink.verify(t); sum.Records != 20 {
+				t.Errorf("%d records, want 20", sum.Records)
+			}
+			if got := value(m.AuditSinkErrors.WithLabelValues("mem", op)); got < 1 {
+				t.Errorf("%s errors counted: %v", op, got)
+			}
+		})
+	}
+}
+
+func TestWriterShutdown(t *testing.T) {
+	ctx := context.Background()
+	m := metrics.New(nil)
+	sink := &memSink{}
+	// No periodic flush: only the shutdown writes and syncs.
+	w := newTestWriter(t, Settings{FlushInterval: time.Hour}, m, sink)
+	for i := range 100 {
+		w.Record(decision(fmt.Sprint(i)))
+	}
+	if err := w.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if sum := sink.verify(t); sum.Records != 100 || sink.syncs == 0 {
+		t.Errorf("after shutdown: %d records, %d syncs", sum.Records, sink.syncs)
+	}
+	if got := value(m.AuditSyncedSeq); got != 100 {
+		t.Errorf("synced seq %v, want 100", got)
+	}
+	if err := w.Record(decision("late")); !errors.Is(err, ErrClosed) {
+		t.Errorf("Record after Shutdown = %v", err)
+	}
+	if err := w.Admit(ctx); !errors.Is(err, ErrClosed) {
+		t.Errorf("Admit after Shutdown = %v", err)
+	}
+	if got := value(m.AuditLost.WithLabelValues("closed")); got != 1 {
+		t.Errorf("records lost after close: %v", got)
+	}
+	if err := w.Shutdown(ctx); err != nil {
+		t.Errorf("second Shutdown: %v", err)
+	}
+}
+
+// A sink still failing when Shutdown's deadline ends: what was not written
+// is counted and reported, never silently dropped.
+func TestWriterShutdownGivesUp(t *testing.T) {
+	m := metrics.New(nil)
+	sink := &memSink{}
+	sink.failW.Store(true)
+	w := newTestWriter(t, Settings{}, m, sink)
+	for i := range 3 {
+		w.Record(decision(fmt.Sprint(i)))
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := w.Shutdown(ctx)
+	if err == nil {
+		t.Fatal("Shutdown reported success with a failing sink")
+	}
+	if got := value(m.AuditLost.WithLabelValues("shutdown")); got != 3 {
+		t.Errorf("lost at shutdown: %v, want 3 (%v)", got, err)
+	}
+}
+
+// A Record waiting for room does not hold Shutdown past its deadline: it
+// gives up, counted as lost.
+func TestWriterShutdownReleasesWaitingRecord(t *testing.T) {
+	m := metrics.New(nil)
+	sink := &memSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	defer close(sink.gate)
+	w := newTestWriter(t, Settings{QueueSize: 1, BlockTimeout: time.Hour}, m, sink)
+	w.Record(decision("1"))
+	<-sink.entered
+	w.Record(decision("2")) // the queue is full
+	waiting := make(chan error, 1)
+	go func() { waiting <- w.Record(decision("3")) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := w.Shutdown(ctx); err == nil {
+		t.Error("Shutdown reported success with records stuck behind a hung sink")
+	}
+	if err := <-waiting; !errors.Is(err, ErrClosed) {
+		t.Errorf("the waiting Record returned %v, want ErrClosed", err)
+	}
+	if got := value(m.AuditLost.WithLabelValues("closed")); got != 1 {
+		t.Errorf("lost records counted: %v", got)
+	}
+}
+
+func TestWriterConcurrentRecords(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	w := openFileWriter(t, path, Settings{QueueSize: 64, BlockTimeout: time.Minute}, 0, 0)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 200 {
+				if err := w.Record(decision(fmt.Sprintf("%d-%d", g, i))); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if sum, err := VerifyFiles([]string{path}, VerifyOptions{}); err != nil || sum.Records != 1600 {
+		t.Fatalf("%+v %v", sum, err)
+	}
+}
+
+// Open's writer writes through: the line is in the file when Record returns.
+func TestOpenWritesThrough(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	w, err := Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	for i := range 3 {
+		w.Record(decision(fmt.Sprint(i)))
+		if sum, err := VerifyFiles([]string{path}, VerifyOptions{}); err != nil || sum.Records != uint64(i+1) {
+			t.Fatalf("after Record %d: %+v %v", i, sum, err)
+		}
+	}
+	if w, err := Open("off"); w != nil || err != nil {
+		t.Errorf("Open(off) = %v, %v", w, err)
+	}
+}
+
+func TestNewWriterRefusesWeakKey(t *testing.T) {
+	if _, err := NewWriter(Settings{Key: make([]byte, 31)}, Options{}, &memSink{}); err == nil {
+		t.Fatal("a 31-byte key was accepted")
+	}
+}

@@ -1,0 +1,214 @@
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/modelguard/modelguard/examples"
+	"github.com/modelguard/modelguard/policy/apikey"
+	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/config"
+)
+
+// gatedSink holds every write until its gate closes: a sink that hangs.
+type gatedSink struct {
+	gate    chan struct{}
+	entered chan struct{}
+}
+
+func (g *gatedSink) Name() string { return "gated" }
+func (g *gatedSink) Write(recs []audit.Line) (int, error) {
+	select {
+	case g.entered <- struct{}{}:
+	default:
+	}
+	<-g.gate
+	return len(recs), nil
+}
+func (g *gatedSink) Sync() error  { return nil }
+func (g *gatedSink) Close() error { return nil }
+
+// While the trail cannot take records, requests are denied 503 before any
+// work, through Decide (Envoy) and Evaluate (Kong, which records later);
+// once it drains, they are served again.
+func TestAuditUnavailableDenies(t *testing.T) {
+	e, _ := testEngine(t, allowAll)
+	sink := &gatedSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	w, err := audit.NewWriter(audit.Settings{QueueSize: 1, BlockTimeout: 10 * time.Millisecond}, audit.Options{Metrics: e.metrics}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	e.audit, e.admit = w, w
+	ctx := context.Background()
+	req := func() *Request { return chat(map[string]string{"x-api-key": "mg_alice"}) }
+
+	if d := e.Decide(ctx, req()); !d.Allow {
+		t.Fatalf("first request denied: %d %s", d.Status, d.Reason)
+	}
+	<-sink.entered // its record is held in a write that hangs
+	if d := e.Decide(ctx, req()); !d.Allow {
+		t.Fatalf("second request (queue has room) denied: %d %s", d.Status, d.Reason)
+	}
+	for _, step := range []struct {
+		name   string
+		decide func() *Decision
+	}{
+		{"Decide", func() *Decision { return e.Decide(ctx, req()) }},
+		{"Evaluate", func() *Decision { return e.Evaluate(ctx, req()) }},
+	} {
+		d := step.decide()
+		if d.Allow || d.Status != 503 || d.Reason != "audit_unavailable" || d.Message != "service unavailable" {
+			t.Errorf("%s with a full audit queue: allow=%v %d %s %q", step.name, d.Allow, d.Status, d.Reason, d.Message)
+		}
+	}
+	if got := counterValue(t, e.metrics.AuditDenied); got != 2 {
+		t.Errorf("modelguard_audit_denied_total = %v, want 2", got)
+	}
+	close(sink.gate)
+	deadline := time.Now().Add(20 * time.Second)
+	for d := e.Decide(ctx, req()); !d.Allow; d = e.Decide(ctx, req()) {
+		if time.Now().After(deadline) {
+			t.Fatalf("still denied after the trail drained: %d %s", d.Status, d.Reason)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func counterValue(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+func TestAuditRecordFields(t *testing.T) {
+	req := chat(map[string]string{"x-api-key": "mg_alice"})
+	req.ID, req.SourceAddress = "req-1", "10.0.0.7:51000"
+	sum := sha256.Sum256(req.Body)
+	for _, withHash := range []bool{false, true} {
+		e, rec := testEngine(t, allowAll)
+		e.bodySHA256 = withHash
+		d := e.Evaluate(context.Background(), req)
+		e.Record(req, d, 201, 5*time.Millisecond) // as Kong's log phase reports it
+		if len(rec.events) != 1 {
+			t.Fatalf("%d events", len(rec.events))
+		}
+		ev := rec.events[0]
+		want := audit.Event{Kind: audit.KindDecision, Time: d.Start, DecisionID: d.ID, RequestID: "req-1", Gateway: "envoy",
+			Subject: "alice", AuthMethod: "api_key", KeyID: "k-alice", Model: "gpt-4o-mini", Operation: "chat",
+			Method: "POST", Path: "/v1/chat/completions", SourceAddress: "10.0.0.7:51000", Result: "allow",
+			Status: 201, Reason: "allowed", PolicyRevision: "r1", LatencyMicros: 5000}
+		if withHash {
+			want.BodySHA256 = hex.EncodeToString(sum[:])
+		}
+		if ev != want {
+			t.Errorf("body_sha256 %v: event\n got  %+v\n want %+v", withHash, ev, want)
+		}
+	}
+}
+
+// syncRecorder collects events from several goroutines (reload callbacks).
+type syncRecorder struct {
+	mu     sync.Mutex
+	events []audit.Event
+}
+
+func (r *syncRecorder) Record(e *audit.Event) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, *e)
+	return nil
+}
+
+func (r *syncRecorder) find(kind, outcome string) *audit.Event {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range r.events {
+		if r.events[i].Kind == kind && r.events[i].Outcome == outcome {
+			e := r.events[i]
+			return &e
+		}
+	}
+	return nil
+}
+
+// The engine records operator events: JWKS refresh failures, and policy and
+// key file reloads, refused or in force.
+func TestAuditOperatorEvents(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, examples.Demo); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := apikey.Mint("")
+	keys := filepath.Join(dir, "keys.yaml")
+	os.WriteFile(keys, []byte("keys:\n"+apikey.Entry("k1", "bob", []string{"chat-user"}, key)), 0o644)
+	jwks := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { http.Error(w, "down", 500) }))
+	t.Cleanup(jwks.Close)
+	cfg, err := config.Parse([]byte(`authentication:
+  api_keys: {file: keys.yaml}
+  jwt:
+    issuers:
+      - {issuer: https://idp, audiences: [x], algorithms: [RS256], jwks_url: "`+jwks.URL+`/jwks"}
+authorization: {policy_dir: policy}
+`), "test.yaml", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	rec := &syncRecorder{}
+	e, err := New(ctx, cfg, Options{Audit: rec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded := e.PolicyRevision()
+	if loaded == "" {
+		t.Fatal("no policy revision")
+	}
+
+	wait := func(kind, outcome string) *audit.Event {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			if e := rec.find(kind, outcome); e != nil {
+				return e
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no %s event with outcome %s", kind, outcome)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if e := wait(audit.KindJWKSRefresh, "failed"); e.Issuer != "https://idp" || e.Detail == "" {
+		t.Errorf("JWKS refresh failure: %+v", e)
+	}
+	os.WriteFile(keys, []byte("keys: [not a key]\n"), 0o644)
+	if e := wait(audit.KindKeyReload, "refused"); e.File != keys || e.Detail == "" {
+		t.Errorf("refused key reload: %+v", e)
+	}
+	os.WriteFile(keys, []byte("keys: []\n"), 0o644)
+	wait(audit.KindKeyReload, "ok")
+
+	rego := filepath.Join(dir, "policy", "extra.rego")
+	os.WriteFile(rego, []byte("package modelguard.extra\nnot valid rego {\n"), 0o644)
+	if e := wait(audit.KindPolicyReload, "refused"); e.Detail == "" {
+		t.Errorf("refused policy reload: %+v", e)
+	}
+	os.WriteFile(rego, []byte("package modelguard.extra\n\nx := 1\n"), 0o644)
+	if e := wait(audit.KindPolicyReload, "ok"); e.PolicyRevision == "" || e.PolicyRevision == loaded {
+		t.Errorf("policy reload in force: %+v", e)
+	}
+}

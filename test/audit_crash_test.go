@@ -1,0 +1,322 @@
+package test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/modelguard/modelguard/examples"
+	"github.com/modelguard/modelguard/extauthz"
+	"github.com/modelguard/modelguard/policy/apikey"
+	"github.com/modelguard/modelguard/policy/audit"
+)
+
+// auditServer is a modelguard serve child process.
+type auditServer struct {
+	cmd         *exec.Cmd
+	grpc, admin string
+	exited      chan error
+}
+
+// startAuditServer runs bin serve -config cfg with env added, and waits for
+// it to log its listening addresses.
+func startAuditServer(t *testing.T, bin, cfg string, env ...string) *auditServer {
+	t.Helper()
+	cmd := exec.Command(bin, "serve", "-config", cfg)
+	cmd.Env = append(os.Environ(), env...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &auditServer{cmd: cmd, exited: make(chan error, 1)}
+	t.Cleanup(func() {
+		cmd.Process.Kill() // no process left behind, whatever happened
+		<-s.exited
+	})
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			var line struct{ Msg, GRPC, Admin string }
+			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "modelguard ext_authz serving" {
+				s.grpc, s.admin = line.GRPC, line.Admin
+				close(ready)
+			} else if s.grpc == "" {
+				t.Logf("server: %s", sc.Text())
+			}
+		}
+		io.Copy(io.Discard, stderr)
+		s.exited <- cmd.Wait()
+	}()
+	select {
+	case <-ready:
+	case err := <-s.exited:
+		s.exited <- err
+		t.Fatalf("server exited before serving: %v", err)
+	case <-time.After(2 * time.Minute):
+		t.Fatal("server did not start")
+	}
+	return s
+}
+
+// metric reads one sample from the server's /metrics.
+func (s *auditServer) metric(t *testing.T, name string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + s.admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			var f float64
+			fmt.Sscan(v, &f)
+			return f
+		}
+	}
+	return 0
+}
+
+// load sends checks from several goroutines until stop is closed, counting
+// the allowed ones. Once quiet is closed, a failed check (the server was
+// killed) ends a goroutine without failing the test.
+func load(t *testing.T, addr, key string, stop, quiet <-chan struct{}, allowed *atomic.Int64) *sync.WaitGroup {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := authv3.NewAuthorizationClient(conn)
+	body := []byte(chatBody("gpt-4o-mini"))
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				r, _ := http.NewRequest("POST", "http://models.local/v1/chat/completions", bytes.NewReader(body))
+				r.Header.Set("authorization", "Bearer "+key)
+				r.Header.Set("content-type", "application/json")
+				ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+				resp, err := client.Check(ctx, extauthz.CheckRequestFromHTTP(r, body, extauthz.EnvoyOptions{WithBody: true, PackAsBytes: true}))
+				cancel()
+				if err != nil {
+					select {
+					case <-quiet:
+					default:
+						t.Errorf("check: %v", err)
+					}
+					return
+				}
+				if resp.GetStatus().GetCode() == 0 {
+					allowed.Add(1)
+				}
+			}
+		})
+	}
+	go func() { wg.Wait(); conn.Close() }()
+	return &wg
+}
+
+// trailFiles lists the rotated files of the trail at path, oldest first,
+// then path itself if it exists (a kill between a rotation's rename and the
+// new file's creation leaves none).
+func trailFiles(t *testing.T, path string) []string {
+	t.Helper()
+	rotated, err := filepath.Glob(path + ".[0-9]*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(rotated)
+	if _, err := os.Stat(path); err == nil {
+		rotated = append(rotated, path)
+	}
+	return rotated
+}
+
+// TestAuditSurvivesKill9 kills a real server with SIGKILL under load: every
+// record it reported fsynced is on disk, the trail verifies, a torn last
+// record is quarantined at the restart, and the chain continues through the
+// second run to its graceful stop, across file rotations.
+func TestAuditSurvivesKill9(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, mustSub(examples.Demo, ".")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "audit"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	key, err := apikey.Mint("mg_")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "keys.yaml"), []byte("keys:\n"+apikey.Entry("alice-key", "alice", []string{"chat-user"}, key)), 0o600)
+	cfg := filepath.Join(dir, "config.yaml")
+	os.WriteFile(cfg, []byte(`server:
+  grpc_address: 127.0.0.1:0
+  admin_address: 127.0.0.1:0
+  shutdown_grace: 10s
+authentication:
+  api_keys: {file: keys.yaml}
+authorization:
+  policy_dir: policy
+  query: data.modelguard.authz.decision
+  timeout: 2s
+models:
+  - {name: gpt-4o-mini, operation: chat}
+audit:
+  output: audit/trail.jsonl
+  max_file_bytes: 65536
+  flush_interval: 20ms
+  key_env: MODELGUARD_AUDIT_KEY
+log: {level: info}
+`), 0o600)
+	hmacKey := strings.Repeat("audit-key-", 4)
+	env := "MODELGUARD_AUDIT_KEY=" + hmacKey
+	path := filepath.Join(dir, "audit", "trail.jsonl")
+
+	// Run 1: load, then SIGKILL while the load goes on.
+	srv := startAuditServer(t, bin, cfg, env)
+	stop, quiet := make(chan struct{}), make(chan struct{})
+	var allowed atomic.Int64
+	wg := load(t, srv.grpc, key, stop, quiet, &allowed)
+	var synced float64
+	eventually(t, "a few hundred records fsynced", func() bool {
+		synced = srv.metric(t, "modelguard_audit_synced_seq")
+		return synced >= 300 && allowed.Load() >= 300
+	})
+	close(quiet)
+	if err := srv.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-srv.exited; err == nil {
+		t.Fatal("the server survived SIGKILL")
+	}
+	srv.exited <- nil
+	close(stop)
+	wg.Wait()
+
+	opts := audit.VerifyOptions{Key: []byte(hmacKey)}
+	sum, err := audit.VerifyFiles(trailFiles(t, path), opts)
+	var ve *audit.VerifyError
+	if errors.As(err, &ve) && strings.HasPrefix(ve.Problem, "truncated record") && ve.File == path {
+		t.Logf("SIGKILL tore the last record: %v", err) // the restart quarantines it
+	} else if err != nil {
+		t.Fatalf("the trail after SIGKILL does not verify: %v", err)
+	} else if float64(sum.LastSeq) < synced {
+		t.Fatalf("records lost: the server reported seq %v fsynced, the trail ends at %d", synced, sum.LastSeq)
+	}
+	if len(trailFiles(t, path)) < 2 {
+		t.Errorf("no rotation during the run: the test should cross a rotation")
+	}
+	// Whatever SIGKILL left, end the file as a crash mid-write does.
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(`{"seq":999999,"prev":"00`)
+	f.Close()
+
+	// Run 2: the restart quarantines the torn record and continues the chain.
+	srv = startAuditServer(t, bin, cfg, env)
+	stop = make(chan struct{})
+	before := allowed.Load()
+	wg = load(t, srv.grpc, key, stop, stop, &allowed)
+	eventually(t, "more checks served after the restart", func() bool { return allowed.Load() >= before+200 })
+	close(stop)
+	wg.Wait()
+	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-srv.exited; err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	srv.exited <- nil
+
+	files := trailFiles(t, path)
+	sum2, err := audit.VerifyFiles(files, opts)
+	if err != nil {
+		t.Fatalf("the trail after the restart does not verify: %v", err)
+	}
+	if float64(sum2.LastSeq) <= synced || sum2.FirstSeq != 1 {
+		t.Errorf("summary after the restart: %+v", sum2)
+	}
+	kinds := trailKinds(t, files)
+	first := strings.Index(kinds, "audit_recovered start config_loaded ")
+	if !strings.HasPrefix(kinds, "start config_loaded decision") || first < 0 || !strings.HasSuffix(kinds, " decision stop") {
+		t.Errorf("event kinds: %.200s ... %.300s", kinds, kinds[max(0, first-50):])
+	}
+	if q, _ := filepath.Glob(path + ".torn-*"); len(q) != 1 {
+		t.Errorf("quarantine files: %v", q)
+	}
+
+	// The CLI agrees, and finds an edit.
+	args := append([]string{"audit", "verify", "-key-env", "MODELGUARD_AUDIT_KEY"}, files...)
+	cmd := exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), fmt.Sprintf("OK %d files, %d records, seq 1 to %d", len(files), sum2.Records, sum2.LastSeq)) {
+		t.Errorf("audit verify: %v\n%s", err, out)
+	}
+	data, _ := os.ReadFile(files[0])
+	os.WriteFile(files[0], bytes.Replace(data, []byte(`"result":"allow"`), []byte(`"result":"deny!"`), 1), 0o600)
+	cmd = exec.Command(bin, args...)
+	cmd.Env = append(os.Environ(), env)
+	out, err = cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.HasPrefix(string(out), "FAIL "+files[0]+":") || !strings.Contains(string(out), "record edited") {
+		t.Errorf("audit verify of an edited trail: %v\n%s", err, out)
+	}
+}
+
+// trailKinds returns the kinds of the records, space-separated, with runs
+// of decisions collapsed into one.
+func trailKinds(t *testing.T, files []string) string {
+	t.Helper()
+	var kinds []string
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range bytes.Split(bytes.TrimSpace(data), []byte("\n")) {
+			var e audit.Event
+			if err := json.Unmarshal(line, &e); err != nil {
+				t.Fatal(err)
+			}
+			if e.Kind == audit.KindDecision && len(kinds) > 0 && kinds[len(kinds)-1] == e.Kind {
+				continue
+			}
+			kinds = append(kinds, e.Kind)
+		}
+	}
+	return strings.Join(kinds, " ")
+}

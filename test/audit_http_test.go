@@ -1,0 +1,171 @@
+package test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/modelguard/modelguard/examples"
+	"github.com/modelguard/modelguard/policy/apikey"
+	"github.com/modelguard/modelguard/policy/audit"
+)
+
+// auditReceiver is an HTTP audit endpoint that is down (503) until told
+// otherwise and keeps the records it acknowledged by seq.
+type auditReceiver struct {
+	up       atomic.Bool
+	failures atomic.Int64
+	mu       sync.Mutex
+	bySeq    map[uint64]string
+	badAuth  atomic.Int64
+}
+
+func (r *auditReceiver) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if req.Header.Get("Authorization") != "Bearer audit-token" {
+		r.badAuth.Add(1)
+		http.Error(w, "who are you", http.StatusUnauthorized)
+		return
+	}
+	if !r.up.Load() {
+		r.failures.Add(1)
+		http.Error(w, "down", http.StatusServiceUnavailable)
+		return
+	}
+	zr, err := gzip.NewReader(req.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	body, err := io.ReadAll(zr)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, line := range strings.SplitAfter(string(body), "\n") {
+		var e audit.Event
+		if line == "" || json.Unmarshal([]byte(line), &e) != nil {
+			continue
+		}
+		r.bySeq[e.Seq] = line // de-duplicated: a retry may deliver a record again
+	}
+}
+
+// trail returns what arrived in seq order, and whether seqs 1..n all did.
+func (r *auditReceiver) trail(n uint64) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	seqs := make([]uint64, 0, len(r.bySeq))
+	for s := range r.bySeq {
+		seqs = append(seqs, s)
+	}
+	sort.Slice(seqs, func(i, j int) bool { return seqs[i] < seqs[j] })
+	var b strings.Builder
+	for _, s := range seqs {
+		b.WriteString(r.bySeq[s])
+	}
+	complete := n > 0
+	for s := uint64(1); s <= n; s++ {
+		if _, ok := r.bySeq[s]; !ok {
+			complete = false
+		}
+	}
+	return b.String(), complete
+}
+
+// TestAuditHTTPDelivery runs the server with the audit trail going only to
+// an HTTP endpoint that is down at first: records wait in the spool, then
+// every one arrives, including the stop record of the graceful shutdown,
+// and the received trail verifies under the key.
+func TestAuditHTTPDelivery(t *testing.T) {
+	bin := buildBinary(t)
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, mustSub(examples.Demo, ".")); err != nil {
+		t.Fatal(err)
+	}
+	key, _ := apikey.Mint("mg_")
+	os.WriteFile(filepath.Join(dir, "keys.yaml"), []byte("keys:\n"+apikey.Entry("alice-key", "alice", []string{"chat-user"}, key)), 0o600)
+	rcv := &auditReceiver{bySeq: map[uint64]string{}}
+	srvHTTP := httptest.NewServer(rcv)
+	t.Cleanup(srvHTTP.Close)
+	cfg := filepath.Join(dir, "config.yaml")
+	os.WriteFile(cfg, []byte(`server:
+  grpc_address: 127.0.0.1:0
+  admin_address: 127.0.0.1:0
+authentication:
+  api_keys: {file: keys.yaml}
+authorization:
+  policy_dir: policy
+  query: data.modelguard.authz.decision
+  timeout: 2s
+models:
+  - {name: gpt-4o-mini, operation: chat}
+audit:
+  output: "off"
+  flush_interval: 10ms
+  key_file: audit.key
+  http:
+    url: `+srvHTTP.URL+`/records
+    token_env: MODELGUARD_AUDIT_TOKEN
+  spool_dir: spool
+log: {level: info}
+`), 0o600)
+	hmacKey := strings.Repeat("k", 40)
+	os.WriteFile(filepath.Join(dir, "audit.key"), []byte(hmacKey+"\n"), 0o600)
+
+	srv := startAuditServer(t, bin, cfg, "MODELGUARD_AUDIT_TOKEN=audit-token")
+	stop := make(chan struct{})
+	var allowed atomic.Int64
+	wg := load(t, srv.grpc, key, stop, stop, &allowed)
+	eventually(t, "checks served and delivery failing", func() bool {
+		return allowed.Load() >= 100 && rcv.failures.Load() >= 2 && srv.metric(t, "modelguard_audit_spool_bytes") > 0
+	})
+	close(stop)
+	wg.Wait()
+	rcv.up.Store(true)
+	eventually(t, "the spool to drain", func() bool {
+		synced := uint64(srv.metric(t, "modelguard_audit_synced_seq"))
+		_, complete := rcv.trail(synced)
+		return complete && srv.metric(t, "modelguard_audit_spool_bytes") == 0
+	})
+	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-srv.exited; err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	srv.exited <- nil
+	if n := rcv.badAuth.Load(); n > 0 {
+		t.Errorf("%d requests without the configured token", n)
+	}
+
+	text, _ := rcv.trail(0)
+	path := filepath.Join(t.TempDir(), "received.jsonl")
+	os.WriteFile(path, []byte(text), 0o600)
+	sum, err := audit.VerifyFiles([]string{path}, audit.VerifyOptions{Key: []byte(hmacKey)})
+	if err != nil {
+		t.Fatalf("the received trail does not verify: %v", err)
+	}
+	if sum.Records < uint64(allowed.Load())+3 {
+		t.Errorf("%d records received for %d allowed checks plus start, config_loaded and stop", sum.Records, allowed.Load())
+	}
+	kinds := trailKinds(t, []string{path})
+	if kinds != "start config_loaded decision stop" {
+		t.Errorf("received kinds %q", kinds)
+	}
+	if !bytes.Contains([]byte(text), []byte(`"subject":"alice"`)) || bytes.Contains([]byte(text), []byte(key)) {
+		t.Error("the received records lack the subject or carry the API key")
+	}
+}
