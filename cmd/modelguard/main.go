@@ -1,6 +1,7 @@
 // Command modelguard secures AI model APIs: it runs the Envoy/Istio
-// ext_authz server, checks requests locally for policy authors, and mints
-// API keys.
+// ext_authz server, checks requests locally for policy authors, mints API
+// keys, and is Kong's Go plugin server when Kong runs it (-kong-prefix,
+// -dump).
 package main
 
 import (
@@ -15,7 +16,10 @@ Usage:
   modelguard serve [-config FILE]        run the ext_authz gRPC server (no -config: embedded demo)
   modelguard check [flags] METHOD PATH   decide one request locally (-config) or on a server (-server)
   modelguard keys mint [flags]           create an API key; prints the key once and its store entry
+  modelguard audit verify FILE...        check an audit trail's hash chain; reports the first bad record
   modelguard version
+  modelguard -kong-prefix DIR            run as Kong's Go plugin server (Kong starts it; see kong/README.md)
+  modelguard -dump                       print the plugin's name, phases and schema for Kong
 
 Run "modelguard COMMAND -h" for a command's flags.
 `
@@ -32,6 +36,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
+	if kongInvocation(args) {
+		return kongPlugin(stderr)
+	}
 	switch args[0] {
 	case "serve":
 		return serve(args[1:], stdout, stderr)
@@ -39,10 +46,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return check(args[1:], stdout, stderr)
 	case "keys":
 		return keys(args[1:], stdout, stderr)
+	case "audit":
+		return auditCmd(args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "modelguard", version)
 		return 0
-	case "-h", "-help", "--help", "help":
+	case "-h", "help":
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:

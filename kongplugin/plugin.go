@@ -1,0 +1,332 @@
+// Package kongplugin runs modelguard inside Kong as a Go plugin, served by
+// go-pdk's embedded plugin server. Like extauthz for Envoy it only
+// translates: Kong's request becomes a policy.Request, the shared core
+// decides, and the Decision becomes either kong.response.exit or upstream
+// changes, with as few PDK round trips as possible (each one is a
+// synchronous exchange over Kong's unix socket). The contract it follows is
+// shared/notes/kong-go-plugins.md.
+//
+// Every error path denies: a configuration that cannot be loaded, a PDK
+// call that fails, a body that cannot be read, a panic. Kong < 3.8 lets a
+// request through when a plugin errors, so Kong 3.8 is the minimum.
+package kongplugin
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"runtime/debug"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/Kong/go-pdk"
+
+	"github.com/modelguard/modelguard/policy"
+	"github.com/modelguard/modelguard/policy/config"
+)
+
+const (
+	// Priority runs modelguard after Kong's bundled authentication plugins
+	// (jwt 1450, key-auth 1250, basic-auth 1100, hmac-auth 1030) and before
+	// ip-restriction (990), acl (950) and rate-limiting (910), which read
+	// the consumer and groups modelguard sets.
+	Priority = 1010
+	// DefaultConfigPath is the configuration file when config_path is unset.
+	DefaultConfigPath = "/etc/modelguard/config.yaml"
+	// SharedDecisionKey is the kong.ctx.shared key holding the decision id:
+	// the log phase finds the decision with it, and other plugins may read it.
+	SharedDecisionKey = "modelguard_decision_id"
+	// groupsKey is where Kong's acl plugin reads the caller's groups.
+	groupsKey = "authenticated_groups"
+)
+
+// Options configure a Plugin; all are optional.
+type Options struct {
+	// Logger receives the plugin's own logs (Kong copies the plugin's
+	// stderr into its error.log). Nil discards.
+	Logger *slog.Logger
+	// NewLogger builds the logger of the core loaded from one
+	// configuration file, honouring its log section. Nil: Logger.
+	NewLogger func(config.Log) *slog.Logger
+	// OpenAudit opens the audit trail a configuration names, once per
+	// configuration file; the Closer (may be nil) runs at Close. Nil
+	// records nothing.
+	OpenAudit func(*config.Config) (policy.Recorder, io.Closer, error)
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Plugin is the state every plugin instance shares: the cores built per
+// configuration file and the decisions waiting for their log phase. Pass
+// NewConfig to server.StartServer.
+type Plugin struct {
+	log       *slog.Logger
+	newLogger func(config.Log) *slog.Logger
+	openAudit func(*config.Config) (policy.Recorder, io.Closer, error)
+	now       func() time.Time
+
+	// ctx bounds the cores' background work (reload watches, JWKS refresh).
+	ctx    context.Context
+	cancel context.CancelFunc
+
+	mu    sync.Mutex
+	cores map[string]*core // by config_path as configured
+
+	pending *pending
+
+	// beforeEvaluate, when set, runs in the access phase just before the
+	// core decides: tests inject panics with it.
+	beforeEvaluate func()
+}
+
+// New returns a Plugin. It does no I/O: Kong runs the binary with -dump at
+// every start, and cores are built on the first event that needs them.
+func New(opts Options) *Plugin {
+	p := &Plugin{
+		log:       opts.Logger,
+		newLogger: opts.NewLogger,
+		openAudit: opts.OpenAudit,
+		now:       opts.Now,
+		cores:     map[string]*core{},
+	}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	if p.newLogger == nil {
+		p.newLogger = func(config.Log) *slog.Logger { return p.log }
+	}
+	if p.now == nil {
+		p.now = time.Now
+	}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
+	p.pending = newPending(defaultPendingMax, defaultPendingBytes, defaultPendingAge)
+	return p
+}
+
+// NewConfig is the constructor go-pdk calls for every plugin instance
+// (and once to derive the schema). Instances share p.
+func (p *Plugin) NewConfig() any { return &Config{p: p} }
+
+// Close records the decisions still waiting for their log phase, stops the
+// cores' background work and closes their audit trails (flushing them).
+func (p *Plugin) Close() {
+	p.record(p.pending.drain())
+	p.cancel()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, c := range p.cores {
+		c.close()
+	}
+}
+
+// Config is one plugin instance: the configuration Kong sends (its exported
+// fields are the schema Kong reads from -dump) and a link to the shared
+// state. Kong creates a new instance whenever the plugin's configuration
+// changes, so an instance only resolves its core once and keeps it.
+type Config struct {
+	// ConfigPath is modelguard's configuration file, the same file the
+	// ext_authz server reads; absolute. Unset: DefaultConfigPath.
+	ConfigPath string `json:"config_path"`
+
+	p    *Plugin
+	core atomic.Pointer[core]
+}
+
+// Access decides the request; see Plugin.access.
+func (c *Config) Access(kong *pdk.PDK) { c.p.access(c, kong) }
+
+// Log records the audit event with the final status. It is the log phase,
+// not the response phase: a response handler makes Kong buffer the whole
+// upstream response, which breaks streamed (SSE) model answers.
+func (c *Config) Log(kong *pdk.PDK) { c.p.logPhase(kong) }
+
+func (c *Config) resolve() *core {
+	if k := c.core.Load(); k != nil {
+		return k
+	}
+	k := c.p.coreFor(c.ConfigPath)
+	c.core.Store(k)
+	return k
+}
+
+// exchange is one access phase's conversation with Kong.
+type exchange struct {
+	kong   *pdk.PDK
+	exited bool
+}
+
+// exit answers the client with a denial. kong.response.exit is never
+// answered by Kong (the connection closes), so nothing may follow it.
+func (x *exchange) exit(d *policy.Decision) {
+	if x.exited {
+		return
+	}
+	x.exited = true
+	h := make(map[string][]string, len(d.ResponseHeaders)+1)
+	h["content-type"] = []string{"application/json"}
+	for _, rh := range d.ResponseHeaders {
+		h[rh.Name] = append(h[rh.Name], rh.Value)
+	}
+	x.kong.Response.Exit(d.Status, d.Body(), h)
+}
+
+// access reads the request, asks the core and applies the decision. The
+// decision is saved for the log phase before any answer is sent, since
+// Kong runs the log phase after a denial too.
+func (p *Plugin) access(c *Config, kong *pdk.PDK) {
+	x := &exchange{kong: kong}
+	var (
+		st  *coreState
+		req *policy.Request
+		d   *policy.Decision
+	)
+	defer func() {
+		r := recover()
+		if r == nil {
+			return
+		}
+		p.log.Error("panic in the access phase: denied", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		fd := p.adapterDenial(st, http.StatusServiceUnavailable, "internal_error", "service unavailable")
+		switch {
+		case d != nil:
+			fd.ID = d.ID
+			p.pending.replace(d.ID, fd)
+		case st != nil && st.engine != nil && !x.exited:
+			p.save(st, req, fd)
+			_ = kong.Ctx.SetShared(SharedDecisionKey, fd.ID)
+		}
+		x.exit(fd)
+	}()
+
+	st = c.resolve().get()
+	if st.err != nil {
+		_ = kong.Log.Err("modelguard: denied: " + st.err.Error())
+		x.exit(p.adapterDenial(nil, http.StatusServiceUnavailable, "config_error", "service unavailable"))
+		return
+	}
+
+	var (
+		fail *refusal
+		err  error
+	)
+	req, fail, err = readRequest(kong, st.maxBody)
+	switch {
+	case err != nil:
+		p.log.Error("reading the request from Kong failed: denied", "error", err)
+		d = p.adapterDenial(st, http.StatusServiceUnavailable, "kong_pdk_error", "service unavailable")
+	case fail != nil:
+		p.log.Error("request refused before the core", "reason", fail.reason, "error", fail.err)
+		d = p.adapterDenial(st, fail.status, fail.reason, fail.message)
+	default:
+		if p.beforeEvaluate != nil {
+			p.beforeEvaluate()
+		}
+		d = st.engine.Evaluate(context.Background(), req)
+	}
+	p.save(st, req, d)
+
+	if err := kong.Ctx.SetShared(SharedDecisionKey, d.ID); err != nil {
+		p.fail(x, st, d, "kong_pdk_error", "saving the decision id failed", err)
+		return
+	}
+	if !d.Allow {
+		x.exit(d)
+		return
+	}
+	if err := applyAllow(kong, d, req.Headers); err != nil {
+		reason := "kong_pdk_error"
+		if errors.Is(err, errHeaderValue) {
+			reason = "header_value_invalid"
+		}
+		p.fail(x, st, d, reason, "applying the allow decision failed", err)
+	}
+}
+
+// save keeps what the log phase needs to record d. The body is kept only
+// when the audit event hashes it.
+func (p *Plugin) save(st *coreState, req *policy.Request, d *policy.Decision) {
+	saved := policy.Request{Gateway: gateway}
+	if req != nil {
+		saved = *req
+		if !st.keepBody {
+			saved.Body = nil
+		}
+	}
+	p.record(p.pending.put(&entry{id: d.ID, at: p.now(), rec: st.engine, req: &saved, d: d}))
+}
+
+// fail denies with 503 when an allow could not be applied (a PDK call
+// failed part-way, a header value could not be sent), and makes the saved
+// decision say so.
+func (p *Plugin) fail(x *exchange, st *coreState, d *policy.Decision, reason, msg string, err error) {
+	p.log.Error(msg+": denied", "decision_id", d.ID, "reason", reason, "error", err)
+	fd := p.adapterDenial(st, http.StatusServiceUnavailable, reason, "service unavailable")
+	fd.ID = d.ID
+	p.pending.replace(d.ID, fd)
+	x.exit(fd)
+}
+
+// adapterDenial is a denial decided by the adapter rather than the core
+// (the core was not reached or its answer could not be applied).
+func (p *Plugin) adapterDenial(st *coreState, status int, reason, message string) *policy.Decision {
+	d := &policy.Decision{ID: newID(), Status: status, Reason: reason, Message: message, Start: p.now()}
+	if st != nil && st.decisionHeader != "" {
+		d.ResponseHeaders = []policy.Header{{Name: st.decisionHeader, Value: d.ID}}
+	}
+	return d
+}
+
+// logPhase runs in a Kong timer after the response, with saved data only:
+// kong.ctx.shared and the final status. Two PDK calls.
+func (p *Plugin) logPhase(kong *pdk.PDK) {
+	defer func() {
+		if r := recover(); r != nil {
+			p.log.Error("panic in the log phase", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		}
+	}()
+	v, err := kong.Ctx.GetSharedAny(SharedDecisionKey)
+	if err != nil {
+		p.log.Error("log phase: reading the decision id failed", "error", err)
+		return
+	}
+	id, _ := v.(string)
+	if id == "" {
+		return // access did not decide: an earlier plugin answered, or the configuration failed
+	}
+	e := p.pending.take(id)
+	if e == nil {
+		p.log.Warn("log phase for a decision no longer waiting (recorded when it expired, or the plugin restarted)", "decision_id", id)
+		return
+	}
+	status, err := kong.Response.GetStatus()
+	if err != nil || status == 0 {
+		p.log.Warn("log phase: no final status, recording the decision's", "decision_id", id, "error", err)
+		status = e.d.Status
+	}
+	if e.rec != nil {
+		e.rec.Record(e.req, e.d, status, p.now().Sub(e.d.Start))
+	}
+}
+
+// record writes the audit events of decisions whose log phase never came.
+func (p *Plugin) record(expired []*entry) {
+	for _, e := range expired {
+		p.log.Warn("no log phase for a decision: recorded with its own status", "decision_id", e.id)
+		if e.rec != nil {
+			e.rec.Record(e.req, e.d, e.d.Status, e.d.Latency)
+		}
+	}
+}
+
+// newID returns 128 random bits in hex, like the core's decision ids.
+func newID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

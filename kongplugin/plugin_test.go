@@ -1,0 +1,580 @@
+package kongplugin
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	pdktest "github.com/Kong/go-pdk/test"
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/modelguard/modelguard/examples"
+	"github.com/modelguard/modelguard/policy"
+	"github.com/modelguard/modelguard/policy/apikey"
+	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/config"
+)
+
+// auditLog collects audit events in memory.
+type auditLog struct {
+	mu     sync.Mutex
+	events []audit.Event
+}
+
+func (a *auditLog) Record(e *audit.Event) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.events = append(a.events, *e)
+	return nil
+}
+
+func (a *auditLog) decisions() []audit.Event {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []audit.Event
+	for _, e := range a.events {
+		if e.Kind == audit.KindDecision {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// fixture is a configuration directory (the example policy, API keys) and
+// a Plugin whose audit events land in audit.
+type fixture struct {
+	dir    string
+	keys   map[string]string // id -> plaintext
+	plugin *Plugin
+	audit  *auditLog
+}
+
+const testConfig = `authentication:
+  allow_anonymous: %v
+  api_keys:
+    file: keys.yaml
+authorization:
+  policy_dir: policy
+  query: data.modelguard.authz.decision
+  timeout: 2s
+models:
+  - {name: gpt-4o-mini, operation: chat, limits: {max_tokens: 4096}}
+  - {name: gpt-4o, operation: chat}
+audit:
+  output: "off"
+`
+
+func newFixture(t *testing.T, anonymous bool) *fixture {
+	t.Helper()
+	f := &fixture{dir: t.TempDir(), keys: map[string]string{}, audit: &auditLog{}}
+	sub, err := fs.Sub(examples.Demo, ".")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.CopyFS(f.dir, sub); err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	b.WriteString("keys:\n")
+	for _, k := range []struct {
+		id, subject, role string
+	}{{"alice-key", "alice", "chat-user"}, {"reader-key", "rita", "reader"}} {
+		key, err := apikey.Mint("mg_test_")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.keys[k.id] = key
+		b.WriteString(apikey.Entry(k.id, k.subject, []string{k.role}, key))
+	}
+	f.write(t, "keys.yaml", b.String())
+	f.write(t, "config.yaml", fmt.Sprintf(testConfig, anonymous))
+	f.plugin = New(Options{OpenAudit: func(*config.Config) (policy.Recorder, io.Closer, error) { return f.audit, nil, nil }})
+	t.Cleanup(f.plugin.Close)
+	return f
+}
+
+func (f *fixture) write(t *testing.T, name, content string) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(f.dir, name), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) config(path string) *Config {
+	c := f.plugin.NewConfig().(*Config)
+	c.ConfigPath = path
+	return c
+}
+
+// run passes one request through go-pdk's test environment (access, an
+// echo upstream, log).
+func run(t *testing.T, c *Config, method, path string, headers map[string]string, body string) *pdktest.TestEnv {
+	t.Helper()
+	h := http.Header{"Content-Type": {"application/json"}}
+	for k, v := range headers {
+		h.Set(k, v)
+	}
+	env, err := pdktest.New(t, pdktest.Request{Method: method, Url: "http://models.local" + path, Headers: h, Body: []byte(body)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	env.DoHttps(c)
+	return env
+}
+
+const chat = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
+
+func TestAccessAllowSetsIdentityForKong(t *testing.T) {
+	f := newFixture(t, false)
+	c := f.config(filepath.Join(f.dir, "config.yaml"))
+	env := run(t, c, "POST", "/v1/chat/completions", map[string]string{
+		"x-api-key":               f.keys["alice-key"],
+		"x-modelguard-subject":    "root",
+		"x-consumer-username":     "root",
+		"x-credential-identifier": "forged",
+		"x-anonymous-consumer":    "true",
+	}, chat)
+
+	if env.ClientRes.Status != 200 {
+		t.Fatalf("status %d, body %s", env.ClientRes.Status, env.ClientRes.Body)
+	}
+	up := env.ServiceReq.Headers
+	for name, want := range map[string]string{
+		"x-modelguard-subject":     "alice",
+		"x-modelguard-roles":       "chat-user",
+		"x-modelguard-auth-method": "api_key",
+		"x-modelguard-key-id":      "alice-key",
+		"X-Consumer-ID":            subjectUUID("alice"),
+		"X-Consumer-Custom-ID":     "alice",
+		"X-Consumer-Username":      "alice",
+		"X-Credential-Identifier":  "alice-key",
+	} {
+		if got := up.Get(name); got != want {
+			t.Errorf("upstream %s = %q, want %q", name, got, want)
+		}
+	}
+	for _, name := range []string{"x-api-key", "x-anonymous-consumer"} {
+		if v := up.Values(name); len(v) > 0 {
+			t.Errorf("upstream still has %s: %q", name, v)
+		}
+	}
+	if got := env.Ctx.Store[groupsKey]; !reflect.DeepEqual(got, []any{"chat-user"}) {
+		t.Errorf("ctx.shared.%s = %#v", groupsKey, got)
+	}
+	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
+	if id == "" || id != up.Get("x-modelguard-decision-id") {
+		t.Errorf("ctx.shared decision id %q, upstream %q", id, up.Get("x-modelguard-decision-id"))
+	}
+	// The log phase recorded the decision once, with the final status.
+	evs := f.audit.decisions()
+	if len(evs) != 1 || evs[0].DecisionID != id || evs[0].Gateway != "kong" || evs[0].Status != 200 || evs[0].Result != "allow" || evs[0].Subject != "alice" {
+		t.Errorf("audit events %+v", evs)
+	}
+	if f.plugin.pending.len() != 0 {
+		t.Errorf("%d decisions still waiting after the log phase", f.plugin.pending.len())
+	}
+}
+
+// TestAuditBodyHash: with audit.body_sha256 the body waits for the log
+// phase, where the core hashes it; without, it is not kept.
+func TestAuditBodyHash(t *testing.T) {
+	for _, hash := range []bool{false, true} {
+		t.Run(fmt.Sprint("body_sha256=", hash), func(t *testing.T) {
+			f := newFixture(t, false)
+			cfg, err := os.ReadFile(filepath.Join(f.dir, "config.yaml"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			f.write(t, "hash.yaml", strings.Replace(string(cfg), `output: "off"`, fmt.Sprintf("output: \"off\"\n  body_sha256: %v", hash), 1))
+			env := run(t, f.config(filepath.Join(f.dir, "hash.yaml")), "POST", "/v1/chat/completions", map[string]string{"x-api-key": f.keys["alice-key"]}, chat)
+			if env.ClientRes.Status != 200 {
+				t.Fatalf("status %d: %s", env.ClientRes.Status, env.ClientRes.Body)
+			}
+			evs := f.audit.decisions()
+			sum := sha256.Sum256([]byte(chat))
+			want := ""
+			if hash {
+				want = hex.EncodeToString(sum[:])
+			}
+			if len(evs) != 1 || evs[0].BodySHA256 != want {
+				t.Fatalf("audit %+v, want body hash %q", evs, want)
+			}
+		})
+	}
+}
+
+func TestAccessAnonymous(t *testing.T) {
+	f := newFixture(t, true)
+	// A policy that lets anonymous callers list models.
+	if err := os.MkdirAll(filepath.Join(f.dir, "open"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f.write(t, "open/open.rego", "package modelguard.authz\n\ndecision := {\"allow\": input.request.method == \"GET\"}\n")
+	cfg, err := os.ReadFile(filepath.Join(f.dir, "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.write(t, "open.yaml", strings.Replace(string(cfg), "policy_dir: policy", "policy_dir: open", 1))
+	env := run(t, f.config(filepath.Join(f.dir, "open.yaml")), "GET", "/v1/models",
+		map[string]string{"x-consumer-id": "forged", "x-consumer-username": "forged", "x-credential-identifier": "forged"}, "")
+	if env.ClientRes.Status != 200 {
+		t.Fatalf("status %d, body %s", env.ClientRes.Status, env.ClientRes.Body)
+	}
+	up := env.ServiceReq.Headers
+	if up.Get("X-Anonymous-Consumer") != "true" || up.Get("x-modelguard-auth-method") != "none" {
+		t.Errorf("anonymous headers: %v", up)
+	}
+	for _, name := range []string{"x-consumer-id", "x-consumer-username", "x-credential-identifier"} {
+		if v := up.Values(name); len(v) > 0 {
+			t.Errorf("client-sent %s reached the upstream: %q", name, v)
+		}
+	}
+	if _, ok := env.Ctx.Store[groupsKey]; ok {
+		t.Errorf("groups set for an anonymous caller")
+	}
+}
+
+func TestAccessDenies(t *testing.T) {
+	f := newFixture(t, false)
+	c := f.config(filepath.Join(f.dir, "config.yaml"))
+	tests := []struct {
+		name, method, path, body string
+		headers                  map[string]string
+		status                   int
+		typ                      string
+	}{
+		{"no credential", "POST", "/v1/chat/completions", chat, nil, 401, "authentication_error"},
+		{"unknown key", "POST", "/v1/chat/completions", chat, map[string]string{"x-api-key": "mg_test_nope"}, 401, "authentication_error"},
+		{"read-only role", "POST", "/v1/chat/completions", chat, map[string]string{"x-api-key": f.keys["reader-key"]}, 403, "permission_error"},
+		{"model not permitted", "POST", "/v1/chat/completions", `{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}]}`, map[string]string{"x-api-key": f.keys["alice-key"]}, 403, "permission_error"},
+		{"duplicate keys", "POST", "/v1/chat/completions", `{"model":"gpt-4o-mini","model":"gpt-4o","messages":[]}`, map[string]string{"x-api-key": f.keys["alice-key"]}, 400, "invalid_request_error"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := run(t, c, tc.method, tc.path, tc.headers, tc.body)
+			assertDenied(t, env, tc.status, tc.typ)
+			if tc.status == 401 && !strings.HasPrefix(env.ClientRes.Headers.Get("www-authenticate"), "Bearer") {
+				t.Errorf("www-authenticate = %q", env.ClientRes.Headers.Get("www-authenticate"))
+			}
+			if id, _ := env.Ctx.Store[SharedDecisionKey].(string); id == "" || env.ClientRes.Headers.Get("x-modelguard-decision-id") != id {
+				t.Errorf("decision id: ctx.shared %q, response header %q", id, env.ClientRes.Headers.Get("x-modelguard-decision-id"))
+			}
+		})
+	}
+}
+
+// assertDenied checks an exit with the core's JSON error body; go-pdk's
+// test environment skips the upstream and the log phase after an exit.
+func assertDenied(t *testing.T, env *pdktest.TestEnv, status int, typ string) {
+	t.Helper()
+	if env.ClientRes.Status != status {
+		t.Fatalf("status %d, want %d (body %s)", env.ClientRes.Status, status, env.ClientRes.Body)
+	}
+	if ct := env.ClientRes.Headers.Get("content-type"); ct != "application/json" {
+		t.Errorf("content-type %q", ct)
+	}
+	var body struct {
+		Error struct{ Message, Type, Code string }
+	}
+	if err := json.Unmarshal(env.ClientRes.Body, &body); err != nil || body.Error.Type != typ || body.Error.Message == "" {
+		t.Errorf("body %s (%v), want an error of type %s", env.ClientRes.Body, err, typ)
+	}
+	if env.IsRunning() {
+		t.Errorf("the request went on after the denial")
+	}
+}
+
+// TestAccessRefusesHeaderInjection: a JWT subject with CR LF must not
+// become an upstream header line.
+func TestAccessRefusesHeaderInjection(t *testing.T) {
+	f := newFixture(t, false)
+	secret := strings.Repeat("s", 32)
+	f.write(t, "jwt.secret", secret)
+	cfg, err := os.ReadFile(filepath.Join(f.dir, "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.write(t, "jwt.yaml", strings.Replace(string(cfg), "authentication:\n", `authentication:
+  jwt:
+    issuers:
+      - {issuer: "https://idp.test", audiences: [models], algorithms: [HS256], keys: [{secret_file: jwt.secret}]}
+`, 1))
+	tok, err := jwt.NewWithClaims(jwt.SigningMethodHS256, jwt.MapClaims{
+		"iss": "https://idp.test", "aud": "models", "sub": "alice\r\nx-admin: true", "roles": []string{"chat-user"},
+		"exp": time.Now().Add(time.Hour).Unix(),
+	}).SignedString([]byte(secret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := run(t, f.config(filepath.Join(f.dir, "jwt.yaml")), "POST", "/v1/chat/completions", map[string]string{"authorization": "Bearer " + tok}, chat)
+	// The core refuses the subject (401); the adapter's own check of header
+	// values stays as a second line of defence.
+	assertDenied(t, env, 401, "authentication_error")
+	if env.ServiceReq.Headers.Get("x-admin") != "" || env.ServiceReq.Headers.Get("x-modelguard-subject") != "" {
+		t.Fatalf("upstream headers %v", env.ServiceReq.Headers)
+	}
+	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
+	if e := f.plugin.pending.take(id); e == nil || e.d.Reason != "jwt_bad_claim" || e.d.Allow {
+		t.Fatalf("saved decision %+v", e)
+	}
+}
+
+func TestAccessFailsClosed(t *testing.T) {
+	f := newFixture(t, false)
+	f.write(t, "invalid.yaml", "authentication:\n  api_keys:\n    file: keys.yaml\nauthorization:\n  policy_dir: policy\n  timeout: 1h\n")
+	f.write(t, "unknown-key.yaml", strings.Replace(testConfig, "authorization:", "authorisation:", 1))
+	good := filepath.Join(f.dir, "config.yaml")
+	alice := map[string]string{"x-api-key": f.keys["alice-key"]}
+	tests := []struct {
+		name  string
+		path  string
+		panic bool
+	}{
+		{"missing configuration file", filepath.Join(f.dir, "nope.yaml"), false},
+		{"relative path", "config.yaml", false},
+		{"configuration failing validation", filepath.Join(f.dir, "invalid.yaml"), false},
+		{"unknown configuration key", filepath.Join(f.dir, "unknown-key.yaml"), false},
+		{"panic in the handler", good, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.panic {
+				f.plugin.beforeEvaluate = func() { panic("injected") }
+				defer func() { f.plugin.beforeEvaluate = nil }()
+			}
+			// Every request, not just the first, is denied.
+			for range 2 {
+				env := run(t, f.config(tc.path), "POST", "/v1/chat/completions", alice, chat)
+				assertDenied(t, env, 503, "server_error")
+				if env.ServiceReq.Headers.Get("x-modelguard-subject") != "" {
+					t.Errorf("identity headers set on a failed request")
+				}
+			}
+		})
+	}
+	if env := run(t, f.config(good), "POST", "/v1/chat/completions", alice, chat); env.ClientRes.Status != 200 {
+		t.Fatalf("after the failures a good request got %d", env.ClientRes.Status)
+	}
+}
+
+// TestAccessPanicIsAudited: a denial caused by a panic waits for its log
+// phase like any other, as a 503 internal_error.
+func TestAccessPanicIsAudited(t *testing.T) {
+	f := newFixture(t, false)
+	f.plugin.beforeEvaluate = func() { panic("injected") }
+	env := run(t, f.config(filepath.Join(f.dir, "config.yaml")), "POST", "/v1/chat/completions", map[string]string{"x-api-key": f.keys["alice-key"]}, chat)
+	assertDenied(t, env, 503, "server_error")
+	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
+	e := f.plugin.pending.take(id)
+	if e == nil || e.d.Reason != "internal_error" || e.d.Allow || e.req.Path != "/v1/chat/completions" {
+		t.Fatalf("saved decision for %q: %+v", id, e)
+	}
+}
+
+func TestCoreSharedAndRetried(t *testing.T) {
+	f := newFixture(t, false)
+	now := time.Now()
+	f.plugin.now = func() time.Time { return now }
+	path := filepath.Join(f.dir, "later.yaml")
+	a, b := f.config(path), f.config(filepath.Join(f.dir, ".", "sub", "..", "later.yaml"))
+	if a.resolve() != b.resolve() {
+		t.Fatal("two instances with the same config_path have different cores")
+	}
+	first := a.resolve().get()
+	if first.err == nil {
+		t.Fatal("a missing file loaded")
+	}
+	// The operator fixes the file: it takes effect after retryAfter, not
+	// on every request before.
+	cfg, err := os.ReadFile(filepath.Join(f.dir, "config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(retryAfter)
+	second := b.resolve().get()
+	if second == first || second.err == nil || second.failures != 1 {
+		t.Fatalf("retry after retryAfter: %+v", second)
+	}
+	f.write(t, "later.yaml", string(cfg))
+	// The wait doubles after each failure.
+	now = now.Add(retryAfter)
+	if s := b.resolve().get(); s != second {
+		t.Fatal("a failed load was retried before the doubled wait")
+	}
+	now = now.Add(retryAfter)
+	s := b.resolve().get()
+	if s.err != nil || s.engine == nil {
+		t.Fatalf("retry after the fix: %v", s.err)
+	}
+	if a.resolve().get() != s {
+		t.Fatal("the instances do not share the reloaded core")
+	}
+	if s.maxBody != 1<<20 || s.decisionHeader != "x-modelguard-decision-id" {
+		t.Errorf("maxBody %d, decision header %q", s.maxBody, s.decisionHeader)
+	}
+}
+
+// recorded counts Record calls.
+type recorded struct {
+	mu       sync.Mutex
+	statuses map[string]int
+}
+
+func (r *recorded) Record(_ *policy.Request, d *policy.Decision, status int, _ time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.statuses[d.ID]; dup {
+		panic("recorded twice: " + d.ID)
+	}
+	r.statuses[d.ID] = status
+}
+
+func TestPendingBounds(t *testing.T) {
+	t0 := time.Unix(1_700_000_000, 0)
+	p := newPending(3, 1<<20, time.Minute)
+	rec := &recorded{statuses: map[string]int{}}
+	put := func(id string, at time.Time) []*entry {
+		return p.put(&entry{id: id, at: at, rec: rec, req: &policy.Request{}, d: &policy.Decision{ID: id, Status: 200}})
+	}
+	ids := func(es []*entry) []string {
+		var out []string
+		for _, e := range es {
+			out = append(out, e.id)
+		}
+		return out
+	}
+	if ex := put("a", t0); ex != nil {
+		t.Fatalf("expired %v", ids(ex))
+	}
+	put("b", t0.Add(time.Second))
+	put("c", t0.Add(2*time.Second))
+	if ex := put("d", t0.Add(3*time.Second)); !reflect.DeepEqual(ids(ex), []string{"a"}) {
+		t.Fatalf("over the size bound: expired %v, want [a]", ids(ex))
+	}
+	if e := p.take("c"); e == nil || e.id != "c" {
+		t.Fatalf("take c: %v", e)
+	}
+	if e := p.take("c"); e != nil {
+		t.Fatal("taken twice")
+	}
+	p.replace("b", &policy.Decision{ID: "b", Status: 503})
+	if ex := put("e", t0.Add(time.Minute+2*time.Second)); !reflect.DeepEqual(ids(ex), []string{"b"}) || ex[0].d.Status != 503 {
+		t.Fatalf("over the age bound: expired %v", ids(ex))
+	}
+	if p.len() != 2 {
+		t.Fatalf("len %d, want 2 (d, e)", p.len())
+	}
+	// Bodies kept for the audit hash count against the byte bound, oldest
+	// entries leaving first; a body over the bound leaves at once.
+	p.maxBytes = 1000
+	at := t0.Add(time.Minute + 3*time.Second)
+	body := func(id string, n int) *entry {
+		return &entry{id: id, at: at, req: &policy.Request{Body: make([]byte, n)}, d: &policy.Decision{ID: id}}
+	}
+	if ex := p.put(body("f", 600)); ex != nil {
+		t.Fatalf("within the byte bound: expired %v", ids(ex))
+	}
+	if ex := p.put(body("g", 600)); !reflect.DeepEqual(ids(ex), []string{"d", "e", "f"}) || p.bytes != 600 {
+		t.Fatalf("over the byte bound: expired %v, %d bytes held", ids(ex), p.bytes)
+	}
+	if ex := p.put(body("h", 2000)); !reflect.DeepEqual(ids(ex), []string{"g", "h"}) || p.bytes != 0 {
+		t.Fatalf("a body over the byte bound: expired %v, %d bytes held", ids(ex), p.bytes)
+	}
+	p.put(body("i", 1))
+	if d := p.drain(); !reflect.DeepEqual(ids(d), []string{"i"}) || p.len() != 0 || p.bytes != 0 {
+		t.Fatalf("drain %v, left %d entries, %d bytes", ids(d), p.len(), p.bytes)
+	}
+}
+
+func TestPendingConcurrent(t *testing.T) {
+	p := newPending(64, 1<<20, time.Hour)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	seen := map[string]int{}
+	for w := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 500 {
+				id := fmt.Sprintf("%d-%d", w, i)
+				for _, e := range p.put(&entry{id: id, at: time.Now(), req: &policy.Request{}, d: &policy.Decision{ID: id}}) {
+					mu.Lock()
+					seen[e.id]++
+					mu.Unlock()
+				}
+				if i%2 == 0 {
+					if e := p.take(id); e != nil {
+						mu.Lock()
+						seen[e.id]++
+						mu.Unlock()
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	for id, n := range seen {
+		if n != 1 {
+			t.Fatalf("%s left the map %d times", id, n)
+		}
+	}
+	if p.len() > 64 {
+		t.Fatalf("len %d over the bound", p.len())
+	}
+}
+
+func TestReadSpilled(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "body")
+	if err := os.WriteFile(file, []byte("0123456789"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		path      string
+		max       int
+		body      string
+		truncated bool
+		err       bool
+	}{
+		{file, 10, "0123456789", false, false},
+		{file, 100, "0123456789", false, false},
+		{file, 4, "0123", true, false},
+		{filepath.Join(dir, "missing"), 10, "", false, true},
+		{dir, 10, "", false, true}, // a directory cannot be read
+	}
+	for _, tc := range tests {
+		b, truncated, err := readSpilled(tc.path, tc.max)
+		if (err != nil) != tc.err || string(b) != tc.body || truncated != tc.truncated {
+			t.Errorf("readSpilled(%s, %d) = %q, %v, %v", tc.path, tc.max, b, truncated, err)
+		}
+	}
+}
+
+func TestSubjectUUID(t *testing.T) {
+	a, b := subjectUUID("alice"), subjectUUID("bob")
+	if a == b || a != subjectUUID("alice") {
+		t.Fatalf("not a stable per-subject id: %s %s", a, b)
+	}
+	if len(a) != 36 || a[14] != '5' || !strings.ContainsRune("89ab", rune(a[19])) || strings.Count(a, "-") != 4 {
+		t.Fatalf("%s is not a version 5 UUID", a)
+	}
+}
+
+func TestValidHeaderValue(t *testing.T) {
+	for v, want := range map[string]bool{"alice": true, "a\tb": true, "é": true, "a\r\nx-admin: 1": false, "a\x00": false, "\x7f": false} {
+		if validHeaderValue(v) != want {
+			t.Errorf("validHeaderValue(%q) != %v", v, want)
+		}
+	}
+}

@@ -1,0 +1,132 @@
+package test
+
+import (
+	"bytes"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/modelguard/modelguard/test/kongharness"
+)
+
+// TestGatewaysDecideAlike sends one table of requests through the Envoy
+// harness (ext_authz over gRPC) and the Kong harness (the plugin binary
+// over its socket), both loading the same configuration file and policy
+// directory, and requires the same decision, status, reason, client body
+// and upstream identity from both.
+func TestGatewaysDecideAlike(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	k := newKongEnv(t, e, kongBinary(t))
+
+	good := token(t, jwt.SigningMethodRS256, e.signer, "k1", nil)
+	expired := token(t, jwt.SigningMethodRS256, e.signer, "k1", jwt.MapClaims{"exp": time.Now().Add(-time.Hour).Unix()})
+	forged := token(t, jwt.SigningMethodRS256, newRSAKey(t), "k1", nil)
+	alice := map[string]string{"x-api-key": e.keys["alice-key"]}
+	reader := map[string]string{"x-api-key": e.keys["reader-key"]}
+	msgs := `"messages":[{"role":"user","content":"secret prompt text"}]`
+	long := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("long prompt ", 2000) + `"}]}`
+
+	type identity struct{ subject, roles, method, keyID string }
+	tests := []struct {
+		name, method, path string
+		headers            map[string]string
+		body               []byte
+		status             int
+		reason             string
+		id                 identity // on allow
+	}{
+		{"jwt", "POST", "/v1/chat/completions", bearer(good), []byte(chatBody("gpt-4o-mini")), 200, "allowed", identity{"alice", "chat-user", "jwt", ""}},
+		{"api key header", "POST", "/v1/chat/completions", alice, []byte(chatBody("gpt-4o-mini")), 200, "allowed", identity{"alice", "chat-user", "api_key", "alice-key"}},
+		{"api key as OpenAI bearer", "POST", "/v1/chat/completions", bearer(e.keys["alice-key"]), []byte(chatBody("gpt-4o-mini")), 200, "allowed", identity{"alice", "chat-user", "api_key", "alice-key"}},
+		{"forged identity headers are replaced", "POST", "/v1/chat/completions",
+			map[string]string{"x-api-key": e.keys["alice-key"], "x-modelguard-subject": "root", "x-modelguard-roles": "admin", "x-modelguard-key-id": "forged"},
+			[]byte(chatBody("gpt-4o-mini")), 200, "allowed", identity{"alice", "chat-user", "api_key", "alice-key"}},
+		{"jwt with a forged key id header (no key id: removed)", "POST", "/v1/chat/completions", map[string]string{"authorization": "Bearer " + good, "x-modelguard-key-id": "forged"},
+			[]byte(chatBody("gpt-4o-mini")), 200, "allowed", identity{"alice", "chat-user", "jwt", ""}},
+		{"listing by a reader, with a query", "GET", "/v1/models?limit=5", reader, nil, 200, "allowed", identity{"rita", "reader", "api_key", "reader-key"}},
+		{"body spilled to a file by Kong", "POST", "/v1/chat/completions", alice, []byte(long), 200, "allowed", identity{"alice", "chat-user", "api_key", "alice-key"}},
+		{"missing credential", "POST", "/v1/chat/completions", nil, []byte(chatBody("gpt-4o-mini")), 401, "credentials_missing", identity{}},
+		{"expired jwt", "POST", "/v1/chat/completions", bearer(expired), []byte(chatBody("gpt-4o-mini")), 401, "jwt_expired", identity{}},
+		{"forged jwt signature", "POST", "/v1/chat/completions", bearer(forged), []byte(chatBody("gpt-4o-mini")), 401, "jwt_bad_signature", identity{}},
+		{"unknown api key", "POST", "/v1/chat/completions", map[string]string{"x-api-key": "mg_test_doesnotexist"}, []byte(chatBody("gpt-4o-mini")), 401, "api_key_unknown", identity{}},
+		{"role denied: reader cannot chat", "POST", "/v1/chat/completions", reader, []byte(chatBody("gpt-4o-mini")), 403, "read_only", identity{}},
+		{"role denied: model outside the role", "POST", "/v1/chat/completions", alice, []byte(chatBody("gpt-4o")), 403, "model_not_permitted", identity{}},
+		{"unknown model", "POST", "/v1/chat/completions", alice, []byte(`{"model":"gpt-5",` + msgs + `}`), 403, "model_not_configured", identity{}},
+		{"schema violation", "POST", "/v1/chat/completions", alice, []byte(`{"model":"gpt-4o-mini","messages":[{"role":"wizard","content":"x"}]}`), 400, "body_schema_violation", identity{}},
+		{"duplicate keys", "POST", "/v1/chat/completions", alice, []byte(`{"model":"gpt-4o-mini","model":"gpt-4o",` + msgs + `}`), 400, "body_duplicate_key", identity{}},
+		{"trailing data", "POST", "/v1/chat/completions", alice, []byte(`{"model":"gpt-4o-mini",` + msgs + `}{"model":"gpt-4o"}`), 400, "body_trailing_data", identity{}},
+		{"deep nesting", "POST", "/v1/chat/completions", alice, []byte(`{"model":"gpt-4o-mini","x":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `,` + msgs + `}`), 400, "body_too_deep", identity{}},
+		{"invalid utf-8", "POST", "/v1/chat/completions", alice, []byte("{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}"), 400, "body_invalid_utf8", identity{}},
+		{"max_tokens over the role's cap", "POST", "/v1/chat/completions", alice, []byte(`{"model":"gpt-4o-mini","max_tokens":2000,` + msgs + `}`), 403, "max_tokens_exceeded", identity{}},
+		{"gzip bomb", "POST", "/v1/chat/completions", map[string]string{"x-api-key": e.keys["alice-key"], "content-encoding": "gzip"},
+			gzipped(`{"model":"gpt-4o-mini","x":"` + strings.Repeat("a", 8<<20) + `"}`), 413, "body_too_large", identity{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env := e.doRaw(tc.method, tc.path, tc.headers, tc.body)
+			kr := k.do(tc.method, tc.path, tc.headers, tc.body)
+			envoyEv, kongEv := e.gatewayAuditEvent(t, "envoy", env.log.RequestID), e.gatewayAuditEvent(t, "kong", kr.id)
+			if len(envoyEv) != 1 || len(kongEv) != 1 {
+				t.Fatalf("audit events: envoy %d, kong %d; want one each", len(envoyEv), len(kongEv))
+			}
+			for _, g := range []struct {
+				gateway, reason string
+				status          int
+				audit           map[string]any
+			}{{"envoy", env.reason(), env.status, envoyEv[0]}, {"kong", kongEv[0]["reason"].(string), kr.status, kongEv[0]}} {
+				if g.status != tc.status || g.reason != tc.reason {
+					t.Errorf("%s: %d %q, want %d %q", g.gateway, g.status, g.reason, tc.status, tc.reason)
+				}
+				if g.audit["status"] != float64(g.status) || (g.audit["result"] == "allow") != (tc.status == 200) {
+					t.Errorf("%s audit event %v for a %d", g.gateway, g.audit, g.status)
+				}
+			}
+			if env.status >= 400 || kr.status >= 400 {
+				if !bytes.Equal(env.body, kr.body) {
+					t.Errorf("client bodies differ:\nenvoy %s\nkong  %s", env.body, kr.body)
+				}
+				for _, h := range []string{"content-type", "www-authenticate"} {
+					if env.header.Get(h) != kr.header.Get(h) {
+						t.Errorf("%s: envoy %q, kong %q", h, env.header.Get(h), kr.header.Get(h))
+					}
+				}
+				if kr.upstream != nil {
+					t.Errorf("kong: a denied request reached the upstream")
+				}
+				return
+			}
+			if len(tc.body) > kongharness.DefaultBufferSize && kr.ex.x.Req.BodyFile == "" {
+				t.Errorf("kong: a %d-byte body was not spilled to a file", len(tc.body))
+			}
+			for _, h := range []struct{ name, want string }{
+				{"x-modelguard-subject", tc.id.subject}, {"x-modelguard-roles", tc.id.roles},
+				{"x-modelguard-auth-method", tc.id.method}, {"x-modelguard-key-id", tc.id.keyID},
+			} {
+				ev, _ := env.upstreamHeader(h.name)
+				kv, _ := kr.upstreamHeader(h.name)
+				if ev != h.want || kv != h.want {
+					t.Errorf("upstream %s: envoy %q, kong %q, want %q", h.name, ev, kv, h.want)
+				}
+			}
+			for _, cred := range []string{"authorization", "x-api-key"} {
+				if _, ok := env.upstreamHeader(cred); ok {
+					t.Errorf("envoy: %s reached the upstream", cred)
+				}
+				if _, ok := kr.upstreamHeader(cred); ok {
+					t.Errorf("kong: %s reached the upstream", cred)
+				}
+			}
+			if got, _ := kr.upstreamHeader("x-consumer-username"); got != tc.id.subject {
+				t.Errorf("kong: X-Consumer-Username %q, want %q", got, tc.id.subject)
+			}
+			if got, _ := env.upstream["body"].(string); got != string(tc.body) {
+				t.Errorf("envoy: upstream body differs")
+			}
+			if got, _ := kr.upstream["body"].(string); got != string(tc.body) {
+				t.Errorf("kong: upstream body differs")
+			}
+		})
+	}
+}

@@ -1,0 +1,72 @@
+package test
+
+import (
+	"net/http"
+	"os"
+	"testing"
+
+	"github.com/modelguard/modelguard/test/kongharness"
+)
+
+// BenchmarkKongHarness drives access events through the Kong harness's
+// socket protocol, one at a time, into an empty go-pdk plugin (the
+// baseline: the protocol's own cost) and into modelguard, both built in
+// this run. The harness answers PDK calls in Go, without Kong's Lua
+// encoding, so the ratio shows the plugin's side: the core's work and its
+// PDK round trips.
+func BenchmarkKongHarness(b *testing.B) {
+	e := newEnv(b, envOptions{})
+	mg := newKongEnv(b, e, kongBinary(b))
+	emptyBin := kongharness.Build(b, "github.com/modelguard/modelguard/test/kongharness/testdata/emptyplugin", "emptyplugin", raceFlags...)
+	prefix, err := os.MkdirTemp("", "kong")
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { os.RemoveAll(prefix) })
+	emptyProc := kongharness.Start(b, emptyBin, prefix)
+	empty := kongharness.New(emptyProc.Socket, "emptyplugin")
+	b.Cleanup(empty.Close)
+
+	chat := func(h map[string]string) kongharness.Request {
+		hdr := http.Header{
+			"Host": {"models.local"}, "Content-Type": {"application/json"}, "User-Agent": {"OpenAI/Python 1.54.0"},
+			"X-Request-Id": {"bench"}, "Accept": {"application/json"},
+		}
+		for k, v := range h {
+			hdr.Set(k, v)
+		}
+		return kongharness.Request{Method: "POST", Scheme: "https", Host: "models.local", Path: "/v1/chat/completions", Header: hdr,
+			Body: []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}],"max_tokens":64}`), ClientIP: "10.0.0.7"}
+	}
+	allowed := chat(map[string]string{"x-api-key": e.keys["alice-key"]})
+	denied := chat(nil)
+	mgPlugin := mg.front.Plugin()
+	emptyPlugin := kongharness.PluginConf{ID: "0e8b8c1a-9d55-4f57-a3b6-6f0f5c1e2d3a", Seq: 1, Config: map[string]any{}}
+
+	run := func(b *testing.B, k *kongharness.Kong, pc kongharness.PluginConf, req kongharness.Request, exit, withLog bool) {
+		events, calls := 0, 0
+		for b.Loop() {
+			x := kongharness.NewExchange(req)
+			out := k.HandleEvent(pc, "access", x)
+			if out.Err != nil || out.Exited != exit {
+				b.Fatalf("access: %+v", out)
+			}
+			events++
+			if withLog {
+				x.Status = http.StatusOK
+				if out := k.HandleEvent(pc, "log", x); out.Err != nil {
+					b.Fatalf("log: %+v", out)
+				}
+				events++
+			}
+			calls += x.CallCount("access") + x.CallCount("log")
+		}
+		b.ReportMetric(float64(events)/b.Elapsed().Seconds(), "events/s")
+		b.ReportMetric(float64(calls)/float64(b.N), "pdk_calls/op")
+	}
+	b.Run("empty", func(b *testing.B) { run(b, empty, emptyPlugin, allowed, false, false) })
+	b.Run("modelguard_allow", func(b *testing.B) { run(b, mg.kong, mgPlugin, allowed, false, false) })
+	b.Run("modelguard_deny", func(b *testing.B) { run(b, mg.kong, mgPlugin, denied, true, false) })
+	// A whole request: its access and log events.
+	b.Run("modelguard_allow_with_log", func(b *testing.B) { run(b, mg.kong, mgPlugin, allowed, false, true) })
+}

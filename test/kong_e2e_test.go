@@ -1,0 +1,383 @@
+package test
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/modelguard/modelguard/kongplugin"
+	"github.com/modelguard/modelguard/test/kongharness"
+)
+
+// TestKongDump checks what Kong reads from "modelguard -dump" (its
+// query_cmd), and that the same binary still runs its subcommands.
+func TestKongDump(t *testing.T) {
+	bin := kongBinary(t)
+	prefix := t.TempDir()
+	info, err := kongharness.Dump(bin, "-kong-prefix", prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := info.Validate("modelguard"); err != nil {
+		t.Fatalf("-dump is not valid for Kong: %v\n%+v", err, info)
+	}
+	p := info.Plugins[0]
+	// The log phase records the audit event; a response phase would make
+	// Kong buffer streamed model answers.
+	if !reflect.DeepEqual(p.Phases, []string{"access", "log"}) {
+		t.Errorf("phases %v, want [access log]", p.Phases)
+	}
+	// Authenticate before acl (950) and rate-limiting (910).
+	if prio, _ := p.Priority.Int64(); prio != kongplugin.Priority || prio <= 950 || prio >= 1450 {
+		t.Errorf("priority %d", prio)
+	}
+	if fields, _ := p.ConfigFields(); !reflect.DeepEqual(fields, map[string]string{"config_path": "string"}) {
+		t.Errorf("config fields %v", fields)
+	}
+	if info.SocketPath != filepath.Join(prefix, "modelguard.socket") {
+		t.Errorf("socket path %q", info.SocketPath)
+	}
+	// -dump runs at every Kong start and CLI call: no side effects.
+	if entries, _ := os.ReadDir(prefix); len(entries) != 0 {
+		t.Errorf("-dump left %v in the prefix", entries)
+	}
+
+	out, err := exec.Command(bin, "version").CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(out), "modelguard ") {
+		t.Errorf("version: %v %s", err, out)
+	}
+	out, _ = exec.Command(bin, "-help").CombinedOutput()
+	if !strings.Contains(string(out), "-kong-prefix") || !strings.Contains(string(out), "modelguard serve") {
+		t.Errorf("-help: %s", out)
+	}
+}
+
+// TestKongInstanceLifecycle drives the plugin through what Kong does to it
+// over time: configuration changes, an evicted instance, a crash.
+func TestKongInstanceLifecycle(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	k := newKongEnv(t, e, kongBinary(t))
+	alice := map[string]string{"x-api-key": e.keys["alice-key"]}
+	chat := []byte(chatBody("gpt-4o-mini"))
+	cfg := filepath.Join(e.dir, "config.yaml")
+	want := func(step string, status int) kongResult {
+		t.Helper()
+		r := k.do("POST", "/v1/chat/completions", alice, chat)
+		if r.status != status {
+			t.Fatalf("%s: status %d, want %d (%s)\n%s", step, r.status, status, r.body, k.proc.Output())
+		}
+		return r
+	}
+	loads := func() int { return strings.Count(k.proc.Output(), "modelguard core loaded") }
+
+	want("first request", 200)
+	if k.kong.Starts.Load() != 1 || loads() != 1 {
+		t.Fatalf("starts %d, core loads %d", k.kong.Starts.Load(), loads())
+	}
+
+	// An admin edit: a new __seq__, so Kong starts a new instance and closes
+	// the old one. The new instance shares the loaded core.
+	k.front.SetPlugin(kongPlugin(2, cfg))
+	want("after a configuration change", 200)
+	if k.kong.Starts.Load() != 2 || k.kong.Closes.Load() != 1 || loads() != 1 {
+		t.Fatalf("starts %d, closes %d, core loads %d", k.kong.Starts.Load(), k.kong.Closes.Load(), loads())
+	}
+	k.front.SetPlugin(kongPlugin(3, filepath.Join(e.dir, "missing.yaml")))
+	want("configuration pointing at a missing file", 503)
+	k.front.SetPlugin(kongPlugin(4, cfg))
+	want("configuration restored", 200)
+
+	// go-pdk evicts instances (its CloseInstance expires every instance
+	// older than a minute); Kong restarts the instance and retries.
+	id, ok := k.kong.InstanceID(kongPlugin(4, cfg).ID)
+	if !ok {
+		t.Fatal("no instance")
+	}
+	if err := k.kong.CloseInstance(id); err != nil {
+		t.Fatal(err)
+	}
+	r := want("after eviction", 200)
+	if r.ex.res.Access.Attempts != 2 {
+		t.Errorf("access attempts after eviction: %d, want 2 (the plugin refused, Kong restarted the instance)", r.ex.res.Access.Attempts)
+	}
+
+	// A crash: Kong's call fails (a 500, never a pass), then Kong's process
+	// manager restarts the binary; the old instance ids are unknown to it.
+	k.proc.Kill()
+	r = want("plugin server down", 500)
+	if r.upstream != nil {
+		t.Fatal("a request reached the upstream while the plugin was down")
+	}
+	k.proc.Restart()
+	r = want("after the restart", 200)
+	if r.ex.res.Access.Attempts != 2 {
+		t.Errorf("access attempts after the restart: %d, want 2", r.ex.res.Access.Attempts)
+	}
+	if ev := e.gatewayAuditEvent(t, "kong", r.id); len(ev) != 1 || ev[0]["status"] != float64(200) {
+		t.Errorf("audit after the restart: %v", ev)
+	}
+}
+
+// TestKongFailsClosed: every way the plugin cannot decide answers 503 with
+// the core's JSON error shape (or 431), and never reaches the upstream.
+func TestKongFailsClosed(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	k := newKongEnv(t, e, kongBinary(t))
+	invalid := filepath.Join(e.dir, "invalid.yaml")
+	writeAtomic(t, invalid, "authentication:\n  api_keys:\n    file: keys.yaml\nauthorization:\n  policy_dir: policy\n  timeout: 1h\n")
+	alice := map[string]string{"x-api-key": e.keys["alice-key"]}
+	manyHeaders := map[string]string{"x-api-key": e.keys["alice-key"]}
+	for i := range 1000 {
+		manyHeaders[fmt.Sprintf("x-filler-%d", i)] = "x"
+	}
+	big := []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("x", 20000) + `"}]}`)
+
+	good := filepath.Join(e.dir, "config.yaml")
+	unreadable := func(r *kongharness.Request) { r.BodyFile = filepath.Join(e.dir, "no-such-body-file") }
+	kongFails := func(r *kongharness.Request) { r.BodyError = "failed to read the request body" }
+	tests := []struct {
+		name       string
+		configPath any
+		headers    map[string]string
+		body       []byte
+		prepare    func(*kongharness.Request)
+		status     int
+		logLine    string // kong.log.err, in Kong's error.log
+	}{
+		{"missing configuration file", filepath.Join(e.dir, "nope.yaml"), alice, []byte(chatBody("gpt-4o-mini")), nil, 503, "no such file"},
+		{"configuration failing validation", invalid, alice, []byte(chatBody("gpt-4o-mini")), nil, 503, "authorization.timeout"},
+		{"relative config_path", "config.yaml", alice, []byte(chatBody("gpt-4o-mini")), nil, 503, "absolute"},
+		{"unset config_path (null): the default file is missing here", nil, alice, []byte(chatBody("gpt-4o-mini")), nil, 503, kongplugin.DefaultConfigPath},
+		{"spilled body file unreadable", good, alice, big, unreadable, 503, ""},
+		{"Kong cannot read the body", good, alice, []byte(chatBody("gpt-4o-mini")), kongFails, 503, ""},
+		{"more header lines than Kong returns", good, manyHeaders, []byte(chatBody("gpt-4o-mini")), nil, 431, ""},
+	}
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			k.front.SetPlugin(kongPlugin(10+i, tc.configPath))
+			k.front.SetPrepare(tc.prepare)
+			for range 2 { // every request, not only the first
+				r := k.do("POST", "/v1/chat/completions", tc.headers, tc.body)
+				if r.status != tc.status || r.upstream != nil {
+					t.Fatalf("status %d (upstream reached: %v), want %d: %s", r.status, r.upstream != nil, tc.status, r.body)
+				}
+				var body struct {
+					Error struct{ Message, Type, Code string }
+				}
+				if err := json.Unmarshal(r.body, &body); err != nil || body.Error.Message == "" || r.header.Get("content-type") != "application/json" {
+					t.Errorf("body %s (%v), content-type %q", r.body, err, r.header.Get("content-type"))
+				}
+				if tc.logLine != "" && !strings.Contains(strings.Join(r.ex.x.Logs, "\n"), tc.logLine) {
+					t.Errorf("kong.log lines %q lack %q", r.ex.x.Logs, tc.logLine)
+				}
+			}
+		})
+	}
+	if out := k.proc.Output(); !strings.Contains(out, "modelguard configuration refused") {
+		t.Errorf("no clear log line on stderr:\n%s", out)
+	}
+	k.front.SetPrepare(nil)
+	k.front.SetPlugin(kongPlugin(99, good))
+	if r := k.do("POST", "/v1/chat/completions", alice, big); r.status != 200 {
+		t.Fatalf("a spilled body that can be read: %d %s", r.status, r.body)
+	}
+}
+
+// TestKongConsumerMapping checks what Kong's other plugins (acl,
+// rate-limiting, loggers) and the upstream see of an allowed caller.
+func TestKongConsumerMapping(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	k := newKongEnv(t, e, kongBinary(t))
+	forged := map[string]string{"x-consumer-id": "forged", "x-consumer-username": "root", "x-credential-identifier": "forged", "x-anonymous-consumer": "true"}
+	with := func(h map[string]string) map[string]string {
+		out := map[string]string{}
+		for _, m := range []map[string]string{forged, h} {
+			for k, v := range m {
+				out[k] = v
+			}
+		}
+		return out
+	}
+	tok := token(t, jwt.SigningMethodRS256, e.signer, "k1", nil)
+	for _, tc := range []struct {
+		name       string
+		headers    map[string]string
+		credential string
+	}{
+		{"api key", with(map[string]string{"x-api-key": e.keys["alice-key"]}), "alice-key"},
+		{"jwt", with(bearer(tok)), testIssuer + "#alice"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := k.do("POST", "/v1/chat/completions", tc.headers, []byte(chatBody("gpt-4o-mini")))
+			if r.status != 200 {
+				t.Fatalf("status %d: %s", r.status, r.body)
+			}
+			x := r.ex.x
+			c, cred := x.Consumer, x.Credential
+			if c == nil || cred == nil || c.Username != "alice" || c.CustomId != "alice" || len(c.Id) != 36 || cred.Id != tc.credential || cred.ConsumerId != c.Id {
+				t.Fatalf("kong.client.authenticate(%v, %v)", c, cred)
+			}
+			for name, want := range map[string]string{"x-consumer-id": c.Id, "x-consumer-username": "alice", "x-consumer-custom-id": "alice", "x-credential-identifier": tc.credential} {
+				if got, _ := r.upstreamHeader(name); got != want {
+					t.Errorf("upstream %s = %q, want %q", name, got, want)
+				}
+			}
+			if v, ok := r.upstreamHeader("x-anonymous-consumer"); ok {
+				t.Errorf("x-anonymous-consumer reached the upstream: %q", v)
+			}
+			if !reflect.DeepEqual(x.Shared["authenticated_groups"], []any{"chat-user"}) {
+				t.Errorf("kong.ctx.shared.authenticated_groups = %v", x.Shared["authenticated_groups"])
+			}
+			if id, _ := x.Shared[kongplugin.SharedDecisionKey].(string); id == "" {
+				t.Errorf("no decision id in kong.ctx.shared")
+			}
+		})
+	}
+}
+
+// TestKongAuditFinalStatus: the log phase records one event per request
+// with the status the client got, also when the upstream failed.
+func TestKongAuditFinalStatus(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	k := newKongEnv(t, e, kongBinary(t))
+	failing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusBadGateway) }))
+	t.Cleanup(failing.Close)
+	alice := map[string]string{"x-api-key": e.keys["alice-key"]}
+
+	allowed := k.do("POST", "/v1/chat/completions", alice, []byte(chatBody("gpt-4o-mini")))
+	denied := k.do("POST", "/v1/chat/completions", nil, []byte(chatBody("gpt-4o-mini")))
+	u, _ := url.Parse(failing.URL)
+	k.front.SetUpstream(u)
+	upstreamFailed := k.do("POST", "/v1/chat/completions", alice, []byte(chatBody("gpt-4o-mini")))
+
+	for _, tc := range []struct {
+		r      kongResult
+		status int
+		result string
+	}{{allowed, 200, "allow"}, {denied, 401, "deny"}, {upstreamFailed, 502, "allow"}} {
+		ev := e.gatewayAuditEvent(t, "kong", tc.r.id)
+		if tc.r.status != tc.status || len(ev) != 1 {
+			t.Fatalf("%s: status %d, %d audit events", tc.r.id, tc.r.status, len(ev))
+		}
+		if ev[0]["status"] != float64(tc.status) || ev[0]["result"] != tc.result || ev[0]["gateway"] != "kong" || ev[0]["path"] != "/v1/chat/completions" {
+			t.Errorf("audit event %v, want status %d result %s", ev[0], tc.status, tc.result)
+		}
+		if n := tc.r.ex.x.CallCount("log"); n != 2 || tc.r.ex.res.Log.Err != nil {
+			t.Errorf("log phase: %d PDK calls (%v), error %v", n, tc.r.ex.x.Calls["log"], tc.r.ex.res.Log.Err)
+		}
+	}
+}
+
+// TestKongPDKCalls counts the round trips per request (each one is a
+// synchronous exchange with Kong's Lua side). Access: 7 reads, the decision
+// id into kong.ctx.shared, then exit (denied) or set_headers, one
+// clear_header per header to remove that the request carries (the
+// credential; forged identity or consumer headers), authenticate and the
+// acl groups (allowed). Log: 2.
+func TestKongPDKCalls(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	k := newKongEnv(t, e, kongBinary(t))
+	tok := token(t, jwt.SigningMethodRS256, e.signer, "k1", nil)
+	for _, tc := range []struct {
+		name          string
+		headers       map[string]string
+		status, calls int
+	}{
+		{"allowed, api key header", map[string]string{"x-api-key": e.keys["alice-key"]}, 200, 12},
+		{"allowed, jwt", bearer(tok), 200, 12},
+		{"allowed, jwt, with forged key id and consumer headers to clear", map[string]string{"authorization": "Bearer " + tok, "x-modelguard-key-id": "forged", "x-anonymous-consumer": "true"}, 200, 14},
+		{"denied by authentication", nil, 401, 9},
+		{"denied by the policy", map[string]string{"x-api-key": e.keys["reader-key"]}, 403, 9},
+	} {
+		r := k.do("POST", "/v1/chat/completions", tc.headers, []byte(chatBody("gpt-4o-mini")))
+		access, log := r.ex.x.CallCount("access"), r.ex.x.CallCount("log")
+		t.Logf("%s: %d access + %d log PDK calls: %v", tc.name, access, log, r.ex.x.Calls["access"])
+		if r.status != tc.status || access != tc.calls || log != 2 {
+			t.Errorf("%s: status %d, %d access calls (want %d), %d log calls", tc.name, r.status, access, tc.calls, log)
+		}
+	}
+}
+
+// TestKongConcurrentRequests runs allows and denials from several clients at
+// once through one plugin server (built with -race under go test -race).
+func TestKongConcurrentRequests(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	k := newKongEnv(t, e, kongBinary(t))
+	var wg sync.WaitGroup
+	errs := make(chan string, 200)
+	var mu sync.Mutex
+	var ids []string
+	for w := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				h, want := map[string]string{"x-api-key": e.keys["alice-key"]}, 200
+				if (w+i)%3 == 0 {
+					h, want = map[string]string{"x-api-key": e.keys["reader-key"]}, 403
+				}
+				r := k.do("POST", "/v1/chat/completions", h, []byte(chatBody("gpt-4o-mini")))
+				if r.status != want {
+					errs <- fmt.Sprintf("got %d, want %d", r.status, want)
+				}
+				mu.Lock()
+				ids = append(ids, r.id)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	for _, id := range ids {
+		if n := len(e.gatewayAuditEvent(t, "kong", id)); n != 1 {
+			t.Errorf("%s: %d audit events", id, n)
+		}
+	}
+}
+
+// TestKongGracefulStop: on SIGTERM the plugin server records the decisions
+// whose log phase never came, ends the trail with a stop event and flushes
+// it before exiting.
+func TestKongGracefulStop(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	k := newKongEnv(t, e, kongBinary(t))
+	hdr := http.Header{"Host": {"models.local"}, "Content-Type": {"application/json"}, "X-Request-Id": {"no-log-phase"}, "X-Api-Key": {e.keys["alice-key"]}}
+	x := kongharness.NewExchange(kongharness.Request{Method: "POST", Scheme: "http", Host: "models.local", Path: "/v1/chat/completions",
+		Header: hdr, Body: []byte(chatBody("gpt-4o-mini")), ClientIP: "10.0.0.7"})
+	if out := k.kong.HandleEvent(k.front.Plugin(), "access", x); out.Err != nil || out.Exited {
+		t.Fatalf("access: %+v", out)
+	}
+	if err := k.proc.Stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, k.proc.Output())
+	}
+	raw, err := os.ReadFile(filepath.Join(e.dir, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var decided, stopped bool
+	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		decided = decided || ev["request_id"] == "no-log-phase" && ev["status"] == float64(200) && ev["gateway"] == "kong"
+		stopped = stopped || ev["kind"] == "stop"
+	}
+	if !decided || !stopped {
+		t.Fatalf("after SIGTERM: decision recorded %v, stop event %v\n%s", decided, stopped, raw)
+	}
+}

@@ -1,0 +1,166 @@
+package test
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/modelguard/modelguard/test/kongharness"
+)
+
+// kongBinary builds cmd/modelguard as Kong runs it: a binary named after
+// the plugin.
+func kongBinary(t testing.TB) string {
+	t.Helper()
+	return kongharness.Build(t, "github.com/modelguard/modelguard/cmd/modelguard", "modelguard", raceFlags...)
+}
+
+// kongEnv is the modelguard binary running as Kong's plugin server, the
+// Kong harness in front of it, and the Envoy env's upstream, configuration
+// file and policy directory behind it.
+type kongEnv struct {
+	*env
+	proc  *kongharness.Process
+	kong  *kongharness.Kong
+	front *kongharness.Front
+	srv   *httptest.Server
+
+	mu        sync.Mutex
+	exchanges map[string]kongExchange // by x-request-id
+}
+
+type kongExchange struct {
+	x   *kongharness.Exchange
+	res kongharness.Result
+}
+
+// kongPlugin is the plugin entity attached to the model route.
+func kongPlugin(seq int, configPath any) kongharness.PluginConf {
+	return kongharness.PluginConf{
+		ID: "8d2f7c1e-4a50-4e8e-9a43-0c2b7e1f9d11", Seq: seq,
+		RouteID: "3f0c6a9e-1d2b-4c5e-8f7a-9b0c1d2e3f40", ServiceID: "a1b2c3d4-e5f6-4789-8abc-def012345678",
+		Config: map[string]any{"config_path": configPath},
+	}
+}
+
+// newKongEnv starts the plugin binary bin against e's configuration file.
+func newKongEnv(t testing.TB, e *env, bin string) *kongEnv {
+	t.Helper()
+	// Unix socket paths are short (108 bytes): not under t.TempDir().
+	prefix, err := os.MkdirTemp("", "kong")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(prefix) })
+	k := &kongEnv{env: e, exchanges: map[string]kongExchange{}}
+	k.proc = kongharness.Start(t, bin, prefix)
+	k.kong = kongharness.New(k.proc.Socket, "modelguard")
+	t.Cleanup(k.kong.Close)
+	u, _ := url.Parse(e.upstream.URL)
+	k.front = kongharness.NewFront(k.kong, u, kongPlugin(1, filepath.Join(e.dir, "config.yaml")), t.TempDir())
+	k.front.Done = func(x *kongharness.Exchange, res kongharness.Result) {
+		k.mu.Lock()
+		k.exchanges[x.Req.Header.Get("x-request-id")] = kongExchange{x, res}
+		k.mu.Unlock()
+	}
+	k.srv = httptest.NewServer(k.front)
+	t.Cleanup(k.srv.Close)
+	return k
+}
+
+// kongResult is what the client saw, with the exchange behind it.
+type kongResult struct {
+	id       string
+	status   int
+	header   http.Header
+	body     []byte
+	upstream map[string]any // the echo, when the request reached the model
+	ex       kongExchange
+}
+
+func (k *kongEnv) do(method, path string, headers map[string]string, body []byte) kongResult {
+	k.t.Helper()
+	req, err := http.NewRequest(method, k.srv.URL+path, bytes.NewReader(body))
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	id := fmt.Sprintf("kong-%d", requestSeq.Add(1))
+	req.Header.Set("x-request-id", id)
+	req.Header.Set("content-type", "application/json")
+	for name, v := range headers {
+		req.Header.Set(name, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		k.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	r := kongResult{id: id, status: resp.StatusCode, header: resp.Header, body: b}
+	if resp.StatusCode == http.StatusOK {
+		if err := json.Unmarshal(b, &r.upstream); err != nil {
+			k.t.Errorf("upstream answer %s: %v", b, err)
+		}
+	}
+	k.mu.Lock()
+	r.ex = k.exchanges[id]
+	k.mu.Unlock()
+	return r
+}
+
+func (r kongResult) upstreamHeader(name string) (string, bool) {
+	return result{upstream: r.upstream}.upstreamHeader(name)
+}
+
+// gatewayAuditEvent waits for the decision events of a request through a gateway
+// (the plugin server's trail is written asynchronously) and returns them:
+// one, unless a request was recorded twice.
+func (e *env) gatewayAuditEvent(t testing.TB, gateway, requestID string) []map[string]any {
+	t.Helper()
+	var evs []map[string]any
+	eventually(t, "the audit event of "+requestID, func() bool {
+		evs = e.gatewayAuditEvents(t, gateway)[requestID]
+		return len(evs) > 0
+	})
+	return evs
+}
+
+// gatewayAuditEvents reads the audit trail and returns the decision events of a
+// gateway by request id. A last line still being written is left out.
+func (e *env) gatewayAuditEvents(t testing.TB, gateway string) map[string][]map[string]any {
+	t.Helper()
+	raw, err := os.ReadFile(filepath.Join(e.dir, "audit.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if i := bytes.LastIndexByte(raw, '\n'); i >= 0 {
+		raw = raw[:i]
+	} else {
+		raw = nil
+	}
+	out := map[string][]map[string]any{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if line == "" {
+			continue
+		}
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("audit line %q: %v", line, err)
+		}
+		if ev["gateway"] != gateway {
+			continue
+		}
+		id, _ := ev["request_id"].(string)
+		out[id] = append(out[id], ev)
+	}
+	return out
+}

@@ -1,0 +1,6 @@
+//go:build !race
+
+package test
+
+// raceFlags: see kong_race_test.go.
+var raceFlags []string
