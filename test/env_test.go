@@ -226,23 +226,11 @@ func (e *env) do(method, path string, headers map[string]string, body string) re
 
 func (e *env) doRaw(method, path string, headers map[string]string, body []byte) result {
 	e.t.Helper()
-	req, err := http.NewRequest(method, e.front.URL+path, bytes.NewReader(body))
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	id := fmt.Sprintf("req-%d", requestSeq.Add(1))
-	req.Header.Set("x-request-id", id)
-	req.Header.Set("content-type", "application/json")
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
+	id, resp, b, err := send(e.front.URL, "req", method, path, headers, body)
 	if err != nil {
 		e.t.Error(err)
 		return result{}
 	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	r := result{status: resp.StatusCode, header: resp.Header, body: b}
 	if resp.StatusCode == http.StatusOK {
 		if err := json.Unmarshal(b, &r.upstream); err != nil {
@@ -253,6 +241,28 @@ func (e *env) doRaw(method, path string, headers map[string]string, body []byte)
 	r.log = e.log[id]
 	e.mu.Unlock()
 	return r
+}
+
+// send is what a client does through either gateway: a JSON request with a
+// fresh x-request-id (returned, to find the request in logs and audit).
+func send(base, idPrefix, method, path string, headers map[string]string, body []byte) (string, *http.Response, []byte, error) {
+	req, err := http.NewRequest(method, base+path, bytes.NewReader(body))
+	if err != nil {
+		return "", nil, nil, err
+	}
+	id := fmt.Sprintf("%s-%d", idPrefix, requestSeq.Add(1))
+	req.Header.Set("x-request-id", id)
+	req.Header.Set("content-type", "application/json")
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return id, nil, nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return id, resp, b, err
 }
 
 func (r result) reason() string {

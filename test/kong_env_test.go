@@ -3,8 +3,6 @@ package test
 import (
 	"bytes"
 	"encoding/json"
-	"fmt"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -89,22 +87,10 @@ type kongResult struct {
 
 func (k *kongEnv) do(method, path string, headers map[string]string, body []byte) kongResult {
 	k.t.Helper()
-	req, err := http.NewRequest(method, k.srv.URL+path, bytes.NewReader(body))
+	id, resp, b, err := send(k.srv.URL, "kong", method, path, headers, body)
 	if err != nil {
 		k.t.Fatal(err)
 	}
-	id := fmt.Sprintf("kong-%d", requestSeq.Add(1))
-	req.Header.Set("x-request-id", id)
-	req.Header.Set("content-type", "application/json")
-	for name, v := range headers {
-		req.Header.Set(name, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		k.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
 	r := kongResult{id: id, status: resp.StatusCode, header: resp.Header, body: b}
 	if resp.StatusCode == http.StatusOK {
 		if err := json.Unmarshal(b, &r.upstream); err != nil {
