@@ -85,20 +85,7 @@ func startAuditServer(t *testing.T, bin, cfg string, env ...string) *auditServer
 // metric reads one sample from the server's /metrics.
 func (s *auditServer) metric(t *testing.T, name string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + s.admin + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			var f float64
-			fmt.Sscan(v, &f)
-			return f
-		}
-	}
-	return 0
+	return scrape(t, "http://"+s.admin, name)
 }
 
 // load sends checks from several goroutines until stop is closed, counting

@@ -292,9 +292,16 @@ func (r result) upstreamHeader(name string) (string, bool) {
 // metric reads one sample from the admin /metrics endpoint.
 func (e *env) metric(name string) float64 {
 	e.t.Helper()
-	resp, err := http.Get(e.admin + "/metrics")
+	return scrape(e.t, e.admin, name)
+}
+
+// scrape reads one sample (name with its labels) from a /metrics endpoint
+// at base ("http://host:port"); 0 when absent.
+func scrape(t testing.TB, base, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
 	if err != nil {
-		e.t.Fatal(err)
+		t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
