@@ -11,12 +11,7 @@ func TestAuditValidation(t *testing.T) {
 		return doc(append([]string{okAuth, okPolicy, "audit:"}, lines...)...)
 	}
 	const url = "  http: {url: \"https://audit.example.com/in\"}"
-	tests := []struct {
-		name string
-		text string
-		env  map[string]string
-		want []string
-	}{
+	runErrorCases(t, []errorCase{
 		{"file too small to rotate", audit("  max_file_bytes: 4095"), nil,
 			[]string{`config.yaml:4: audit.max_file_bytes: must be at least 4096, got 4095`}},
 		{"negative max files", audit("  max_files: -1"), nil,
@@ -69,20 +64,7 @@ func TestAuditValidation(t *testing.T) {
 			[]string{`config.yaml:6: audit.spool_dir: must not be the directory of audit.output`}},
 		{"spool cap too small", audit(url, "  spool_dir: spool", "  spool_max_bytes: 1000"), nil,
 			[]string{`config.yaml:6: audit.spool_max_bytes: must be at least 1048576, got 1000`}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			dir := fixture(t)
-			c, err := Parse([]byte(tt.text), "config.yaml", dir)
-			if c != nil {
-				t.Errorf("Parse returned a configuration with the error")
-			}
-			checkLines(t, withoutDir(err, dir), tt.want...)
-		})
-	}
+	})
 }
 
 func TestAuditValidConfigurations(t *testing.T) {

@@ -21,13 +21,34 @@ func issuerDoc(lines ...string) string {
 	}, lines...)...)
 }
 
+// errorCase is a configuration that must be refused with these error line
+// prefixes, in order, after setting env.
+type errorCase struct {
+	name string
+	text string
+	env  map[string]string
+	want []string
+}
+
+func runErrorCases(t *testing.T, tests []errorCase) {
+	t.Helper()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			dir := fixture(t)
+			c, err := Parse([]byte(tt.text), "config.yaml", dir)
+			if c != nil {
+				t.Errorf("Parse returned a configuration with the error")
+			}
+			checkLines(t, withoutDir(err, dir), tt.want...)
+		})
+	}
+}
+
 func TestValidationErrors(t *testing.T) {
-	tests := []struct {
-		name string
-		text string
-		env  map[string]string
-		want []string // error line prefixes, in order
-	}{
+	runErrorCases(t, []errorCase{
 		// models
 		{"unknown model status", doc(okAuth, okPolicy, "unknown_model_status: 400"),
 			nil, []string{`config.yaml:3: unknown_model_status: must be 403 or 404, got 400`}},
@@ -415,20 +436,7 @@ func TestValidationErrors(t *testing.T) {
 				`config.yaml: authentication: no authentication method`,
 				`config.yaml:5: log.level: "loud" is not one of`,
 			}},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			for k, v := range tt.env {
-				t.Setenv(k, v)
-			}
-			dir := fixture(t)
-			c, err := Parse([]byte(tt.text), "config.yaml", dir)
-			if c != nil {
-				t.Errorf("Parse returned a configuration with the error")
-			}
-			checkLines(t, withoutDir(err, dir), tt.want...)
-		})
-	}
+	})
 }
 
 func TestValidConfigurations(t *testing.T) {
