@@ -60,11 +60,10 @@ func keyPath(a config.Audit) string {
 	return "audit.key_file"
 }
 
-// Open returns a write-through Writer for one output with default settings:
-// "stdout", "off" (nil Writer) or a file path, without rotation. Record
-// writes the line before it returns; fsyncs are grouped every 100ms. Tools
-// and tests use it where reading the trail right after a request must see
-// it; the server uses New.
+// Open returns a Writer for one output with default settings: "stdout",
+// "off" (nil Writer) or a file path, without rotation. Record writes the
+// line before it returns; fsyncs are grouped every 100ms. Tools and tests
+// use it; the server uses New.
 func Open(output string) (*Writer, error) {
 	var sink Sink
 	switch output {
@@ -75,7 +74,7 @@ func Open(output string) (*Writer, error) {
 	default:
 		sink = NewFileSink(output, 0, 0, nil)
 	}
-	w, err := newWriter(Settings{}, Options{}, true, []Sink{sink})
+	w, err := NewWriter(Settings{}, Options{}, sink)
 	if err != nil {
 		return nil, fmt.Errorf("audit: open %s: %w", output, err)
 	}
