@@ -3,10 +3,11 @@ package config
 import (
 	"bytes"
 	"errors"
-	"net/url"
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/modelguard/modelguard/policy/field"
 )
 
 // Audit defaults and limits, documented on the Audit fields.
@@ -39,21 +40,13 @@ func (c *Config) auditDefaults() {
 
 // AuditKey returns the audit chain's HMAC key, nil when none is configured.
 func (c *Config) AuditKey() ([]byte, error) {
-	a := c.Audit
-	if a.KeyFile == "" && a.KeyEnv == "" {
-		return nil, nil
-	}
-	return c.ReadKey(StaticKey{SecretFile: a.KeyFile, SecretEnv: a.KeyEnv})
+	return c.readSecret(c.Audit.KeyFile, c.Audit.KeyEnv)
 }
 
 // AuditToken returns the HTTP endpoint's bearer token, "" when none is
 // configured; one trailing newline is not part of it.
 func (c *Config) AuditToken() (string, error) {
-	h := c.Audit.HTTP
-	if h.TokenFile == "" && h.TokenEnv == "" {
-		return "", nil
-	}
-	b, err := c.ReadKey(StaticKey{SecretFile: h.TokenFile, SecretEnv: h.TokenEnv})
+	b, err := c.readSecret(c.Audit.HTTP.TokenFile, c.Audit.HTTP.TokenEnv)
 	return string(b), err
 }
 
@@ -106,16 +99,8 @@ func (v *validator) audit(a *Audit) {
 		}
 		return
 	}
-	u, err := url.Parse(h.URL)
-	switch {
-	case err != nil:
-		v.fail("audit.http.url", "invalid URL: %v", err)
-	case u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
-		v.fail("audit.http.url", "must be an absolute https URL, got %q", h.URL)
-	case u.User != nil:
-		v.fail("audit.http.url", "must not carry credentials (user:password@): use token_file or token_env")
-	case u.Scheme == "http" && !isLoopback(u.Hostname()):
-		v.fail("audit.http.url", "must use https: audit records name who called what (http is allowed for loopback hosts only)")
+	if err := field.CheckHTTPSURL(h.URL, "use token_file or token_env", "audit records name who called what"); err != nil {
+		v.fail("audit.http.url", "%v", err)
 	}
 	v.durationRange("audit.http.timeout", h.Timeout, 100*time.Millisecond, 5*time.Minute)
 	switch {

@@ -9,7 +9,11 @@
 // apart from an unset one.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/modelguard/modelguard/policy/jwtauth"
+)
 
 // Config is the whole configuration file.
 type Config struct {
@@ -80,69 +84,11 @@ type Authentication struct {
 	AllowAnonymous bool `yaml:"allow_anonymous"`
 	// MaxCredentialBytes caps a credential before any parsing. Default 8192,
 	// between 256 and 65536.
-	MaxCredentialBytes int     `yaml:"max_credential_bytes"`
-	JWT                JWT     `yaml:"jwt"`
-	APIKeys            APIKeys `yaml:"api_keys"`
-}
-
-// JWT configures JSON Web Token issuers.
-type JWT struct {
-	Issuers []Issuer `yaml:"issuers"`
-}
-
-// Issuer is one trusted token issuer.
-type Issuer struct {
-	// Issuer is the exact "iss" value. Tokens are routed to an issuer by it.
-	Issuer string `yaml:"issuer"`
-	// Audiences: the token's "aud" must contain at least one. Required.
-	Audiences []string `yaml:"audiences"`
-	// Algorithms allowed for this issuer, e.g. [RS256]. Required; one of
-	// RS256/384/512, PS256/384/512, ES256/384/512, EdDSA (public keys from
-	// the JWKS or PEM keys) or HS256/384/512 (static secret keys only: a
-	// JWKS or PEM key is public, so HMAC with it would let anyone sign).
-	// "none" is always refused.
-	Algorithms []string `yaml:"algorithms"`
-	// JWKSURL is fetched and refreshed; exclusive with Keys. Must be https
-	// (http only for loopback hosts, for tests).
-	JWKSURL string `yaml:"jwks_url"`
-	// JWKSRefreshInterval, default 1h.
-	JWKSRefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
-	// JWKSUnknownKIDInterval limits refreshes triggered by an unknown kid; default 5m.
-	JWKSUnknownKIDInterval time.Duration `yaml:"jwks_unknown_kid_interval"`
-	// JWKSFetchTimeout bounds one JWKS HTTP request; default 5s.
-	JWKSFetchTimeout time.Duration `yaml:"jwks_fetch_timeout"`
-	// Keys are static verification keys; exclusive with JWKSURL. Files are
-	// read at load time to check them, and again by whoever builds verifiers.
-	Keys []StaticKey `yaml:"keys"`
-	// Leeway tolerated on exp, nbf and iat. Default 30s, at most 5m.
-	Leeway time.Duration `yaml:"leeway"`
-	// Typ, when set, must equal the token's "typ" header (case-insensitive), e.g. "at+jwt".
-	Typ string `yaml:"typ"`
-	// Claims maps token claims to the identity.
-	Claims ClaimMapping `yaml:"claims"`
-}
-
-// StaticKey is one verification key from a file or environment variable.
-// Exactly one source must be set. PEM sources hold a public key (PKIX or
-// PKCS#1) or certificate; secret sources hold an HMAC secret of >= 32 bytes
-// (one trailing newline is not part of it). Secrets are never written inline
-// in the configuration. Read a key with Config.ReadKey.
-type StaticKey struct {
-	KID        string `yaml:"kid"`         // optional; when set, only tokens with this kid use the key (unique per issuer)
-	PEMFile    string `yaml:"pem_file"`    // path relative to Config.Dir
-	PEMEnv     string `yaml:"pem_env"`     // name of an environment variable holding the PEM
-	SecretFile string `yaml:"secret_file"` // path relative to Config.Dir
-	SecretEnv  string `yaml:"secret_env"`  // name of an environment variable holding the secret
-}
-
-// ClaimMapping says which claims give the subject and roles.
-type ClaimMapping struct {
-	// Subject claim name, default "sub". Dotted paths reach nested claims.
-	Subject string `yaml:"subject"`
-	// Roles lists claims whose values become roles: a string array, or a
-	// space-separated string such as "scope". Dotted paths reach nested
-	// claims (realm_access.roles). Default [roles].
-	Roles []string `yaml:"roles"`
+	MaxCredentialBytes int `yaml:"max_credential_bytes"`
+	// JWT configures JSON Web Token issuers (policy/jwtauth owns its
+	// settings, defaults and rules).
+	JWT     jwtauth.Settings `yaml:"jwt"`
+	APIKeys APIKeys          `yaml:"api_keys"`
 }
 
 // APIKeys configures API key authentication.

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelguard/modelguard/policy/jwtauth"
 )
 
 // fullConfig sets every key, with values that differ from the defaults.
@@ -97,7 +99,7 @@ func TestParseFullConfig(t *testing.T) {
 		Authentication: Authentication{
 			AllowAnonymous:     true,
 			MaxCredentialBytes: 4096,
-			JWT: JWT{Issuers: []Issuer{{
+			JWT: jwtauth.Settings{Issuers: []jwtauth.IssuerSettings{{
 				Issuer:                 "https://idp.example",
 				Audiences:              []string{"api", "batch"},
 				Algorithms:             []string{"RS256", "ES256"},
@@ -107,27 +109,27 @@ func TestParseFullConfig(t *testing.T) {
 				JWKSFetchTimeout:       2 * time.Second,
 				Leeway:                 0,
 				Typ:                    "at+jwt",
-				Claims:                 ClaimMapping{Subject: "user.id", Roles: []string{"scope"}},
+				Claims:                 jwtauth.ClaimMapping{Subject: "user.id", Roles: []string{"scope"}},
 			}, {
 				Issuer:                 "partner",
 				Audiences:              []string{"api"},
 				Algorithms:             []string{"HS256"},
-				Keys:                   []StaticKey{{KID: "p1", SecretFile: "jwt/partner.secret"}, {SecretEnv: "MODELGUARD_TEST_SECRET"}},
+				Keys:                   []jwtauth.StaticKey{{KID: "p1", SecretFile: "jwt/partner.secret"}, {SecretEnv: "MODELGUARD_TEST_SECRET"}},
 				JWKSRefreshInterval:    time.Hour,
 				JWKSUnknownKIDInterval: 5 * time.Minute,
 				JWKSFetchTimeout:       5 * time.Second,
 				Leeway:                 30 * time.Second,
-				Claims:                 ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
+				Claims:                 jwtauth.ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
 			}, {
 				Issuer:                 "batch",
 				Audiences:              []string{"api"},
 				Algorithms:             []string{"EdDSA"},
-				Keys:                   []StaticKey{{PEMFile: "jwt/batch.pem"}, {PEMEnv: "MODELGUARD_TEST_PEM"}},
+				Keys:                   []jwtauth.StaticKey{{PEMFile: "jwt/batch.pem"}, {PEMEnv: "MODELGUARD_TEST_PEM"}},
 				JWKSRefreshInterval:    time.Hour,
 				JWKSUnknownKIDInterval: 5 * time.Minute,
 				JWKSFetchTimeout:       5 * time.Second,
 				Leeway:                 30 * time.Second,
-				Claims:                 ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
+				Claims:                 jwtauth.ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
 			}}},
 			APIKeys: APIKeys{File: "keys.yaml", Header: "x-team-key", Bearer: &no},
 		},
@@ -168,7 +170,7 @@ func TestDefaults(t *testing.T) {
 		},
 		Authentication: Authentication{
 			MaxCredentialBytes: 8192,
-			JWT: JWT{Issuers: []Issuer{{
+			JWT: jwtauth.Settings{Issuers: []jwtauth.IssuerSettings{{
 				Issuer:                 "a",
 				Audiences:              []string{"x"},
 				Algorithms:             []string{"RS256"},
@@ -177,7 +179,7 @@ func TestDefaults(t *testing.T) {
 				JWKSUnknownKIDInterval: 5 * time.Minute,
 				JWKSFetchTimeout:       5 * time.Second,
 				Leeway:                 30 * time.Second,
-				Claims:                 ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
+				Claims:                 jwtauth.ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
 			}}},
 			APIKeys: APIKeys{File: "keys.yaml", Header: "x-api-key", Bearer: &yes},
 		},
@@ -551,46 +553,6 @@ func TestRelativePaths(t *testing.T) {
 	}
 	if got := c.Locate("authorization"); got != "config:2" {
 		t.Errorf("unnamed configuration located as %q, want config:2", got)
-	}
-}
-
-func TestReadKey(t *testing.T) {
-	dir := fixture(t)
-	c := &Config{Dir: dir}
-	t.Setenv("MODELGUARD_TEST_SECRET", "env-secret\n")
-	t.Setenv("MODELGUARD_TEST_PEM", "pem\n")
-	for _, tt := range []struct {
-		name    string
-		key     StaticKey
-		want    string
-		wantErr string
-	}{
-		{"secret file: one newline trimmed", StaticKey{SecretFile: "jwt/hs384.secret"}, strings.Repeat("s", 47) + "\n", ""},
-		{"secret file: CRLF trimmed", StaticKey{SecretFile: "jwt/crlf.secret"}, strings.Repeat("s", 32), ""},
-		{"secret file: no newline", StaticKey{SecretFile: "jwt/hs512.secret"}, strings.Repeat("s", 64), ""},
-		{"secret env", StaticKey{SecretEnv: "MODELGUARD_TEST_SECRET"}, "env-secret", ""},
-		{"pem file kept whole", StaticKey{PEMFile: "jwt/batch.pem"}, fixtureFiles["jwt/batch.pem"], ""},
-		{"pem env kept whole", StaticKey{PEMEnv: "MODELGUARD_TEST_PEM"}, "pem\n", ""},
-		{"absolute path", StaticKey{PEMFile: filepath.Join(dir, "jwt/batch.pem")}, fixtureFiles["jwt/batch.pem"], ""},
-		{"no source", StaticKey{KID: "k"}, "", "exactly one of"},
-		{"two sources", StaticKey{PEMFile: "jwt/batch.pem", SecretEnv: "MODELGUARD_TEST_SECRET"}, "", "exactly one of"},
-		{"missing file", StaticKey{SecretFile: "nope"}, "", "no such file"},
-		{"empty file", StaticKey{PEMFile: "jwt/empty.pem"}, "", "is empty"},
-		{"unset env", StaticKey{SecretEnv: "MODELGUARD_TEST_UNSET"}, "", "MODELGUARD_TEST_UNSET is not set"},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := c.ReadKey(tt.key)
-			switch {
-			case tt.wantErr != "":
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || got != nil {
-					t.Errorf("ReadKey = %q, %v; want error with %q", got, err, tt.wantErr)
-				}
-			case err != nil:
-				t.Errorf("ReadKey: %v", err)
-			case string(got) != tt.want:
-				t.Errorf("ReadKey = %q, want %q", got, tt.want)
-			}
-		})
 	}
 }
 

@@ -3,13 +3,14 @@ package config
 import (
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/modelguard/modelguard/policy/field"
 )
 
 // Limits checked by validate.
@@ -18,28 +19,9 @@ const (
 	maxMessageBytes    = 256 << 20
 	minCredentialBytes = 256
 	maxCredentialBytes = 64 << 10
-	maxLeeway          = 5 * time.Minute
 	minPolicyTimeout   = time.Millisecond
 	maxPolicyTimeout   = 10 * time.Second
 )
-
-// algorithm reports whether alg is an accepted JWS algorithm and, for HMAC,
-// the shortest secret it takes (0 for public-key algorithms).
-func algorithm(alg string) (minSecret int, ok bool) {
-	switch alg {
-	case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA":
-		return 0, true
-	case "HS256":
-		return MinSecretBytes, true
-	case "HS384":
-		return 48, true
-	case "HS512":
-		return 64, true
-	}
-	return 0, false
-}
-
-const algorithmList = "RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA, HS256, HS384, HS512"
 
 // regoRef is a Rego reference into data: data.a.b or data["a-b"].c.
 var regoRef = regexp.MustCompile(`^data(\.[A-Za-z_][A-Za-z0-9_]*|\["(?:[^"\\]|\\.)*"\])+$`)
@@ -112,10 +94,7 @@ func (v *validator) authentication(a *Authentication) {
 	if len(a.JWT.Issuers) == 0 && a.APIKeys.File == "" && !a.AllowAnonymous {
 		v.fail("authentication", "no authentication method: configure jwt.issuers or api_keys.file, or set allow_anonymous: true")
 	}
-	seen := make(map[string]int)
-	for i := range a.JWT.Issuers {
-		v.issuer(fmt.Sprintf("authentication.jwt.issuers[%d]", i), i, &a.JWT.Issuers[i], seen)
-	}
+	v.errs = append(v.errs, field.Within("authentication.jwt", a.JWT.Validate(v.c.Dir))...)
 
 	k := a.APIKeys
 	v.file("authentication.api_keys.file", k.File)
@@ -124,151 +103,6 @@ func (v *validator) authentication(a *Authentication) {
 		v.fail("authentication.api_keys.header", "%q is not a valid HTTP header name", k.Header)
 	case k.Header == "authorization":
 		v.fail("authentication.api_keys.header", "must not be authorization: keys sent as \"Authorization: Bearer\" are accepted with bearer: true")
-	}
-}
-
-func (v *validator) issuer(p string, i int, iss *Issuer, seen map[string]int) {
-	switch first, dup := seen[iss.Issuer]; {
-	case iss.Issuer == "":
-		v.fail(p+".issuer", "required: the exact \"iss\" of the tokens")
-	case dup:
-		v.fail(p+".issuer", "duplicate issuer %q (also issuers[%d]): tokens are routed by issuer", iss.Issuer, first)
-	default:
-		seen[iss.Issuer] = i
-	}
-
-	if len(iss.Audiences) == 0 {
-		v.fail(p+".audiences", "at least one audience is required")
-	}
-	for j, aud := range iss.Audiences {
-		if aud == "" {
-			v.fail(fmt.Sprintf("%s.audiences[%d]", p, j), "empty audience")
-		}
-	}
-
-	// hmac and public: which kinds of algorithm the issuer allows; minSecret:
-	// the secret length its strongest HMAC algorithm needs.
-	var hmac, public string
-	minSecret := 0
-	if len(iss.Algorithms) == 0 {
-		v.fail(p+".algorithms", "at least one algorithm is required, e.g. [RS256]")
-	}
-	for j, alg := range iss.Algorithms {
-		ap := fmt.Sprintf("%s.algorithms[%d]", p, j)
-		need, ok := algorithm(alg)
-		switch {
-		case strings.EqualFold(alg, "none"):
-			v.fail(ap, "%q is never accepted: it means an unsigned token that anyone can forge", alg)
-		case !ok:
-			v.fail(ap, "unsupported algorithm %q; use one of %s", alg, algorithmList)
-		case need > 0:
-			hmac = alg
-			minSecret = max(minSecret, need)
-		default:
-			public = alg
-		}
-	}
-	if hmac != "" && public != "" {
-		v.fail(p+".algorithms", "%s and %s cannot be mixed in one issuer: a public key must never verify an HMAC token", hmac, public)
-		hmac, public = "", "" // no further advice from a mix
-	}
-
-	switch hasKeys := len(iss.Keys) > 0; {
-	case iss.JWKSURL != "" && hasKeys:
-		v.fail(p+".jwks_url", "jwks_url and keys are exclusive: set one")
-	case iss.JWKSURL == "" && !hasKeys:
-		v.fail(p, "one of jwks_url or keys is required")
-	}
-	if iss.JWKSURL != "" {
-		v.jwksURL(p+".jwks_url", iss.JWKSURL)
-		if hmac != "" {
-			v.fail(p+".jwks_url", "%s needs static secret keys (keys with secret_file or secret_env), never a JWKS: its keys are public", hmac)
-		}
-	}
-	v.positive(p+".jwks_refresh_interval", iss.JWKSRefreshInterval)
-	v.positive(p+".jwks_unknown_kid_interval", iss.JWKSUnknownKIDInterval)
-	v.positive(p+".jwks_fetch_timeout", iss.JWKSFetchTimeout)
-	if iss.Leeway < 0 || iss.Leeway > maxLeeway {
-		v.fail(p+".leeway", "must be between 0s and %v, got %v", maxLeeway, iss.Leeway)
-	}
-
-	kids := make(map[string]int)
-	for j, k := range iss.Keys {
-		kp := fmt.Sprintf("%s.keys[%d]", p, j)
-		if k.KID != "" {
-			if first, dup := kids[k.KID]; dup {
-				v.fail(kp+".kid", "duplicate kid %q (also keys[%d])", k.KID, first)
-			}
-			kids[k.KID] = j
-		}
-		v.staticKey(kp, k, hmac, public, minSecret)
-	}
-
-	v.claimPath(p+".claims.subject", iss.Claims.Subject)
-	for j, r := range iss.Claims.Roles {
-		v.claimPath(fmt.Sprintf("%s.claims.roles[%d]", p, j), r)
-	}
-}
-
-// staticKey checks that k has one source, that it suits the issuer's
-// algorithms (hmac or public names one of them, if any), and that it can be
-// read and, for a secret, is long enough.
-func (v *validator) staticKey(p string, k StaticKey, hmac, public string, minSecret int) {
-	src := k.sources()
-	switch len(src) {
-	case 0:
-		v.fail(p, "one of pem_file, pem_env, secret_file or secret_env is required")
-		return
-	case 1:
-	default:
-		v.fail(p, "%s are exclusive: set exactly one source", strings.Join(src, " and "))
-		return
-	}
-	sp := p + "." + src[0]
-	switch {
-	case k.IsSecret() && public != "":
-		v.fail(sp, "an HMAC secret cannot verify %s: use pem_file or pem_env", public)
-		return
-	case !k.IsSecret() && hmac != "":
-		v.fail(sp, "%s needs secret_file or secret_env: a PEM key is public, and HMAC with it would let anyone sign", hmac)
-		return
-	}
-	data, err := v.c.ReadKey(k)
-	if err != nil {
-		v.fail(sp, "%v", err)
-		return
-	}
-	if need := max(minSecret, MinSecretBytes); k.IsSecret() && len(data) < need {
-		v.fail(sp, "weak secret: %d bytes, need at least %d", len(data), need)
-	}
-}
-
-func (v *validator) jwksURL(p, raw string) {
-	u, err := url.Parse(raw)
-	switch {
-	case err != nil:
-		v.fail(p, "invalid URL: %v", err)
-	case u.Host == "" || (u.Scheme != "https" && u.Scheme != "http"):
-		v.fail(p, "must be an absolute https URL, got %q", raw)
-	case u.User != nil:
-		v.fail(p, "must not carry credentials (user:password@): secrets are never written in the configuration")
-	case u.Scheme == "http" && !isLoopback(u.Hostname()):
-		v.fail(p, "must use https: keys fetched over plain http can be replaced in transit (http is allowed for loopback hosts only)")
-	}
-}
-
-func isLoopback(host string) bool {
-	if host == "localhost" {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
-}
-
-// claimPath checks a claim name, possibly dotted (realm_access.roles).
-func (v *validator) claimPath(p, claim string) {
-	if claim == "" || slices.Contains(strings.Split(claim, "."), "") {
-		v.fail(p, "invalid claim name %q: want a name or a dotted path such as realm_access.roles", claim)
 	}
 }
 
