@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/rego"
 )
 
 // Config is the whole configuration file.
@@ -22,8 +23,9 @@ type Config struct {
 	Server Server `yaml:"server"`
 	// Authentication configures how callers prove who they are.
 	Authentication Authentication `yaml:"authentication"`
-	// Authorization configures the Rego policy that decides.
-	Authorization Authorization `yaml:"authorization"`
+	// Authorization configures the Rego policy that decides (policy/rego
+	// owns its settings, defaults and rules).
+	Authorization rego.Settings `yaml:"authorization"`
 	// RequestBody bounds every request body modelguard parses.
 	RequestBody RequestBody `yaml:"request_body"`
 	// Models lists the models callers may address, with how requests are
@@ -102,19 +104,6 @@ type APIKeys struct {
 	// Bearer accepts "Authorization: Bearer <key>" when the value is not a
 	// JWT (OpenAI-compatible SDKs). Default true; pointer so "false" is seen.
 	Bearer *bool `yaml:"bearer"`
-}
-
-// Authorization configures the Rego policy.
-type Authorization struct {
-	// PolicyDir holds .rego and data (.json/.yaml) files; watched for
-	// changes. Required; relative to Config.Dir.
-	PolicyDir string `yaml:"policy_dir"`
-	// Query evaluated for each request, default data.modelguard.authz.allow;
-	// a reference starting with "data.".
-	// Its result is a boolean or an object {allow, status, reason, message, headers}.
-	Query string `yaml:"query"`
-	// Timeout for one evaluation, default 100ms, between 1ms and 10s.
-	Timeout time.Duration `yaml:"timeout"`
 }
 
 // RequestBody bounds body parsing for every model.

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/rego"
 )
 
 // Defaults, documented on the fields they apply to.
@@ -17,8 +18,6 @@ const (
 	defaultShutdownGrace      = 15 * time.Second
 	defaultMaxCredentialBytes = 8192
 	defaultAPIKeyHeader       = "x-api-key"
-	defaultQuery              = "data.modelguard.authz.allow"
-	defaultPolicyTimeout      = 100 * time.Millisecond
 	defaultAuditOutput        = "stdout"
 	defaultLogLevel           = "info"
 	defaultLogFormat          = "json"
@@ -46,8 +45,7 @@ func (c *Config) applyDefaults() {
 		a.APIKeys.Bearer = &bearer
 	}
 
-	orDefault(c, "authorization.query", &c.Authorization.Query, defaultQuery)
-	orDefault(c, "authorization.timeout", &c.Authorization.Timeout, defaultPolicyTimeout)
+	fillDefaults(c, "authorization", &c.Authorization, rego.DefaultSettings())
 
 	// A body can never be larger than the gRPC message carrying it.
 	orDefault(c, "request_body.max_bytes", &c.RequestBody.MaxBytes, min(defaultBodyMaxBytes, c.Server.MaxMessageBytes))

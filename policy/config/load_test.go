@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/rego"
 )
 
 // fullConfig sets every key, with values that differ from the defaults.
@@ -133,7 +134,7 @@ func TestParseFullConfig(t *testing.T) {
 			}}},
 			APIKeys: APIKeys{File: "keys.yaml", Header: "x-team-key", Bearer: &no},
 		},
-		Authorization:      Authorization{PolicyDir: "policies", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond},
+		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond},
 		RequestBody:        RequestBody{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders:    IdentityHeaders{Subject: "x-user", Roles: "", AuthMethod: "x-method", KeyID: "x-key", DecisionID: "x-decision"},
@@ -183,7 +184,7 @@ func TestDefaults(t *testing.T) {
 			}}},
 			APIKeys: APIKeys{File: "keys.yaml", Header: "x-api-key", Bearer: &yes},
 		},
-		Authorization:      Authorization{PolicyDir: "policies", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond},
+		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond},
 		RequestBody:        RequestBody{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders: IdentityHeaders{

@@ -19,12 +19,7 @@ const (
 	maxMessageBytes    = 256 << 20
 	minCredentialBytes = 256
 	maxCredentialBytes = 64 << 10
-	minPolicyTimeout   = time.Millisecond
-	maxPolicyTimeout   = 10 * time.Second
 )
-
-// regoRef is a Rego reference into data: data.a.b or data["a-b"].c.
-var regoRef = regexp.MustCompile(`^data(\.[A-Za-z_][A-Za-z0-9_]*|\["(?:[^"\\]|\\.)*"\])+$`)
 
 // reservedHeader reports whether name must not be an identity header:
 // setting it would replace the caller's credentials or break the framing of
@@ -54,7 +49,7 @@ func (c *Config) validate() []error {
 	v := &validator{c: c}
 	v.server(&c.Server)
 	v.authentication(&c.Authentication)
-	v.authorization(&c.Authorization)
+	v.errs = append(v.errs, field.Within("authorization", c.Authorization.Validate(c.Dir))...)
 	v.models(c)
 	v.identityHeaders(&c.IdentityHeaders, c.Authentication.APIKeys.Header)
 	v.audit(&c.Audit)
@@ -103,22 +98,6 @@ func (v *validator) authentication(a *Authentication) {
 		v.fail("authentication.api_keys.header", "%q is not a valid HTTP header name", k.Header)
 	case k.Header == "authorization":
 		v.fail("authentication.api_keys.header", "must not be authorization: keys sent as \"Authorization: Bearer\" are accepted with bearer: true")
-	}
-}
-
-func (v *validator) authorization(a *Authorization) {
-	if a.PolicyDir == "" {
-		v.fail("authorization.policy_dir", "required: the directory holding the .rego policies")
-	} else if st, err := os.Stat(v.c.Path(a.PolicyDir)); err != nil {
-		v.fail("authorization.policy_dir", "%v", err)
-	} else if !st.IsDir() {
-		v.fail("authorization.policy_dir", "%s is not a directory", v.c.Path(a.PolicyDir))
-	}
-	if !regoRef.MatchString(a.Query) {
-		v.fail("authorization.query", "%q is not a Rego reference starting with data., such as data.modelguard.authz.allow", a.Query)
-	}
-	if a.Timeout < minPolicyTimeout || a.Timeout > maxPolicyTimeout {
-		v.fail("authorization.timeout", "must be between %v and %v, got %v", minPolicyTimeout, maxPolicyTimeout, a.Timeout)
 	}
 }
 

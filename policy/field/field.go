@@ -12,6 +12,7 @@
 package field
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -54,10 +55,14 @@ func Within(prefix string, errs []error) []error {
 }
 
 // Under places err under the section at prefix: an *Error's path is joined
-// to prefix; any other error is returned as it is.
+// to prefix, and so are those of errors joined with errors.Join; any other
+// error is returned as it is.
 func Under(prefix string, err error) error {
-	if fe, ok := err.(*Error); ok {
-		return &Error{Path: Join(prefix, fe.Path), Err: fe.Err}
+	switch e := err.(type) {
+	case *Error:
+		return &Error{Path: Join(prefix, e.Path), Err: e.Err}
+	case interface{ Unwrap() []error }:
+		return errors.Join(Within(prefix, e.Unwrap())...)
 	}
 	return err
 }
