@@ -12,6 +12,7 @@ package config
 import (
 	"time"
 
+	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/rego"
 )
@@ -36,8 +37,9 @@ type Config struct {
 	UnknownModelStatus int `yaml:"unknown_model_status"`
 	// IdentityHeaders names the headers set on allowed requests for the upstream.
 	IdentityHeaders IdentityHeaders `yaml:"identity_headers"`
-	// Audit configures the audit trail.
-	Audit Audit `yaml:"audit"`
+	// Audit configures the audit trail (policy/audit owns its settings,
+	// defaults and rules).
+	Audit audit.Config `yaml:"audit"`
 	// Log configures operator logs.
 	Log Log `yaml:"log"`
 
@@ -160,61 +162,6 @@ type IdentityHeaders struct {
 	AuthMethod string `yaml:"auth_method"` // default x-modelguard-auth-method
 	KeyID      string `yaml:"key_id"`      // default x-modelguard-key-id
 	DecisionID string `yaml:"decision_id"` // default x-modelguard-decision-id
-}
-
-// Audit configures the audit trail (policy/audit): one hash-chained record
-// per decision and per operator event.
-type Audit struct {
-	// Output is "stdout" (default), "off", or a file path (appended; relative
-	// to Config.Dir; its directory must exist).
-	Output string `yaml:"output"`
-	// MaxFileBytes rotates a file output before it would exceed this size;
-	// default 104857600 (100 MiB), at least 4096.
-	MaxFileBytes int `yaml:"max_file_bytes"`
-	// MaxFiles is how many rotated files are kept; default 0: all of them
-	// (an audit trail is not deleted unless asked).
-	MaxFiles int `yaml:"max_files"`
-	// FlushInterval is the group commit period: records are fsynced together
-	// at most this long after the first of them. Default 100ms, 1ms to 10s.
-	FlushInterval time.Duration `yaml:"flush_interval"`
-	// QueueSize bounds the records waiting for the writer; default 10000,
-	// 1 to 1048576.
-	QueueSize int `yaml:"queue_size"`
-	// OnFull says what a request gets while the trail cannot take records
-	// (queue full, sink failing): "deny" (default) a 503 at once, or
-	// "block" up to BlockTimeout, then a 503.
-	OnFull string `yaml:"on_full"`
-	// BlockTimeout bounds the wait with on_full: block, and the wait of an
-	// admitted decision's record for room in the queue. Default 1s, 1ms to 60s.
-	BlockTimeout time.Duration `yaml:"block_timeout"`
-	// BodySHA256 adds the SHA-256 of each request body to its record.
-	BodySHA256 bool `yaml:"body_sha256"`
-	// KeyFile or KeyEnv (exclusive) hold an HMAC key (>= 32 bytes; one
-	// trailing newline is not part of it) that keys the hash chain.
-	KeyFile string `yaml:"key_file"`
-	KeyEnv  string `yaml:"key_env"`
-	// HTTP delivers records to an endpoint as well (or instead, with output
-	// "off"), through SpoolDir.
-	HTTP AuditHTTP `yaml:"http"`
-	// SpoolDir holds records until the HTTP endpoint acknowledges them;
-	// required with http.url, created if missing (its parent must exist).
-	SpoolDir string `yaml:"spool_dir"`
-	// SpoolMaxBytes caps the spool: beyond it requests are denied as with a
-	// full queue. Default 1073741824 (1 GiB), at least 1048576.
-	SpoolMaxBytes int `yaml:"spool_max_bytes"`
-}
-
-// AuditHTTP configures delivery of audit records to an HTTP endpoint.
-type AuditHTTP struct {
-	// URL receives POSTs of gzip-compressed JSON lines; https (http only for
-	// loopback hosts). Empty: no HTTP delivery.
-	URL string `yaml:"url"`
-	// Timeout bounds one POST; default 10s, 100ms to 5m.
-	Timeout time.Duration `yaml:"timeout"`
-	// TokenFile or TokenEnv (exclusive, optional) hold a token sent as
-	// "Authorization: Bearer <token>".
-	TokenFile string `yaml:"token_file"`
-	TokenEnv  string `yaml:"token_env"`
 }
 
 // Log configures operator logs on stderr.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/rego"
 )
@@ -18,7 +19,6 @@ const (
 	defaultShutdownGrace      = 15 * time.Second
 	defaultMaxCredentialBytes = 8192
 	defaultAPIKeyHeader       = "x-api-key"
-	defaultAuditOutput        = "stdout"
 	defaultLogLevel           = "info"
 	defaultLogFormat          = "json"
 	defaultBodyMaxBytes       = 1 << 20
@@ -68,7 +68,7 @@ func (c *Config) applyDefaults() {
 		*f.field = strings.ToLower(*f.field)
 	}
 
-	c.auditDefaults()
+	fillDefaults(c, "audit", &c.Audit, audit.DefaultConfig())
 	orDefault(c, "log.level", &c.Log.Level, defaultLogLevel)
 	orDefault(c, "log.format", &c.Log.Format, defaultLogFormat)
 }

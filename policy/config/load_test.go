@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/rego"
 )
@@ -138,8 +139,8 @@ func TestParseFullConfig(t *testing.T) {
 		RequestBody:        RequestBody{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders:    IdentityHeaders{Subject: "x-user", Roles: "", AuthMethod: "x-method", KeyID: "x-key", DecisionID: "x-decision"},
-		Audit: Audit{Output: "audit/decisions.jsonl", MaxFileBytes: 100 << 20, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
-			OnFull: "deny", BlockTimeout: time.Second, HTTP: AuditHTTP{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
+		Audit: audit.Config{Output: "audit/decisions.jsonl", MaxFileBytes: 100 << 20, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
+			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
 		Log:  Log{Level: "warn", Format: "text"},
 		Dir:  dir,
 		File: "config.yaml",
@@ -194,8 +195,8 @@ func TestDefaults(t *testing.T) {
 			KeyID:      "x-modelguard-key-id",
 			DecisionID: "x-modelguard-decision-id",
 		},
-		Audit: Audit{Output: "stdout", MaxFileBytes: 100 << 20, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
-			OnFull: "deny", BlockTimeout: time.Second, HTTP: AuditHTTP{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
+		Audit: audit.Config{Output: "stdout", MaxFileBytes: 100 << 20, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
+			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
 		Log: Log{Level: "info", Format: "json"},
 	}
 	got := *c

@@ -1,11 +1,9 @@
 package config
 
 import (
-	"fmt"
 	"net"
 	"os"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -37,11 +35,11 @@ func reservedHeader(name string) bool {
 // validator collects every problem so that one start shows them all.
 type validator struct {
 	c    *Config
-	errs []error
+	errs field.List
 }
 
 func (v *validator) fail(path, format string, args ...any) {
-	v.errs = append(v.errs, &FieldError{Path: path, Err: fmt.Errorf(format, args...)})
+	v.errs.Addf(path, format, args...)
 }
 
 // validate checks the defaulted configuration; the errors are FieldErrors.
@@ -52,9 +50,9 @@ func (c *Config) validate() []error {
 	v.errs = append(v.errs, field.Within("authorization", c.Authorization.Validate(c.Dir))...)
 	v.models(c)
 	v.identityHeaders(&c.IdentityHeaders, c.Authentication.APIKeys.Header)
-	v.audit(&c.Audit)
-	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
-	v.oneOf("log.format", c.Log.Format, "json", "text")
+	v.errs = append(v.errs, field.Within("audit", c.Audit.Validate(c.Dir))...)
+	v.errs.OneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.errs.OneOf("log.format", c.Log.Format, "json", "text")
 	return v.errs
 }
 
@@ -66,7 +64,7 @@ func (v *validator) server(s *Server) {
 			v.fail("server.admin_address", "same address as server.grpc_address")
 		}
 	}
-	v.intRange("server.max_message_bytes", s.MaxMessageBytes, minMessageBytes, maxMessageBytes)
+	field.Range(&v.errs, "server.max_message_bytes", s.MaxMessageBytes, minMessageBytes, maxMessageBytes)
 	v.positive("server.shutdown_grace", s.ShutdownGrace)
 
 	t := s.TLS
@@ -85,7 +83,7 @@ func (v *validator) server(s *Server) {
 }
 
 func (v *validator) authentication(a *Authentication) {
-	v.intRange("authentication.max_credential_bytes", a.MaxCredentialBytes, minCredentialBytes, maxCredentialBytes)
+	field.Range(&v.errs, "authentication.max_credential_bytes", a.MaxCredentialBytes, minCredentialBytes, maxCredentialBytes)
 	if len(a.JWT.Issuers) == 0 && a.APIKeys.File == "" && !a.AllowAnonymous {
 		v.fail("authentication", "no authentication method: configure jwt.issuers or api_keys.file, or set allow_anonymous: true")
 	}
@@ -107,8 +105,8 @@ func (v *validator) authentication(a *Authentication) {
 var pathTemplate = regexp.MustCompile(`^(/([A-Za-z0-9._~:@!$&'()*+,;=-]|\{model\}|\{version\})*)+$`)
 
 func (v *validator) models(c *Config) {
-	v.intRange("request_body.max_bytes", c.RequestBody.MaxBytes, 1, c.Server.MaxMessageBytes)
-	v.intRange("request_body.max_depth", c.RequestBody.MaxDepth, 2, 1000)
+	field.Range(&v.errs, "request_body.max_bytes", c.RequestBody.MaxBytes, 1, c.Server.MaxMessageBytes)
+	field.Range(&v.errs, "request_body.max_depth", c.RequestBody.MaxDepth, 2, 1000)
 	if c.UnknownModelStatus != 403 && c.UnknownModelStatus != 404 {
 		v.fail("unknown_model_status", "must be 403 or 404, got %d", c.UnknownModelStatus)
 	}
@@ -118,7 +116,7 @@ func (v *validator) models(c *Config) {
 		if m.Name == "" {
 			v.fail(p+".name", "required")
 		}
-		v.oneOf(p+".operation", m.Operation, "chat", "completion", "embeddings", "infer", "predict", "custom")
+		v.errs.OneOf(p+".operation", m.Operation, "chat", "completion", "embeddings", "infer", "predict", "custom")
 		if m.Operation == "custom" && len(m.Paths) == 0 {
 			v.fail(p+".paths", "required for operation custom")
 		}
@@ -202,21 +200,9 @@ func (v *validator) file(p, name string) {
 	}
 }
 
-func (v *validator) intRange(p string, n, lo, hi int) {
-	if n < lo || n > hi {
-		v.fail(p, "must be between %d and %d, got %d", lo, hi, n)
-	}
-}
-
 func (v *validator) positive(p string, d time.Duration) {
 	if d <= 0 {
 		v.fail(p, "must be positive, got %v", d)
-	}
-}
-
-func (v *validator) oneOf(p, value string, allowed ...string) {
-	if !slices.Contains(allowed, value) {
-		v.fail(p, "%q is not one of %s", value, strings.Join(allowed, ", "))
 	}
 }
 

@@ -12,10 +12,13 @@
 package field
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
+	"strings"
 )
 
 // Error is an error about one setting, named by its YAML path.
@@ -73,6 +76,20 @@ type List []error
 // Addf adds an *Error at path.
 func (l *List) Addf(path, format string, args ...any) {
 	*l = append(*l, Errorf(path, format, args...))
+}
+
+// Range adds an *Error at path unless lo <= v <= hi.
+func Range[T cmp.Ordered](l *List, path string, v, lo, hi T) {
+	if v < lo || v > hi {
+		l.Addf(path, "must be between %v and %v, got %v", lo, hi, v)
+	}
+}
+
+// OneOf adds an *Error at path unless value is one of allowed.
+func (l *List) OneOf(path, value string, allowed ...string) {
+	if !slices.Contains(allowed, value) {
+		l.Addf(path, "%q is not one of %s", value, strings.Join(allowed, ", "))
+	}
 }
 
 // CheckHTTPSURL checks a URL modelguard fetches from or posts to: absolute,

@@ -214,9 +214,7 @@ func (iss *IssuerSettings) validate(baseDir string) []error {
 			errs.Addf(d.key, "must be positive, got %v", d.d)
 		}
 	}
-	if iss.Leeway < 0 || iss.Leeway > MaxLeeway {
-		errs.Addf("leeway", "must be between 0s and %v, got %v", MaxLeeway, iss.Leeway)
-	}
+	field.Range(&errs, "leeway", iss.Leeway, 0, MaxLeeway)
 
 	kids := make(map[string]int)
 	for j, k := range iss.Keys {

@@ -456,3 +456,21 @@ func TestErrorUnwrap(t *testing.T) {
 		t.Errorf("Error() %q, Is %v", e.Error(), errors.Is(e, inner))
 	}
 }
+
+// An explicit leeway of 0s is kept: New does not take a zero for "unset"
+// (the configuration file gives absent keys their defaults).
+func TestVerifyZeroLeeway(t *testing.T) {
+	k := keys(t)
+	dir := t.TempDir()
+	writeFile(t, dir, "rsa.pem", pemOf(t, &k.rsa.PublicKey))
+	is := DefaultIssuer()
+	is.Issuer, is.Audiences, is.Algorithms = issRSA, []string{"api"}, []string{"RS256"}
+	is.Keys = []StaticKey{{PEMFile: "rsa.pem"}}
+	is.Leeway = 0
+	v, err := New(t.Context(), Settings{Issuers: []IssuerSettings{is}}, dir, Options{now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.Verify(context.Background(), sign(t, "RS256", k.rsa, nil, claimsFor(issRSA, map[string]any{"exp": testNow.Add(-5 * time.Second).Unix()})))
+	wantReason(t, err, ReasonExpired)
+}

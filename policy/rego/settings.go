@@ -62,9 +62,7 @@ func (s Settings) Validate(baseDir string) []error {
 	if _, err := parseQuery(s.Query); err != nil {
 		errs = append(errs, &field.Error{Path: "query", Err: err})
 	}
-	if s.Timeout < MinTimeout || s.Timeout > MaxTimeout {
-		errs.Addf("timeout", "must be between %v and %v, got %v", MinTimeout, MaxTimeout, s.Timeout)
-	}
+	field.Range(&errs, "timeout", s.Timeout, MinTimeout, MaxTimeout)
 	return errs
 }
 
