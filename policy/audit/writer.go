@@ -229,13 +229,13 @@ func NewWriter(s Settings, opts Options, sinks ...Sink) (*Writer, error) {
 		return nil, fmt.Errorf("audit durability %q: want write, fsync or async", s.Durability)
 	}
 	if s.FlushInterval <= 0 {
-		s.FlushInterval = 100 * time.Millisecond
+		s.FlushInterval = DefaultFlushInterval
 	}
 	if s.QueueSize <= 0 {
-		s.QueueSize = 10000
+		s.QueueSize = DefaultQueueSize
 	}
 	if s.BlockTimeout <= 0 {
-		s.BlockTimeout = time.Second
+		s.BlockTimeout = DefaultBlockTimeout
 	}
 	w := &Writer{
 		s: s, sinks: sinks, log: opts.Logger, metrics: opts.Metrics, now: opts.Now,

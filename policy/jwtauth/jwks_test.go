@@ -11,8 +11,6 @@ import (
 	"time"
 
 	"github.com/MicahParks/jwkset"
-
-	"github.com/modelguard/modelguard/policy/config"
 )
 
 const issJWKS = "https://jwks.example"
@@ -118,8 +116,8 @@ func (r *refreshLog) counts() (ok, failed int) {
 	return r.ok, r.failed
 }
 
-func jwksConfig(url string, refresh, unknownKID time.Duration) config.JWT {
-	return config.JWT{Issuers: []config.Issuer{{
+func jwksConfig(url string, refresh, unknownKID time.Duration) Settings {
+	return Settings{Issuers: []IssuerSettings{{
 		Issuer:                 issJWKS,
 		Audiences:              []string{"api"},
 		Algorithms:             []string{"RS256", "ES256"},

@@ -13,8 +13,6 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-
-	"github.com/modelguard/modelguard/policy/config"
 )
 
 const allowFromData = "package modelguard.authz\n\nallow := data.settings.allow\n"
@@ -24,7 +22,7 @@ func TestOpen(t *testing.T) {
 	t.Run("relative to baseDir, defaults", func(t *testing.T) {
 		base := t.TempDir()
 		writeFiles(t, filepath.Join(base, "policy"), good)
-		e, err := Open(t.Context(), config.Authorization{PolicyDir: "policy"}, base, Options{})
+		e, err := Open(t.Context(), Settings{PolicyDir: "policy"}, base, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -41,12 +39,12 @@ func TestOpen(t *testing.T) {
 	})
 	t.Run("absolute path ignores baseDir", func(t *testing.T) {
 		dir := policyDir(t, good)
-		if _, err := Open(t.Context(), config.Authorization{PolicyDir: dir}, "/nonexistent", Options{}); err != nil {
+		if _, err := Open(t.Context(), Settings{PolicyDir: dir}, "/nonexistent", Options{}); err != nil {
 			t.Fatal(err)
 		}
 	})
 
-	for name, cfg := range map[string]config.Authorization{
+	for name, cfg := range map[string]Settings{
 		"no policy_dir": {},
 		"missing dir":   {PolicyDir: filepath.Join(t.TempDir(), "nope")},
 		"broken policy": {PolicyDir: policyDir(t, map[string]string{"authz.rego": "package modelguard.authz\n\nallow if {\n"})},
@@ -61,7 +59,7 @@ func TestOpen(t *testing.T) {
 }
 
 func TestEngineEvalCancelled(t *testing.T) {
-	e, err := Open(t.Context(), config.Authorization{PolicyDir: policyDir(t, map[string]string{
+	e, err := Open(t.Context(), Settings{PolicyDir: policyDir(t, map[string]string{
 		"authz.rego": "package modelguard.authz\n\nallow := true\n",
 	})}, "", Options{})
 	if err != nil {
@@ -97,7 +95,7 @@ func TestReload(t *testing.T) {
 	opts, events := reloads(t.Context())
 	var logs syncBuffer
 	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	e, err := Open(t.Context(), config.Authorization{PolicyDir: dir}, "", opts)
+	e, err := Open(t.Context(), Settings{PolicyDir: dir}, "", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -181,7 +179,7 @@ func TestReloadSkipsUnchangedContent(t *testing.T) {
 	// Polling re-reads the directory constantly: every read of unchanged
 	// content must be skipped, good or refused.
 	opts.Poll = 5 * time.Millisecond
-	e, err := Open(t.Context(), config.Authorization{PolicyDir: dir}, "", opts)
+	e, err := Open(t.Context(), Settings{PolicyDir: dir}, "", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +211,7 @@ func TestReloadSubdirectory(t *testing.T) {
 	dir := policyDir(t, map[string]string{"authz.rego": "package modelguard.authz\n\nallow := data.lib.allow\n",
 		"lib/settings.json": `{"allow": false}`})
 	opts, events := reloads(t.Context())
-	e, err := Open(t.Context(), config.Authorization{PolicyDir: dir}, "", opts)
+	e, err := Open(t.Context(), Settings{PolicyDir: dir}, "", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -250,7 +248,7 @@ func TestConfigMapSwap(t *testing.T) {
 	opts, events := reloads(t.Context())
 	// Loading the hidden ..data or timestamped directory besides the
 	// visible names would change the revision.
-	e, err := Open(t.Context(), config.Authorization{PolicyDir: cm.dir, Query: "data.modelguard.authz.decision"}, "", opts)
+	e, err := Open(t.Context(), Settings{PolicyDir: cm.dir, Query: "data.modelguard.authz.decision"}, "", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -291,7 +289,7 @@ func TestConcurrentEvalDuringReloads(t *testing.T) {
 
 	cm := &configMap{dir: t.TempDir()}
 	cm.publish(t, versions["a"])
-	e, err := Open(t.Context(), config.Authorization{PolicyDir: cm.dir, Query: "data.modelguard.authz.decision", Timeout: 10 * time.Second}, "", Options{})
+	e, err := Open(t.Context(), Settings{PolicyDir: cm.dir, Query: "data.modelguard.authz.decision", Timeout: 10 * time.Second}, "", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +341,7 @@ func TestConcurrentEvalDuringReloads(t *testing.T) {
 // BenchmarkEval is the request path: the example policy deciding on a chat
 // completion request.
 func BenchmarkEval(b *testing.B) {
-	e, err := Open(b.Context(), config.Authorization{PolicyDir: examplePolicy, Query: "data.modelguard.authz.decision"}, "", Options{})
+	e, err := Open(b.Context(), Settings{PolicyDir: examplePolicy, Query: "data.modelguard.authz.decision"}, "", Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
