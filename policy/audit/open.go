@@ -39,7 +39,7 @@ func New(c Config, baseDir string, opts Options) (*Writer, error) {
 		return nil, nil
 	}
 	w, err := NewWriter(Settings{
-		FlushInterval: c.FlushInterval, QueueSize: c.QueueSize,
+		Durability: c.Durability, FlushInterval: c.FlushInterval, QueueSize: c.QueueSize,
 		Block: c.OnFull == "block", BlockTimeout: c.BlockTimeout, Key: key,
 	}, opts, sinks...)
 	if err != nil {

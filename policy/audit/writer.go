@@ -223,7 +223,7 @@ func NewWriter(s Settings, opts Options, sinks ...Sink) (*Writer, error) {
 	}
 	switch s.Durability {
 	case "":
-		s.Durability = DurabilityWrite
+		s.Durability = DefaultDurability
 	case DurabilityWrite, DurabilityFsync, DurabilityAsync:
 	default:
 		return nil, fmt.Errorf("audit durability %q: want write, fsync or async", s.Durability)
