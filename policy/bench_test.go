@@ -56,6 +56,7 @@ func newBenchSetup(b *testing.B, durability audit.Durability) benchSetup {
 authorization:
   policy_dir: policy
   query: data.modelguard.authz.decision
+  timeout: 10s # many callers on a shared machine: CPU waits are not policy errors
 models:
   - {name: gpt-4o-mini, operation: chat}
 `

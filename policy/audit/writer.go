@@ -502,13 +502,15 @@ func (w *Writer) awaitDurable(ticket uint64, e *Event) error {
 	if w.s.Durability == DurabilityFsync {
 		reached = &w.syncedTo
 	}
-	var t *time.Timer
+	var t *time.Timer // made only once the record must be waited for
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
 	for {
 		progress := w.progressSignal()
 		if reached.Load() >= ticket {
-			if t != nil {
-				t.Stop()
-			}
 			return nil
 		}
 		if w.stalled.Load() && !w.s.Block {
@@ -516,7 +518,6 @@ func (w *Writer) awaitDurable(ticket uint64, e *Event) error {
 		}
 		if t == nil {
 			t = time.NewTimer(w.s.BlockTimeout)
-			defer t.Stop()
 		}
 		select {
 		case <-progress:
