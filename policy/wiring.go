@@ -31,6 +31,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	}
 	e.admit, _ = opts.Audit.(Admitter)
 	e.setDefaults()
+	e.maxBody = maxBodyBytes(cfg)
 
 	if len(cfg.Authentication.JWT.Issuers) > 0 {
 		v, err := jwtauth.New(ctx, cfg.Authentication.JWT, cfg.Dir, jwtauth.Options{
@@ -51,8 +52,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		s, err := apikey.Open(ctx, cfg.Path(f), apikey.Options{
 			Logger: e.log,
 			OnReload: func(err error) {
-				e.metrics.KeyReloads.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
-				e.operator(audit.Event{Kind: audit.KindKeyReload, File: cfg.Path(f)}, err, "refused")
+				e.reloaded(e.metrics.KeyReloads, audit.Event{Kind: audit.KindKeyReload, File: cfg.Path(f)}, err)
 			},
 		})
 		if err != nil {
@@ -63,8 +63,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	cat, err := models.Open(ctx, cfg.ModelSettings(), cfg.Dir, models.Options{
 		Logger: e.log,
 		OnReload: func(err error) {
-			e.metrics.SchemaReloads.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
-			e.operator(audit.Event{Kind: audit.KindSchemaReload}, err, "refused")
+			e.reloaded(e.metrics.SchemaReloads, audit.Event{Kind: audit.KindSchemaReload}, err)
 		},
 	})
 	if err != nil {
@@ -74,8 +73,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	r, err := rego.Open(ctx, cfg.Authorization, cfg.Dir, rego.Options{
 		Logger: e.log,
 		OnReload: func(revision string, err error) {
-			e.metrics.PolicyReloads.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
-			e.operator(audit.Event{Kind: audit.KindPolicyReload, PolicyRevision: revision}, err, "refused")
+			e.reloaded(e.metrics.PolicyReloads, audit.Event{Kind: audit.KindPolicyReload, PolicyRevision: revision}, err)
 		},
 	})
 	if err != nil {
@@ -83,4 +81,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	}
 	e.authz = r
 	return e, nil
+}
+
+// maxBodyBytes is the largest body any model accepts.
+func maxBodyBytes(cfg *config.Config) int {
+	n := cfg.RequestBody.MaxBytes
+	for _, m := range cfg.Models {
+		n = max(n, m.Limits.MaxBodyBytes)
+	}
+	return n
 }
