@@ -7,6 +7,13 @@
 // explicit value, even zero or "", is kept and validated. This is how an
 // explicit leeway of 0s, or an identity header set to "" (disabled), is told
 // apart from an unset one.
+//
+// Each subsystem owns its section: the settings type (with its YAML tags),
+// the value of absent keys and the rules (jwtauth.IssuerSettings,
+// rego.Settings, models.Settings, audit.Config), returning field.Errors
+// relative to the section. This package keeps the YAML shape, positions,
+// the server, credential, identity header and log settings, and the rules
+// across sections, and reports every error as "file:line: path: reason".
 package config
 
 import (
