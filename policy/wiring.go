@@ -60,7 +60,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		}
 		e.keys = s
 	}
-	cat, err := models.Open(ctx, cfg, models.Options{
+	cat, err := models.Open(ctx, cfg.ModelSettings(), cfg.Dir, models.Options{
 		Logger: e.log,
 		OnReload: func(err error) {
 			e.reloaded(e.metrics.SchemaReloads, audit.Event{Kind: audit.KindSchemaReload}, err)

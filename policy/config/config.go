@@ -7,6 +7,13 @@
 // explicit value, even zero or "", is kept and validated. This is how an
 // explicit leeway of 0s, or an identity header set to "" (disabled), is told
 // apart from an unset one.
+//
+// Each subsystem owns its section: the settings type (with its YAML tags),
+// the value of absent keys and the rules (jwtauth.IssuerSettings,
+// rego.Settings, models.Settings, audit.Config), returning field.Errors
+// relative to the section. This package keeps the YAML shape, positions,
+// the server, credential, identity header and log settings, and the rules
+// across sections, and reports every error as "file:line: path: reason".
 package config
 
 import (
@@ -14,6 +21,7 @@ import (
 
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/rego"
 )
 
@@ -28,13 +36,15 @@ type Config struct {
 	// owns its settings, defaults and rules).
 	Authorization rego.Settings `yaml:"authorization"`
 	// RequestBody bounds every request body modelguard parses.
-	RequestBody RequestBody `yaml:"request_body"`
+	RequestBody models.BodySettings `yaml:"request_body"`
 	// Models lists the models callers may address, with how requests are
 	// matched to each, its schema and its limits. A request to a model API
 	// whose model is not listed is denied with UnknownModelStatus.
-	Models []Model `yaml:"models"`
+	Models []models.ModelSettings `yaml:"models"`
 	// UnknownModelStatus is 403 (default) or 404.
 	UnknownModelStatus int `yaml:"unknown_model_status"`
+	// (policy/models owns these three keys' settings, defaults and rules;
+	// see ModelSettings.)
 	// IdentityHeaders names the headers set on allowed requests for the upstream.
 	IdentityHeaders IdentityHeaders `yaml:"identity_headers"`
 	// Audit configures the audit trail (policy/audit owns its settings,
@@ -108,50 +118,6 @@ type APIKeys struct {
 	Bearer *bool `yaml:"bearer"`
 }
 
-// RequestBody bounds body parsing for every model.
-type RequestBody struct {
-	// MaxBytes caps a body as received and after decompression; over it the
-	// request gets 413. Default 1048576 (1 MiB), at most server.max_message_bytes.
-	MaxBytes int `yaml:"max_bytes"`
-	// MaxDepth caps JSON nesting (objects and arrays); deeper gets 400.
-	// Default 64, between 2 and 1000.
-	MaxDepth int `yaml:"max_depth"`
-}
-
-// Model is one model callers may use.
-type Model struct {
-	// Name is the model's name as requests carry it: the body's "model"
-	// field (OpenAI-style APIs) or the {model} segment of the path.
-	Name string `yaml:"name"`
-	// Operation is chat, completion, embeddings, infer, predict or custom.
-	Operation string `yaml:"operation"`
-	// Paths are path templates matched against the request path; {model}
-	// captures the model name, {version} any version. Default per
-	// operation: chat /v1/chat/completions, completion /v1/completions,
-	// embeddings /v1/embeddings, infer /v2/models/{model}/infer and
-	// /v2/models/{model}/versions/{version}/infer, predict
-	// /v1/models/{model}:predict and /v1/models/{model}/versions/{version}:predict.
-	// Required for custom. A template without {model} takes the name from
-	// the body's "model" field.
-	Paths []string `yaml:"paths"`
-	// Schema is a built-in schema id (openai.chat_completions,
-	// openai.completions, openai.embeddings, oip.infer, kserve.v1.predict)
-	// or a JSON Schema file (draft 2020-12 unless it says otherwise).
-	// Default per operation; required for custom.
-	Schema string `yaml:"schema"`
-	// Limits beyond the schema.
-	Limits ModelLimits `yaml:"limits"`
-}
-
-// ModelLimits are per-model caps; 0 means no cap (MaxBodyBytes: the
-// request_body default).
-type ModelLimits struct {
-	MaxBodyBytes   int `yaml:"max_body_bytes"`   // 413 above
-	MaxPromptChars int `yaml:"max_prompt_chars"` // characters of prompt text (messages, prompt, input); 400 above
-	MaxTokens      int `yaml:"max_tokens"`       // cap on max_tokens / max_completion_tokens; 400 above
-	MaxMessages    int `yaml:"max_messages"`     // chat messages; 400 above
-}
-
 // IdentityHeaders names the upstream headers describing the caller. Names
 // are lower-cased at load. A header set explicitly to "" is disabled (not
 // set); an absent or null key gets its default. Client-sent copies of the
@@ -162,6 +128,12 @@ type IdentityHeaders struct {
 	AuthMethod string `yaml:"auth_method"` // default x-modelguard-auth-method
 	KeyID      string `yaml:"key_id"`      // default x-modelguard-key-id
 	DecisionID string `yaml:"decision_id"` // default x-modelguard-decision-id
+}
+
+// ModelSettings returns the settings of the model catalog, which the file
+// spreads over three top-level keys.
+func (c *Config) ModelSettings() models.Settings {
+	return models.Settings{Models: c.Models, Body: c.RequestBody, UnknownModelStatus: c.UnknownModelStatus}
 }
 
 // Log configures operator logs on stderr.

@@ -8,6 +8,7 @@ import (
 
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/rego"
 )
 
@@ -21,8 +22,6 @@ const (
 	defaultAPIKeyHeader       = "x-api-key"
 	defaultLogLevel           = "info"
 	defaultLogFormat          = "json"
-	defaultBodyMaxBytes       = 1 << 20
-	defaultBodyMaxDepth       = 64
 )
 
 // applyDefaults fills every field whose key is absent or null. Explicit
@@ -47,10 +46,11 @@ func (c *Config) applyDefaults() {
 
 	fillDefaults(c, "authorization", &c.Authorization, rego.DefaultSettings())
 
+	m := models.DefaultSettings()
 	// A body can never be larger than the gRPC message carrying it.
-	orDefault(c, "request_body.max_bytes", &c.RequestBody.MaxBytes, min(defaultBodyMaxBytes, c.Server.MaxMessageBytes))
-	orDefault(c, "request_body.max_depth", &c.RequestBody.MaxDepth, defaultBodyMaxDepth)
-	orDefault(c, "unknown_model_status", &c.UnknownModelStatus, 403)
+	m.Body.MaxBytes = min(m.Body.MaxBytes, c.Server.MaxMessageBytes)
+	fillDefaults(c, "request_body", &c.RequestBody, m.Body)
+	orDefault(c, "unknown_model_status", &c.UnknownModelStatus, m.UnknownModelStatus)
 
 	h := &c.IdentityHeaders
 	for _, f := range []struct {

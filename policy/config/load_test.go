@@ -13,6 +13,7 @@ import (
 
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/rego"
 )
 
@@ -136,7 +137,7 @@ func TestParseFullConfig(t *testing.T) {
 			APIKeys: APIKeys{File: "keys.yaml", Header: "x-team-key", Bearer: &no},
 		},
 		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond},
-		RequestBody:        RequestBody{MaxBytes: 1 << 20, MaxDepth: 64},
+		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders:    IdentityHeaders{Subject: "x-user", Roles: "", AuthMethod: "x-method", KeyID: "x-key", DecisionID: "x-decision"},
 		Audit: audit.Config{Output: "audit/decisions.jsonl", MaxFileBytes: 100 << 20, Durability: audit.DurabilityWrite, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
@@ -186,7 +187,7 @@ func TestDefaults(t *testing.T) {
 			APIKeys: APIKeys{File: "keys.yaml", Header: "x-api-key", Bearer: &yes},
 		},
 		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond},
-		RequestBody:        RequestBody{MaxBytes: 1 << 20, MaxDepth: 64},
+		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders: IdentityHeaders{
 			Subject:    "x-modelguard-subject",

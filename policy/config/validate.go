@@ -3,7 +3,6 @@ package config
 import (
 	"net"
 	"os"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -99,51 +98,14 @@ func (v *validator) authentication(a *Authentication) {
 	}
 }
 
-// pathTemplate matches a path template: literal segments and the
-// placeholders {model} and {version}, as in /v2/models/{model}/infer or
-// /v1/models/{model}:predict.
-var pathTemplate = regexp.MustCompile(`^(/([A-Za-z0-9._~:@!$&'()*+,;=-]|\{model\}|\{version\})*)+$`)
-
+// models adds the rules across sections to the catalog's own.
 func (v *validator) models(c *Config) {
 	field.Range(&v.errs, "request_body.max_bytes", c.RequestBody.MaxBytes, 1, c.Server.MaxMessageBytes)
-	field.Range(&v.errs, "request_body.max_depth", c.RequestBody.MaxDepth, 2, 1000)
-	if c.UnknownModelStatus != 403 && c.UnknownModelStatus != 404 {
-		v.fail("unknown_model_status", "must be 403 or 404, got %d", c.UnknownModelStatus)
-	}
-	seen := map[string]int{}
+	v.errs = append(v.errs, c.ModelSettings().Validate()...)
 	for i, m := range c.Models {
-		p := "models[" + strconv.Itoa(i) + "]"
-		if m.Name == "" {
-			v.fail(p+".name", "required")
-		}
-		v.errs.OneOf(p+".operation", m.Operation, "chat", "completion", "embeddings", "infer", "predict", "custom")
-		if m.Operation == "custom" && len(m.Paths) == 0 {
-			v.fail(p+".paths", "required for operation custom")
-		}
-		if m.Operation == "custom" && m.Schema == "" {
-			v.fail(p+".schema", "required for operation custom: a JSON Schema file")
-		}
-		for j, t := range m.Paths {
-			if !pathTemplate.MatchString(t) || strings.Count(t, "{model}") > 1 {
-				v.fail(p+".paths["+strconv.Itoa(j)+"]", "%q is not a path template such as /v2/models/{model}/infer", t)
-			}
-		}
-		for _, f := range []struct {
-			key string
-			n   int
-		}{{"max_body_bytes", m.Limits.MaxBodyBytes}, {"max_prompt_chars", m.Limits.MaxPromptChars}, {"max_tokens", m.Limits.MaxTokens}, {"max_messages", m.Limits.MaxMessages}} {
-			if f.n < 0 {
-				v.fail(p+".limits."+f.key, "must not be negative")
-			}
-		}
 		if m.Limits.MaxBodyBytes > c.Server.MaxMessageBytes {
-			v.fail(p+".limits.max_body_bytes", "larger than server.max_message_bytes (%d): such bodies could never arrive", c.Server.MaxMessageBytes)
+			v.fail("models["+strconv.Itoa(i)+"].limits.max_body_bytes", "larger than server.max_message_bytes (%d): such bodies could never arrive", c.Server.MaxMessageBytes)
 		}
-		key := m.Operation + "\x00" + m.Name + "\x00" + strings.Join(m.Paths, "\x00")
-		if first, dup := seen[key]; dup && m.Name != "" {
-			v.fail(p+".name", "model %q is already listed at models[%d]", m.Name, first)
-		}
-		seen[key] = i
 	}
 }
 
