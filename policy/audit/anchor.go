@@ -76,16 +76,9 @@ type anchorFile struct {
 // what it holds (ok false when empty).
 func openAnchor(path string) (*anchorFile, Anchor, bool, error) {
 	name := AnchorPath(path)
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := lockFile(name, path)
 	if err != nil {
 		return nil, Anchor{}, false, err
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, Anchor{}, false, fmt.Errorf("the trail %s is in use: another modelguard holds the lock on %s; two writers on one trail break its chain, so give each server (and each Kong plugin server) its own audit.output", path, name)
-		}
-		return nil, Anchor{}, false, fmt.Errorf("lock %s: %w", name, err)
 	}
 	b, err := io.ReadAll(io.LimitReader(f, anchorLen+1))
 	var (
@@ -100,6 +93,24 @@ func openAnchor(path string) (*anchorFile, Anchor, bool, error) {
 		return nil, Anchor{}, false, fmt.Errorf("%s: %w", name, err)
 	}
 	return &anchorFile{f: f, at: a.Seq}, a, ok, nil
+}
+
+// lockFile opens (creating) name and takes an exclusive flock on it, so
+// that one writer at a time uses the trail it guards; another process, or
+// another writer in this one, is refused.
+func lockFile(name, trail string) (*os.File, error) {
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("the trail %s is in use: another modelguard holds the lock on %s; two writers on one trail break its chain, so give each server (and each Kong plugin server) its own audit.output and audit.spool_dir", trail, name)
+		}
+		return nil, fmt.Errorf("lock %s: %w", name, err)
+	}
+	return f, nil
 }
 
 // set records seq and hash as the last fsynced record. It is not fsynced
