@@ -1,7 +1,6 @@
 package apikey
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io/fs"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/modelguard/modelguard/internal/testkit"
 )
 
 var testNow = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
@@ -130,7 +131,7 @@ func TestBadFileKeepsKeys(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var rec recorder
-			var logs syncBuffer
+			var logs testkit.SyncBuffer
 			s, path := openStore(t, fileAliceBob, Options{
 				OnReload: rec.record,
 				Logger:   slog.New(slog.NewTextHandler(&logs, nil)),
@@ -450,21 +451,4 @@ func (r *recorder) last() error {
 		return nil
 	}
 	return all[len(all)-1]
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
