@@ -15,6 +15,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/modelguard/modelguard/examples"
+	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
@@ -76,13 +77,7 @@ func TestAuditUnavailableDenies(t *testing.T) {
 		t.Errorf("modelguard_audit_denied_total = %v, want 2", got)
 	}
 	close(sink.gate)
-	deadline := time.Now().Add(20 * time.Second)
-	for d := e.Decide(ctx, req()); !d.Allow; d = e.Decide(ctx, req()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("still denied after the trail drained: %d %s", d.Status, d.Reason)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, "requests served after the trail drained", func() bool { return e.Decide(ctx, req()).Allow })
 }
 
 func counterValue(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
@@ -181,16 +176,9 @@ authorization: {policy_dir: policy}
 
 	wait := func(kind, outcome string) *audit.Event {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			if e := rec.find(kind, outcome); e != nil {
-				return e
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no %s event with outcome %s", kind, outcome)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		var ev *audit.Event
+		testkit.Eventually(t, "a "+kind+" event with outcome "+outcome, func() bool { ev = rec.find(kind, outcome); return ev != nil })
+		return ev
 	}
 	if e := wait(audit.KindJWKSRefresh, "failed"); e.Issuer != "https://idp" || e.Detail == "" {
 		t.Errorf("JWKS refresh failure: %+v", e)

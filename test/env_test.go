@@ -315,18 +315,6 @@ func scrape(t testing.TB, base, name string) float64 {
 	return 0
 }
 
-// eventually polls cond with a generous deadline: reloads are asynchronous.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // token signs claims for the test issuer with key and kid; claims override
 // the defaults.
 func token(t testing.TB, method jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {

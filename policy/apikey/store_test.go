@@ -94,7 +94,7 @@ func TestRevoke(t *testing.T) {
 				}
 			}
 			tt.write(t, path, tt.edited)
-			waitFor(t, "alice's key to be refused with "+tt.reason, func() bool {
+			testkit.Eventually(t, "alice's key to be refused with "+tt.reason, func() bool {
 				return reasonOf(s, keyAlice) == tt.reason
 			})
 			want, err := Parse(path, []byte(tt.edited))
@@ -107,7 +107,7 @@ func TestRevoke(t *testing.T) {
 			if want.Len() > 0 && reasonOf(s, keyBob) != "ok" {
 				t.Errorf("bob's key: %s, want ok", reasonOf(s, keyBob))
 			}
-			waitFor(t, "OnReload(nil)", func() bool { return rec.count() > 0 && rec.last() == nil })
+			testkit.Eventually(t, "OnReload(nil)", func() bool { return rec.count() > 0 && rec.last() == nil })
 		})
 	}
 }
@@ -138,7 +138,7 @@ func TestBadFileKeepsKeys(t *testing.T) {
 			})
 			rev := s.Revision()
 			replaceFile(t, path, tt.content)
-			waitFor(t, "OnReload(error)", func() bool { return rec.count() > 0 })
+			testkit.Eventually(t, "OnReload(error)", func() bool { return rec.count() > 0 })
 			err := rec.last()
 			if err == nil {
 				t.Fatalf("bad file accepted; keys now %d, revision %s", s.Len(), s.Revision())
@@ -155,7 +155,7 @@ func TestBadFileKeepsKeys(t *testing.T) {
 			}
 
 			replaceFile(t, path, fileBobCarol)
-			waitFor(t, "the good file to be in force", func() bool { return reasonOf(s, keyCarol) == "ok" })
+			testkit.Eventually(t, "the good file to be in force", func() bool { return reasonOf(s, keyCarol) == "ok" })
 			if r := reasonOf(s, keyAlice); r != ReasonUnknown {
 				t.Errorf("alice after the good file: %s, want %s", r, ReasonUnknown)
 			}
@@ -173,7 +173,7 @@ func TestDeletedFileKeepsKeys(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "OnReload(not exist)", func() bool { return errors.Is(rec.last(), fs.ErrNotExist) })
+	testkit.Eventually(t, "OnReload(not exist)", func() bool { return errors.Is(rec.last(), fs.ErrNotExist) })
 	if s.Revision() != rev || reasonOf(s, keyAlice) != "ok" || reasonOf(s, keyBob) != "ok" {
 		t.Fatalf("after delete: revision %s (want %s), alice %s, bob %s",
 			s.Revision(), rev, reasonOf(s, keyAlice), reasonOf(s, keyBob))
@@ -182,7 +182,7 @@ func TestDeletedFileKeepsKeys(t *testing.T) {
 	// The same content coming back clears the failure for metrics.
 	n := rec.count()
 	replaceFile(t, path, fileAliceBob)
-	waitFor(t, "OnReload(nil) for the restored file", func() bool { return rec.count() > n && rec.last() == nil })
+	testkit.Eventually(t, "OnReload(nil) for the restored file", func() bool { return rec.count() > n && rec.last() == nil })
 	if s.Revision() != rev {
 		t.Errorf("revision %s after restoring, want %s", s.Revision(), rev)
 	}
@@ -276,7 +276,7 @@ func TestConfigMapSwap(t *testing.T) {
 
 	version("..2026_b", fileBobCarol)
 	swap("..2026_b", "..2026_a")
-	waitFor(t, "carol's key after the first swap", func() bool { return reasonOf(s, keyCarol) == "ok" })
+	testkit.Eventually(t, "carol's key after the first swap", func() bool { return reasonOf(s, keyCarol) == "ok" })
 	if reasonOf(s, keyAlice) != ReasonUnknown || reasonOf(s, keyBob) != "ok" {
 		t.Errorf("after the first swap: alice %s, bob %s", reasonOf(s, keyAlice), reasonOf(s, keyBob))
 	}
@@ -284,7 +284,7 @@ func TestConfigMapSwap(t *testing.T) {
 	// A second swap proves the watch survived the first.
 	version("..2026_c", "keys:\n"+entry("carol", keyCarol, "disabled: true"))
 	swap("..2026_c", "..2026_b")
-	waitFor(t, "carol's key disabled after the second swap", func() bool { return reasonOf(s, keyCarol) == ReasonDisabled })
+	testkit.Eventually(t, "carol's key disabled after the second swap", func() bool { return reasonOf(s, keyCarol) == ReasonDisabled })
 	if reasonOf(s, keyBob) != ReasonUnknown {
 		t.Errorf("bob after the second swap: %s", reasonOf(s, keyBob))
 	}
@@ -396,19 +396,6 @@ func replaceFile(tb testing.TB, path, content string) {
 	}
 	if err := os.Rename(f.Name(), path); err != nil {
 		tb.Fatal(err)
-	}
-}
-
-// waitFor polls cond until it holds, failing after a deadline generous
-// enough for a loaded CI machine.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
+	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy/metrics"
 )
 
@@ -80,18 +81,6 @@ func (m *memSink) verify(t *testing.T) Summary {
 	return sum
 }
 
-// eventually polls cond with a generous deadline.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // value reads a counter or gauge.
 func value(m prometheus.Metric) float64 {
 	var d dto.Metric
@@ -154,7 +143,7 @@ func TestWriterQueueFull(t *testing.T) {
 		t.Errorf("lost records counted: %v, want 1", got)
 	}
 	close(sink.gate)
-	eventually(t, "admission once the queue drains", func() bool { return w.Admit(ctx) == nil })
+	testkit.Eventually(t, "admission once the queue drains", func() bool { return w.Admit(ctx) == nil })
 	if err := w.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -211,9 +200,9 @@ func TestWriterRetriesFailingSink(t *testing.T) {
 			for i := range 20 {
 				w.Record(decision(fmt.Sprint(i)))
 			}
-			eventually(t, "the writer to stall", func() bool { return errors.Is(w.Admit(ctx), ErrUnavailable) })
+			testkit.Eventually(t, "the writer to stall", func() bool { return errors.Is(w.Admit(ctx), ErrUnavailable) })
 			fail.Store(false)
-			eventually(t, "the writer to recover", func() bool { return w.Admit(ctx) == nil })
+			testkit.Eventually(t, "the writer to recover", func() bool { return w.Admit(ctx) == nil })
 			if err := w.Shutdown(ctx); err != nil {
 				t.Fatal(err)
 			}

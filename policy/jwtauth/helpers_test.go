@@ -176,18 +176,6 @@ func wantFieldError(t testing.TB, err error, path string) {
 	}
 }
 
-// eventually polls cond until it holds or a generous deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func newVerifier(t testing.TB, cfg config.JWT, dir string, opts Options) *Verifier {
 	t.Helper()
 	if opts.now == nil {

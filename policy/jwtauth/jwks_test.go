@@ -12,6 +12,7 @@ import (
 
 	"github.com/MicahParks/jwkset"
 
+	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy/config"
 )
 
@@ -226,7 +227,7 @@ func TestJWKSRotation(t *testing.T) {
 		}
 		s.serve(r2)
 		old := rsToken(t, k.rsa, "r1")
-		eventually(t, "r1 refused after it left the set", func() bool {
+		testkit.Eventually(t, "r1 refused after it left the set", func() bool {
 			return reasonOf(verifyErr(v, old)) == ReasonUnknownKey
 		})
 		if err := verifyErr(v, rsToken(t, k.rsa2, "r2")); err != nil {
@@ -241,7 +242,7 @@ func TestJWKSRotation(t *testing.T) {
 		s.serve(r1)
 		v := newVerifier(t, jwksConfig(s.srv.URL, 10*time.Millisecond, time.Hour), "", Options{})
 		s.serve(r2, `{"kty":"OKP","crv":"X448","x":"AAAA","kid":"x448"}`, `{"kty":"XYZ","kid":"xyz"}`)
-		eventually(t, "r2 accepted", func() bool { return verifyErr(v, rsToken(t, k.rsa2, "r2")) == nil })
+		testkit.Eventually(t, "r2 accepted", func() bool { return verifyErr(v, rsToken(t, k.rsa2, "r2")) == nil })
 	})
 }
 
@@ -280,7 +281,7 @@ func TestJWKSKeepsLastKeys(t *testing.T) {
 			}
 			s.set(tc.status, tc.body, tc.mode)
 			_, failed := log.counts()
-			eventually(t, "two failed refreshes reported", func() bool {
+			testkit.Eventually(t, "two failed refreshes reported", func() bool {
 				_, f := log.counts()
 				return f >= failed+2
 			})
@@ -292,7 +293,7 @@ func TestJWKSKeepsLastKeys(t *testing.T) {
 			// Recovery is reported as a success.
 			ok, _ := log.counts()
 			s.serve(good)
-			eventually(t, "a successful refresh reported", func() bool {
+			testkit.Eventually(t, "a successful refresh reported", func() bool {
 				o, _ := log.counts()
 				return o > ok
 			})
@@ -325,7 +326,7 @@ func TestJWKSStartDown(t *testing.T) {
 			tok := rsToken(t, k.rsa, tc.kid)
 			wantReason(t, verifyErr(v, tok), ReasonJWKSUnavailable)
 			s.serve(jwk(t, &k.rsa.PublicKey, "r1", nil))
-			eventually(t, "token accepted once the JWKS is up", func() bool { return verifyErr(v, tok) == nil })
+			testkit.Eventually(t, "token accepted once the JWKS is up", func() bool { return verifyErr(v, tok) == nil })
 		})
 	}
 }
@@ -380,7 +381,7 @@ func TestJWKSKeyWait(t *testing.T) {
 	s.set(0, "", "block")
 	unknown := rsToken(t, k.rsa2, "r2")
 	wantReason(t, verifyErr(v, unknown), ReasonUnknownKey)
-	eventually(t, "the refresh reached the endpoint", func() bool { return s.blocked.Load() == 1 })
+	testkit.Eventually(t, "the refresh reached the endpoint", func() bool { return s.blocked.Load() == 1 })
 	// While that refresh hangs, other requests wait at most KeyWait too,
 	// start no second fetch, and known keys verify without waiting.
 	wantReason(t, verifyErr(v, unknown), ReasonUnknownKey)

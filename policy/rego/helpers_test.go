@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/modelguard/modelguard/internal/testkit"
 )
 
 // examplePolicy is the example policy shipped with modelguard.
@@ -124,13 +126,7 @@ func nextReload(t testing.TB, ch <-chan reloadEvent) reloadEvent {
 // waitRevision polls until the engine runs revision want.
 func waitRevision(t testing.TB, e *Engine, want string) {
 	t.Helper()
-	stop := time.Now().Add(deadline)
-	for e.Revision() != want {
-		if time.Now().After(stop) {
-			t.Fatalf("revision %s still running after %v, want %s", e.Revision(), deadline, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, "revision "+want+" in force", func() bool { return e.Revision() == want })
 }
 
 // value parses a JSON or Rego literal into an AST value.
