@@ -76,7 +76,7 @@ func TestRevoke(t *testing.T) {
 	}{
 		{"entry removed, file replaced", replaceFile,
 			"keys:\n" + entry("bob", keyBob), ReasonUnknown},
-		{"entry removed, rewritten in place", writeFile,
+		{"entry removed, rewritten in place", rewriteFile,
 			"keys:\n" + entry("bob", keyBob), ReasonUnknown},
 		{"disabled", replaceFile,
 			"keys:\n" + entry("alice", keyAlice, "disabled: true") + entry("bob", keyBob), ReasonDisabled},
@@ -242,7 +242,7 @@ func TestConfigMapSwap(t *testing.T) {
 		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, filepath.Join(dir, name, "keys.yaml"), content)
+		testkit.WriteFile(t, filepath.Join(dir, name), "keys.yaml", content)
 	}
 	swap := func(name, old string) {
 		t.Helper()
@@ -368,16 +368,14 @@ func openStore(tb testing.TB, content string, opts Options) (*Store, string) {
 
 func writeTemp(tb testing.TB, content string) string {
 	tb.Helper()
-	path := filepath.Join(tb.TempDir(), "keys.yaml")
-	writeFile(tb, path, content)
-	return path
+	return testkit.WriteFile(tb, tb.TempDir(), "keys.yaml", content)
 }
 
-func writeFile(tb testing.TB, path, content string) {
+// rewriteFile writes like tools that truncate the file and write it again,
+// so a reader may see it half-written.
+func rewriteFile(tb testing.TB, path, content string) {
 	tb.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		tb.Fatal(err)
-	}
+	testkit.WriteFile(tb, filepath.Dir(path), filepath.Base(path), content)
 }
 
 // replaceFile writes like editors and deploy tools do: a temporary file
