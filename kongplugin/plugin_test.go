@@ -21,6 +21,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/modelguard/modelguard/examples"
+	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
@@ -107,9 +108,7 @@ func newFixture(t *testing.T, anonymous bool) *fixture {
 
 func (f *fixture) write(t *testing.T, name, content string) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(f.dir, name), []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testkit.WriteFile(t, f.dir, name, content)
 }
 
 func (f *fixture) config(path string) *Config {

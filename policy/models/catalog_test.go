@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy/config"
 )
 
@@ -19,7 +20,7 @@ func openCatalog(t *testing.T, extra string) (*Catalog, string) {
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "policies"), 0o755)
 	os.Mkdir(filepath.Join(dir, "schemas"), 0o755)
-	write(t, filepath.Join(dir, "schemas", "score.json"), `{"type":"object","required":["features"],"properties":{"features":{"type":"array","items":{"type":"number"}}}}`)
+	testkit.WriteFile(t, filepath.Join(dir, "schemas"), "score.json", `{"type":"object","required":["features"],"properties":{"features":{"type":"array","items":{"type":"number"}}}}`)
 	doc := `authentication: {allow_anonymous: true}
 authorization: {policy_dir: policies}
 models:
@@ -48,13 +49,6 @@ models:
 		t.Fatal(cfg.Error(err))
 	}
 	return c, dir
-}
-
-func write(t *testing.T, path, s string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func gz(s string) []byte {
@@ -170,16 +164,16 @@ func TestSchemaReload(t *testing.T) {
 	c, dir := openCatalog(t, "")
 	reloads := make(chan error, 10)
 	c.onReload = func(err error) { reloads <- err }
-	file := filepath.Join(dir, "schemas", "score.json")
+	schemas := filepath.Join(dir, "schemas")
 
-	write(t, file, `{"type":"object","required":["features","version"]}`)
+	testkit.WriteFile(t, schemas, "score.json", `{"type":"object","required":["features","version"]}`)
 	if err := <-reloadOrTimeout(t, reloads); err != nil {
 		t.Fatalf("good schema refused: %v", err)
 	}
 	if _, d, _ := c.Inspect(post("/score/scorer", `{"features":[0.1]}`)); d == nil || d.Reason != "body_schema_violation" {
 		t.Fatalf("new schema not in force: %+v", d)
 	}
-	write(t, file, `{"type": "object", "required": 7}`)
+	testkit.WriteFile(t, schemas, "score.json", `{"type": "object", "required": 7}`)
 	if err := <-reloadOrTimeout(t, reloads); err == nil {
 		t.Fatal("broken schema accepted")
 	}
