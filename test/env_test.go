@@ -30,6 +30,7 @@ import (
 
 	"github.com/modelguard/modelguard/examples"
 	"github.com/modelguard/modelguard/extauthz"
+	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
@@ -199,13 +200,7 @@ func (e *env) writeKeys(entries map[string]keyEntry) {
 
 func writeAtomic(t testing.TB, path, content string) {
 	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
+	testkit.ReplaceFile(t, filepath.Dir(path), filepath.Base(path), content)
 }
 
 // result is what the client saw, plus the access log line for it.

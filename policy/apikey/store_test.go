@@ -382,19 +382,7 @@ func rewriteFile(tb testing.TB, path, content string) {
 // renamed over the old one, so readers see the old or the new content.
 func replaceFile(tb testing.TB, path, content string) {
 	tb.Helper()
-	f, err := os.CreateTemp(filepath.Dir(path), ".keys-*.tmp")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := f.WriteString(content); err != nil {
-		tb.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		tb.Fatal(err)
-	}
+	testkit.ReplaceFile(tb, filepath.Dir(path), filepath.Base(path), content)
 }
 
 // reasonOf is "ok" for an accepted key, else the refusal reason.
