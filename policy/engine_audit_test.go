@@ -8,7 +8,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
@@ -98,10 +97,10 @@ func TestAuditRecordFields(t *testing.T) {
 		e.bodySHA256 = withHash
 		d := e.Evaluate(context.Background(), req)
 		e.RecordDecision(req, d, 201, 5*time.Millisecond) // as Kong's log phase reports it
-		if len(rec.events) != 1 {
-			t.Fatalf("%d events", len(rec.events))
+		if len(rec.Events()) != 1 {
+			t.Fatalf("%d events", len(rec.Events()))
 		}
-		ev := rec.events[0]
+		ev := rec.Events()[0]
 		want := audit.Event{Kind: audit.KindDecision, Time: d.Start, DecisionID: d.ID, RequestID: "req-1", Gateway: "envoy",
 			Subject: "alice", AuthMethod: "api_key", KeyID: "k-alice", Model: "gpt-4o-mini", Operation: "chat",
 			Method: "POST", Path: "/v1/chat/completions", SourceAddress: "10.0.0.7:51000", Result: "allow",
@@ -113,31 +112,6 @@ func TestAuditRecordFields(t *testing.T) {
 			t.Errorf("body_sha256 %v: event\n got  %+v\n want %+v", withHash, ev, want)
 		}
 	}
-}
-
-// syncRecorder collects events from several goroutines (reload callbacks).
-type syncRecorder struct {
-	mu     sync.Mutex
-	events []audit.Event
-}
-
-func (r *syncRecorder) Record(e *audit.Event) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, *e)
-	return nil
-}
-
-func (r *syncRecorder) find(kind, outcome string) *audit.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i := range r.events {
-		if r.events[i].Kind == kind && r.events[i].Outcome == outcome {
-			e := r.events[i]
-			return &e
-		}
-	}
-	return nil
 }
 
 // The engine records operator events: JWKS refresh failures, and policy and
@@ -164,7 +138,7 @@ authorization: {policy_dir: policy}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	rec := &syncRecorder{}
+	rec := &testkit.EventLog[audit.Event]{}
 	e, err := New(ctx, cfg, Options{Audit: rec})
 	if err != nil {
 		t.Fatal(err)
@@ -176,9 +150,12 @@ authorization: {policy_dir: policy}
 
 	wait := func(kind, outcome string) *audit.Event {
 		t.Helper()
-		var ev *audit.Event
-		testkit.Eventually(t, "a "+kind+" event with outcome "+outcome, func() bool { ev = rec.find(kind, outcome); return ev != nil })
-		return ev
+		var found []audit.Event
+		testkit.Eventually(t, "a "+kind+" event with outcome "+outcome, func() bool {
+			found = rec.Filter(func(e audit.Event) bool { return e.Kind == kind && e.Outcome == outcome })
+			return len(found) > 0
+		})
+		return &found[0]
 	}
 	if e := wait(audit.KindJWKSRefresh, "failed"); e.Issuer != "https://idp" || e.Detail == "" {
 		t.Errorf("JWKS refresh failure: %+v", e)
