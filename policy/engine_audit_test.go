@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/modelguard/modelguard/examples"
 	"github.com/modelguard/modelguard/internal/testkit"
@@ -72,20 +72,11 @@ func TestAuditUnavailableDenies(t *testing.T) {
 			t.Errorf("%s with a full audit queue: allow=%v %d %s %q", step.name, d.Allow, d.Status, d.Reason, d.Message)
 		}
 	}
-	if got := counterValue(t, e.metrics.AuditDenied); got != 2 {
+	if got := testutil.ToFloat64(e.metrics.AuditDenied); got != 2 {
 		t.Errorf("modelguard_audit_denied_total = %v, want 2", got)
 	}
 	close(sink.gate)
 	testkit.Eventually(t, "requests served after the trail drained", func() bool { return e.Decide(ctx, req()).Allow })
-}
-
-func counterValue(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
 }
 
 func TestAuditRecordFields(t *testing.T) {

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy/metrics"
 )
@@ -142,22 +144,22 @@ func TestHTTPSinkDownThenUp(t *testing.T) {
 	}
 	wg.Wait()
 	testkit.Eventually(t, "failed deliveries", func() bool { return rcv.failures.Load() >= 3 })
-	if value(m.AuditSpoolBytes) == 0 || spoolSegments(t, spool) == 0 {
+	if testutil.ToFloat64(m.AuditSpoolBytes) == 0 || spoolSegments(t, spool) == 0 {
 		t.Fatal("nothing spooled while the endpoint is down")
 	}
 	rcv.up.Store(true)
 	testkit.Eventually(t, "every record delivered", func() bool { return rcv.has(300) })
-	testkit.Eventually(t, "the spool to drain", func() bool { return value(m.AuditSpoolBytes) == 0 && spoolSegments(t, spool) == 0 })
+	testkit.Eventually(t, "the spool to drain", func() bool { return testutil.ToFloat64(m.AuditSpoolBytes) == 0 && spoolSegments(t, spool) == 0 })
 	if err := w.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if sum, err := VerifyFiles([]string{rcv.trail(t)}, VerifyOptions{}); err != nil || sum.Records != 300 {
 		t.Fatalf("received trail: %+v %v", sum, err)
 	}
-	if got := value(m.AuditHTTPDelivered); got < 300 {
+	if got := testutil.ToFloat64(m.AuditHTTPDelivered); got < 300 {
 		t.Errorf("delivered counter %v", got)
 	}
-	if got := value(m.AuditSinkErrors.WithLabelValues("http", "send")); got < 3 {
+	if got := testutil.ToFloat64(m.AuditSinkErrors.WithLabelValues("http", "send")); got < 3 {
 		t.Errorf("send errors counted: %v", got)
 	}
 }
