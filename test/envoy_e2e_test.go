@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 
@@ -343,7 +343,7 @@ func TestEnvoyJWKSRotation(t *testing.T) {
 		t.Fatalf("k1 before rotation: %d %s", r.status, r.reason())
 	}
 	next := newRSAKey(t)
-	e.jwks.set(map[string]*rsa.PublicKey{"k2": &next.PublicKey})
+	e.jwks.Serve(rs256JWK(t, &next.PublicKey, "k2"))
 	// The new kid is unknown to the cached set: it triggers a refresh.
 	testkit.Eventually(t, "the new kid to be accepted", func() bool {
 		return e.do("POST", "/v1/chat/completions", bearer(token(t, jwt.SigningMethodRS256, next, "k2", nil)), chatBody("gpt-4o-mini")).status == 200
@@ -363,16 +363,16 @@ func TestEnvoyJWKSDownKeepsLastKeys(t *testing.T) {
 				t.Fatalf("before: %d %s", r.status, r.reason())
 			}
 			if mode == "500" {
-				e.jwks.fail.Store(true)
+				e.jwks.Set(http.StatusInternalServerError, "down", testkit.JWKSAnswer)
 			} else {
-				e.jwks.junk.Store(true)
+				e.jwks.Set(http.StatusOK, "<html>maintenance</html>", testkit.JWKSAnswer)
 			}
-			calls := e.jwks.calls.Load()
+			calls := e.jwks.Hits()
 			// An unknown kid forces a refresh attempt against the broken endpoint.
 			other := newRSAKey(t)
 			testkit.Eventually(t, "a refresh attempt", func() bool {
 				e.do("POST", "/v1/chat/completions", bearer(token(t, jwt.SigningMethodRS256, other, "k9", nil)), chatBody("gpt-4o-mini"))
-				return e.jwks.calls.Load() > calls
+				return e.jwks.Hits() > calls
 			})
 			if r := e.do("POST", "/v1/chat/completions", good, chatBody("gpt-4o-mini")); r.status != 200 {
 				t.Fatalf("with the JWKS endpoint down, the last good key got %d %s", r.status, r.reason())
