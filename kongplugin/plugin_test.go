@@ -21,11 +21,11 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/modelguard/modelguard/examples"
-	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 func isDecision(e audit.Event) bool { return e.Kind == audit.KindDecision }

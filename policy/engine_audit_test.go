@@ -14,10 +14,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/modelguard/modelguard/examples"
-	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // gatedSink holds every write until its gate closes: a sink that hangs.

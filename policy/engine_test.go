@@ -10,13 +10,13 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
-	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/rego"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // Fakes for the steps, to reach failure paths the real ones cannot be made

@@ -26,9 +26,9 @@ import (
 
 	"github.com/modelguard/modelguard/examples"
 	"github.com/modelguard/modelguard/extauthz"
-	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // auditServer is a modelguard serve child process.

@@ -17,9 +17,9 @@ import (
 	"testing"
 
 	"github.com/modelguard/modelguard/examples"
-	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // auditReceiver is an HTTP audit endpoint that is down (503) until told

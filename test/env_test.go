@@ -29,13 +29,13 @@ import (
 
 	"github.com/modelguard/modelguard/examples"
 	"github.com/modelguard/modelguard/extauthz"
-	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/test/envoyharness"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 const (

@@ -16,7 +16,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/modelguard/modelguard/internal/testkit"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // TestEnvoyAuthentication drives real HTTP requests through the Envoy

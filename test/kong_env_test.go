@@ -12,8 +12,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/test/kongharness"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // kongBinary builds cmd/modelguard as Kong runs it: a binary named after

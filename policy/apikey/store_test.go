@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelguard/modelguard/internal/testkit"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 var testNow = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)

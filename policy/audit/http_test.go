@@ -18,8 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy/metrics"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // receiver is an audit endpoint that can be down (503) and keeps every

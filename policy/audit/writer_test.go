@@ -14,8 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy/metrics"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // memSink keeps records in memory; it can hold writes at a gate and fail

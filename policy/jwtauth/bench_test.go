@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelguard/modelguard/internal/testkit"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 func benchVerify(b *testing.B, v *Verifier, token string) {

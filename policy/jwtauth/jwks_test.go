@@ -11,8 +11,8 @@ import (
 
 	"github.com/MicahParks/jwkset"
 
-	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 const issJWKS = "https://jwks.example"

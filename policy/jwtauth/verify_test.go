@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 const (

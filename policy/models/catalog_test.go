@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelguard/modelguard/internal/testkit"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 func openCatalog(t *testing.T, extra string) (*Catalog, string) {

@@ -10,7 +10,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
-	"github.com/modelguard/modelguard/internal/testkit"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // examplePolicy is the example policy shipped with modelguard.

@@ -11,7 +11,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/modelguard/modelguard/internal/testkit"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 func TestBuiltins(t *testing.T) {

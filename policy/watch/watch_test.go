@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelguard/modelguard/internal/testkit"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 func TestDirsCallsOnChange(t *testing.T) {

@@ -39,7 +39,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelguard/modelguard/internal/testkit"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // Build compiles the Go package pkg into a binary called name (a Go

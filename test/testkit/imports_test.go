@@ -11,7 +11,7 @@ import (
 	"testing"
 )
 
-const importPath = "github.com/modelguard/modelguard/internal/testkit"
+const importPath = "github.com/modelguard/modelguard/test/testkit"
 
 // TestImportedByTestsOnly fails when code that ships (any non-test file
 // outside test/) imports this package.

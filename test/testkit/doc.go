@@ -3,6 +3,6 @@
 // polling wait, file writing, an in-memory event log, a JWKS endpoint).
 //
 // Only _test.go files and the gateway harnesses under test/ may import it;
-// TestImportedByTestsOnly enforces that. It is not a home for production
-// code: a helper that the server itself needs belongs in its own package.
+// TestImportedByTestsOnly enforces that. It is not a home for shared
+// production code: what the server itself needs belongs in its own package.
 package testkit
