@@ -22,8 +22,12 @@
 //     text as json.Number.
 //   - Strings in the result are copies: keeping one (a metrics label, a
 //     cache key) does not keep the body alive.
-//   - Keys are compared byte for byte after unescaping: "model" and "MODEL"
-//     are two keys; "model" and "mod\u0065l" are duplicates.
+//   - Keys are compared after unescaping: "model" and "mod\u0065l" are
+//     duplicates (body_duplicate_key). Keys equal under the simple case
+//     folding encoding/json uses to match struct fields ("model" and
+//     "MODEL", "k" and the Kelvin sign U+212A, "s" and the long s U+017F)
+//     are refused as body_ambiguous_key: this check would read one and a
+//     model server decoding into a struct the other.
 //   - A byte order mark is not whitespace: a body starting with one is not
 //     JSON (encoding/json agrees).
 //   - Stacked content codings ("gzip, gzip") are refused with 415: clients do
@@ -87,6 +91,7 @@ const (
 	ReasonInvalidEscape       = "body_invalid_escape"       // 400: an unknown escape such as \x, or \u without 4 hex digits
 	ReasonControlCharacter    = "body_control_character"    // 400: a raw control character (below U+0020) in a string
 	ReasonDuplicateKey        = "body_duplicate_key"        // 400: an object key appears twice
+	ReasonAmbiguousKey        = "body_ambiguous_key"        // 400: two keys of one object differ only in letter case
 	ReasonTooDeep             = "body_too_deep"             // 400: nesting over MaxDepth
 	ReasonTrailingData        = "body_trailing_data"        // 400: anything but whitespace after the top-level value
 	ReasonNumberInvalid       = "body_number_invalid"       // 400: not an RFC 8259 number, or overflows float64

@@ -17,7 +17,8 @@ import (
 // Any top-level value is allowed; callers that need an object check it.
 //
 // It refuses, with a 400 *Error naming the JSON pointer: an empty or
-// whitespace-only body, syntax errors, duplicate keys at any depth, data
+// whitespace-only body, syntax errors, duplicate keys at any depth, keys
+// that differ only in letter case (see foldDuplicate) at any depth, data
 // after the value, invalid UTF-8, lone surrogates in \u escapes, raw control
 // characters in strings, nesting deeper than lim.MaxDepth (checked while
 // descending, so a deep body costs no more than MaxDepth levels of work),
@@ -264,7 +265,8 @@ func (p *parser) object(depth int) (any, *Error) {
 
 // endObject builds the map of the members above base. Inserting into the
 // map being built finds duplicates in linear time: a key already present
-// leaves the length unchanged.
+// leaves the length unchanged. Names equal under case folding are refused
+// too: a server decoding into a struct with encoding/json would read either.
 func (p *parser) endObject(base int) (any, *Error) {
 	ms := p.members[base:]
 	m := make(map[string]any, len(ms))
@@ -276,6 +278,12 @@ func (p *parser) endObject(base int) (any, *Error) {
 			p.segs = append(p.segs, pathSeg{key: ms[i].key, index: -1})
 			return nil, e
 		}
+	}
+	if i := foldDuplicate(ms); i >= 0 {
+		p.pos = ms[i].offset
+		e := p.fail(ReasonAmbiguousKey, "has object keys that differ only in letter case")
+		p.segs = append(p.segs, pathSeg{key: ms[i].key, index: -1})
+		return nil, e
 	}
 	p.members = p.members[:base]
 	return m, nil
