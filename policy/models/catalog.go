@@ -285,7 +285,10 @@ func (c *Catalog) Inspect(r Request) (m *Model, d *Denial, ok bool) {
 		c.log.Error("schema validation failed: denied", "schema", chosen.schema, "error", err)
 		return nil, &Denial{http.StatusServiceUnavailable, "schema_error", "service unavailable"}, true
 	}
-	facts := factsOf(chosen.operation, doc)
+	facts, d := factsOf(chosen.operation, doc)
+	if d != nil {
+		return nil, d, true
+	}
 	if d := chosen.limits.check(facts); d != nil {
 		return nil, d, true
 	}

@@ -87,6 +87,7 @@ func TestInspect(t *testing.T) {
 		{"infer with a version", post("/v2/models/resnet/versions/3/infer", infer), "resnet", 0, "", ""},
 		{"predict", post("/v1/models/half_plus_two:predict", `{"instances":[1.0,2.0]}`), "half_plus_two", 0, "", ""},
 		{"custom with a user schema", post("/score/scorer", `{"features":[0.1]}`), "scorer", 0, "", ""},
+		{"max_tokens 1e3 and 2.0 are whole numbers", post("/v1/chat/completions", `{"model":"gpt-4o-mini","max_tokens":1e3,"max_completion_tokens":2.0,"messages":[{"role":"user","content":"x"}]}`), "gpt-4o-mini", 0, "", ""},
 		{"gzip body", Request{Method: "POST", Path: "/v1/chat/completions", ContentType: "application/json; charset=utf-8", Encoding: "gzip", Body: gz(chat)}, "gpt-4o-mini", 0, "", ""},
 		{"unlisted model in the body", post("/v1/chat/completions", `{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}`), "", 403, "model_not_configured", ""},
 		{"unlisted model in the path", post("/v2/models/bert/infer", infer), "", 403, "model_not_configured", ""},
@@ -102,6 +103,14 @@ func TestInspect(t *testing.T) {
 		{"max_tokens over the cap", post("/v1/chat/completions", `{"model":"gpt-4o-mini","max_tokens":1001,"messages":[{"role":"user","content":"x"}]}`), "", 400, "max_tokens_limit_exceeded", ""},
 		{"max_tokens spelled as 1e4", post("/v1/chat/completions", `{"model":"gpt-4o-mini","max_tokens":1e4,"messages":[{"role":"user","content":"x"}]}`), "", 400, "", ""},
 		{"max_completion_tokens over the cap", post("/v1/chat/completions", `{"model":"gpt-4o-mini","max_completion_tokens":5000,"messages":[{"role":"user","content":"x"}]}`), "", 400, "max_tokens_limit_exceeded", ""},
+		{"max_tokens hidden behind max_completion_tokens", post("/v1/chat/completions", `{"model":"gpt-4o-mini","max_completion_tokens":10,"max_tokens":1000000,"messages":[{"role":"user","content":"x"}]}`), "", 400, "max_tokens_limit_exceeded", ""},
+		{"max_tokens -1 behind max_completion_tokens", post("/v1/chat/completions", `{"model":"gpt-4o-mini","max_completion_tokens":10,"max_tokens":-1,"messages":[{"role":"user","content":"x"}]}`), "", 400, "max_tokens_invalid", "/max_tokens"},
+		{"negative max_completion_tokens", post("/v1/chat/completions", `{"model":"gpt-4o-mini","max_completion_tokens":-5,"messages":[{"role":"user","content":"x"}]}`), "", 400, "max_tokens_invalid", "/max_completion_tokens"},
+		{"max_output_tokens over the cap", post("/v1/chat/completions", `{"model":"gpt-4o-mini","max_tokens":10,"max_output_tokens":4096,"messages":[{"role":"user","content":"x"}]}`), "", 400, "max_tokens_limit_exceeded", ""},
+		{"null max_tokens does not hide the other", post("/v1/chat/completions", `{"model":"gpt-4o-mini","max_tokens":null,"max_completion_tokens":1001,"messages":[{"role":"user","content":"x"}]}`), "", 400, "max_tokens_limit_exceeded", ""},
+		{"max_tokens as a string, schema silent", post("/score/scorer", `{"features":[0.1],"max_tokens":"100000"}`), "", 400, "max_tokens_invalid", ""},
+		{"max_tokens as a fraction, schema silent", post("/score/scorer", `{"features":[0.1],"max_tokens":10.5}`), "", 400, "max_tokens_invalid", ""},
+		{"max_tokens as a boolean, schema silent", post("/score/scorer", `{"features":[0.1],"max_output_tokens":true}`), "", 400, "max_tokens_invalid", ""},
 		{"too many messages", post("/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"user","content":"c"},{"role":"user","content":"d"}]}`), "", 400, "messages_limit_exceeded", ""},
 		{"prompt too long (text parts count)", post("/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":[{"type":"text","text":"0123456789"},{"type":"text","text":"0123456789!"}]}]}`), "", 400, "prompt_limit_exceeded", ""},
 		{"over the model's body cap", post("/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}],"user":"`+strings.Repeat("u", 3000)+`"}`), "", 413, "body_too_large", ""},
@@ -152,7 +161,7 @@ func TestUnknownModelStatus404(t *testing.T) {
 
 func TestFacts(t *testing.T) {
 	c, _ := openCatalog(t, "")
-	m, d, _ := c.Inspect(post("/v1/chat/completions", `{"model":"gpt-4o-mini","stream":true,"n":2,"max_tokens":64,
+	m, d, _ := c.Inspect(post("/v1/chat/completions", `{"model":"gpt-4o-mini","stream":true,"n":2,"max_completion_tokens":10,"max_tokens":64,
 		"messages":[{"role":"system","content":"Be brief"},{"role":"user","content":[{"type":"text","text":"héllo"}]}],
 		"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}]}`))
 	if d != nil {
