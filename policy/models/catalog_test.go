@@ -144,6 +144,10 @@ func TestInspectNotAModelRequest(t *testing.T) {
 		{Method: "GET", Path: "/v2/models/resnet"},
 		{Method: "POST", Path: "/v1/files"},
 		{Method: "POST", Path: "/v2/models/resnet/infer/extra"},
+		{Method: "PUT", Path: "/v1/chat/completions"},
+		{Method: "GET", Path: "/V1/chat/completions/"},
+		{Method: "POST", Path: "/v1/chat/completions%zz"},
+		{Method: "POST", Path: "/v1/files/"},
 	} {
 		if _, _, ok := c.Inspect(r); ok {
 			t.Errorf("%s %s taken for a model request", r.Method, r.Path)
@@ -229,6 +233,85 @@ func TestTemplateMatch(t *testing.T) {
 		model, ok := compileTemplate(tc.tmpl).match(tc.path)
 		if ok != tc.ok || model != tc.model {
 			t.Errorf("%s ~ %s: got %q %v, want %q %v", tc.tmpl, tc.path, model, ok, tc.model, tc.ok)
+		}
+	}
+}
+
+// Paths a lenient server could route to a model API are checked as that
+// model request or refused; never passed as a non-model request.
+func TestInspectPathForms(t *testing.T) {
+	c, _ := openCatalog(t, "")
+	chat := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}]}`
+	bad := `{"model":"gpt-4o-mini","messages":[{"role":"wizard","content":"x"}]}`
+	infer := `{"inputs":[{"name":"x","shape":[2],"datatype":"FP32","data":[1.0,2.0]}]}`
+	tests := []struct {
+		method, path, body string
+		model              string // checked as this model's request
+		reason             string // or refused
+	}{
+		// Envoy's normalize_path and merge_slashes forms: the model request.
+		{"POST", "//v1/chat/completions", chat, "gpt-4o-mini", ""},
+		{"POST", "/v1//chat/completions", chat, "gpt-4o-mini", ""},
+		{"POST", "/v1/./chat/completions", chat, "gpt-4o-mini", ""},
+		{"POST", "/x/../v1/chat/completions", chat, "gpt-4o-mini", ""},
+		{"POST", "/../v1/chat/completions", chat, "gpt-4o-mini", ""},
+		{"POST", "/v1/chat/%63ompletions", chat, "gpt-4o-mini", ""},
+		{"POST", "/%76%31/chat/completions", chat, "gpt-4o-mini", ""},
+		{"POST", "/v1/chat/%2e/completions", chat, "gpt-4o-mini", ""},
+		{"POST", "/v2/models/res%6Eet/infer", infer, "resnet", ""},
+		{"POST", "//v1/chat/completions", bad, "", "body_schema_violation"},
+		{"POST", "/v1/chat/%63ompletions", bad, "", "body_schema_violation"},
+		// Other forms a lenient server may route: refused.
+		{"POST", "/v1/chat/completions/", chat, "", "route_ambiguous"},
+		{"POST", "/v1/chat/completions/.", chat, "", "route_ambiguous"},
+		{"POST", "/V1/chat/completions", chat, "", "route_ambiguous"},
+		{"POST", "/v1/CHAT/COMPLETIONS", chat, "", "route_ambiguous"},
+		{"POST", "/v1/embedding\u017f", `{"model":"text-embedding-3-small","input":"hi"}`, "", "route_ambiguous"},
+		{"POST", "/v1/chat/completions;x=1", chat, "", "route_ambiguous"},
+		{"POST", "/v1/chat;x=1/completions", chat, "", "route_ambiguous"},
+		{"POST", "/v1/chat%2Fcompletions", chat, "", "route_ambiguous"},
+		{"POST", "/v1/chat%2fcompletions", chat, "", "route_ambiguous"},
+		{"POST", `/v1/chat\completions`, chat, "", "route_ambiguous"},
+		{"POST", "/v1/chat%5Ccompletions", chat, "", "route_ambiguous"},
+		{"POST", "/v1/chat/%2563ompletions", chat, "", "route_ambiguous"},
+		{"POST", "/v2/MODELS/resnet/infer", infer, "", "route_ambiguous"},
+		{"POST", "/v1/models/half_plus_two:PREDICT", `{"instances":[1.0]}`, "", "route_ambiguous"},
+		{"POST", "/score/scorer/", `{"features":[0.1]}`, "", "route_ambiguous"},
+		{"post", "/v1/chat/completions", chat, "", "route_ambiguous"},
+		{"Post", "/v1/chat/completions", chat, "", "route_ambiguous"},
+		{"post", "//v1/chat/completions/", chat, "", "route_ambiguous"},
+	}
+	for _, tc := range tests {
+		m, d, ok := c.Inspect(Request{Method: tc.method, Path: tc.path, ContentType: "application/json", Body: []byte(tc.body)})
+		switch {
+		case !ok:
+			t.Errorf("%s %s passed as a non-model request", tc.method, tc.path)
+		case tc.model != "" && (m == nil || m.Name != tc.model):
+			t.Errorf("%s %s: got %+v %+v, want model %s", tc.method, tc.path, m, d, tc.model)
+		case tc.reason != "" && (d == nil || d.Status != http.StatusBadRequest || d.Reason != tc.reason):
+			t.Errorf("%s %s: got %+v %+v, want 400 %s", tc.method, tc.path, m, d, tc.reason)
+		}
+	}
+}
+
+func TestNormalizePath(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                       "",
+		"/":                      "/",
+		"/v1/models":             "/v1/models",
+		"//a///b/":               "/a/b/",
+		"/a/./b/../c":            "/a/c",
+		"/a/b/..":                "/a/",
+		"/..":                    "/",
+		"/a%2fb%2Fc":             "/a%2Fb%2Fc",
+		"/%7euser/%41%2d%5f%2E":  "/~user/A-_.",
+		"/a%zz/b%4":              "/a%zz/b%4",
+		"/.well-known/x":         "/.well-known/x",
+		"/a/%2e%2e/b":            "/b",
+		"/v1/chat%3bx/completio": "/v1/chat%3Bx/completio",
+	} {
+		if got := normalizePath(in); got != want {
+			t.Errorf("normalizePath(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
