@@ -63,6 +63,15 @@ type Limits struct {
 	// is depth 1); deeper gets 400. Zero or negative means DefaultMaxDepth;
 	// values over 10000 count as 10000 (the parser recurses once per level).
 	MaxDepth int
+	// Names are the member names an error Message may show (names a schema
+	// defines); other names are shown as "*", since the caller chose them.
+	// Nil shows none. Error.Pointer always has the real names.
+	Names Names
+}
+
+// Names tells which member names are not the caller's text.
+type Names interface {
+	Named(name string) bool
 }
 
 func (l Limits) maxBytes() int {
@@ -117,8 +126,8 @@ type Error struct {
 	// Offset is the byte offset in the decoded body where the problem was
 	// found, or -1 when it concerns the body as a whole.
 	Offset int
-	// Message names the rule and the place; it never quotes body text other
-	// than the (shortened, quoted) pointer.
+	// Message names the rule and the place; it never quotes body text: the
+	// pointer in it shows only names Limits.Names allows, "*" for others.
 	Message string
 }
 
@@ -135,8 +144,12 @@ type pathSeg struct {
 	index int // -1 for a key
 }
 
-// pointer renders segments collected innermost first as an RFC 6901 pointer.
-func pointer(segs []pathSeg) string {
+// hiddenKey stands for a member name a Message may not show.
+const hiddenKey = "*"
+
+// pointer renders segments collected innermost first as an RFC 6901
+// pointer; names is nil for every name as it is, or the names to show.
+func pointer(segs []pathSeg, names Names, hide bool) string {
 	if len(segs) == 0 {
 		return ""
 	}
@@ -149,6 +162,10 @@ func pointer(segs []pathSeg) string {
 			continue
 		}
 		key, cut := s.key, false
+		if hide && (names == nil || !names.Named(key)) {
+			b.WriteString(hiddenKey)
+			continue
+		}
 		if len(key) > maxKeyInPointer {
 			n := maxKeyInPointer
 			for n > 0 && !utf8.RuneStart(key[n]) {

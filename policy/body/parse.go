@@ -32,7 +32,7 @@ func Parse(data []byte, lim Limits) (any, error) {
 	if len(data) > lim.maxBytes() {
 		return nil, wholeBodyError(http.StatusRequestEntityTooLarge, ReasonTooLarge, "is too large")
 	}
-	p := parser{data: data, maxDepth: lim.maxDepth()}
+	p := parser{data: data, maxDepth: lim.maxDepth(), names: lim.Names}
 	p.skipSpace()
 	if p.pos == len(p.data) {
 		e := p.fail(ReasonNotJSON, "")
@@ -73,6 +73,7 @@ type parser struct {
 	data     []byte
 	pos      int
 	maxDepth int
+	names    Names
 
 	// Scratch stacks: elements of the open arrays and members of the open
 	// objects. A container's children are copied out once, at its end, into
@@ -91,8 +92,8 @@ func (p *parser) fail(reason, rule string) *Error {
 }
 
 func (p *parser) finish(e *Error) *Error {
-	e.Pointer = pointer(p.segs)
-	e.Message = messagePrefix + e.Message + " " + location(e.Pointer, e.Offset)
+	e.Pointer = pointer(p.segs, nil, false)
+	e.Message = messagePrefix + e.Message + " " + location(pointer(p.segs, p.names, true), e.Offset)
 	return e
 }
 

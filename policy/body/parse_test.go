@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -308,6 +309,38 @@ func TestParseBigDocuments(t *testing.T) {
 	for _, key := range []string{"K17", "\u212a17"} {
 		_, err = Parse([]byte(many+`,"`+key+`":0}`), Limits{})
 		checkError(t, err, 400, ReasonAmbiguousKey)
+	}
+}
+
+// names is a Names of a fixed list.
+type names []string
+
+func (n names) Named(name string) bool { return slices.Contains(n, name) }
+
+// Messages show the member names Limits.Names allows and "*" for the
+// caller's; Pointer keeps the real names for operators.
+func TestMessageHidesCallerNames(t *testing.T) {
+	tests := []struct {
+		in, shown string
+		names     Names
+	}{
+		{`{"metadata":{"sk-secret":1,"sk-secret":2}}`, `"/metadata/*"`, names{"metadata"}},
+		{`{"model":"a","Model":"b"}`, `"/*"`, names{"model"}},
+		{`{"messages":[{"role":"user","role":"x"}]}`, `"/messages/0/role"`, names{"messages", "role"}},
+		{`{"messages":[{"role":"user","role":"x"}]}`, `"/*/0/*"`, nil},
+	}
+	for _, tc := range tests {
+		_, err := Parse([]byte(tc.in), Limits{Names: tc.names})
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Fatalf("%s: %v", tc.in, err)
+		}
+		if !strings.Contains(e.Message, tc.shown) {
+			t.Errorf("%s: message %q, want it to show %s", tc.in, e.Message, tc.shown)
+		}
+		if strings.Contains(e.Pointer, "*") {
+			t.Errorf("%s: pointer %q hides names", tc.in, e.Pointer)
+		}
 	}
 }
 

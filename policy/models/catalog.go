@@ -243,7 +243,9 @@ func (c *Catalog) Inspect(r Request) (m *Model, d *Denial, ok bool) {
 		return nil, &Denial{http.StatusServiceUnavailable, "body_not_forwarded", "service unavailable"}, true
 	}
 	// The body bound before the model is known: the largest any candidate allows.
+	schemas := c.schemas.Load()
 	lim := c.limits
+	lim.Names = schemas // refusals show the names schemas define, not the caller's
 	for _, cd := range cands {
 		for _, cm := range cd.models {
 			lim.MaxBytes = max(lim.MaxBytes, cm.maxBytes)
@@ -287,7 +289,7 @@ func (c *Catalog) Inspect(r Request) (m *Model, d *Denial, ok bool) {
 	if len(raw) > chosen.maxBytes {
 		return nil, &Denial{http.StatusRequestEntityTooLarge, body.ReasonTooLarge, "request body too large"}, true
 	}
-	if err := c.schemas.Load().Validate(chosen.schema, doc); err != nil {
+	if err := schemas.Validate(chosen.schema, doc); err != nil {
 		var v *schema.Violation
 		if errors.As(err, &v) {
 			return nil, &Denial{http.StatusBadRequest, "body_schema_violation", "request body invalid at " + v.Error()}, true
