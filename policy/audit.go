@@ -6,12 +6,14 @@ import (
 	"encoding/hex"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/metrics"
 )
 
-// Recorder receives audit events.
-type Recorder interface {
+// AuditSink takes audit events; *audit.Writer, the trail, is the real one.
+type AuditSink interface {
 	Record(*audit.Event) error
 }
 
@@ -21,6 +23,13 @@ type Recorder interface {
 // decision is what keeps that promise. *audit.Writer implements it.
 type Admitter interface {
 	Admit(ctx context.Context) error
+}
+
+// reloaded counts one reload attempt of a subsystem (key file, schemas,
+// policies) and records its operator event: ok, or refused with the error.
+func (e *Engine) reloaded(counter *prometheus.CounterVec, ev audit.Event, err error) {
+	counter.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
+	e.operator(ev, err, "refused")
 }
 
 // maxDetail bounds an operator event's detail (a reload error can list many
@@ -45,12 +54,12 @@ func (e *Engine) operator(ev audit.Event, err error, failed string) {
 	}
 }
 
-// Record writes the audit event for d. status and latency are what the
+// RecordDecision writes the audit event for d. status and latency are what the
 // gateway finally observed (the upstream's status, the whole request's
 // time); pass d.Status and d.Latency when the decision ends the story. The
-// recorder queues the event (waiting a bounded time for room if it must);
+// sink queues the event (waiting a bounded time for room if it must);
 // a record it cannot take is counted and logged by it, and logged here.
-func (e *Engine) Record(req *Request, d *Decision, status int, latency time.Duration) {
+func (e *Engine) RecordDecision(req *Request, d *Decision, status int, latency time.Duration) {
 	if e.audit == nil {
 		return
 	}

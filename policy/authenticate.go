@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 )
@@ -56,7 +58,7 @@ func (e *Engine) authenticate(ctx context.Context, req *Request) (*Identity, cre
 		}
 		// Subject and roles become upstream header values: a signed token
 		// must not smuggle header syntax (CR, LF) or split the roles list.
-		if !headerSafe(ji.Subject) || slices.ContainsFunc(ji.Roles, func(r string) bool { return !headerSafe(r) || strings.Contains(r, ",") }) {
+		if !httpguts.ValidHeaderFieldValue(ji.Subject) || slices.ContainsFunc(ji.Roles, func(r string) bool { return !httpguts.ValidHeaderFieldValue(r) || strings.Contains(r, ",") }) {
 			return nil, cred, "jwt_bad_claim", errors.New("subject or role holds characters not allowed in a header value")
 		}
 		return &Identity{Subject: ji.Subject, Roles: ji.Roles, Method: "jwt", Issuer: ji.Issuer, Claims: ji.Claims}, cred, "", nil
@@ -73,17 +75,6 @@ func (e *Engine) authenticate(ctx context.Context, req *Request) (*Identity, cre
 	default:
 		return nil, cred, "credentials_missing", errors.New("no credential in the request")
 	}
-}
-
-// headerSafe reports whether s can be an HTTP header value: no control
-// characters (RFC 9110 field-value).
-func headerSafe(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
 
 // reasonOf extracts the reason code carried by the authentication packages'

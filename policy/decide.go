@@ -2,8 +2,6 @@ package policy
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -18,17 +16,17 @@ import (
 // an adapter whose gateway acts on it at once (Envoy) needs it.
 func (e *Engine) Decide(ctx context.Context, req *Request) *Decision {
 	d := e.Evaluate(ctx, req)
-	e.Record(req, d, d.Status, d.Latency)
+	e.RecordDecision(req, d, d.Status, d.Latency)
 	return d
 }
 
 // Evaluate authenticates and authorizes req and counts the decision in the
 // metrics, without recording an audit event: adapters that learn the final
-// status later (Kong's log phase) call Record then. It never returns nil
+// status later (Kong's log phase) call RecordDecision then. It never returns nil
 // and never allows on an error path: failures, including panics, deny.
 func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
 	start := e.now()
-	d = &Decision{ID: newDecisionID(), Start: start}
+	d = &Decision{ID: NewDecisionID(), Start: start}
 	defer func() {
 		if r := recover(); r != nil {
 			e.log.Error("panic while deciding: denied", "decision_id", d.ID, "panic", r, "stack", string(debug.Stack()))
@@ -70,9 +68,6 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		Body: req.Body, BodyTruncated: req.BodyTruncated, BodyOmitted: req.BodyOmitted,
 	})
 	if denial != nil {
-		if denial.Reason == "body_not_forwarded" {
-			e.log.Error("a model request arrived without its body: enable with_request_body (Envoy) so bodies can be checked", "decision_id", d.ID, "path", req.Path)
-		}
 		e.deny(d, denial.Status, denial.Reason, denial.Message)
 		return
 	}
@@ -167,12 +162,4 @@ func hasHeader(hs []Header, name string) bool {
 		}
 	}
 	return false
-}
-
-// newDecisionID returns 128 random bits in hex. crypto/rand does not fail
-// on supported platforms (Go 1.24+).
-func newDecisionID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

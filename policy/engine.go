@@ -25,7 +25,7 @@ type Options struct {
 	// nil records nothing. When it is also an Admitter, Evaluate asks it
 	// first and denies 503 (audit_unavailable) while the trail cannot take
 	// records.
-	Audit Recorder
+	Audit AuditSink
 	// Now is the clock for latency; nil means time.Now.
 	Now func() time.Time
 }
@@ -65,9 +65,10 @@ type Engine struct {
 
 	log        *slog.Logger
 	metrics    *metrics.Metrics
-	audit      Recorder
-	admit      Admitter // nil: the recorder cannot refuse
+	audit      AuditSink
+	admit      Admitter // nil: the sink cannot refuse
 	bodySHA256 bool     // audit.body_sha256
+	maxBody    int      // the largest body any model accepts
 	now        func() time.Time
 }
 

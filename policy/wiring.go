@@ -30,6 +30,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	}
 	e.admit, _ = opts.Audit.(Admitter)
 	e.setDefaults()
+	e.maxBody = maxBodyBytes(cfg)
 
 	if len(cfg.Authentication.JWT.Issuers) > 0 {
 		v, err := jwtauth.New(ctx, cfg.Authentication.JWT, cfg.Dir, jwtauth.Options{
@@ -50,8 +51,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		s, err := apikey.Open(ctx, cfg.Path(f), apikey.Options{
 			Logger: e.log,
 			OnReload: func(err error) {
-				e.metrics.KeyReloads.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
-				e.operator(audit.Event{Kind: audit.KindKeyReload, File: cfg.Path(f)}, err, "refused")
+				e.reloaded(e.metrics.KeyReloads, audit.Event{Kind: audit.KindKeyReload, File: cfg.Path(f)}, err)
 			},
 		})
 		if err != nil {
@@ -65,8 +65,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	cat, err := models.Open(ctx, cfg, models.Options{
 		Logger: e.log,
 		OnReload: func(err error) {
-			e.metrics.SchemaReloads.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
-			e.operator(audit.Event{Kind: audit.KindSchemaReload}, err, "refused")
+			e.reloaded(e.metrics.SchemaReloads, audit.Event{Kind: audit.KindSchemaReload}, err)
 		},
 	})
 	if err != nil {
@@ -76,8 +75,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	r, err := rego.Open(ctx, cfg.Authorization, cfg.Dir, rego.Options{
 		Logger: e.log,
 		OnReload: func(revision string, err error) {
-			e.metrics.PolicyReloads.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
-			e.operator(audit.Event{Kind: audit.KindPolicyReload, PolicyRevision: revision}, err, "refused")
+			e.reloaded(e.metrics.PolicyReloads, audit.Event{Kind: audit.KindPolicyReload, PolicyRevision: revision}, err)
 		},
 	})
 	if err != nil {
@@ -85,4 +83,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	}
 	e.authz = r
 	return e, nil
+}
+
+// maxBodyBytes is the largest body any model accepts.
+func maxBodyBytes(cfg *config.Config) int {
+	n := cfg.RequestBody.MaxBytes
+	for _, m := range cfg.Models {
+		n = max(n, m.Limits.MaxBodyBytes)
+	}
+	return n
 }
