@@ -378,7 +378,7 @@ func TestValidateConcurrent(t *testing.T) {
 // caller chose stand as Placeholder, whatever they look like.
 func TestViolationPlaceholders(t *testing.T) {
 	dir := t.TempDir()
-	user := writeFile(t, dir, "user.json", `{"type": "object", "properties": {"features": {"type": "object",
+	user := testkit.WriteFile(t, dir, "user.json", `{"type": "object", "properties": {"features": {"type": "object",
 		"additionalProperties": {"type": "array", "items": {"type": "number"}}}}, "required": ["label"]}`)
 	s := mustCompile(t, map[string]string{"user": user})
 	msgs := `"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]`
