@@ -27,6 +27,7 @@ import (
 	"github.com/modelguard/modelguard/extauthz"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // auditServer is a modelguard serve child process.
@@ -230,7 +231,7 @@ log: {level: info}
 		stop, quiet := make(chan struct{}), make(chan struct{})
 		before := allowed.count()
 		wg := load(t, srv.grpc, key, stop, quiet, &allowed)
-		eventually(t, "a few hundred checks allowed", func() bool { return allowed.count() >= before+400 })
+		testkit.Eventually(t, "a few hundred checks allowed", func() bool { return allowed.count() >= before+400 })
 		close(quiet)
 		if err := srv.cmd.Process.Signal(syscall.SIGKILL); err != nil {
 			t.Fatal(err)
@@ -286,7 +287,7 @@ log: {level: info}
 	stop := make(chan struct{})
 	before := allowed.count()
 	wg := load(t, srv.grpc, key, stop, stop, &allowed)
-	eventually(t, "more checks served after the restart", func() bool { return allowed.count() >= before+200 })
+	testkit.Eventually(t, "more checks served after the restart", func() bool { return allowed.count() >= before+200 })
 	close(stop)
 	wg.Wait()
 	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {

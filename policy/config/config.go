@@ -10,15 +10,17 @@
 //
 // Each subsystem owns its section: the settings type (with its YAML tags),
 // the value of absent keys and the rules (jwtauth.IssuerSettings,
-// rego.Settings, models.Settings, audit.Config), returning field.Errors
-// relative to the section. This package keeps the YAML shape, positions,
-// the server, credential, identity header and log settings, and the rules
-// across sections, and reports every error as "file:line: path: reason".
+// apikey.Settings, rego.Settings, models.Settings, audit.Config), returning
+// field.Errors relative to the section. This package keeps the YAML shape,
+// positions, the server, credential, identity header and log settings, and
+// the rules across sections, and reports every error as
+// "file:line: path: reason".
 package config
 
 import (
 	"time"
 
+	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
@@ -101,21 +103,10 @@ type Authentication struct {
 	MaxCredentialBytes int `yaml:"max_credential_bytes"`
 	// JWT configures JSON Web Token issuers (policy/jwtauth owns its
 	// settings, defaults and rules).
-	JWT     jwtauth.Settings `yaml:"jwt"`
-	APIKeys APIKeys          `yaml:"api_keys"`
-}
-
-// APIKeys configures API key authentication.
-type APIKeys struct {
-	// File holds the key store (SHA-256 hashes), relative to Config.Dir.
-	// Empty disables API keys.
-	File string `yaml:"file"`
-	// Header carrying the key, default x-api-key; lower-cased at load; not
-	// "authorization" (that one is covered by Bearer).
-	Header string `yaml:"header"`
-	// Bearer accepts "Authorization: Bearer <key>" when the value is not a
-	// JWT (OpenAI-compatible SDKs). Default true; pointer so "false" is seen.
-	Bearer *bool `yaml:"bearer"`
+	JWT jwtauth.Settings `yaml:"jwt"`
+	// APIKeys configures API key authentication (policy/apikey owns its
+	// settings, defaults and rules).
+	APIKeys apikey.Settings `yaml:"api_keys"`
 }
 
 // IdentityHeaders names the upstream headers describing the caller. Names

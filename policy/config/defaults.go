@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
@@ -19,7 +20,6 @@ const (
 	defaultMaxMessageBytes    = 8 << 20
 	defaultShutdownGrace      = 15 * time.Second
 	defaultMaxCredentialBytes = 8192
-	defaultAPIKeyHeader       = "x-api-key"
 	defaultLogLevel           = "info"
 	defaultLogFormat          = "json"
 )
@@ -37,12 +37,8 @@ func (c *Config) applyDefaults() {
 	for i := range a.JWT.Issuers {
 		fillDefaults(c, "authentication.jwt.issuers["+strconv.Itoa(i)+"]", &a.JWT.Issuers[i], jwtauth.DefaultIssuer())
 	}
-	orDefault(c, "authentication.api_keys.header", &a.APIKeys.Header, defaultAPIKeyHeader)
+	fillDefaults(c, "authentication.api_keys", &a.APIKeys, apikey.DefaultSettings())
 	a.APIKeys.Header = strings.ToLower(a.APIKeys.Header)
-	if a.APIKeys.Bearer == nil {
-		bearer := true
-		a.APIKeys.Bearer = &bearer
-	}
 
 	fillDefaults(c, "authorization", &c.Authorization, rego.DefaultSettings())
 

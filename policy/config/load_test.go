@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
@@ -134,7 +135,7 @@ func TestParseFullConfig(t *testing.T) {
 				Leeway:                 30 * time.Second,
 				Claims:                 jwtauth.ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
 			}}},
-			APIKeys: APIKeys{File: "keys.yaml", Header: "x-team-key", Bearer: &no},
+			APIKeys: apikey.Settings{File: "keys.yaml", Header: "x-team-key", Bearer: &no},
 		},
 		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond},
 		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
@@ -184,7 +185,7 @@ func TestDefaults(t *testing.T) {
 				Leeway:                 30 * time.Second,
 				Claims:                 jwtauth.ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
 			}}},
-			APIKeys: APIKeys{File: "keys.yaml", Header: "x-api-key", Bearer: &yes},
+			APIKeys: apikey.Settings{File: "keys.yaml", Header: "x-api-key", Bearer: &yes},
 		},
 		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond},
 		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},

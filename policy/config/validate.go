@@ -2,7 +2,6 @@ package config
 
 import (
 	"net"
-	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -88,14 +87,7 @@ func (v *validator) authentication(a *Authentication) {
 	}
 	v.errs = append(v.errs, field.Within("authentication.jwt", a.JWT.Validate(v.c.Dir))...)
 
-	k := a.APIKeys
-	v.file("authentication.api_keys.file", k.File)
-	switch {
-	case !isToken(k.Header):
-		v.fail("authentication.api_keys.header", "%q is not a valid HTTP header name", k.Header)
-	case k.Header == "authorization":
-		v.fail("authentication.api_keys.header", "must not be authorization: keys sent as \"Authorization: Bearer\" are accepted with bearer: true")
-	}
+	v.errs = append(v.errs, field.Within("authentication.api_keys", a.APIKeys.Validate(v.c.Dir))...)
 }
 
 // models adds the rules across sections to the catalog's own.
@@ -118,7 +110,7 @@ func (v *validator) identityHeaders(h *IdentityHeaders, apiKeyHeader string) {
 		p := "identity_headers." + f.key
 		switch first, dup := seen[f.name]; {
 		case f.name == "": // disabled
-		case !isToken(f.name):
+		case !field.IsHeaderName(f.name):
 			v.fail(p, "%q is not a valid HTTP header name", f.name)
 		case reservedHeader(f.name):
 			v.fail(p, "%s is reserved: setting it would change the request itself", f.name)
@@ -148,17 +140,8 @@ func (v *validator) file(p, name string) {
 	if name == "" {
 		return
 	}
-	path := v.c.Path(name)
-	f, err := os.Open(path)
-	if err != nil {
+	if err := field.CheckFile(v.c.Path(name)); err != nil {
 		v.fail(p, "%v", err)
-		return
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err != nil {
-		v.fail(p, "%v", err)
-	} else if st.IsDir() {
-		v.fail(p, "%s is a directory, want a file", path)
 	}
 }
 
@@ -166,22 +149,4 @@ func (v *validator) positive(p string, d time.Duration) {
 	if d <= 0 {
 		v.fail(p, "must be positive, got %v", d)
 	}
-}
-
-// isToken reports whether s is a non-empty lower-case HTTP token (RFC 9110
-// 5.6.2), the form header names take in Envoy and HTTP/2.
-func isToken(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case 'a' <= c && c <= 'z', '0' <= c && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }

@@ -17,8 +17,11 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"slices"
 	"strings"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Error is an error about one setting, named by its YAML path.
@@ -90,6 +93,30 @@ func (l *List) OneOf(path, value string, allowed ...string) {
 	if !slices.Contains(allowed, value) {
 		l.Addf(path, "%q is not one of %s", value, strings.Join(allowed, ", "))
 	}
+}
+
+// CheckFile checks that the file at path exists, can be read and is not a
+// directory.
+func CheckFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if st.IsDir() {
+		return fmt.Errorf("%s is a directory, want a file", path)
+	}
+	return nil
+}
+
+// IsHeaderName reports whether s is a non-empty lower-case HTTP token (RFC
+// 9110 5.6.2), the form header names take in Envoy and HTTP/2.
+func IsHeaderName(s string) bool {
+	return httpguts.ValidHeaderFieldName(s) && strings.ToLower(s) == s
 }
 
 // CheckHTTPSURL checks a URL modelguard fetches from or posts to: absolute,

@@ -2,6 +2,8 @@ package field
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -74,6 +76,35 @@ func TestCheckHTTPSURL(t *testing.T) {
 			t.Errorf("%s: %v", tt.url, err)
 		case tt.want != "" && (err == nil || !strings.HasPrefix(err.Error(), tt.want)):
 			t.Errorf("%s: %v, want %q", tt.url, err, tt.want)
+		}
+	}
+}
+
+func TestIsHeaderName(t *testing.T) {
+	for s, want := range map[string]bool{
+		"x-api-key": true, "x_key.1~!#$%&'*+^`|": true,
+		"": false, "X-Api-Key": false, "x api": false, "x:key": false, "x-ké": false,
+	} {
+		if got := IsHeaderName(s); got != want {
+			t.Errorf("IsHeaderName(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
+
+func TestCheckFile(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f")
+	if err := os.WriteFile(file, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]string{
+		file:                       "",
+		dir:                        "is a directory, want a file",
+		filepath.Join(dir, "nope"): "no such file",
+	} {
+		err := CheckFile(path)
+		if (err == nil) != (want == "") || (err != nil && !strings.Contains(err.Error(), want)) {
+			t.Errorf("CheckFile(%s) = %v, want %q", path, err, want)
 		}
 	}
 }

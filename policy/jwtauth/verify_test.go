@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 const (
@@ -31,11 +33,11 @@ func staticConfig(t testing.TB) (Settings, string) {
 	t.Helper()
 	k := keys(t)
 	dir := t.TempDir()
-	writeFile(t, dir, "rsa.pem", pemOf(t, &k.rsa.PublicKey))
-	writeFile(t, dir, "rsa2.pem", pemOf(t, &k.rsa2.PublicKey))
-	writeFile(t, dir, "ec.pem", pemOf(t, &k.ec256.PublicKey))
-	writeFile(t, dir, "ed.pem", pemOf(t, k.ed.Public()))
-	writeFile(t, dir, "hs.secret", append(append([]byte(nil), k.secret...), '\n'))
+	testkit.WriteFile(t, dir, "rsa.pem", pemOf(t, &k.rsa.PublicKey))
+	testkit.WriteFile(t, dir, "rsa2.pem", pemOf(t, &k.rsa2.PublicKey))
+	testkit.WriteFile(t, dir, "ec.pem", pemOf(t, &k.ec256.PublicKey))
+	testkit.WriteFile(t, dir, "ed.pem", pemOf(t, k.ed.Public()))
+	testkit.WriteFile(t, dir, "hs.secret", append(append([]byte(nil), k.secret...), '\n'))
 	iss := func(name string, algs []string, key StaticKey) IssuerSettings {
 		return IssuerSettings{Issuer: name, Audiences: []string{"api"}, Algorithms: algs, Keys: []StaticKey{key}}
 	}
@@ -462,7 +464,7 @@ func TestErrorUnwrap(t *testing.T) {
 func TestVerifyZeroLeeway(t *testing.T) {
 	k := keys(t)
 	dir := t.TempDir()
-	writeFile(t, dir, "rsa.pem", pemOf(t, &k.rsa.PublicKey))
+	testkit.WriteFile(t, dir, "rsa.pem", pemOf(t, &k.rsa.PublicKey))
 	is := DefaultIssuer()
 	is.Issuer, is.Audiences, is.Algorithms = issRSA, []string{"api"}, []string{"RS256"}
 	is.Keys = []StaticKey{{PEMFile: "rsa.pem"}}
