@@ -30,7 +30,7 @@ type offerer interface {
 // Admitter says whether the audit trail can take a record now (nil) or not
 // (an error): a request must never be served without its record. For Kong,
 // which records in the log phase after the response, this check before the
-// decision is what keeps that promise. *audit.Writer implements it.
+// decision is the most it can promise. *audit.Writer implements it.
 type Admitter interface {
 	Admit(ctx context.Context) error
 }
