@@ -57,7 +57,9 @@ func (pc PluginConf) JSON(name string) []byte {
 type Kong struct {
 	Socket string
 	Name   string
-	// Retries bounds the restart-and-retry of an event (Kong's is unbounded).
+	// Retries bounds the restart-and-retry of an event; 0, as Kong, retries
+	// without limit (a plugin server that is gone fails to connect, which
+	// is not retried).
 	Retries int
 
 	msgID atomic.Int64
@@ -79,7 +81,7 @@ type instanceInfo struct {
 
 // New returns Kong's side for the plugin name listening on socket.
 func New(socket, name string) *Kong {
-	return &Kong{Socket: socket, Name: name, Retries: 3, instances: map[string]*instanceInfo{}}
+	return &Kong{Socket: socket, Name: name, instances: map[string]*instanceInfo{}}
 }
 
 // Handler answers the PDK calls of one event.
@@ -123,7 +125,7 @@ func (k *Kong) HandleEvent(pc PluginConf, phase string, h Handler) Outcome {
 			return out
 		}
 		msg := strings.ToLower(err.Error())
-		if (strings.Contains(msg, "no plugin instance") || strings.Contains(msg, "closed")) && out.Attempts <= k.Retries {
+		if (strings.Contains(msg, "no plugin instance") || strings.Contains(msg, "closed")) && (k.Retries == 0 || out.Attempts <= k.Retries) {
 			k.Reset()
 			continue
 		}
