@@ -152,6 +152,8 @@ func TestViolationNeverQuotesBody(t *testing.T) {
 		{"strict", `{"name": "SECRET"}`, "not"},
 		{"strict", `{"one": "SECRET"}`, "oneOf: more than one matched"},
 		{"strict", `{"SECRET": "SECRET"}`, "additionalProperties: not allowed"},
+		{OpenAIChat, `{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "metadata": {"SECRET": 1}}`, "type: want string"},
+		{OpenAIChat, `{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"SECRET": 500}}`, "maximum: want <= 100"},
 		{"draft7", `{"email": "SECRET"}`, "format: want email"},
 	} {
 		body := strings.ReplaceAll(tc.body, "SECRET", secret)
@@ -368,4 +370,32 @@ func TestValidateConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// Pointers name schema-defined members and indexes; member names the
+// caller chose stand as Placeholder, whatever they look like.
+func TestViolationPlaceholders(t *testing.T) {
+	dir := t.TempDir()
+	user := writeFile(t, dir, "user.json", `{"type": "object", "properties": {"features": {"type": "object",
+		"additionalProperties": {"type": "array", "items": {"type": "number"}}}}, "required": ["label"]}`)
+	s := mustCompile(t, map[string]string{"user": user})
+	msgs := `"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]`
+	for _, tc := range []struct{ id, body, pointer string }{
+		{OpenAIChat, `{` + msgs + `, "metadata": {"customer-4711": 1}}`, "/metadata/*"},
+		{OpenAIChat, `{` + msgs + `, "logit_bias": {"50256": 101}}`, "/logit_bias/*"},
+		{OpenAIChat, `{` + msgs + `, "metadata": {"a/b~c": 1}}`, "/metadata/*"},
+		{OpenAIChat, `{` + msgs + `, "metadata": {"model": 1}}`, "/metadata/model"},
+		{OpenAIChat, `{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}, {"role": "wizard", "content": "x"}]}`, "/messages/1/role"},
+		{"user", `{"label": 1, "features": {"secret-feature": [1, "x"]}}`, "/features/*/1"},
+	} {
+		v := asViolation(t, s.Validate(tc.id, parse(t, tc.body)))
+		if v.Pointer != tc.pointer {
+			t.Errorf("%s %s: pointer %q, want %q", tc.id, tc.body, v.Pointer, tc.pointer)
+		}
+	}
+	for name, want := range map[string]bool{"model": true, "messages": true, "label": true, "features": true, "customer-4711": false, "50256": false} {
+		if s.Named(name) != want {
+			t.Errorf("Named(%q) = %v, want %v", name, !want, want)
+		}
+	}
 }
