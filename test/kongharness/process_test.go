@@ -2,8 +2,11 @@ package kongharness
 
 import (
 	"encoding/json"
+	"net/http"
+	"os"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestValidate checks that Validate refuses what Kong would refuse.
@@ -38,5 +41,31 @@ func TestValidate(t *testing.T) {
 				t.Fatalf("Validate = %v, want an error about %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestReadTimeout: a plugin that does not answer within the socket's read
+// timeout fails the event with "timeout", which Kong does not retry (the
+// request gets a 500), unlike a closed connection.
+func TestReadTimeout(t *testing.T) {
+	bin := Build(t, "github.com/modelguard/modelguard/test/kongharness/testdata/emptyplugin", "emptyplugin")
+	prefix, err := os.MkdirTemp("", "kong")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(prefix) })
+	p := Start(t, bin, prefix)
+	k := New(p.Socket, "emptyplugin")
+	t.Cleanup(k.Close)
+	k.ReadTimeout = 100 * time.Millisecond
+	pc := PluginConf{ID: "p1", Seq: 1, Config: map[string]any{"stall_ms": 5000}}
+	out := k.HandleEvent(pc, "access", NewExchange(Request{Method: "GET", Path: "/", Header: http.Header{}}))
+	if out.Err == nil || !strings.Contains(out.Err.Error(), "timeout") || out.Attempts != 1 {
+		t.Fatalf("outcome %+v, want a timeout after one attempt", out)
+	}
+	k.ReadTimeout = time.Minute
+	pc = PluginConf{ID: "p1", Seq: 2, Config: map[string]any{"stall_ms": 0}}
+	if out := k.HandleEvent(pc, "access", NewExchange(Request{Method: "GET", Path: "/", Header: http.Header{}})); out.Err != nil {
+		t.Fatalf("a plugin that answers: %+v", out)
 	}
 }
