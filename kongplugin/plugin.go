@@ -194,29 +194,9 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 		d   *policy.Decision
 	)
 	defer func() {
-		r := recover()
-		if r == nil {
-			return
+		if r := recover(); r != nil {
+			p.panicked(r, x, st, req, d)
 		}
-		p.log.Error("panic in the access phase: denied", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-		if !x.exited {
-			tell(kong.Log.Err, "panic in the access phase: denied (503)", "panic", fmt.Sprint(r))
-		}
-		var fd *policy.Decision
-		switch {
-		case st == nil || st.engine == nil:
-			fd = unavailable("internal_error")
-		case d != nil:
-			fd = st.engine.Deny(d.ID, http.StatusServiceUnavailable, "internal_error", "service unavailable")
-			p.pending.replace(d.ID, fd)
-		default:
-			fd = st.engine.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "internal_error", "service unavailable")
-			if !x.exited {
-				p.save(st, req, fd)
-				_ = kong.Ctx.SetShared(SharedDecisionKey, fd.ID)
-			}
-		}
-		x.exit(fd)
 	}()
 
 	st = c.resolve().get()
@@ -266,6 +246,31 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 		}
 		p.fail(x, st, d, reason, "applying the allow decision failed", err)
 	}
+}
+
+// panicked denies (503) a request whose access phase panicked: the decision
+// already saved for the log phase (d) is overturned, or a new one is saved.
+// st, req and d are what access had when it panicked, possibly nil.
+func (p *Plugin) panicked(r any, x *exchange, st *coreState, req *policy.Request, d *policy.Decision) {
+	p.log.Error("panic in the access phase: denied", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	if !x.exited {
+		tell(x.kong.Log.Err, "panic in the access phase: denied (503)", "panic", fmt.Sprint(r))
+	}
+	var fd *policy.Decision
+	switch {
+	case st == nil || st.engine == nil:
+		fd = unavailable("internal_error")
+	case d != nil:
+		fd = st.engine.Deny(d.ID, http.StatusServiceUnavailable, "internal_error", "service unavailable")
+		p.pending.replace(d.ID, fd)
+	default:
+		fd = st.engine.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "internal_error", "service unavailable")
+		if !x.exited {
+			p.save(st, req, fd)
+			_ = x.kong.Ctx.SetShared(SharedDecisionKey, fd.ID)
+		}
+	}
+	x.exit(fd)
 }
 
 // save keeps what the log phase needs to record d. The body is kept only
