@@ -22,13 +22,18 @@ var foldSeed = maphash.MakeSeed()
 // already refused as duplicates.
 func foldDuplicate(ms []member) int {
 	if len(ms) <= foldPairwiseMax {
+		// Only non-ASCII runes fold across byte values and lengths (the
+		// Kelvin sign is 3 bytes, k one), so two ASCII names of different
+		// lengths, or whose first bytes differ in more than case, differ.
+		var ascii [foldPairwiseMax]bool
+		for i := range ms {
+			ascii[i] = isASCII(ms[i].key)
+		}
 		for i := 1; i < len(ms); i++ {
 			a := ms[i].key
 			for j := range i {
 				b := ms[j].key
-				// Two ASCII first bytes that differ in more than case
-				// settle it; only non-ASCII bytes fold across byte values.
-				if a != "" && b != "" && a[0] < utf8.RuneSelf && b[0] < utf8.RuneSelf && a[0]|0x20 != b[0]|0x20 {
+				if ascii[i] && ascii[j] && (len(a) != len(b) || a != "" && a[0]|0x20 != b[0]|0x20) {
 					continue
 				}
 				if strings.EqualFold(a, b) {
@@ -59,6 +64,15 @@ func foldDuplicate(ms []member) int {
 		}
 	}
 	return -1
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
 }
 
 // AppendFold appends s folded so that two strings fold to the same bytes
