@@ -148,8 +148,10 @@ audit:
 	e.upstream = httptest.NewServer(http.HandlerFunc(echoUpstream))
 	t.Cleanup(e.upstream.Close)
 	u, _ := url.Parse(e.upstream.URL)
-	// As envoy/envoy.yaml configures the filter.
+	// As envoy/envoy.yaml configures the filter; the timeout stretches by
+	// as much as the race detector slows the server down.
 	filter := envoyharness.ShippedFilter
+	filter.Timeout *= raceSlowdown
 	filter.WithRequestBody, filter.AllowPartialMessage, filter.EncodeRawHeaders = !o.noBody, !o.strictSize, o.rawHeaders
 	front := envoyharness.New(authv3.NewAuthorizationClient(conn), u, filter)
 	front.AccessLog = func(le envoyharness.AccessLogEntry) {

@@ -42,7 +42,7 @@ func TestKongDump(t *testing.T) {
 	if prio, _ := p.Priority.Int64(); prio != kongplugin.Priority || prio <= 950 || prio >= 1450 {
 		t.Errorf("priority %d", prio)
 	}
-	if fields, _ := p.ConfigFields(); !reflect.DeepEqual(fields, map[string]string{"config_path": "string"}) {
+	if fields, _ := p.ConfigFields(); !reflect.DeepEqual(fields, map[string]string{"config_path": "string", "client_ip": "string"}) {
 		t.Errorf("config fields %v", fields)
 	}
 	if info.SocketPath != filepath.Join(prefix, "modelguard.socket") {

@@ -108,14 +108,17 @@ type Front struct {
 	Client   authv3.AuthorizationClient
 	Upstream *url.URL
 	Filter   Filter
-	HCM      ConnectionManager
 	Routes   map[string]Route
 	// AccessLog, when set, receives one entry per request.
 	AccessLog func(AccessLogEntry)
 
 	proxy  *httputil.ReverseProxy
 	stream atomic.Uint64
+	hcm    atomic.Pointer[ConnectionManager]
 }
+
+// SetHCM replaces the connection manager settings (ShippedHCM by default).
+func (f *Front) SetHCM(cm ConnectionManager) { f.hcm.Store(&cm) }
 
 // New returns a Front for the client and upstream with the connection
 // manager and routes of envoy/envoy.yaml.
@@ -129,7 +132,8 @@ func New(client authv3.AuthorizationClient, upstream *url.URL, f Filter) *Front 
 	if f.FrameBytes == 0 {
 		f.FrameBytes = 16 << 10
 	}
-	fr := &Front{Client: client, Upstream: upstream, Filter: f, HCM: ShippedHCM, Routes: ShippedRoutes}
+	fr := &Front{Client: client, Upstream: upstream, Filter: f, Routes: ShippedRoutes}
+	fr.SetHCM(ShippedHCM)
 	fr.proxy = &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) {
 		pr.SetURL(upstream)
 		pr.Out.Host = pr.In.Host
@@ -152,7 +156,8 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.TLS != nil {
 		scheme = "https"
 	}
-	target, status := f.HCM.prepare(r)
+	hcm := f.hcm.Load()
+	target, status := hcm.prepare(r)
 	if status == http.StatusBadRequest {
 		entry.Status = status
 		w.WriteHeader(status)
@@ -172,8 +177,8 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	out := r.Clone(r.Context())
 	out.URL, out.RequestURI = u, target
-	entry.RequestID = f.HCM.headers(out.Header, r.RemoteAddr, scheme)
-	if f.HCM.AlwaysSetRequestIDInResponse {
+	entry.RequestID = hcm.headers(out.Header, r.RemoteAddr, scheme)
+	if hcm.AlwaysSetRequestIDInResponse {
 		w.Header().Set("x-request-id", entry.RequestID)
 	}
 
