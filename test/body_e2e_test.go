@@ -73,7 +73,7 @@ func TestEnvoyBodySafety(t *testing.T) {
 					t.Errorf("client message %s lacks %q", r.body, tc.message)
 				}
 				for _, leak := range []string{"secret prompt", "gpt-4o\"", tc.reason} {
-					if bytes.Contains(r.body, []byte(leak)) {
+					if leak != "" && bytes.Contains(r.body, []byte(leak)) {
 						t.Errorf("client body leaks %q: %s", leak, r.body)
 					}
 				}

@@ -3,15 +3,24 @@ package test
 import (
 	"bufio"
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"io"
+	"math/big"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
@@ -400,4 +409,58 @@ func TestKongRefusesAuditOnStdout(t *testing.T) {
 	if strings.Contains(string(r.body), "stdout") {
 		t.Errorf("the client learns the reason: %s", r.body)
 	}
+}
+
+// TestEnvoyPeerPrincipal: behind a TLS listener, source.principal is the
+// client certificate's URI SAN (a SPIFFE id under Istio mTLS), and the
+// policy decides on it as input.request.tls_principal.
+func TestEnvoyPeerPrincipal(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	const spiffe = "spiffe://cluster.local/ns/apps/sa/chat-frontend"
+	writeAtomic(t, filepath.Join(e.dir, "policy", "authz.rego"), `package modelguard.authz
+
+default decision := {"allow": false, "status": 403, "reason": "principal_not_permitted", "message": "forbidden"}
+
+decision := {"allow": true, "reason": "allowed"} if input.request.tls_principal == "`+spiffe+`"
+`)
+	tlsFront := httptest.NewUnstartedServer(e.front.Config.Handler)
+	tlsFront.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	tlsFront.StartTLS()
+	t.Cleanup(tlsFront.Close)
+	u, _ := url.Parse(spiffe)
+	client := tlsFront.Client()
+	client.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{clientCert(t, u)}
+
+	alice := map[string]string{"x-api-key": e.keys["alice-key"]}
+	eventually(t, "the principal policy", func() bool {
+		return e.do("POST", "/v1/chat/completions", alice, chatBody("gpt-4o-mini")).reason() == "principal_not_permitted"
+	})
+	req, _ := http.NewRequest("POST", tlsFront.URL+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o-mini")))
+	req.Header.Set("x-api-key", e.keys["alice-key"])
+	req.Header.Set("content-type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("with the client certificate: %d", resp.StatusCode)
+	}
+}
+
+// clientCert is a self-signed client certificate whose URI SAN is id.
+func clientCert(t *testing.T, id *url.URL) tls.Certificate {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "chat-frontend"}, URIs: []*url.URL{id},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }

@@ -1,11 +1,12 @@
 package envoyharness
 
 import (
-	"crypto/rand"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
+
+	"github.com/google/uuid"
 )
 
 // EscapedSlashes is the connection manager's path_with_escaped_slashes_action.
@@ -99,7 +100,7 @@ func (cm ConnectionManager) headers(h http.Header, peer, scheme string) string {
 	h.Set("X-Forwarded-Proto", scheme)
 	id := h.Get("X-Request-Id")
 	if id == "" || !cm.PreserveExternalRequestID {
-		id = uuid4()
+		id = uuid.NewString() // Envoy's request id: a random UUID
 		h.Set("X-Request-Id", id)
 	}
 	return id
@@ -213,13 +214,4 @@ func unhex(c byte) byte {
 		return c - 'A' + 10
 	}
 	return c - '0'
-}
-
-// uuid4 is a random UUID, as Envoy's request id generator makes.
-func uuid4() string {
-	var u [16]byte
-	_, _ = rand.Read(u[:])
-	u[6] = u[6]&0x0f | 0x40
-	u[8] = u[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:])
 }
