@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
+	"go.yaml.in/yaml/v3"
 )
 
 func openCatalog(t *testing.T, extra string) (*Catalog, string) {
@@ -19,7 +21,7 @@ func openCatalog(t *testing.T, extra string) (*Catalog, string) {
 	dir := t.TempDir()
 	os.Mkdir(filepath.Join(dir, "policies"), 0o755)
 	os.Mkdir(filepath.Join(dir, "schemas"), 0o755)
-	write(t, filepath.Join(dir, "schemas", "score.json"), `{"type":"object","required":["features"],"properties":{"features":{"type":"array","items":{"type":"number"}}}}`)
+	testkit.WriteFile(t, filepath.Join(dir, "schemas"), "score.json", `{"type":"object","required":["features"],"properties":{"features":{"type":"array","items":{"type":"number"}}}}`)
 	doc := `authentication: {allow_anonymous: true}
 authorization: {policy_dir: policies}
 models:
@@ -37,24 +39,33 @@ models:
     paths: ["/score/{model}"]
     schema: schemas/score.json
 ` + extra
-	cfg, err := config.Parse([]byte(doc), "config.yaml", dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	s := settingsOf(t, doc)
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	c, err := Open(ctx, cfg, Options{})
+	c, err := Open(ctx, s, dir, Options{})
 	if err != nil {
-		t.Fatal(cfg.Error(err))
+		t.Fatal(err)
 	}
 	return c, dir
 }
 
-func write(t *testing.T, path, s string) {
+// settingsOf reads the catalog's three keys from a configuration document
+// over their defaults, and validates them.
+func settingsOf(t testing.TB, doc string) Settings {
 	t.Helper()
-	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
+	s := DefaultSettings()
+	keys := struct {
+		Models             *[]ModelSettings `yaml:"models"`
+		RequestBody        *BodySettings    `yaml:"request_body"`
+		UnknownModelStatus *int             `yaml:"unknown_model_status"`
+	}{&s.Models, &s.Body, &s.UnknownModelStatus}
+	if err := yaml.Unmarshal([]byte(doc), &keys); err != nil {
 		t.Fatal(err)
 	}
+	if err := errors.Join(s.Validate()...); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func gz(s string) []byte {
@@ -186,16 +197,16 @@ func TestSchemaReload(t *testing.T) {
 	c, dir := openCatalog(t, "")
 	reloads := make(chan error, 10)
 	c.onReload = func(err error) { reloads <- err }
-	file := filepath.Join(dir, "schemas", "score.json")
+	schemas := filepath.Join(dir, "schemas")
 
-	write(t, file, `{"type":"object","required":["features","version"]}`)
+	testkit.WriteFile(t, schemas, "score.json", `{"type":"object","required":["features","version"]}`)
 	if err := <-reloadOrTimeout(t, reloads); err != nil {
 		t.Fatalf("good schema refused: %v", err)
 	}
 	if _, d, _ := c.Inspect(post("/score/scorer", `{"features":[0.1]}`)); d == nil || d.Reason != "body_schema_violation" {
 		t.Fatalf("new schema not in force: %+v", d)
 	}
-	write(t, file, `{"type": "object", "required": 7}`)
+	testkit.WriteFile(t, schemas, "score.json", `{"type": "object", "required": 7}`)
 	if err := <-reloadOrTimeout(t, reloads); err == nil {
 		t.Fatal("broken schema accepted")
 	}

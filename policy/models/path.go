@@ -19,7 +19,8 @@ import (
 // path reaches is the upstream's choice, so it cannot be checked as a
 // particular model request; OpenAI-style clients never send these forms.
 // The rule runs on the core's side of both adapters, so Envoy and Kong
-// requests get it alike, whatever the gateway normalised before.
+// requests get it alike, whatever the gateway normalised before (see
+// docs/security-pitfalls.md, Paths).
 
 // normalizePath returns p with percent-encoded unreserved characters
 // (RFC 3986 section 2.3) decoded, other escapes in upper case, runs of "/"
