@@ -26,6 +26,7 @@ import (
 
 	"github.com/modelguard/modelguard/test/envoyharness"
 	"github.com/modelguard/modelguard/test/kongharness"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // The tests of this file hold the gateways to what real Envoy and Kong do
@@ -432,7 +433,7 @@ decision := {"allow": true, "reason": "allowed"} if input.request.tls_principal 
 	client.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{clientCert(t, u)}
 
 	alice := map[string]string{"x-api-key": e.keys["alice-key"]}
-	eventually(t, "the principal policy", func() bool {
+	testkit.Eventually(t, "the principal policy", func() bool {
 		return e.do("POST", "/v1/chat/completions", alice, chatBody("gpt-4o-mini")).reason() == "principal_not_permitted"
 	})
 	req, _ := http.NewRequest("POST", tlsFront.URL+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o-mini")))

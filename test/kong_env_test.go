@@ -99,7 +99,7 @@ func (k *kongEnv) do(method, path string, headers map[string]string, body []byte
 		}
 	}
 	// Kong runs the log phase after the response: wait for it.
-	eventually(k.t, "the log phase of "+id, func() bool {
+	testkit.Eventually(k.t, "the log phase of "+id, func() bool {
 		k.mu.Lock()
 		defer k.mu.Unlock()
 		r.ex = k.exchanges[id]
