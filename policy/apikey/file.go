@@ -2,12 +2,14 @@ package apikey
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,20 +33,68 @@ func (e *ParseError) Error() string {
 	return fmt.Sprintf("%s: %s", e.File, e.Msg)
 }
 
-// Load reads and validates a key file. Each problem found is a *ParseError
+// Load reads and validates a key file, YAML if its name ends in .yaml or
+// .yml, one key per line otherwise. Each problem found is a *ParseError
 // (several are joined with errors.Join); a file with any problem yields no
 // Set, so a typo never half-applies.
-func Load(path string) (*Set, error) {
-	data, err := os.ReadFile(path)
+func Load(path string) (*Set, error) { return load(path, nil) }
+
+// Parse validates key file content; name picks the format, as in Load, and
+// is used in error messages.
+func Parse(name string, data []byte) (*Set, error) {
+	return read(name, bytes.NewReader(data), nil)
+}
+
+// load reads the file at path into a Set that shares the shards prev (nil
+// for none) has in common with it.
+func load(path string, prev *Set) (*Set, error) {
+	f, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("read key file: %w", err)
 	}
-	return Parse(path, data)
+	defer f.Close()
+	return read(path, f, prev)
 }
 
-// Parse validates key file content; name is used in error messages.
-func Parse(name string, data []byte) (*Set, error) {
-	return parse(name, data, sha256.Sum256(data))
+func read(name string, r io.Reader, prev *Set) (*Set, error) {
+	h := sha256.New()
+	r = io.TeeReader(r, h)
+	if isYAML(name) {
+		// YAML needs the whole document; the line format streams.
+		data, err := io.ReadAll(r)
+		if err != nil {
+			return nil, fmt.Errorf("read key file: %w", err)
+		}
+		return parseYAML(name, data, [32]byte(h.Sum(nil)), prev)
+	}
+	return parseLines(name, r, h, prev)
+}
+
+// isYAML tells the formats apart by the file's name, so that no setting is
+// needed and a file's format never changes with its content.
+func isYAML(name string) bool {
+	ext := strings.ToLower(filepath.Ext(name))
+	return ext == ".yaml" || ext == ".yml"
+}
+
+// maxReported bounds the problems reported for one file: an operator needs
+// the first few, and a wrong file (say, a binary) must not log a million.
+const maxReported = 20
+
+// problems turns the problems found into the error Load returns.
+func problems(name string, errs []*ParseError) error {
+	slices.SortStableFunc(errs, func(x, y *ParseError) int { return cmp.Compare(x.Line, y.Line) })
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	out := make([]error, 0, min(len(errs), maxReported)+1)
+	for _, e := range errs[:min(len(errs), maxReported)] {
+		out = append(out, e)
+	}
+	if len(errs) > maxReported {
+		out = append(out, &ParseError{File: name, Msg: fmt.Sprintf("%d more problems not shown", len(errs)-maxReported)})
+	}
+	return errors.Join(out...) // the set is dropped: a file is used whole or not at all
 }
 
 type fileDoc struct {
@@ -62,10 +112,10 @@ type fileEntry struct {
 
 const hashPrefix = "sha256:"
 
-// parse decodes twice: into structs with KnownFields, which refuses unknown
-// keys and wrong types, and into a yaml.Node, which gives the lines that the
-// validation errors need.
-func parse(name string, data []byte, sum [32]byte) (*Set, error) {
+// parseYAML decodes twice: into structs with KnownFields, which refuses
+// unknown keys and wrong types, and into a yaml.Node, which gives the lines
+// that the validation errors need.
+func parseYAML(name string, data []byte, sum [32]byte, prev *Set) (*Set, error) {
 	var doc fileDoc
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -113,18 +163,14 @@ func parse(name string, data []byte, sum [32]byte) (*Set, error) {
 		return nil, &ParseError{File: name, Line: list.Line, Msg: "keys: entries could not be matched to lines"}
 	}
 
-	set := &Set{byHash: make(map[[32]byte]*Key, len(doc.Keys)), sum: sum}
-	var errs []error
-	fail := func(line int, format string, args ...any) {
-		errs = append(errs, &ParseError{File: name, Line: line, Msg: fmt.Sprintf(format, args...)})
-	}
-	idLine := make(map[string]int, len(doc.Keys))
-	hashOwner := make(map[[32]byte]int, len(doc.Keys)) // digest -> entry index
+	b := newBuilder(name, prev)
+	var errs []*ParseError
 	for i, e := range doc.Keys {
 		n := list.Content[i]
 		line := func(field string) int { return lineOf(n, field) }
 		bad := func(field, format string, args ...any) {
-			fail(line(field), "keys[%d].%s: %s", i, field, fmt.Sprintf(format, args...))
+			errs = append(errs, &ParseError{File: name, Line: line(field),
+				Msg: fmt.Sprintf("keys[%d].%s: %s", i, field, fmt.Sprintf(format, args...))})
 		}
 		// The decoder reads "disabled:" (null) and "disabled: no" as false and
 		// "expires_at:" as never; a revocation must not hinge on such guesses.
@@ -139,24 +185,14 @@ func parse(name string, data []byte, sum [32]byte) (*Set, error) {
 				bad(field, "%q: want true or false", v.Value)
 			}
 		}
-
-		if msg := checkID(e.ID); msg != "" {
-			bad("id", "%s", msg)
-		} else if first, dup := idLine[e.ID]; dup {
-			bad("id", "duplicate id %q (first at line %d)", e.ID, first)
-		} else {
-			idLine[e.ID] = line("id")
+		idMsg := checkID(e.ID)
+		if idMsg != "" {
+			bad("id", "%s", idMsg)
 		}
-
-		digest, msg := parseHash(e.Hash)
-		if msg != "" {
-			bad("hash", "%s", msg)
-		} else if j, dup := hashOwner[digest]; dup {
-			bad("hash", "same hash as id %q (line %d): one key must map to one identity", doc.Keys[j].ID, lineOf(list.Content[j], "hash"))
-		} else {
-			hashOwner[digest] = i
+		digest, hashMsg := parseHash(e.Hash)
+		if hashMsg != "" {
+			bad("hash", "%s", hashMsg)
 		}
-
 		if msg := checkSubject(e.Subject); msg != "" {
 			bad("subject", "%s", msg)
 		}
@@ -173,22 +209,26 @@ func parse(name string, data []byte, sum [32]byte) (*Set, error) {
 			}
 			expires = t
 		}
-		set.byHash[digest] = &Key{
-			ID:        e.ID,
-			Subject:   e.Subject,
-			Roles:     e.Roles,
-			ExpiresAt: expires,
-			Disabled:  e.Disabled,
+		if idMsg == "" && hashMsg == "" {
+			// Duplicates are looked for among entries with a usable id and hash.
+			e := &record{
+				origin:   origin{digest: digest, idLine: int32(line("id")), hashLine: int32(line("hash")), index: int32(i)},
+				id:       []byte(e.ID),
+				subject:  []byte(e.Subject),
+				roles:    []byte(strings.Join(e.Roles, ",")),
+				expires:  expires,
+				disabled: e.Disabled,
+			}
+			if !b.match(e) {
+				b.add(e)
+			}
 		}
 	}
-	switch len(errs) {
-	case 0:
-		return set, nil
-	case 1:
-		return nil, errs[0]
-	default:
-		return nil, errors.Join(errs...) // the set is dropped: a file is used whole or not at all
+	set, berrs := b.finish(sum)
+	if errs = append(errs, berrs...); len(errs) > 0 {
+		return nil, problems(name, errs)
 	}
+	return set, nil
 }
 
 // valueOf returns the value node of key in a mapping node, or nil.
@@ -271,19 +311,40 @@ func isAlnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
-func parseHash(h string) ([32]byte, string) {
+const hashSyntax = "want sha256: followed by 64 lowercase hex digits (apikey.Hash of the key)"
+
+// parseHash decodes "sha256:" and 64 lowercase hex digits. It takes bytes
+// and does not allocate: the line format calls it for every line.
+func parseHash[T string | []byte](h T) ([32]byte, string) {
 	var d [32]byte
-	if h == "" {
+	if len(h) == 0 {
 		return d, "missing"
 	}
-	hexPart, ok := strings.CutPrefix(h, hashPrefix)
-	if !ok || len(hexPart) != 2*len(d) || strings.ToLower(hexPart) != hexPart {
-		return d, "want sha256: followed by 64 lowercase hex digits (apikey.Hash of the key)"
+	if len(h) != len(hashPrefix)+2*len(d) || string(h[:len(hashPrefix)]) != hashPrefix {
+		return d, hashSyntax
 	}
-	if _, err := hex.Decode(d[:], []byte(hexPart)); err != nil {
-		return d, "want sha256: followed by 64 lowercase hex digits (apikey.Hash of the key)"
+	hx := h[len(hashPrefix):]
+	for i := range d {
+		hi, ok1 := lowerHex(hx[2*i])
+		lo, ok2 := lowerHex(hx[2*i+1])
+		if !ok1 || !ok2 {
+			return d, hashSyntax
+		}
+		d[i] = hi<<4 | lo
 	}
 	return d, ""
+}
+
+// lowerHex is encoding/hex's digit decoding without its uppercase digits,
+// so that a key has one spelling.
+func lowerHex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }
 
 // checkSubject refuses subjects that could be confused with others or break

@@ -60,7 +60,7 @@ func TestLoadValid(t *testing.T) {
 	if !regexp.MustCompile(`^[0-9a-f]{12}$`).MatchString(set.Revision()) {
 		t.Errorf("Revision = %q, want 12 lowercase hex digits", set.Revision())
 	}
-	other, err := Parse("x", []byte(validFile+"# a comment changes the revision\n"))
+	other, err := Parse("x.yaml", []byte(validFile+"# a comment changes the revision\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +80,8 @@ func TestLoadValid(t *testing.T) {
 			ExpiresAt: time.Date(2030, 6, 1, 10, 0, 0, 0, time.UTC)}},
 	}
 	for _, tt := range tests {
-		got := set.byHash[digestOf(tt.key)]
+		d := digestOf(tt.key)
+		got := set.find(&d)
 		if got == nil {
 			t.Errorf("%s: not in set", tt.want.ID)
 			continue

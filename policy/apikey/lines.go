@@ -1,0 +1,179 @@
+package apikey
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"strings"
+)
+
+// The line format: one key per line, fields separated by spaces or tabs,
+//
+//	sha256:<64 hex> <id> <subject> [roles=<role>,<role>] [expires=<RFC 3339>] [disabled]
+//
+// Blank lines and lines whose first non-blank character is # are ignored.
+// A subject cannot hold whitespace here (use YAML for such a subject). The
+// file must end with a newline, so that a file read while a line is being
+// appended is refused rather than read with a cut-off last line.
+const lineSyntax = "want: sha256:<64 hex> <id> <subject> [roles=<a,b>] [expires=<RFC 3339>] [disabled]"
+
+// maxLineBytes bounds one line; an entry is far shorter.
+const maxLineBytes = 16 << 10
+
+// parseLines streams a line-format file: it holds one line at a time, and a
+// line equal to a key in force allocates nothing.
+func parseLines(name string, r io.Reader, h hash.Hash, prev *Set) (*Set, error) {
+	br := bufio.NewReaderSize(r, maxLineBytes)
+	b := newBuilder(name, prev)
+	var errs []*ParseError
+	var e record
+	n := int32(0)
+	for {
+		raw, err := br.ReadSlice('\n')
+		if len(raw) > 0 || err == nil {
+			n++
+		}
+		switch {
+		case errors.Is(err, bufio.ErrBufferFull):
+			errs = append(errs, &ParseError{File: name, Line: int(n), Msg: fmt.Sprintf("line longer than %d bytes", maxLineBytes)})
+			for errors.Is(err, bufio.ErrBufferFull) {
+				_, err = br.ReadSlice('\n')
+			}
+			if err != nil && !errors.Is(err, io.EOF) {
+				return nil, fmt.Errorf("read key file: %w", err)
+			}
+			continue
+		case errors.Is(err, io.EOF):
+			if len(raw) > 0 {
+				errs = append(errs, &ParseError{File: name, Line: int(n), Msg: "no newline at the end of the file (is it still being written?)"})
+			}
+		case err != nil:
+			return nil, fmt.Errorf("read key file: %w", err)
+		default:
+			if msg := parseLine(raw, n, &e); msg != "" {
+				errs = append(errs, &ParseError{File: name, Line: int(n), Msg: msg})
+			} else if e.id != nil && !b.match(&e) {
+				if msg := e.check(); msg != "" {
+					errs = append(errs, &ParseError{File: name, Line: int(n), Msg: msg})
+				} else {
+					b.add(&e)
+				}
+			}
+			continue
+		}
+		break
+	}
+	if n == 0 {
+		return nil, &ParseError{File: name, Msg: "empty file: want one key per line (a comment line for none)"}
+	}
+	set, berrs := b.finish([32]byte(h.Sum(nil)))
+	if errs = append(errs, berrs...); len(errs) > 0 {
+		return nil, problems(name, errs)
+	}
+	return set, nil
+}
+
+// parseLine splits one line into e, whose text fields then point into raw.
+// A comment or blank line leaves e.id nil. It returns a problem with the
+// line's structure; the values of id, subject and roles are checked by
+// record.check, only for entries that are not already in force.
+func parseLine(raw []byte, n int32, e *record) string {
+	line := bytes.TrimSuffix(bytes.TrimSuffix(raw, []byte{'\n'}), []byte{'\r'})
+	*e = record{origin: origin{idLine: n, hashLine: n, index: -1}}
+	var f [3][]byte
+	nf := 0
+	seenRoles, seenExpires := false, false
+	for rest := line; ; {
+		var field []byte
+		if field, rest = nextField(rest); field == nil {
+			break
+		}
+		if nf == 0 && field[0] == '#' {
+			return ""
+		}
+		if nf < len(f) {
+			f[nf] = field
+			nf++
+			continue
+		}
+		switch {
+		case bytes.HasPrefix(field, []byte("roles=")) && !seenRoles:
+			seenRoles = true
+			e.roles = field[len("roles="):]
+			if len(e.roles) == 0 {
+				return "roles: empty (omit roles= for none)"
+			}
+		case bytes.HasPrefix(field, []byte("expires=")) && !seenExpires:
+			seenExpires = true
+			if err := e.expires.UnmarshalText(field[len("expires="):]); err != nil {
+				return "expires: not an RFC 3339 time such as 2027-01-01T00:00:00Z"
+			}
+		case string(field) == "disabled" && !e.disabled:
+			e.disabled = true
+		default:
+			return fmt.Sprintf("field %d %q: unknown or repeated; %s", nf+1, truncate(field), lineSyntax)
+		}
+		nf++
+	}
+	switch {
+	case nf == 0:
+		return ""
+	case nf < len(f):
+		if bytes.HasPrefix(line, []byte("keys:")) {
+			return "this looks like YAML: a YAML key file must be named *.yaml or *.yml"
+		}
+		return "too few fields; " + lineSyntax
+	}
+	d, msg := parseHash(f[0])
+	if msg != "" {
+		return "hash: " + msg
+	}
+	e.digest, e.id, e.subject = d, f[1], f[2]
+	return ""
+}
+
+// check validates the values of a parsed line, as parseYAML does.
+func (e *record) check() string {
+	if msg := checkID(string(e.id)); msg != "" {
+		return "id: " + msg
+	}
+	if msg := checkSubject(string(e.subject)); msg != "" {
+		return "subject: " + msg
+	}
+	if len(e.roles) > 0 {
+		for r := range strings.SplitSeq(string(e.roles), ",") {
+			if msg := checkRole(r); msg != "" {
+				return fmt.Sprintf("roles: role %q: %s", r, msg)
+			}
+		}
+	}
+	return ""
+}
+
+// nextField splits the first run of bytes without spaces and tabs off
+// line, or returns nil when there is none.
+func nextField(line []byte) (field, rest []byte) {
+	i := 0
+	for i < len(line) && (line[i] == ' ' || line[i] == '\t') {
+		i++
+	}
+	if i == len(line) {
+		return nil, nil
+	}
+	j := i
+	for j < len(line) && line[j] != ' ' && line[j] != '\t' {
+		j++
+	}
+	return line[i:j], line[j:]
+}
+
+// truncate shortens a field quoted in an error message.
+func truncate(b []byte) string {
+	if len(b) > 40 {
+		return string(b[:40]) + "..."
+	}
+	return string(b)
+}
