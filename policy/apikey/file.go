@@ -325,9 +325,8 @@ func parseHash[T string | []byte](h T) ([32]byte, string) {
 	}
 	hx := h[len(hashPrefix):]
 	for i := range d {
-		hi, ok1 := lowerHex(hx[2*i])
-		lo, ok2 := lowerHex(hx[2*i+1])
-		if !ok1 || !ok2 {
+		hi, lo := lowerHex[hx[2*i]], lowerHex[hx[2*i+1]]
+		if hi|lo > 0xf {
 			return d, hashSyntax
 		}
 		d[i] = hi<<4 | lo
@@ -335,17 +334,22 @@ func parseHash[T string | []byte](h T) ([32]byte, string) {
 	return d, ""
 }
 
-// lowerHex is encoding/hex's digit decoding without its uppercase digits,
-// so that a key has one spelling.
-func lowerHex(c byte) (byte, bool) {
-	switch {
-	case '0' <= c && c <= '9':
-		return c - '0', true
-	case 'a' <= c && c <= 'f':
-		return c - 'a' + 10, true
+// lowerHex maps lowercase hex digits to their value and every other byte to
+// 0xff. It is encoding/hex's decoding without the uppercase digits (a key
+// has one spelling), as a table: it runs for every line of a key file.
+var lowerHex = func() (t [256]byte) {
+	for i := range t {
+		switch c := byte(i); {
+		case '0' <= c && c <= '9':
+			t[i] = c - '0'
+		case 'a' <= c && c <= 'f':
+			t[i] = c - 'a' + 10
+		default:
+			t[i] = 0xff
+		}
 	}
-	return 0, false
-}
+	return t
+}()
 
 // checkSubject refuses subjects that could be confused with others or break
 // the identity header they are copied to.
