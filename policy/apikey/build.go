@@ -84,6 +84,9 @@ type builder struct {
 	roles map[string][]string // interned, by their comma-separated text
 	n     int
 	errs  []*ParseError
+	// perShard sizes each shard's first allocation: growing a million
+	// keys by appends costs more than the rest of their parsing.
+	perShard int
 }
 
 // pending holds the keys added to one shard and where they came from.
@@ -99,7 +102,9 @@ type idRef struct {
 	i     uint32
 }
 
-func newBuilder(name string, prev *Set) *builder {
+// newBuilder starts a Set of about expected keys (a hint for allocation)
+// that shares what it can with prev (nil for none).
+func newBuilder(name string, prev *Set, expected int) *builder {
 	b := &builder{name: name, prev: prev, seed: maphash.MakeSeed(), roles: map[string][]string{}}
 	if prev != nil {
 		off := 0
@@ -110,7 +115,13 @@ func newBuilder(name string, prev *Set) *builder {
 			}
 		}
 		b.seen = make([]int32, off)
+		// Most keys of a reload are kept; expect few to be added.
+		expected = 0
 	}
+	b.ids = make([]idRef, 0, expected)
+	// A shard gets about expected/shardCount keys, give or take a few
+	// standard deviations (~sqrt of that): 1/8 more covers most.
+	b.perShard = expected/shardCount + expected/shardCount/8
 	return b
 }
 
@@ -156,7 +167,7 @@ func (b *builder) add(e *record) {
 	s := shardOf(&e.digest)
 	p := b.added[s]
 	if p == nil {
-		p = &pending{}
+		p = &pending{keys: make([]Key, 0, b.perShard), from: make([]origin, 0, b.perShard)}
 		b.added[s] = p
 	}
 	id := string(e.id)
@@ -306,7 +317,7 @@ func (b *builder) buildShard(old *shard, seen []int32, keep int, add *pending) *
 			}
 		}
 		keys = append(merged, keys...)
-	} else if cap(keys)-len(keys) > len(keys)/4 {
+	} else if cap(keys)-len(keys) > len(keys)/8 {
 		keys = slices.Clone(keys) // drop append's spare capacity
 	}
 	sh.keys = keys

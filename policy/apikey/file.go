@@ -42,7 +42,7 @@ func Load(path string) (*Set, error) { return load(path, nil) }
 // Parse validates key file content; name picks the format, as in Load, and
 // is used in error messages.
 func Parse(name string, data []byte) (*Set, error) {
-	return read(name, bytes.NewReader(data), nil)
+	return read(name, bytes.NewReader(data), int64(len(data)), nil)
 }
 
 // load reads the file at path into a Set that shares the shards prev (nil
@@ -53,10 +53,15 @@ func load(path string, prev *Set) (*Set, error) {
 		return nil, fmt.Errorf("read key file: %w", err)
 	}
 	defer f.Close()
-	return read(path, f, prev)
+	var size int64
+	if fi, err := f.Stat(); err == nil {
+		size = fi.Size()
+	}
+	return read(path, f, size, prev)
 }
 
-func read(name string, r io.Reader, prev *Set) (*Set, error) {
+// read parses a key file of about size bytes (a hint for allocation).
+func read(name string, r io.Reader, size int64, prev *Set) (*Set, error) {
 	h := sha256.New()
 	r = io.TeeReader(r, h)
 	if isYAML(name) {
@@ -67,7 +72,7 @@ func read(name string, r io.Reader, prev *Set) (*Set, error) {
 		}
 		return parseYAML(name, data, [32]byte(h.Sum(nil)), prev)
 	}
-	return parseLines(name, r, h, prev)
+	return parseLines(name, r, size, h, prev)
 }
 
 // isYAML tells the formats apart by the file's name, so that no setting is
@@ -163,7 +168,7 @@ func parseYAML(name string, data []byte, sum [32]byte, prev *Set) (*Set, error) 
 		return nil, &ParseError{File: name, Line: list.Line, Msg: "keys: entries could not be matched to lines"}
 	}
 
-	b := newBuilder(name, prev)
+	b := newBuilder(name, prev, len(doc.Keys))
 	var errs []*ParseError
 	for i, e := range doc.Keys {
 		n := list.Content[i]

@@ -20,14 +20,19 @@ import (
 // appended is refused rather than read with a cut-off last line.
 const lineSyntax = "want: sha256:<64 hex> <id> <subject> [roles=<a,b>] [expires=<RFC 3339>] [disabled]"
 
-// maxLineBytes bounds one line; an entry is far shorter.
-const maxLineBytes = 16 << 10
+// maxLineBytes bounds one line; an entry is far shorter. minLineBytes is
+// about the shortest useful line (a hash, a short id and subject, roles),
+// to estimate the number of keys from the size of a file.
+const (
+	maxLineBytes = 16 << 10
+	minLineBytes = 96
+)
 
 // parseLines streams a line-format file: it holds one line at a time, and a
 // line equal to a key in force allocates nothing.
-func parseLines(name string, r io.Reader, h hash.Hash, prev *Set) (*Set, error) {
+func parseLines(name string, r io.Reader, size int64, h hash.Hash, prev *Set) (*Set, error) {
 	br := bufio.NewReaderSize(r, maxLineBytes)
-	b := newBuilder(name, prev)
+	b := newBuilder(name, prev, int(size/minLineBytes))
 	var errs []*ParseError
 	var e record
 	n := int32(0)
@@ -163,11 +168,17 @@ func nextField(line []byte) (field, rest []byte) {
 	if i == len(line) {
 		return nil, nil
 	}
-	j := i
-	for j < len(line) && line[j] != ' ' && line[j] != '\t' {
-		j++
+	line = line[i:]
+	// IndexByte is vectorised; tabs are rare, so look for one only before
+	// the next space.
+	j := bytes.IndexByte(line, ' ')
+	if j < 0 {
+		j = len(line)
 	}
-	return line[i:j], line[j:]
+	if k := bytes.IndexByte(line[:j], '\t'); k >= 0 {
+		j = k
+	}
+	return line[:j], line[j:]
 }
 
 // truncate shortens a field quoted in an error message.

@@ -89,6 +89,33 @@ func BenchmarkKeysLoad(b *testing.B) {
 	}
 }
 
+// BenchmarkKeysLoadYAML is the same load from YAML, for comparison.
+func BenchmarkKeysLoadYAML(b *testing.B) {
+	for _, sz := range scaleSizes[:2] {
+		b.Run(sz.name, func(b *testing.B) {
+			var buf strings.Builder
+			buf.WriteString("keys:\n")
+			for i := range sz.n {
+				buf.WriteString(Entry(fmt.Sprintf("key-%07d", i), fmt.Sprintf("user-%07d", i), []string{"chat-user"}, scaleKey(i)))
+			}
+			path := filepath.Join(b.TempDir(), "keys.yaml")
+			if err := os.WriteFile(path, []byte(buf.String()), 0o600); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(buf.Len()))
+			var cpu cpuMeter
+			for b.Loop() {
+				cpu.start()
+				if _, err := Load(path); err != nil {
+					b.Fatal(err)
+				}
+				cpu.stop()
+			}
+			cpu.report(b)
+		})
+	}
+}
+
 // BenchmarkKeysReload measures applying one changed key to a Store in force:
 // the file is edited outside the timer, and the timer covers the reload (the
 // watch adds its 100 ms debounce on top).
