@@ -95,6 +95,10 @@ type Set struct {
 	shards [shardCount]*shard // nil: no key in that shard
 	n      int
 	sum    [32]byte // SHA-256 of the file content
+	// size and lines of a line-format file, so that a reload can tell an
+	// append (the file starts with this content) and number the new lines.
+	size  int64
+	lines int32
 }
 
 // shardBits sets the number of shards: with 4096, a million keys make

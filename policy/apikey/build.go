@@ -129,6 +129,19 @@ func (b *builder) fail(line int32, format string, args ...any) {
 	b.errs = append(b.errs, &ParseError{File: b.name, Line: int(line), Msg: fmt.Sprintf(format, args...)})
 }
 
+// keptEarlier marks the keys of prev kept by keepAll: they are on lines
+// before any entry added afterwards, which is all errors need to know.
+const keptEarlier int32 = 1<<31 - 1
+
+// keepAll marks every key of prev kept, when the file starts with exactly
+// the content prev was loaded from and only entries after it are added.
+func (b *builder) keepAll() {
+	for i := range b.seen {
+		b.seen[i] = keptEarlier
+	}
+	b.n += len(b.seen)
+}
+
 // match marks e as kept if it equals a key of prev, and reports whether it
 // did (or refused e as a second entry for the same key). An entry that
 // equals a key in force needs no validation: that key passed it.
@@ -206,11 +219,19 @@ func (b *builder) roleList(text []byte) []string {
 }
 
 func (b *builder) dupHash(o *origin, firstID string, firstLine int32) {
-	b.fail(o.hashLine, "%ssame hash as id %q (line %d): one key must map to one identity", o.path("hash"), firstID, firstLine)
+	b.fail(o.hashLine, "%ssame hash as id %q (%s): one key must map to one identity", o.path("hash"), firstID, b.where(firstLine))
 }
 
 func (b *builder) dupID(id string, o *origin, firstLine int32) {
-	b.fail(o.idLine, "%sduplicate id %q (first at line %d)", o.path("id"), id, firstLine)
+	b.fail(o.idLine, "%sduplicate id %q (first at %s)", o.path("id"), id, b.where(firstLine))
+}
+
+// where names the line of a key; keys kept by keepAll have none.
+func (b *builder) where(line int32) string {
+	if line == keptEarlier {
+		return "an earlier line"
+	}
+	return fmt.Sprintf("line %d", line)
 }
 
 // finish returns the Set, or the duplicates found.
@@ -279,10 +300,10 @@ func (b *builder) checkKeptID(id string, l int32) {
 		if b.key(b.ids[i]).ID != id {
 			continue
 		}
-		if o := b.origin(b.ids[i]); l < o.hashLine {
+		if o := b.origin(b.ids[i]); l == keptEarlier || l < o.hashLine {
 			b.dupID(id, o, l)
 		} else {
-			b.fail(l, "duplicate id %q (first at line %d)", id, o.idLine)
+			b.fail(l, "duplicate id %q (first at line %d)", id, o.idLine) // l is a real line: keptEarlier is never later
 		}
 		return
 	}

@@ -63,10 +63,9 @@ func load(path string, prev *Set) (*Set, error) {
 // read parses a key file of about size bytes (a hint for allocation).
 func read(name string, r io.Reader, size int64, prev *Set) (*Set, error) {
 	h := sha256.New()
-	r = io.TeeReader(r, h)
 	if isYAML(name) {
 		// YAML needs the whole document; the line format streams.
-		data, err := io.ReadAll(r)
+		data, err := io.ReadAll(io.TeeReader(r, h))
 		if err != nil {
 			return nil, fmt.Errorf("read key file: %w", err)
 		}

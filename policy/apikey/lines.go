@@ -29,15 +29,27 @@ const (
 )
 
 // parseLines streams a line-format file: it holds one line at a time, and a
-// line equal to a key in force allocates nothing.
+// line equal to a key in force allocates nothing. When the file is prev's
+// content with lines appended, as keys mint -file and echo >> leave it,
+// only the appended lines are parsed.
 func parseLines(name string, r io.Reader, size int64, h hash.Hash, prev *Set) (*Set, error) {
-	br := bufio.NewReaderSize(r, maxLineBytes)
 	b := newBuilder(name, prev, int(size/minLineBytes))
+	n := int32(0)
+	read := int64(0) // bytes parsed, to be the next reload's prefix
+	appended, err := unchangedPrefix(r, size, h, prev)
+	if err != nil {
+		return nil, fmt.Errorf("read key file: %w", err)
+	}
+	if appended {
+		b.keepAll()
+		n, read = prev.lines, prev.size
+	}
+	br := bufio.NewReaderSize(io.TeeReader(r, h), maxLineBytes)
 	var errs []*ParseError
 	var e record
-	n := int32(0)
 	for {
 		raw, err := br.ReadSlice('\n')
+		read += int64(len(raw))
 		if len(raw) > 0 || err == nil {
 			n++
 		}
@@ -45,7 +57,8 @@ func parseLines(name string, r io.Reader, size int64, h hash.Hash, prev *Set) (*
 		case errors.Is(err, bufio.ErrBufferFull):
 			errs = append(errs, &ParseError{File: name, Line: int(n), Msg: fmt.Sprintf("line longer than %d bytes", maxLineBytes)})
 			for errors.Is(err, bufio.ErrBufferFull) {
-				_, err = br.ReadSlice('\n')
+				raw, err = br.ReadSlice('\n')
+				read += int64(len(raw))
 			}
 			if err != nil && !errors.Is(err, io.EOF) {
 				return nil, fmt.Errorf("read key file: %w", err)
@@ -78,7 +91,28 @@ func parseLines(name string, r io.Reader, size int64, h hash.Hash, prev *Set) (*
 	if errs = append(errs, berrs...); len(errs) > 0 {
 		return nil, problems(name, errs)
 	}
+	set.size, set.lines = read, n
 	return set, nil
+}
+
+// unchangedPrefix reports whether the file r (of size bytes) starts with
+// the content prev was loaded from, having hashed that much of it into h.
+// Otherwise r and h are back at the start. SHA-256 telling the prefix is
+// the same content is what Revision and every key's identity rest on.
+func unchangedPrefix(r io.Reader, size int64, h hash.Hash, prev *Set) (bool, error) {
+	rs, ok := r.(io.ReadSeeker)
+	if !ok || prev == nil || prev.size == 0 || size <= prev.size {
+		return false, nil
+	}
+	if _, err := io.CopyN(h, rs, prev.size); err != nil {
+		return false, err
+	}
+	if [32]byte(h.Sum(nil)) == prev.sum {
+		return true, nil
+	}
+	h.Reset()
+	_, err := rs.Seek(0, io.SeekStart)
+	return false, err
 }
 
 // parseLine splits one line into e, whose text fields then point into raw.

@@ -182,6 +182,10 @@ func TestLinesReload(t *testing.T) {
 		{"rename a key's id", strings.Replace(base, line("bob", keyBob), line("robert", keyBob), 1),
 			map[string]string{keyBob: "ok"}, 0, 1},
 		{"change roles", strings.Replace(base, "roles=chat-user", "roles=reader", 1), map[string]string{keyAlice: "ok"}, 0, 1},
+		{"same-length edit and an append", strings.Replace(base, "roles=chat-user", "roles=chat-xxxx", 1) + line("carol", keyCarol),
+			map[string]string{keyAlice: "ok", keyCarol: "ok"}, 0, 2},
+		{"appended after an append", base + line("carol", keyCarol) + line("dave", keyOff, "disabled"),
+			map[string]string{keyCarol: "ok", keyOff: ReasonDisabled, keyAlice: "ok"}, 0, 2},
 		{"only comments added", "# header\n" + base + "\n# end\n", map[string]string{keyAlice: "ok"}, 0, 0},
 		{"reordered", line("old", keyOld) + line("bob", keyBob) + line("alice", keyAlice, "roles=chat-user"),
 			map[string]string{keyAlice: "ok"}, 0, 0},
@@ -257,5 +261,52 @@ func TestLinesWatched(t *testing.T) {
 	waitFor(t, "the appended key", func() bool { return reasonOf(s, keyCarol) == "ok" })
 	if reasonOf(s, keyAlice) != "ok" {
 		t.Errorf("alice after the append: %s", reasonOf(s, keyAlice))
+	}
+}
+
+// TestLinesAppendsInARow: appends applied one after another keep their
+// line numbers, and an appended line that clashes with a key in force is
+// refused.
+func TestLinesAppendsInARow(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.txt")
+	content := "# keys\n" + line("alice", keyAlice) + line("bob", keyBob)
+	writeFile(t, path, content)
+	s, err := Open(stopped(t), path, Options{Now: fixedNow})
+	if err != nil {
+		t.Fatal(err)
+	}
+	steps := []struct {
+		add     string
+		errLine int
+		errMsg  string
+	}{
+		{line("carol", keyCarol), 0, ""},
+		{line("old", keyOld), 0, ""},
+		{Hash(keyOff) + " off\n", 6, "too few fields"},
+		{line("alice", keyOff), 6, `id: duplicate id "alice" (first at an earlier line)`},
+		{line("off", keyBob), 6, `hash: same hash as id "bob" (an earlier line)`},
+		{line("off", keyOff, "disabled"), 0, ""},
+	}
+	for i, st := range steps {
+		writeFile(t, path, content+st.add)
+		err := s.reload()
+		if st.errLine == 0 {
+			if err != nil {
+				t.Fatalf("step %d: %v", i, err)
+			}
+			content += st.add
+			continue
+		}
+		if pes := parseErrors(err); len(pes) != 1 || pes[0].Line != st.errLine || !strings.Contains(pes[0].Msg, st.errMsg) {
+			t.Fatalf("step %d: reload() = %v, want line %d: %s", i, err, st.errLine, st.errMsg)
+		}
+	}
+	for k, want := range map[string]string{keyAlice: "ok", keyBob: "ok", keyCarol: "ok", keyOld: "ok", keyOff: ReasonDisabled} {
+		if got := reasonOf(s, k); got != want {
+			t.Errorf("key %.8s: %s, want %s", k, got, want)
+		}
+	}
+	if set := s.set.Load(); set.lines != 6 || set.Len() != 5 {
+		t.Errorf("set in force: %d lines, %d keys; want 6 and 5", set.lines, set.Len())
 	}
 }
