@@ -6,7 +6,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 )
 
 // line builds one well-formed line-format entry.
@@ -27,27 +26,7 @@ func TestLinesValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Parse: %v", err)
 	}
-	if set.Len() != 4 {
-		t.Errorf("Len = %d, want 4", set.Len())
-	}
-	tests := []struct {
-		key  string
-		want Key
-	}{
-		{keyAlice, Key{ID: "alice-laptop", Subject: "alice", Roles: []string{"chat-user", "embeddings"}}},
-		{keyBob, Key{ID: "bob", Subject: "bob@example.com"}},
-		{keyOld, Key{ID: "old", Subject: "carol", Roles: []string{"batch"},
-			ExpiresAt: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}},
-		{keyOff, Key{ID: "off", Subject: "dave", Disabled: true,
-			ExpiresAt: time.Date(2030, 6, 1, 10, 0, 0, 0, time.UTC)}},
-	}
-	for _, tt := range tests {
-		d := digestOf(tt.key)
-		got := set.find(&d)
-		if got == nil || !sameKey(got, &tt.want) {
-			t.Errorf("%s: got %+v, want %+v", tt.want.ID, got, tt.want)
-		}
-	}
+	checkValid(t, set)
 	for name, content := range map[string]string{"only comments": "# no keys yet\n", "blank line": "\n"} {
 		if set, err := Parse("keys.txt", []byte(content)); err != nil || set.Len() != 0 {
 			t.Errorf("%s: Parse = %v, %v; want an empty set", name, set, err)
@@ -55,19 +34,9 @@ func TestLinesValid(t *testing.T) {
 	}
 }
 
-func sameKey(a, b *Key) bool {
-	return a.ID == b.ID && a.Subject == b.Subject && a.Disabled == b.Disabled &&
-		a.ExpiresAt.Equal(b.ExpiresAt) && strings.Join(a.Roles, ",") == strings.Join(b.Roles, ",")
-}
-
 func TestLinesErrors(t *testing.T) {
 	h := Hash(keyAlice)
-	tests := []struct {
-		name    string
-		content string
-		line    int
-		msg     string
-	}{
+	tests := []refusal{
 		{"empty file", "", 0, "empty file"},
 		{"no final newline", line("a", keyAlice) + strings.TrimSuffix(line("b", keyBob), "\n"), 2, "no newline at the end"},
 		{"too few fields", h + " a\n", 1, "too few fields"},
@@ -94,26 +63,7 @@ func TestLinesErrors(t *testing.T) {
 		{"line too long", line("a", keyAlice) + h + " b " + strings.Repeat("x", maxLineBytes) + "\n" + line("c", keyCarol), 2, "line longer than"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			set, err := Parse("keys.txt", []byte(tt.content))
-			if err == nil {
-				t.Fatalf("Parse succeeded (%d keys), want an error at line %d", set.Len(), tt.line)
-			}
-			if set != nil {
-				t.Errorf("Parse returned a set along with %v", err)
-			}
-			pes := parseErrors(err)
-			if len(pes) == 0 {
-				t.Fatalf("error %v holds no *ParseError", err)
-			}
-			pe := pes[0]
-			if pe.File != "keys.txt" || pe.Line != tt.line || !strings.Contains(pe.Msg, tt.msg) {
-				t.Errorf("got %q (line %d), want line %d containing %q", err, pe.Line, tt.line, tt.msg)
-			}
-			if strings.Contains(err.Error(), keyAlice) {
-				t.Errorf("error %q holds a plaintext key", err)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkRefused(t, "keys.txt", tt.content, tt.line, tt.msg) })
 	}
 }
 

@@ -117,78 +117,63 @@ func BenchmarkKeysLoadYAML(b *testing.B) {
 }
 
 // BenchmarkKeysReload measures applying one changed key to a Store in force:
-// the file is edited outside the timer, and the timer covers the reload (the
-// watch adds its 100 ms debounce on top).
+// the file is rewritten outside the timer, and the timer covers the reload
+// (the watch adds its 100 ms debounce on top).
 func BenchmarkKeysReload(b *testing.B) {
 	for _, sz := range scaleSizes {
 		b.Run(sz.name+"/append", func(b *testing.B) {
-			ctx := stopped(b)
-			path, _ := writeScaleFile(b, b.TempDir(), sz.n)
-			s, err := Open(ctx, path, Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			f, err := os.OpenFile(path, os.O_APPEND|os.O_WRONLY, 0)
-			if err != nil {
-				b.Fatal(err)
-			}
-			defer f.Close()
-			var cpu cpuMeter
-			b.ResetTimer()
-			for i := range b.N {
-				b.StopTimer()
-				if _, err := f.WriteString(scaleLine(sz.n+i, false)); err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
-				cpu.start()
-				if err := s.reload(); err != nil {
-					b.Fatal(err)
-				}
-				cpu.stop()
-			}
-			b.StopTimer()
-			cpu.report(b)
-			if last := sz.n + b.N - 1; reasonOf(s, scaleKey(last)) != scaleReason(last) {
-				b.Fatal("appended key not in force")
-			}
+			benchReload(b, sz.n, func(data []byte, i int) ([]byte, int, string) {
+				k := sz.n + i
+				return append(data, scaleLine(k, false)...), k, scaleReason(k)
+			})
 		})
 		b.Run(sz.name+"/revoke", func(b *testing.B) {
-			ctx := stopped(b)
-			path, data := writeScaleFile(b, b.TempDir(), sz.n)
-			s, err := Open(ctx, path, Options{})
-			if err != nil {
-				b.Fatal(err)
-			}
-			// Each round revokes one more key in the middle of the file,
-			// rewriting the file in place.
-			var cpu cpuMeter
-			b.ResetTimer()
-			for i := range b.N {
-				b.StopTimer()
+			// Each round revokes one more key in the middle of the file.
+			benchReload(b, sz.n, func(data []byte, i int) ([]byte, int, string) {
 				k := sz.n/2 + i
-				line := scaleLine(k, false)
-				at := bytes.Index(data, []byte(line))
-				data = bytes.Join([][]byte{data[:at], []byte(scaleLine(k, true)), data[at+len(line):]}, nil)
-				if err := os.WriteFile(path, data, 0o600); err != nil {
-					b.Fatal(err)
-				}
-				b.StartTimer()
-				cpu.start()
-				if err := s.reload(); err != nil {
-					b.Fatal(err)
-				}
-				cpu.stop()
-				b.StopTimer()
-				if reasonOf(s, scaleKey(k)) != ReasonDisabled {
-					b.Fatalf("key %d not revoked", k)
-				}
-				b.StartTimer()
-			}
-			b.StopTimer()
-			cpu.report(b)
+				return revokeLine(data, k), k, ReasonDisabled
+			})
 		})
 	}
+}
+
+// revokeLine returns data with the k-th key's line marked disabled.
+func revokeLine(data []byte, k int) []byte {
+	line := []byte(scaleLine(k, false))
+	at := bytes.Index(data, line)
+	return bytes.Join([][]byte{data[:at], []byte(scaleLine(k, true)), data[at+len(line):]}, nil)
+}
+
+func benchReload(b *testing.B, n int, edit func(data []byte, i int) ([]byte, int, string)) {
+	path, data := writeScaleFile(b, b.TempDir(), n)
+	s, err := Open(stopped(b), path, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	var cpu cpuMeter
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		var key int
+		var want string
+		data, key, want = edit(data, i)
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		cpu.start()
+		if err := s.reload(); err != nil {
+			b.Fatal(err)
+		}
+		cpu.stop()
+		b.StopTimer()
+		if got := reasonOf(s, scaleKey(key)); got != want {
+			b.Fatalf("key %d: %s after the reload, want %s", key, got, want)
+		}
+		b.StartTimer()
+	}
+	b.StopTimer()
+	cpu.report(b)
 }
 
 func BenchmarkKeysLookup(b *testing.B) {
@@ -292,9 +277,7 @@ func TestKeysMemoryChild(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := []byte(scaleLine(n/2, false))
-	data = bytes.Replace(data, old, []byte(scaleLine(n/2, true)), 1)
-	if err := os.WriteFile(path, data, 0o600); err != nil {
+	if err := os.WriteFile(path, revokeLine(data, n/2), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	data = nil
