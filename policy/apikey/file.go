@@ -37,20 +37,25 @@ func (e *ParseError) Error() string {
 // .yml, one key per line otherwise. Each problem found is a *ParseError
 // (several are joined with errors.Join); a file with any problem yields no
 // Set, so a typo never half-applies.
-func Load(path string) (*Set, error) { return load(path, nil) }
+func Load(path string) (*Set, error) {
+	set, _, err := load(path, nil)
+	return set, err
+}
 
 // Parse validates key file content; name picks the format, as in Load, and
 // is used in error messages.
 func Parse(name string, data []byte) (*Set, error) {
-	return read(name, bytes.NewReader(data), int64(len(data)), nil)
+	set, _, err := read(name, bytes.NewReader(data), int64(len(data)), nil)
+	return set, err
 }
 
 // load reads the file at path into a Set that shares the shards prev (nil
-// for none) has in common with it.
-func load(path string, prev *Set) (*Set, error) {
+// for none) has in common with it. It also returns the SHA-256 of the
+// content it parsed, good or bad, or zero if it could not read it whole.
+func load(path string, prev *Set) (*Set, [32]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("read key file: %w", err)
+		return nil, [32]byte{}, fmt.Errorf("read key file: %w", err)
 	}
 	defer f.Close()
 	var size int64
@@ -60,16 +65,19 @@ func load(path string, prev *Set) (*Set, error) {
 	return read(path, f, size, prev)
 }
 
-// read parses a key file of about size bytes (a hint for allocation).
-func read(name string, r io.Reader, size int64, prev *Set) (*Set, error) {
+// read parses a key file of about size bytes (a hint for allocation), as
+// load does.
+func read(name string, r io.Reader, size int64, prev *Set) (*Set, [32]byte, error) {
 	h := sha256.New()
 	if isYAML(name) {
 		// YAML needs the whole document; the line format streams.
 		data, err := io.ReadAll(io.TeeReader(r, h))
 		if err != nil {
-			return nil, fmt.Errorf("read key file: %w", err)
+			return nil, [32]byte{}, fmt.Errorf("read key file: %w", err)
 		}
-		return parseYAML(name, data, [32]byte(h.Sum(nil)), prev)
+		sum := [32]byte(h.Sum(nil))
+		set, err := parseYAML(name, data, sum, prev)
+		return set, sum, err
 	}
 	return parseLines(name, r, size, h, prev)
 }

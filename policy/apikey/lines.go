@@ -32,13 +32,13 @@ const (
 // line equal to a key in force allocates nothing. When the file is prev's
 // content with lines appended, as keys mint -file and echo >> leave it,
 // only the appended lines are parsed.
-func parseLines(name string, r io.Reader, size int64, h hash.Hash, prev *Set) (*Set, error) {
+func parseLines(name string, r io.Reader, size int64, h hash.Hash, prev *Set) (*Set, [32]byte, error) {
 	b := newBuilder(name, prev, int(size/minLineBytes))
 	n := int32(0)
 	read := int64(0) // bytes parsed, to be the next reload's prefix
 	appended, err := unchangedPrefix(r, size, h, prev)
 	if err != nil {
-		return nil, fmt.Errorf("read key file: %w", err)
+		return nil, [32]byte{}, fmt.Errorf("read key file: %w", err)
 	}
 	if appended {
 		b.keepAll()
@@ -61,7 +61,7 @@ func parseLines(name string, r io.Reader, size int64, h hash.Hash, prev *Set) (*
 				read += int64(len(raw))
 			}
 			if err != nil && !errors.Is(err, io.EOF) {
-				return nil, fmt.Errorf("read key file: %w", err)
+				return nil, [32]byte{}, fmt.Errorf("read key file: %w", err)
 			}
 			continue
 		case errors.Is(err, io.EOF):
@@ -69,7 +69,7 @@ func parseLines(name string, r io.Reader, size int64, h hash.Hash, prev *Set) (*
 				errs = append(errs, &ParseError{File: name, Line: int(n), Msg: "no newline at the end of the file (is it still being written?)"})
 			}
 		case err != nil:
-			return nil, fmt.Errorf("read key file: %w", err)
+			return nil, [32]byte{}, fmt.Errorf("read key file: %w", err)
 		default:
 			if msg := parseLine(raw, n, &e); msg != "" {
 				errs = append(errs, &ParseError{File: name, Line: int(n), Msg: msg})
@@ -84,15 +84,16 @@ func parseLines(name string, r io.Reader, size int64, h hash.Hash, prev *Set) (*
 		}
 		break
 	}
+	sum := [32]byte(h.Sum(nil))
 	if n == 0 {
-		return nil, &ParseError{File: name, Msg: "empty file: want one key per line (a comment line for none)"}
+		return nil, sum, &ParseError{File: name, Msg: "empty file: want one key per line (a comment line for none)"}
 	}
-	set, berrs := b.finish([32]byte(h.Sum(nil)))
+	set, berrs := b.finish(sum)
 	if errs = append(errs, berrs...); len(errs) > 0 {
-		return nil, problems(name, errs)
+		return nil, sum, problems(name, errs)
 	}
 	set.size, set.lines = read, n
-	return set, nil
+	return set, sum, nil
 }
 
 // unchangedPrefix reports whether the file r (of size bytes) starts with

@@ -125,9 +125,12 @@ func (s *Store) reload() error {
 		s.report(nil)
 		return nil
 	}
-	// The set records the sum of what it was parsed from, which differs
-	// from sum if the file changed in between; that change brings an event.
-	set, err := load(s.path, cur)
+	// load reads the file again. If it changed in between, what was parsed
+	// is what the next reload must compare with: the file may be back to
+	// the content hashed above by then (a tool rewriting it in place), and
+	// skipping it would leave a refused read in force.
+	set, parsed, err := load(s.path, cur)
+	s.lastSum, s.seen = parsed, parsed != [32]byte{}
 	if err != nil {
 		return s.refuse(err)
 	}
