@@ -206,9 +206,10 @@ func BenchmarkKeysLookup(b *testing.B) {
 func BenchmarkKeysMemory(b *testing.B) {
 	for _, sz := range scaleSizes {
 		b.Run(sz.name, func(b *testing.B) {
-			path, _ := writeScaleFile(b, b.TempDir(), sz.n)
 			var m memReport
 			for b.Loop() {
+				// A fresh file: the child appends and revokes.
+				path, _ := writeScaleFile(b, b.TempDir(), sz.n)
 				cmd := exec.Command(os.Args[0], "-test.run=^TestKeysMemoryChild$", "-test.v")
 				cmd.Env = append(os.Environ(), "MODELGUARD_KEYS_MEMORY_FILE="+path, "MODELGUARD_KEYS_MEMORY_N="+strconv.Itoa(sz.n))
 				out, err := cmd.CombinedOutput()
