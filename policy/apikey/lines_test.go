@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // line builds one well-formed line-format entry.
@@ -150,7 +152,7 @@ func TestLinesReload(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			path := filepath.Join(t.TempDir(), "keys.txt")
-			writeFile(t, path, base)
+			rewriteFile(t, path, base)
 			var rec recorder
 			s, err := Open(stopped(t), path, Options{Now: fixedNow, OnReload: rec.record})
 			if err != nil {
@@ -200,7 +202,7 @@ func TestLinesReload(t *testing.T) {
 // Store.
 func TestLinesWatched(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keys.txt")
-	writeFile(t, path, line("alice", keyAlice))
+	rewriteFile(t, path, line("alice", keyAlice))
 	s, err := Open(t.Context(), path, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -208,7 +210,7 @@ func TestLinesWatched(t *testing.T) {
 	if err := AppendLine(path, line("carol", keyCarol)); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the appended key", func() bool { return reasonOf(s, keyCarol) == "ok" })
+	testkit.Eventually(t, "the appended key", func() bool { return reasonOf(s, keyCarol) == "ok" })
 	if reasonOf(s, keyAlice) != "ok" {
 		t.Errorf("alice after the append: %s", reasonOf(s, keyAlice))
 	}
@@ -220,7 +222,7 @@ func TestLinesWatched(t *testing.T) {
 func TestLinesAppendsInARow(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "keys.txt")
 	content := "# keys\n" + line("alice", keyAlice) + line("bob", keyBob)
-	writeFile(t, path, content)
+	rewriteFile(t, path, content)
 	s, err := Open(stopped(t), path, Options{Now: fixedNow})
 	if err != nil {
 		t.Fatal(err)
@@ -238,7 +240,7 @@ func TestLinesAppendsInARow(t *testing.T) {
 		{line("off", keyOff, "disabled"), 0, ""},
 	}
 	for i, st := range steps {
-		writeFile(t, path, content+st.add)
+		rewriteFile(t, path, content+st.add)
 		err := s.reload()
 		if st.errLine == 0 {
 			if err != nil {
