@@ -1,0 +1,278 @@
+package ratelimit
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Settings is the rate_limits section of the configuration. The zero value
+// (no rules) turns limits off. Fields left zero take the defaults below
+// (Defaults); Validate checks the result.
+type Settings struct {
+	// Store is "local" (default: in-process, one replica) or "redis"
+	// (shared by every replica pointing at the same server).
+	Store string `yaml:"store"`
+	// Local bounds the in-process store (also the fallback of on_error: local).
+	Local LocalSettings `yaml:"local"`
+	// Redis configures the shared store; required with store: redis.
+	Redis RedisSettings `yaml:"redis"`
+	// QuotaAfter: a refusal whose retry is further away than this is
+	// reported as insufficient_quota with x-should-retry: false rather than
+	// as a rate limit the client should retry. Default 1m.
+	QuotaAfter time.Duration `yaml:"quota_after"`
+	// Rules are the limits. Every rule that matches a request applies; the
+	// request is admitted only if all of them admit it.
+	Rules []Rule `yaml:"rules"`
+}
+
+// LocalSettings bounds the in-process store.
+type LocalSettings struct {
+	// MaxKeys caps the keys held at once (idle keys are evicted first);
+	// past it a request needing a new key is refused 503. Default 1,000,000
+	// (under 200 MB).
+	MaxKeys int `yaml:"max_keys"`
+}
+
+// RedisSettings configures the Redis (or Valkey) store.
+type RedisSettings struct {
+	// Address is host:port of the server.
+	Address  string `yaml:"address"`
+	Username string `yaml:"username"`
+	// PasswordEnv names an environment variable holding the password.
+	PasswordEnv string `yaml:"password_env"`
+	DB          int    `yaml:"db"`
+	// TLS connects with TLS (system roots).
+	TLS bool `yaml:"tls"`
+	// Timeout bounds the one round trip a request makes, including a
+	// reconnection; default 50ms, between 1ms and 1s.
+	Timeout time.Duration `yaml:"timeout"`
+	// OnError is what a request gets when Redis fails or is slower than
+	// Timeout: "deny" (default: 503, reason ratelimit_unavailable) or
+	// "local" (decided by this replica's own in-process limits).
+	OnError string `yaml:"on_error"`
+	// KeyPrefix starts every key; default "modelguard:rl:".
+	KeyPrefix string `yaml:"key_prefix"`
+	// PoolSize is the connection pool size; default 10 per CPU.
+	PoolSize int `yaml:"pool_size"`
+}
+
+// Rule is one limit: Requests or Tokens per Per, with a Burst, counted per
+// Key, applied to the requests Match selects.
+type Rule struct {
+	// Name names the limit in logs, audit records and metrics; unique.
+	Name string `yaml:"name"`
+	// Requests admitted per window; exclusive with Tokens.
+	Requests int64 `yaml:"requests"`
+	// Tokens reserved per window (prompt estimate + completion cap);
+	// exclusive with Requests.
+	Tokens int64 `yaml:"tokens"`
+	// Per is the window, from 1s to 31 days.
+	Per time.Duration `yaml:"per"`
+	// Burst is how much may be spent at once from a full allowance;
+	// default (0) the whole amount. The allowance refills continuously at
+	// amount/per (GCRA).
+	Burst int64 `yaml:"burst"`
+	// Key lists what the limit is counted per: subject, key_id, source,
+	// model, role, class, claim:<name>. Empty: one shared limit.
+	Key []string `yaml:"key"`
+	// Match selects the requests the rule applies to; empty: all.
+	Match Match `yaml:"match"`
+}
+
+// Match selects requests. Every non-empty field must match (and); within a
+// field any value matches (or).
+type Match struct {
+	// Classes are limit classes the policy picks (a field of its result).
+	Classes  []string `yaml:"classes"`
+	Roles    []string `yaml:"roles"`
+	Models   []string `yaml:"models"`
+	Subjects []string `yaml:"subjects"`
+	// Claims: each named claim (string, number or boolean, or an array of
+	// them) must equal one of the values.
+	Claims map[string][]string `yaml:"claims"`
+}
+
+// Defaults.
+const (
+	DefaultMaxKeys    = 1_000_000
+	DefaultTimeout    = 50 * time.Millisecond
+	DefaultKeyPrefix  = "modelguard:rl:"
+	DefaultQuotaAfter = time.Minute
+)
+
+// Bounds checked by Validate.
+const (
+	minPer     = time.Second
+	maxPer     = 31 * 24 * time.Hour
+	minTimeout = time.Millisecond
+	maxTimeout = time.Second
+	// maxUnits keeps GCRA arithmetic exact in Redis's Lua (doubles).
+	maxUnits = 1 << 52
+)
+
+// Defaults returns s with zero fields set to their defaults.
+func (s Settings) Defaults() Settings {
+	if s.Store == "" {
+		s.Store = "local"
+	}
+	if s.Local.MaxKeys == 0 {
+		s.Local.MaxKeys = DefaultMaxKeys
+	}
+	if s.Redis.Timeout == 0 {
+		s.Redis.Timeout = DefaultTimeout
+	}
+	if s.Redis.OnError == "" {
+		s.Redis.OnError = "deny"
+	}
+	if s.Redis.KeyPrefix == "" {
+		s.Redis.KeyPrefix = DefaultKeyPrefix
+	}
+	if s.QuotaAfter == 0 {
+		s.QuotaAfter = DefaultQuotaAfter
+	}
+	return s
+}
+
+// FieldError is a problem with one setting, named by its path below the
+// section (e.g. "rules[2].per"); the configuration loader prefixes the
+// section and locates it in the file.
+type FieldError struct {
+	Path string
+	Err  error
+}
+
+func (e *FieldError) Error() string { return e.Path + ": " + e.Err.Error() }
+func (e *FieldError) Unwrap() error { return e.Err }
+
+var ruleName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// Validate checks defaulted settings and returns every problem as a
+// *FieldError.
+func (s *Settings) Validate() []error {
+	var errs []error
+	fail := func(path, format string, args ...any) {
+		errs = append(errs, &FieldError{Path: path, Err: fmt.Errorf(format, args...)})
+	}
+	switch s.Store {
+	case "local":
+	case "redis":
+		if _, port, err := net.SplitHostPort(s.Redis.Address); err != nil || port == "" {
+			fail("redis.address", "must be host:port with store: redis")
+		}
+	default:
+		fail("store", "must be local or redis, not %q", s.Store)
+	}
+	if s.Local.MaxKeys < 1024 {
+		fail("local.max_keys", "must be at least 1024")
+	}
+	if s.Redis.Timeout < minTimeout || s.Redis.Timeout > maxTimeout {
+		fail("redis.timeout", "must be between %v and %v", minTimeout, maxTimeout)
+	}
+	if s.Redis.OnError != "deny" && s.Redis.OnError != "local" {
+		fail("redis.on_error", "must be deny or local, not %q", s.Redis.OnError)
+	}
+	if s.Redis.PoolSize < 0 || s.Redis.DB < 0 {
+		fail("redis", "pool_size and db must not be negative")
+	}
+	if s.QuotaAfter < 0 {
+		fail("quota_after", "must not be negative")
+	}
+	seen := map[string]bool{}
+	for i, r := range s.Rules {
+		p := fmt.Sprintf("rules[%d]", i)
+		if !ruleName.MatchString(r.Name) {
+			fail(p+".name", "must be 1-63 characters of a-z, 0-9, _ . - starting with a letter or digit")
+		} else if seen[r.Name] {
+			fail(p+".name", "%q is used by another rule", r.Name)
+		}
+		seen[r.Name] = true
+		if err := r.validateAmount(); err != nil {
+			fail(p, "%v", err)
+		}
+		if r.Per < minPer || r.Per > maxPer {
+			fail(p+".per", "must be between %v and %v", minPer, maxPer)
+		}
+		for j, k := range r.Key {
+			if _, err := parseKeyPart(k); err != nil {
+				fail(fmt.Sprintf("%s.key[%d]", p, j), "%v", err)
+			} else if slices.Index(r.Key, k) != j {
+				fail(fmt.Sprintf("%s.key[%d]", p, j), "%q is listed twice", k)
+			}
+		}
+		r.Match.validate(p+".match", fail)
+	}
+	return errs
+}
+
+func (r *Rule) validateAmount() error {
+	if (r.Requests > 0) == (r.Tokens > 0) || r.Requests < 0 || r.Tokens < 0 {
+		return errors.New("exactly one of requests and tokens must be set, and positive")
+	}
+	amount := r.amount()
+	if r.Per >= minPer && amount > r.Per.Microseconds() {
+		return fmt.Errorf("%d per %v is more than one a microsecond", amount, r.Per)
+	}
+	if r.Burst < 0 {
+		return errors.New("burst must not be negative")
+	}
+	if r.Per >= minPer && r.Burst > 0 && float64(r.Burst)*float64(r.Per.Microseconds()/amount) > maxUnits {
+		return errors.New("burst is too large")
+	}
+	return nil
+}
+
+func (r *Rule) amount() int64 { return max(r.Requests, r.Tokens) }
+
+func (m *Match) validate(path string, fail func(path, format string, args ...any)) {
+	for field, list := range map[string][]string{"classes": m.Classes, "roles": m.Roles, "models": m.Models, "subjects": m.Subjects} {
+		for j, v := range list {
+			if v == "" {
+				fail(fmt.Sprintf("%s.%s[%d]", path, field, j), "must not be empty")
+			}
+		}
+	}
+	for name, values := range m.Claims {
+		if name == "" || len(values) == 0 {
+			fail(path+".claims", "claim names and their value lists must not be empty")
+		}
+	}
+}
+
+// keyKind is one part of a rule's key.
+type keyKind uint8
+
+const (
+	keySubject keyKind = iota
+	keyKeyID
+	keySource
+	keyModel
+	keyRole
+	keyClass
+	keyClaim
+)
+
+func parseKeyPart(s string) (keyKind, error) {
+	switch s {
+	case "subject":
+		return keySubject, nil
+	case "key_id":
+		return keyKeyID, nil
+	case "source":
+		return keySource, nil
+	case "model":
+		return keyModel, nil
+	case "role":
+		return keyRole, nil
+	case "class":
+		return keyClass, nil
+	}
+	if name, ok := strings.CutPrefix(s, "claim:"); ok && name != "" {
+		return keyClaim, nil
+	}
+	return 0, fmt.Errorf("%q is not one of subject, key_id, source, model, role, class, claim:<name>", s)
+}
