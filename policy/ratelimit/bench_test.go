@@ -49,8 +49,7 @@ func BenchmarkCheck(b *testing.B) {
 		})
 	}
 	b.Run("redis-3-rules", func(b *testing.B) {
-		srv := startRedis(&testing.T{}) // skipped helpers need a *testing.T
-		defer srv.stop()
+		srv := startRedis(b)
 		bk := backendB(b, srv.addr)
 		rt := &roundTrips{}
 		bk.redis.client.AddHook(rt)

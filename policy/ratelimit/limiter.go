@@ -62,8 +62,9 @@ type Result struct {
 	// Fallback: Redis failed and the replica's own limits decided.
 	Fallback bool
 
-	charges []charge
-	key     []byte
+	refusedTokens bool // the refusing rule is a token budget
+	charges       []charge
+	key           []byte
 }
 
 // Matched reports whether any limit applied.
@@ -94,9 +95,11 @@ type store interface {
 // Limiter applies one configuration's rules. It is immutable: a reload
 // builds a new one on the same Backend, so counts survive reloads.
 type Limiter struct {
-	rules      []*rule
-	b          *Backend
-	quotaAfter time.Duration
+	rules             []*rule
+	b                 *Backend
+	quotaAfter        time.Duration
+	charsPerToken     int64
+	defaultCompletion int64
 }
 
 // Enabled reports whether any rule is configured.
@@ -156,7 +159,7 @@ func (l *Limiter) finish(req *Request, res *Result, never bool) {
 				res.Quota = true
 			}
 			if wait >= retry {
-				retry, res.Rule, res.KeyKind = wait, c.rule.name, c.rule.keyKind
+				retry, res.Rule, res.KeyKind, res.refusedTokens = wait, c.rule.name, c.rule.keyKind, c.rule.tokens
 			}
 		}
 	}
@@ -252,7 +255,7 @@ func (b *Backend) Close() error {
 
 // Limiter compiles the rules of defaulted, validated settings.
 func (b *Backend) Limiter(s Settings) *Limiter {
-	l := &Limiter{b: b, quotaAfter: s.QuotaAfter}
+	l := &Limiter{b: b, quotaAfter: s.QuotaAfter, charsPerToken: int64(s.PromptCharsPerToken), defaultCompletion: s.DefaultCompletionTokens}
 	for _, r := range s.Rules {
 		c := compileRule(r)
 		c.counters = b.metrics.forRule(c.name)

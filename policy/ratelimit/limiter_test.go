@@ -45,7 +45,7 @@ func backend(t *testing.T, store string, clock *fakeClock, onError string) *Back
 }
 
 func limiter(b *Backend, rules ...Rule) *Limiter {
-	return b.Limiter(Settings{Rules: rules, QuotaAfter: DefaultQuotaAfter})
+	return b.Limiter(Settings{Rules: rules}.Defaults())
 }
 
 func check(t *testing.T, l *Limiter, req Request) Result {

@@ -14,12 +14,12 @@ import (
 // redisServer is a real redis-server on a loopback port, for the length of
 // one test. CI installs Debian's redis-server (.ci/run).
 type redisServer struct {
-	t    *testing.T
+	t    testing.TB
 	addr string
 	cmd  *exec.Cmd
 }
 
-func startRedis(t *testing.T) *redisServer {
+func startRedis(t testing.TB) *redisServer {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
 		t.Skip("redis-server not installed (apt-get install redis-server)")

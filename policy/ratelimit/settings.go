@@ -25,6 +25,14 @@ type Settings struct {
 	// reported as insufficient_quota with x-should-retry: false rather than
 	// as a rate limit the client should retry. Default 1m.
 	QuotaAfter time.Duration `yaml:"quota_after"`
+	// PromptCharsPerToken turns the prompt characters the body step counts
+	// into a token estimate, rounded up. Default 4 (English text with
+	// OpenAI's tokenizers); 1 over-counts almost any text, see Estimate.
+	PromptCharsPerToken int `yaml:"prompt_chars_per_token"`
+	// DefaultCompletionTokens is reserved for the completion of a request
+	// that sets no max_tokens / max_completion_tokens when its model has no
+	// limits.max_tokens either. Default 4096.
+	DefaultCompletionTokens int64 `yaml:"default_completion_tokens"`
 	// Rules are the limits. Every rule that matches a request applies; the
 	// request is admitted only if all of them admit it.
 	Rules []Rule `yaml:"rules"`
@@ -103,6 +111,9 @@ const (
 	DefaultTimeout    = 50 * time.Millisecond
 	DefaultKeyPrefix  = "modelguard:rl:"
 	DefaultQuotaAfter = time.Minute
+	// DefaultPromptCharsPerToken is the usual average for English text.
+	DefaultPromptCharsPerToken = 4
+	DefaultCompletionTokens    = 4096
 )
 
 // Bounds checked by Validate.
@@ -134,6 +145,12 @@ func (s Settings) Defaults() Settings {
 	}
 	if s.QuotaAfter == 0 {
 		s.QuotaAfter = DefaultQuotaAfter
+	}
+	if s.PromptCharsPerToken == 0 {
+		s.PromptCharsPerToken = DefaultPromptCharsPerToken
+	}
+	if s.DefaultCompletionTokens == 0 {
+		s.DefaultCompletionTokens = DefaultCompletionTokens
 	}
 	return s
 }
@@ -181,6 +198,12 @@ func (s *Settings) Validate() []error {
 	}
 	if s.QuotaAfter < 0 {
 		fail("quota_after", "must not be negative")
+	}
+	if s.PromptCharsPerToken < 1 || s.PromptCharsPerToken > 16 {
+		fail("prompt_chars_per_token", "must be between 1 and 16")
+	}
+	if s.DefaultCompletionTokens < 1 {
+		fail("default_completion_tokens", "must be positive")
 	}
 	seen := map[string]bool{}
 	for i, r := range s.Rules {

@@ -153,6 +153,8 @@ func TestEval(t *testing.T) {
 		{name: "object allow with headers", input: `{"result": {"allow": true, "reason": "ok",
 			"headers": {"x-tenant": "acme", "x-empty": ""}, "response_headers": {}}}`,
 			want: Result{Allow: true, Reason: "ok", Headers: map[string]string{"x-tenant": "acme", "x-empty": ""}}},
+		{name: "rate limit class", input: `{"result": {"allow": true, "rate_limit_class": "gold"}}`, want: Result{Allow: true, RateLimitClass: "gold"}},
+		{name: "rate limit class not a string", input: `{"result": {"allow": true, "rate_limit_class": 1}}`, wantErr: "rate_limit_class"},
 		{name: "status ignored when allowed", input: `{"result": {"allow": true, "status": 403}}`, want: Result{Allow: true}},
 		{name: "status bounds", input: `{"result": {"allow": false, "status": 599}}`, want: Result{Status: 599}},
 		{name: "undefined", input: `{}`, want: Result{Reason: ReasonUndefined}},
