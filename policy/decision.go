@@ -75,6 +75,14 @@ func (d *Decision) Body() []byte {
 	return b
 }
 
+// DenialHeaders are the response headers of a denial: Body's content type,
+// then ResponseHeaders.
+func (d *Decision) DenialHeaders() []Header {
+	hs := make([]Header, 0, len(d.ResponseHeaders)+1)
+	hs = append(hs, Header{"content-type", "application/json"})
+	return append(hs, d.ResponseHeaders...)
+}
+
 // errorType follows OpenAI's error "type" vocabulary.
 func errorType(status int) string {
 	switch status {
