@@ -9,7 +9,11 @@
 // apart from an unset one.
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/modelguard/modelguard/policy/ratelimit"
+)
 
 // Config is the whole configuration file.
 type Config struct {
@@ -32,6 +36,9 @@ type Config struct {
 	IdentityHeaders IdentityHeaders `yaml:"identity_headers"`
 	// Audit configures the audit trail.
 	Audit Audit `yaml:"audit"`
+	// RateLimits are request limits and token budgets; the ratelimit
+	// package owns their settings, defaults and validation.
+	RateLimits ratelimit.Settings `yaml:"rate_limits"`
 	// Log configures operator logs.
 	Log Log `yaml:"log"`
 

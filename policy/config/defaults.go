@@ -83,6 +83,7 @@ func (c *Config) applyDefaults() {
 	c.auditDefaults()
 	orDefault(c, "log.level", &c.Log.Level, defaultLogLevel)
 	orDefault(c, "log.format", &c.Log.Format, defaultLogFormat)
+	c.RateLimits = c.RateLimits.Defaults()
 }
 
 // orDefault sets *field to def unless the document gives path a value.

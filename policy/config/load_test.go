@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelguard/modelguard/policy/ratelimit"
 )
 
 // fullConfig sets every key, with values that differ from the defaults.
@@ -137,9 +139,10 @@ func TestParseFullConfig(t *testing.T) {
 		IdentityHeaders:    IdentityHeaders{Subject: "x-user", Roles: "", AuthMethod: "x-method", KeyID: "x-key", DecisionID: "x-decision"},
 		Audit: Audit{Output: "audit/decisions.jsonl", MaxFileBytes: 100 << 20, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: AuditHTTP{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
-		Log:  Log{Level: "warn", Format: "text"},
-		Dir:  dir,
-		File: "config.yaml",
+		RateLimits: ratelimit.Settings{}.Defaults(),
+		Log:        Log{Level: "warn", Format: "text"},
+		Dir:        dir,
+		File:       "config.yaml",
 	}
 	got.src = nil
 	if !reflect.DeepEqual(got, want) {
@@ -193,7 +196,8 @@ func TestDefaults(t *testing.T) {
 		},
 		Audit: Audit{Output: "stdout", MaxFileBytes: 100 << 20, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: AuditHTTP{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
-		Log: Log{Level: "info", Format: "json"},
+		RateLimits: ratelimit.Settings{}.Defaults(),
+		Log:        Log{Level: "info", Format: "json"},
 	}
 	got := *c
 	got.src, got.Dir, got.File = nil, "", ""
@@ -255,7 +259,7 @@ func TestStructureErrors(t *testing.T) {
 		{"syntax error in a second document", doc(okAuth, okPolicy, "---", "a: [", ""),
 			[]string{"config.yaml:5: did not find expected node content"}},
 		{"unknown top-level key", doc(okAuth, okPolicy, "serve:", "  grpc_address: x"),
-			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, log"}},
+			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, rate_limits, log"}},
 		{"Go field name is not a key", doc(okAuth, okPolicy, "Dir: /etc"),
 			[]string{"config.yaml:3: Dir: unknown key; valid keys here: server,"}},
 		{"unknown key at depth", doc(okPolicy, "authentication:", "  jwt:", "    issuers:",

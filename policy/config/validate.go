@@ -76,6 +76,7 @@ func (c *Config) validate() []error {
 	v.models(c)
 	v.identityHeaders(&c.IdentityHeaders, c.Authentication.APIKeys.Header)
 	v.audit(&c.Audit)
+	v.rateLimits(&c.RateLimits)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "text")
 	return v.errs

@@ -255,7 +255,7 @@ func (b *Backend) Close() error {
 
 // Limiter compiles the rules of defaulted, validated settings.
 func (b *Backend) Limiter(s Settings) *Limiter {
-	l := &Limiter{b: b, quotaAfter: s.QuotaAfter, charsPerToken: int64(s.PromptCharsPerToken), defaultCompletion: s.DefaultCompletionTokens}
+	l := &Limiter{b: b, quotaAfter: s.QuotaAfter, charsPerToken: int64(s.PromptCharsPerToken), defaultCompletion: int64(s.DefaultCompletionTokens)}
 	for _, r := range s.Rules {
 		c := compileRule(r)
 		c.counters = b.metrics.forRule(c.name)

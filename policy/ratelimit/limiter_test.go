@@ -286,7 +286,7 @@ func TestRefusals(t *testing.T) {
 
 func TestMatchingAndKeys(t *testing.T) {
 	gold := Rule{Name: "gold", Requests: 1, Per: time.Hour, Key: []string{"claim:tenant"}, Match: Match{Classes: []string{"gold"}}}
-	eng := Rule{Name: "eng", Requests: 1, Per: time.Hour, Key: []string{"role"}, Match: Match{Roles: []string{"eng"}, Claims: map[string][]string{"org": {"acme", "42"}}}}
+	eng := Rule{Name: "eng", Requests: 1, Per: time.Hour, Key: []string{"role"}, Match: Match{Roles: []string{"eng"}, Claims: []ClaimMatch{{Name: "org", Values: []string{"acme", "42"}}}}}
 	src := Rule{Name: "src", Requests: 1, Per: time.Hour, Key: []string{"source", "model"}, Match: Match{Subjects: []string{"svc"}}}
 	tests := []struct {
 		name  string

@@ -30,8 +30,8 @@ type keyPart struct {
 }
 
 func compileRule(r Rule) *rule {
-	amount := r.amount()
-	burst := r.Burst
+	amount := int64(r.amount())
+	burst := int64(r.Burst)
 	if burst == 0 {
 		burst = amount
 	}
@@ -66,8 +66,8 @@ func (r *rule) matches(req *Request) bool {
 	if len(m.Roles) > 0 && r.matchedRole(req) == "" {
 		return false
 	}
-	for name, want := range m.Claims {
-		if !claimMatches(req.Claims[name], want) {
+	for _, c := range m.Claims {
+		if !claimMatches(req.Claims[c.Name], c.Values) {
 			return false
 		}
 	}

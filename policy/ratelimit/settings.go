@@ -32,7 +32,7 @@ type Settings struct {
 	// DefaultCompletionTokens is reserved for the completion of a request
 	// that sets no max_tokens / max_completion_tokens when its model has no
 	// limits.max_tokens either. Default 4096.
-	DefaultCompletionTokens int64 `yaml:"default_completion_tokens"`
+	DefaultCompletionTokens int `yaml:"default_completion_tokens"`
 	// Rules are the limits. Every rule that matches a request applies; the
 	// request is admitted only if all of them admit it.
 	Rules []Rule `yaml:"rules"`
@@ -75,16 +75,16 @@ type Rule struct {
 	// Name names the limit in logs, audit records and metrics; unique.
 	Name string `yaml:"name"`
 	// Requests admitted per window; exclusive with Tokens.
-	Requests int64 `yaml:"requests"`
+	Requests int `yaml:"requests"`
 	// Tokens reserved per window (prompt estimate + completion cap);
 	// exclusive with Requests.
-	Tokens int64 `yaml:"tokens"`
+	Tokens int `yaml:"tokens"`
 	// Per is the window, from 1s to 31 days.
 	Per time.Duration `yaml:"per"`
 	// Burst is how much may be spent at once from a full allowance;
 	// default (0) the whole amount. The allowance refills continuously at
 	// amount/per (GCRA).
-	Burst int64 `yaml:"burst"`
+	Burst int `yaml:"burst"`
 	// Key lists what the limit is counted per: subject, key_id, source,
 	// model, role, class, claim:<name>. Empty: one shared limit.
 	Key []string `yaml:"key"`
@@ -101,8 +101,14 @@ type Match struct {
 	Models   []string `yaml:"models"`
 	Subjects []string `yaml:"subjects"`
 	// Claims: each named claim (string, number or boolean, or an array of
-	// them) must equal one of the values.
-	Claims map[string][]string `yaml:"claims"`
+	// them) must equal one of its values.
+	Claims []ClaimMatch `yaml:"claims"`
+}
+
+// ClaimMatch is one claim a rule requires.
+type ClaimMatch struct {
+	Name   string   `yaml:"name"`
+	Values []string `yaml:"values"`
 }
 
 // Defaults.
@@ -237,19 +243,19 @@ func (r *Rule) validateAmount() error {
 		return errors.New("exactly one of requests and tokens must be set, and positive")
 	}
 	amount := r.amount()
-	if r.Per >= minPer && amount > r.Per.Microseconds() {
+	if r.Per >= minPer && int64(amount) > r.Per.Microseconds() {
 		return fmt.Errorf("%d per %v is more than one a microsecond", amount, r.Per)
 	}
 	if r.Burst < 0 {
 		return errors.New("burst must not be negative")
 	}
-	if r.Per >= minPer && r.Burst > 0 && float64(r.Burst)*float64(r.Per.Microseconds()/amount) > maxUnits {
+	if r.Per >= minPer && r.Burst > 0 && float64(r.Burst)*float64(r.Per.Microseconds()/int64(amount)) > maxUnits {
 		return errors.New("burst is too large")
 	}
 	return nil
 }
 
-func (r *Rule) amount() int64 { return max(r.Requests, r.Tokens) }
+func (r *Rule) amount() int { return max(r.Requests, r.Tokens) }
 
 func (m *Match) validate(path string, fail func(path, format string, args ...any)) {
 	for field, list := range map[string][]string{"classes": m.Classes, "roles": m.Roles, "models": m.Models, "subjects": m.Subjects} {
@@ -259,9 +265,9 @@ func (m *Match) validate(path string, fail func(path, format string, args ...any
 			}
 		}
 	}
-	for name, values := range m.Claims {
-		if name == "" || len(values) == 0 {
-			fail(path+".claims", "claim names and their value lists must not be empty")
+	for j, c := range m.Claims {
+		if c.Name == "" || len(c.Values) == 0 {
+			fail(fmt.Sprintf("%s.claims[%d]", path, j), "name and values must be set")
 		}
 	}
 }

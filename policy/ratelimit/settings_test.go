@@ -33,7 +33,7 @@ func TestValidate(t *testing.T) {
 		{"key part", func(s *Settings) { s.Rules[0].Key = []string{"tenant"} }, "rules[0].key[0]", "not one of"},
 		{"key twice", func(s *Settings) { s.Rules[0].Key = []string{"model", "model"} }, "rules[0].key[1]", "twice"},
 		{"empty match", func(s *Settings) { s.Rules[0].Match.Roles = []string{""} }, "rules[0].match.roles[0]", "empty"},
-		{"empty claim", func(s *Settings) { s.Rules[0].Match.Claims = map[string][]string{"org": nil} }, "rules[0].match.claims", "empty"},
+		{"empty claim", func(s *Settings) { s.Rules[0].Match.Claims = []ClaimMatch{{Name: "org"}} }, "rules[0].match.claims[0]", "must be set"},
 	}
 	for _, tt := range tests {
 		s := Settings{Rules: []Rule{ok}}
