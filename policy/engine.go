@@ -12,6 +12,7 @@ import (
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/policy/models"
+	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
 )
 
@@ -69,7 +70,10 @@ type Engine struct {
 	admit      Admitter // nil: the sink cannot refuse
 	bodySHA256 bool     // audit.body_sha256
 	maxBody    int      // the largest body any model accepts
-	now        func() time.Time
+
+	limiter        *ratelimit.Limiter // nil: no rate limits
+	modelMaxTokens map[string]int64   // models[].limits.max_tokens, the completion reserved by default
+	now            func() time.Time
 }
 
 // PolicyRevision is the revision of the policy in force ("" if unknown),
