@@ -110,9 +110,9 @@ func TestExampleDecisions(t *testing.T) {
 		model  map[string]any
 		want   Result
 	}{
-		{"chat user", []string{"chat-user"}, "POST", chat, Result{Allow: true, Reason: "allowed"}},
-		{"admin, model unknown", []string{"admin"}, "POST", nil, Result{Allow: true, Reason: "allowed"}},
-		{"reader listing", []string{"reader"}, "GET", map[string]any{"name": "", "operation": "list"}, Result{Allow: true, Reason: "allowed"}},
+		{"chat user", []string{"chat-user"}, "POST", chat, Result{Allow: true, Reason: "allowed", RateLimitClass: "standard"}},
+		{"admin, model unknown", []string{"admin"}, "POST", nil, Result{Allow: true, Reason: "allowed", RateLimitClass: "internal"}},
+		{"reader listing", []string{"reader"}, "GET", map[string]any{"name": "", "operation": "list"}, Result{Allow: true, Reason: "allowed", RateLimitClass: "default"}},
 		{"reader chat", []string{"reader"}, "POST", chat, Result{Status: 403, Reason: "read_only",
 			Message: "access denied: the caller has read-only access"}},
 		{"other model", []string{"chat-user"}, "POST", map[string]any{"name": "gpt-4o", "operation": "chat"}, Result{Status: 403,
