@@ -83,6 +83,9 @@ func newEnv(t testing.TB, o envOptions) *env {
 		"alice-key":  {subject: "alice", roles: []string{"chat-user"}},
 		"reader-key": {subject: "rita", roles: []string{"reader"}},
 		"admin-key":  {subject: "ada", roles: []string{"admin"}},
+		// The trial tier's limits (rate_limits below) apply to these two.
+		"trial-key":  {subject: "tara", roles: []string{"trial"}},
+		"trial2-key": {subject: "theo", roles: []string{"trial"}},
 	})
 	cfg := fmt.Sprintf(`server:
   grpc_address: 127.0.0.1:0
@@ -108,6 +111,10 @@ models:
   - {name: gpt-4o, operation: chat}
   - {name: text-embedding-3-small, operation: embeddings}
   - {name: resnet, operation: infer}
+rate_limits:
+  rules:
+    - {name: trial-requests, requests: 2, per: 1h, key: [key_id], match: {classes: [trial]}}
+    - {name: trial-tokens, tokens: 400, per: 1m, key: [key_id], match: {classes: [trial]}}
 audit:
   output: %s
 `, testIssuer, testAudience, e.jwks.srv.URL+"/jwks.json", filepath.Join(e.dir, "audit.log"))
