@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/modelguard/modelguard/test/redisserver"
 )
 
 // benchRules match every request: a request limit per subject, one per
@@ -49,8 +51,8 @@ func BenchmarkCheck(b *testing.B) {
 		})
 	}
 	b.Run("redis-3-rules", func(b *testing.B) {
-		srv := startRedis(b)
-		bk := backendB(b, srv.addr)
+		srv := redisserver.Start(b)
+		bk := backendB(b, srv.Addr)
 		rt := &roundTrips{}
 		bk.redis.client.AddHook(rt)
 		l := limiter(bk, benchRules...)

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/modelguard/modelguard/test/redisserver"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -64,8 +66,8 @@ func stores(t *testing.T, f func(t *testing.T, b func() *Backend)) {
 		f(t, func() *Backend { return b })
 	})
 	t.Run("redis", func(t *testing.T) {
-		srv := startRedis(t)
-		f(t, func() *Backend { return backend(t, srv.addr, nil, "") })
+		srv := redisserver.Start(t)
+		f(t, func() *Backend { return backend(t, srv.Addr, nil, "") })
 	})
 }
 
@@ -180,9 +182,9 @@ func TestWindowResets(t *testing.T) {
 }
 
 func TestRedisWindowResets(t *testing.T) {
-	srv := startRedis(t)
+	srv := redisserver.Start(t)
 	// Below the 1s minimum of Validate, to keep the test short.
-	l := limiter(backend(t, srv.addr, nil, ""), Rule{Name: "r", Requests: 3, Per: 300 * time.Millisecond})
+	l := limiter(backend(t, srv.Addr, nil, ""), Rule{Name: "r", Requests: 3, Per: 300 * time.Millisecond})
 	for i := range 4 {
 		if res := check(t, l, Request{}); res.Allowed != (i < 3) {
 			t.Fatalf("request %d: %+v", i, res)

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/modelguard/modelguard/test/redisserver"
 )
 
 // roundTrips counts commands sent to Redis.
@@ -25,8 +27,8 @@ func (h *roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.P
 }
 
 func TestRedisOneRoundTripForAllRules(t *testing.T) {
-	srv := startRedis(t)
-	b := backend(t, srv.addr, nil, "")
+	srv := redisserver.Start(t)
+	b := backend(t, srv.Addr, nil, "")
 	rt := &roundTrips{}
 	b.redis.client.AddHook(rt)
 	l := limiter(b,
@@ -112,8 +114,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 }
 
 func TestRedisFailsClosedAndRecovers(t *testing.T) {
-	srv := startRedis(t)
-	s := Settings{Store: "redis", Redis: RedisSettings{Address: srv.addr, Timeout: 50 * time.Millisecond}}.Defaults()
+	srv := redisserver.Start(t)
+	s := Settings{Store: "redis", Redis: RedisSettings{Address: srv.Addr, Timeout: 50 * time.Millisecond}}.Defaults()
 	b, err := Open(s, nil, slog.Default())
 	if err != nil {
 		t.Fatal(err)
@@ -126,7 +128,7 @@ func TestRedisFailsClosedAndRecovers(t *testing.T) {
 
 	// Frozen: connections stay open and no answer comes. The deadline,
 	// not the server, ends each request.
-	srv.pause()
+	srv.Pause()
 	waitFor(t, "refusals", func() bool { return ld.unavailable.Load() > 20 })
 	if testutil.ToFloat64(b.metrics.StoreErrors.WithLabelValues("timeout")) == 0 {
 		t.Fatal("no request ended by the deadline")
@@ -135,15 +137,15 @@ func TestRedisFailsClosedAndRecovers(t *testing.T) {
 	if err := l.Check(context.Background(), &Request{Subject: "z"}, &res); !errors.Is(err, ErrUnavailable) || res.Allowed {
 		t.Fatalf("while frozen: %v %+v", err, res)
 	}
-	srv.resume()
+	srv.Resume()
 	ok := ld.ok.Load()
 	waitFor(t, "recovery after resume", func() bool { return ld.ok.Load() > ok+50 })
 
 	// Killed mid-load, then back on the same port.
-	srv.stop()
+	srv.Stop()
 	unavailable := ld.unavailable.Load()
 	waitFor(t, "refusals while down", func() bool { return ld.unavailable.Load() > unavailable+20 })
-	srv.start()
+	srv.Restart()
 	ok = ld.ok.Load()
 	waitFor(t, "recovery after restart", func() bool { return ld.ok.Load() > ok+50 })
 	if n := ld.other.Load(); n != 0 {
