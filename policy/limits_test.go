@@ -8,13 +8,15 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // limitedEngine is testEngine with rate limits on the real local store (or
 // the Redis at s.Redis.Address).
-func limitedEngine(t *testing.T, a authorizer, s ratelimit.Settings) (*Engine, *recorder) {
+func limitedEngine(t *testing.T, a authorizer, s ratelimit.Settings) (*Engine, *testkit.EventLog[audit.Event]) {
 	t.Helper()
 	e, rec := testEngine(t, a)
 	s = s.Defaults()
@@ -95,7 +97,8 @@ func TestRateLimitedDecisions(t *testing.T) {
 				t.Errorf("%s: %s = %q, want %q", tt.name, k, got, v)
 			}
 		}
-		ev := rec.events[len(rec.events)-1]
+		events := rec.Events()
+		ev := events[len(events)-1]
 		if ev.RateLimitKey != tt.auditKey || (tt.auditKey != "" && ev.RateLimit != tt.rules[0].Name) {
 			t.Errorf("%s: audit names limit %q key %q", tt.name, ev.RateLimit, ev.RateLimitKey)
 		}

@@ -20,6 +20,7 @@ import (
 	"github.com/modelguard/modelguard/extauthz"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/test/redisserver"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // TestTwoProcessesShareOneRedisLimit runs two modelguard servers on one
@@ -166,7 +167,7 @@ func TestPolicyEditMovesCallerToAnotherTier(t *testing.T) {
 	// The trial tier admits 2 requests an hour and 400 tokens a minute per
 	// key (a request without max_tokens reserves the model's 4096): from
 	// the reload on, alice is refused.
-	eventually(t, "the trial tier's limit to apply", func() bool {
+	testkit.Eventually(t, "the trial tier's limit to apply", func() bool {
 		r := e.do("POST", "/v1/chat/completions", alice, chatBody("gpt-4o-mini"))
 		return r.status == 429 && strings.HasPrefix(r.reason(), "rate_limited_")
 	})

@@ -13,24 +13,25 @@ import (
 	"time"
 
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 func TestNewRefuses(t *testing.T) {
 	k := keys(t)
 	dir := t.TempDir()
-	writeFile(t, dir, "rsa1024.pem", pemOf(t, &k.rsa1024.PublicKey))
-	writeFile(t, dir, "rsa.pem", pemOf(t, &k.rsa.PublicKey))
-	writeFile(t, dir, "ec384.pem", pemOf(t, &k.ec384.PublicKey))
+	testkit.WriteFile(t, dir, "rsa1024.pem", pemOf(t, &k.rsa1024.PublicKey))
+	testkit.WriteFile(t, dir, "rsa.pem", pemOf(t, &k.rsa.PublicKey))
+	testkit.WriteFile(t, dir, "ec384.pem", pemOf(t, &k.ec384.PublicKey))
 	der, err := x509.MarshalPKCS8PrivateKey(k.rsa)
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, dir, "private.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
-	writeFile(t, dir, "two.pem", append(pemOf(t, &k.rsa.PublicKey), pemOf(t, &k.rsa2.PublicKey)...))
-	writeFile(t, dir, "short.secret", []byte(strings.Repeat("s", 31)+"\n"))
-	writeFile(t, dir, "secret40", []byte(strings.Repeat("s", 40)))
-	writeFile(t, dir, "pem.secret", pemOf(t, &k.rsa.PublicKey))
-	writeFile(t, dir, "garbage.pem", []byte("hello"))
+	testkit.WriteFile(t, dir, "private.pem", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	testkit.WriteFile(t, dir, "two.pem", append(pemOf(t, &k.rsa.PublicKey), pemOf(t, &k.rsa2.PublicKey)...))
+	testkit.WriteFile(t, dir, "short.secret", []byte(strings.Repeat("s", 31)+"\n"))
+	testkit.WriteFile(t, dir, "secret40", []byte(strings.Repeat("s", 40)))
+	testkit.WriteFile(t, dir, "pem.secret", pemOf(t, &k.rsa.PublicKey))
+	testkit.WriteFile(t, dir, "garbage.pem", []byte("hello"))
 	t.Setenv("JWTAUTH_TEST_EMPTY", "")
 
 	base := func() config.Issuer {
@@ -112,7 +113,7 @@ func TestNewRefuses(t *testing.T) {
 func TestNewAcceptsKeyForms(t *testing.T) {
 	k := keys(t)
 	dir := t.TempDir()
-	writeFile(t, dir, "pkcs1.pem", pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(&k.rsa.PublicKey)}))
+	testkit.WriteFile(t, dir, "pkcs1.pem", pem.EncodeToMemory(&pem.Block{Type: "RSA PUBLIC KEY", Bytes: x509.MarshalPKCS1PublicKey(&k.rsa.PublicKey)}))
 	tmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(1),
 		Subject:      pkix.Name{CommonName: "idp"},
@@ -123,8 +124,8 @@ func TestNewAcceptsKeyForms(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, dir, "cert.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	abs := writeFile(t, t.TempDir(), "abs.pem", pemOf(t, &k.rsa.PublicKey))
+	testkit.WriteFile(t, dir, "cert.pem", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	abs := testkit.WriteFile(t, t.TempDir(), "abs.pem", pemOf(t, &k.rsa.PublicKey))
 	t.Setenv("JWTAUTH_TEST_PEM", string(pemOf(t, &k.rsa.PublicKey)))
 	t.Setenv("JWTAUTH_TEST_SECRET", string(k.secret)+"\r\n")
 

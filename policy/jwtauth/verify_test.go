@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 const (
@@ -33,11 +34,11 @@ func staticConfig(t testing.TB) (config.JWT, string) {
 	t.Helper()
 	k := keys(t)
 	dir := t.TempDir()
-	writeFile(t, dir, "rsa.pem", pemOf(t, &k.rsa.PublicKey))
-	writeFile(t, dir, "rsa2.pem", pemOf(t, &k.rsa2.PublicKey))
-	writeFile(t, dir, "ec.pem", pemOf(t, &k.ec256.PublicKey))
-	writeFile(t, dir, "ed.pem", pemOf(t, k.ed.Public()))
-	writeFile(t, dir, "hs.secret", append(append([]byte(nil), k.secret...), '\n'))
+	testkit.WriteFile(t, dir, "rsa.pem", pemOf(t, &k.rsa.PublicKey))
+	testkit.WriteFile(t, dir, "rsa2.pem", pemOf(t, &k.rsa2.PublicKey))
+	testkit.WriteFile(t, dir, "ec.pem", pemOf(t, &k.ec256.PublicKey))
+	testkit.WriteFile(t, dir, "ed.pem", pemOf(t, k.ed.Public()))
+	testkit.WriteFile(t, dir, "hs.secret", append(append([]byte(nil), k.secret...), '\n'))
 	iss := func(name string, algs []string, key config.StaticKey) config.Issuer {
 		return config.Issuer{Issuer: name, Audiences: []string{"api"}, Algorithms: algs, Keys: []config.StaticKey{key}}
 	}

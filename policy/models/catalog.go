@@ -51,6 +51,7 @@ type Catalog struct {
 	models        []*model
 	templates     []template // every configured and built-in path, in order
 	owners        [][]*model // owners[i]: models reached through templates[i]
+	lenient       []template // templates in folded case, for lenientPath
 	limits        body.Limits
 	unknownStatus int
 	schemaFiles   map[string]string // schema id -> file
@@ -137,6 +138,10 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Catalog, erro
 		}
 	}
 
+	for _, t := range c.templates {
+		c.lenient = append(c.lenient, compileTemplate(string(body.AppendFold(nil, t.raw))))
+	}
+
 	set, err := schema.Compile(c.schemaFiles)
 	if err != nil {
 		return nil, &config.FieldError{Path: "models", Err: err}
@@ -215,29 +220,36 @@ type Request struct {
 
 // Inspect matches r to a configured model and checks its body. ok is false
 // when r is not a model request (another path, or not a POST); then m and
-// d are zero. Otherwise exactly one of m or d is set.
+// d are zero. Otherwise exactly one of m or d is set. The path is matched
+// after normalisation, and a request that a lenient server could route to
+// a model API is refused rather than passed on (see path.go).
 func (c *Catalog) Inspect(r Request) (m *Model, d *Denial, ok bool) {
-	if r.Method != http.MethodPost {
-		return nil, nil, false
-	}
+	path := normalizePath(r.Path)
 	type candidate struct {
 		models []*model
 		name   string // from the path; "" when the body names the model
 	}
 	var cands []candidate
-	for i, t := range c.templates {
-		if name, match := t.match(r.Path); match {
-			cands = append(cands, candidate{c.owners[i], name})
+	if r.Method == http.MethodPost {
+		for i, t := range c.templates {
+			if name, match := t.match(path); match {
+				cands = append(cands, candidate{c.owners[i], name})
+			}
 		}
 	}
 	if len(cands) == 0 {
+		if c.ambiguous(r.Method, path) {
+			return nil, &Denial{http.StatusBadRequest, "route_ambiguous", "request path or method not accepted for a model API"}, true
+		}
 		return nil, nil, false
 	}
 	if r.BodyOmitted {
 		return nil, &Denial{http.StatusServiceUnavailable, ReasonBodyNotForwarded, "service unavailable"}, true
 	}
 	// The body bound before the model is known: the largest any candidate allows.
+	schemas := c.schemas.Load()
 	lim := c.limits
+	lim.Names = schemas // refusals show the names schemas define, not the caller's
 	for _, cd := range cands {
 		for _, cm := range cd.models {
 			lim.MaxBytes = max(lim.MaxBytes, cm.maxBytes)
@@ -281,7 +293,7 @@ func (c *Catalog) Inspect(r Request) (m *Model, d *Denial, ok bool) {
 	if len(raw) > chosen.maxBytes {
 		return nil, &Denial{http.StatusRequestEntityTooLarge, body.ReasonTooLarge, "request body too large"}, true
 	}
-	if err := c.schemas.Load().Validate(chosen.schema, doc); err != nil {
+	if err := schemas.Validate(chosen.schema, doc); err != nil {
 		var v *schema.Violation
 		if errors.As(err, &v) {
 			return nil, &Denial{http.StatusBadRequest, "body_schema_violation", "request body invalid at " + v.Error()}, true
@@ -289,7 +301,10 @@ func (c *Catalog) Inspect(r Request) (m *Model, d *Denial, ok bool) {
 		c.log.Error("schema validation failed: denied", "schema", chosen.schema, "error", err)
 		return nil, &Denial{http.StatusServiceUnavailable, "schema_error", "service unavailable"}, true
 	}
-	facts := factsOf(chosen.operation, doc)
+	facts, d := factsOf(chosen.operation, doc)
+	if d != nil {
+		return nil, d, true
+	}
 	if d := chosen.limits.check(facts); d != nil {
 		return nil, d, true
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/modelguard/modelguard/test/redisserver"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // roundTrips counts commands sent to Redis.
@@ -102,17 +103,6 @@ func startLoad(l *Limiter) *load {
 
 func (ld *load) end() { close(ld.stop); <-ld.done }
 
-// waitFor polls cond for up to 30s (the breaker probes at least every 5s).
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for i := 0; !cond(); i++ {
-		if i == 3000 {
-			t.Fatalf("gave up waiting: %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func TestRedisFailsClosedAndRecovers(t *testing.T) {
 	srv := redisserver.Start(t)
 	s := Settings{Store: "redis", Redis: RedisSettings{Address: srv.Addr, Timeout: 50 * time.Millisecond}}.Defaults()
@@ -124,12 +114,12 @@ func TestRedisFailsClosedAndRecovers(t *testing.T) {
 	l := limiter(b, Rule{Name: "r", Requests: 1_000_000, Per: time.Hour, Key: []string{"subject"}})
 	ld := startLoad(l)
 	defer ld.end()
-	waitFor(t, "admissions", func() bool { return ld.ok.Load() > 50 })
+	testkit.Eventually(t, "admissions", func() bool { return ld.ok.Load() > 50 })
 
 	// Frozen: connections stay open and no answer comes. The deadline,
 	// not the server, ends each request.
 	srv.Pause()
-	waitFor(t, "refusals", func() bool { return ld.unavailable.Load() > 20 })
+	testkit.Eventually(t, "refusals", func() bool { return ld.unavailable.Load() > 20 })
 	if testutil.ToFloat64(b.metrics.StoreErrors.WithLabelValues("timeout")) == 0 {
 		t.Fatal("no request ended by the deadline")
 	}
@@ -139,15 +129,15 @@ func TestRedisFailsClosedAndRecovers(t *testing.T) {
 	}
 	srv.Resume()
 	ok := ld.ok.Load()
-	waitFor(t, "recovery after resume", func() bool { return ld.ok.Load() > ok+50 })
+	testkit.Eventually(t, "recovery after resume", func() bool { return ld.ok.Load() > ok+50 })
 
 	// Killed mid-load, then back on the same port.
 	srv.Stop()
 	unavailable := ld.unavailable.Load()
-	waitFor(t, "refusals while down", func() bool { return ld.unavailable.Load() > unavailable+20 })
+	testkit.Eventually(t, "refusals while down", func() bool { return ld.unavailable.Load() > unavailable+20 })
 	srv.Restart()
 	ok = ld.ok.Load()
-	waitFor(t, "recovery after restart", func() bool { return ld.ok.Load() > ok+50 })
+	testkit.Eventually(t, "recovery after restart", func() bool { return ld.ok.Load() > ok+50 })
 	if n := ld.other.Load(); n != 0 {
 		t.Fatalf("%d requests neither admitted nor refused as unavailable", n)
 	}

@@ -1,7 +1,6 @@
 package rego
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -15,6 +14,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 const allowFromData = "package modelguard.authz\n\nallow := data.settings.allow\n"
@@ -74,28 +74,10 @@ func TestEngineEvalCancelled(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination shared by the watch goroutine and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestReload(t *testing.T) {
 	dir := policyDir(t, map[string]string{"authz.rego": allowFromData, "data.json": `{"settings": {"allow": true}}`})
 	opts, events := reloads(t.Context())
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 	e, err := Open(t.Context(), config.Authorization{PolicyDir: dir}, "", opts)
 	if err != nil {
