@@ -64,7 +64,7 @@ models:
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := models.Open(context.Background(), cfg, models.Options{})
+	c, err := models.Open(context.Background(), cfg.ModelSettings(), cfg.Dir, models.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -19,10 +19,6 @@ import (
 func limitedEngine(t *testing.T, a authorizer, s ratelimit.Settings) (*Engine, *testkit.EventLog[audit.Event]) {
 	t.Helper()
 	e, rec := testEngine(t, a)
-	s = s.Defaults()
-	if errs := s.Validate(); len(errs) > 0 {
-		t.Fatal(errs)
-	}
 	b, err := ratelimit.Open(s, e.metrics.RateLimit, e.log)
 	if err != nil {
 		t.Fatal(err)

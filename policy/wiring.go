@@ -2,11 +2,11 @@ package policy
 
 import (
 	"context"
-	"errors"
 
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/field"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/policy/models"
@@ -20,7 +20,7 @@ import (
 func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error) {
 	e := &Engine{
 		apiKeyHeader:  cfg.Authentication.APIKeys.Header,
-		bearerKeys:    cfg.Authentication.APIKeys.Bearer == nil || *cfg.Authentication.APIKeys.Bearer,
+		bearerKeys:    *cfg.Authentication.APIKeys.Bearer, // config gives it a value
 		anonymous:     cfg.Authentication.AllowAnonymous,
 		maxCredential: cfg.Authentication.MaxCredentialBytes,
 		identity:      cfg.IdentityHeaders,
@@ -45,7 +45,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 			},
 		})
 		if err != nil {
-			return nil, cfg.Error(err)
+			return nil, cfg.Error(field.Under("authentication.jwt", err))
 		}
 		e.tokens = v
 	}
@@ -60,11 +60,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 			return nil, cfg.Error(&config.FieldError{Path: "authentication.api_keys.file", Err: err})
 		}
 		e.keys = s
-		if e.apiKeyHeader == "" {
-			e.apiKeyHeader = "x-api-key"
-		}
 	}
-	cat, err := models.Open(ctx, cfg, models.Options{
+	cat, err := models.Open(ctx, cfg.ModelSettings(), cfg.Dir, models.Options{
 		Logger: e.log,
 		OnReload: func(err error) {
 			e.reloaded(e.metrics.SchemaReloads, audit.Event{Kind: audit.KindSchemaReload}, err)
@@ -81,7 +78,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		},
 	})
 	if err != nil {
-		return nil, cfg.Error(&config.FieldError{Path: "authorization.policy_dir", Err: err})
+		return nil, cfg.Error(field.Under("authorization", err))
 	}
 	e.authz = r
 	if err := e.openLimits(ctx, cfg); err != nil {
@@ -99,11 +96,7 @@ func (e *Engine) openLimits(ctx context.Context, cfg *config.Config) error {
 	}
 	b, err := ratelimit.Open(s, e.metrics.RateLimit, e.log)
 	if err != nil {
-		var fe *ratelimit.FieldError
-		if errors.As(err, &fe) {
-			err = &config.FieldError{Path: "rate_limits." + fe.Path, Err: fe.Err}
-		}
-		return cfg.Error(err)
+		return cfg.Error(field.Under("rate_limits", err))
 	}
 	context.AfterFunc(ctx, func() { b.Close() })
 	e.limiter = b.Limiter(s)

@@ -11,11 +11,11 @@ func TestRateLimitValidation(t *testing.T) {
 	}
 	runErrorCases(t, []errorCase{
 		{"store unknown", limits("  store: memcached"), nil,
-			[]string{`config.yaml:4: rate_limits.store: must be local or redis, not "memcached"`}},
+			[]string{`config.yaml:4: rate_limits.store: "memcached" is not one of local, redis`}},
 		{"redis without address", limits("  store: redis"), nil,
 			[]string{`config.yaml:3: rate_limits.redis.address: must be host:port with store: redis`}},
 		{"on_error unknown", limits("  redis: {address: \"127.0.0.1:6379\", on_error: allow}"), nil,
-			[]string{`config.yaml:4: rate_limits.redis.on_error: must be deny or local, not "allow"`}},
+			[]string{`config.yaml:4: rate_limits.redis.on_error: "allow" is not one of deny, local`}},
 		{"both amounts", limits("  rules:", "    - {name: a, requests: 1, tokens: 5, per: 1m}"), nil,
 			[]string{`config.yaml:5: rate_limits.rules[0]: exactly one of requests and tokens must be set`}},
 		{"window too short", limits("  rules:", "    - name: a", "      requests: 10", "      per: 10ms"), nil,

@@ -11,7 +11,6 @@ import (
 
 	"github.com/MicahParks/jwkset"
 
-	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/test/testkit"
 )
 
@@ -44,8 +43,8 @@ func (r *refreshLog) counts() (ok, failed int) {
 	return r.ok, r.failed
 }
 
-func jwksConfig(url string, refresh, unknownKID time.Duration) config.JWT {
-	return config.JWT{Issuers: []config.Issuer{{
+func jwksConfig(url string, refresh, unknownKID time.Duration) Settings {
+	return Settings{Issuers: []IssuerSettings{{
 		Issuer:                 issJWKS,
 		Audiences:              []string{"api"},
 		Algorithms:             []string{"RS256", "ES256"},

@@ -20,7 +20,8 @@ import (
 	"sync/atomic"
 
 	"github.com/modelguard/modelguard/policy/body"
-	"github.com/modelguard/modelguard/policy/config"
+	// Aliased: this package has a func field.
+	fielderr "github.com/modelguard/modelguard/policy/field"
 	"github.com/modelguard/modelguard/policy/schema"
 	"github.com/modelguard/modelguard/policy/watch"
 )
@@ -69,21 +70,20 @@ type model struct {
 	maxBytes  int
 }
 
-// Open compiles the configured models and their schemas, and watches user
-// schema files until ctx ends.
-func Open(ctx context.Context, cfg *config.Config, opts Options) (*Catalog, error) {
+// Open compiles the models of s (validated by the configuration; schema
+// files relative to baseDir) and their schemas, and watches user schema
+// files until ctx ends. Errors are *field.Error relative to the document's
+// root.
+func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Catalog, error) {
 	c := &Catalog{
-		limits:        body.Limits{MaxBytes: cfg.RequestBody.MaxBytes, MaxDepth: cfg.RequestBody.MaxDepth},
-		unknownStatus: cfg.UnknownModelStatus,
+		limits:        body.Limits{MaxBytes: s.Body.MaxBytes, MaxDepth: s.Body.MaxDepth},
+		unknownStatus: s.UnknownModelStatus,
 		schemaFiles:   map[string]string{},
 		log:           opts.Logger,
 		onReload:      opts.OnReload,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
-	}
-	if c.unknownStatus == 0 {
-		c.unknownStatus = http.StatusForbidden
 	}
 	index := map[string]int{} // template -> position in c.templates
 	addTemplate := func(t string, m *model) error {
@@ -105,11 +105,11 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Catalog, erro
 		}
 		return nil
 	}
-	for i, mc := range cfg.Models {
+	for i, mc := range s.Models {
 		p := "models[" + strconv.Itoa(i) + "]"
 		m := &model{name: mc.Name, operation: mc.Operation, schema: mc.Schema, limits: limits(mc.Limits), maxBytes: mc.Limits.MaxBodyBytes}
 		if m.maxBytes == 0 {
-			m.maxBytes = cfg.RequestBody.MaxBytes
+			m.maxBytes = s.Body.MaxBytes
 		}
 		def := operations[mc.Operation]
 		if m.schema == "" {
@@ -117,7 +117,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Catalog, erro
 		}
 		if !slices.Contains(schema.Builtins(), m.schema) {
 			// A file: its id is the path as written, resolved against the config.
-			c.schemaFiles[m.schema] = cfg.Path(m.schema)
+			c.schemaFiles[m.schema] = resolve(m.schema, baseDir)
 		}
 		paths := mc.Paths
 		if len(paths) == 0 {
@@ -125,7 +125,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Catalog, erro
 		}
 		for j, t := range paths {
 			if err := addTemplate(t, m); err != nil {
-				return nil, &config.FieldError{Path: fmt.Sprintf("%s.paths[%d]", p, j), Err: err}
+				return nil, &fielderr.Error{Path: fmt.Sprintf("%s.paths[%d]", p, j), Err: err}
 			}
 		}
 		c.models = append(c.models, m)
@@ -144,18 +144,26 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Catalog, erro
 
 	set, err := schema.Compile(c.schemaFiles)
 	if err != nil {
-		return nil, &config.FieldError{Path: "models", Err: err}
+		return nil, &fielderr.Error{Path: "models", Err: err}
 	}
 	c.schemas.Store(set)
 	if len(c.schemaFiles) > 0 {
 		if err := watch.Dirs(ctx, schemaDirs(c.schemaFiles), watch.Options{}, c.reload, nil); err != nil {
-			return nil, &config.FieldError{Path: "models", Err: err}
+			return nil, &fielderr.Error{Path: "models", Err: err}
 		}
 	}
 	if len(c.models) == 0 {
 		c.log.Warn("no models configured: every request to a model API will be refused")
 	}
 	return c, nil
+}
+
+// resolve joins a relative path to baseDir.
+func resolve(p, baseDir string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(baseDir, p)
 }
 
 func schemaDirs(files map[string]string) []string {

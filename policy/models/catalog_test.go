@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"errors"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -11,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/test/testkit"
+	"go.yaml.in/yaml/v3"
 )
 
 func openCatalog(t *testing.T, extra string) (*Catalog, string) {
@@ -38,17 +39,33 @@ models:
     paths: ["/score/{model}"]
     schema: schemas/score.json
 ` + extra
-	cfg, err := config.Parse([]byte(doc), "config.yaml", dir)
+	s := settingsOf(t, doc)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c, err := Open(ctx, s, dir, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	c, err := Open(ctx, cfg, Options{})
-	if err != nil {
-		t.Fatal(cfg.Error(err))
-	}
 	return c, dir
+}
+
+// settingsOf reads the catalog's three keys from a configuration document
+// over their defaults, and validates them.
+func settingsOf(t testing.TB, doc string) Settings {
+	t.Helper()
+	s := DefaultSettings()
+	keys := struct {
+		Models             *[]ModelSettings `yaml:"models"`
+		RequestBody        *BodySettings    `yaml:"request_body"`
+		UnknownModelStatus *int             `yaml:"unknown_model_status"`
+	}{&s.Models, &s.Body, &s.UnknownModelStatus}
+	if err := yaml.Unmarshal([]byte(doc), &keys); err != nil {
+		t.Fatal(err)
+	}
+	if err := errors.Join(s.Validate()...); err != nil {
+		t.Fatal(err)
+	}
+	return s
 }
 
 func gz(s string) []byte {

@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"strconv"
 	"unicode/utf8"
-
-	"github.com/modelguard/modelguard/policy/config"
 )
 
 // Facts are the few body values policies and limits use, computed once per
@@ -130,7 +128,7 @@ func integer(v any) int64 {
 	return int64(f)
 }
 
-type limits config.ModelLimits
+type limits Limits
 
 func (l limits) check(f Facts) *Denial {
 	switch {

@@ -69,7 +69,7 @@ func backendB(b *testing.B, store string) *Backend {
 	if store != "local" {
 		s = Settings{Store: "redis", Redis: RedisSettings{Address: store, Timeout: time.Second}}
 	}
-	bk, err := Open(s.Defaults(), nil, quiet)
+	bk, err := Open(s, nil, quiet)
 	if err != nil {
 		b.Fatal(err)
 	}

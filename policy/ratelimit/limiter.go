@@ -225,9 +225,11 @@ type Backend struct {
 	log      *slog.Logger
 }
 
-// Open creates the stores for defaulted, validated settings. Redis is not
-// required to be up: requests fail (or fall back) until it is.
+// Open creates the stores for validated settings (zero fields take their
+// defaults). Redis is not required to be up: requests fail (or fall back)
+// until it is.
 func Open(s Settings, m *Metrics, log *slog.Logger) (*Backend, error) {
+	s = s.orDefaults()
 	if m == nil {
 		m = NewMetrics(nil)
 	}
@@ -253,8 +255,10 @@ func (b *Backend) Close() error {
 	return nil
 }
 
-// Limiter compiles the rules of defaulted, validated settings.
+// Limiter compiles the rules of validated settings (zero fields take their
+// defaults).
 func (b *Backend) Limiter(s Settings) *Limiter {
+	s = s.orDefaults()
 	l := &Limiter{b: b, quotaAfter: s.QuotaAfter, charsPerToken: int64(s.PromptCharsPerToken), defaultCompletion: int64(s.DefaultCompletionTokens)}
 	for _, r := range s.Rules {
 		c := compileRule(r)

@@ -33,21 +33,20 @@ func backend(t *testing.T, store string, clock *fakeClock, onError string) *Back
 		// A generous deadline: 200 goroutines open connections at once under -race.
 		s = Settings{Store: "redis", Redis: RedisSettings{Address: store, OnError: onError, Timeout: time.Second}}
 	}
-	s = s.Defaults()
 	b, err := Open(s, nil, quiet)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if clock != nil {
 		clock.us.Store(1)
-		b.local = newLocalStore(s.Local.MaxKeys, clock.now)
+		b.local = newLocalStore(DefaultMaxKeys, clock.now)
 	}
 	t.Cleanup(func() { b.Close() })
 	return b
 }
 
 func limiter(b *Backend, rules ...Rule) *Limiter {
-	return b.Limiter(Settings{Rules: rules}.Defaults())
+	return b.Limiter(Settings{Rules: rules})
 }
 
 func check(t *testing.T, l *Limiter, req Request) Result {

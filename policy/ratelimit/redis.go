@@ -9,12 +9,14 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/modelguard/modelguard/policy/field"
+	"github.com/modelguard/modelguard/policy/secret"
 )
 
 // takeScript decides every matching rule of one request in one round trip
@@ -102,11 +104,11 @@ func newRedisStore(s RedisSettings, m *Metrics, log *slog.Logger) (*redisStore, 
 		DisableIdentity:       true,
 	}
 	if s.PasswordEnv != "" {
-		pw, ok := os.LookupEnv(s.PasswordEnv)
-		if !ok {
-			return nil, &FieldError{Path: "redis.password_env", Err: fmt.Errorf("environment variable %s is not set", s.PasswordEnv)}
+		pw, err := secret.Read("", s.PasswordEnv, true)
+		if err != nil {
+			return nil, &field.Error{Path: "redis.password_env", Err: err}
 		}
-		opt.Password = pw
+		opt.Password = string(pw)
 	}
 	if s.TLS {
 		opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}

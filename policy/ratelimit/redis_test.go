@@ -105,7 +105,7 @@ func (ld *load) end() { close(ld.stop); <-ld.done }
 
 func TestRedisFailsClosedAndRecovers(t *testing.T) {
 	srv := redisserver.Start(t)
-	s := Settings{Store: "redis", Redis: RedisSettings{Address: srv.Addr, Timeout: 50 * time.Millisecond}}.Defaults()
+	s := Settings{Store: "redis", Redis: RedisSettings{Address: srv.Addr, Timeout: 50 * time.Millisecond}}
 	b, err := Open(s, nil, slog.Default())
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,7 @@ import (
 
 func TestEstimate(t *testing.T) {
 	l := Settings{PromptCharsPerToken: 4, DefaultCompletionTokens: 1000}
-	lim := (&Backend{metrics: NewMetrics(nil)}).Limiter(l.Defaults())
+	lim := (&Backend{metrics: NewMetrics(nil)}).Limiter(l)
 	tests := []struct {
 		chars      int
 		completion int64

@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -8,11 +9,12 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/modelguard/modelguard/policy/field"
 )
 
-// Settings is the rate_limits section of the configuration. The zero value
-// (no rules) turns limits off. Fields left zero take the defaults below
-// (Defaults); Validate checks the result.
+// Settings is the rate_limits section of the configuration. No rules: no
+// limits. Absent keys take DefaultSettings; Validate checks the result.
 type Settings struct {
 	// Store is "local" (default: in-process, one replica) or "redis"
 	// (shared by every replica pointing at the same server).
@@ -132,108 +134,76 @@ const (
 	maxUnits = 1 << 52
 )
 
-// Defaults returns s with zero fields set to their defaults.
-func (s Settings) Defaults() Settings {
-	if s.Store == "" {
-		s.Store = "local"
+// DefaultSettings returns the value every absent key takes.
+func DefaultSettings() Settings {
+	return Settings{
+		Store:                   "local",
+		Local:                   LocalSettings{MaxKeys: DefaultMaxKeys},
+		Redis:                   RedisSettings{Timeout: DefaultTimeout, OnError: "deny", KeyPrefix: DefaultKeyPrefix},
+		QuotaAfter:              DefaultQuotaAfter,
+		PromptCharsPerToken:     DefaultPromptCharsPerToken,
+		DefaultCompletionTokens: DefaultCompletionTokens,
 	}
-	if s.Local.MaxKeys == 0 {
-		s.Local.MaxKeys = DefaultMaxKeys
-	}
-	if s.Redis.Timeout == 0 {
-		s.Redis.Timeout = DefaultTimeout
-	}
-	if s.Redis.OnError == "" {
-		s.Redis.OnError = "deny"
-	}
-	if s.Redis.KeyPrefix == "" {
-		s.Redis.KeyPrefix = DefaultKeyPrefix
-	}
-	if s.QuotaAfter == 0 {
-		s.QuotaAfter = DefaultQuotaAfter
-	}
-	if s.PromptCharsPerToken == 0 {
-		s.PromptCharsPerToken = DefaultPromptCharsPerToken
-	}
-	if s.DefaultCompletionTokens == 0 {
-		s.DefaultCompletionTokens = DefaultCompletionTokens
-	}
+}
+
+// orDefaults gives zero fields their defaults, for settings built in code;
+// the configuration file applies DefaultSettings to absent keys only, so
+// that an explicit zero is refused by Validate.
+func (s Settings) orDefaults() Settings {
+	def := DefaultSettings()
+	s.Store = cmp.Or(s.Store, def.Store)
+	s.Local.MaxKeys = cmp.Or(s.Local.MaxKeys, def.Local.MaxKeys)
+	s.Redis.Timeout = cmp.Or(s.Redis.Timeout, def.Redis.Timeout)
+	s.Redis.OnError = cmp.Or(s.Redis.OnError, def.Redis.OnError)
+	s.Redis.KeyPrefix = cmp.Or(s.Redis.KeyPrefix, def.Redis.KeyPrefix)
+	s.QuotaAfter = cmp.Or(s.QuotaAfter, def.QuotaAfter)
+	s.PromptCharsPerToken = cmp.Or(s.PromptCharsPerToken, def.PromptCharsPerToken)
+	s.DefaultCompletionTokens = cmp.Or(s.DefaultCompletionTokens, def.DefaultCompletionTokens)
 	return s
 }
 
-// FieldError is a problem with one setting, named by its path below the
-// section (e.g. "rules[2].per"); the configuration loader prefixes the
-// section and locates it in the file.
-type FieldError struct {
-	Path string
-	Err  error
-}
-
-func (e *FieldError) Error() string { return e.Path + ": " + e.Err.Error() }
-func (e *FieldError) Unwrap() error { return e.Err }
-
 var ruleName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
 
-// Validate checks defaulted settings and returns every problem as a
-// *FieldError.
-func (s *Settings) Validate() []error {
-	var errs []error
-	fail := func(path, format string, args ...any) {
-		errs = append(errs, &FieldError{Path: path, Err: fmt.Errorf(format, args...)})
-	}
-	switch s.Store {
-	case "local":
-	case "redis":
+// Validate checks s. The errors are *field.Error relative to the section
+// ("rules[2].per").
+func (s Settings) Validate() []error {
+	var errs field.List
+	errs.OneOf("store", s.Store, "local", "redis")
+	if s.Store == "redis" {
 		if _, port, err := net.SplitHostPort(s.Redis.Address); err != nil || port == "" {
-			fail("redis.address", "must be host:port with store: redis")
+			errs.Addf("redis.address", "must be host:port with store: redis")
 		}
-	default:
-		fail("store", "must be local or redis, not %q", s.Store)
 	}
-	if s.Local.MaxKeys < 1024 {
-		fail("local.max_keys", "must be at least 1024")
-	}
-	if s.Redis.Timeout < minTimeout || s.Redis.Timeout > maxTimeout {
-		fail("redis.timeout", "must be between %v and %v", minTimeout, maxTimeout)
-	}
-	if s.Redis.OnError != "deny" && s.Redis.OnError != "local" {
-		fail("redis.on_error", "must be deny or local, not %q", s.Redis.OnError)
-	}
-	if s.Redis.PoolSize < 0 || s.Redis.DB < 0 {
-		fail("redis", "pool_size and db must not be negative")
-	}
-	if s.QuotaAfter < 0 {
-		fail("quota_after", "must not be negative")
-	}
-	if s.PromptCharsPerToken < 1 || s.PromptCharsPerToken > 16 {
-		fail("prompt_chars_per_token", "must be between 1 and 16")
-	}
-	if s.DefaultCompletionTokens < 1 {
-		fail("default_completion_tokens", "must be positive")
-	}
+	field.Range(&errs, "local.max_keys", s.Local.MaxKeys, 1024, 1<<30)
+	field.Range(&errs, "redis.timeout", s.Redis.Timeout, minTimeout, maxTimeout)
+	errs.OneOf("redis.on_error", s.Redis.OnError, "deny", "local")
+	field.Range(&errs, "redis.pool_size", s.Redis.PoolSize, 0, 10000)
+	field.Range(&errs, "redis.db", s.Redis.DB, 0, 10000)
+	field.Range(&errs, "quota_after", s.QuotaAfter, 0, maxPer)
+	field.Range(&errs, "prompt_chars_per_token", s.PromptCharsPerToken, 1, 16)
+	field.Range(&errs, "default_completion_tokens", s.DefaultCompletionTokens, 1, 1<<30)
 	seen := map[string]bool{}
 	for i, r := range s.Rules {
 		p := fmt.Sprintf("rules[%d]", i)
 		if !ruleName.MatchString(r.Name) {
-			fail(p+".name", "must be 1-63 characters of a-z, 0-9, _ . - starting with a letter or digit")
+			errs.Addf(p+".name", "must be 1-63 characters of a-z, 0-9, _ . - starting with a letter or digit")
 		} else if seen[r.Name] {
-			fail(p+".name", "%q is used by another rule", r.Name)
+			errs.Addf(p+".name", "%q is used by another rule", r.Name)
 		}
 		seen[r.Name] = true
 		if err := r.validateAmount(); err != nil {
-			fail(p, "%v", err)
+			errs = append(errs, &field.Error{Path: p, Err: err})
 		}
-		if r.Per < minPer || r.Per > maxPer {
-			fail(p+".per", "must be between %v and %v", minPer, maxPer)
-		}
+		field.Range(&errs, p+".per", r.Per, minPer, maxPer)
 		for j, k := range r.Key {
+			kp := fmt.Sprintf("%s.key[%d]", p, j)
 			if _, err := parseKeyPart(k); err != nil {
-				fail(fmt.Sprintf("%s.key[%d]", p, j), "%v", err)
+				errs = append(errs, &field.Error{Path: kp, Err: err})
 			} else if slices.Index(r.Key, k) != j {
-				fail(fmt.Sprintf("%s.key[%d]", p, j), "%q is listed twice", k)
+				errs.Addf(kp, "%q is listed twice", k)
 			}
 		}
-		r.Match.validate(p+".match", fail)
+		r.Match.validate(p+".match", &errs)
 	}
 	return errs
 }
@@ -257,17 +227,17 @@ func (r *Rule) validateAmount() error {
 
 func (r *Rule) amount() int { return max(r.Requests, r.Tokens) }
 
-func (m *Match) validate(path string, fail func(path, format string, args ...any)) {
-	for field, list := range map[string][]string{"classes": m.Classes, "roles": m.Roles, "models": m.Models, "subjects": m.Subjects} {
+func (m *Match) validate(path string, errs *field.List) {
+	for name, list := range map[string][]string{"classes": m.Classes, "roles": m.Roles, "models": m.Models, "subjects": m.Subjects} {
 		for j, v := range list {
 			if v == "" {
-				fail(fmt.Sprintf("%s.%s[%d]", path, field, j), "must not be empty")
+				errs.Addf(fmt.Sprintf("%s.%s[%d]", path, name, j), "must not be empty")
 			}
 		}
 	}
 	for j, c := range m.Claims {
 		if c.Name == "" || len(c.Values) == 0 {
-			fail(fmt.Sprintf("%s.claims[%d]", path, j), "name and values must be set")
+			errs.Addf(fmt.Sprintf("%s.claims[%d]", path, j), "name and values must be set")
 		}
 	}
 }

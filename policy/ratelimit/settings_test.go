@@ -2,9 +2,12 @@ package ratelimit
 
 import (
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelguard/modelguard/policy/field"
 )
 
 func TestValidate(t *testing.T) {
@@ -17,11 +20,11 @@ func TestValidate(t *testing.T) {
 	}{
 		{"valid", func(s *Settings) {}, "", ""},
 		{"valid redis", func(s *Settings) { s.Store, s.Redis.Address = "redis", "127.0.0.1:6379" }, "", ""},
-		{"store", func(s *Settings) { s.Store = "memcached" }, "store", "local or redis"},
+		{"store", func(s *Settings) { s.Store = "memcached" }, "store", "not one of local, redis"},
 		{"redis address", func(s *Settings) { s.Store = "redis" }, "redis.address", "host:port"},
 		{"timeout", func(s *Settings) { s.Redis.Timeout = 5 * time.Second }, "redis.timeout", "between"},
-		{"on_error", func(s *Settings) { s.Redis.OnError = "allow" }, "redis.on_error", "deny or local"},
-		{"max_keys", func(s *Settings) { s.Local.MaxKeys = 10 }, "local.max_keys", "at least"},
+		{"on_error", func(s *Settings) { s.Redis.OnError = "allow" }, "redis.on_error", "not one of deny, local"},
+		{"max_keys", func(s *Settings) { s.Local.MaxKeys = 10 }, "local.max_keys", "must be between 1024"},
 		{"name", func(s *Settings) { s.Rules[0].Name = "Bad Name" }, "rules[0].name", "a-z"},
 		{"duplicate name", func(s *Settings) { s.Rules = append(s.Rules, ok) }, "rules[1].name", "another rule"},
 		{"both amounts", func(s *Settings) { s.Rules[0].Tokens = 5 }, "rules[0]", "exactly one of requests and tokens"},
@@ -36,9 +39,9 @@ func TestValidate(t *testing.T) {
 		{"empty claim", func(s *Settings) { s.Rules[0].Match.Claims = []ClaimMatch{{Name: "org"}} }, "rules[0].match.claims[0]", "must be set"},
 	}
 	for _, tt := range tests {
-		s := Settings{Rules: []Rule{ok}}
+		s := DefaultSettings()
+		s.Rules = []Rule{ok}
 		tt.edit(&s)
-		s = s.Defaults()
 		errs := s.Validate()
 		if tt.path == "" {
 			if len(errs) != 0 {
@@ -46,19 +49,20 @@ func TestValidate(t *testing.T) {
 			}
 			continue
 		}
-		var fe *FieldError
+		var fe *field.Error
 		if len(errs) != 1 || !errors.As(errs[0], &fe) || fe.Path != tt.path || !strings.Contains(fe.Err.Error(), tt.msg) {
 			t.Errorf("%s: got %v, want one error at %s containing %q", tt.name, errs, tt.path, tt.msg)
 		}
 	}
 }
 
+// The defaults validate, and settings built in code get the same ones.
 func TestDefaults(t *testing.T) {
-	s := Settings{}.Defaults()
-	if s.Store != "local" || s.Redis.Timeout != DefaultTimeout || s.Redis.OnError != "deny" || s.Local.MaxKeys != DefaultMaxKeys || s.QuotaAfter != time.Minute || s.Redis.KeyPrefix != DefaultKeyPrefix {
-		t.Fatalf("%+v", s)
-	}
+	s := DefaultSettings()
 	if errs := s.Validate(); len(errs) != 0 {
 		t.Fatal(errs)
+	}
+	if got := (Settings{}).orDefaults(); !reflect.DeepEqual(got, s) {
+		t.Fatalf("orDefaults %+v, DefaultSettings %+v", got, s)
 	}
 }
