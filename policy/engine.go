@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -73,6 +74,7 @@ type Engine struct {
 
 	limiter        *ratelimit.Limiter // nil: no rate limits
 	modelMaxTokens map[string]int64   // models[].limits.max_tokens, the completion reserved by default
+	limitResults   sync.Pool          // *ratelimit.Result with their buffers: checking limits does not allocate
 	now            func() time.Time
 }
 

@@ -4,15 +4,10 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"sync"
 
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
 )
-
-// limitResults keeps rate limit results (and their buffers) between
-// requests, so that checking limits does not allocate.
-var limitResults = sync.Pool{New: func() any { return new(ratelimit.Result) }}
 
 // limit applies the rate limits to a request the policy allowed, with the
 // limit class the policy picked. It reports whether the request may go on;
@@ -30,8 +25,11 @@ func (e *Engine) limit(ctx context.Context, req *Request, d *Decision, id *Ident
 		}
 		lr.Tokens = e.limiter.Estimate(mr.Facts.PromptChars, completion, completes)
 	}
-	res := limitResults.Get().(*ratelimit.Result)
-	defer limitResults.Put(res)
+	res, _ := e.limitResults.Get().(*ratelimit.Result)
+	if res == nil {
+		res = new(ratelimit.Result)
+	}
+	defer e.limitResults.Put(res)
 	if err := e.limiter.Check(ctx, &lr, res); err != nil { // ratelimit.ErrUnavailable
 		e.log.Error("rate limits could not be decided: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
 		e.deny(d, http.StatusServiceUnavailable, "ratelimit_unavailable", "service unavailable")
