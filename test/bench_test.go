@@ -110,7 +110,7 @@ func BenchmarkCheckGRPCRateLimits(b *testing.B) {
 	for _, c := range []struct{ name, limits string }{
 		{"limits_off", "rate_limits: {}"},
 		{"limits_local", "rate_limits:" + rules},
-		{"limits_redis", "rate_limits:\n  store: redis\n  redis: {address: \"" + redis.Addr + "\"}" + rules},
+		{"limits_redis", "rate_limits:\n  store: redis\n  redis: {address: \"" + redis.Addr + "\", timeout: 1s}" + rules},
 	} {
 		e := newEnv(b, envOptions{rateLimits: c.limits})
 		client := dialBench(b, e.svc.GRPCAddr().String())
