@@ -75,7 +75,7 @@ audit:
   output: "off"
 `
 
-func newFixture(t *testing.T, anonymous bool) *fixture {
+func newFixture(t testing.TB, anonymous bool) *fixture {
 	t.Helper()
 	f := &fixture{dir: t.TempDir(), keys: map[string]string{}, audit: &auditLog{}}
 	sub, err := fs.Sub(examples.Demo, ".")
@@ -104,7 +104,7 @@ func newFixture(t *testing.T, anonymous bool) *fixture {
 	return f
 }
 
-func (f *fixture) write(t *testing.T, name, content string) {
+func (f *fixture) write(t testing.TB, name, content string) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(f.dir, name), []byte(content), 0o644); err != nil {
 		t.Fatal(err)
