@@ -38,6 +38,26 @@ type Decision struct {
 	Latency time.Duration
 }
 
+// ReasonOverloaded is the reason of a request shed under load (see
+// policy/admission): 503 with retry-after, which clients may retry.
+const ReasonOverloaded = "overloaded"
+
+// Overloaded returns the denial for a request refused before the core saw
+// it, because an admission limit was reached.
+func Overloaded() *Decision {
+	d := &Decision{ID: newDecisionID(), Start: time.Now()}
+	d.overloaded()
+	return d
+}
+
+func (d *Decision) overloaded() {
+	d.Allow = false
+	d.Status = http.StatusServiceUnavailable
+	d.Reason = ReasonOverloaded
+	d.Message = "server overloaded, retry later"
+	d.ResponseHeaders = append(d.ResponseHeaders, Header{"retry-after", "1"})
+}
+
 // Identity is an authenticated caller.
 type Identity struct {
 	Subject string

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"strings"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
@@ -92,6 +94,10 @@ type Engine struct {
 	admit      Admitter // nil: the recorder cannot refuse
 	bodySHA256 bool     // audit.body_sha256
 	now        func() time.Time
+
+	// Admission limits (config.Admission): checks deciding at once, and
+	// request bytes held by the adapters (ReserveBody).
+	checks, bodies *admission.Limit
 }
 
 // New builds an Engine from a loaded configuration. Background work (JWKS
@@ -112,6 +118,14 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	}
 	e.admit, _ = opts.Audit.(Admitter)
 	e.setDefaults()
+	ad := cfg.Admission
+	if ad.MaxConcurrentChecks == 0 {
+		ad.MaxConcurrentChecks = 4 * runtime.GOMAXPROCS(0)
+	}
+	e.checks = admission.NewLimit(int64(ad.MaxConcurrentChecks), ad.MaxWait)
+	if ad.MaxInflightBodyBytes > 0 {
+		e.bodies = admission.NewLimit(int64(ad.MaxInflightBodyBytes), ad.MaxWait)
+	}
 
 	if len(cfg.Authentication.JWT.Issuers) > 0 {
 		v, err := jwtauth.New(ctx, cfg.Authentication.JWT, cfg.Dir, jwtauth.Options{
@@ -261,6 +275,16 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 			return
 		}
 	}
+	// Under CPU saturation a check waits briefly for a slot, then is shed
+	// as overloaded: the policy's timeout then measures evaluation, not a
+	// queue of checks all slowing each other down.
+	if e.checks != nil {
+		if err := e.checks.Acquire(ctx, 1); err != nil {
+			e.shed(d, "concurrent_checks")
+			return
+		}
+		defer e.checks.Release(1)
+	}
 	id, cred, reason, err := e.authenticate(ctx, req)
 	if err != nil {
 		e.log.Info("authentication failed", "decision_id", d.ID, "request_id", req.ID, "reason", reason, "error", err)
@@ -312,6 +336,36 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		return
 	}
 	e.allow(d, id, cred, res)
+}
+
+// shed denies d as overloaded because limit was reached.
+func (e *Engine) shed(d *Decision, limit string) {
+	e.metrics.Shed.WithLabelValues(limit).Inc()
+	e.log.Warn("overloaded: request shed", "decision_id", d.ID, "limit", limit)
+	e.deny(d, 0, "", "") // for the decision id header; overloaded sets the rest
+	d.overloaded()
+}
+
+// ReserveBody takes n bytes of the budget for request bodies in flight
+// (admission.max_inflight_body_bytes), waiting up to admission.max_wait.
+// On false the adapter answers Overloaded() without reading the body; on
+// true it calls ReleaseBody(n) when the request no longer holds the bytes.
+func (e *Engine) ReserveBody(ctx context.Context, n int64) bool {
+	if e.bodies == nil {
+		return true
+	}
+	if e.bodies.Acquire(ctx, n) != nil {
+		e.metrics.Shed.WithLabelValues("body_bytes").Inc()
+		return false
+	}
+	return true
+}
+
+// ReleaseBody gives back bytes taken by ReserveBody.
+func (e *Engine) ReleaseBody(n int64) {
+	if e.bodies != nil {
+		e.bodies.Release(n)
+	}
 }
 
 // credential names where a credential was found, so that it can be removed

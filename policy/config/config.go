@@ -32,6 +32,9 @@ type Config struct {
 	IdentityHeaders IdentityHeaders `yaml:"identity_headers"`
 	// Audit configures the audit trail.
 	Audit Audit `yaml:"audit"`
+	// Admission sheds load (503 "overloaded") before it exhausts memory or
+	// CPU; the ext_authz server and the Kong plugin alike.
+	Admission Admission `yaml:"admission"`
 	// Log configures operator logs.
 	Log Log `yaml:"log"`
 
@@ -169,6 +172,25 @@ type Authorization struct {
 	Query string `yaml:"query"`
 	// Timeout for one evaluation, default 100ms, between 1ms and 10s.
 	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Admission bounds the work in flight. A request that finds no room within
+// MaxWait is refused with 503 and the reason "overloaded".
+type Admission struct {
+	// MaxInflightBodyBytes bounds the request bytes held by checks in
+	// flight; default 256 MiB. The ext_authz server counts a whole
+	// server.max_message_bytes for a message it is still reading (its size
+	// is not known before), then the message's size; so it must be at least
+	// server.max_message_bytes.
+	MaxInflightBodyBytes int `yaml:"max_inflight_body_bytes"`
+	// MaxConcurrentChecks bounds the checks deciding at once (credential,
+	// body checks, policy), so that CPU saturation queues briefly and then
+	// sheds instead of running every check slowly into its timeout.
+	// Default 0: four per CPU.
+	MaxConcurrentChecks int `yaml:"max_concurrent_checks"`
+	// MaxWait is how long a request waits for room; default 50ms, at most
+	// 1s; 0 refuses at once.
+	MaxWait time.Duration `yaml:"max_wait"`
 }
 
 // RequestBody bounds body parsing for every model.

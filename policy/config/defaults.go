@@ -27,6 +27,8 @@ const (
 	defaultLogFormat          = "json"
 	defaultBodyMaxBytes       = 1 << 20
 	defaultBodyMaxDepth       = 64
+	defaultMaxInflightBody    = 256 << 20
+	defaultAdmissionWait      = 50 * time.Millisecond
 )
 
 // applyDefaults fills every field whose key is absent or null. Explicit
@@ -81,6 +83,8 @@ func (c *Config) applyDefaults() {
 	}
 
 	c.auditDefaults()
+	orDefault(c, "admission.max_inflight_body_bytes", &c.Admission.MaxInflightBodyBytes, defaultMaxInflightBody)
+	orDefault(c, "admission.max_wait", &c.Admission.MaxWait, defaultAdmissionWait)
 	orDefault(c, "log.level", &c.Log.Level, defaultLogLevel)
 	orDefault(c, "log.format", &c.Log.Format, defaultLogFormat)
 }

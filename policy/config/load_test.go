@@ -137,9 +137,10 @@ func TestParseFullConfig(t *testing.T) {
 		IdentityHeaders:    IdentityHeaders{Subject: "x-user", Roles: "", AuthMethod: "x-method", KeyID: "x-key", DecisionID: "x-decision"},
 		Audit: Audit{Output: "audit/decisions.jsonl", MaxFileBytes: 100 << 20, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: AuditHTTP{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
-		Log:  Log{Level: "warn", Format: "text"},
-		Dir:  dir,
-		File: "config.yaml",
+		Admission: Admission{MaxInflightBodyBytes: 256 << 20, MaxWait: 50 * time.Millisecond},
+		Log:       Log{Level: "warn", Format: "text"},
+		Dir:       dir,
+		File:      "config.yaml",
 	}
 	got.src = nil
 	if !reflect.DeepEqual(got, want) {
@@ -193,7 +194,8 @@ func TestDefaults(t *testing.T) {
 		},
 		Audit: Audit{Output: "stdout", MaxFileBytes: 100 << 20, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: AuditHTTP{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
-		Log: Log{Level: "info", Format: "json"},
+		Admission: Admission{MaxInflightBodyBytes: 256 << 20, MaxWait: 50 * time.Millisecond},
+		Log:       Log{Level: "info", Format: "json"},
 	}
 	got := *c
 	got.src, got.Dir, got.File = nil, "", ""
@@ -255,7 +257,7 @@ func TestStructureErrors(t *testing.T) {
 		{"syntax error in a second document", doc(okAuth, okPolicy, "---", "a: [", ""),
 			[]string{"config.yaml:5: did not find expected node content"}},
 		{"unknown top-level key", doc(okAuth, okPolicy, "serve:", "  grpc_address: x"),
-			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, log"}},
+			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, admission, log"}},
 		{"Go field name is not a key", doc(okAuth, okPolicy, "Dir: /etc"),
 			[]string{"config.yaml:3: Dir: unknown key; valid keys here: server,"}},
 		{"unknown key at depth", doc(okPolicy, "authentication:", "  jwt:", "    issuers:",

@@ -76,6 +76,7 @@ func (c *Config) validate() []error {
 	v.models(c)
 	v.identityHeaders(&c.IdentityHeaders, c.Authentication.APIKeys.Header)
 	v.audit(&c.Audit)
+	v.admission(c)
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.oneOf("log.format", c.Log.Format, "json", "text")
 	return v.errs
@@ -105,6 +106,20 @@ func (v *validator) server(s *Server) {
 	v.file("server.tls.cert_file", t.CertFile)
 	v.file("server.tls.key_file", t.KeyFile)
 	v.file("server.tls.client_ca_file", t.ClientCAFile)
+}
+
+// maxAdmissionWait keeps a shed request's answer quick.
+const maxAdmissionWait = time.Second
+
+func (v *validator) admission(c *Config) {
+	a := c.Admission
+	// A message being read counts as a whole server.max_message_bytes (an
+	// invalid one is reported on its own).
+	v.intRange("admission.max_inflight_body_bytes", a.MaxInflightBodyBytes, min(max(c.Server.MaxMessageBytes, minMessageBytes), maxMessageBytes), 1<<40)
+	v.intRange("admission.max_concurrent_checks", a.MaxConcurrentChecks, 0, 1<<20)
+	if a.MaxWait < 0 || a.MaxWait > maxAdmissionWait {
+		v.fail("admission.max_wait", "must be between 0s and %v, got %v", maxAdmissionWait, a.MaxWait)
+	}
 }
 
 func (v *validator) authentication(a *Authentication) {

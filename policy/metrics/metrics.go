@@ -24,6 +24,9 @@ type Metrics struct {
 	AuditSinkErrors    *prometheus.CounterVec // sink, op
 	AuditDenied        prometheus.Counter     // requests denied 503 because the trail could not take records
 	AuditLost          *prometheus.CounterVec // reason
+
+	// Load shedding (policy/admission).
+	Shed *prometheus.CounterVec // limit
 }
 
 // New creates the collectors and registers them on reg (nil: not registered).
@@ -91,11 +94,15 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "modelguard_audit_records_lost_total",
 			Help: "Audit records that could not be recorded, by reason (queue_full, closed, write_failed, shutdown).",
 		}, []string{"reason"}),
+		Shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_overload_shed_total",
+			Help: "Requests refused with 503 overloaded, by the limit that was reached (body_bytes, concurrent_checks).",
+		}, []string{"limit"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.JWKSRefreshes,
 			m.AuditRecords, m.AuditQueueDepth, m.AuditSyncDuration, m.AuditSyncedSeq, m.AuditSpoolBytes,
-			m.AuditHTTPDelivered, m.AuditSinkErrors, m.AuditDenied, m.AuditLost)
+			m.AuditHTTPDelivered, m.AuditSinkErrors, m.AuditDenied, m.AuditLost, m.Shed)
 	}
 	return m
 }
