@@ -215,8 +215,18 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 		fail *refusal
 		err  error
 	)
-	req, fail, err = readRequest(kong, st.maxBody)
+	// The body comes into this process: it holds room in the core's body
+	// budget (as much as the largest body read) until the core has decided.
+	admitted := st.engine.ReserveBody(context.Background(), int64(st.maxBody))
+	if admitted {
+		defer st.engine.ReleaseBody(int64(st.maxBody))
+		req, fail, err = readRequest(kong, st.maxBody)
+	}
 	switch {
+	case !admitted:
+		p.log.Warn("overloaded: request shed before reading its body", "limit", "body_bytes")
+		d = p.adapterDenial(st, 0, "", "")
+		d.SetOverloaded()
 	case err != nil:
 		p.log.Error("reading the request from Kong failed: denied", "error", err)
 		d = p.adapterDenial(st, http.StatusServiceUnavailable, "kong_pdk_error", "service unavailable")

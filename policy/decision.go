@@ -46,11 +46,12 @@ const ReasonOverloaded = "overloaded"
 // it, because an admission limit was reached.
 func Overloaded() *Decision {
 	d := &Decision{ID: newDecisionID(), Start: time.Now()}
-	d.overloaded()
+	d.SetOverloaded()
 	return d
 }
 
-func (d *Decision) overloaded() {
+// SetOverloaded makes d the denial of a request shed under load.
+func (d *Decision) SetOverloaded() {
 	d.Allow = false
 	d.Status = http.StatusServiceUnavailable
 	d.Reason = ReasonOverloaded

@@ -342,8 +342,8 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 func (e *Engine) shed(d *Decision, limit string) {
 	e.metrics.Shed.WithLabelValues(limit).Inc()
 	e.log.Warn("overloaded: request shed", "decision_id", d.ID, "limit", limit)
-	e.deny(d, 0, "", "") // for the decision id header; overloaded sets the rest
-	d.overloaded()
+	e.deny(d, 0, "", "") // for the decision id header; SetOverloaded sets the rest
+	d.SetOverloaded()
 }
 
 // ReserveBody takes n bytes of the budget for request bodies in flight
