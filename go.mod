@@ -2,6 +2,8 @@ module github.com/modelguard/modelguard
 
 go 1.26.0
 
+toolchain go1.26.10
+
 require (
 	github.com/Kong/go-pdk v0.11.2
 	github.com/MicahParks/jwkset v0.11.3
