@@ -33,6 +33,10 @@ func (b *budgetDecider) Decide(context.Context, *policy.Request) *policy.Decisio
 	return &policy.Decision{ID: "d", Allow: true, Status: 200, Reason: "allowed"}
 }
 
+func (b *budgetDecider) Deny(id string, status int, reason, message string) *policy.Decision {
+	return deciderFunc(nil).Deny(id, status, reason, message)
+}
+
 func (b *budgetDecider) ReserveBody(ctx context.Context, n int64) bool {
 	return b.Acquire(ctx, n) == nil
 }

@@ -9,6 +9,8 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/modelguard/modelguard/policy"
 )
 
 // EnvoyOptions mirror the ext_authz filter settings that shape a CheckRequest.
@@ -27,7 +29,7 @@ type EnvoyOptions struct {
 }
 
 // CheckRequestFromHTTP builds the CheckRequest Envoy sends for r, as
-// shared/notes/envoy-ext-authz.md describes: lower-case header keys,
+// docs/envoy-ext-authz.md describes: lower-case header keys,
 // pseudo-headers, repeats joined with ",", invalid UTF-8 replaced with "!",
 // path with query, the body (cut and flagged with x-envoy-auth-partial-body
 // when over the limit). It serves the CLI's remote check and the test
@@ -81,11 +83,7 @@ func CheckRequestFromHTTP(r *http.Request, body []byte, o EnvoyOptions) *authv3.
 	} else {
 		h.Headers = make(map[string]string, len(lines))
 		for _, l := range lines {
-			v := replaceInvalidUTF8(l[1])
-			if prev, ok := h.Headers[l[0]]; ok {
-				v = prev + "," + v
-			}
-			h.Headers[l[0]] = v
+			policy.AddHeader(h.Headers, l[0], replaceInvalidUTF8(l[1]))
 		}
 	}
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{

@@ -27,11 +27,13 @@ import (
 
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/models"
 )
 
-// Decider is the core's entry point, as the server uses it.
+// Decider is the core, as the server uses it: *policy.Engine.
 type Decider interface {
 	Decide(ctx context.Context, req *policy.Request) *policy.Decision
+	Deny(id string, status int, reason, message string) *policy.Decision
 }
 
 // BodyBudget bounds the request bytes held by checks in flight
@@ -93,7 +95,8 @@ func (a *Authorization) serveCheck(stream grpc.ServerStream) error {
 	if a.budget != nil {
 		held = a.maxMessage
 		if !a.budget.ReserveBody(ctx, held) {
-			d := policy.Overloaded()
+			d := a.decider.Deny(policy.NewDecisionID(), 0, "", "")
+			d.SetOverloaded()
 			a.log.Warn("overloaded: check shed before reading its message", "decision_id", d.ID, "limit", "body_bytes")
 			return stream.SendMsg(toResponse(d))
 		}
@@ -117,12 +120,18 @@ func (a *Authorization) serveCheck(stream grpc.ServerStream) error {
 func (a *Authorization) Check(ctx context.Context, cr *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			a.log.Error("panic in Check: denied", "panic", r, "stack", string(debug.Stack()))
-			resp = toResponse(&policy.Decision{Status: http.StatusServiceUnavailable, Reason: "internal_error", Message: "service unavailable"})
-			err = nil
+			d := a.decider.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "internal_error", "service unavailable")
+			a.log.Error("panic in Check: denied", "decision_id", d.ID, "panic", r, "stack", string(debug.Stack()))
+			resp, err = toResponse(d), nil
 		}
 	}()
-	return toResponse(a.decider.Decide(ctx, toRequest(cr))), nil
+	req := toRequest(cr)
+	d := a.decider.Decide(ctx, req)
+	if d.Reason == models.ReasonBodyNotForwarded {
+		a.log.Error("a model request arrived without its body: set with_request_body on Envoy's ext_authz filter so bodies can be checked",
+			"decision_id", d.ID, "path", req.Path)
+	}
+	return toResponse(d), nil
 }
 
 // Service is the running ext_authz server: gRPC (Check, health,

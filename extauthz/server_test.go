@@ -37,6 +37,10 @@ func (f deciderFunc) Decide(ctx context.Context, req *policy.Request) *policy.De
 	return f(ctx, req)
 }
 
+func (f deciderFunc) Deny(id string, status int, reason, message string) *policy.Decision {
+	return &policy.Decision{ID: id, Status: status, Reason: reason, Message: message}
+}
+
 var allowEveryone = deciderFunc(func(context.Context, *policy.Request) *policy.Decision {
 	return &policy.Decision{ID: "d", Allow: true, Status: 200, Reason: "allowed"}
 })
@@ -125,6 +129,9 @@ func TestCheckPanicDenies(t *testing.T) {
 	}
 	if resp.GetStatus().GetCode() == 0 || resp.GetDeniedResponse().GetStatus().GetCode() != 503 {
 		t.Fatalf("want a 503 denial, got %v", resp)
+	}
+	if resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue() == "" {
+		t.Fatalf("the panic denial carries no decision id: %v", resp)
 	}
 }
 

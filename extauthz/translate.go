@@ -1,7 +1,7 @@
 // Package extauthz serves Envoy's external authorization API
 // (envoy.service.auth.v3.Authorization/Check) over gRPC. It translates a
 // CheckRequest into a policy.Request and the core's Decision back into a
-// CheckResponse, following the contract in shared/notes/envoy-ext-authz.md.
+// CheckResponse, following the contract in docs/envoy-ext-authz.md.
 package extauthz
 
 import (
@@ -47,13 +47,9 @@ func toRequest(cr *authv3.CheckRequest) *policy.Request {
 	if len(body) == 0 && h.GetBody() != "" {
 		body = []byte(h.GetBody())
 	}
-	id := headers["x-request-id"]
-	if id == "" {
-		id = h.GetId()
-	}
 	return &policy.Request{
 		Gateway:       "envoy",
-		ID:            id,
+		ID:            policy.RequestID(headers, h.GetId()),
 		Method:        h.GetMethod(),
 		Path:          path,
 		Query:         query,
@@ -72,15 +68,11 @@ func toRequest(cr *authv3.CheckRequest) *policy.Request {
 func foldHeaderMap(hm *corev3.HeaderMap) map[string]string {
 	out := make(map[string]string, len(hm.GetHeaders()))
 	for _, hv := range hm.GetHeaders() {
-		k := strings.ToLower(hv.GetKey())
 		v := string(hv.GetRawValue())
 		if v == "" {
 			v = hv.GetValue()
 		}
-		if prev, ok := out[k]; ok {
-			v = prev + "," + v
-		}
-		out[k] = v
+		policy.AddHeader(out, hv.GetKey(), v)
 	}
 	return out
 }
@@ -111,13 +103,10 @@ func toResponse(d *policy.Decision) *authv3.CheckResponse {
 	if d.Status == 401 {
 		code = codes.Unauthenticated
 	}
-	hs := make([]*corev3.HeaderValueOption, 0, len(d.ResponseHeaders)+1)
-	hs = append(hs, setHeader("content-type", "application/json"))
-	hs = append(hs, headerOptions(d.ResponseHeaders)...)
 	resp.Status = &rpcstatus.Status{Code: int32(code)}
 	resp.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
-		Headers: hs,
+		Headers: headerOptions(d.DenialHeaders()),
 		Body:    string(d.Body()),
 	}}
 	return resp

@@ -41,15 +41,6 @@ type coreState struct {
 	at     time.Time
 	// failures counts consecutive failed loads.
 	failures int
-	// maxBody is the largest body any model accepts: a spilled body is
-	// read up to it.
-	maxBody int
-	// decisionHeader names the response header carrying the decision id on
-	// denials ("" when disabled).
-	decisionHeader string
-	// keepBody: the audit event carries the body's hash (audit.body_sha256),
-	// which Engine.Record computes, so the body waits for the log phase.
-	keepBody bool
 
 	stop  context.CancelFunc
 	audit io.Closer // nil: nothing to close
@@ -144,12 +135,6 @@ func (c *core) load() *coreState {
 		return refuse(err)
 	}
 	s.engine, s.stop, s.audit = eng, stop, closer
-	s.maxBody = cfg.RequestBody.MaxBytes
-	for _, m := range cfg.Models {
-		s.maxBody = max(s.maxBody, m.Limits.MaxBodyBytes)
-	}
-	s.decisionHeader = cfg.IdentityHeaders.DecisionID
-	s.keepBody = cfg.Audit.BodySHA256
 	log.Info("modelguard core loaded", "config_path", c.path, "gateway", gateway)
 	return s
 }

@@ -18,16 +18,16 @@ const (
 	defaultPendingAge   = 15 * time.Minute
 )
 
-// recorder writes an audit event; *policy.Engine is one.
-type recorder interface {
-	Record(req *policy.Request, d *policy.Decision, status int, latency time.Duration)
+// decisionRecorder writes a decision's audit event; *policy.Engine is one.
+type decisionRecorder interface {
+	RecordDecision(req *policy.Request, d *policy.Decision, status int, latency time.Duration)
 }
 
 // entry is what the log phase needs to record one decision.
 type entry struct {
 	id  string
 	at  time.Time
-	rec recorder
+	rec decisionRecorder
 	req *policy.Request
 	d   *policy.Decision
 	el  *list.Element

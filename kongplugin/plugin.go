@@ -4,7 +4,7 @@
 // decides, and the Decision becomes either kong.response.exit or upstream
 // changes, with as few PDK round trips as possible (each one is a
 // synchronous exchange over Kong's unix socket). The contract it follows is
-// shared/notes/kong-go-plugins.md.
+// docs/kong-plugin-server.md.
 //
 // Every error path denies: a configuration that cannot be loaded, a PDK
 // call that fails, a body that cannot be read, a panic. Kong < 3.8 lets a
@@ -13,8 +13,6 @@ package kongplugin
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -57,7 +55,7 @@ type Options struct {
 	// OpenAudit opens the audit trail a configuration names, once per
 	// configuration file; the Closer (may be nil) runs at Close. Nil
 	// records nothing.
-	OpenAudit func(*config.Config) (policy.Recorder, io.Closer, error)
+	OpenAudit func(*config.Config) (policy.AuditSink, io.Closer, error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -68,7 +66,7 @@ type Options struct {
 type Plugin struct {
 	log       *slog.Logger
 	newLogger func(config.Log) *slog.Logger
-	openAudit func(*config.Config) (policy.Recorder, io.Closer, error)
+	openAudit func(*config.Config) (policy.AuditSink, io.Closer, error)
 	now       func() time.Time
 
 	// ctx bounds the cores' background work (reload watches, JWKS refresh).
@@ -168,9 +166,9 @@ func (x *exchange) exit(d *policy.Decision) {
 		return
 	}
 	x.exited = true
-	h := make(map[string][]string, len(d.ResponseHeaders)+1)
-	h["content-type"] = []string{"application/json"}
-	for _, rh := range d.ResponseHeaders {
+	hs := d.DenialHeaders()
+	h := make(map[string][]string, len(hs))
+	for _, rh := range hs {
 		h[rh.Name] = append(h[rh.Name], rh.Value)
 	}
 	x.kong.Response.Exit(d.Status, d.Body(), h)
@@ -187,27 +185,15 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 		d   *policy.Decision
 	)
 	defer func() {
-		r := recover()
-		if r == nil {
-			return
+		if r := recover(); r != nil {
+			p.panicked(r, x, st, req, d)
 		}
-		p.log.Error("panic in the access phase: denied", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
-		fd := p.adapterDenial(st, http.StatusServiceUnavailable, "internal_error", "service unavailable")
-		switch {
-		case d != nil:
-			fd.ID = d.ID
-			p.pending.replace(d.ID, fd)
-		case st != nil && st.engine != nil && !x.exited:
-			p.save(st, req, fd)
-			_ = kong.Ctx.SetShared(SharedDecisionKey, fd.ID)
-		}
-		x.exit(fd)
 	}()
 
 	st = c.resolve().get()
 	if st.err != nil {
 		_ = kong.Log.Err("modelguard: denied: " + st.err.Error())
-		x.exit(p.adapterDenial(nil, http.StatusServiceUnavailable, "config_error", "service unavailable"))
+		x.exit(unavailable("config_error"))
 		return
 	}
 
@@ -217,22 +203,23 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 	)
 	// The body comes into this process: it holds room in the core's body
 	// budget (as much as the largest body read) until the core has decided.
-	admitted := st.engine.ReserveBody(context.Background(), int64(st.maxBody))
+	maxBody := st.engine.MaxBodyBytes()
+	admitted := st.engine.ReserveBody(context.Background(), int64(maxBody))
 	if admitted {
-		defer st.engine.ReleaseBody(int64(st.maxBody))
-		req, fail, err = readRequest(kong, st.maxBody)
+		defer st.engine.ReleaseBody(int64(maxBody))
+		req, fail, err = readRequest(kong, maxBody)
 	}
 	switch {
 	case !admitted:
 		p.log.Warn("overloaded: request shed before reading its body", "limit", "body_bytes")
-		d = p.adapterDenial(st, 0, "", "")
+		d = st.engine.Deny(policy.NewDecisionID(), 0, "", "")
 		d.SetOverloaded()
 	case err != nil:
 		p.log.Error("reading the request from Kong failed: denied", "error", err)
-		d = p.adapterDenial(st, http.StatusServiceUnavailable, "kong_pdk_error", "service unavailable")
+		d = st.engine.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "kong_pdk_error", "service unavailable")
 	case fail != nil:
 		p.log.Error("request refused before the core", "reason", fail.reason, "error", fail.err)
-		d = p.adapterDenial(st, fail.status, fail.reason, fail.message)
+		d = st.engine.Deny(policy.NewDecisionID(), fail.status, fail.reason, fail.message)
 	default:
 		if p.beforeEvaluate != nil {
 			p.beforeEvaluate()
@@ -258,13 +245,35 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 	}
 }
 
+// panicked denies (503) a request whose access phase panicked: the decision
+// already saved for the log phase (d) is overturned, or a new one is saved.
+// st, req and d are what access had when it panicked, possibly nil.
+func (p *Plugin) panicked(r any, x *exchange, st *coreState, req *policy.Request, d *policy.Decision) {
+	p.log.Error("panic in the access phase: denied", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	var fd *policy.Decision
+	switch {
+	case st == nil || st.engine == nil:
+		fd = unavailable("internal_error")
+	case d != nil:
+		fd = st.engine.Deny(d.ID, http.StatusServiceUnavailable, "internal_error", "service unavailable")
+		p.pending.replace(d.ID, fd)
+	default:
+		fd = st.engine.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "internal_error", "service unavailable")
+		if !x.exited {
+			p.save(st, req, fd)
+			_ = x.kong.Ctx.SetShared(SharedDecisionKey, fd.ID)
+		}
+	}
+	x.exit(fd)
+}
+
 // save keeps what the log phase needs to record d. The body is kept only
 // when the audit event hashes it.
 func (p *Plugin) save(st *coreState, req *policy.Request, d *policy.Decision) {
 	saved := policy.Request{Gateway: gateway}
 	if req != nil {
 		saved = *req
-		if !st.keepBody {
+		if !st.engine.RecordsBody() {
 			saved.Body = nil
 		}
 	}
@@ -276,20 +285,15 @@ func (p *Plugin) save(st *coreState, req *policy.Request, d *policy.Decision) {
 // decision say so.
 func (p *Plugin) fail(x *exchange, st *coreState, d *policy.Decision, reason, msg string, err error) {
 	p.log.Error(msg+": denied", "decision_id", d.ID, "reason", reason, "error", err)
-	fd := p.adapterDenial(st, http.StatusServiceUnavailable, reason, "service unavailable")
-	fd.ID = d.ID
+	fd := st.engine.Deny(d.ID, http.StatusServiceUnavailable, reason, "service unavailable")
 	p.pending.replace(d.ID, fd)
 	x.exit(fd)
 }
 
-// adapterDenial is a denial decided by the adapter rather than the core
-// (the core was not reached or its answer could not be applied).
-func (p *Plugin) adapterDenial(st *coreState, status int, reason, message string) *policy.Decision {
-	d := &policy.Decision{ID: newID(), Status: status, Reason: reason, Message: message, Start: p.now()}
-	if st != nil && st.decisionHeader != "" {
-		d.ResponseHeaders = []policy.Header{{Name: st.decisionHeader, Value: d.ID}}
-	}
-	return d
+// unavailable is the 503 denial when no core is loaded, so nothing is
+// audited and no decision id header is configured.
+func unavailable(reason string) *policy.Decision {
+	return &policy.Decision{ID: policy.NewDecisionID(), Status: http.StatusServiceUnavailable, Reason: reason, Message: "service unavailable"}
 }
 
 // logPhase runs in a Kong timer after the response, with saved data only:
@@ -320,7 +324,7 @@ func (p *Plugin) logPhase(kong *pdk.PDK) {
 		status = e.d.Status
 	}
 	if e.rec != nil {
-		e.rec.Record(e.req, e.d, status, p.now().Sub(e.d.Start))
+		e.rec.RecordDecision(e.req, e.d, status, p.now().Sub(e.d.Start))
 	}
 }
 
@@ -329,14 +333,7 @@ func (p *Plugin) record(expired []*entry) {
 	for _, e := range expired {
 		p.log.Warn("no log phase for a decision: recorded with its own status", "decision_id", e.id)
 		if e.rec != nil {
-			e.rec.Record(e.req, e.d, e.d.Status, e.d.Latency)
+			e.rec.RecordDecision(e.req, e.d, e.d.Status, e.d.Latency)
 		}
 	}
-}
-
-// newID returns 128 random bits in hex, like the core's decision ids.
-func newID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
 }

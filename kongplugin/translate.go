@@ -1,8 +1,6 @@
 package kongplugin
 
 import (
-	"crypto/sha1"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +12,8 @@ import (
 	"github.com/Kong/go-pdk/client"
 	"github.com/Kong/go-pdk/entities"
 	kpp "github.com/Kong/go-pdk/server/kong_plugin_protocol"
+	"github.com/google/uuid"
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/modelguard/modelguard/policy"
@@ -54,7 +54,7 @@ func readRequest(kong *pdk.PDK, maxBody int) (*policy.Request, *refusal, error) 
 		return nil, nil, fmt.Errorf("kong.request.get_headers: %w", err)
 	}
 	headers, lines := foldHeaders(&hs)
-	req := &policy.Request{Gateway: gateway, Headers: headers, ID: headers["x-request-id"], Host: headers["host"]}
+	req := &policy.Request{Gateway: gateway, Headers: headers, ID: policy.RequestID(headers, ""), Host: headers["host"]}
 	if lines >= maxHeaders {
 		return req, &refusal{http.StatusRequestHeaderFieldsTooLarge, "request_headers_too_many", "too many request headers",
 			fmt.Errorf("%d header lines: Kong returns at most %d", lines, maxHeaders)}, nil
@@ -122,11 +122,7 @@ func foldHeaders(hs *structpb.Struct) (map[string]string, int) {
 		default:
 			continue
 		}
-		name = strings.ToLower(name)
-		if prev, ok := out[name]; ok {
-			value = prev + "," + value
-		}
-		out[name] = value
+		policy.AddHeader(out, name, value)
 	}
 	return out, lines
 }
@@ -182,7 +178,7 @@ func applyAllow(kong *pdk.PDK, d *policy.Decision, headers map[string]string) er
 		remove = append(remove[:len(remove):len(remove)], headerConsumerID, headerConsumerCustomID, headerConsumerUsername, headerCredentialID)
 	}
 	for name, v := range set.Fields {
-		if !validHeaderValue(v.GetStringValue()) {
+		if !httpguts.ValidHeaderFieldValue(v.GetStringValue()) {
 			return fmt.Errorf("upstream header %s: %w", name, errHeaderValue)
 		}
 	}
@@ -215,7 +211,7 @@ func applyAllow(kong *pdk.PDK, d *policy.Decision, headers map[string]string) er
 	if len(d.ResponseHeaders) > 0 {
 		rh := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(d.ResponseHeaders))}
 		for _, h := range d.ResponseHeaders {
-			if !validHeaderValue(h.Value) {
+			if !httpguts.ValidHeaderFieldValue(h.Value) {
 				return fmt.Errorf("response header %s: %w", h.Name, errHeaderValue)
 			}
 			rh.Fields[h.Name] = structpb.NewStringValue(h.Value)
@@ -245,43 +241,17 @@ func consumerOf(id *policy.Identity) (*entities.Consumer, *client.AuthenticatedC
 	return c, &client.AuthenticatedCredential{Id: credID, ConsumerId: c.Id}
 }
 
-// consumerNamespace is the UUID namespace of consumer ids (RFC 9562 v5):
-// 16 bytes.
-const consumerNamespace = "mg.kong.consumer"
+// consumerNamespace is the UUID namespace of consumer ids: the 16 bytes
+// of "mg.kong.consumer".
+var consumerNamespace = uuid.UUID([]byte("mg.kong.consumer"))
 
-// subjectUUID is the version 5 (SHA-1, name-based) UUID of subject.
+// subjectUUID is the version 5 (SHA-1, name-based, RFC 9562) UUID of
+// subject.
 func subjectUUID(subject string) string {
-	h := sha1.New()
-	io.WriteString(h, consumerNamespace)
-	io.WriteString(h, subject)
-	var u [16]byte
-	copy(u[:], h.Sum(nil))
-	u[6] = u[6]&0x0f | 0x50
-	u[8] = u[8]&0x3f | 0x80
-	var b [36]byte
-	hex.Encode(b[0:8], u[0:4])
-	b[8] = '-'
-	hex.Encode(b[9:13], u[4:6])
-	b[13] = '-'
-	hex.Encode(b[14:18], u[6:8])
-	b[18] = '-'
-	hex.Encode(b[19:23], u[8:10])
-	b[23] = '-'
-	hex.Encode(b[24:], u[10:])
-	return string(b[:])
+	return uuid.NewSHA1(consumerNamespace, []byte(subject)).String()
 }
 
 // errHeaderValue: a header value the decision would send has control
-// characters.
+// characters (CR and LF above all): a subject claim must not be able to
+// inject upstream headers.
 var errHeaderValue = errors.New("value with control characters")
-
-// validHeaderValue refuses control characters (CR and LF above all): a
-// subject claim must not be able to inject upstream headers.
-func validHeaderValue(v string) bool {
-	for i := 0; i < len(v); i++ {
-		if c := v[i]; (c < 0x20 && c != '\t') || c == 0x7f {
-			return false
-		}
-	}
-	return true
-}

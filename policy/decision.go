@@ -42,14 +42,6 @@ type Decision struct {
 // policy/admission): 503 with retry-after, which clients may retry.
 const ReasonOverloaded = "overloaded"
 
-// Overloaded returns the denial for a request refused before the core saw
-// it, because an admission limit was reached.
-func Overloaded() *Decision {
-	d := &Decision{ID: newDecisionID(), Start: time.Now()}
-	d.SetOverloaded()
-	return d
-}
-
 // SetOverloaded makes d the denial of a request shed under load.
 func (d *Decision) SetOverloaded() {
 	d.Allow = false
@@ -94,6 +86,14 @@ func (d *Decision) Body() []byte {
 		return []byte(`{"error":{"message":"denied","type":"permission_error","code":"forbidden"}}`)
 	}
 	return b
+}
+
+// DenialHeaders are the response headers of a denial: Body's content type,
+// then ResponseHeaders.
+func (d *Decision) DenialHeaders() []Header {
+	hs := make([]Header, 0, len(d.ResponseHeaders)+1)
+	hs = append(hs, Header{"content-type", "application/json"})
+	return append(hs, d.ResponseHeaders...)
 }
 
 // errorType follows OpenAI's error "type" vocabulary.

@@ -102,7 +102,7 @@ func TestAuditRecordFields(t *testing.T) {
 		e, rec := testEngine(t, allowAll)
 		e.bodySHA256 = withHash
 		d := e.Evaluate(context.Background(), req)
-		e.Record(req, d, 201, 5*time.Millisecond) // as Kong's log phase reports it
+		e.RecordDecision(req, d, 201, 5*time.Millisecond) // as Kong's log phase reports it
 		if len(rec.events) != 1 {
 			t.Fatalf("%d events", len(rec.events))
 		}

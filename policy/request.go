@@ -1,9 +1,11 @@
 // Package policy is modelguard's transport-neutral core. Gateway adapters
 // (extauthz for Envoy and Istio, kongplugin for Kong) translate their request
-// into a Request, call Engine.Decide, and translate the Decision back. The
-// core authenticates (policy/jwtauth, policy/apikey), authorizes with Rego
-// (policy/rego) and records an audit event (policy/audit); it knows nothing
-// about Envoy or Kong.
+// into a Request, call Engine.Decide (or Evaluate, then RecordDecision once
+// the gateway reports the final status), and translate the Decision back;
+// what they share beyond that is in adapter.go. The core authenticates
+// (policy/jwtauth, policy/apikey), checks model bodies (policy/models),
+// authorizes with Rego (policy/rego) and records an audit event
+// (policy/audit); gateway-specific code and advice live in the adapters.
 package policy
 
 // Request is one HTTP request as a gateway saw it.

@@ -8,7 +8,7 @@ import (
 )
 
 // TestEnvoyBodySafety runs the JSON attack table of
-// shared/notes/security-pitfalls.md, and the other body checks, end to end
+// docs/security-pitfalls.md, and the other body checks, end to end
 // through the Envoy harness.
 func TestEnvoyBodySafety(t *testing.T) {
 	e := newEnv(t, envOptions{})

@@ -45,7 +45,7 @@ func kongPlugin(stderr io.Writer) int {
 	p := kongplugin.New(kongplugin.Options{
 		Logger:    newLogger(config.Log{}, stderr),
 		NewLogger: func(c config.Log) *slog.Logger { return newLogger(c, stderr) },
-		OpenAudit: func(cfg *config.Config) (policy.Recorder, io.Closer, error) {
+		OpenAudit: func(cfg *config.Config) (policy.AuditSink, io.Closer, error) {
 			return openKongAudit(cfg, newLogger(cfg.Log, stderr))
 		},
 	})
@@ -65,7 +65,7 @@ func kongPlugin(stderr io.Writer) int {
 
 // openKongAudit opens the audit trail a configuration names, as serve does,
 // with a start event now and a stop event when the plugin server stops.
-func openKongAudit(cfg *config.Config, log *slog.Logger) (policy.Recorder, io.Closer, error) {
+func openKongAudit(cfg *config.Config, log *slog.Logger) (policy.AuditSink, io.Closer, error) {
 	w, err := audit.New(cfg, audit.Options{Logger: log})
 	if err != nil || w == nil {
 		return nil, nil, err

@@ -190,6 +190,10 @@ type Model struct {
 	Body any
 }
 
+// ReasonBodyNotForwarded denies a model request whose gateway was not
+// configured to forward bodies; adapters add their gateway's advice.
+const ReasonBodyNotForwarded = "body_not_forwarded"
+
 // Denial is why a model request is refused.
 type Denial struct {
 	Status  int
@@ -230,7 +234,7 @@ func (c *Catalog) Inspect(r Request) (m *Model, d *Denial, ok bool) {
 		return nil, nil, false
 	}
 	if r.BodyOmitted {
-		return nil, &Denial{http.StatusServiceUnavailable, "body_not_forwarded", "service unavailable"}, true
+		return nil, &Denial{http.StatusServiceUnavailable, ReasonBodyNotForwarded, "service unavailable"}, true
 	}
 	// The body bound before the model is known: the largest any candidate allows.
 	lim := c.limits

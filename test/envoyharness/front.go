@@ -2,7 +2,7 @@
 // Envoy cannot be installed here. Front is an HTTP proxy that, for every
 // request, builds the CheckRequest Envoy would send, calls the real gRPC
 // server, and applies the CheckResponse as Envoy does, following
-// shared/notes/envoy-ext-authz.md:
+// docs/envoy-ext-authz.md:
 //
 //   - status.code 0 allows; otherwise the denied_response status (403 when
 //     unset), headers and body go to the client as they are.

@@ -1,7 +1,7 @@
 // Package kongharness plays Kong's side of the Go plugin protocol for
 // tests, since Kong cannot be installed here. It drives a real plugin
 // binary over its unix socket as Kong 3.x does (kong/runloop/plugin_servers,
-// and shared/notes/kong-go-plugins.md):
+// and docs/kong-plugin-server.md):
 //
 //   - Dump runs the binary with -dump and Info.Validate checks what Kong
 //     requires of the answer (protocol, name, phases, x.y.z version,

@@ -1,0 +1,63 @@
+package policy
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"strings"
+)
+
+// What both gateway adapters need from the core besides Evaluate, Decide
+// and Record, so that neither re-derives it from the configuration nor
+// keeps its own copy.
+
+// RequestIDHeader is the request id header both gateways propagate.
+const RequestIDHeader = "x-request-id"
+
+// NewDecisionID returns a fresh decision id: 128 random bits in hex.
+// crypto/rand does not fail on supported platforms (Go 1.24+).
+func NewDecisionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Deny returns a denial the adapter decides rather than Evaluate: the core
+// was not reached (the gateway could not hand the request over, a panic) or
+// its answer could not be applied. id is NewDecisionID() for a new decision,
+// or the id of the decision being overturned, so that logs, audit and the
+// decision id header agree.
+func (e *Engine) Deny(id string, status int, reason, message string) *Decision {
+	d := &Decision{ID: id, Start: e.now()}
+	e.deny(d, status, reason, message)
+	return d
+}
+
+// MaxBodyBytes is the largest body any model accepts: an adapter that reads
+// the body itself needs no more to decide (a longer one is cut and flagged
+// truncated).
+func (e *Engine) MaxBodyBytes() int { return e.maxBody }
+
+// RecordsBody reports whether RecordDecision reads the request body (the
+// audit event carries its hash): an adapter that records later keeps the
+// body until then only in that case.
+func (e *Engine) RecordsBody() bool { return e.bodySHA256 }
+
+// AddHeader adds one header line to headers under its lower-case name,
+// joining a repeated header's values with "," (no space), the form Envoy's
+// CheckRequest header map uses and the core expects.
+func AddHeader(headers map[string]string, name, value string) {
+	name = strings.ToLower(name)
+	if prev, ok := headers[name]; ok {
+		value = prev + "," + value
+	}
+	headers[name] = value
+}
+
+// RequestID is the request's id for correlation: its x-request-id header,
+// else fallback (a gateway's own id, or "").
+func RequestID(headers map[string]string, fallback string) string {
+	if id := headers[RequestIDHeader]; id != "" {
+		return id
+	}
+	return fallback
+}

@@ -1,0 +1,67 @@
+package policy
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/modelguard/modelguard/policy/config"
+)
+
+func TestDenyCarriesTheDecisionID(t *testing.T) {
+	e, _ := testEngine(t, allowAll)
+	d := e.Deny("d-1", 413, "body_too_large", "request too large")
+	want := Decision{ID: "d-1", Status: 413, Reason: "body_too_large", Message: "request too large",
+		ResponseHeaders: []Header{{"x-modelguard-decision-id", "d-1"}}, Start: d.Start}
+	if d.Allow || d.Start.IsZero() || !slices.Equal(d.ResponseHeaders, want.ResponseHeaders) ||
+		d.ID != want.ID || d.Status != want.Status || d.Reason != want.Reason || d.Message != want.Message {
+		t.Fatalf("Deny = %+v, want %+v", d, want)
+	}
+	e.identity.DecisionID = ""
+	if d := e.Deny(NewDecisionID(), 503, "internal_error", "service unavailable"); len(d.ResponseHeaders) != 0 || len(d.ID) != 32 {
+		t.Fatalf("Deny without a decision header = %+v", d)
+	}
+}
+
+func TestDenialHeaders(t *testing.T) {
+	d := &Decision{ResponseHeaders: []Header{{"www-authenticate", "Bearer"}}}
+	want := []Header{{"content-type", "application/json"}, {"www-authenticate", "Bearer"}}
+	if got := d.DenialHeaders(); !slices.Equal(got, want) {
+		t.Fatalf("DenialHeaders = %v, want %v", got, want)
+	}
+}
+
+func TestAddHeader(t *testing.T) {
+	h := map[string]string{}
+	for _, l := range [][2]string{{"X-A", "1"}, {"x-a", "2"}, {"x-b", ""}, {"X-B", "3"}} {
+		AddHeader(h, l[0], l[1])
+	}
+	if want := map[string]string{"x-a": "1,2", "x-b": ",3"}; len(h) != len(want) || h["x-a"] != want["x-a"] || h["x-b"] != want["x-b"] {
+		t.Fatalf("AddHeader folded %v, want %v", h, want)
+	}
+}
+
+func TestRequestID(t *testing.T) {
+	tests := []struct {
+		headers  map[string]string
+		fallback string
+		want     string
+	}{
+		{map[string]string{"x-request-id": "r1"}, "7", "r1"},
+		{map[string]string{"x-request-id": ""}, "7", "7"},
+		{nil, "", ""},
+	}
+	for _, tc := range tests {
+		if got := RequestID(tc.headers, tc.fallback); got != tc.want {
+			t.Errorf("RequestID(%v, %q) = %q, want %q", tc.headers, tc.fallback, got, tc.want)
+		}
+	}
+}
+
+// An adapter reading the body itself needs the largest cap of any model.
+func TestMaxBodyBytes(t *testing.T) {
+	cfg := &config.Config{RequestBody: config.RequestBody{MaxBytes: 1000},
+		Models: []config.Model{{Limits: config.ModelLimits{MaxBodyBytes: 5000}}, {Limits: config.ModelLimits{MaxBodyBytes: 10}}}}
+	if got := maxBodyBytes(cfg); got != 5000 {
+		t.Fatalf("maxBodyBytes = %d, want 5000", got)
+	}
+}

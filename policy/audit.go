@@ -1,0 +1,93 @@
+package policy
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/metrics"
+)
+
+// AuditSink takes audit events; *audit.Writer, the trail, is the real one.
+type AuditSink interface {
+	Record(*audit.Event) error
+}
+
+// Admitter says whether the audit trail can take a record now (nil) or not
+// (an error): a request must never be served without its record. For Kong,
+// which records in the log phase after the response, this check before the
+// decision is what keeps that promise. *audit.Writer implements it.
+type Admitter interface {
+	Admit(ctx context.Context) error
+}
+
+// reloaded counts one reload attempt of a subsystem (key file, schemas,
+// policies) and records its operator event: ok, or refused with the error.
+func (e *Engine) reloaded(counter *prometheus.CounterVec, ev audit.Event, err error) {
+	counter.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
+	e.operator(ev, err, "refused")
+}
+
+// maxDetail bounds an operator event's detail (a reload error can list many
+// policy compile errors).
+const maxDetail = 2048
+
+// operator records an operator event whose outcome is "ok", or failed with
+// err's message as the detail.
+func (e *Engine) operator(ev audit.Event, err error, failed string) {
+	if e.audit == nil {
+		return
+	}
+	ev.Outcome = metrics.Outcome(err, failed)
+	if err != nil {
+		ev.Detail = err.Error()
+		if len(ev.Detail) > maxDetail {
+			ev.Detail = ev.Detail[:maxDetail] + "..."
+		}
+	}
+	if err := e.audit.Record(&ev); err != nil {
+		e.log.Error("audit record failed", "kind", ev.Kind, "error", err)
+	}
+}
+
+// RecordDecision writes the audit event for d. status and latency are what the
+// gateway finally observed (the upstream's status, the whole request's
+// time); pass d.Status and d.Latency when the decision ends the story. The
+// sink queues the event (waiting a bounded time for room if it must);
+// a record it cannot take is counted and logged by it, and logged here.
+func (e *Engine) RecordDecision(req *Request, d *Decision, status int, latency time.Duration) {
+	if e.audit == nil {
+		return
+	}
+	ev := audit.Event{
+		Kind:           audit.KindDecision,
+		Time:           d.Start,
+		DecisionID:     d.ID,
+		RequestID:      req.ID,
+		Gateway:        req.Gateway,
+		Model:          d.Model.Name,
+		Operation:      d.Model.Operation,
+		Method:         req.Method,
+		Path:           req.Path,
+		SourceAddress:  req.SourceAddress,
+		Result:         result(d),
+		Status:         status,
+		Reason:         d.Reason,
+		PolicyRevision: d.PolicyRevision,
+		LatencyMicros:  latency.Microseconds(),
+	}
+	if id := d.Identity; id != nil {
+		ev.Subject, ev.AuthMethod, ev.KeyID, ev.Issuer = id.Subject, id.Method, id.KeyID, id.Issuer
+	}
+	if e.bodySHA256 && len(req.Body) > 0 {
+		sum := sha256.Sum256(req.Body)
+		ev.BodySHA256 = hex.EncodeToString(sum[:])
+	}
+	if err := e.audit.Record(&ev); err != nil {
+		e.log.Error("audit record failed", "decision_id", d.ID, "error", err)
+	}
+}

@@ -1,0 +1,175 @@
+package policy
+
+import (
+	"context"
+	"net/http"
+	"runtime/debug"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/modelguard/modelguard/policy/models"
+	"github.com/modelguard/modelguard/policy/rego"
+)
+
+// Decide evaluates req and records its audit event: the whole decision, as
+// an adapter whose gateway acts on it at once (Envoy) needs it.
+func (e *Engine) Decide(ctx context.Context, req *Request) *Decision {
+	d := e.Evaluate(ctx, req)
+	e.RecordDecision(req, d, d.Status, d.Latency)
+	return d
+}
+
+// Evaluate authenticates and authorizes req and counts the decision in the
+// metrics, without recording an audit event: adapters that learn the final
+// status later (Kong's log phase) call RecordDecision then. It never returns nil
+// and never allows on an error path: failures, including panics, deny.
+func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
+	start := e.now()
+	d = &Decision{ID: NewDecisionID(), Start: start}
+	defer func() {
+		if r := recover(); r != nil {
+			e.log.Error("panic while deciding: denied", "decision_id", d.ID, "panic", r, "stack", string(debug.Stack()))
+			*d = Decision{ID: d.ID, Start: start}
+			e.deny(d, http.StatusServiceUnavailable, "internal_error", "service unavailable")
+		}
+		d.Latency = e.now().Sub(start)
+		e.metrics.Decisions.WithLabelValues(result(d), d.Reason).Inc()
+		e.metrics.CheckDuration.Observe(d.Latency.Seconds())
+	}()
+	e.decide(ctx, req, d)
+	return d
+}
+
+func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
+	// No request is served without its audit record: when the trail cannot
+	// take one (queue full, sink failing), deny before doing any work.
+	if e.admit != nil {
+		if err := e.admit.Admit(ctx); err != nil {
+			e.metrics.AuditDenied.Inc()
+			e.log.Debug("audit trail unavailable: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
+			e.deny(d, http.StatusServiceUnavailable, "audit_unavailable", "service unavailable")
+			return
+		}
+	}
+	// Under CPU saturation a check waits briefly for a slot, then is shed
+	// as overloaded: the policy's timeout then measures evaluation, not a
+	// queue of checks all slowing each other down.
+	if e.checks != nil {
+		if err := e.checks.Acquire(ctx, 1); err != nil {
+			e.shed(d, "concurrent_checks")
+			return
+		}
+		defer e.checks.Release(1)
+	}
+	id, cred, reason, err := e.authenticate(ctx, req)
+	if err != nil {
+		e.log.Info("authentication failed", "decision_id", d.ID, "request_id", req.ID, "reason", reason, "error", err)
+		e.deny(d, http.StatusUnauthorized, reason, "invalid or missing credentials")
+		d.ResponseHeaders = append(d.ResponseHeaders, Header{"www-authenticate", `Bearer realm="modelguard"`})
+		return
+	}
+	d.Identity = id
+
+	// Bodies are parsed only for authenticated callers.
+	mr, denial, isModel := e.models.Inspect(models.Request{
+		Method: req.Method, Path: req.Path,
+		ContentType: req.Headers["content-type"], Encoding: req.Headers["content-encoding"],
+		Body: req.Body, BodyTruncated: req.BodyTruncated, BodyOmitted: req.BodyOmitted,
+	})
+	if denial != nil {
+		e.deny(d, denial.Status, denial.Reason, denial.Message)
+		return
+	}
+	if isModel {
+		d.Model = Model{Name: mr.Name, Operation: mr.Operation}
+	} else {
+		d.Model = listing(req)
+	}
+
+	res, err := e.authz.EvalInput(ctx, func(parsedBody bool) ast.Value { return e.input(req, id, d.Model, mr, parsedBody) })
+	d.PolicyRevision = res.Revision
+	if err != nil {
+		e.log.Error("policy evaluation failed: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
+		e.deny(d, http.StatusServiceUnavailable, "policy_error", "service unavailable")
+		return
+	}
+	if !res.Allow {
+		status, reason, msg := res.Status, res.Reason, res.Message
+		if status == 0 {
+			status = http.StatusForbidden
+		}
+		if reason == "" {
+			reason = "policy_denied"
+		}
+		if msg == "" {
+			msg = "access denied"
+		}
+		e.deny(d, status, reason, msg)
+		d.ResponseHeaders = appendHeaderMap(d.ResponseHeaders, res.ResponseHeaders)
+		return
+	}
+	e.allow(d, id, cred, res)
+}
+
+func (e *Engine) allow(d *Decision, id *Identity, cred credential, res rego.Result) {
+	d.Allow = true
+	d.Status = http.StatusOK
+	d.Reason = "allowed"
+	set := func(name, value string) {
+		if name != "" && value != "" {
+			d.UpstreamHeaders = append(d.UpstreamHeaders, Header{name, value})
+		}
+	}
+	set(e.identity.Subject, id.Subject)
+	set(e.identity.Roles, strings.Join(id.Roles, ","))
+	set(e.identity.AuthMethod, id.Method)
+	set(e.identity.KeyID, id.KeyID)
+	set(e.identity.DecisionID, d.ID)
+	d.UpstreamHeaders = appendHeaderMap(d.UpstreamHeaders, res.Headers)
+	d.ResponseHeaders = appendHeaderMap(d.ResponseHeaders, res.ResponseHeaders)
+
+	// Identity headers the client sent that we did not overwrite must not
+	// reach the upstream; neither may the credential.
+	if cred.header != "" {
+		d.RemoveHeaders = append(d.RemoveHeaders, cred.header)
+	}
+	for _, h := range e.identityRemove {
+		if !hasHeader(d.UpstreamHeaders, h) {
+			d.RemoveHeaders = append(d.RemoveHeaders, h)
+		}
+	}
+}
+
+func (e *Engine) deny(d *Decision, status int, reason, message string) {
+	d.Allow = false
+	d.Status = status
+	d.Reason = reason
+	d.Message = message
+	if e.identity.DecisionID != "" {
+		d.ResponseHeaders = append(d.ResponseHeaders, Header{e.identity.DecisionID, d.ID})
+	}
+}
+
+func result(d *Decision) string {
+	if d.Allow {
+		return "allow"
+	}
+	return "deny"
+}
+
+func appendHeaderMap(hs []Header, m map[string]string) []Header {
+	for k, v := range m {
+		hs = append(hs, Header{strings.ToLower(k), v})
+	}
+	return hs
+}
+
+func hasHeader(hs []Header, name string) bool {
+	for _, h := range hs {
+		if h.Name == name {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,96 @@
+package policy
+
+import (
+	"context"
+
+	"github.com/modelguard/modelguard/policy/apikey"
+	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/metrics"
+	"github.com/modelguard/modelguard/policy/models"
+	"github.com/modelguard/modelguard/policy/rego"
+)
+
+// New builds an Engine from a loaded configuration. Background work (JWKS
+// refresh, policy and key file watches) runs until ctx ends. Errors name the
+// configuration file and line when they concern a field.
+func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error) {
+	e := &Engine{
+		apiKeyHeader:  cfg.Authentication.APIKeys.Header,
+		bearerKeys:    cfg.Authentication.APIKeys.Bearer == nil || *cfg.Authentication.APIKeys.Bearer,
+		anonymous:     cfg.Authentication.AllowAnonymous,
+		maxCredential: cfg.Authentication.MaxCredentialBytes,
+		identity:      cfg.IdentityHeaders,
+		log:           opts.Logger,
+		metrics:       opts.Metrics,
+		audit:         opts.Audit,
+		bodySHA256:    cfg.Audit.BodySHA256,
+		now:           opts.Now,
+	}
+	e.admit, _ = opts.Audit.(Admitter)
+	e.setDefaults()
+	e.maxBody = maxBodyBytes(cfg)
+	e.setAdmission(cfg.Admission)
+
+	if len(cfg.Authentication.JWT.Issuers) > 0 {
+		v, err := jwtauth.New(ctx, cfg.Authentication.JWT, cfg.Dir, jwtauth.Options{
+			Logger: e.log,
+			OnJWKSRefresh: func(issuer string, err error) {
+				e.metrics.JWKSRefreshes.WithLabelValues(issuer, metrics.Outcome(err, "failed")).Inc()
+				if err != nil {
+					e.operator(audit.Event{Kind: audit.KindJWKSRefresh, Issuer: issuer}, err, "failed")
+				}
+			},
+		})
+		if err != nil {
+			return nil, cfg.Error(err)
+		}
+		e.tokens = v
+	}
+	if f := cfg.Authentication.APIKeys.File; f != "" {
+		s, err := apikey.Open(ctx, cfg.Path(f), apikey.Options{
+			Logger: e.log,
+			OnReload: func(err error) {
+				e.reloaded(e.metrics.KeyReloads, audit.Event{Kind: audit.KindKeyReload, File: cfg.Path(f)}, err)
+			},
+		})
+		if err != nil {
+			return nil, cfg.Error(&config.FieldError{Path: "authentication.api_keys.file", Err: err})
+		}
+		e.keys = s
+		if e.apiKeyHeader == "" {
+			e.apiKeyHeader = "x-api-key"
+		}
+	}
+	cat, err := models.Open(ctx, cfg, models.Options{
+		Logger: e.log,
+		OnReload: func(err error) {
+			e.reloaded(e.metrics.SchemaReloads, audit.Event{Kind: audit.KindSchemaReload}, err)
+		},
+	})
+	if err != nil {
+		return nil, cfg.Error(err)
+	}
+	e.models = cat
+	r, err := rego.Open(ctx, cfg.Authorization, cfg.Dir, rego.Options{
+		Logger: e.log,
+		OnReload: func(revision string, err error) {
+			e.reloaded(e.metrics.PolicyReloads, audit.Event{Kind: audit.KindPolicyReload, PolicyRevision: revision}, err)
+		},
+	})
+	if err != nil {
+		return nil, cfg.Error(&config.FieldError{Path: "authorization.policy_dir", Err: err})
+	}
+	e.authz = r
+	return e, nil
+}
+
+// maxBodyBytes is the largest body any model accepts.
+func maxBodyBytes(cfg *config.Config) int {
+	n := cfg.RequestBody.MaxBytes
+	for _, m := range cfg.Models {
+		n = max(n, m.Limits.MaxBodyBytes)
+	}
+	return n
+}
