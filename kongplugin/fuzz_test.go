@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"path/filepath"
 	"testing"
+	"unicode/utf8"
 
 	pdktest "github.com/Kong/go-pdk/test"
 )
@@ -36,6 +37,12 @@ func FuzzAccess(f *testing.F) {
 			h.Set("x-api-key", key)
 		case 2:
 			h.Set("authorization", "Bearer "+key)
+		}
+		// go-pdk's test environment carries these as protobuf strings,
+		// which must be UTF-8 (so does Kong's socket protocol: a PDK call
+		// that fails to decode denies 503).
+		if !utf8.ValidString(method + path + name + value) {
+			return
 		}
 		u, err := url.Parse("http://models.local" + path)
 		if err != nil || method == "" || u.Host != "models.local" {
