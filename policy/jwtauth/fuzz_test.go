@@ -17,7 +17,7 @@ func FuzzScanObject(f *testing.F) {
 		`{}`, ` { "a" : 1 , "b":"x" } `, `{"a":{"b":[1,"}",{"c":"]"}]},"d":true}`,
 		`{"a\"b":"c\\"}`, `{"iss":"x"}junk`, `{"iss":"x",}`, `{"i\u0073s":"https:\/\/idp"}`,
 		`{"iss":"a","iss":"b"}`, `{"alg":"RS256","typ":"JWT","kid":"k1"}`, `{"a":-1.5e3,"b":null,"c":[]}`,
-		"{\"iss\":\"\xff\"}", `{"iss":"\ud800"}`, `[]`, ``, `{"a":{"b":{"c":{}}}}`,
+		"{\"iss\":\"\xff\"}", `{"iss":"\ud800"}`, `[]`, ``, `{"a":{"b":{"c":{}}}}`, `{"\0":0`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -25,10 +25,10 @@ func FuzzScanObject(f *testing.F) {
 		type member struct{ key, val string }
 		var got []member
 		err := scanObject(data, func(k, v []byte) error {
-			key, ok := jsonString(k)
-			if !ok {
-				t.Fatalf("%q: scanner reported key %q that is not a JSON string", data, k)
-			}
+			// Members are reported as they are scanned, before the rest of
+			// the object is checked: a key with a bad escape reaches here
+			// in an object encoding/json refuses, and keyIs never matches it.
+			key, _ := jsonString(k)
 			got = append(got, member{string(key), string(v)})
 			return nil
 		})
