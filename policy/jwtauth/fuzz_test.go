@@ -18,6 +18,7 @@ func FuzzScanObject(f *testing.F) {
 		`{"a\"b":"c\\"}`, `{"iss":"x"}junk`, `{"iss":"x",}`, `{"i\u0073s":"https:\/\/idp"}`,
 		`{"iss":"a","iss":"b"}`, `{"alg":"RS256","typ":"JWT","kid":"k1"}`, `{"a":-1.5e3,"b":null,"c":[]}`,
 		"{\"iss\":\"\xff\"}", `{"iss":"\ud800"}`, `[]`, ``, `{"a":{"b":{"c":{}}}}`, `{"\0":0`,
+		"{\"\x8b\":\"\"}", "{\"iss\":\"https://idp\xff\"}",
 	} {
 		f.Add([]byte(s))
 	}
