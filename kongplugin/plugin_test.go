@@ -25,32 +25,10 @@ import (
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
-// auditLog collects audit events in memory.
-type auditLog struct {
-	mu     sync.Mutex
-	events []audit.Event
-}
-
-func (a *auditLog) Record(e *audit.Event) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	a.events = append(a.events, *e)
-	return nil
-}
-
-func (a *auditLog) decisions() []audit.Event {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	var out []audit.Event
-	for _, e := range a.events {
-		if e.Kind == audit.KindDecision {
-			out = append(out, e)
-		}
-	}
-	return out
-}
+func isDecision(e audit.Event) bool { return e.Kind == audit.KindDecision }
 
 // fixture is a configuration directory (the example policy, API keys) and
 // a Plugin whose audit events land in audit.
@@ -58,7 +36,7 @@ type fixture struct {
 	dir    string
 	keys   map[string]string // id -> plaintext
 	plugin *Plugin
-	audit  *auditLog
+	audit  *testkit.EventLog[audit.Event]
 }
 
 const testConfig = `authentication:
@@ -78,7 +56,7 @@ audit:
 
 func newFixture(t testing.TB, anonymous bool) *fixture {
 	t.Helper()
-	f := &fixture{dir: t.TempDir(), keys: map[string]string{}, audit: &auditLog{}}
+	f := &fixture{dir: t.TempDir(), keys: map[string]string{}, audit: &testkit.EventLog[audit.Event]{}}
 	sub, err := fs.Sub(examples.Demo, ".")
 	if err != nil {
 		t.Fatal(err)
@@ -107,9 +85,7 @@ func newFixture(t testing.TB, anonymous bool) *fixture {
 
 func (f *fixture) write(t testing.TB, name, content string) {
 	t.Helper()
-	if err := os.WriteFile(filepath.Join(f.dir, name), []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testkit.WriteFile(t, f.dir, name, content)
 }
 
 func (f *fixture) config(path string) *Config {
@@ -178,7 +154,7 @@ func TestAccessAllowSetsIdentityForKong(t *testing.T) {
 		t.Errorf("ctx.shared decision id %q, upstream %q", id, up.Get("x-modelguard-decision-id"))
 	}
 	// The log phase recorded the decision once, with the final status.
-	evs := f.audit.decisions()
+	evs := f.audit.Filter(isDecision)
 	if len(evs) != 1 || evs[0].DecisionID != id || evs[0].Gateway != "kong" || evs[0].Status != 200 || evs[0].Result != "allow" || evs[0].Subject != "alice" {
 		t.Errorf("audit events %+v", evs)
 	}
@@ -202,7 +178,7 @@ func TestAuditBodyHash(t *testing.T) {
 			if env.ClientRes.Status != 200 {
 				t.Fatalf("status %d: %s", env.ClientRes.Status, env.ClientRes.Body)
 			}
-			evs := f.audit.decisions()
+			evs := f.audit.Filter(isDecision)
 			sum := sha256.Sum256([]byte(chat))
 			want := ""
 			if hash {

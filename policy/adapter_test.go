@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/models"
 )
 
 func TestDenyCarriesTheDecisionID(t *testing.T) {
@@ -59,8 +60,8 @@ func TestRequestID(t *testing.T) {
 
 // An adapter reading the body itself needs the largest cap of any model.
 func TestMaxBodyBytes(t *testing.T) {
-	cfg := &config.Config{RequestBody: config.RequestBody{MaxBytes: 1000},
-		Models: []config.Model{{Limits: config.ModelLimits{MaxBodyBytes: 5000}}, {Limits: config.ModelLimits{MaxBodyBytes: 10}}}}
+	cfg := &config.Config{RequestBody: models.BodySettings{MaxBytes: 1000},
+		Models: []models.ModelSettings{{Limits: models.Limits{MaxBodyBytes: 5000}}, {Limits: models.Limits{MaxBodyBytes: 10}}}}
 	if got := maxBodyBytes(cfg); got != 5000 {
 		t.Fatalf("maxBodyBytes = %d, want 5000", got)
 	}

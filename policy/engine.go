@@ -96,9 +96,6 @@ func (e *Engine) setDefaults() {
 	if e.now == nil {
 		e.now = time.Now
 	}
-	if e.maxCredential <= 0 {
-		e.maxCredential = 8192
-	}
 	e.identityRemove = e.identityRemove[:0]
 	for _, h := range []string{e.identity.Subject, e.identity.Roles, e.identity.AuthMethod, e.identity.KeyID, e.identity.DecisionID} {
 		if h != "" {

@@ -8,16 +8,16 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 	"time"
 
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/modelguard/modelguard/examples"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // gatedSink holds every write until its gate closes: a sink that hangs.
@@ -72,26 +72,11 @@ func TestAuditUnavailableDenies(t *testing.T) {
 			t.Errorf("%s with a full audit queue: allow=%v %d %s %q", step.name, d.Allow, d.Status, d.Reason, d.Message)
 		}
 	}
-	if got := counterValue(t, e.metrics.AuditDenied); got != 2 {
+	if got := testutil.ToFloat64(e.metrics.AuditDenied); got != 2 {
 		t.Errorf("modelguard_audit_denied_total = %v, want 2", got)
 	}
 	close(sink.gate)
-	deadline := time.Now().Add(20 * time.Second)
-	for d := e.Decide(ctx, req()); !d.Allow; d = e.Decide(ctx, req()) {
-		if time.Now().After(deadline) {
-			t.Fatalf("still denied after the trail drained: %d %s", d.Status, d.Reason)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func counterValue(t *testing.T, c interface{ Write(*dto.Metric) error }) float64 {
-	t.Helper()
-	var m dto.Metric
-	if err := c.Write(&m); err != nil {
-		t.Fatal(err)
-	}
-	return m.GetCounter().GetValue()
+	testkit.Eventually(t, "requests served after the trail drained", func() bool { return e.Decide(ctx, req()).Allow })
 }
 
 func TestAuditRecordFields(t *testing.T) {
@@ -103,10 +88,10 @@ func TestAuditRecordFields(t *testing.T) {
 		e.bodySHA256 = withHash
 		d := e.Evaluate(context.Background(), req)
 		e.RecordDecision(req, d, 201, 5*time.Millisecond) // as Kong's log phase reports it
-		if len(rec.events) != 1 {
-			t.Fatalf("%d events", len(rec.events))
+		if len(rec.Events()) != 1 {
+			t.Fatalf("%d events", len(rec.Events()))
 		}
-		ev := rec.events[0]
+		ev := rec.Events()[0]
 		want := audit.Event{Kind: audit.KindDecision, Time: d.Start, DecisionID: d.ID, RequestID: "req-1", Gateway: "envoy",
 			Subject: "alice", AuthMethod: "api_key", KeyID: "k-alice", Model: "gpt-4o-mini", Operation: "chat",
 			Method: "POST", Path: "/v1/chat/completions", SourceAddress: "10.0.0.7:51000", Result: "allow",
@@ -118,31 +103,6 @@ func TestAuditRecordFields(t *testing.T) {
 			t.Errorf("body_sha256 %v: event\n got  %+v\n want %+v", withHash, ev, want)
 		}
 	}
-}
-
-// syncRecorder collects events from several goroutines (reload callbacks).
-type syncRecorder struct {
-	mu     sync.Mutex
-	events []audit.Event
-}
-
-func (r *syncRecorder) Record(e *audit.Event) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.events = append(r.events, *e)
-	return nil
-}
-
-func (r *syncRecorder) find(kind, outcome string) *audit.Event {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i := range r.events {
-		if r.events[i].Kind == kind && r.events[i].Outcome == outcome {
-			e := r.events[i]
-			return &e
-		}
-	}
-	return nil
 }
 
 // The engine records operator events: JWKS refresh failures, and policy and
@@ -169,7 +129,7 @@ authorization: {policy_dir: policy}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	rec := &syncRecorder{}
+	rec := &testkit.EventLog[audit.Event]{}
 	e, err := New(ctx, cfg, Options{Audit: rec})
 	if err != nil {
 		t.Fatal(err)
@@ -181,16 +141,12 @@ authorization: {policy_dir: policy}
 
 	wait := func(kind, outcome string) *audit.Event {
 		t.Helper()
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			if e := rec.find(kind, outcome); e != nil {
-				return e
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no %s event with outcome %s", kind, outcome)
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		var found []audit.Event
+		testkit.Eventually(t, "a "+kind+" event with outcome "+outcome, func() bool {
+			found = rec.Filter(func(e audit.Event) bool { return e.Kind == kind && e.Outcome == outcome })
+			return len(found) > 0
+		})
+		return &found[0]
 	}
 	if e := wait(audit.KindJWKSRefresh, "failed"); e.Issuer != "https://idp" || e.Detail == "" {
 		t.Errorf("JWKS refresh failure: %+v", e)

@@ -53,8 +53,8 @@ func TestDecideShedsWhenSaturated(t *testing.T) {
 	if d := e.Decide(context.Background(), chat(key)); !d.Allow {
 		t.Fatalf("after the slot was released: %d %s", d.Status, d.Reason)
 	}
-	if len(rec.events) != 3 || rec.events[0].Reason != ReasonOverloaded || rec.events[0].Status != 503 {
-		t.Errorf("audit events %+v, want the shed check recorded as overloaded", rec.events)
+	if evs := rec.Events(); len(evs) != 3 || evs[0].Reason != ReasonOverloaded || evs[0].Status != 503 {
+		t.Errorf("audit events %+v, want the shed check recorded as overloaded", evs)
 	}
 }
 

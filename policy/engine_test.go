@@ -16,6 +16,7 @@ import (
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/rego"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // Fakes for the steps, to reach failure paths the real ones cannot be made
@@ -51,10 +52,6 @@ func (f authzFunc) EvalInput(ctx context.Context, build func(bool) ast.Value) (r
 	return f(ctx, build(true))
 }
 
-type recorder struct{ events []audit.Event }
-
-func (r *recorder) Record(e *audit.Event) error { r.events = append(r.events, *e); return nil }
-
 // testCatalog is the real model catalog with one chat model.
 func testCatalog(t *testing.T) *models.Catalog {
 	t.Helper()
@@ -67,15 +64,15 @@ models:
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := models.Open(context.Background(), cfg, models.Options{})
+	c, err := models.Open(context.Background(), cfg.ModelSettings(), cfg.Dir, models.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
 }
 
-func testEngine(t *testing.T, a authorizer) (*Engine, *recorder) {
-	rec := &recorder{}
+func testEngine(t *testing.T, a authorizer) (*Engine, *testkit.EventLog[audit.Event]) {
+	rec := &testkit.EventLog[audit.Event]{}
 	e := &Engine{
 		tokens:        fakeTokens{},
 		keys:          fakeKeys{"mg_alice": {ID: "k-alice", Subject: "alice", Roles: []string{"chat-user"}}},
@@ -147,8 +144,8 @@ func TestDecide(t *testing.T) {
 			if d.Allow != tc.allow || d.Status != tc.status || d.Reason != tc.reason {
 				t.Fatalf("got allow=%v %d %q, want allow=%v %d %q", d.Allow, d.Status, d.Reason, tc.allow, tc.status, tc.reason)
 			}
-			if d.ID == "" || len(rec.events) != 1 || rec.events[0].DecisionID != d.ID || rec.events[0].Reason != tc.reason {
-				t.Fatalf("audit events %+v for decision %s", rec.events, d.ID)
+			if d.ID == "" || len(rec.Events()) != 1 || rec.Events()[0].DecisionID != d.ID || rec.Events()[0].Reason != tc.reason {
+				t.Fatalf("audit events %+v for decision %s", rec.Events(), d.ID)
 			}
 			if !d.Allow {
 				if len(d.UpstreamHeaders) != 0 {

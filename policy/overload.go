@@ -2,23 +2,7 @@ package policy
 
 import (
 	"context"
-	"runtime"
-
-	"github.com/modelguard/modelguard/policy/admission"
-	"github.com/modelguard/modelguard/policy/config"
 )
-
-// setAdmission builds the engine's admission limits (see policy/admission).
-func (e *Engine) setAdmission(c config.Admission) {
-	checks := c.MaxConcurrentChecks
-	if checks == 0 {
-		checks = 4 * runtime.GOMAXPROCS(0)
-	}
-	e.checks = admission.NewLimit(int64(checks), c.MaxWait)
-	if c.MaxInflightBodyBytes > 0 {
-		e.bodies = admission.NewLimit(int64(c.MaxInflightBodyBytes), c.MaxWait)
-	}
-}
 
 // shed denies d as overloaded because limit was reached.
 func (e *Engine) shed(d *Decision, limit string) {

@@ -6,6 +6,7 @@ import (
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/field"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/policy/models"
@@ -18,7 +19,7 @@ import (
 func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error) {
 	e := &Engine{
 		apiKeyHeader:  cfg.Authentication.APIKeys.Header,
-		bearerKeys:    cfg.Authentication.APIKeys.Bearer == nil || *cfg.Authentication.APIKeys.Bearer,
+		bearerKeys:    *cfg.Authentication.APIKeys.Bearer, // config gives it a value
 		anonymous:     cfg.Authentication.AllowAnonymous,
 		maxCredential: cfg.Authentication.MaxCredentialBytes,
 		identity:      cfg.IdentityHeaders,
@@ -31,7 +32,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	e.admit, _ = opts.Audit.(Admitter)
 	e.setDefaults()
 	e.maxBody = maxBodyBytes(cfg)
-	e.setAdmission(cfg.Admission)
+	e.checks, e.bodies = cfg.Admission.Limits()
 
 	if len(cfg.Authentication.JWT.Issuers) > 0 {
 		v, err := jwtauth.New(ctx, cfg.Authentication.JWT, cfg.Dir, jwtauth.Options{
@@ -44,7 +45,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 			},
 		})
 		if err != nil {
-			return nil, cfg.Error(err)
+			return nil, cfg.Error(field.Under("authentication.jwt", err))
 		}
 		e.tokens = v
 	}
@@ -59,11 +60,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 			return nil, cfg.Error(&config.FieldError{Path: "authentication.api_keys.file", Err: err})
 		}
 		e.keys = s
-		if e.apiKeyHeader == "" {
-			e.apiKeyHeader = "x-api-key"
-		}
 	}
-	cat, err := models.Open(ctx, cfg, models.Options{
+	cat, err := models.Open(ctx, cfg.ModelSettings(), cfg.Dir, models.Options{
 		Logger: e.log,
 		OnReload: func(err error) {
 			e.reloaded(e.metrics.SchemaReloads, audit.Event{Kind: audit.KindSchemaReload}, err)
@@ -80,7 +78,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		},
 	})
 	if err != nil {
-		return nil, cfg.Error(&config.FieldError{Path: "authorization.policy_dir", Err: err})
+		return nil, cfg.Error(field.Under("authorization", err))
 	}
 	e.authz = r
 	return e, nil

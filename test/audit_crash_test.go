@@ -28,6 +28,7 @@ import (
 	"github.com/modelguard/modelguard/extauthz"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // auditServer is a modelguard serve child process.
@@ -196,7 +197,7 @@ log: {level: info}
 	var allowed atomic.Int64
 	wg := load(t, srv.grpc, key, stop, quiet, &allowed)
 	var synced float64
-	eventually(t, "a few hundred records fsynced", func() bool {
+	testkit.Eventually(t, "a few hundred records fsynced", func() bool {
 		synced = srv.metric(t, "modelguard_audit_synced_seq")
 		return synced >= 300 && allowed.Load() >= 300
 	})
@@ -237,7 +238,7 @@ log: {level: info}
 	stop = make(chan struct{})
 	before := allowed.Load()
 	wg = load(t, srv.grpc, key, stop, stop, &allowed)
-	eventually(t, "more checks served after the restart", func() bool { return allowed.Load() >= before+200 })
+	testkit.Eventually(t, "more checks served after the restart", func() bool { return allowed.Load() >= before+200 })
 	close(stop)
 	wg.Wait()
 	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {

@@ -19,6 +19,7 @@ import (
 	"github.com/modelguard/modelguard/examples"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // auditReceiver is an HTTP audit endpoint that is down (503) until told
@@ -129,13 +130,13 @@ log: {level: info}
 	stop := make(chan struct{})
 	var allowed atomic.Int64
 	wg := load(t, srv.grpc, key, stop, stop, &allowed)
-	eventually(t, "checks served and delivery failing", func() bool {
+	testkit.Eventually(t, "checks served and delivery failing", func() bool {
 		return allowed.Load() >= 100 && rcv.failures.Load() >= 2 && srv.metric(t, "modelguard_audit_spool_bytes") > 0
 	})
 	close(stop)
 	wg.Wait()
 	rcv.up.Store(true)
-	eventually(t, "the spool to drain", func() bool {
+	testkit.Eventually(t, "the spool to drain", func() bool {
 		synced := uint64(srv.metric(t, "modelguard_audit_synced_seq"))
 		_, complete := rcv.trail(synced)
 		return complete && srv.metric(t, "modelguard_audit_spool_bytes") == 0

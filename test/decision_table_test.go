@@ -27,6 +27,10 @@ func TestGatewaysDecideAlike(t *testing.T) {
 	reader := map[string]string{"x-api-key": e.keys["reader-key"]}
 	msgs := `"messages":[{"role":"user","content":"secret prompt text"}]`
 	long := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("long prompt ", 2000) + `"}]}`
+	// A key that may call every model, and a body its schema refuses: a
+	// path form that slipped past the model routes would be allowed.
+	admin := map[string]string{"x-api-key": e.keys["admin-key"]}
+	invalid := []byte(`{"model":"gpt-4o-mini","messages":[{"role":"wizard","content":"x"}]}`)
 
 	type identity struct{ subject, roles, method, keyID string }
 	tests := []struct {
@@ -60,6 +64,21 @@ func TestGatewaysDecideAlike(t *testing.T) {
 		{"deep nesting", "POST", "/v1/chat/completions", alice, []byte(`{"model":"gpt-4o-mini","x":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `,` + msgs + `}`), 400, "body_too_deep", identity{}},
 		{"invalid utf-8", "POST", "/v1/chat/completions", alice, []byte("{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}"), 400, "body_invalid_utf8", identity{}},
 		{"max_tokens over the role's cap", "POST", "/v1/chat/completions", alice, []byte(`{"model":"gpt-4o-mini","max_tokens":2000,` + msgs + `}`), 403, "max_tokens_exceeded", identity{}},
+		{"max_tokens hidden behind max_completion_tokens", "POST", "/v1/chat/completions", admin, []byte(`{"model":"gpt-4o-mini","max_completion_tokens":10,"max_tokens":1000000,` + msgs + `}`), 400, "max_tokens_limit_exceeded", identity{}},
+		{"negative max_tokens", "POST", "/v1/chat/completions", admin, []byte(`{"model":"gpt-4o-mini","max_completion_tokens":10,"max_tokens":-1,` + msgs + `}`), 400, "max_tokens_invalid", identity{}},
+		{"keys differing only in case", "POST", "/v1/chat/completions", admin, []byte(`{"model":"gpt-4o-mini","Model":"gpt-4-forbidden",` + msgs + `}`), 400, "body_ambiguous_key", identity{}},
+		// Path forms: normalised (Envoy normalize_path, merge_slashes) and
+		// checked as the model request, or refused as ambiguous.
+		{"path: leading //", "POST", "//v1/chat/completions", admin, invalid, 400, "body_schema_violation", identity{}},
+		{"path: inner //", "POST", "/v1//chat/completions", admin, invalid, 400, "body_schema_violation", identity{}},
+		{"path: /./", "POST", "/v1/./chat/completions", admin, invalid, 400, "body_schema_violation", identity{}},
+		{"path: /x/../", "POST", "/x/../v1/chat/completions", admin, invalid, 400, "body_schema_violation", identity{}},
+		{"path: %63ompletions", "POST", "/v1/chat/%63ompletions", admin, invalid, 400, "body_schema_violation", identity{}},
+		{"path: trailing /", "POST", "/v1/chat/completions/", admin, invalid, 400, "route_ambiguous", identity{}},
+		{"path: /V1/", "POST", "/V1/chat/completions", admin, invalid, 400, "route_ambiguous", identity{}},
+		{"path: ;x=1", "POST", "/v1/chat/completions;x=1", admin, invalid, 400, "route_ambiguous", identity{}},
+		{"method post", "post", "/v1/chat/completions", admin, invalid, 400, "route_ambiguous", identity{}},
+		{"method Post", "Post", "/v1/chat/completions", admin, invalid, 400, "route_ambiguous", identity{}},
 		{"gzip bomb", "POST", "/v1/chat/completions", map[string]string{"x-api-key": e.keys["alice-key"], "content-encoding": "gzip"},
 			gzipped(`{"model":"gpt-4o-mini","x":"` + strings.Repeat("a", 8<<20) + `"}`), 413, "body_too_large", identity{}},
 	}

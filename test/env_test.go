@@ -5,12 +5,10 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"io/fs"
-	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -22,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/MicahParks/jwkset"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +35,7 @@ import (
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/test/envoyharness"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 const (
@@ -51,7 +51,7 @@ type env struct {
 	svc      *extauthz.Service
 	front    *httptest.Server
 	upstream *httptest.Server
-	jwks     *jwksServer
+	jwks     *testkit.JWKSServer
 	keys     map[string]string // API key id -> plaintext
 	signer   *rsa.PrivateKey   // kid "k1", published in the JWKS
 	admin    string
@@ -72,8 +72,8 @@ func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), keys: map[string]string{}, log: map[string]envoyharness.AccessLogEntry{}}
 	e.signer = newRSAKey(t)
-	e.jwks = newJWKSServer(t)
-	e.jwks.set(map[string]*rsa.PublicKey{"k1": &e.signer.PublicKey})
+	e.jwks = testkit.NewJWKSServer(t)
+	e.jwks.Serve(rs256JWK(t, &e.signer.PublicKey, "k1"))
 
 	// The example policy, as shipped.
 	if err := os.CopyFS(e.dir, mustSub(examples.Demo, ".")); err != nil {
@@ -110,7 +110,7 @@ models:
   - {name: resnet, operation: infer}
 audit:
   output: %s
-`, testIssuer, testAudience, e.jwks.srv.URL+"/jwks.json", filepath.Join(e.dir, "audit.log"))
+`, testIssuer, testAudience, e.jwks.URL+"/jwks.json", filepath.Join(e.dir, "audit.log"))
 	if err := os.WriteFile(filepath.Join(e.dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -199,13 +199,7 @@ func (e *env) writeKeys(entries map[string]keyEntry) {
 
 func writeAtomic(t testing.TB, path, content string) {
 	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
+	testkit.ReplaceFile(t, filepath.Dir(path), filepath.Base(path), content)
 }
 
 // result is what the client saw, plus the access log line for it.
@@ -315,18 +309,6 @@ func scrape(t testing.TB, base, name string) float64 {
 	return 0
 }
 
-// eventually polls cond with a generous deadline: reloads are asynchronous.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // token signs claims for the test issuer with key and kid; claims override
 // the defaults.
 func token(t testing.TB, method jwt.SigningMethod, key any, kid string, claims jwt.MapClaims) string {
@@ -360,53 +342,9 @@ func newRSAKey(t testing.TB) *rsa.PrivateKey {
 	return k
 }
 
-// jwksServer serves a JWK Set over real HTTP; tests rotate keys or make it fail.
-type jwksServer struct {
-	srv   *httptest.Server
-	body  atomic.Value // []byte
-	fail  atomic.Bool
-	junk  atomic.Bool
-	calls atomic.Int64
-}
-
-func newJWKSServer(t testing.TB) *jwksServer {
-	j := &jwksServer{}
-	j.body.Store([]byte(`{"keys":[]}`))
-	j.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		j.calls.Add(1)
-		switch {
-		case j.fail.Load():
-			http.Error(w, "down", http.StatusInternalServerError)
-		case j.junk.Load():
-			w.Write([]byte(`<html>maintenance</html>`))
-		default:
-			w.Header().Set("content-type", "application/json")
-			w.Write(j.body.Load().([]byte))
-		}
-	}))
-	t.Cleanup(j.srv.Close)
-	return j
-}
-
-func (j *jwksServer) set(keys map[string]*rsa.PublicKey) {
-	type jwk struct {
-		Kty string `json:"kty"`
-		Kid string `json:"kid"`
-		Alg string `json:"alg"`
-		Use string `json:"use"`
-		N   string `json:"n"`
-		E   string `json:"e"`
-	}
-	var set struct {
-		Keys []jwk `json:"keys"`
-	}
-	for kid, k := range keys {
-		set.Keys = append(set.Keys, jwk{Kty: "RSA", Kid: kid, Alg: "RS256", Use: "sig",
-			N: base64.RawURLEncoding.EncodeToString(k.N.Bytes()),
-			E: base64.RawURLEncoding.EncodeToString(big.NewInt(int64(k.E)).Bytes())})
-	}
-	b, _ := json.Marshal(set)
-	j.body.Store(b)
+// rs256JWK is the JWK of an RS256 signing key, as identity providers publish it.
+func rs256JWK(t testing.TB, pub *rsa.PublicKey, kid string) string {
+	return testkit.JWK(t, pub, kid, func(o *jwkset.JWKOptions) { o.Metadata.ALG, o.Metadata.USE = jwkset.AlgRS256, jwkset.UseSig })
 }
 
 func mustSub(f fs.FS, dir string) fs.FS {

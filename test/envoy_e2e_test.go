@@ -3,6 +3,7 @@ package test
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -10,11 +11,12 @@ import (
 	"testing"
 	"time"
 
-	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // TestEnvoyAuthentication drives real HTTP requests through the Envoy
@@ -220,14 +222,14 @@ func TestEnvoyRevokedKeyStopsWorking(t *testing.T) {
 		"alice-key":  {subject: "alice", roles: []string{"chat-user"}, disabled: true},
 		"reader-key": {subject: "rita", roles: []string{"reader"}},
 	})
-	eventually(t, "the revoked key to be refused", func() bool {
+	testkit.Eventually(t, "the revoked key to be refused", func() bool {
 		r := e.do("POST", "/v1/chat/completions", h, chatBody("gpt-4o-mini"))
 		return r.status == 401 && r.reason() == "api_key_disabled"
 	})
 	// A broken key file pushed afterwards is refused; the last good set stays.
 	refusedBefore := e.metric(`modelguard_api_key_reloads_total{outcome="refused"}`)
 	writeAtomic(t, filepath.Join(e.dir, "keys.yaml"), "keys: [this is not a key entry\n")
-	eventually(t, "the broken key file to be refused", func() bool {
+	testkit.Eventually(t, "the broken key file to be refused", func() bool {
 		return e.metric(`modelguard_api_key_reloads_total{outcome="refused"}`) > refusedBefore
 	})
 	if r := e.do("GET", "/v1/models", map[string]string{"x-api-key": e.keys["reader-key"]}, ""); r.status != 200 {
@@ -294,7 +296,7 @@ func TestEnvoyPolicyEditUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeAtomic(t, data, strings.Replace(string(b), "models: [gpt-4o-mini, llama-3.1-8b-instruct]", "models: [gpt-4o-mini]", 1))
-	eventually(t, "decisions from the new revision", func() bool {
+	testkit.Eventually(t, "decisions from the new revision", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return newSeen >= 20
@@ -321,7 +323,7 @@ func TestEnvoyBrokenPolicyIsRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeAtomic(t, rego, string(b)+"\nallow if { this is not rego\n")
-	eventually(t, "the broken policy to be refused", func() bool {
+	testkit.Eventually(t, "the broken policy to be refused", func() bool {
 		return e.metric(`modelguard_policy_reloads_total{outcome="refused"}`) > refused
 	})
 	for _, tc := range []struct {
@@ -341,9 +343,9 @@ func TestEnvoyJWKSRotation(t *testing.T) {
 		t.Fatalf("k1 before rotation: %d %s", r.status, r.reason())
 	}
 	next := newRSAKey(t)
-	e.jwks.set(map[string]*rsa.PublicKey{"k2": &next.PublicKey})
+	e.jwks.Serve(rs256JWK(t, &next.PublicKey, "k2"))
 	// The new kid is unknown to the cached set: it triggers a refresh.
-	eventually(t, "the new kid to be accepted", func() bool {
+	testkit.Eventually(t, "the new kid to be accepted", func() bool {
 		return e.do("POST", "/v1/chat/completions", bearer(token(t, jwt.SigningMethodRS256, next, "k2", nil)), chatBody("gpt-4o-mini")).status == 200
 	})
 	r := e.do("POST", "/v1/chat/completions", bearer(token(t, jwt.SigningMethodRS256, e.signer, "k1", nil)), chatBody("gpt-4o-mini"))
@@ -361,16 +363,16 @@ func TestEnvoyJWKSDownKeepsLastKeys(t *testing.T) {
 				t.Fatalf("before: %d %s", r.status, r.reason())
 			}
 			if mode == "500" {
-				e.jwks.fail.Store(true)
+				e.jwks.Set(http.StatusInternalServerError, "down", testkit.JWKSAnswer)
 			} else {
-				e.jwks.junk.Store(true)
+				e.jwks.Set(http.StatusOK, "<html>maintenance</html>", testkit.JWKSAnswer)
 			}
-			calls := e.jwks.calls.Load()
+			calls := e.jwks.Hits()
 			// An unknown kid forces a refresh attempt against the broken endpoint.
 			other := newRSAKey(t)
-			eventually(t, "a refresh attempt", func() bool {
+			testkit.Eventually(t, "a refresh attempt", func() bool {
 				e.do("POST", "/v1/chat/completions", bearer(token(t, jwt.SigningMethodRS256, other, "k9", nil)), chatBody("gpt-4o-mini"))
-				return e.jwks.calls.Load() > calls
+				return e.jwks.Hits() > calls
 			})
 			if r := e.do("POST", "/v1/chat/completions", good, chatBody("gpt-4o-mini")); r.status != 200 {
 				t.Fatalf("with the JWKS endpoint down, the last good key got %d %s", r.status, r.reason())

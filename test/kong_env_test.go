@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/modelguard/modelguard/test/kongharness"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // kongBinary builds cmd/modelguard as Kong runs it: a binary named after
@@ -113,7 +114,7 @@ func (r kongResult) upstreamHeader(name string) (string, bool) {
 func (e *env) gatewayAuditEvent(t testing.TB, gateway, requestID string) []map[string]any {
 	t.Helper()
 	var evs []map[string]any
-	eventually(t, "the audit event of "+requestID, func() bool {
+	testkit.Eventually(t, "the audit event of "+requestID, func() bool {
 		evs = e.gatewayAuditEvents(t, gateway)[requestID]
 		return len(evs) > 0
 	})

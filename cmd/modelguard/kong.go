@@ -66,7 +66,7 @@ func kongPlugin(stderr io.Writer) int {
 // openKongAudit opens the audit trail a configuration names, as serve does,
 // with a start event now and a stop event when the plugin server stops.
 func openKongAudit(cfg *config.Config, log *slog.Logger) (policy.AuditSink, io.Closer, error) {
-	w, err := audit.New(cfg, audit.Options{Logger: log})
+	w, err := openAudit(cfg, audit.Options{Logger: log})
 	if err != nil || w == nil {
 		return nil, nil, err
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/field"
 	"github.com/modelguard/modelguard/policy/metrics"
 )
 
@@ -61,7 +62,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 
 	// The audit trail opens first (recovering its chain) so that every
 	// operator event of this run, from the start on, is in it.
-	auditor, err := audit.New(cfg, audit.Options{Logger: log, Metrics: m})
+	auditor, err := openAudit(cfg, audit.Options{Logger: log, Metrics: m})
 	if err != nil {
 		fmt.Fprintf(stderr, "modelguard: %v\n", err)
 		return 1
@@ -138,4 +139,14 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 		return slog.New(slog.NewTextHandler(w, opts))
 	}
 	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+// openAudit builds the audit trail cfg describes (nil when it has no sink),
+// for serve and the Kong plugin server; errors name the file and line.
+func openAudit(cfg *config.Config, opts audit.Options) (*audit.Writer, error) {
+	w, err := audit.New(cfg.Audit, cfg.Dir, opts)
+	if err != nil {
+		return nil, cfg.Error(field.Under("audit", err))
+	}
+	return w, nil
 }

@@ -14,8 +14,9 @@
 #	input.request   {id, method, path, query, host, scheme, headers,
 #	                 source_address, tls_principal}
 #	input.body      {max_tokens, stream, n, messages, prompt_chars, tools}:
-#	                facts of a checked model request body; max_tokens and
-#	                n only when the request sets them.
+#	                facts of a checked model request body; max_tokens (the
+#	                largest of max_tokens, max_completion_tokens and
+#	                max_output_tokens) and n only when the request sets them.
 #	input.model     {name, operation}; absent when the model is unknown.
 #	                Operations: chat, completion, embeddings, infer, predict,
 #	                list (model listing and metadata; name may be "").

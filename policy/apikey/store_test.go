@@ -1,7 +1,6 @@
 package apikey
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io/fs"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 var testNow = time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
@@ -75,7 +76,7 @@ func TestRevoke(t *testing.T) {
 	}{
 		{"entry removed, file replaced", replaceFile,
 			"keys:\n" + entry("bob", keyBob), ReasonUnknown},
-		{"entry removed, rewritten in place", writeFile,
+		{"entry removed, rewritten in place", rewriteFile,
 			"keys:\n" + entry("bob", keyBob), ReasonUnknown},
 		{"disabled", replaceFile,
 			"keys:\n" + entry("alice", keyAlice, "disabled: true") + entry("bob", keyBob), ReasonDisabled},
@@ -93,7 +94,7 @@ func TestRevoke(t *testing.T) {
 				}
 			}
 			tt.write(t, path, tt.edited)
-			waitFor(t, "alice's key to be refused with "+tt.reason, func() bool {
+			testkit.Eventually(t, "alice's key to be refused with "+tt.reason, func() bool {
 				return reasonOf(s, keyAlice) == tt.reason
 			})
 			want, err := Parse(path, []byte(tt.edited))
@@ -106,7 +107,7 @@ func TestRevoke(t *testing.T) {
 			if want.Len() > 0 && reasonOf(s, keyBob) != "ok" {
 				t.Errorf("bob's key: %s, want ok", reasonOf(s, keyBob))
 			}
-			waitFor(t, "OnReload(nil)", func() bool { return rec.count() > 0 && rec.last() == nil })
+			testkit.Eventually(t, "OnReload(nil)", func() bool { return rec.count() > 0 && rec.last() == nil })
 		})
 	}
 }
@@ -130,14 +131,14 @@ func TestBadFileKeepsKeys(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var rec recorder
-			var logs syncBuffer
+			var logs testkit.SyncBuffer
 			s, path := openStore(t, fileAliceBob, Options{
 				OnReload: rec.record,
 				Logger:   slog.New(slog.NewTextHandler(&logs, nil)),
 			})
 			rev := s.Revision()
 			replaceFile(t, path, tt.content)
-			waitFor(t, "OnReload(error)", func() bool { return rec.count() > 0 })
+			testkit.Eventually(t, "OnReload(error)", func() bool { return rec.count() > 0 })
 			err := rec.last()
 			if err == nil {
 				t.Fatalf("bad file accepted; keys now %d, revision %s", s.Len(), s.Revision())
@@ -154,7 +155,7 @@ func TestBadFileKeepsKeys(t *testing.T) {
 			}
 
 			replaceFile(t, path, fileBobCarol)
-			waitFor(t, "the good file to be in force", func() bool { return reasonOf(s, keyCarol) == "ok" })
+			testkit.Eventually(t, "the good file to be in force", func() bool { return reasonOf(s, keyCarol) == "ok" })
 			if r := reasonOf(s, keyAlice); r != ReasonUnknown {
 				t.Errorf("alice after the good file: %s, want %s", r, ReasonUnknown)
 			}
@@ -172,7 +173,7 @@ func TestDeletedFileKeepsKeys(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "OnReload(not exist)", func() bool { return errors.Is(rec.last(), fs.ErrNotExist) })
+	testkit.Eventually(t, "OnReload(not exist)", func() bool { return errors.Is(rec.last(), fs.ErrNotExist) })
 	if s.Revision() != rev || reasonOf(s, keyAlice) != "ok" || reasonOf(s, keyBob) != "ok" {
 		t.Fatalf("after delete: revision %s (want %s), alice %s, bob %s",
 			s.Revision(), rev, reasonOf(s, keyAlice), reasonOf(s, keyBob))
@@ -181,7 +182,7 @@ func TestDeletedFileKeepsKeys(t *testing.T) {
 	// The same content coming back clears the failure for metrics.
 	n := rec.count()
 	replaceFile(t, path, fileAliceBob)
-	waitFor(t, "OnReload(nil) for the restored file", func() bool { return rec.count() > n && rec.last() == nil })
+	testkit.Eventually(t, "OnReload(nil) for the restored file", func() bool { return rec.count() > n && rec.last() == nil })
 	if s.Revision() != rev {
 		t.Errorf("revision %s after restoring, want %s", s.Revision(), rev)
 	}
@@ -241,7 +242,7 @@ func TestConfigMapSwap(t *testing.T) {
 		if err := os.Mkdir(filepath.Join(dir, name), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		writeFile(t, filepath.Join(dir, name, "keys.yaml"), content)
+		testkit.WriteFile(t, filepath.Join(dir, name), "keys.yaml", content)
 	}
 	swap := func(name, old string) {
 		t.Helper()
@@ -275,7 +276,7 @@ func TestConfigMapSwap(t *testing.T) {
 
 	version("..2026_b", fileBobCarol)
 	swap("..2026_b", "..2026_a")
-	waitFor(t, "carol's key after the first swap", func() bool { return reasonOf(s, keyCarol) == "ok" })
+	testkit.Eventually(t, "carol's key after the first swap", func() bool { return reasonOf(s, keyCarol) == "ok" })
 	if reasonOf(s, keyAlice) != ReasonUnknown || reasonOf(s, keyBob) != "ok" {
 		t.Errorf("after the first swap: alice %s, bob %s", reasonOf(s, keyAlice), reasonOf(s, keyBob))
 	}
@@ -283,7 +284,7 @@ func TestConfigMapSwap(t *testing.T) {
 	// A second swap proves the watch survived the first.
 	version("..2026_c", "keys:\n"+entry("carol", keyCarol, "disabled: true"))
 	swap("..2026_c", "..2026_b")
-	waitFor(t, "carol's key disabled after the second swap", func() bool { return reasonOf(s, keyCarol) == ReasonDisabled })
+	testkit.Eventually(t, "carol's key disabled after the second swap", func() bool { return reasonOf(s, keyCarol) == ReasonDisabled })
 	if reasonOf(s, keyBob) != ReasonUnknown {
 		t.Errorf("bob after the second swap: %s", reasonOf(s, keyBob))
 	}
@@ -367,48 +368,21 @@ func openStore(tb testing.TB, content string, opts Options) (*Store, string) {
 
 func writeTemp(tb testing.TB, content string) string {
 	tb.Helper()
-	path := filepath.Join(tb.TempDir(), "keys.yaml")
-	writeFile(tb, path, content)
-	return path
+	return testkit.WriteFile(tb, tb.TempDir(), "keys.yaml", content)
 }
 
-func writeFile(tb testing.TB, path, content string) {
+// rewriteFile writes like tools that truncate the file and write it again,
+// so a reader may see it half-written.
+func rewriteFile(tb testing.TB, path, content string) {
 	tb.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
-		tb.Fatal(err)
-	}
+	testkit.WriteFile(tb, filepath.Dir(path), filepath.Base(path), content)
 }
 
 // replaceFile writes like editors and deploy tools do: a temporary file
 // renamed over the old one, so readers see the old or the new content.
 func replaceFile(tb testing.TB, path, content string) {
 	tb.Helper()
-	f, err := os.CreateTemp(filepath.Dir(path), ".keys-*.tmp")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if _, err := f.WriteString(content); err != nil {
-		tb.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.Rename(f.Name(), path); err != nil {
-		tb.Fatal(err)
-	}
-}
-
-// waitFor polls cond until it holds, failing after a deadline generous
-// enough for a loaded CI machine.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.ReplaceFile(tb, filepath.Dir(path), filepath.Base(path), content)
 }
 
 // reasonOf is "ok" for an accepted key, else the refusal reason.
@@ -450,21 +424,4 @@ func (r *recorder) last() error {
 		return nil
 	}
 	return all[len(all)-1]
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

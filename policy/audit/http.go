@@ -90,10 +90,10 @@ type HTTPSink struct {
 // delivery.
 func NewHTTPSink(s HTTPSettings, log *slog.Logger, m *metrics.Metrics) *HTTPSink {
 	if s.Timeout <= 0 {
-		s.Timeout = 10 * time.Second
+		s.Timeout = DefaultHTTPTimeout
 	}
 	if s.SpoolMaxBytes <= 0 {
-		s.SpoolMaxBytes = 1 << 30
+		s.SpoolMaxBytes = DefaultSpoolMaxBytes
 	}
 	if s.Client == nil {
 		s.Client = &http.Client{Timeout: s.Timeout}

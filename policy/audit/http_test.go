@@ -16,7 +16,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/modelguard/modelguard/policy/metrics"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // receiver is an audit endpoint that can be down (503) and keeps every
@@ -140,23 +143,23 @@ func TestHTTPSinkDownThenUp(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	eventually(t, "failed deliveries", func() bool { return rcv.failures.Load() >= 3 })
-	if value(m.AuditSpoolBytes) == 0 || spoolSegments(t, spool) == 0 {
+	testkit.Eventually(t, "failed deliveries", func() bool { return rcv.failures.Load() >= 3 })
+	if testutil.ToFloat64(m.AuditSpoolBytes) == 0 || spoolSegments(t, spool) == 0 {
 		t.Fatal("nothing spooled while the endpoint is down")
 	}
 	rcv.up.Store(true)
-	eventually(t, "every record delivered", func() bool { return rcv.has(300) })
-	eventually(t, "the spool to drain", func() bool { return value(m.AuditSpoolBytes) == 0 && spoolSegments(t, spool) == 0 })
+	testkit.Eventually(t, "every record delivered", func() bool { return rcv.has(300) })
+	testkit.Eventually(t, "the spool to drain", func() bool { return testutil.ToFloat64(m.AuditSpoolBytes) == 0 && spoolSegments(t, spool) == 0 })
 	if err := w.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if sum, err := VerifyFiles([]string{rcv.trail(t)}, VerifyOptions{}); err != nil || sum.Records != 300 {
 		t.Fatalf("received trail: %+v %v", sum, err)
 	}
-	if got := value(m.AuditHTTPDelivered); got < 300 {
+	if got := testutil.ToFloat64(m.AuditHTTPDelivered); got < 300 {
 		t.Errorf("delivered counter %v", got)
 	}
-	if got := value(m.AuditSinkErrors.WithLabelValues("http", "send")); got < 3 {
+	if got := testutil.ToFloat64(m.AuditSinkErrors.WithLabelValues("http", "send")); got < 3 {
 		t.Errorf("send errors counted: %v", got)
 	}
 }
@@ -205,13 +208,13 @@ func TestHTTPSpoolFull(t *testing.T) {
 	for i := range 60 {
 		w.Record(decision(fmt.Sprint(i)))
 	}
-	eventually(t, "admission refused with a full spool", func() bool { return w.Admit(ctx) != nil })
+	testkit.Eventually(t, "admission refused with a full spool", func() bool { return w.Admit(ctx) != nil })
 	if sink.SpoolBytes() > 4096 {
 		t.Errorf("spool holds %d bytes, over its cap", sink.SpoolBytes())
 	}
 	rcv.up.Store(true)
-	eventually(t, "every record delivered", func() bool { return rcv.has(60) })
-	eventually(t, "admission again", func() bool { return w.Admit(ctx) == nil })
+	testkit.Eventually(t, "every record delivered", func() bool { return rcv.has(60) })
+	testkit.Eventually(t, "admission again", func() bool { return w.Admit(ctx) == nil })
 }
 
 // With a file and an endpoint, the spool follows the file across crashes:
@@ -233,7 +236,7 @@ func TestHTTPSpoolFollowsFile(t *testing.T) {
 			w.Record(decision(fmt.Sprintf("%s%d", tag, i)))
 		}
 		if withHTTP && rcv.up.Load() {
-			eventually(t, "the run's records delivered", func() bool { return rcv.has(want) })
+			testkit.Eventually(t, "the run's records delivered", func() bool { return rcv.has(want) })
 		}
 		if err := w.Shutdown(context.Background()); err != nil {
 			t.Fatal(err)

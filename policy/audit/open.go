@@ -5,59 +5,52 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/field"
 )
 
-// New builds the Writer that cfg's audit section describes and recovers its
-// chain: nil (and no error) when audit.output is "off" and no HTTP endpoint
-// is set. Errors name the configuration field, file and line.
-func New(cfg *config.Config, opts Options) (*Writer, error) {
-	a := cfg.Audit
-	key, err := cfg.AuditKey()
+// New builds the Writer that c describes (paths relative to baseDir) and
+// recovers its chain: nil (and no error) when the output is "off" and no HTTP
+// endpoint is set. Errors about a setting are *field.Error relative to the
+// section.
+func New(c Config, baseDir string, opts Options) (*Writer, error) {
+	key, err := c.key(baseDir)
 	if err != nil {
-		return nil, cfg.Error(&config.FieldError{Path: keyPath(a), Err: err})
+		return nil, &field.Error{Path: c.keyPath(), Err: err}
 	}
 	var sinks []Sink
-	switch a.Output {
+	switch c.Output {
 	case "off":
 	case "stdout":
 		sinks = append(sinks, NewStreamSink("stdout", os.Stdout))
 	default:
-		sinks = append(sinks, NewFileSink(cfg.Path(a.Output), int64(a.MaxFileBytes), a.MaxFiles, opts.Logger))
+		sinks = append(sinks, NewFileSink(resolve(c.Output, baseDir), int64(c.MaxFileBytes), c.MaxFiles, opts.Logger))
 	}
-	if a.HTTP.URL != "" {
-		tok, err := cfg.AuditToken()
+	if c.HTTP.URL != "" {
+		tok, err := c.token(baseDir)
 		if err != nil {
-			return nil, cfg.Error(&config.FieldError{Path: "audit.http.token_file", Err: err})
+			return nil, &field.Error{Path: c.tokenPath(), Err: err}
 		}
 		sinks = append(sinks, NewHTTPSink(HTTPSettings{
-			URL: a.HTTP.URL, Token: tok, Timeout: a.HTTP.Timeout,
-			SpoolDir: cfg.Path(a.SpoolDir), SpoolMaxBytes: int64(a.SpoolMaxBytes),
+			URL: c.HTTP.URL, Token: tok, Timeout: c.HTTP.Timeout,
+			SpoolDir: resolve(c.SpoolDir, baseDir), SpoolMaxBytes: int64(c.SpoolMaxBytes),
 		}, opts.Logger, opts.Metrics))
 	}
 	if len(sinks) == 0 {
 		return nil, nil
 	}
 	w, err := NewWriter(Settings{
-		FlushInterval: a.FlushInterval, QueueSize: a.QueueSize,
-		Block: a.OnFull == "block", BlockTimeout: a.BlockTimeout, Key: key,
+		FlushInterval: c.FlushInterval, QueueSize: c.QueueSize,
+		Block: c.OnFull == "block", BlockTimeout: c.BlockTimeout, Key: key,
 	}, opts, sinks...)
 	if err != nil {
-		path := "audit"
+		path := ""
 		var se *SinkError
 		if errors.As(err, &se) {
-			path = map[string]string{"file": "audit.output", "http": "audit.spool_dir"}[se.Sink]
+			path = map[string]string{"file": "output", "http": "spool_dir"}[se.Sink]
 		}
-		return nil, cfg.Error(&config.FieldError{Path: path, Err: err})
+		return nil, &field.Error{Path: path, Err: err}
 	}
 	return w, nil
-}
-
-func keyPath(a config.Audit) string {
-	if a.KeyEnv != "" {
-		return "audit.key_env"
-	}
-	return "audit.key_file"
 }
 
 // Open returns a write-through Writer for one output with default settings:

@@ -157,13 +157,13 @@ func newWriter(s Settings, opts Options, writeThrough bool, sinks []Sink) (*Writ
 		return nil, fmt.Errorf("audit key of %d bytes is too weak: need at least %d", len(s.Key), MinKeyBytes)
 	}
 	if s.FlushInterval <= 0 {
-		s.FlushInterval = 100 * time.Millisecond
+		s.FlushInterval = DefaultFlushInterval
 	}
 	if s.QueueSize <= 0 {
-		s.QueueSize = 10000
+		s.QueueSize = DefaultQueueSize
 	}
 	if s.BlockTimeout <= 0 {
-		s.BlockTimeout = time.Second
+		s.BlockTimeout = DefaultBlockTimeout
 	}
 	w := &Writer{
 		s: s, sinks: sinks, log: opts.Logger, metrics: opts.Metrics, now: opts.Now,

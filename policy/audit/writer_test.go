@@ -12,10 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/modelguard/modelguard/policy/metrics"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // memSink keeps records in memory; it can hold writes at a gate and fail
@@ -80,30 +80,6 @@ func (m *memSink) verify(t *testing.T) Summary {
 	return sum
 }
 
-// eventually polls cond with a generous deadline.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-// value reads a counter or gauge.
-func value(m prometheus.Metric) float64 {
-	var d dto.Metric
-	if err := m.Write(&d); err != nil {
-		panic(err)
-	}
-	if d.Counter != nil {
-		return d.Counter.GetValue()
-	}
-	return d.Gauge.GetValue()
-}
-
 func newTestWriter(t *testing.T, s Settings, m *metrics.Metrics, sinks ...Sink) *Writer {
 	t.Helper()
 	if s.FlushInterval == 0 {
@@ -150,11 +126,11 @@ func TestWriterQueueFull(t *testing.T) {
 	if err := w.Record(decision("4")); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Record with a full queue = %v", err)
 	}
-	if got := value(m.AuditLost.WithLabelValues("queue_full")); got != 1 {
+	if got := testutil.ToFloat64(m.AuditLost.WithLabelValues("queue_full")); got != 1 {
 		t.Errorf("lost records counted: %v, want 1", got)
 	}
 	close(sink.gate)
-	eventually(t, "admission once the queue drains", func() bool { return w.Admit(ctx) == nil })
+	testkit.Eventually(t, "admission once the queue drains", func() bool { return w.Admit(ctx) == nil })
 	if err := w.Shutdown(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -211,16 +187,16 @@ func TestWriterRetriesFailingSink(t *testing.T) {
 			for i := range 20 {
 				w.Record(decision(fmt.Sprint(i)))
 			}
-			eventually(t, "the writer to stall", func() bool { return errors.Is(w.Admit(ctx), ErrUnavailable) })
+			testkit.Eventually(t, "the writer to stall", func() bool { return errors.Is(w.Admit(ctx), ErrUnavailable) })
 			fail.Store(false)
-			eventually(t, "the writer to recover", func() bool { return w.Admit(ctx) == nil })
+			testkit.Eventually(t, "the writer to recover", func() bool { return w.Admit(ctx) == nil })
 			if err := w.Shutdown(ctx); err != nil {
 				t.Fatal(err)
 			}
 			if sum := sink.verify(t); sum.Records != 20 {
 				t.Errorf("%d records, want 20", sum.Records)
 			}
-			if got := value(m.AuditSinkErrors.WithLabelValues("mem", op)); got < 1 {
+			if got := testutil.ToFloat64(m.AuditSinkErrors.WithLabelValues("mem", op)); got < 1 {
 				t.Errorf("%s errors counted: %v", op, got)
 			}
 		})
@@ -242,7 +218,7 @@ func TestWriterShutdown(t *testing.T) {
 	if sum := sink.verify(t); sum.Records != 100 || sink.syncs == 0 {
 		t.Errorf("after shutdown: %d records, %d syncs", sum.Records, sink.syncs)
 	}
-	if got := value(m.AuditSyncedSeq); got != 100 {
+	if got := testutil.ToFloat64(m.AuditSyncedSeq); got != 100 {
 		t.Errorf("synced seq %v, want 100", got)
 	}
 	if err := w.Record(decision("late")); !errors.Is(err, ErrClosed) {
@@ -251,7 +227,7 @@ func TestWriterShutdown(t *testing.T) {
 	if err := w.Admit(ctx); !errors.Is(err, ErrClosed) {
 		t.Errorf("Admit after Shutdown = %v", err)
 	}
-	if got := value(m.AuditLost.WithLabelValues("closed")); got != 1 {
+	if got := testutil.ToFloat64(m.AuditLost.WithLabelValues("closed")); got != 1 {
 		t.Errorf("records lost after close: %v", got)
 	}
 	if err := w.Shutdown(ctx); err != nil {
@@ -275,7 +251,7 @@ func TestWriterShutdownGivesUp(t *testing.T) {
 	if err == nil {
 		t.Fatal("Shutdown reported success with a failing sink")
 	}
-	if got := value(m.AuditLost.WithLabelValues("shutdown")); got != 3 {
+	if got := testutil.ToFloat64(m.AuditLost.WithLabelValues("shutdown")); got != 3 {
 		t.Errorf("lost at shutdown: %v, want 3 (%v)", got, err)
 	}
 }
@@ -300,7 +276,7 @@ func TestWriterShutdownReleasesWaitingRecord(t *testing.T) {
 	if err := <-waiting; !errors.Is(err, ErrClosed) {
 		t.Errorf("the waiting Record returned %v, want ErrClosed", err)
 	}
-	if got := value(m.AuditLost.WithLabelValues("closed")); got != 1 {
+	if got := testutil.ToFloat64(m.AuditLost.WithLabelValues("closed")); got != 1 {
 		t.Errorf("lost records counted: %v", got)
 	}
 }

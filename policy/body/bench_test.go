@@ -3,6 +3,7 @@ package body
 import (
 	"encoding/json"
 	"math/rand/v2"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -92,6 +93,32 @@ func BenchmarkParse(b *testing.B) {
 				var v any
 				if err := json.Unmarshal(data, &v); err != nil {
 					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkFoldDuplicate is the case-folding check alone, on a chat body's
+// top-level members (pairwise) and on a 1,000-key logit_bias (hashed).
+func BenchmarkFoldDuplicate(b *testing.B) {
+	chat := []member{}
+	for _, k := range []string{"model", "messages", "temperature", "max_tokens", "stream", "user", "tools", "top_p"} {
+		chat = append(chat, member{key: k})
+	}
+	var bias []member
+	for i := range 1000 {
+		bias = append(bias, member{key: strconv.Itoa(50000 + i)})
+	}
+	for _, tc := range []struct {
+		name string
+		ms   []member
+	}{{"chat-8", chat}, {"logit_bias-1000", bias}} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if foldDuplicate(tc.ms) >= 0 {
+					b.Fatal("duplicate")
 				}
 			}
 		})

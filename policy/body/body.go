@@ -22,8 +22,12 @@
 //     text as json.Number.
 //   - Strings in the result are copies: keeping one (a metrics label, a
 //     cache key) does not keep the body alive.
-//   - Keys are compared byte for byte after unescaping: "model" and "MODEL"
-//     are two keys; "model" and "mod\u0065l" are duplicates.
+//   - Keys are compared after unescaping: "model" and "mod\u0065l" are
+//     duplicates (body_duplicate_key). Keys equal under the simple case
+//     folding encoding/json uses to match struct fields ("model" and
+//     "MODEL", "k" and the Kelvin sign U+212A, "s" and the long s U+017F)
+//     are refused as body_ambiguous_key: this check would read one and a
+//     model server decoding into a struct the other.
 //   - A byte order mark is not whitespace: a body starting with one is not
 //     JSON (encoding/json agrees).
 //   - Stacked content codings ("gzip, gzip") are refused with 415: clients do
@@ -59,6 +63,15 @@ type Limits struct {
 	// is depth 1); deeper gets 400. Zero or negative means DefaultMaxDepth;
 	// values over 10000 count as 10000 (the parser recurses once per level).
 	MaxDepth int
+	// Names are the member names an error Message may show (names a schema
+	// defines); other names are shown as "*", since the caller chose them.
+	// Nil shows none. Error.Pointer always has the real names.
+	Names Names
+}
+
+// Names tells which member names are not the caller's text.
+type Names interface {
+	Named(name string) bool
 }
 
 func (l Limits) maxBytes() int {
@@ -87,6 +100,7 @@ const (
 	ReasonInvalidEscape       = "body_invalid_escape"       // 400: an unknown escape such as \x, or \u without 4 hex digits
 	ReasonControlCharacter    = "body_control_character"    // 400: a raw control character (below U+0020) in a string
 	ReasonDuplicateKey        = "body_duplicate_key"        // 400: an object key appears twice
+	ReasonAmbiguousKey        = "body_ambiguous_key"        // 400: two keys of one object differ only in letter case
 	ReasonTooDeep             = "body_too_deep"             // 400: nesting over MaxDepth
 	ReasonTrailingData        = "body_trailing_data"        // 400: anything but whitespace after the top-level value
 	ReasonNumberInvalid       = "body_number_invalid"       // 400: not an RFC 8259 number, or overflows float64
@@ -112,8 +126,8 @@ type Error struct {
 	// Offset is the byte offset in the decoded body where the problem was
 	// found, or -1 when it concerns the body as a whole.
 	Offset int
-	// Message names the rule and the place; it never quotes body text other
-	// than the (shortened, quoted) pointer.
+	// Message names the rule and the place; it never quotes body text: the
+	// pointer in it shows only names Limits.Names allows, "*" for others.
 	Message string
 }
 
@@ -130,8 +144,12 @@ type pathSeg struct {
 	index int // -1 for a key
 }
 
-// pointer renders segments collected innermost first as an RFC 6901 pointer.
-func pointer(segs []pathSeg) string {
+// hiddenKey stands for a member name a Message may not show.
+const hiddenKey = "*"
+
+// pointer renders segments collected innermost first as an RFC 6901
+// pointer; names is nil for every name as it is, or the names to show.
+func pointer(segs []pathSeg, names Names, hide bool) string {
 	if len(segs) == 0 {
 		return ""
 	}
@@ -144,6 +162,10 @@ func pointer(segs []pathSeg) string {
 			continue
 		}
 		key, cut := s.key, false
+		if hide && (names == nil || !names.Named(key)) {
+			b.WriteString(hiddenKey)
+			continue
+		}
 		if len(key) > maxKeyInPointer {
 			n := maxKeyInPointer
 			for n > 0 && !utf8.RuneStart(key[n]) {

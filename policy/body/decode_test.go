@@ -215,7 +215,7 @@ func TestDecodeThenParse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = Parse(data, Limits{})
+	_, err = Parse(data, Limits{Names: names{"model"}})
 	checkError(t, err, 400, ReasonDuplicateKey)
 	if !strings.Contains(err.Error(), `"/model"`) {
 		t.Errorf("error %q does not name the pointer", err)

@@ -39,6 +39,8 @@ func FuzzParse(f *testing.F) {
 		"\xef\xbb\xbf{}", `{"a":[1,2,{"b":null}],"c":"é😀"}`, `12345678901234567890123`,
 		strings.Repeat("9", 309), `1.7976931348623159e308`, `{"x":"\ud83d\ude00\u00e9\n"}`,
 		strings.Repeat("[", 17) + strings.Repeat("]", 17), strings.Repeat("[", 16) + strings.Repeat("]", 16),
+		`{"model":"a","Model":"b"}`, `{"k":1,"\u212a":2}`, "{\"s\":1,\"\u017f\":2}", `{"a":{"Ss":1,"s\u017f":2}}`,
+		`{"\u00e9":1,"\u00c9":2}`, `{"k0":0,"k1":1,"k2":2,"k3":3,"k4":4,"k5":5,"k6":6,"k7":7,"k8":8,"k9":9,"ka":10,"kb":11,"kc":12,"kd":13,"ke":14,"kf":15,"kg":16,"KA":17}`,
 	}
 	for _, s := range seeds {
 		f.Add([]byte(s))
@@ -137,6 +139,11 @@ func breaksRule(data []byte) string {
 				if top.keys[v] {
 					return "duplicate key"
 				}
+				for k := range top.keys {
+					if strings.EqualFold(k, v) {
+						return "keys equal under case folding"
+					}
+				}
 				top.keys[v] = true
 				top.wantKey = false
 				continue
@@ -203,6 +210,9 @@ func TestBreaksRule(t *testing.T) {
 		{`{"a":{"b":1},"c":{"b":2}}`, ""},
 		{`{"a":"x","b":{"a":1,"a":2}}`, "duplicate key"},
 		{`{"a":"b","b":"a"}`, ""},
+		{`{"model":1,"MODEL":2}`, "keys equal under case folding"},
+		{`{"a":{"k":1},"b":[{"\u212a":2}]}`, ""},
+		{`{"a":[{"k":1,"\u212a":2}]}`, "keys equal under case folding"},
 		{"\"\xff\"", "invalid UTF-8"},
 		{`"\\ud800"`, ""},
 		{`"\ud800"`, "lone surrogate"},

@@ -17,7 +17,8 @@ import (
 // Any top-level value is allowed; callers that need an object check it.
 //
 // It refuses, with a 400 *Error naming the JSON pointer: an empty or
-// whitespace-only body, syntax errors, duplicate keys at any depth, data
+// whitespace-only body, syntax errors, duplicate keys at any depth, keys
+// that differ only in letter case (see foldDuplicate) at any depth, data
 // after the value, invalid UTF-8, lone surrogates in \u escapes, raw control
 // characters in strings, nesting deeper than lim.MaxDepth (checked while
 // descending, so a deep body costs no more than MaxDepth levels of work),
@@ -31,7 +32,7 @@ func Parse(data []byte, lim Limits) (any, error) {
 	if len(data) > lim.maxBytes() {
 		return nil, wholeBodyError(http.StatusRequestEntityTooLarge, ReasonTooLarge, "is too large")
 	}
-	p := parser{data: data, maxDepth: lim.maxDepth()}
+	p := parser{data: data, maxDepth: lim.maxDepth(), names: lim.Names}
 	p.skipSpace()
 	if p.pos == len(p.data) {
 		e := p.fail(ReasonNotJSON, "")
@@ -72,6 +73,7 @@ type parser struct {
 	data     []byte
 	pos      int
 	maxDepth int
+	names    Names
 
 	// Scratch stacks: elements of the open arrays and members of the open
 	// objects. A container's children are copied out once, at its end, into
@@ -90,8 +92,8 @@ func (p *parser) fail(reason, rule string) *Error {
 }
 
 func (p *parser) finish(e *Error) *Error {
-	e.Pointer = pointer(p.segs)
-	e.Message = messagePrefix + e.Message + " " + location(e.Pointer, e.Offset)
+	e.Pointer = pointer(p.segs, nil, false)
+	e.Message = messagePrefix + e.Message + " " + location(pointer(p.segs, p.names, true), e.Offset)
 	return e
 }
 
@@ -264,7 +266,8 @@ func (p *parser) object(depth int) (any, *Error) {
 
 // endObject builds the map of the members above base. Inserting into the
 // map being built finds duplicates in linear time: a key already present
-// leaves the length unchanged.
+// leaves the length unchanged. Names equal under case folding are refused
+// too: a server decoding into a struct with encoding/json would read either.
 func (p *parser) endObject(base int) (any, *Error) {
 	ms := p.members[base:]
 	m := make(map[string]any, len(ms))
@@ -276,6 +279,12 @@ func (p *parser) endObject(base int) (any, *Error) {
 			p.segs = append(p.segs, pathSeg{key: ms[i].key, index: -1})
 			return nil, e
 		}
+	}
+	if i := foldDuplicate(ms); i >= 0 {
+		p.pos = ms[i].offset
+		e := p.fail(ReasonAmbiguousKey, "has object keys that differ only in letter case")
+		p.segs = append(p.segs, pathSeg{key: ms[i].key, index: -1})
+		return nil, e
 	}
 	p.members = p.members[:base]
 	return m, nil

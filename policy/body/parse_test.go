@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"reflect"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -17,8 +18,10 @@ func TestParseAccepts(t *testing.T) {
 		in   string
 		want any
 	}{
-		{"keys differing in case are distinct", `{"model":"cheap","MODEL":"expensive"}`,
-			map[string]any{"model": "cheap", "MODEL": "expensive"}},
+		{"keys differing in more than case", `{"model":"a","modes":"b","Mode":"c","k":1,"ks":2,"\u212a\u212a":3}`,
+			map[string]any{"model": "a", "modes": "b", "Mode": "c", "k": json.Number("1"), "ks": json.Number("2"), "\u212a\u212a": json.Number("3")}},
+		{"same names in different objects", `{"a":{"model":1},"b":[{"Model":2},{"MODEL":3}]}`,
+			map[string]any{"a": map[string]any{"model": json.Number("1")}, "b": []any{map[string]any{"Model": json.Number("2")}, map[string]any{"MODEL": json.Number("3")}}}},
 		{"surrogate pair", `"\ud83d\ude00"`, "\U0001F600"},
 		{"surrogate pair upper-case hex", `"x\uD834\uDD1Ey"`, "x\U0001D11Ey"},
 		{"escapes", `"a\nb\u00e9\/\"\\\b\f\r\t"`, "a\nb\u00e9/\"\\\b\f\r\t"},
@@ -95,6 +98,16 @@ func TestParseRefuses(t *testing.T) {
 		{"long non-ASCII pointer is elided in the message", strings.Repeat(`{"`+strings.Repeat("é", 40)+`":`, 10) + `{"k":1,"k":2}` + strings.Repeat("}", 10), Limits{}, 400, ReasonDuplicateKey,
 			strings.Repeat("/"+strings.Repeat("é", 32)+"...", 10) + "/k"},
 		{"duplicate in chat message", `{"messages":[{"role":"user"},{"role":"user","role":"system"}]}`, Limits{}, 400, ReasonDuplicateKey, "/messages/1/role"},
+
+		// Keys equal under encoding/json's case folding.
+		{"model and Model", `{"model":"gpt-4o-mini","Model":"gpt-4-forbidden"}`, Limits{}, 400, ReasonAmbiguousKey, "/Model"},
+		{"MODEL first", `{"MODEL":"x","messages":[],"model":"y"}`, Limits{}, 400, ReasonAmbiguousKey, "/model"},
+		{"Kelvin sign folds to k", `{"max_tokens":1,"max_to\u212aens":9}`, Limits{}, 400, ReasonAmbiguousKey, "/max_to\u212aens"},
+		{"raw Kelvin sign", "{\"K\":1,\"\u212a\":2}", Limits{}, 400, ReasonAmbiguousKey, "/\u212a"},
+		{"long s folds to s", `{"stream":false,"\u017ftream":true}`, Limits{}, 400, ReasonAmbiguousKey, "/\u017ftream"},
+		{"escaped upper case", `{"role":"user","\u0052ole":"system"}`, Limits{}, 400, ReasonAmbiguousKey, "/Role"},
+		{"deep in a message", `{"messages":[{"role":"user","content":"hi"},{"role":"user","ROLE":"system"}]}`, Limits{}, 400, ReasonAmbiguousKey, "/messages/1/ROLE"},
+		{"non-ASCII letters", `{"\u00e9t\u00e9":1,"\u00c9T\u00c9":2}`, Limits{}, 400, ReasonAmbiguousKey, "/\u00c9T\u00c9"},
 
 		// Trailing data.
 		{"trailing comma at top level", `{} ,`, Limits{}, 400, ReasonTrailingData, ""},
@@ -290,6 +303,44 @@ func TestParseBigDocuments(t *testing.T) {
 	checkError(t, err, 400, ReasonDuplicateKey)
 	if e := new(Error); errors.As(err, &e) && e.Pointer != "/k17" {
 		t.Errorf("pointer %q", e.Pointer)
+	}
+	// Big objects are hashed rather than compared pair by pair: a name
+	// differing only in case, or by a Kelvin sign, is still found.
+	for _, key := range []string{"K17", "\u212a17"} {
+		_, err = Parse([]byte(many+`,"`+key+`":0}`), Limits{})
+		checkError(t, err, 400, ReasonAmbiguousKey)
+	}
+}
+
+// names is a Names of a fixed list.
+type names []string
+
+func (n names) Named(name string) bool { return slices.Contains(n, name) }
+
+// Messages show the member names Limits.Names allows and "*" for the
+// caller's; Pointer keeps the real names for operators.
+func TestMessageHidesCallerNames(t *testing.T) {
+	tests := []struct {
+		in, shown string
+		names     Names
+	}{
+		{`{"metadata":{"sk-secret":1,"sk-secret":2}}`, `"/metadata/*"`, names{"metadata"}},
+		{`{"model":"a","Model":"b"}`, `"/*"`, names{"model"}},
+		{`{"messages":[{"role":"user","role":"x"}]}`, `"/messages/0/role"`, names{"messages", "role"}},
+		{`{"messages":[{"role":"user","role":"x"}]}`, `"/*/0/*"`, nil},
+	}
+	for _, tc := range tests {
+		_, err := Parse([]byte(tc.in), Limits{Names: tc.names})
+		var e *Error
+		if !errors.As(err, &e) {
+			t.Fatalf("%s: %v", tc.in, err)
+		}
+		if !strings.Contains(e.Message, tc.shown) {
+			t.Errorf("%s: message %q, want it to show %s", tc.in, e.Message, tc.shown)
+		}
+		if strings.Contains(e.Pointer, "*") {
+			t.Errorf("%s: pointer %q hides names", tc.in, e.Pointer)
+		}
 	}
 }
 

@@ -1,9 +1,17 @@
 package config
 
 import (
+	"reflect"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/modelguard/modelguard/policy/admission"
+	"github.com/modelguard/modelguard/policy/apikey"
+	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/models"
+	"github.com/modelguard/modelguard/policy/rego"
 )
 
 // Defaults, documented on the fields they apply to.
@@ -13,22 +21,8 @@ const (
 	defaultMaxMessageBytes    = 8 << 20
 	defaultShutdownGrace      = 15 * time.Second
 	defaultMaxCredentialBytes = 8192
-	defaultLeeway             = 30 * time.Second
-	defaultJWKSRefresh        = time.Hour
-	defaultJWKSUnknownKID     = 5 * time.Minute
-	defaultJWKSFetchTimeout   = 5 * time.Second
-	defaultSubjectClaim       = "sub"
-	defaultRolesClaim         = "roles"
-	defaultAPIKeyHeader       = "x-api-key"
-	defaultQuery              = "data.modelguard.authz.allow"
-	defaultPolicyTimeout      = 100 * time.Millisecond
-	defaultAuditOutput        = "stdout"
 	defaultLogLevel           = "info"
 	defaultLogFormat          = "json"
-	defaultBodyMaxBytes       = 1 << 20
-	defaultBodyMaxDepth       = 64
-	defaultMaxInflightBody    = 256 << 20
-	defaultAdmissionWait      = 50 * time.Millisecond
 )
 
 // applyDefaults fills every field whose key is absent or null. Explicit
@@ -42,29 +36,18 @@ func (c *Config) applyDefaults() {
 	a := &c.Authentication
 	orDefault(c, "authentication.max_credential_bytes", &a.MaxCredentialBytes, defaultMaxCredentialBytes)
 	for i := range a.JWT.Issuers {
-		iss := &a.JWT.Issuers[i]
-		p := "authentication.jwt.issuers[" + strconv.Itoa(i) + "]."
-		orDefault(c, p+"leeway", &iss.Leeway, defaultLeeway)
-		orDefault(c, p+"jwks_refresh_interval", &iss.JWKSRefreshInterval, defaultJWKSRefresh)
-		orDefault(c, p+"jwks_unknown_kid_interval", &iss.JWKSUnknownKIDInterval, defaultJWKSUnknownKID)
-		orDefault(c, p+"jwks_fetch_timeout", &iss.JWKSFetchTimeout, defaultJWKSFetchTimeout)
-		orDefault(c, p+"claims.subject", &iss.Claims.Subject, defaultSubjectClaim)
-		orDefault(c, p+"claims.roles", &iss.Claims.Roles, []string{defaultRolesClaim})
+		fillDefaults(c, "authentication.jwt.issuers["+strconv.Itoa(i)+"]", &a.JWT.Issuers[i], jwtauth.DefaultIssuer())
 	}
-	orDefault(c, "authentication.api_keys.header", &a.APIKeys.Header, defaultAPIKeyHeader)
+	fillDefaults(c, "authentication.api_keys", &a.APIKeys, apikey.DefaultSettings())
 	a.APIKeys.Header = strings.ToLower(a.APIKeys.Header)
-	if a.APIKeys.Bearer == nil {
-		bearer := true
-		a.APIKeys.Bearer = &bearer
-	}
 
-	orDefault(c, "authorization.query", &c.Authorization.Query, defaultQuery)
-	orDefault(c, "authorization.timeout", &c.Authorization.Timeout, defaultPolicyTimeout)
+	fillDefaults(c, "authorization", &c.Authorization, rego.DefaultSettings())
 
+	m := models.DefaultSettings()
 	// A body can never be larger than the gRPC message carrying it.
-	orDefault(c, "request_body.max_bytes", &c.RequestBody.MaxBytes, min(defaultBodyMaxBytes, c.Server.MaxMessageBytes))
-	orDefault(c, "request_body.max_depth", &c.RequestBody.MaxDepth, defaultBodyMaxDepth)
-	orDefault(c, "unknown_model_status", &c.UnknownModelStatus, 403)
+	m.Body.MaxBytes = min(m.Body.MaxBytes, c.Server.MaxMessageBytes)
+	fillDefaults(c, "request_body", &c.RequestBody, m.Body)
+	orDefault(c, "unknown_model_status", &c.UnknownModelStatus, m.UnknownModelStatus)
 
 	h := &c.IdentityHeaders
 	for _, f := range []struct {
@@ -82,11 +65,38 @@ func (c *Config) applyDefaults() {
 		*f.field = strings.ToLower(*f.field)
 	}
 
-	c.auditDefaults()
-	orDefault(c, "admission.max_inflight_body_bytes", &c.Admission.MaxInflightBodyBytes, defaultMaxInflightBody)
-	orDefault(c, "admission.max_wait", &c.Admission.MaxWait, defaultAdmissionWait)
+	fillDefaults(c, "audit", &c.Audit, audit.DefaultConfig())
+	fillDefaults(c, "admission", &c.Admission, admission.DefaultSettings())
 	orDefault(c, "log.level", &c.Log.Level, defaultLogLevel)
 	orDefault(c, "log.format", &c.Log.Format, defaultLogFormat)
+}
+
+// fillDefaults sets every field of the struct *dst whose key under path the
+// document leaves absent or null to its value in def: the subsystem that
+// owns a settings type says what its defaults are, the document says which
+// apply.
+func fillDefaults[T any](c *Config, path string, dst *T, def T) {
+	fill(c, path, reflect.ValueOf(dst).Elem(), reflect.ValueOf(def))
+}
+
+func fill(c *Config, path string, dst, def reflect.Value) {
+	for i := range dst.NumField() {
+		f := dst.Type().Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if !f.IsExported() || name == "-" {
+			continue
+		}
+		if name == "" {
+			name = strings.ToLower(f.Name) // as yamlFields
+		}
+		p := join(path, name)
+		switch {
+		case f.Type.Kind() == reflect.Struct:
+			fill(c, p, dst.Field(i), def.Field(i))
+		case !c.set(p):
+			dst.Field(i).Set(def.Field(i))
+		}
+	}
 }
 
 // orDefault sets *field to def unless the document gives path a value.

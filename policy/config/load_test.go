@@ -10,6 +10,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/modelguard/modelguard/policy/admission"
+	"github.com/modelguard/modelguard/policy/apikey"
+	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/models"
+	"github.com/modelguard/modelguard/policy/rego"
 )
 
 // fullConfig sets every key, with values that differ from the defaults.
@@ -97,7 +104,7 @@ func TestParseFullConfig(t *testing.T) {
 		Authentication: Authentication{
 			AllowAnonymous:     true,
 			MaxCredentialBytes: 4096,
-			JWT: JWT{Issuers: []Issuer{{
+			JWT: jwtauth.Settings{Issuers: []jwtauth.IssuerSettings{{
 				Issuer:                 "https://idp.example",
 				Audiences:              []string{"api", "batch"},
 				Algorithms:             []string{"RS256", "ES256"},
@@ -107,37 +114,37 @@ func TestParseFullConfig(t *testing.T) {
 				JWKSFetchTimeout:       2 * time.Second,
 				Leeway:                 0,
 				Typ:                    "at+jwt",
-				Claims:                 ClaimMapping{Subject: "user.id", Roles: []string{"scope"}},
+				Claims:                 jwtauth.ClaimMapping{Subject: "user.id", Roles: []string{"scope"}},
 			}, {
 				Issuer:                 "partner",
 				Audiences:              []string{"api"},
 				Algorithms:             []string{"HS256"},
-				Keys:                   []StaticKey{{KID: "p1", SecretFile: "jwt/partner.secret"}, {SecretEnv: "MODELGUARD_TEST_SECRET"}},
+				Keys:                   []jwtauth.StaticKey{{KID: "p1", SecretFile: "jwt/partner.secret"}, {SecretEnv: "MODELGUARD_TEST_SECRET"}},
 				JWKSRefreshInterval:    time.Hour,
 				JWKSUnknownKIDInterval: 5 * time.Minute,
 				JWKSFetchTimeout:       5 * time.Second,
 				Leeway:                 30 * time.Second,
-				Claims:                 ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
+				Claims:                 jwtauth.ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
 			}, {
 				Issuer:                 "batch",
 				Audiences:              []string{"api"},
 				Algorithms:             []string{"EdDSA"},
-				Keys:                   []StaticKey{{PEMFile: "jwt/batch.pem"}, {PEMEnv: "MODELGUARD_TEST_PEM"}},
+				Keys:                   []jwtauth.StaticKey{{PEMFile: "jwt/batch.pem"}, {PEMEnv: "MODELGUARD_TEST_PEM"}},
 				JWKSRefreshInterval:    time.Hour,
 				JWKSUnknownKIDInterval: 5 * time.Minute,
 				JWKSFetchTimeout:       5 * time.Second,
 				Leeway:                 30 * time.Second,
-				Claims:                 ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
+				Claims:                 jwtauth.ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
 			}}},
-			APIKeys: APIKeys{File: "keys.yaml", Header: "x-team-key", Bearer: &no},
+			APIKeys: apikey.Settings{File: "keys.yaml", Header: "x-team-key", Bearer: &no},
 		},
-		Authorization:      Authorization{PolicyDir: "policies", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond},
-		RequestBody:        RequestBody{MaxBytes: 1 << 20, MaxDepth: 64},
+		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond},
+		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders:    IdentityHeaders{Subject: "x-user", Roles: "", AuthMethod: "x-method", KeyID: "x-key", DecisionID: "x-decision"},
-		Audit: Audit{Output: "audit/decisions.jsonl", MaxFileBytes: 100 << 20, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
-			OnFull: "deny", BlockTimeout: time.Second, HTTP: AuditHTTP{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
-		Admission: Admission{MaxInflightBodyBytes: 256 << 20, MaxWait: 50 * time.Millisecond},
+		Audit: audit.Config{Output: "audit/decisions.jsonl", MaxFileBytes: 100 << 20, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
+			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
+		Admission: admission.DefaultSettings(),
 		Log:       Log{Level: "warn", Format: "text"},
 		Dir:       dir,
 		File:      "config.yaml",
@@ -169,7 +176,7 @@ func TestDefaults(t *testing.T) {
 		},
 		Authentication: Authentication{
 			MaxCredentialBytes: 8192,
-			JWT: JWT{Issuers: []Issuer{{
+			JWT: jwtauth.Settings{Issuers: []jwtauth.IssuerSettings{{
 				Issuer:                 "a",
 				Audiences:              []string{"x"},
 				Algorithms:             []string{"RS256"},
@@ -178,12 +185,12 @@ func TestDefaults(t *testing.T) {
 				JWKSUnknownKIDInterval: 5 * time.Minute,
 				JWKSFetchTimeout:       5 * time.Second,
 				Leeway:                 30 * time.Second,
-				Claims:                 ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
+				Claims:                 jwtauth.ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
 			}}},
-			APIKeys: APIKeys{File: "keys.yaml", Header: "x-api-key", Bearer: &yes},
+			APIKeys: apikey.Settings{File: "keys.yaml", Header: "x-api-key", Bearer: &yes},
 		},
-		Authorization:      Authorization{PolicyDir: "policies", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond},
-		RequestBody:        RequestBody{MaxBytes: 1 << 20, MaxDepth: 64},
+		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond},
+		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders: IdentityHeaders{
 			Subject:    "x-modelguard-subject",
@@ -192,9 +199,9 @@ func TestDefaults(t *testing.T) {
 			KeyID:      "x-modelguard-key-id",
 			DecisionID: "x-modelguard-decision-id",
 		},
-		Audit: Audit{Output: "stdout", MaxFileBytes: 100 << 20, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
-			OnFull: "deny", BlockTimeout: time.Second, HTTP: AuditHTTP{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
-		Admission: Admission{MaxInflightBodyBytes: 256 << 20, MaxWait: 50 * time.Millisecond},
+		Audit: audit.Config{Output: "stdout", MaxFileBytes: 100 << 20, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
+			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
+		Admission: admission.DefaultSettings(),
 		Log:       Log{Level: "info", Format: "json"},
 	}
 	got := *c
@@ -553,46 +560,6 @@ func TestRelativePaths(t *testing.T) {
 	}
 	if got := c.Locate("authorization"); got != "config:2" {
 		t.Errorf("unnamed configuration located as %q, want config:2", got)
-	}
-}
-
-func TestReadKey(t *testing.T) {
-	dir := fixture(t)
-	c := &Config{Dir: dir}
-	t.Setenv("MODELGUARD_TEST_SECRET", "env-secret\n")
-	t.Setenv("MODELGUARD_TEST_PEM", "pem\n")
-	for _, tt := range []struct {
-		name    string
-		key     StaticKey
-		want    string
-		wantErr string
-	}{
-		{"secret file: one newline trimmed", StaticKey{SecretFile: "jwt/hs384.secret"}, strings.Repeat("s", 47) + "\n", ""},
-		{"secret file: CRLF trimmed", StaticKey{SecretFile: "jwt/crlf.secret"}, strings.Repeat("s", 32), ""},
-		{"secret file: no newline", StaticKey{SecretFile: "jwt/hs512.secret"}, strings.Repeat("s", 64), ""},
-		{"secret env", StaticKey{SecretEnv: "MODELGUARD_TEST_SECRET"}, "env-secret", ""},
-		{"pem file kept whole", StaticKey{PEMFile: "jwt/batch.pem"}, fixtureFiles["jwt/batch.pem"], ""},
-		{"pem env kept whole", StaticKey{PEMEnv: "MODELGUARD_TEST_PEM"}, "pem\n", ""},
-		{"absolute path", StaticKey{PEMFile: filepath.Join(dir, "jwt/batch.pem")}, fixtureFiles["jwt/batch.pem"], ""},
-		{"no source", StaticKey{KID: "k"}, "", "exactly one of"},
-		{"two sources", StaticKey{PEMFile: "jwt/batch.pem", SecretEnv: "MODELGUARD_TEST_SECRET"}, "", "exactly one of"},
-		{"missing file", StaticKey{SecretFile: "nope"}, "", "no such file"},
-		{"empty file", StaticKey{PEMFile: "jwt/empty.pem"}, "", "is empty"},
-		{"unset env", StaticKey{SecretEnv: "MODELGUARD_TEST_UNSET"}, "", "MODELGUARD_TEST_UNSET is not set"},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			got, err := c.ReadKey(tt.key)
-			switch {
-			case tt.wantErr != "":
-				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || got != nil {
-					t.Errorf("ReadKey = %q, %v; want error with %q", got, err, tt.wantErr)
-				}
-			case err != nil:
-				t.Errorf("ReadKey: %v", err)
-			case string(got) != tt.want:
-				t.Errorf("ReadKey = %q, want %q", got, tt.want)
-			}
-		})
 	}
 }
 

@@ -82,7 +82,7 @@ func TestValidationErrors(t *testing.T) {
 		{"message size too large", doc(okAuth, okPolicy, "server:", "  max_message_bytes: 268435457"),
 			nil, []string{`config.yaml:4: server.max_message_bytes: must be between 65536 and 268435456, got 268435457`}},
 		{"in-flight budget under one message", doc(okAuth, okPolicy, "server: {max_message_bytes: 1048576}", "admission:", "  max_inflight_body_bytes: 1048575"),
-			nil, []string{`config.yaml:5: admission.max_inflight_body_bytes: must be between 1048576 and 1099511627776, got 1048575`}},
+			nil, []string{`config.yaml:5: admission.max_inflight_body_bytes: smaller than server.max_message_bytes (1048576): a check being read counts as a whole message`}},
 		{"negative concurrency cap", doc(okAuth, okPolicy, "admission:", "  max_concurrent_checks: -1"),
 			nil, []string{`config.yaml:4: admission.max_concurrent_checks: must be between 0 and 1048576, got -1`}},
 		{"admission wait too long", doc(okAuth, okPolicy, "admission:", "  max_wait: 2s"),

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 func benchVerify(b *testing.B, v *Verifier, token string) {
@@ -49,8 +51,8 @@ func BenchmarkVerifyHS256(b *testing.B) {
 // BenchmarkVerifyRS256JWKS: a JWKS issuer, key found by kid.
 func BenchmarkVerifyRS256JWKS(b *testing.B) {
 	k := keys(b)
-	s := newJWKSServer(b)
-	s.serve(jwk(b, &k.rsa.PublicKey, "r1", nil))
-	v := newVerifier(b, jwksConfig(s.srv.URL, time.Hour, time.Hour), "", Options{})
+	s := testkit.NewJWKSServer(b)
+	s.Serve(testkit.JWK(b, &k.rsa.PublicKey, "r1", nil))
+	v := newVerifier(b, jwksConfig(s.URL, time.Hour, time.Hour), "", Options{})
 	benchVerify(b, v, sign(b, "RS256", k.rsa, map[string]any{"kid": "r1"}, benchClaims(issJWKS)))
 }

@@ -12,15 +12,14 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
-	"os"
-	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/field"
 )
 
 // testNow is the verifiers' clock in tests, so time checks are exact.
@@ -76,15 +75,6 @@ func pemOf(t testing.TB, pub any) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
-}
-
-func writeFile(t testing.TB, dir, name string, data []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 func b64(s []byte) string { return base64.RawURLEncoding.EncodeToString(s) }
@@ -167,37 +157,54 @@ func wantReason(t testing.TB, err error, reason string) {
 
 func wantFieldError(t testing.TB, err error, path string) {
 	t.Helper()
-	var fe *config.FieldError
+	var fe *field.Error
 	if !errors.As(err, &fe) {
-		t.Fatalf("error %v (%T) is not *config.FieldError; want path %s", err, err, path)
+		t.Fatalf("error %v (%T) is not *field.Error; want path %s", err, err, path)
 	}
 	if fe.Path != path {
 		t.Fatalf("field error path %q (%v), want %q", fe.Path, fe, path)
 	}
 }
 
-// eventually polls cond until it holds or a generous deadline passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
-func newVerifier(t testing.TB, cfg config.JWT, dir string, opts Options) *Verifier {
+func newVerifier(t testing.TB, cfg Settings, dir string, opts Options) *Verifier {
 	t.Helper()
 	if opts.now == nil {
 		opts.now = clock
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	v, err := New(ctx, cfg, dir, opts)
+	// Not New: tests reach the verifier's own defences, such as an issuer
+	// mixing HMAC and public algorithms, which Validate refuses.
+	v, err := build(ctx, withDefaults(cfg), dir, opts)
 	if err != nil {
-		t.Fatalf("New: %v", err)
+		t.Fatalf("build: %v", err)
 	}
 	return v
+}
+
+// withDefaults gives the zero fields of cfg's issuers the values absent
+// keys take in the configuration file, so that tests set only what they test.
+func withDefaults(cfg Settings) Settings {
+	def := DefaultIssuer()
+	out := Settings{Issuers: slices.Clone(cfg.Issuers)}
+	for i := range out.Issuers {
+		is := &out.Issuers[i]
+		for _, d := range []struct{ field, def *time.Duration }{
+			{&is.Leeway, &def.Leeway},
+			{&is.JWKSRefreshInterval, &def.JWKSRefreshInterval},
+			{&is.JWKSUnknownKIDInterval, &def.JWKSUnknownKIDInterval},
+			{&is.JWKSFetchTimeout, &def.JWKSFetchTimeout},
+		} {
+			if *d.field == 0 {
+				*d.field = *d.def
+			}
+		}
+		if is.Claims.Subject == "" {
+			is.Claims.Subject = def.Claims.Subject
+		}
+		if is.Claims.Roles == nil {
+			is.Claims.Roles = def.Claims.Roles
+		}
+	}
+	return out
 }

@@ -6,12 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/field"
 )
 
 // maxHeaderParams bounds the header members we track for duplicates; real
@@ -31,65 +30,29 @@ type issuer struct {
 	keyfunc jwt.Keyfunc // static issuers: prebuilt, so Verify allocates no closure
 }
 
-func newIssuer(ctx context.Context, i int, ic config.Issuer, baseDir string, opts Options, client *http.Client) (*issuer, error) {
-	path := fmt.Sprintf("authentication.jwt.issuers[%d]", i)
-	ferr := func(field string, err error) error {
-		return &config.FieldError{Path: path + field, Err: err}
-	}
-	if ic.Issuer == "" {
-		return nil, ferr(".issuer", errors.New("issuer is required"))
-	}
-	if len(ic.Audiences) == 0 {
-		return nil, ferr(".audiences", errors.New("at least one audience is required"))
-	}
-	for j, a := range ic.Audiences {
-		if a == "" {
-			return nil, ferr(fmt.Sprintf(".audiences[%d]", j), errors.New("audience is empty"))
-		}
-	}
-	if len(ic.Algorithms) == 0 {
-		return nil, ferr(".algorithms", errors.New("at least one algorithm is required"))
-	}
+// newIssuer builds an issuer from settings that Validate accepted; errors
+// (a key that cannot be parsed or fits none of the algorithms) are
+// *field.Error relative to the issuer.
+func newIssuer(ctx context.Context, ic IssuerSettings, baseDir string, opts Options, client *http.Client) (*issuer, error) {
 	is := &issuer{name: ic.Issuer, algs: make(map[string]algInfo, len(ic.Algorithms))}
 	methods := make([]string, 0, len(ic.Algorithms))
-	for j, name := range ic.Algorithms {
+	for _, name := range ic.Algorithms {
 		a, ok := lookupAlg(name)
 		if !ok {
-			return nil, ferr(fmt.Sprintf(".algorithms[%d]", j), fmt.Errorf("unsupported algorithm %q (supported: %s)", name, supportedAlgs))
-		}
-		if a.family == famHMAC && ic.JWKSURL != "" {
-			return nil, ferr(fmt.Sprintf(".algorithms[%d]", j), fmt.Errorf("%s needs a shared secret, which a JWKS must not publish: use a static secret key", name))
+			return nil, field.Errorf("algorithms", "unsupported algorithm %q", name)
 		}
 		if _, dup := is.algs[name]; !dup {
 			is.algs[name] = a
 			methods = append(methods, name)
 		}
 	}
-	if (ic.JWKSURL == "") == (len(ic.Keys) == 0) {
-		return nil, ferr("", errors.New("exactly one of jwks_url and keys must be set"))
-	}
-
-	leeway, err := orDefault(ic.Leeway, DefaultLeeway)
-	if err == nil && leeway > MaxLeeway {
-		err = fmt.Errorf("leeway %s exceeds the %s maximum", leeway, MaxLeeway)
-	}
-	if err != nil {
-		return nil, ferr(".leeway", err)
-	}
 	if ic.Typ != "" {
 		t := strings.ToLower(ic.Typ)
 		is.typ = []byte(strings.TrimPrefix(t, "application/"))
 	}
-	is.subject = newClaimPath(ic.Claims.Subject, "sub")
-	roles := ic.Claims.Roles
-	if len(roles) == 0 {
-		roles = []string{"roles"}
-	}
-	for j, r := range roles {
-		if r == "" {
-			return nil, ferr(fmt.Sprintf(".claims.roles[%d]", j), errors.New("claim name is empty"))
-		}
-		is.roles = append(is.roles, newClaimPath(r, ""))
+	is.subject = newClaimPath(ic.Claims.Subject)
+	for _, r := range ic.Claims.Roles {
+		is.roles = append(is.roles, newClaimPath(r))
 	}
 
 	popts := []jwt.ParserOption{
@@ -98,7 +61,7 @@ func newIssuer(ctx context.Context, i int, ic config.Issuer, baseDir string, opt
 		jwt.WithIssuedAt(),
 		jwt.WithIssuer(ic.Issuer),
 		jwt.WithAudience(ic.Audiences...), // any one of them (golang-jwt v5.3)
-		jwt.WithLeeway(leeway),
+		jwt.WithLeeway(ic.Leeway),
 		jwt.WithStrictDecoding(),
 	}
 	if opts.now != nil {
@@ -107,33 +70,24 @@ func newIssuer(ctx context.Context, i int, ic config.Issuer, baseDir string, opt
 	is.parser = jwt.NewParser(popts...)
 
 	if ic.JWKSURL != "" {
-		p := jwksParams{url: ic.JWKSURL, algs: is.algs, keyWait: opts.KeyWait, client: client}
-		if u, err := url.Parse(ic.JWKSURL); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return nil, ferr(".jwks_url", errors.New("must be an absolute http(s) URL"))
+		p := jwksParams{
+			url: ic.JWKSURL, algs: is.algs, keyWait: opts.KeyWait, client: client,
+			refreshInterval: ic.JWKSRefreshInterval, unknownKIDEvery: ic.JWKSUnknownKIDInterval, fetchTimeout: ic.JWKSFetchTimeout,
 		}
-		if p.refreshInterval, err = orDefault(ic.JWKSRefreshInterval, DefaultJWKSRefreshInterval); err != nil {
-			return nil, ferr(".jwks_refresh_interval", err)
-		}
-		if p.unknownKIDEvery, err = orDefault(ic.JWKSUnknownKIDInterval, DefaultJWKSUnknownKIDInterval); err != nil {
-			return nil, ferr(".jwks_unknown_kid_interval", err)
-		}
-		if p.fetchTimeout, err = orDefault(ic.JWKSFetchTimeout, DefaultJWKSFetchTimeout); err != nil {
-			return nil, ferr(".jwks_fetch_timeout", err)
-		}
+		var err error
 		if is.jwks, err = newJWKSSource(ctx, ic.Issuer, p, opts.Logger, opts.OnJWKSRefresh); err != nil {
-			return nil, ferr(".jwks_url", err)
+			return nil, &field.Error{Path: "jwks_url", Err: err}
 		}
 		return is, nil
 	}
 
 	keys := make([]*verifyKey, 0, len(ic.Keys))
 	for j, sk := range ic.Keys {
-		kpath := fmt.Sprintf("%s.keys[%d]", path, j)
-		key, err := loadStaticKey(sk, baseDir, kpath)
+		kp := fmt.Sprintf("keys[%d]", j)
+		key, err := loadStaticKey(sk, baseDir)
 		if err != nil {
-			return nil, err
+			return nil, field.Under(kp, err)
 		}
-		k := &verifyKey{kid: sk.KID, key: key}
 		var why []string
 		for _, name := range methods {
 			if err := keyMismatch(is.algs[name], key); err != nil {
@@ -141,32 +95,13 @@ func newIssuer(ctx context.Context, i int, ic config.Issuer, baseDir string, opt
 			}
 		}
 		if len(why) == len(methods) {
-			field := ".pem_file"
-			switch {
-			case sk.PEMEnv != "":
-				field = ".pem_env"
-			case sk.SecretFile != "":
-				field = ".secret_file"
-			case sk.SecretEnv != "":
-				field = ".secret_env"
-			}
-			return nil, &config.FieldError{Path: kpath + field, Err: fmt.Errorf("key fits none of the issuer's algorithms: %s", strings.Join(why, "; "))}
+			return nil, field.Errorf(field.Join(kp, sk.sources()[0]), "key fits none of the issuer's algorithms: %s", strings.Join(why, "; "))
 		}
-		keys = append(keys, k)
+		keys = append(keys, &verifyKey{kid: sk.KID, key: key})
 	}
 	is.static = newKeySet(is.algs, keys, true)
 	is.keyfunc = is.staticKey
 	return is, nil
-}
-
-func orDefault[T ~int64](v, def T) (T, error) {
-	switch {
-	case v < 0:
-		return 0, fmt.Errorf("must not be negative")
-	case v == 0:
-		return def, nil
-	}
-	return v, nil
 }
 
 // checkHeader refuses, before golang-jwt parses anything, headers with
@@ -372,10 +307,7 @@ type claimPath struct {
 	parts []string
 }
 
-func newClaimPath(name, def string) claimPath {
-	if name == "" {
-		name = def
-	}
+func newClaimPath(name string) claimPath {
 	p := claimPath{full: name}
 	if strings.Contains(name, ".") {
 		p.parts = strings.Split(name, ".")

@@ -3,7 +3,6 @@ package jwtauth
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,84 +11,10 @@ import (
 
 	"github.com/MicahParks/jwkset"
 
-	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 const issJWKS = "https://jwks.example"
-
-// jwksServer is a real HTTP JWKS endpoint whose answer tests change.
-type jwksServer struct {
-	srv     *httptest.Server
-	hits    atomic.Int64
-	blocked atomic.Int64
-	release chan struct{}
-
-	mu     sync.Mutex
-	status int
-	body   string
-	mode   string // "", "hangup" (close the connection), "block" (wait for release)
-}
-
-func newJWKSServer(t testing.TB) *jwksServer {
-	t.Helper()
-	s := &jwksServer{release: make(chan struct{}), status: http.StatusOK, body: `{"keys":[]}`}
-	s.srv = httptest.NewServer(http.HandlerFunc(s.handle))
-	t.Cleanup(func() {
-		close(s.release)
-		s.srv.Close()
-	})
-	return s
-}
-
-func (s *jwksServer) handle(w http.ResponseWriter, r *http.Request) {
-	s.hits.Add(1)
-	s.mu.Lock()
-	status, body, mode := s.status, s.body, s.mode
-	s.mu.Unlock()
-	switch mode {
-	case "hangup":
-		conn, _, err := w.(http.Hijacker).Hijack()
-		if err == nil {
-			conn.Close()
-		}
-		return
-	case "block":
-		s.blocked.Add(1)
-		select {
-		case <-s.release:
-		case <-r.Context().Done():
-		}
-		return
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_, _ = w.Write([]byte(body))
-}
-
-func (s *jwksServer) set(status int, body, mode string) {
-	s.mu.Lock()
-	s.status, s.body, s.mode = status, body, mode
-	s.mu.Unlock()
-}
-
-// serve answers with a JWK Set of the given keys (JSON objects).
-func (s *jwksServer) serve(keys ...string) {
-	s.set(http.StatusOK, `{"keys":[`+strings.Join(keys, ",")+`]}`, "")
-}
-
-// jwk returns the JWK JSON of key with kid; mod may alter it.
-func jwk(t testing.TB, key any, kid string, mod func(*jwkset.JWKOptions)) string {
-	t.Helper()
-	opts := jwkset.JWKOptions{Metadata: jwkset.JWKMetadataOptions{KID: kid}}
-	if mod != nil {
-		mod(&opts)
-	}
-	j, err := jwkset.NewJWKFromKey(key, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return mustJSON(t, j.Marshal())
-}
 
 // refreshLog records OnJWKSRefresh calls.
 type refreshLog struct {
@@ -118,8 +43,8 @@ func (r *refreshLog) counts() (ok, failed int) {
 	return r.ok, r.failed
 }
 
-func jwksConfig(url string, refresh, unknownKID time.Duration) config.JWT {
-	return config.JWT{Issuers: []config.Issuer{{
+func jwksConfig(url string, refresh, unknownKID time.Duration) Settings {
+	return Settings{Issuers: []IssuerSettings{{
 		Issuer:                 issJWKS,
 		Audiences:              []string{"api"},
 		Algorithms:             []string{"RS256", "ES256"},
@@ -156,10 +81,10 @@ func reasonOf(err error) string {
 
 func TestJWKSVerify(t *testing.T) {
 	k := keys(t)
-	s := newJWKSServer(t)
-	s.serve(jwk(t, &k.rsa.PublicKey, "r1", nil), jwk(t, &k.ec256.PublicKey, "e1", nil))
+	s := testkit.NewJWKSServer(t)
+	s.Serve(testkit.JWK(t, &k.rsa.PublicKey, "r1", nil), testkit.JWK(t, &k.ec256.PublicKey, "e1", nil))
 	var log refreshLog
-	v := newVerifier(t, jwksConfig(s.srv.URL, time.Hour, time.Hour), "", Options{OnJWKSRefresh: log.record})
+	v := newVerifier(t, jwksConfig(s.URL, time.Hour, time.Hour), "", Options{OnJWKSRefresh: log.record})
 	if ok, failed := log.counts(); ok != 1 || failed != 0 || !log.issuers[issJWKS] {
 		t.Fatalf("after New: %d successful and %d failed refreshes reported for %v, want 1 and 0", ok, failed, log.issuers)
 	}
@@ -188,45 +113,45 @@ func TestJWKSVerify(t *testing.T) {
 
 func TestJWKSRotation(t *testing.T) {
 	k := keys(t)
-	r1 := jwk(t, &k.rsa.PublicKey, "r1", nil)
-	r2 := jwk(t, &k.rsa2.PublicKey, "r2", nil)
+	r1 := testkit.JWK(t, &k.rsa.PublicKey, "r1", nil)
+	r2 := testkit.JWK(t, &k.rsa2.PublicKey, "r2", nil)
 
 	t.Run("new kid fetched on first use, then rate limited", func(t *testing.T) {
-		s := newJWKSServer(t)
-		s.serve(r1)
-		v := newVerifier(t, jwksConfig(s.srv.URL, time.Hour, time.Hour), "", Options{KeyWait: 10 * time.Second})
+		s := testkit.NewJWKSServer(t)
+		s.Serve(r1)
+		v := newVerifier(t, jwksConfig(s.URL, time.Hour, time.Hour), "", Options{KeyWait: 10 * time.Second})
 		if err := verifyErr(v, rsToken(t, k.rsa, "r1")); err != nil {
 			t.Fatal(err)
 		}
-		s.serve(r1, r2)
+		s.Serve(r1, r2)
 		// The periodic refresh is an hour away: only the unknown kid can
 		// bring r2 in, and the request waits for it (KeyWait is generous).
 		if err := verifyErr(v, rsToken(t, k.rsa2, "r2")); err != nil {
 			t.Fatalf("new kid after rotation: %v", err)
 		}
-		if n := s.hits.Load(); n != 2 {
+		if n := s.Hits(); n != 2 {
 			t.Fatalf("%d fetches, want 2 (start, unknown kid)", n)
 		}
 		// The unknown-kid limit (1h) is spent: another unknown kid is
 		// refused at once without a fetch.
 		wantReason(t, verifyErr(v, rsToken(t, k.rsa2, "r3")), ReasonUnknownKey)
-		if n := s.hits.Load(); n != 2 {
+		if n := s.Hits(); n != 2 {
 			t.Fatalf("%d fetches after a rate-limited unknown kid, want 2", n)
 		}
 	})
 
 	t.Run("removed kid refused after refresh", func(t *testing.T) {
-		s := newJWKSServer(t)
-		s.serve(r1, r2)
-		v := newVerifier(t, jwksConfig(s.srv.URL, 10*time.Millisecond, time.Hour), "", Options{})
+		s := testkit.NewJWKSServer(t)
+		s.Serve(r1, r2)
+		v := newVerifier(t, jwksConfig(s.URL, 10*time.Millisecond, time.Hour), "", Options{})
 		for _, tok := range []string{rsToken(t, k.rsa, "r1"), rsToken(t, k.rsa2, "r2")} {
 			if err := verifyErr(v, tok); err != nil {
 				t.Fatal(err)
 			}
 		}
-		s.serve(r2)
+		s.Serve(r2)
 		old := rsToken(t, k.rsa, "r1")
-		eventually(t, "r1 refused after it left the set", func() bool {
+		testkit.Eventually(t, "r1 refused after it left the set", func() bool {
 			return reasonOf(verifyErr(v, old)) == ReasonUnknownKey
 		})
 		if err := verifyErr(v, rsToken(t, k.rsa2, "r2")); err != nil {
@@ -237,26 +162,26 @@ func TestJWKSRotation(t *testing.T) {
 	})
 
 	t.Run("a set with one unsupported key still rotates", func(t *testing.T) {
-		s := newJWKSServer(t)
-		s.serve(r1)
-		v := newVerifier(t, jwksConfig(s.srv.URL, 10*time.Millisecond, time.Hour), "", Options{})
-		s.serve(r2, `{"kty":"OKP","crv":"X448","x":"AAAA","kid":"x448"}`, `{"kty":"XYZ","kid":"xyz"}`)
-		eventually(t, "r2 accepted", func() bool { return verifyErr(v, rsToken(t, k.rsa2, "r2")) == nil })
+		s := testkit.NewJWKSServer(t)
+		s.Serve(r1)
+		v := newVerifier(t, jwksConfig(s.URL, 10*time.Millisecond, time.Hour), "", Options{})
+		s.Serve(r2, `{"kty":"OKP","crv":"X448","x":"AAAA","kid":"x448"}`, `{"kty":"XYZ","kid":"xyz"}`)
+		testkit.Eventually(t, "r2 accepted", func() bool { return verifyErr(v, rsToken(t, k.rsa2, "r2")) == nil })
 	})
 }
 
 func TestJWKSKeepsLastKeys(t *testing.T) {
 	k := keys(t)
-	good := jwk(t, &k.rsa.PublicKey, "r1", nil)
+	good := testkit.JWK(t, &k.rsa.PublicKey, "r1", nil)
 	tests := []struct {
 		name   string
 		status int
 		body   string
-		mode   string
+		mode   testkit.JWKSMode
 	}{
 		{name: "500", status: 500, body: "oops"},
 		{name: "404", status: 404, body: `{"keys":[` + good + `]}`},
-		{name: "connection closed", mode: "hangup"},
+		{name: "connection closed", mode: testkit.JWKSHangUp},
 		{name: "junk", status: 200, body: "<html>not json</html>"},
 		{name: "JSON array", status: 200, body: "[]"},
 		{name: "empty set", status: 200, body: `{"keys":[]}`},
@@ -264,23 +189,23 @@ func TestJWKSKeepsLastKeys(t *testing.T) {
 		{name: "null", status: 200, body: `null`},
 		{name: "invalid key", status: 200, body: `{"keys":[{"kty":"RSA","kid":"r1","n":"!!!","e":"AQAB"}]}`},
 		{name: "only unsupported keys", status: 200, body: `{"keys":[{"kty":"OKP","crv":"X448","x":"AAAA"}]}`},
-		{name: "only a 1024-bit key", status: 200, body: `{"keys":[` + jwk(t, &k.rsa1024.PublicKey, "r1", nil) + `]}`},
-		{name: "only an encryption key", status: 200, body: `{"keys":[` + jwk(t, &k.rsa2.PublicKey, "r1", func(o *jwkset.JWKOptions) { o.Metadata.USE = jwkset.UseEnc }) + `]}`},
+		{name: "only a 1024-bit key", status: 200, body: `{"keys":[` + testkit.JWK(t, &k.rsa1024.PublicKey, "r1", nil) + `]}`},
+		{name: "only an encryption key", status: 200, body: `{"keys":[` + testkit.JWK(t, &k.rsa2.PublicKey, "r1", func(o *jwkset.JWKOptions) { o.Metadata.USE = jwkset.UseEnc }) + `]}`},
 		{name: "over 1 MiB", status: 200, body: `{"keys":` + strings.Repeat(" ", maxJWKSBytes) + `[]}`},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newJWKSServer(t)
-			s.serve(good)
+			s := testkit.NewJWKSServer(t)
+			s.Serve(good)
 			var log refreshLog
-			v := newVerifier(t, jwksConfig(s.srv.URL, 10*time.Millisecond, time.Hour), "", Options{OnJWKSRefresh: log.record})
+			v := newVerifier(t, jwksConfig(s.URL, 10*time.Millisecond, time.Hour), "", Options{OnJWKSRefresh: log.record})
 			withKid, noKid := rsToken(t, k.rsa, "r1"), rsToken(t, k.rsa, "")
 			if err := verifyErr(v, withKid); err != nil {
 				t.Fatal(err)
 			}
-			s.set(tc.status, tc.body, tc.mode)
+			s.Set(tc.status, tc.body, tc.mode)
 			_, failed := log.counts()
-			eventually(t, "two failed refreshes reported", func() bool {
+			testkit.Eventually(t, "two failed refreshes reported", func() bool {
 				_, f := log.counts()
 				return f >= failed+2
 			})
@@ -291,8 +216,8 @@ func TestJWKSKeepsLastKeys(t *testing.T) {
 			}
 			// Recovery is reported as a success.
 			ok, _ := log.counts()
-			s.serve(good)
-			eventually(t, "a successful refresh reported", func() bool {
+			s.Serve(good)
+			testkit.Eventually(t, "a successful refresh reported", func() bool {
 				o, _ := log.counts()
 				return o > ok
 			})
@@ -304,46 +229,46 @@ func TestJWKSStartDown(t *testing.T) {
 	k := keys(t)
 	tests := []struct {
 		name       string
-		mode       string
+		mode       testkit.JWKSMode
 		refresh    time.Duration
 		unknownKID time.Duration
 		kid        string
 	}{
 		{name: "500, periodic refresh recovers", refresh: 10 * time.Millisecond, unknownKID: time.Hour, kid: "r1"},
-		{name: "connection closed, unknown-kid refresh recovers", mode: "hangup", refresh: time.Hour, unknownKID: time.Millisecond, kid: "r1"},
+		{name: "connection closed, unknown-kid refresh recovers", mode: testkit.JWKSHangUp, refresh: time.Hour, unknownKID: time.Millisecond, kid: "r1"},
 		{name: "500, token without kid triggers the refresh", refresh: time.Hour, unknownKID: time.Millisecond},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s := newJWKSServer(t)
-			s.set(500, "down", tc.mode)
+			s := testkit.NewJWKSServer(t)
+			s.Set(500, "down", tc.mode)
 			var log refreshLog
-			v := newVerifier(t, jwksConfig(s.srv.URL, tc.refresh, tc.unknownKID), "", Options{OnJWKSRefresh: log.record})
+			v := newVerifier(t, jwksConfig(s.URL, tc.refresh, tc.unknownKID), "", Options{OnJWKSRefresh: log.record})
 			if ok, failed := log.counts(); ok != 0 || failed < 1 {
 				t.Fatalf("after New: %d successful and %d failed refreshes, want 0 and >= 1", ok, failed)
 			}
 			tok := rsToken(t, k.rsa, tc.kid)
 			wantReason(t, verifyErr(v, tok), ReasonJWKSUnavailable)
-			s.serve(jwk(t, &k.rsa.PublicKey, "r1", nil))
-			eventually(t, "token accepted once the JWKS is up", func() bool { return verifyErr(v, tok) == nil })
+			s.Serve(testkit.JWK(t, &k.rsa.PublicKey, "r1", nil))
+			testkit.Eventually(t, "token accepted once the JWKS is up", func() bool { return verifyErr(v, tok) == nil })
 		})
 	}
 }
 
 func TestJWKSKeyChecks(t *testing.T) {
 	k := keys(t)
-	s := newJWKSServer(t)
-	s.serve(
-		jwk(t, &k.rsa.PublicKey, "good", nil),
-		jwk(t, &k.rsa1024.PublicKey, "weak", nil),
-		jwk(t, &k.rsa2.PublicKey, "enc", func(o *jwkset.JWKOptions) { o.Metadata.USE = jwkset.UseEnc }),
-		jwk(t, &k.rsa2.PublicKey, "noverify", func(o *jwkset.JWKOptions) { o.Metadata.KEYOPS = []jwkset.KEYOPS{jwkset.KeyOpsEncrypt} }),
-		jwk(t, k.rsa2, "private", func(o *jwkset.JWKOptions) { o.Marshal.Private = true }),
-		jwk(t, &k.rsa2.PublicKey, "rs384", func(o *jwkset.JWKOptions) { o.Metadata.ALG = jwkset.AlgRS384 }),
-		jwk(t, k.secret, "oct", func(o *jwkset.JWKOptions) { o.Marshal.Private = true }),
-		jwk(t, &k.ec384.PublicKey, "p384", nil),
+	s := testkit.NewJWKSServer(t)
+	s.Serve(
+		testkit.JWK(t, &k.rsa.PublicKey, "good", nil),
+		testkit.JWK(t, &k.rsa1024.PublicKey, "weak", nil),
+		testkit.JWK(t, &k.rsa2.PublicKey, "enc", func(o *jwkset.JWKOptions) { o.Metadata.USE = jwkset.UseEnc }),
+		testkit.JWK(t, &k.rsa2.PublicKey, "noverify", func(o *jwkset.JWKOptions) { o.Metadata.KEYOPS = []jwkset.KEYOPS{jwkset.KeyOpsEncrypt} }),
+		testkit.JWK(t, k.rsa2, "private", func(o *jwkset.JWKOptions) { o.Marshal.Private = true }),
+		testkit.JWK(t, &k.rsa2.PublicKey, "rs384", func(o *jwkset.JWKOptions) { o.Metadata.ALG = jwkset.AlgRS384 }),
+		testkit.JWK(t, k.secret, "oct", func(o *jwkset.JWKOptions) { o.Marshal.Private = true }),
+		testkit.JWK(t, &k.ec384.PublicKey, "p384", nil),
 	)
-	v := newVerifier(t, jwksConfig(s.srv.URL, time.Hour, time.Hour), "", Options{})
+	v := newVerifier(t, jwksConfig(s.URL, time.Hour, time.Hour), "", Options{})
 	tests := []struct {
 		name  string
 		token string
@@ -374,20 +299,20 @@ func TestJWKSKeyChecks(t *testing.T) {
 // for it the test would hang instead of reaching the assertions.
 func TestJWKSKeyWait(t *testing.T) {
 	k := keys(t)
-	s := newJWKSServer(t)
-	s.serve(jwk(t, &k.rsa.PublicKey, "r1", nil))
-	v := newVerifier(t, jwksConfig(s.srv.URL, time.Hour, time.Hour), "", Options{KeyWait: 20 * time.Millisecond})
-	s.set(0, "", "block")
+	s := testkit.NewJWKSServer(t)
+	s.Serve(testkit.JWK(t, &k.rsa.PublicKey, "r1", nil))
+	v := newVerifier(t, jwksConfig(s.URL, time.Hour, time.Hour), "", Options{KeyWait: 20 * time.Millisecond})
+	s.Set(0, "", testkit.JWKSBlock)
 	unknown := rsToken(t, k.rsa2, "r2")
 	wantReason(t, verifyErr(v, unknown), ReasonUnknownKey)
-	eventually(t, "the refresh reached the endpoint", func() bool { return s.blocked.Load() == 1 })
+	testkit.Eventually(t, "the refresh reached the endpoint", func() bool { return s.Blocked() == 1 })
 	// While that refresh hangs, other requests wait at most KeyWait too,
 	// start no second fetch, and known keys verify without waiting.
 	wantReason(t, verifyErr(v, unknown), ReasonUnknownKey)
 	if err := verifyErr(v, rsToken(t, k.rsa, "r1")); err != nil {
 		t.Fatal(err)
 	}
-	if n := s.hits.Load(); n != 2 {
+	if n := s.Hits(); n != 2 {
 		t.Fatalf("%d fetches, want 2", n)
 	}
 	// A cancelled request stops waiting at once.
@@ -407,11 +332,11 @@ func (c *countingTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 
 func TestJWKSUsesCallerClientWithCap(t *testing.T) {
 	k := keys(t)
-	s := newJWKSServer(t)
-	s.set(200, `{"keys":`+strings.Repeat(" ", maxJWKSBytes)+`[`+jwk(t, &k.rsa.PublicKey, "r1", nil)+`]}`, "")
+	s := testkit.NewJWKSServer(t)
+	s.Set(200, `{"keys":`+strings.Repeat(" ", maxJWKSBytes)+`[`+testkit.JWK(t, &k.rsa.PublicKey, "r1", nil)+`]}`, "")
 	var rt countingTransport
 	var log refreshLog
-	v := newVerifier(t, jwksConfig(s.srv.URL, time.Hour, time.Hour), "", Options{
+	v := newVerifier(t, jwksConfig(s.URL, time.Hour, time.Hour), "", Options{
 		HTTPClient: &http.Client{Transport: &rt}, OnJWKSRefresh: log.record,
 	})
 	if rt.n.Load() != 1 {

@@ -13,13 +13,14 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
-	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/field"
 )
 
 // Reasons carried by *Error: stable codes for operators and the audit log.
@@ -44,15 +45,10 @@ const (
 	ReasonInvalidClaimType = "jwt_bad_claim" // a registered claim (exp, nbf, iat, aud, iss) has the wrong JSON type
 )
 
-// Defaults applied to zero configuration values.
+// Defaults of Options.
 const (
-	DefaultLeeway                 = 30 * time.Second
-	MaxLeeway                     = 5 * time.Minute
-	DefaultJWKSRefreshInterval    = time.Hour
-	DefaultJWKSUnknownKIDInterval = 5 * time.Minute
-	DefaultJWKSFetchTimeout       = 5 * time.Second
-	DefaultKeyWait                = 500 * time.Millisecond
-	DefaultMaxTokenBytes          = 8192
+	DefaultKeyWait       = 500 * time.Millisecond
+	DefaultMaxTokenBytes = 8192
 )
 
 // Error is every failure Verify returns. Reason is one of the Reason*
@@ -109,12 +105,21 @@ type Verifier struct {
 	bufs     sync.Pool // *[]byte scratch for decoding header and payload
 }
 
-// New builds a Verifier for cfg. Static keys are read now; relative paths
-// resolve against baseDir. JWKS issuers fetch their set now and refresh it
-// until ctx ends; a JWKS that cannot be fetched does not fail New (the
-// issuer's tokens are refused until a fetch succeeds). Configuration errors
-// are *config.FieldError.
-func New(ctx context.Context, cfg config.JWT, baseDir string, opts Options) (*Verifier, error) {
+// New builds a Verifier for s, which it validates first (see
+// Settings.Validate; errors are *field.Error relative to the section).
+// Static keys are read now; relative paths resolve against baseDir. JWKS
+// issuers fetch their set now and refresh it until ctx ends; a JWKS that
+// cannot be fetched does not fail New (the issuer's tokens are refused until
+// a fetch succeeds).
+func New(ctx context.Context, s Settings, baseDir string, opts Options) (*Verifier, error) {
+	if errs := s.Validate(baseDir); len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	return build(ctx, s, baseDir, opts)
+}
+
+// build is New without validation.
+func build(ctx context.Context, s Settings, baseDir string, opts Options) (*Verifier, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -122,7 +127,7 @@ func New(ctx context.Context, cfg config.JWT, baseDir string, opts Options) (*Ve
 		opts.KeyWait = DefaultKeyWait
 	}
 	v := &Verifier{
-		issuers:  make(map[string]*issuer, len(cfg.Issuers)),
+		issuers:  make(map[string]*issuer, len(s.Issuers)),
 		maxBytes: opts.MaxTokenBytes,
 	}
 	if v.maxBytes <= 0 {
@@ -133,13 +138,10 @@ func New(ctx context.Context, cfg config.JWT, baseDir string, opts Options) (*Ve
 		return &b
 	}
 	client := jwksHTTPClient(opts.HTTPClient)
-	for i, ic := range cfg.Issuers {
-		if _, dup := v.issuers[ic.Issuer]; dup {
-			return nil, &config.FieldError{Path: fmt.Sprintf("authentication.jwt.issuers[%d].issuer", i), Err: fmt.Errorf("issuer %q is configured twice", ic.Issuer)}
-		}
-		is, err := newIssuer(ctx, i, ic, baseDir, opts, client)
+	for i, ic := range s.Issuers {
+		is, err := newIssuer(ctx, ic, baseDir, opts, client)
 		if err != nil {
-			return nil, err
+			return nil, field.Under("issuers["+strconv.Itoa(i)+"]", err)
 		}
 		v.issuers[ic.Issuer] = is
 	}

@@ -10,19 +10,17 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
-	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/field"
 )
 
 const (
 	// minRSABits: crypto/rsa still verifies with 1024-bit keys, which are
 	// factorable by a well-funded attacker.
 	minRSABits = 2048
-	// minSecretBytes matches config.MinSecretBytes; HS384/HS512 need their
-	// hash size (RFC 7518 3.2), checked per algorithm by keyMismatch.
+	// minSecretBytes is the shortest HMAC secret accepted; HS384 and HS512
+	// need their hash size (RFC 7518 3.2), as the algorithms table says.
 	minSecretBytes = 32
 )
 
@@ -43,34 +41,41 @@ type algInfo struct {
 	minSecret int            // famHMAC: the hash size in bytes
 }
 
-// supportedAlgs lists the algorithms an issuer may allow, for messages.
-const supportedAlgs = "HS256, HS384, HS512, RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA"
+// algorithms is every JWS algorithm an issuer may allow, with what it
+// demands of its key. "none" and anything else are not supported.
+var algorithms = []algInfo{
+	{name: "RS256", family: famRSA},
+	{name: "RS384", family: famRSA},
+	{name: "RS512", family: famRSA},
+	{name: "PS256", family: famRSA},
+	{name: "PS384", family: famRSA},
+	{name: "PS512", family: famRSA},
+	{name: "ES256", family: famECDSA, curve: elliptic.P256()},
+	{name: "ES384", family: famECDSA, curve: elliptic.P384()},
+	{name: "ES512", family: famECDSA, curve: elliptic.P521()},
+	{name: "EdDSA", family: famEdDSA},
+	{name: "HS256", family: famHMAC, minSecret: 32},
+	{name: "HS384", family: famHMAC, minSecret: 48},
+	{name: "HS512", family: famHMAC, minSecret: 64},
+}
 
-// lookupAlg returns the key requirements of a JWS algorithm. "none" and
-// anything unknown are not supported.
-func lookupAlg(name string) (algInfo, bool) {
-	a := algInfo{name: name}
-	switch name {
-	case "HS256":
-		a.family, a.minSecret = famHMAC, 32
-	case "HS384":
-		a.family, a.minSecret = famHMAC, 48
-	case "HS512":
-		a.family, a.minSecret = famHMAC, 64
-	case "RS256", "RS384", "RS512", "PS256", "PS384", "PS512":
-		a.family = famRSA
-	case "ES256":
-		a.family, a.curve = famECDSA, elliptic.P256()
-	case "ES384":
-		a.family, a.curve = famECDSA, elliptic.P384()
-	case "ES512":
-		a.family, a.curve = famECDSA, elliptic.P521()
-	case "EdDSA":
-		a.family = famEdDSA
-	default:
-		return algInfo{}, false
+// supportedAlgs lists the algorithms an issuer may allow, for messages.
+var supportedAlgs = func() string {
+	names := make([]string, len(algorithms))
+	for i, a := range algorithms {
+		names[i] = a.name
 	}
-	return a, true
+	return strings.Join(names, ", ")
+}()
+
+// lookupAlg returns the key requirements of a JWS algorithm.
+func lookupAlg(name string) (algInfo, bool) {
+	for _, a := range algorithms {
+		if a.name == name {
+			return a, true
+		}
+	}
+	return algInfo{}, false
 }
 
 // keyMismatch says why key cannot verify tokens of algorithm a, or nil when
@@ -162,68 +167,26 @@ func checkPublicKey(key any) error {
 	return nil
 }
 
-// loadStaticKey reads and checks one configured key. Errors are
-// *config.FieldError naming the source field under path (".../keys[j]").
-func loadStaticKey(sk config.StaticKey, baseDir, path string) (any, error) {
-	var n int
-	for _, s := range []string{sk.PEMFile, sk.PEMEnv, sk.SecretFile, sk.SecretEnv} {
-		if s != "" {
-			n++
-		}
-	}
-	if n != 1 {
-		return nil, &config.FieldError{Path: path, Err: errors.New("exactly one of pem_file, pem_env, secret_file, secret_env must be set")}
-	}
-	var (
-		field string
-		data  []byte
-		err   error
-	)
-	switch {
-	case sk.PEMFile != "":
-		field = "pem_file"
-		data, err = readKeyFile(sk.PEMFile, baseDir)
-	case sk.PEMEnv != "":
-		field = "pem_env"
-		data, err = readKeyEnv(sk.PEMEnv)
-	case sk.SecretFile != "":
-		field = "secret_file"
-		data, err = readKeyFile(sk.SecretFile, baseDir)
-	default:
-		field = "secret_env"
-		data, err = readKeyEnv(sk.SecretEnv)
-	}
+// loadStaticKey reads and parses one key that Validate accepted. Errors are
+// *field.Error naming its source field.
+func loadStaticKey(sk StaticKey, baseDir string) (any, error) {
+	data, err := sk.read(baseDir)
 	if err == nil {
 		var key any
-		if sk.PEMFile != "" || sk.PEMEnv != "" {
-			key, err = parsePublicPEM(data)
-		} else {
+		if sk.isSecret() {
 			key, err = parseSecret(data)
+		} else {
+			key, err = parsePublicPEM(data)
 		}
 		if err == nil {
 			return key, nil
 		}
 	}
-	return nil, &config.FieldError{Path: path + "." + field, Err: err}
-}
-
-func readKeyFile(name, baseDir string) ([]byte, error) {
-	if !filepath.IsAbs(name) {
-		name = filepath.Join(baseDir, name)
+	var path string
+	if src := sk.sources(); len(src) == 1 {
+		path = src[0]
 	}
-	data, err := os.ReadFile(name)
-	if err != nil {
-		return nil, fmt.Errorf("read key: %w", err)
-	}
-	return data, nil
-}
-
-func readKeyEnv(name string) ([]byte, error) {
-	v, ok := os.LookupEnv(name)
-	if !ok || strings.TrimSpace(v) == "" {
-		return nil, fmt.Errorf("environment variable %s is unset or empty", name)
-	}
-	return []byte(v), nil
+	return nil, &field.Error{Path: path, Err: err}
 }
 
 // parsePublicPEM accepts exactly one PEM block: a PKIX public key, a PKCS#1
@@ -266,13 +229,9 @@ func parsePublicPEM(data []byte) (any, error) {
 	return key, nil
 }
 
-// parseSecret drops one trailing newline (editors and echo add it; it is
-// not part of the secret) and refuses short secrets and PEM text, which
-// would make the public key a shared secret.
+// parseSecret refuses short secrets and PEM text, which would make the
+// public key a shared secret.
 func parseSecret(data []byte) ([]byte, error) {
-	if b, ok := bytes.CutSuffix(data, []byte("\n")); ok {
-		data, _ = bytes.CutSuffix(b, []byte("\r"))
-	}
 	if bytes.HasPrefix(bytes.TrimSpace(data), []byte("-----BEGIN")) {
 		return nil, errors.New("the HMAC secret is PEM text: configure public keys with pem_file or pem_env")
 	}

@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 const (
@@ -29,29 +29,29 @@ const (
 
 // staticConfig writes the fixture keys to a temporary directory and returns
 // a configuration naming them by relative path.
-func staticConfig(t testing.TB) (config.JWT, string) {
+func staticConfig(t testing.TB) (Settings, string) {
 	t.Helper()
 	k := keys(t)
 	dir := t.TempDir()
-	writeFile(t, dir, "rsa.pem", pemOf(t, &k.rsa.PublicKey))
-	writeFile(t, dir, "rsa2.pem", pemOf(t, &k.rsa2.PublicKey))
-	writeFile(t, dir, "ec.pem", pemOf(t, &k.ec256.PublicKey))
-	writeFile(t, dir, "ed.pem", pemOf(t, k.ed.Public()))
-	writeFile(t, dir, "hs.secret", append(append([]byte(nil), k.secret...), '\n'))
-	iss := func(name string, algs []string, key config.StaticKey) config.Issuer {
-		return config.Issuer{Issuer: name, Audiences: []string{"api"}, Algorithms: algs, Keys: []config.StaticKey{key}}
+	testkit.WriteFile(t, dir, "rsa.pem", pemOf(t, &k.rsa.PublicKey))
+	testkit.WriteFile(t, dir, "rsa2.pem", pemOf(t, &k.rsa2.PublicKey))
+	testkit.WriteFile(t, dir, "ec.pem", pemOf(t, &k.ec256.PublicKey))
+	testkit.WriteFile(t, dir, "ed.pem", pemOf(t, k.ed.Public()))
+	testkit.WriteFile(t, dir, "hs.secret", append(append([]byte(nil), k.secret...), '\n'))
+	iss := func(name string, algs []string, key StaticKey) IssuerSettings {
+		return IssuerSettings{Issuer: name, Audiences: []string{"api"}, Algorithms: algs, Keys: []StaticKey{key}}
 	}
-	rsaIss := iss(issRSA, []string{"RS256", "PS256"}, config.StaticKey{PEMFile: "rsa.pem"})
+	rsaIss := iss(issRSA, []string{"RS256", "PS256"}, StaticKey{PEMFile: "rsa.pem"})
 	rsaIss.Audiences = []string{"api", "api2"}
-	typIss := iss(issTyp, []string{"RS256"}, config.StaticKey{PEMFile: "rsa.pem"})
+	typIss := iss(issTyp, []string{"RS256"}, StaticKey{PEMFile: "rsa.pem"})
 	typIss.Typ = "at+jwt"
-	return config.JWT{Issuers: []config.Issuer{
+	return Settings{Issuers: []IssuerSettings{
 		rsaIss,
-		iss(issKid, []string{"RS256"}, config.StaticKey{KID: "b1", PEMFile: "rsa2.pem"}),
-		iss(issES, []string{"ES256"}, config.StaticKey{PEMFile: "ec.pem"}),
-		iss(issEd, []string{"EdDSA"}, config.StaticKey{PEMFile: "ed.pem"}),
-		iss(issHS, []string{"HS256"}, config.StaticKey{SecretFile: "hs.secret"}),
-		iss(issMix, []string{"RS256", "HS256"}, config.StaticKey{PEMFile: "rsa.pem"}),
+		iss(issKid, []string{"RS256"}, StaticKey{KID: "b1", PEMFile: "rsa2.pem"}),
+		iss(issES, []string{"ES256"}, StaticKey{PEMFile: "ec.pem"}),
+		iss(issEd, []string{"EdDSA"}, StaticKey{PEMFile: "ed.pem"}),
+		iss(issHS, []string{"HS256"}, StaticKey{SecretFile: "hs.secret"}),
+		iss(issMix, []string{"RS256", "HS256"}, StaticKey{PEMFile: "rsa.pem"}),
 		typIss,
 	}}, dir
 }
@@ -338,7 +338,7 @@ func TestClaimMapping(t *testing.T) {
 	cfg, dir := staticConfig(t)
 	tests := []struct {
 		name      string
-		mapping   config.ClaimMapping
+		mapping   ClaimMapping
 		claims    map[string]any
 		wantSub   string
 		wantRoles []string
@@ -352,21 +352,21 @@ func TestClaimMapping(t *testing.T) {
 		},
 		{
 			name:      "scope string",
-			mapping:   config.ClaimMapping{Roles: []string{"scope"}},
+			mapping:   ClaimMapping{Roles: []string{"scope"}},
 			claims:    map[string]any{"scope": "read  write\tread"},
 			wantSub:   "alice",
 			wantRoles: []string{"read", "write"},
 		},
 		{
 			name:      "nested realm_access.roles",
-			mapping:   config.ClaimMapping{Roles: []string{"realm_access.roles"}},
+			mapping:   ClaimMapping{Roles: []string{"realm_access.roles"}},
 			claims:    map[string]any{"realm_access": map[string]any{"roles": []any{"ops"}}},
 			wantSub:   "alice",
 			wantRoles: []string{"ops"},
 		},
 		{
 			name:    "several claims merged in order without duplicates",
-			mapping: config.ClaimMapping{Roles: []string{"roles", "scope", "realm_access.roles", "https://example.com/groups", "absent"}},
+			mapping: ClaimMapping{Roles: []string{"roles", "scope", "realm_access.roles", "https://example.com/groups", "absent"}},
 			claims: map[string]any{
 				"roles":                      []any{"admin", 3, "dev"},
 				"scope":                      "read admin",
@@ -384,26 +384,26 @@ func TestClaimMapping(t *testing.T) {
 		},
 		{
 			name:      "custom subject claim",
-			mapping:   config.ClaimMapping{Subject: "email"},
+			mapping:   ClaimMapping{Subject: "email"},
 			claims:    map[string]any{"email": "alice@example.com"},
 			wantSub:   "alice@example.com",
 			wantRoles: []string{},
 		},
 		{
 			name:      "dotted subject claim",
-			mapping:   config.ClaimMapping{Subject: "user.id"},
+			mapping:   ClaimMapping{Subject: "user.id"},
 			claims:    map[string]any{"user": map[string]any{"id": "u-1"}},
 			wantSub:   "u-1",
 			wantRoles: []string{},
 		},
 		{
 			name:    "custom subject claim missing",
-			mapping: config.ClaimMapping{Subject: "email"},
+			mapping: ClaimMapping{Subject: "email"},
 			wantErr: ReasonMissingSubject,
 		},
 		{
 			name:    "dotted subject through a non-object",
-			mapping: config.ClaimMapping{Subject: "user.id"},
+			mapping: ClaimMapping{Subject: "user.id"},
 			claims:  map[string]any{"user": "u-1"},
 			wantErr: ReasonMissingSubject,
 		},
@@ -457,4 +457,22 @@ func TestErrorUnwrap(t *testing.T) {
 	if !errors.Is(e, inner) || e.Error() != "jwt_expired: inner" {
 		t.Errorf("Error() %q, Is %v", e.Error(), errors.Is(e, inner))
 	}
+}
+
+// An explicit leeway of 0s is kept: New does not take a zero for "unset"
+// (the configuration file gives absent keys their defaults).
+func TestVerifyZeroLeeway(t *testing.T) {
+	k := keys(t)
+	dir := t.TempDir()
+	testkit.WriteFile(t, dir, "rsa.pem", pemOf(t, &k.rsa.PublicKey))
+	is := DefaultIssuer()
+	is.Issuer, is.Audiences, is.Algorithms = issRSA, []string{"api"}, []string{"RS256"}
+	is.Keys = []StaticKey{{PEMFile: "rsa.pem"}}
+	is.Leeway = 0
+	v, err := New(t.Context(), Settings{Issuers: []IssuerSettings{is}}, dir, Options{now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = v.Verify(context.Background(), sign(t, "RS256", k.rsa, nil, claimsFor(issRSA, map[string]any{"exp": testNow.Add(-5 * time.Second).Unix()})))
+	wantReason(t, err, ReasonExpired)
 }

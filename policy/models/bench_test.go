@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"strings"
 	"testing"
-
-	"github.com/modelguard/modelguard/policy/config"
 )
 
 // chatOfSize builds an OpenAI chat request of about n bytes: a system
@@ -36,16 +34,11 @@ func chatOfSize(n int) []byte {
 // BenchmarkInspectChat is the whole body step for a chat request: strict
 // parse, model match, JSON Schema, limits and facts.
 func BenchmarkInspectChat(b *testing.B) {
-	cfg, err := config.Parse([]byte(`authentication: {allow_anonymous: true}
-authorization: {policy_dir: .}
-request_body: {max_bytes: 4194304}
+	s := settingsOf(b, `request_body: {max_bytes: 4194304}
 models:
   - {name: gpt-4o-mini, operation: chat}
-`), "bench.yaml", b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := Open(context.Background(), cfg, Options{})
+`)
+	c, err := Open(context.Background(), s, b.TempDir(), Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -20,7 +20,8 @@ import (
 	"sync/atomic"
 
 	"github.com/modelguard/modelguard/policy/body"
-	"github.com/modelguard/modelguard/policy/config"
+	// Aliased: this package has a func field.
+	fielderr "github.com/modelguard/modelguard/policy/field"
 	"github.com/modelguard/modelguard/policy/schema"
 	"github.com/modelguard/modelguard/policy/watch"
 )
@@ -51,6 +52,7 @@ type Catalog struct {
 	models        []*model
 	templates     []template // every configured and built-in path, in order
 	owners        [][]*model // owners[i]: models reached through templates[i]
+	lenient       []template // templates in folded case, for lenientPath
 	limits        body.Limits
 	unknownStatus int
 	schemaFiles   map[string]string // schema id -> file
@@ -68,21 +70,20 @@ type model struct {
 	maxBytes  int
 }
 
-// Open compiles the configured models and their schemas, and watches user
-// schema files until ctx ends.
-func Open(ctx context.Context, cfg *config.Config, opts Options) (*Catalog, error) {
+// Open compiles the models of s (validated by the configuration; schema
+// files relative to baseDir) and their schemas, and watches user schema
+// files until ctx ends. Errors are *field.Error relative to the document's
+// root.
+func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Catalog, error) {
 	c := &Catalog{
-		limits:        body.Limits{MaxBytes: cfg.RequestBody.MaxBytes, MaxDepth: cfg.RequestBody.MaxDepth},
-		unknownStatus: cfg.UnknownModelStatus,
+		limits:        body.Limits{MaxBytes: s.Body.MaxBytes, MaxDepth: s.Body.MaxDepth},
+		unknownStatus: s.UnknownModelStatus,
 		schemaFiles:   map[string]string{},
 		log:           opts.Logger,
 		onReload:      opts.OnReload,
 	}
 	if c.log == nil {
 		c.log = slog.New(slog.DiscardHandler)
-	}
-	if c.unknownStatus == 0 {
-		c.unknownStatus = http.StatusForbidden
 	}
 	index := map[string]int{} // template -> position in c.templates
 	addTemplate := func(t string, m *model) error {
@@ -104,11 +105,11 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Catalog, erro
 		}
 		return nil
 	}
-	for i, mc := range cfg.Models {
+	for i, mc := range s.Models {
 		p := "models[" + strconv.Itoa(i) + "]"
 		m := &model{name: mc.Name, operation: mc.Operation, schema: mc.Schema, limits: limits(mc.Limits), maxBytes: mc.Limits.MaxBodyBytes}
 		if m.maxBytes == 0 {
-			m.maxBytes = cfg.RequestBody.MaxBytes
+			m.maxBytes = s.Body.MaxBytes
 		}
 		def := operations[mc.Operation]
 		if m.schema == "" {
@@ -116,7 +117,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Catalog, erro
 		}
 		if !slices.Contains(schema.Builtins(), m.schema) {
 			// A file: its id is the path as written, resolved against the config.
-			c.schemaFiles[m.schema] = cfg.Path(m.schema)
+			c.schemaFiles[m.schema] = resolve(m.schema, baseDir)
 		}
 		paths := mc.Paths
 		if len(paths) == 0 {
@@ -124,7 +125,7 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Catalog, erro
 		}
 		for j, t := range paths {
 			if err := addTemplate(t, m); err != nil {
-				return nil, &config.FieldError{Path: fmt.Sprintf("%s.paths[%d]", p, j), Err: err}
+				return nil, &fielderr.Error{Path: fmt.Sprintf("%s.paths[%d]", p, j), Err: err}
 			}
 		}
 		c.models = append(c.models, m)
@@ -137,20 +138,32 @@ func Open(ctx context.Context, cfg *config.Config, opts Options) (*Catalog, erro
 		}
 	}
 
+	for _, t := range c.templates {
+		c.lenient = append(c.lenient, compileTemplate(string(body.AppendFold(nil, t.raw))))
+	}
+
 	set, err := schema.Compile(c.schemaFiles)
 	if err != nil {
-		return nil, &config.FieldError{Path: "models", Err: err}
+		return nil, &fielderr.Error{Path: "models", Err: err}
 	}
 	c.schemas.Store(set)
 	if len(c.schemaFiles) > 0 {
 		if err := watch.Dirs(ctx, schemaDirs(c.schemaFiles), watch.Options{}, c.reload, nil); err != nil {
-			return nil, &config.FieldError{Path: "models", Err: err}
+			return nil, &fielderr.Error{Path: "models", Err: err}
 		}
 	}
 	if len(c.models) == 0 {
 		c.log.Warn("no models configured: every request to a model API will be refused")
 	}
 	return c, nil
+}
+
+// resolve joins a relative path to baseDir.
+func resolve(p, baseDir string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(baseDir, p)
 }
 
 func schemaDirs(files map[string]string) []string {
@@ -215,29 +228,36 @@ type Request struct {
 
 // Inspect matches r to a configured model and checks its body. ok is false
 // when r is not a model request (another path, or not a POST); then m and
-// d are zero. Otherwise exactly one of m or d is set.
+// d are zero. Otherwise exactly one of m or d is set. The path is matched
+// after normalisation, and a request that a lenient server could route to
+// a model API is refused rather than passed on (see path.go).
 func (c *Catalog) Inspect(r Request) (m *Model, d *Denial, ok bool) {
-	if r.Method != http.MethodPost {
-		return nil, nil, false
-	}
+	path := normalizePath(r.Path)
 	type candidate struct {
 		models []*model
 		name   string // from the path; "" when the body names the model
 	}
 	var cands []candidate
-	for i, t := range c.templates {
-		if name, match := t.match(r.Path); match {
-			cands = append(cands, candidate{c.owners[i], name})
+	if r.Method == http.MethodPost {
+		for i, t := range c.templates {
+			if name, match := t.match(path); match {
+				cands = append(cands, candidate{c.owners[i], name})
+			}
 		}
 	}
 	if len(cands) == 0 {
+		if c.ambiguous(r.Method, path) {
+			return nil, &Denial{http.StatusBadRequest, "route_ambiguous", "request path or method not accepted for a model API"}, true
+		}
 		return nil, nil, false
 	}
 	if r.BodyOmitted {
 		return nil, &Denial{http.StatusServiceUnavailable, ReasonBodyNotForwarded, "service unavailable"}, true
 	}
 	// The body bound before the model is known: the largest any candidate allows.
+	schemas := c.schemas.Load()
 	lim := c.limits
+	lim.Names = schemas // refusals show the names schemas define, not the caller's
 	for _, cd := range cands {
 		for _, cm := range cd.models {
 			lim.MaxBytes = max(lim.MaxBytes, cm.maxBytes)
@@ -281,7 +301,7 @@ func (c *Catalog) Inspect(r Request) (m *Model, d *Denial, ok bool) {
 	if len(raw) > chosen.maxBytes {
 		return nil, &Denial{http.StatusRequestEntityTooLarge, body.ReasonTooLarge, "request body too large"}, true
 	}
-	if err := c.schemas.Load().Validate(chosen.schema, doc); err != nil {
+	if err := schemas.Validate(chosen.schema, doc); err != nil {
 		var v *schema.Violation
 		if errors.As(err, &v) {
 			return nil, &Denial{http.StatusBadRequest, "body_schema_violation", "request body invalid at " + v.Error()}, true
@@ -289,7 +309,10 @@ func (c *Catalog) Inspect(r Request) (m *Model, d *Denial, ok bool) {
 		c.log.Error("schema validation failed: denied", "schema", chosen.schema, "error", err)
 		return nil, &Denial{http.StatusServiceUnavailable, "schema_error", "service unavailable"}, true
 	}
-	facts := factsOf(chosen.operation, doc)
+	facts, d := factsOf(chosen.operation, doc)
+	if d != nil {
+		return nil, d, true
+	}
 	if d := chosen.limits.check(facts); d != nil {
 		return nil, d, true
 	}

@@ -6,14 +6,13 @@ import (
 	"net/http"
 	"strconv"
 	"unicode/utf8"
-
-	"github.com/modelguard/modelguard/policy/config"
 )
 
 // Facts are the few body values policies and limits use, computed once per
 // request so that a policy need not walk a large prompt.
 type Facts struct {
-	// MaxTokens is max_completion_tokens, else max_tokens; 0 when absent.
+	// MaxTokens is the largest of the completion-length fields present
+	// (lengthFields); 0 when none is.
 	MaxTokens int64
 	Stream    bool
 	// N is the number of choices asked for; 0 when absent.
@@ -27,12 +26,30 @@ type Facts struct {
 	Tools []string
 }
 
-func factsOf(operation string, doc any) Facts {
+// lengthFields are the members that bound how many tokens a model
+// generates, in the OpenAI APIs (max_tokens, its successor
+// max_completion_tokens, the Responses API's max_output_tokens) and the
+// servers that copy them (vLLM, llama.cpp, TGI). A server honours one of
+// them, and which one differs: the cap covers them all.
+var lengthFields = []string{"max_tokens", "max_completion_tokens", "max_output_tokens"}
+
+// factsOf derives the facts of a body that passed its schema. A
+// completion-length field that is not a non-negative whole number (or null)
+// is refused whatever the schema says: servers read -1 as "no limit" and
+// coerce strings, so such a value could slip past the cap.
+func factsOf(operation string, doc any) (Facts, *Denial) {
 	o, _ := doc.(map[string]any)
 	var f Facts
-	f.MaxTokens = integer(o["max_completion_tokens"])
-	if f.MaxTokens == 0 {
-		f.MaxTokens = integer(o["max_tokens"])
+	for _, name := range lengthFields {
+		v, ok := o[name]
+		if !ok || v == nil {
+			continue
+		}
+		n, isNumber := v.(json.Number)
+		if !isNumber || !wholeNumber(n) || integer(n) < 0 {
+			return Facts{}, &Denial{http.StatusBadRequest, "max_tokens_invalid", "request body invalid at /" + name + ": want a non-negative integer"}
+		}
+		f.MaxTokens = max(f.MaxTokens, integer(n))
 	}
 	f.Stream, _ = o["stream"].(bool)
 	f.N = integer(o["n"])
@@ -56,7 +73,13 @@ func factsOf(operation string, doc any) Facts {
 	case "embeddings":
 		f.PromptChars = textChars(o["input"])
 	}
-	return f
+	return f, nil
+}
+
+// wholeNumber reports whether n has no fractional part (1e3 and 2.0 do).
+func wholeNumber(n json.Number) bool {
+	f, err := strconv.ParseFloat(string(n), 64)
+	return err == nil && f == math.Trunc(f)
 }
 
 // textChars counts characters of a string, of the strings in an array, and
@@ -105,7 +128,7 @@ func integer(v any) int64 {
 	return int64(f)
 }
 
-type limits config.ModelLimits
+type limits Limits
 
 func (l limits) check(f Facts) *Denial {
 	switch {

@@ -6,18 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"path/filepath"
 	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
-	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/watch"
 )
-
-// DefaultTimeout bounds one evaluation when the configuration sets none.
-const DefaultTimeout = 100 * time.Millisecond
 
 // Options tune an Engine.
 type Options struct {
@@ -49,40 +44,34 @@ type Engine struct {
 	lastSum [sha256.Size]byte
 }
 
-// Open compiles the policy directory cfg.PolicyDir (relative to baseDir) and
+// Open compiles the policy directory s.PolicyDir (relative to baseDir) and
 // watches it until ctx ends, replacing the policy when a changed one
-// compiles. Any error at start fails Open.
-func Open(ctx context.Context, cfg config.Authorization, baseDir string, opts Options) (*Engine, error) {
-	if cfg.PolicyDir == "" {
-		return nil, errors.New("authorization.policy_dir is not set")
+// compiles. Zero fields of s take their defaults; s is then validated. Any
+// error at start fails Open; errors are *field.Error relative to the
+// authorization section.
+func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engine, error) {
+	s = s.orDefaults()
+	if errs := s.Validate(baseDir); len(errs) > 0 {
+		return nil, errors.Join(errs...)
 	}
-	dir := cfg.PolicyDir
-	if !filepath.IsAbs(dir) {
-		dir = filepath.Join(baseDir, dir)
-	}
+	dir := resolve(s.PolicyDir, baseDir)
 	e := &Engine{
 		dir:      dir,
-		query:    cfg.Query,
-		timeout:  cfg.Timeout,
+		query:    s.Query,
+		timeout:  s.Timeout,
 		onReload: opts.OnReload,
 		log:      opts.Logger,
-	}
-	if e.query == "" {
-		e.query = DefaultQuery
-	}
-	if e.timeout <= 0 {
-		e.timeout = DefaultTimeout
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
 	snap, err := readPolicyDir(dir, false)
 	if err != nil {
-		return nil, fmt.Errorf("policy %s: %w", dir, err)
+		return nil, dirError(fmt.Errorf("policy %s: %w", dir, err))
 	}
 	p, err := compile(ctx, dir, snap, e.query)
 	if err != nil {
-		return nil, err
+		return nil, dirError(err)
 	}
 	e.current.Store(p)
 	e.lastSum = snap.sum
@@ -92,7 +81,7 @@ func Open(ctx context.Context, cfg config.Authorization, baseDir string, opts Op
 		func() { e.reload(ctx) },
 		func(err error) { e.log.Warn("policy watch", "dir", dir, "error", err) })
 	if err != nil {
-		return nil, fmt.Errorf("policy %s: %w", dir, err)
+		return nil, dirError(fmt.Errorf("policy %s: %w", dir, err))
 	}
 	e.log.Info("policy loaded", "dir", dir, "revision", p.Revision(), "query", e.query)
 	return e, nil

@@ -1,7 +1,6 @@
 package rego
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
@@ -14,7 +13,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
-	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 const allowFromData = "package modelguard.authz\n\nallow := data.settings.allow\n"
@@ -24,7 +23,7 @@ func TestOpen(t *testing.T) {
 	t.Run("relative to baseDir, defaults", func(t *testing.T) {
 		base := t.TempDir()
 		writeFiles(t, filepath.Join(base, "policy"), good)
-		e, err := Open(t.Context(), config.Authorization{PolicyDir: "policy"}, base, Options{})
+		e, err := Open(t.Context(), Settings{PolicyDir: "policy"}, base, Options{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -41,12 +40,12 @@ func TestOpen(t *testing.T) {
 	})
 	t.Run("absolute path ignores baseDir", func(t *testing.T) {
 		dir := policyDir(t, good)
-		if _, err := Open(t.Context(), config.Authorization{PolicyDir: dir}, "/nonexistent", Options{}); err != nil {
+		if _, err := Open(t.Context(), Settings{PolicyDir: dir}, "/nonexistent", Options{}); err != nil {
 			t.Fatal(err)
 		}
 	})
 
-	for name, cfg := range map[string]config.Authorization{
+	for name, cfg := range map[string]Settings{
 		"no policy_dir": {},
 		"missing dir":   {PolicyDir: filepath.Join(t.TempDir(), "nope")},
 		"broken policy": {PolicyDir: policyDir(t, map[string]string{"authz.rego": "package modelguard.authz\n\nallow if {\n"})},
@@ -61,7 +60,7 @@ func TestOpen(t *testing.T) {
 }
 
 func TestEngineEvalCancelled(t *testing.T) {
-	e, err := Open(t.Context(), config.Authorization{PolicyDir: policyDir(t, map[string]string{
+	e, err := Open(t.Context(), Settings{PolicyDir: policyDir(t, map[string]string{
 		"authz.rego": "package modelguard.authz\n\nallow := true\n",
 	})}, "", Options{})
 	if err != nil {
@@ -79,7 +78,7 @@ func TestEngineEvalCancelled(t *testing.T) {
 // count against authorization.timeout; only evaluation does.
 func TestEngineTimeoutMeasuresEvaluation(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	e, err := Open(t.Context(), config.Authorization{Timeout: timeout, PolicyDir: policyDir(t, map[string]string{
+	e, err := Open(t.Context(), Settings{Timeout: timeout, PolicyDir: policyDir(t, map[string]string{
 		"authz.rego": "package modelguard.authz\n\nallow := true\n",
 	})}, "", Options{})
 	if err != nil {
@@ -94,30 +93,12 @@ func TestEngineTimeoutMeasuresEvaluation(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log destination shared by the watch goroutine and the test.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 func TestReload(t *testing.T) {
 	dir := policyDir(t, map[string]string{"authz.rego": allowFromData, "data.json": `{"settings": {"allow": true}}`})
 	opts, events := reloads(t.Context())
-	var logs syncBuffer
+	var logs testkit.SyncBuffer
 	opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-	e, err := Open(t.Context(), config.Authorization{PolicyDir: dir}, "", opts)
+	e, err := Open(t.Context(), Settings{PolicyDir: dir}, "", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,7 +182,7 @@ func TestReloadSkipsUnchangedContent(t *testing.T) {
 	// Polling re-reads the directory constantly: every read of unchanged
 	// content must be skipped, good or refused.
 	opts.Poll = 5 * time.Millisecond
-	e, err := Open(t.Context(), config.Authorization{PolicyDir: dir}, "", opts)
+	e, err := Open(t.Context(), Settings{PolicyDir: dir}, "", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,7 +214,7 @@ func TestReloadSubdirectory(t *testing.T) {
 	dir := policyDir(t, map[string]string{"authz.rego": "package modelguard.authz\n\nallow := data.lib.allow\n",
 		"lib/settings.json": `{"allow": false}`})
 	opts, events := reloads(t.Context())
-	e, err := Open(t.Context(), config.Authorization{PolicyDir: dir}, "", opts)
+	e, err := Open(t.Context(), Settings{PolicyDir: dir}, "", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +251,7 @@ func TestConfigMapSwap(t *testing.T) {
 	opts, events := reloads(t.Context())
 	// Loading the hidden ..data or timestamped directory besides the
 	// visible names would change the revision.
-	e, err := Open(t.Context(), config.Authorization{PolicyDir: cm.dir, Query: "data.modelguard.authz.decision"}, "", opts)
+	e, err := Open(t.Context(), Settings{PolicyDir: cm.dir, Query: "data.modelguard.authz.decision"}, "", opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +292,7 @@ func TestConcurrentEvalDuringReloads(t *testing.T) {
 
 	cm := &configMap{dir: t.TempDir()}
 	cm.publish(t, versions["a"])
-	e, err := Open(t.Context(), config.Authorization{PolicyDir: cm.dir, Query: "data.modelguard.authz.decision", Timeout: 10 * time.Second}, "", Options{})
+	e, err := Open(t.Context(), Settings{PolicyDir: cm.dir, Query: "data.modelguard.authz.decision", Timeout: 10 * time.Second}, "", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -363,7 +344,7 @@ func TestConcurrentEvalDuringReloads(t *testing.T) {
 // BenchmarkEval is the request path: the example policy deciding on a chat
 // completion request.
 func BenchmarkEval(b *testing.B) {
-	e, err := Open(b.Context(), config.Authorization{PolicyDir: examplePolicy, Query: "data.modelguard.authz.decision"}, "", Options{})
+	e, err := Open(b.Context(), Settings{PolicyDir: examplePolicy, Query: "data.modelguard.authz.decision"}, "", Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // examplePolicy is the example policy shipped with modelguard.
@@ -23,17 +25,7 @@ const deadline = 60 * time.Second
 func writeFiles(t testing.TB, dir string, files map[string]string) {
 	t.Helper()
 	for name, content := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		tmp := filepath.Join(filepath.Dir(p), ".tmp-"+filepath.Base(p))
-		if err := os.WriteFile(tmp, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(tmp, p); err != nil {
-			t.Fatal(err)
-		}
+		testkit.ReplaceFile(t, dir, name, content)
 	}
 }
 
@@ -124,13 +116,7 @@ func nextReload(t testing.TB, ch <-chan reloadEvent) reloadEvent {
 // waitRevision polls until the engine runs revision want.
 func waitRevision(t testing.TB, e *Engine, want string) {
 	t.Helper()
-	stop := time.Now().Add(deadline)
-	for e.Revision() != want {
-		if time.Now().After(stop) {
-			t.Fatalf("revision %s still running after %v, want %s", e.Revision(), deadline, want)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, "revision "+want+" in force", func() bool { return e.Revision() == want })
 }
 
 // value parses a JSON or Rego literal into an AST value.

@@ -14,9 +14,6 @@ import (
 	"golang.org/x/net/http/httpguts"
 )
 
-// DefaultQuery is evaluated when the configuration names none.
-const DefaultQuery = "data.modelguard.authz.allow"
-
 // ReasonUndefined is the reason of a denial because the query was undefined.
 const ReasonUndefined = "policy_undefined"
 
@@ -65,7 +62,7 @@ func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Po
 	}
 	ref, err := parseQuery(query)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("query: %w", err)
 	}
 	loaded, err := load(snap)
 	if err != nil {
@@ -141,11 +138,8 @@ func load(snap *snapshot) (*loader.Result, error) {
 // whose rules can be checked to exist at compile time.
 func parseQuery(query string) (ast.Ref, error) {
 	ref, err := ast.ParseRef(query)
-	if err != nil {
-		return nil, fmt.Errorf("query %q: %w", query, err)
-	}
-	if !ref.HasPrefix(ast.DefaultRootRef) || len(ref) < 2 || !ref.IsGround() {
-		return nil, fmt.Errorf("query %q: want a reference into data such as %s", query, DefaultQuery)
+	if err != nil || !ref.HasPrefix(ast.DefaultRootRef) || len(ref) < 2 || !ref.IsGround() {
+		return nil, fmt.Errorf("%q is not a Rego reference starting with data., such as %s", query, DefaultQuery)
 	}
 	return ref, nil
 }

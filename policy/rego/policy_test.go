@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/modelguard/modelguard/policy/config"
 )
 
 func TestExamplePolicyCompiles(t *testing.T) {
@@ -268,7 +266,7 @@ func TestEvalCancelled(t *testing.T) {
 
 func TestEngineTimeout(t *testing.T) {
 	dir := policyDir(t, map[string]string{"authz.rego": slowPolicy})
-	e, err := Open(t.Context(), config.Authorization{PolicyDir: dir, Timeout: time.Millisecond}, "", Options{})
+	e, err := Open(t.Context(), Settings{PolicyDir: dir, Timeout: time.Millisecond}, "", Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,11 +309,11 @@ func TestCompileErrors(t *testing.T) {
 		{"only tests", map[string]string{"authz_test.rego": good},
 			"", []string{"no .rego files"}},
 		{"query not under data", map[string]string{"authz.rego": good}, "input.allow",
-			[]string{"want a reference into data"}},
+			[]string{"is not a Rego reference"}},
 		{"query with a variable", map[string]string{"authz.rego": good}, "data.modelguard.authz[x]",
-			[]string{"want a reference into data"}},
+			[]string{"is not a Rego reference"}},
 		{"query all of data", map[string]string{"authz.rego": good}, "data",
-			[]string{"want a reference into data"}},
+			[]string{"is not a Rego reference"}},
 		{"query not a reference", map[string]string{"authz.rego": good}, "allow if true",
 			[]string{"query"}},
 	}

@@ -80,6 +80,9 @@ func Builtins() []string {
 // schema files. It is safe for concurrent use.
 type Set struct {
 	entries map[string]entry
+	// names are the member names some schema of the Set defines: the only
+	// names a refusal may show (see Named).
+	names map[string]bool
 }
 
 type entry struct {
@@ -107,6 +110,7 @@ func Compile(files map[string]string) (*Set, error) {
 	// Add every document before compiling any, so that user files can
 	// reference each other and the built-ins, overridden or not.
 	urls := make(map[string]string, len(files)+len(Builtins()))
+	names := map[string]bool{}
 	for _, id := range Builtins() {
 		name := "builtin/" + id + ".json"
 		f, err := builtinFS.Open(name)
@@ -118,6 +122,7 @@ func Compile(files map[string]string) (*Set, error) {
 		if err != nil {
 			return nil, fmt.Errorf("schema %s: built-in %s: %w", id, name, err)
 		}
+		collectNames(doc, names)
 		u := BuiltinURL + id + ".json"
 		if err := c.AddResource(u, doc); err != nil {
 			return nil, fmt.Errorf("schema %s: built-in %s: %w", id, name, err)
@@ -142,6 +147,7 @@ func Compile(files map[string]string) (*Set, error) {
 			if err != nil {
 				return nil, fmt.Errorf("schema %s: file %s: %w", id, path, err)
 			}
+			collectNames(doc, names)
 			if err := c.AddResource(u, doc); err != nil {
 				return nil, fmt.Errorf("schema %s: file %s: %w", id, path, err)
 			}
@@ -150,7 +156,7 @@ func Compile(files map[string]string) (*Set, error) {
 		urls[id] = u
 	}
 
-	s := &Set{entries: make(map[string]entry, len(urls))}
+	s := &Set{entries: make(map[string]entry, len(urls)), names: names}
 	for _, id := range sortedKeys(urls) {
 		sch, err := c.Compile(urls[id])
 		if err != nil {
@@ -162,6 +168,51 @@ func Compile(files map[string]string) (*Set, error) {
 		s.entries[id] = entry{schema: sch, check: checkFor(id)}
 	}
 	return s, nil
+}
+
+// Named reports whether name is a member name that a schema of the Set
+// defines (under "properties", "required" or "dependentRequired"), as
+// opposed to one a caller chose (a metadata or logit_bias key). Refusals
+// show only such names; others stand as Placeholder.
+func (s *Set) Named(name string) bool {
+	return s.names[name]
+}
+
+// Placeholder stands for a member name the caller chose, in the pointers
+// of refusals.
+const Placeholder = "*"
+
+// collectNames adds the member names that doc, a schema document, defines
+// anywhere to names. A name taken from the schema is safe to show; an
+// over-broad walk (a "properties" key inside an example) only shows more
+// of the schema's own text.
+func collectNames(doc any, names map[string]bool) {
+	switch d := doc.(type) {
+	case map[string]any:
+		for k, v := range d {
+			switch k {
+			case "properties", "dependentRequired", "dependentSchemas", "dependencies":
+				if o, ok := v.(map[string]any); ok {
+					for name := range o {
+						names[name] = true
+					}
+				}
+			case "required":
+				if a, ok := v.([]any); ok {
+					for _, name := range a {
+						if n, ok := name.(string); ok {
+							names[n] = true
+						}
+					}
+				}
+			}
+			collectNames(v, names)
+		}
+	case []any:
+		for _, v := range d {
+			collectNames(v, names)
+		}
+	}
 }
 
 // Has reports whether the Set has schema id.
@@ -184,7 +235,7 @@ func (s *Set) Validate(id string, v any) error {
 		if !errors.As(err, &verr) {
 			return fmt.Errorf("schema %s: %w", id, err)
 		}
-		return violationOf(verr)
+		return violationOf(verr, v, s.Named)
 	}
 	if e.check != nil {
 		if viol := e.check(v); viol != nil {

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 func TestBuiltins(t *testing.T) {
@@ -115,7 +117,7 @@ func TestViolationError(t *testing.T) {
 func TestViolationNeverQuotesBody(t *testing.T) {
 	const secret = "sk-proj-SECRETSECRETSECRET-do-not-log"
 	dir := t.TempDir()
-	strictFile := writeFile(t, dir, "strict.json", `{
+	strictFile := testkit.WriteFile(t, dir, "strict.json", `{
 		"type": "object",
 		"properties": {
 			"model": {"enum": ["gpt-4o", "gpt-4o-mini"]},
@@ -128,7 +130,7 @@ func TestViolationNeverQuotesBody(t *testing.T) {
 		},
 		"additionalProperties": false
 	}`)
-	draft7File := writeFile(t, dir, "draft7.json", `{
+	draft7File := testkit.WriteFile(t, dir, "draft7.json", `{
 		"$schema": "http://json-schema.org/draft-07/schema#",
 		"properties": {"email": {"format": "email"}}
 	}`)
@@ -152,6 +154,8 @@ func TestViolationNeverQuotesBody(t *testing.T) {
 		{"strict", `{"name": "SECRET"}`, "not"},
 		{"strict", `{"one": "SECRET"}`, "oneOf: more than one matched"},
 		{"strict", `{"SECRET": "SECRET"}`, "additionalProperties: not allowed"},
+		{OpenAIChat, `{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "metadata": {"SECRET": 1}}`, "type: want string"},
+		{OpenAIChat, `{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "logit_bias": {"SECRET": 500}}`, "maximum: want <= 100"},
 		{"draft7", `{"email": "SECRET"}`, "format: want email"},
 	} {
 		body := strings.ReplaceAll(tc.body, "SECRET", secret)
@@ -170,13 +174,13 @@ func TestViolationNeverQuotesBody(t *testing.T) {
 func TestUserSchemas(t *testing.T) {
 	dir := t.TempDir()
 	// An operator narrows chat to two models, building on the built-in.
-	chat := writeFile(t, dir, "chat.json", `{
+	chat := testkit.WriteFile(t, dir, "chat.json", `{
 		"allOf": [{"$ref": "`+BuiltinURL+`openai.chat_completions.json"}],
 		"properties": {"model": {"enum": ["gpt-4o", "gpt-4o-mini"]}}
 	}`)
 	// A custom API, split over two files.
-	common := writeFile(t, dir, "common.json", `{"$defs": {"prompt": {"type": "string", "maxLength": 10}}}`)
-	custom := writeFile(t, dir, "custom.json", `{
+	common := testkit.WriteFile(t, dir, "common.json", `{"$defs": {"prompt": {"type": "string", "maxLength": 10}}}`)
+	custom := testkit.WriteFile(t, dir, "custom.json", `{
 		"type": "object",
 		"required": ["prompt"],
 		"properties": {"prompt": {"$ref": "common.json#/$defs/prompt"}}
@@ -220,7 +224,7 @@ func TestUserSchemas(t *testing.T) {
 	}
 
 	// A path is a path: '#', '%' and spaces are not URL syntax.
-	odd := writeFile(t, dir, "odd #1 %41.json", `{"required": ["x"]}`)
+	odd := testkit.WriteFile(t, dir, "odd #1 %41.json", `{"required": ["x"]}`)
 	s3 := mustCompile(t, map[string]string{"odd": odd})
 	if v := asViolation(t, s3.Validate("odd", parse(t, `{}`))); v.Rule != "required: x" {
 		t.Errorf("odd file name: violation %+v", v)
@@ -232,8 +236,8 @@ func TestUserSchemas(t *testing.T) {
 func TestOverrideKeepsCodeChecks(t *testing.T) {
 	dir := t.TempDir()
 	s := mustCompile(t, map[string]string{
-		OIPInfer:        writeFile(t, dir, "oip.json", `{}`),
-		KServeV1Predict: writeFile(t, dir, "v1.json", `true`),
+		OIPInfer:        testkit.WriteFile(t, dir, "oip.json", `{}`),
+		KServeV1Predict: testkit.WriteFile(t, dir, "v1.json", `true`),
 	})
 	for _, tc := range []struct {
 		id, body      string
@@ -265,7 +269,7 @@ func TestOverrideKeepsCodeChecks(t *testing.T) {
 
 func TestCompileErrors(t *testing.T) {
 	dir := t.TempDir()
-	good := writeFile(t, dir, "good.json", `{"type": "object"}`)
+	good := testkit.WriteFile(t, dir, "good.json", `{"type": "object"}`)
 	big := filepath.Join(dir, "big.json")
 	if err := os.WriteFile(big, []byte(`{"description": "`+strings.Repeat("x", MaxSchemaFileBytes)+`"}`), 0o600); err != nil {
 		t.Fatal(err)
@@ -275,23 +279,23 @@ func TestCompileErrors(t *testing.T) {
 		files   map[string]string
 		wantErr []string // substrings of the error
 	}{
-		{"not JSON", map[string]string{"x": writeFile(t, dir, "notjson.json", `{"type": "object",}`)},
+		{"not JSON", map[string]string{"x": testkit.WriteFile(t, dir, "notjson.json", `{"type": "object",}`)},
 			[]string{"schema x", "notjson.json", "invalid JSON"}},
-		{"trailing data", map[string]string{"x": writeFile(t, dir, "trailing.json", `{} {}`)},
+		{"trailing data", map[string]string{"x": testkit.WriteFile(t, dir, "trailing.json", `{} {}`)},
 			[]string{"trailing.json", "after the top-level value"}},
-		{"duplicate key", map[string]string{"x": writeFile(t, dir, "dup.json", `{"required": ["a"], "required": []}`)},
+		{"duplicate key", map[string]string{"x": testkit.WriteFile(t, dir, "dup.json", `{"required": ["a"], "required": []}`)},
 			[]string{"dup.json", `duplicate key "required"`}},
-		{"bad keyword value", map[string]string{"x": writeFile(t, dir, "badtype.json", `{"properties": {"a": {"type": 5}}}`)},
+		{"bad keyword value", map[string]string{"x": testkit.WriteFile(t, dir, "badtype.json", `{"properties": {"a": {"type": 5}}}`)},
 			[]string{"schema x", "badtype.json", "/properties/a/type"}},
-		{"bad regex", map[string]string{"x": writeFile(t, dir, "regex.json", `{"pattern": "(?=lookahead)"}`)},
+		{"bad regex", map[string]string{"x": testkit.WriteFile(t, dir, "regex.json", `{"pattern": "(?=lookahead)"}`)},
 			[]string{"regex.json", "pattern"}},
-		{"unresolvable ref", map[string]string{"x": writeFile(t, dir, "ref.json", `{"$ref": "#/$defs/missing"}`)},
+		{"unresolvable ref", map[string]string{"x": testkit.WriteFile(t, dir, "ref.json", `{"$ref": "#/$defs/missing"}`)},
 			[]string{"ref.json", "missing"}},
-		{"ref to an unlisted file", map[string]string{"x": writeFile(t, dir, "reffile.json", `{"$ref": "good.json"}`)},
+		{"ref to an unlisted file", map[string]string{"x": testkit.WriteFile(t, dir, "reffile.json", `{"$ref": "good.json"}`)},
 			[]string{"reffile.json", "good.json", "only the configured schema files"}},
-		{"ref to the network", map[string]string{"x": writeFile(t, dir, "refnet.json", `{"$ref": "https://example.com/s.json"}`)},
+		{"ref to the network", map[string]string{"x": testkit.WriteFile(t, dir, "refnet.json", `{"$ref": "https://example.com/s.json"}`)},
 			[]string{"refnet.json", "https://example.com/s.json"}},
-		{"unknown draft", map[string]string{"x": writeFile(t, dir, "draft.json", `{"$schema": "https://example.com/my-draft"}`)},
+		{"unknown draft", map[string]string{"x": testkit.WriteFile(t, dir, "draft.json", `{"$schema": "https://example.com/my-draft"}`)},
 			[]string{"draft.json"}},
 		{"missing file", map[string]string{"x": filepath.Join(dir, "absent.json")},
 			[]string{"schema x", "absent.json", "no such file"}},
@@ -299,7 +303,7 @@ func TestCompileErrors(t *testing.T) {
 			[]string{"big.json", "larger than"}},
 		{"empty id", map[string]string{"": good},
 			[]string{"good.json", "empty schema id"}},
-		{"broken override of a built-in", map[string]string{OpenAIChat: writeFile(t, dir, "chat.json", `{"minItems": -1}`)},
+		{"broken override of a built-in", map[string]string{OpenAIChat: testkit.WriteFile(t, dir, "chat.json", `{"minItems": -1}`)},
 			[]string{"schema openai.chat_completions", "chat.json", "minItems"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -368,4 +372,32 @@ func TestValidateConcurrent(t *testing.T) {
 		}()
 	}
 	wg.Wait()
+}
+
+// Pointers name schema-defined members and indexes; member names the
+// caller chose stand as Placeholder, whatever they look like.
+func TestViolationPlaceholders(t *testing.T) {
+	dir := t.TempDir()
+	user := testkit.WriteFile(t, dir, "user.json", `{"type": "object", "properties": {"features": {"type": "object",
+		"additionalProperties": {"type": "array", "items": {"type": "number"}}}}, "required": ["label"]}`)
+	s := mustCompile(t, map[string]string{"user": user})
+	msgs := `"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}]`
+	for _, tc := range []struct{ id, body, pointer string }{
+		{OpenAIChat, `{` + msgs + `, "metadata": {"customer-4711": 1}}`, "/metadata/*"},
+		{OpenAIChat, `{` + msgs + `, "logit_bias": {"50256": 101}}`, "/logit_bias/*"},
+		{OpenAIChat, `{` + msgs + `, "metadata": {"a/b~c": 1}}`, "/metadata/*"},
+		{OpenAIChat, `{` + msgs + `, "metadata": {"model": 1}}`, "/metadata/model"},
+		{OpenAIChat, `{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}, {"role": "wizard", "content": "x"}]}`, "/messages/1/role"},
+		{"user", `{"label": 1, "features": {"secret-feature": [1, "x"]}}`, "/features/*/1"},
+	} {
+		v := asViolation(t, s.Validate(tc.id, parse(t, tc.body)))
+		if v.Pointer != tc.pointer {
+			t.Errorf("%s %s: pointer %q, want %q", tc.id, tc.body, v.Pointer, tc.pointer)
+		}
+	}
+	for name, want := range map[string]bool{"model": true, "messages": true, "label": true, "features": true, "customer-4711": false, "50256": false} {
+		if s.Named(name) != want {
+			t.Errorf("Named(%q) = %v, want %v", name, !want, want)
+		}
+	}
 }

@@ -11,12 +11,12 @@ import (
 )
 
 // Violation is why a body does not match its schema. Neither field ever
-// holds a value taken from the body: Pointer holds member names and array
-// indexes (members named by the schema or, inside free-form objects, by the
-// caller), and Rule names the keyword and the schema's side of it ("enum",
-// "required: model", "type: want string", "maximum: want <= 2"). The
-// jsonschema messages are not used because some quote the value (enum,
-// const, pattern, format).
+// holds text taken from the body: Pointer holds array indexes and member
+// names the schemas define, with Placeholder for names the caller chose
+// (metadata or logit_bias keys: "/metadata/*"), and Rule names the keyword
+// and the schema's side of it ("enum", "required: model", "type: want
+// string", "maximum: want <= 2"). The jsonschema messages are not used
+// because some quote the value (enum, const, pattern, format).
 type Violation struct {
 	// Pointer is the RFC 6901 JSON pointer of the offending value, e.g.
 	// "/messages/0/role"; "" is the whole body.
@@ -42,13 +42,16 @@ func (v *Violation) Error() string {
 // depend on the order the validator visits object members in. When only
 // type failures remain, those at the chosen pointer are merged ("type: want
 // string or array").
-func violationOf(e *jsonschema.ValidationError) *Violation {
+//
+// doc is the body validated, to tell indexes from member names; named
+// reports the names that may be shown.
+func violationOf(e *jsonschema.ValidationError, doc any, named func(string) bool) *Violation {
 	var leaves []*jsonschema.ValidationError
 	collectLeaves(e, &leaves) // at least e itself
 	best := leaves[0]
-	bestPtr := pointer(best.InstanceLocation)
+	bestPtr := pointer(best.InstanceLocation, doc, named)
 	for _, l := range leaves[1:] {
-		p := pointer(l.InstanceLocation)
+		p := pointer(l.InstanceLocation, doc, named)
 		dl, db := len(l.InstanceLocation), len(best.InstanceLocation)
 		switch {
 		case dl != db:
@@ -69,7 +72,7 @@ func violationOf(e *jsonschema.ValidationError) *Violation {
 	}
 	var want []string
 	for _, l := range leaves {
-		if t, ok := l.ErrorKind.(*kind.Type); ok && pointer(l.InstanceLocation) == bestPtr {
+		if t, ok := l.ErrorKind.(*kind.Type); ok && pointer(l.InstanceLocation, doc, named) == bestPtr {
 			for _, w := range t.Want {
 				if !slices.Contains(want, w) {
 					want = append(want, w)
@@ -173,14 +176,31 @@ func ratString(r *big.Rat) string {
 	return strconv.FormatFloat(f, 'g', -1, 64)
 }
 
-// pointer builds an RFC 6901 JSON pointer from reference tokens.
-func pointer(tokens []string) string {
+// pointer builds an RFC 6901 JSON pointer from the reference tokens of a
+// location in doc, with Placeholder for member names named refuses.
+func pointer(tokens []string, doc any, named func(string) bool) string {
 	if len(tokens) == 0 {
 		return ""
 	}
 	var b strings.Builder
 	for _, t := range tokens {
 		b.WriteByte('/')
+		switch d := doc.(type) {
+		case []any:
+			i, _ := strconv.Atoi(t)
+			if i >= 0 && i < len(d) {
+				doc = d[i]
+			}
+		case map[string]any:
+			doc = d[t]
+			if !named(t) {
+				t = Placeholder
+			}
+		default: // not reached for locations the validator reports
+			if !named(t) {
+				t = Placeholder
+			}
+		}
 		if strings.ContainsAny(t, "~/") {
 			t = strings.ReplaceAll(t, "~", "~0")
 			t = strings.ReplaceAll(t, "/", "~1")

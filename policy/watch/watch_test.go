@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 func TestDirsCallsOnChange(t *testing.T) {
@@ -13,9 +15,9 @@ func TestDirsCallsOnChange(t *testing.T) {
 		name   string
 		change func(t *testing.T, dir string)
 	}{
-		{"write", func(t *testing.T, dir string) { write(t, filepath.Join(dir, "f"), "x") }},
+		{"write", func(t *testing.T, dir string) { testkit.WriteFile(t, dir, "f", "x") }},
 		{"rename over", func(t *testing.T, dir string) {
-			write(t, filepath.Join(dir, "f.tmp"), "x")
+			testkit.WriteFile(t, dir, "f.tmp", "x")
 			if err := os.Rename(filepath.Join(dir, "f.tmp"), filepath.Join(dir, "f")); err != nil {
 				t.Fatal(err)
 			}
@@ -78,13 +80,6 @@ func TestDirsSteadyEventsStillCall(t *testing.T) {
 func TestDirsMissingDir(t *testing.T) {
 	if err := Dirs(context.Background(), []string{filepath.Join(t.TempDir(), "absent")}, Options{}, func() {}, nil); err == nil {
 		t.Fatal("watching a missing directory succeeded")
-	}
-}
-
-func write(t *testing.T, path, s string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
-		t.Fatal(err)
 	}
 }
 

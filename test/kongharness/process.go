@@ -38,6 +38,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // Build compiles the Go package pkg into a binary called name (a Go
@@ -62,7 +64,7 @@ type Process struct {
 	t   testing.TB
 	mu  sync.Mutex
 	cmd *exec.Cmd
-	out *syncBuffer
+	out *testkit.SyncBuffer
 }
 
 // Start runs bin with -kong-prefix prefix and waits until its socket
@@ -70,7 +72,7 @@ type Process struct {
 // test fails if the race detector reported in its output.
 func Start(t testing.TB, bin, prefix string) *Process {
 	t.Helper()
-	p := &Process{Bin: bin, Prefix: prefix, Socket: filepath.Join(prefix, filepath.Base(bin)+".socket"), t: t, out: &syncBuffer{}}
+	p := &Process{Bin: bin, Prefix: prefix, Socket: filepath.Join(prefix, filepath.Base(bin)+".socket"), t: t, out: &testkit.SyncBuffer{}}
 	t.Cleanup(func() {
 		p.Kill()
 		if out := p.Output(); strings.Contains(out, "WARNING: DATA RACE") {
@@ -148,23 +150,6 @@ func (p *Process) Stop() error {
 
 // Output is what the process wrote to stdout and stderr (Kong's error.log).
 func (p *Process) Output() string { return p.out.String() }
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // Info is what a plugin binary prints for -dump (Kong's query_cmd).
 type Info struct {
