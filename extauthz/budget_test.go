@@ -37,6 +37,8 @@ func (b *budgetDecider) Deny(id string, status int, reason, message string) *pol
 	return deciderFunc(nil).Deny(id, status, reason, message)
 }
 
+func (b *budgetDecider) MaxBodyBytes() int { return deciderFunc(nil).MaxBodyBytes() }
+
 func (b *budgetDecider) ReserveBody(ctx context.Context, n int64) bool {
 	return b.Acquire(ctx, n) == nil
 }
