@@ -28,8 +28,9 @@ import (
 // TestMemoryBoundedUnderLargeBodies sends 200 concurrent checks, each
 // carrying an 8 MiB body (the default gRPC message limit), to a real server
 // process with the default admission settings. Every check is answered with
-// a CheckResponse (413 for the body, or 503 overloaded), none with a gRPC
-// error, and the server's peak resident memory (VmHWM) stays under 1 GiB.
+// a CheckResponse (413 for the body, whatever its reason, or 503
+// overloaded), none with a gRPC error, and the server's peak resident
+// memory (VmHWM) stays under 1 GiB.
 //
 // The client sends raw gRPC over HTTP/2 from one shared buffer, so that the
 // test process does not hold 200 copies of the body.
@@ -95,7 +96,7 @@ log: {level: info}
 	hwm := vmHWM(t, srv.cmd.Process.Pid)
 	t.Logf("%d concurrent checks of %.2f MiB: answers %v; server peak RSS (VmHWM) %d MiB", checks, float64(bodyBytes)/(1<<20), statuses, hwm>>20)
 	for s := range statuses {
-		if s != "413 body_too_large" && s != "503 overloaded" {
+		if !strings.HasPrefix(s, "413 ") && s != "503 overloaded" {
 			t.Errorf("unexpected answer %q", s)
 		}
 	}
