@@ -20,9 +20,12 @@ vet:
 	if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted"; exit 1; fi
 	$(GO) vet ./...
 
-## bench: Go benchmarks of the decision path
+## bench: Go benchmarks of the decision path, then the load comparison with
+## a no-op ext_authz server (scripts/loadbench.sh: ghz, one CPU each)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./policy/... ./extauthz/...
+	$(GO) test -run '^$$' -bench CheckGRPC -benchmem ./test/
+	GO=$(GO) scripts/loadbench.sh
 
 clean:
 	rm -rf bin
