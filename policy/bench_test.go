@@ -29,6 +29,12 @@ type benchSetup struct {
 }
 
 func newBenchSetup(b *testing.B, withAudit bool) benchSetup {
+	return newBenchSetupJWT(b, withAudit, "")
+}
+
+// newBenchSetupJWT adds jwtYAML (lines under authentication.jwt) to the
+// configuration.
+func newBenchSetupJWT(b *testing.B, withAudit bool, jwtYAML string) benchSetup {
 	b.Helper()
 	dir := b.TempDir()
 	if err := os.CopyFS(dir, examples.Demo); err != nil {
@@ -49,6 +55,7 @@ func newBenchSetup(b *testing.B, withAudit bool) benchSetup {
         audiences: [models]
         algorithms: [RS256]
         keys: [{pem_file: jwt.pub}]
+` + jwtYAML + `
   api_keys: {file: keys.yaml}
 authorization:
   policy_dir: policy
@@ -114,9 +121,16 @@ func benchDecide(b *testing.B, e *policy.Engine, req *policy.Request) {
 	}
 }
 
-// BenchmarkDecideJWT is the whole core decision for an RS256 JWT.
+// BenchmarkDecideJWT is the whole core decision for an RS256 JWT, a
+// repeat caller (the verified-token cache answers).
 func BenchmarkDecideJWT(b *testing.B) {
 	s := newBenchSetup(b, false)
+	benchDecide(b, s.engine, benchRequest("Bearer "+s.token))
+}
+
+// BenchmarkDecideJWTUncached verifies the signature every time.
+func BenchmarkDecideJWTUncached(b *testing.B) {
+	s := newBenchSetupJWT(b, false, "    cache: {enabled: false}")
 	benchDecide(b, s.engine, benchRequest("Bearer "+s.token))
 }
 
