@@ -93,8 +93,13 @@ func Listen(cfg *config.Config, d Decider, gatherer prometheus.Gatherer, log *sl
 		grpc.MaxRecvMsgSize(sc.MaxMessageBytes),
 		// Long-lived workers keep the stacks Rego's recursive evaluator
 		// grows; a fresh goroutine per check would grow (copy) its stack
-		// on every request.
-		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
+		// on every request. gRPC starts a goroutine for each stream that
+		// finds every worker busy, so there are enough workers for the
+		// checks a gateway keeps in flight, not just one per CPU: with 4
+		// per CPU, stack growth was a quarter of the CPU time at 50
+		// concurrent checks (see the README's Performance section). An
+		// idle worker costs a parked goroutine whose stack GC shrinks.
+		grpc.NumStreamWorkers(uint32(max(256, 16*runtime.GOMAXPROCS(0)))),
 	}
 	if sc.TLS.Enabled() {
 		tc, err := tlsConfig(cfg)
