@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -27,6 +28,8 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/modelguard/modelguard/test/envoyharness"
 
 	// Every typed_config type in envoy.yaml must be linked in, or protojson
 	// cannot resolve its Any. Those not named above:
@@ -364,6 +367,15 @@ func lintExtAuthz(path string, a *extauthzv3.ExtAuthz, clusters map[string]*clus
 	if !a.GetWithRequestBody().GetPackAsBytes() {
 		bad("with_request_body.pack_as_bytes must be true (JSON bodies as raw bytes)")
 	}
+	// Without mutation rules Envoy applies any header the server sets,
+	// :path and host included, and checks no value.
+	if !a.GetValidateMutations() {
+		bad("validate_mutations must be true: invalid header values from the server would pass unchecked")
+	}
+	if r := a.GetDecoderHeaderMutationRules(); r == nil || !r.GetDisallowSystem().GetValue() || !r.GetDisallowIsError().GetValue() ||
+		r.GetAllowAllRouting().GetValue() || r.GetAllowEnvoy().GetValue() || r.GetAllowExpression() != nil {
+		bad("decoder_header_mutation_rules must forbid system, routing and x-envoy headers (disallow_system, disallow_is_error; no allow_*)")
+	}
 	// Partial enforcement is fail-open by another name.
 	if a.GetShadowMode() {
 		bad("shadow_mode must be false: decisions would not be enforced")
@@ -564,6 +576,9 @@ func TestValidatorCatches(t *testing.T) {
 		{"transport V2", replace("transport_api_version: V3", "transport_api_version: V2"), "want V3"},
 		{"status_on_error 403", replace("code: ServiceUnavailable", "code: Forbidden"), "status_on_error is 403"},
 		{"pack_as_bytes false", replace("pack_as_bytes: true", "pack_as_bytes: false"), "pack_as_bytes must be true"},
+		{"no mutation validation", replace("validate_mutations: true", "validate_mutations: false"), "validate_mutations must be true"},
+		{"system headers mutable", replace("disallow_system: true", "disallow_system: false"), "decoder_header_mutation_rules must forbid"},
+		{"routing headers mutable", replace("disallow_is_error: true", "disallow_is_error: true\n                allow_all_routing: true"), "decoder_header_mutation_rules must forbid"},
 		{"shadow mode", replace("failure_mode_allow: false", "failure_mode_allow: false\n              shadow_mode: true"), "shadow_mode"},
 		{"HTTP/1 to modelguard", mutate(func(t *testing.T, doc any) {
 			delete(dig(t, doc, "static_resources", "clusters", 0).(map[string]any), "typed_extension_protocol_options")
@@ -675,5 +690,55 @@ func TestYAMLToJSONKeys(t *testing.T) {
 		case string(got) != tt.want:
 			t.Errorf("yamlToJSON(%q) = %s, want %s", tt.in, got, tt.want)
 		}
+	}
+}
+
+// TestHarnessMatchesEnvoyYAML: the end-to-end tests run test/envoyharness
+// with ShippedFilter, ShippedHCM and ShippedRoutes; they must be what
+// envoy.yaml configures, or the tests exercise another Envoy.
+func TestHarnessMatchesEnvoyYAML(t *testing.T) {
+	b, err := loadBootstrap(readFile(t, envoyFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hcm, a := shippedExtAuthz(t, b)
+	f, cm := envoyharness.ShippedFilter, envoyharness.ShippedHCM
+	wb := a.GetWithRequestBody()
+	rules := a.GetDecoderHeaderMutationRules()
+	got := envoyharness.Filter{
+		Timeout: a.GetGrpcService().GetTimeout().AsDuration(), FailureModeAllow: a.GetFailureModeAllow(),
+		StatusOnError: int(a.GetStatusOnError().GetCode()), WithRequestBody: wb != nil, MaxRequestBytes: int(wb.GetMaxRequestBytes()),
+		AllowPartialMessage: wb.GetAllowPartialMessage(), PackAsBytes: wb.GetPackAsBytes(), EncodeRawHeaders: a.GetEncodeRawHeaders(),
+		ValidateMutations: a.GetValidateMutations(), FrameBytes: f.FrameBytes,
+		MutationRules: &envoyharness.MutationRules{AllowAllRouting: rules.GetAllowAllRouting().GetValue(), AllowEnvoy: rules.GetAllowEnvoy().GetValue(),
+			DisallowSystem: rules.GetDisallowSystem().GetValue(), DisallowAll: rules.GetDisallowAll().GetValue(), DisallowIsError: rules.GetDisallowIsError().GetValue()},
+	}
+	if !reflect.DeepEqual(got, f) {
+		t.Errorf("ext_authz in envoy.yaml:\n%+v\nthe harness's ShippedFilter:\n%+v", got, f)
+	}
+	escaped := map[string]envoyharness.EscapedSlashes{"KEEP_UNCHANGED": envoyharness.KeepUnchanged, "REJECT_REQUEST": envoyharness.RejectRequest,
+		"UNESCAPE_AND_REDIRECT": envoyharness.UnescapeAndRedirect, "UNESCAPE_AND_FORWARD": envoyharness.UnescapeAndForward}
+	gotCM := envoyharness.ConnectionManager{NormalizePath: hcm.GetNormalizePath().GetValue(), MergeSlashes: hcm.GetMergeSlashes(),
+		EscapedSlashes: escaped[hcm.GetPathWithEscapedSlashesAction().String()], PreserveExternalRequestID: hcm.GetPreserveExternalRequestId(),
+		AlwaysSetRequestIDInResponse: hcm.GetAlwaysSetRequestIdInResponse()}
+	if gotCM != cm || !hcm.GetUseRemoteAddress().GetValue() {
+		t.Errorf("connection manager in envoy.yaml (use_remote_address %v):\n%+v\nthe harness's ShippedHCM:\n%+v", hcm.GetUseRemoteAddress().GetValue(), gotCM, cm)
+	}
+	routes := map[string]envoyharness.Route{}
+	for _, r := range hcm.GetRouteConfig().GetVirtualHosts()[0].GetRoutes() {
+		if r.GetMatch().GetPath() == "" {
+			continue // the default route: checked and forwarded
+		}
+		var rt envoyharness.Route
+		if d := r.GetDirectResponse(); d != nil {
+			rt.DirectStatus, rt.DirectBody = int(d.GetStatus()), d.GetBody().GetInlineString()
+		}
+		if pf, ok := r.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"]; ok {
+			rt.AuthzDisabled, _, _ = authzPerFilter(pf)
+		}
+		routes[r.GetMatch().GetPath()] = rt
+	}
+	if !reflect.DeepEqual(routes, envoyharness.ShippedRoutes) {
+		t.Errorf("routes in envoy.yaml %+v, the harness's ShippedRoutes %+v", routes, envoyharness.ShippedRoutes)
 	}
 }

@@ -31,8 +31,9 @@ type EnvoyOptions struct {
 // CheckRequestFromHTTP builds the CheckRequest Envoy sends for r, as
 // docs/envoy-ext-authz.md describes: lower-case header keys,
 // pseudo-headers, repeats joined with ",", invalid UTF-8 replaced with "!",
-// path with query, the body (cut and flagged with x-envoy-auth-partial-body
-// when over the limit). It serves the CLI's remote check and the test
+// path with query, the body (cut at the limit and flagged with
+// x-envoy-auth-partial-body, "true" only when more was buffered than the
+// limit). It serves the CLI's remote check and the test
 // harness.
 func CheckRequestFromHTTP(r *http.Request, body []byte, o EnvoyOptions) *authv3.CheckRequest {
 	scheme := "http"
@@ -60,7 +61,10 @@ func CheckRequestFromHTTP(r *http.Request, body []byte, o EnvoyOptions) *authv3.
 			lines = append(lines, [2]string{k, v})
 		}
 	}
-	if o.WithBody {
+	// Envoy adds the partial-body header only when it buffered a body: a
+	// request whose headers end the stream (HTTP/1 Content-Length: 0) has
+	// none, even with with_request_body on.
+	if o.WithBody && (len(body) > 0 || r.ContentLength != 0) {
 		b := body
 		partial := false
 		if o.MaxBodyBytes > 0 && len(b) > o.MaxBodyBytes {

@@ -33,6 +33,8 @@ import (
 type Decider interface {
 	Decide(ctx context.Context, req *policy.Request) *policy.Decision
 	Deny(id string, status int, reason, message string) *policy.Decision
+	// MaxBodyBytes is the largest body any model accepts.
+	MaxBodyBytes() int
 }
 
 // Authorization implements envoy.service.auth.v3.Authorization.
@@ -61,7 +63,7 @@ func (a *Authorization) Check(ctx context.Context, cr *authv3.CheckRequest) (res
 			resp, err = toResponse(d), nil
 		}
 	}()
-	req := toRequest(cr)
+	req := toRequest(cr, a.decider.MaxBodyBytes())
 	d := a.decider.Decide(ctx, req)
 	if d.Reason == models.ReasonBodyNotForwarded {
 		a.log.Error("a model request arrived without its body: set with_request_body on Envoy's ext_authz filter so bodies can be checked",

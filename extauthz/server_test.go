@@ -41,6 +41,8 @@ func (f deciderFunc) Deny(id string, status int, reason, message string) *policy
 	return &policy.Decision{ID: id, Status: status, Reason: reason, Message: message}
 }
 
+func (f deciderFunc) MaxBodyBytes() int { return 1 << 20 }
+
 var allowEveryone = deciderFunc(func(context.Context, *policy.Request) *policy.Decision {
 	return &policy.Decision{ID: "d", Allow: true, Status: 200, Reason: "allowed"}
 })

@@ -20,8 +20,8 @@ import (
 	"github.com/modelguard/modelguard/policy"
 )
 
-// partialBodyHeader is added by Envoy to every CheckRequest sent with a body;
-// "true" means the body was cut at max_request_bytes.
+// partialBodyHeader is added by Envoy to a CheckRequest when it buffered a
+// body; "true" means it buffered more than max_request_bytes and cut it.
 const partialBodyHeader = "x-envoy-auth-partial-body"
 
 // metadataNamespace is where Envoy stores CheckResponse.dynamic_metadata;
@@ -31,7 +31,8 @@ const metadataNamespace = "envoy.filters.http.ext_authz"
 // toRequest translates a CheckRequest. Envoy's header map is used as is
 // (no copy); the encode_raw_headers form (header_map) is folded into the
 // same shape, joining repeats with "," as Envoy does for the map form.
-func toRequest(cr *authv3.CheckRequest) *policy.Request {
+// maxBody is the largest body any model accepts (bodyCut).
+func toRequest(cr *authv3.CheckRequest, maxBody int) *policy.Request {
 	attrs := cr.GetAttributes()
 	h := attrs.GetRequest().GetHttp()
 	headers := h.GetHeaders()
@@ -59,10 +60,41 @@ func toRequest(cr *authv3.CheckRequest) *policy.Request {
 		SourceAddress: socketAddress(attrs.GetSource().GetAddress()),
 		TLSPrincipal:  attrs.GetSource().GetPrincipal(),
 		Body:          body,
-		BodyTruncated: headers[partialBodyHeader] == "true",
-		// Envoy adds the header whenever with_request_body is on.
-		BodyOmitted: headers[partialBodyHeader] == "",
+		BodyTruncated: bodyCut(headers, len(body), maxBody),
+		BodyOmitted:   headers[partialBodyHeader] == "" && bodySent(headers),
 	}
+}
+
+// bodyCut reports whether Envoy may have sent part of the body: it said so,
+// or the body is shorter than its content-length, or, without a
+// content-length, the body is as long as the largest one a model accepts.
+// Envoy says "false" when its buffer fills exactly at max_request_bytes
+// before the stream ends (16 KiB data frames fill a 1 MiB buffer exactly),
+// so a body of exactly the limit is treated as cut (fail closed).
+func bodyCut(headers map[string]string, n, maxBody int) bool {
+	switch partial := headers[partialBodyHeader]; {
+	case partial == "true":
+		return true
+	case partial == "":
+		return false // no body buffered
+	}
+	if cl, ok := headers["content-length"]; ok {
+		size, err := strconv.ParseInt(cl, 10, 64)
+		return err != nil || size > int64(n)
+	}
+	return maxBody > 0 && n >= maxBody
+}
+
+// bodySent reports whether the request has a body by its headers. Envoy
+// adds the partial-body header only when it buffered one: without it, a
+// request that has a body was sent without (with_request_body is off),
+// while one whose headers ended the stream (content-length: 0) simply has
+// none.
+func bodySent(headers map[string]string) bool {
+	if cl, ok := headers["content-length"]; ok {
+		return cl != "0"
+	}
+	return headers["transfer-encoding"] != ""
 }
 
 func foldHeaderMap(hm *corev3.HeaderMap) map[string]string {

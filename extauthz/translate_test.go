@@ -35,7 +35,7 @@ func TestToRequest(t *testing.T) {
 		{"truncated body, header_map", mk(true, 5), body[:5], true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := toRequest(tc.cr)
+			got := toRequest(tc.cr, 1<<20)
 			want := policy.Request{Gateway: "envoy", ID: "rid-1", Method: "POST", Path: "/v1/chat/completions", Query: "x=1&y=2",
 				Host: "models.example:8443", Scheme: "http", SourceAddress: "10.0.0.7:51000"}
 			if got.Gateway != want.Gateway || got.ID != want.ID || got.Method != want.Method || got.Path != want.Path ||
@@ -57,7 +57,7 @@ func TestToRequestStringBodyAndStreamID(t *testing.T) {
 		Id: "77", Method: "POST", Path: "/p#frag", Body: "hello",
 		HeaderMap: &corev3.HeaderMap{Headers: []*corev3.HeaderValue{{Key: "X-A", Value: "1"}, {Key: "x-a", RawValue: []byte("2")}}},
 	}}}}
-	got := toRequest(cr)
+	got := toRequest(cr, 1<<20)
 	if got.ID != "77" || got.Path != "/p" || string(got.Body) != "hello" || got.Headers["x-a"] != "1,2" {
 		t.Errorf("got %+v", got)
 	}
@@ -123,6 +123,36 @@ func TestToResponse(t *testing.T) {
 		}
 		if resp.GetDynamicMetadata().GetFields()["reason"].GetStringValue() != "secret_reason" {
 			t.Errorf("%d: deny metadata lacks the reason", tc.status)
+		}
+	}
+}
+
+// TestBodyFlags: what the partial-body header, content-length and the
+// body's size say about the body Envoy sent (docs/envoy-ext-authz.md).
+func TestBodyFlags(t *testing.T) {
+	const max = 100
+	for _, tc := range []struct {
+		name               string
+		headers            map[string]string
+		n                  int
+		truncated, omitted bool
+	}{
+		{"whole body", map[string]string{partialBodyHeader: "false", "content-length": "10"}, 10, false, false},
+		{"cut, flagged true", map[string]string{partialBodyHeader: "true", "content-length": "500"}, max, true, false},
+		{"buffer full exactly at the limit: false, but shorter than content-length", map[string]string{partialBodyHeader: "false", "content-length": "500"}, max, true, false},
+		{"chunked, exactly the limit: possibly cut", map[string]string{partialBodyHeader: "false", "transfer-encoding": "chunked"}, max, true, false},
+		{"chunked, under the limit", map[string]string{partialBodyHeader: "false", "transfer-encoding": "chunked"}, max - 1, false, false},
+		{"unparsable content-length", map[string]string{partialBodyHeader: "false", "content-length": "x"}, 10, true, false},
+		{"empty POST: no header, content-length 0", map[string]string{"content-length": "0"}, 0, false, false},
+		{"no body at all", map[string]string{}, 0, false, false},
+		{"body not forwarded (with_request_body off)", map[string]string{"content-length": "10"}, 0, false, true},
+		{"chunked body not forwarded", map[string]string{"transfer-encoding": "chunked"}, 0, false, true},
+	} {
+		if got := bodyCut(tc.headers, tc.n, max); got != tc.truncated {
+			t.Errorf("%s: truncated %v", tc.name, got)
+		}
+		if got := tc.headers[partialBodyHeader] == "" && bodySent(tc.headers); got != tc.omitted {
+			t.Errorf("%s: omitted %v", tc.name, got)
 		}
 	}
 }

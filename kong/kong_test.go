@@ -106,6 +106,12 @@ func TestKongYAMLMatchesSchema(t *testing.T) {
 	var found int
 	check := func(where string, ps []plugin) {
 		for _, p := range ps {
+			// acl decides on modelguard's roles only with this setting (see
+			// kong.yml); without it an allow list denies every caller and a
+			// deny list lets every caller through.
+			if p.Name == "acl" && p.Config["always_use_authenticated_groups"] != true {
+				t.Errorf("%s: acl without always_use_authenticated_groups: true ignores modelguard's roles", where)
+			}
 			if p.Name != "modelguard" {
 				continue
 			}

@@ -23,6 +23,11 @@ const (
 	maxRetryAfter = time.Minute
 )
 
+// errStdoutAudit refuses an audit trail on stdout (the default) in Kong
+// mode: Kong logs the plugin server's stdout at INFO, below its default
+// log_level, so the records would be dropped.
+var errStdoutAudit = errors.New(`"stdout" is lost behind Kong (Kong logs the plugin server's stdout at INFO, below its default log level): write the audit trail to a file, audit.http, or "off"`)
+
 // core is the policy engine built from one configuration file, shared by
 // every plugin instance that names the file: Kong's instance churn (a new
 // instance per configuration change, evictions) then costs a map lookup.
@@ -114,6 +119,9 @@ func (c *core) load() *coreState {
 	cfg, err := config.Load(c.path)
 	if err != nil {
 		return refuse(err) // errors name the file (and line)
+	}
+	if cfg.Audit.Output == "stdout" {
+		return refuse(cfg.Error(&config.FieldError{Path: "audit.output", Err: errStdoutAudit}))
 	}
 	log = c.p.newLogger(cfg.Log)
 	opts := policy.Options{Logger: log}

@@ -19,6 +19,7 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,8 +47,10 @@ const (
 
 // Options configure a Plugin; all are optional.
 type Options struct {
-	// Logger receives the plugin's own logs (Kong copies the plugin's
-	// stderr into its error.log). Nil discards.
+	// Logger receives the plugin's own logs. Kong copies the plugin
+	// server's stderr into its error.log at INFO, below its default
+	// log_level (notice), so what an operator must see also goes through
+	// kong.log (tell). Nil discards.
 	Logger *slog.Logger
 	// NewLogger builds the logger of the core loaded from one
 	// configuration file, honouring its log section. Nil: Logger.
@@ -131,6 +134,12 @@ type Config struct {
 	// ConfigPath is modelguard's configuration file, the same file the
 	// ext_authz server reads; absolute. Unset: DefaultConfigPath.
 	ConfigPath string `json:"config_path"`
+	// ClientIP picks the source address modelguard records and gives the
+	// policy: "forwarded" (unset: the default) is
+	// kong.client.get_forwarded_ip, which honours Kong's trusted_ips and
+	// real_ip_header as Kong's own plugins do; "direct" is
+	// kong.client.get_ip, the peer (a load balancer, behind one).
+	ClientIP string `json:"client_ip"`
 
 	p    *Plugin
 	core atomic.Pointer[core]
@@ -191,8 +200,11 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 	}()
 
 	st = c.resolve().get()
+	if st.err == nil && c.ClientIP != "" && c.ClientIP != clientIPForwarded && c.ClientIP != clientIPDirect {
+		st = &coreState{err: fmt.Errorf("plugin config client_ip %q: want %q or %q", c.ClientIP, clientIPForwarded, clientIPDirect)}
+	}
 	if st.err != nil {
-		_ = kong.Log.Err("modelguard: denied: " + st.err.Error())
+		tell(kong.Log.Err, "denied (503): "+st.err.Error())
 		x.exit(unavailable("config_error"))
 		return
 	}
@@ -201,14 +213,16 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 		fail *refusal
 		err  error
 	)
-	req, fail, err = readRequest(kong, st.engine.MaxBodyBytes())
+	req, fail, err = readRequest(kong, st.engine.MaxBodyBytes(), c.ClientIP == clientIPDirect)
 	switch {
 	case err != nil:
-		p.log.Error("reading the request from Kong failed: denied", "error", err)
 		d = st.engine.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "kong_pdk_error", "service unavailable")
+		p.log.Error("reading the request from Kong failed: denied", "decision_id", d.ID, "error", err)
+		tell(kong.Log.Err, "reading the request from Kong failed: denied (503)", "decision_id", d.ID, "reason", d.Reason, "error", err.Error())
 	case fail != nil:
-		p.log.Error("request refused before the core", "reason", fail.reason, "error", fail.err)
 		d = st.engine.Deny(policy.NewDecisionID(), fail.status, fail.reason, fail.message)
+		p.log.Error("request refused before the core", "decision_id", d.ID, "reason", fail.reason, "error", fail.err)
+		tell(kong.Log.Err, fmt.Sprintf("request refused before the core (%d)", fail.status), "decision_id", d.ID, "reason", fail.reason, "error", fail.err.Error())
 	default:
 		if p.beforeEvaluate != nil {
 			p.beforeEvaluate()
@@ -239,6 +253,9 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 // st, req and d are what access had when it panicked, possibly nil.
 func (p *Plugin) panicked(r any, x *exchange, st *coreState, req *policy.Request, d *policy.Decision) {
 	p.log.Error("panic in the access phase: denied", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	if !x.exited {
+		tell(x.kong.Log.Err, "panic in the access phase: denied (503)", "panic", fmt.Sprint(r))
+	}
 	var fd *policy.Decision
 	switch {
 	case st == nil || st.engine == nil:
@@ -274,9 +291,32 @@ func (p *Plugin) save(st *coreState, req *policy.Request, d *policy.Decision) {
 // decision say so.
 func (p *Plugin) fail(x *exchange, st *coreState, d *policy.Decision, reason, msg string, err error) {
 	p.log.Error(msg+": denied", "decision_id", d.ID, "reason", reason, "error", err)
+	tell(x.kong.Log.Err, msg+": denied (503)", "decision_id", d.ID, "reason", reason, "error", err.Error())
 	fd := st.engine.Deny(d.ID, http.StatusServiceUnavailable, reason, "service unavailable")
 	p.pending.replace(d.ID, fd)
 	x.exit(fd)
+}
+
+// The values of Config.ClientIP.
+const (
+	clientIPForwarded = "forwarded"
+	clientIPDirect    = "direct"
+)
+
+// tell sends an operator message through kong.log (level is kong.Log.Err,
+// kong.Log.Warn, ...): Kong writes it to its error.log at that level,
+// while the plugin server's own stderr is logged at INFO, below Kong's
+// default log_level, and dropped. Values must be strings: go-pdk cannot
+// encode an error value (nothing would be logged). It is a PDK round trip,
+// so only failures use it, and never after kong.response.exit.
+func tell(level func(args ...any) error, msg string, kv ...string) {
+	var b strings.Builder
+	b.WriteString("modelguard: ")
+	b.WriteString(msg)
+	for i := 0; i+1 < len(kv); i += 2 {
+		fmt.Fprintf(&b, " %s=%q", kv[i], kv[i+1])
+	}
+	_ = level(b.String())
 }
 
 // unavailable is the 503 denial when no core is loaded, so nothing is
@@ -296,6 +336,7 @@ func (p *Plugin) logPhase(kong *pdk.PDK) {
 	v, err := kong.Ctx.GetSharedAny(SharedDecisionKey)
 	if err != nil {
 		p.log.Error("log phase: reading the decision id failed", "error", err)
+		tell(kong.Log.Err, "log phase: reading the decision id failed: the decision is recorded when it expires", "error", err.Error())
 		return
 	}
 	id, _ := v.(string)

@@ -37,6 +37,10 @@ const (
 	headerAnonymous        = "X-Anonymous-Consumer"
 )
 
+// kongHeaders are the consumer headers above as the request map names them.
+var kongHeaders = []string{strings.ToLower(headerConsumerID), strings.ToLower(headerConsumerCustomID),
+	strings.ToLower(headerConsumerUsername), strings.ToLower(headerCredentialID), strings.ToLower(headerAnonymous)}
+
 // refusal is a request the adapter refuses before the core sees it.
 type refusal struct {
 	status          int
@@ -46,9 +50,10 @@ type refusal struct {
 
 // readRequest reads what the core needs in seven PDK calls: get_headers,
 // get_raw_body, get_method, get_path, get_raw_query, get_scheme and
-// client.get_ip. The host comes from the Host header (nginx adds it from
-// :authority for HTTP/2). err is a failed PDK call.
-func readRequest(kong *pdk.PDK, maxBody int) (*policy.Request, *refusal, error) {
+// client.get_forwarded_ip (or client.get_ip with direct). The host comes
+// from the Host header (nginx adds it from :authority for HTTP/2). err is a
+// failed PDK call.
+func readRequest(kong *pdk.PDK, maxBody int, direct bool) (*policy.Request, *refusal, error) {
 	var hs structpb.Struct
 	if err := kong.Request.Ask("kong.request.get_headers", &kpp.Int{V: maxHeaders}, &hs); err != nil {
 		return nil, nil, fmt.Errorf("kong.request.get_headers: %w", err)
@@ -82,7 +87,8 @@ func readRequest(kong *pdk.PDK, maxBody int) (*policy.Request, *refusal, error) 
 	if req.Method, err = kong.Request.GetMethod(); err != nil {
 		return req, nil, fmt.Errorf("kong.request.get_method: %w", err)
 	}
-	// get_path is the normalized path, the one Kong routes on and forwards.
+	// get_path is the normalized path, the one Kong routes on and forwards
+	// (escaped reserved characters such as %2F stay escaped).
 	if req.Path, err = kong.Request.GetPath(); err != nil {
 		return req, nil, fmt.Errorf("kong.request.get_path: %w", err)
 	}
@@ -92,9 +98,16 @@ func readRequest(kong *pdk.PDK, maxBody int) (*policy.Request, *refusal, error) 
 	if req.Scheme, err = kong.Request.GetScheme(); err != nil {
 		return req, nil, fmt.Errorf("kong.request.get_scheme: %w", err)
 	}
-	// Kong gives the peer's address without its port.
-	if req.SourceAddress, err = kong.Client.GetIp(); err != nil {
-		return req, nil, fmt.Errorf("kong.client.get_ip: %w", err)
+	// Kong gives the address without its port. get_ip is the peer (a load
+	// balancer, behind one); get_forwarded_ip honours Kong's trusted_ips
+	// and real_ip_header, as Kong's own plugins do.
+	if direct {
+		req.SourceAddress, err = kong.Client.GetIp()
+	} else {
+		req.SourceAddress, err = kong.Client.GetForwardedIp()
+	}
+	if err != nil {
+		return req, nil, fmt.Errorf("kong.client address: %w", err)
 	}
 	return req, nil, nil
 }
@@ -177,6 +190,10 @@ func applyAllow(kong *pdk.PDK, d *policy.Decision, headers map[string]string) er
 		setKong(headerAnonymous, "true")
 		remove = append(remove[:len(remove):len(remove)], headerConsumerID, headerConsumerCustomID, headerConsumerUsername, headerCredentialID)
 	}
+	// nginx passes names with "_" (underscores_in_headers on) and
+	// clear_header does not fold "_" into "-": clear a client's
+	// X_Consumer_ID too (the core does the same for its own headers).
+	remove = append(remove[:len(remove):len(remove)], policy.UnderscoreVariants(headers, kongHeaders)...)
 	for name, v := range set.Fields {
 		if !httpguts.ValidHeaderFieldValue(v.GetStringValue()) {
 			return fmt.Errorf("upstream header %s: %w", name, errHeaderValue)

@@ -61,3 +61,48 @@ func RequestID(headers map[string]string, fallback string) string {
 	}
 	return fallback
 }
+
+// UnderscoreVariants returns the header names in headers (lower-case, as
+// adapters hand them to the core) that are not one of names but become one
+// when "_" is read as "-". Kong runs nginx with underscores_in_headers on
+// and Envoy passes such names by default (headers_with_underscores_action
+// ALLOW), while many upstream frameworks (CGI and WSGI environments, Rails,
+// ...) fold "_" and "-" together: a client's x_modelguard_subject would
+// reach them as the identity header. Adapters remove these too. Allocates
+// only when a variant is found.
+func UnderscoreVariants(headers map[string]string, names []string) []string {
+	var out []string
+	for h := range headers {
+		if strings.IndexByte(h, '_') < 0 {
+			continue
+		}
+		for _, n := range names {
+			if len(n) == len(h) && foldsTo(h, n) && h != n {
+				out = append(out, h)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// foldsTo reports whether h equals name, ASCII case-insensitively, with
+// "_" read as "-"; both have the same length.
+func foldsTo(h, name string) bool {
+	for i := 0; i < len(h); i++ {
+		if foldByte(h[i]) != foldByte(name[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+func foldByte(c byte) byte {
+	switch {
+	case c == '_':
+		return '-'
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	}
+	return c
+}

@@ -66,3 +66,27 @@ func TestMaxBodyBytes(t *testing.T) {
 		t.Fatalf("maxBodyBytes = %d, want 5000", got)
 	}
 }
+
+func TestUnderscoreVariants(t *testing.T) {
+	names := []string{"x-modelguard-subject", "x-api-key"}
+	for _, tc := range []struct {
+		headers map[string]string
+		want    []string
+	}{
+		{map[string]string{"x-modelguard-subject": "a", "x-api-key": "k"}, nil},
+		{map[string]string{"x_modelguard_subject": "root"}, []string{"x_modelguard_subject"}},
+		{map[string]string{"x_modelguard-subject": "root"}, []string{"x_modelguard-subject"}},
+		{map[string]string{"X_API_KEY": "k"}, []string{"X_API_KEY"}},
+		{map[string]string{"x_modelguard_subjects": "x", "x_other": "y"}, nil},
+	} {
+		got := UnderscoreVariants(tc.headers, names)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("%v: got %v, want %v", tc.headers, got, tc.want)
+		}
+	}
+	plain := map[string]string{"content-type": "x", "x-api-key": "k"}
+	allocs := testing.AllocsPerRun(100, func() { UnderscoreVariants(plain, names) })
+	if allocs != 0 {
+		t.Errorf("%v allocations without a variant", allocs)
+	}
+}

@@ -99,10 +99,10 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		d.ResponseHeaders = appendHeaderMap(d.ResponseHeaders, res.ResponseHeaders)
 		return
 	}
-	e.allow(d, id, cred, res)
+	e.allow(d, req, id, cred, res)
 }
 
-func (e *Engine) allow(d *Decision, id *Identity, cred credential, res rego.Result) {
+func (e *Engine) allow(d *Decision, req *Request, id *Identity, cred credential, res rego.Result) {
 	d.Allow = true
 	d.Status = http.StatusOK
 	d.Reason = "allowed"
@@ -129,6 +129,8 @@ func (e *Engine) allow(d *Decision, id *Identity, cred credential, res rego.Resu
 			d.RemoveHeaders = append(d.RemoveHeaders, h)
 		}
 	}
+	// ...nor may their spellings with "_" for "-", which upstreams fold.
+	d.RemoveHeaders = append(d.RemoveHeaders, UnderscoreVariants(req.Headers, e.guarded)...)
 }
 
 func (e *Engine) deny(d *Decision, status int, reason, message string) {

@@ -62,6 +62,9 @@ type Engine struct {
 	maxCredential  int
 	identity       config.IdentityHeaders
 	identityRemove []string // every configured identity header name
+	// guarded are identityRemove and the API key header: their spellings
+	// with "_" are removed from allowed requests (UnderscoreVariants).
+	guarded []string
 
 	log        *slog.Logger
 	metrics    *metrics.Metrics
@@ -97,6 +100,7 @@ func (e *Engine) setDefaults() {
 			e.identityRemove = append(e.identityRemove, h)
 		}
 	}
+	e.guarded = append(e.identityRemove[:len(e.identityRemove):len(e.identityRemove)], e.apiKeyHeader)
 }
 
 // Compile-time checks that the real steps satisfy the engine's interfaces.

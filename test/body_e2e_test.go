@@ -30,8 +30,11 @@ func TestEnvoyBodySafety(t *testing.T) {
 		{"case variants: a struct-decoding server would read either", "/v1/chat/completions", nil, []byte(`{"model":"gpt-4o-mini","MODEL":"gpt-4o",` + msgs + `}`), 400, "body_ambiguous_key", `\"/*\"`},
 		{"Kelvin sign folds to k", "/v1/chat/completions", nil, []byte(`{"model":"gpt-4o-mini","max_tokens":10,"max_to\u212aens":5000,` + msgs + `}`), 400, "body_ambiguous_key", ""},
 		{"caller's metadata key is not echoed", "/v1/chat/completions", nil, []byte(`{"model":"gpt-4o-mini","metadata":{"secret prompt text":1},` + msgs + `}`), 400, "body_schema_violation", "/metadata/*"},
-		{"encoded slash (Kong keeps %2F)", "/v1/chat%2Fcompletions", nil, []byte(`{"model":"gpt-4o-mini",` + msgs + `}`), 400, "route_ambiguous", ""},
-		{"encoded slash, lower case", "/v1/chat%2fcompletions", nil, []byte(`{"model":"gpt-4o-mini",` + msgs + `}`), 400, "route_ambiguous", ""},
+		// envoy.yaml rejects escaped slashes before ext_authz (no reason:
+		// modelguard is not called); TestEnvoyConnectionManagerPath checks
+		// the core's own refusal with Envoy keeping them.
+		{"encoded slash: refused by Envoy", "/v1/chat%2Fcompletions", nil, []byte(`{"model":"gpt-4o-mini",` + msgs + `}`), 400, "", ""},
+		{"encoded slash, lower case", "/v1/chat%2fcompletions", nil, []byte(`{"model":"gpt-4o-mini",` + msgs + `}`), 400, "", ""},
 		{"two JSON values", "/v1/chat/completions", nil, []byte(`{"model":"gpt-4o-mini",` + msgs + `}{"model":"gpt-4o"}`), 400, "body_trailing_data", ""},
 		{"trailing garbage", "/v1/chat/completions", nil, []byte(`{"model":"gpt-4o-mini",` + msgs + `}xyz`), 400, "body_trailing_data", ""},
 		{"10,001 nested arrays", "/v1/chat/completions", nil, []byte(`{"model":"gpt-4o-mini","x":` + deep + `,` + msgs + `}`), 400, "body_too_deep", ""},
@@ -70,7 +73,7 @@ func TestEnvoyBodySafety(t *testing.T) {
 					t.Errorf("client message %s lacks %q", r.body, tc.message)
 				}
 				for _, leak := range []string{"secret prompt", "gpt-4o\"", tc.reason} {
-					if bytes.Contains(r.body, []byte(leak)) {
+					if leak != "" && bytes.Contains(r.body, []byte(leak)) {
 						t.Errorf("client body leaks %q: %s", leak, r.body)
 					}
 				}

@@ -148,9 +148,11 @@ audit:
 	e.upstream = httptest.NewServer(http.HandlerFunc(echoUpstream))
 	t.Cleanup(e.upstream.Close)
 	u, _ := url.Parse(e.upstream.URL)
-	// As envoy/envoy.yaml configures the filter, with a timeout for -race.
-	filter := envoyharness.Filter{Timeout: 2 * time.Second, WithRequestBody: !o.noBody, MaxRequestBytes: 1 << 20,
-		AllowPartialMessage: !o.strictSize, PackAsBytes: true, EncodeRawHeaders: o.rawHeaders}
+	// As envoy/envoy.yaml configures the filter; the timeout stretches by
+	// as much as the race detector slows the server down.
+	filter := envoyharness.ShippedFilter
+	filter.Timeout *= raceSlowdown
+	filter.WithRequestBody, filter.AllowPartialMessage, filter.EncodeRawHeaders = !o.noBody, !o.strictSize, o.rawHeaders
 	front := envoyharness.New(authv3.NewAuthorizationClient(conn), u, filter)
 	front.AccessLog = func(le envoyharness.AccessLogEntry) {
 		e.mu.Lock()
@@ -255,6 +257,11 @@ func send(base, idPrefix, method, path string, headers map[string]string, body [
 		return id, nil, nil, err
 	}
 	defer resp.Body.Close()
+	// Envoy replaces the client's request id on edge requests and, as
+	// envoy/envoy.yaml asks, returns its own.
+	if own := resp.Header.Get("x-request-id"); own != "" {
+		id = own
+	}
 	b, err := io.ReadAll(resp.Body)
 	return id, resp, b, err
 }

@@ -98,9 +98,13 @@ func (k *kongEnv) do(method, path string, headers map[string]string, body []byte
 			k.t.Errorf("upstream answer %s: %v", b, err)
 		}
 	}
-	k.mu.Lock()
-	r.ex = k.exchanges[id]
-	k.mu.Unlock()
+	// Kong runs the log phase after the response: wait for it.
+	testkit.Eventually(k.t, "the log phase of "+id, func() bool {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		r.ex = k.exchanges[id]
+		return r.ex.x != nil
+	})
 	return r
 }
 

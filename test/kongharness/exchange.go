@@ -17,11 +17,18 @@ import (
 
 // Request is a client request as Kong received it.
 type Request struct {
-	Method, Scheme, Host, Path, RawQuery string
+	Method, Scheme, Host, RawQuery string
+	// RawPath is the path as sent (kong.request.get_raw_path); Path is
+	// NormalizePath of it (kong.request.get_path), the one Kong routes on
+	// and forwards.
+	RawPath, Path string
 	// Header is what the client sent; names are matched case-insensitively.
-	Header   http.Header
-	Body     []byte
-	ClientIP string
+	Header http.Header
+	Body   []byte
+	// ClientIP is the peer (kong.client.get_ip); ForwardedIP is what
+	// trusted_ips and real_ip_header make of it
+	// (kong.client.get_forwarded_ip).
+	ClientIP, ForwardedIP string
 	// BodyFile, when set, is what kong.request.get_raw_body answers as the
 	// file nginx spilled the body to (bodies over client_body_buffer_size).
 	BodyFile string
@@ -129,16 +136,28 @@ func (x *Exchange) Answer(phase, method string, args []byte) ([]byte, error) {
 		out = &kpp.String{V: x.Req.Method}
 	case "kong.request.get_path":
 		out = &kpp.String{V: x.Req.Path}
+	case "kong.request.get_raw_path":
+		out = &kpp.String{V: x.Req.RawPath}
 	case "kong.request.get_raw_query":
 		out = &kpp.String{V: x.Req.RawQuery}
 	case "kong.request.get_path_with_query":
-		out = &kpp.String{V: x.Req.Path + "?" + x.Req.RawQuery}
+		pq := x.Req.RawPath // not normalised: ngx.var.request_uri
+		if x.Req.RawQuery != "" {
+			pq += "?" + x.Req.RawQuery
+		}
+		out = &kpp.String{V: pq}
 	case "kong.request.get_scheme":
 		out = &kpp.String{V: x.Req.Scheme}
 	case "kong.request.get_host":
 		out = &kpp.String{V: x.Req.Host}
-	case "kong.client.get_ip", "kong.client.get_forwarded_ip":
+	case "kong.client.get_ip":
 		out = &kpp.String{V: x.Req.ClientIP}
+	case "kong.client.get_forwarded_ip":
+		ip := x.Req.ForwardedIP
+		if ip == "" {
+			ip = x.Req.ClientIP
+		}
+		out = &kpp.String{V: ip}
 	case "kong.client.authenticate":
 		if err := x.live(phase, method); err != nil {
 			return nil, err

@@ -5,7 +5,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"strings"
 	"sync"
 )
 
@@ -13,24 +15,39 @@ import (
 // reach plugins as a file path.
 const DefaultBufferSize = 8 << 10
 
-// Front is an HTTP proxy standing in for Kong with one route whose plugin
-// is the plugin under test: the access event, then the upstream (unless the
-// plugin exited), then the log event. Serve it with httptest.NewServer.
+// Front is an HTTP proxy standing in for Kong with one route whose plugins
+// are the plugin under test and, optionally, Kong's acl after it: the
+// access events, then the upstream (unless a plugin exited), then the
+// response, and then, as Kong does in a timer, the log event. Serve it with
+// httptest.NewServer.
 type Front struct {
 	Kong *Kong
 	// BufferSize is client_body_buffer_size; bodies over it are written to
 	// SpillDir and passed as a file path.
 	BufferSize int
 	SpillDir   string
-	// Done, when set, receives every exchange when its events are over,
-	// before the client gets the response.
+	// Done, when set, receives every exchange once its log event is over,
+	// which is after the client got the response.
 	Done func(*Exchange, Result)
 
 	mu       sync.Mutex
 	plugin   PluginConf
+	acl      *ACL
+	realIP   RealIP
 	upstream *url.URL
 	prepare  func(*Request)
 	client   http.Client
+	logs     sync.WaitGroup
+}
+
+// RealIP is Kong's trusted_ips, real_ip_header and real_ip_recursive
+// (nginx's realip module): kong.client.get_forwarded_ip is the address the
+// header names when the peer is trusted; kong.client.get_ip is always the
+// peer.
+type RealIP struct {
+	Trusted   []netip.Prefix
+	Header    string // default X-Real-IP
+	Recursive bool
 }
 
 // Result is what happened to one request.
@@ -68,6 +85,20 @@ func (f *Front) SetPlugin(pc PluginConf) {
 	f.plugin = pc
 }
 
+// SetACL puts Kong's acl plugin on the route (nil removes it).
+func (f *Front) SetACL(a *ACL) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.acl = a
+}
+
+// SetRealIP sets Kong's real IP settings.
+func (f *Front) SetRealIP(r RealIP) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.realIP = r
+}
+
 // Plugin returns the current plugin configuration.
 func (f *Front) Plugin() PluginConf {
 	f.mu.Lock()
@@ -75,15 +106,25 @@ func (f *Front) Plugin() PluginConf {
 	return f.plugin
 }
 
+// Wait waits for the log events of the requests answered so far.
+func (f *Front) Wait() { f.logs.Wait() }
+
 func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		w.WriteHeader(http.StatusBadRequest)
 		return
 	}
+	f.mu.Lock()
+	pc, acl, realIP, upstream, prepare := f.plugin, f.acl, f.realIP, f.upstream, f.prepare
+	f.mu.Unlock()
+
+	rawPath, rawQuery, _ := strings.Cut(r.RequestURI, "?")
 	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
-	req := Request{Method: r.Method, Scheme: "http", Host: r.Host, Path: r.URL.Path, RawQuery: r.URL.RawQuery,
-		Header: r.Header.Clone(), Body: body, ClientIP: ip}
+	// nginx runs with underscores_in_headers on: Go's server keeps such
+	// names as sent, and nothing folds "_" into "-".
+	req := Request{Method: r.Method, Scheme: "http", Host: r.Host, RawPath: rawPath, Path: NormalizePath(rawPath), RawQuery: rawQuery,
+		Header: r.Header.Clone(), Body: body, ClientIP: ip, ForwardedIP: realIP.forwarded(ip, r.Header)}
 	req.Header.Set("Host", r.Host) // nginx lists it with the other headers
 	if len(body) > f.BufferSize {
 		if req.BodyFile, err = Spill(f.SpillDir, body); err != nil {
@@ -91,9 +132,6 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	f.mu.Lock()
-	pc, upstream, prepare := f.plugin, f.upstream, f.prepare
-	f.mu.Unlock()
 	if prepare != nil {
 		prepare(&req)
 	}
@@ -102,6 +140,10 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	hdr := http.Header{}
 	var respBody []byte
+	var denied *aclDenial
+	if res.Access.Err == nil && !res.Access.Exited && acl != nil {
+		denied = acl.access(x)
+	}
 	switch {
 	case res.Access.Err != nil:
 		// Kong >= 3.8: a plugin server error is a 500 (older Kong proxied the request).
@@ -113,6 +155,9 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		for k, vs := range x.Exit.Header {
 			hdr[k] = vs
 		}
+	case denied != nil:
+		res.Status, respBody = denied.status, []byte(denied.body)
+		hdr.Set("content-type", "application/json; charset=utf-8")
 	default:
 		res.Status, hdr, respBody = f.forward(r, x, upstream)
 		for k, vs := range x.ResponseHeader {
@@ -123,26 +168,70 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	x.mu.Lock()
 	x.Status = res.Status
 	x.mu.Unlock()
-	// Kong runs the log phase in a timer once the response is sent; it runs
-	// before the response here so that a test holding the response can read
-	// what the log phase wrote (the audit trail).
-	res.Log = f.Kong.HandleEvent(pc, "log", x)
-
-	if f.Done != nil {
-		f.Done(x, res) // before the response: the client may look for it at once
-	}
 	for k, vs := range hdr {
 		w.Header()[k] = vs
 	}
 	w.WriteHeader(res.Status)
 	w.Write(respBody)
+
+	// Kong runs the log phase in a timer once the response is sent: the
+	// client may hold its answer before the log phase (and the audit
+	// record) has run.
+	f.logs.Add(1)
+	go func() {
+		defer f.logs.Done()
+		res.Log = f.Kong.HandleEvent(pc, "log", x)
+		if f.Done != nil {
+			f.Done(x, res)
+		}
+	}()
 }
 
-// forward sends the request as the plugin left it to the upstream.
+// forwarded is what nginx's realip module makes of the peer address ip.
+func (r RealIP) forwarded(ip string, h http.Header) string {
+	peer, err := netip.ParseAddr(ip)
+	if err != nil || !r.trusted(peer) {
+		return ip
+	}
+	name := r.Header
+	if name == "" {
+		name = "X-Real-IP"
+	}
+	var list []string
+	for _, v := range h.Values(name) {
+		for _, a := range strings.Split(v, ",") {
+			list = append(list, strings.TrimSpace(a))
+		}
+	}
+	for i := len(list) - 1; i >= 0; i-- {
+		a, err := netip.ParseAddr(list[i])
+		if err != nil {
+			return ip
+		}
+		if !r.Recursive || !r.trusted(a) || i == 0 {
+			return a.String()
+		}
+	}
+	return ip
+}
+
+func (r RealIP) trusted(a netip.Addr) bool {
+	for _, p := range r.Trusted {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+// forward sends the request as the plugin left it to the upstream, on the
+// normalised path (re-escaped), as Kong's router does.
 func (f *Front) forward(r *http.Request, x *Exchange, upstream *url.URL) (int, http.Header, []byte) {
-	u := *upstream
-	u.Path, u.RawQuery = r.URL.Path, r.URL.RawQuery
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, u.String(), bytes.NewReader(x.Req.Body))
+	target := upstream.Scheme + "://" + upstream.Host + Escape(x.Req.Path)
+	if x.Req.RawQuery != "" {
+		target += "?" + x.Req.RawQuery
+	}
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, target, bytes.NewReader(x.Req.Body))
 	if err != nil {
 		return http.StatusBadGateway, http.Header{}, nil
 	}

@@ -57,8 +57,15 @@ func (pc PluginConf) JSON(name string) []byte {
 type Kong struct {
 	Socket string
 	Name   string
-	// Retries bounds the restart-and-retry of an event (Kong's is unbounded).
+	// Retries bounds the restart-and-retry of an event; 0, as Kong, retries
+	// without limit (a plugin server that is gone fails to connect, which
+	// is not retried).
 	Retries int
+	// ReadTimeout bounds each read from the plugin, as the cosocket's
+	// lua_socket_read_timeout (60 s by default; Kong sets none of its own)
+	// does: a plugin that does not answer in time fails the event with
+	// "timeout", which Kong does not retry (a 500).
+	ReadTimeout time.Duration
 
 	msgID atomic.Int64
 
@@ -79,7 +86,7 @@ type instanceInfo struct {
 
 // New returns Kong's side for the plugin name listening on socket.
 func New(socket, name string) *Kong {
-	return &Kong{Socket: socket, Name: name, Retries: 3, instances: map[string]*instanceInfo{}}
+	return &Kong{Socket: socket, Name: name, ReadTimeout: 60 * time.Second, instances: map[string]*instanceInfo{}}
 }
 
 // Handler answers the PDK calls of one event.
@@ -123,7 +130,7 @@ func (k *Kong) HandleEvent(pc PluginConf, phase string, h Handler) Outcome {
 			return out
 		}
 		msg := strings.ToLower(err.Error())
-		if (strings.Contains(msg, "no plugin instance") || strings.Contains(msg, "closed")) && out.Attempts <= k.Retries {
+		if (strings.Contains(msg, "no plugin instance") || strings.Contains(msg, "closed")) && (k.Retries == 0 || out.Attempts <= k.Retries) {
 			k.Reset()
 			continue
 		}
@@ -219,14 +226,14 @@ func (k *Kong) call(rpc *kpp.RpcCall, bridge func(method string, args []byte) ([
 		return fail(closed(err))
 	}
 	for bridge != nil {
-		method, err := readFrame(c)
+		method, err := k.read(c)
 		if err != nil {
 			return fail(closed(err))
 		}
 		if len(method) == 0 {
 			break
 		}
-		args, err := readFrame(c)
+		args, err := k.read(c)
 		if err != nil {
 			return fail(closed(err))
 		}
@@ -238,7 +245,7 @@ func (k *Kong) call(rpc *kpp.RpcCall, bridge func(method string, args []byte) ([
 			return fail(closed(err))
 		}
 	}
-	b, err := readFrame(c)
+	b, err := k.read(c)
 	if err != nil {
 		return fail(closed(err))
 	}
@@ -275,8 +282,6 @@ func (k *Kong) conn() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	// Generous: events run the real core under the race detector.
-	_ = c.SetDeadline(time.Time{})
 	return c, nil
 }
 
@@ -302,6 +307,20 @@ func (k *Kong) dropIdle() {
 
 // Close closes pooled connections.
 func (k *Kong) Close() { k.dropIdle() }
+
+// read reads one frame within ReadTimeout; a timeout is worded as
+// OpenResty words it.
+func (k *Kong) read(c net.Conn) ([]byte, error) {
+	if k.ReadTimeout > 0 {
+		_ = c.SetReadDeadline(time.Now().Add(k.ReadTimeout))
+	}
+	b, err := readFrame(c)
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return nil, fmt.Errorf("timeout: %w", err)
+	}
+	return b, err
+}
 
 func readFrame(c net.Conn) ([]byte, error) {
 	var n uint32
