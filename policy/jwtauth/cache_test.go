@@ -188,3 +188,26 @@ func TestCacheSettings(t *testing.T) {
 		wantFieldError(t, err, tc.want)
 	}
 }
+
+// TestMemo: the value derived from a cached identity is computed once and
+// served to every later request bearing the token.
+func TestMemo(t *testing.T) {
+	k := keys(t)
+	cfg, dir := staticConfig(t)
+	v := newVerifier(t, cached(cfg, 16), dir, Options{})
+	tok := sign(t, "RS256", k.rsa, nil, claimsFor(issRSA, nil))
+	calls := 0
+	derive := func(id *Identity) any { calls++; return id.Subject + "!" }
+	for range 3 {
+		id, err := v.Verify(context.Background(), tok)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := id.Memo(derive); got != "alice!" {
+			t.Fatalf("Memo = %v", got)
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("derived %d times, want once", calls)
+	}
+}

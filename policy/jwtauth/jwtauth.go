@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -77,6 +78,24 @@ type Identity struct {
 	Roles   []string       // deduplicated, in claim order; never nil
 	Claims  map[string]any // all claims of the token
 	Issuer  string         // the configured issuer that verified it
+
+	// memo is one value a caller derives from the identity, kept because
+	// a cached identity serves many requests (see Memo).
+	memo atomic.Pointer[any]
+}
+
+// Memo returns derive(id), computed on first use and kept with id: the
+// engine converts the claims to its policy input once per verified token
+// instead of once per request. derive must depend on id alone. Concurrent
+// first uses may each compute it; one result is kept. There is one slot,
+// for one caller.
+func (id *Identity) Memo(derive func(*Identity) any) any {
+	if p := id.memo.Load(); p != nil {
+		return *p
+	}
+	v := derive(id)
+	id.memo.CompareAndSwap(nil, &v)
+	return *id.memo.Load()
 }
 
 // Options are the non-configuration inputs of New.
