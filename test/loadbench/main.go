@@ -20,7 +20,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io/fs"
 	"net"
 	"os"
 	"os/exec"
@@ -62,7 +61,7 @@ func main() {
 	flag.StringVar(&o.ghzCPU, "ghz-cpu", "1", "CPU list ghz is pinned to")
 	flag.IntVar(&o.concurrency, "c", 50, "concurrent calls")
 	flag.IntVar(&o.connections, "connections", 4, "gRPC connections")
-	flag.StringVar(&o.dir, "dir", "", "working directory (default: a temporary one, removed at exit)")
+	flag.StringVar(&o.dir, "dir", "", "working directory, new or empty (default: a temporary one, removed at exit)")
 	flag.Parse()
 	if *serveNoop != "" {
 		if err := runNoop(*serveNoop); err != nil {
@@ -124,14 +123,10 @@ func run(o options) error {
 	}
 	rows := []row{{name: "RS256 JWT + schema + RBAC + audit"}, {name: "API key + schema + RBAC + audit"}}
 	files := []string{w.jwt, w.apiKey}
-	for _, phase := range []struct {
-		srv func() (*server, error)
-		out func(i int) *result
-	}{
-		{noop, func(i int) *result { return &rows[i].noop }},
-		{mg, func(i int) *result { return &rows[i].mg }},
-	} {
-		s, err := phase.srv()
+	// One phase: start a server, run every workload at a rate (0 = as fast
+	// as it goes), store each result, stop it.
+	phase := func(srv func() (*server, error), rate func(i int) float64, out func(i int) *result) error {
+		s, err := srv()
 		if err != nil {
 			return err
 		}
@@ -140,39 +135,29 @@ func run(o options) error {
 				s.stop()
 				return err
 			}
-			r, err := s.load(o, f, 0)
+			r, err := s.load(o, f, rate(i))
 			if err != nil {
 				s.stop()
 				return err
 			}
-			*phase.out(i) = r
+			*out(i) = r
 		}
-		if err := s.stop(); err != nil {
-			return err
-		}
+		return s.stop()
 	}
-	// Latency at a fixed rate: half of what the no-op sustained.
-	for _, phase := range []struct {
-		srv func() (*server, error)
-		out func(i int) *result
+	unbounded := func(int) float64 { return 0 }
+	halfNoop := func(i int) float64 { rows[i].rateLimit = rows[i].noop.rps / 2; return rows[i].rateLimit }
+	for _, p := range []struct {
+		srv  func() (*server, error)
+		rate func(int) float64
+		out  func(i int) *result
 	}{
-		{noop, func(i int) *result { return &rows[i].rateNoop }},
-		{mg, func(i int) *result { return &rows[i].rateMG }},
+		{noop, unbounded, func(i int) *result { return &rows[i].noop }},
+		{mg, unbounded, func(i int) *result { return &rows[i].mg }},
+		// Latency at a fixed rate: half of what the no-op sustained.
+		{noop, halfNoop, func(i int) *result { return &rows[i].rateNoop }},
+		{mg, halfNoop, func(i int) *result { return &rows[i].rateMG }},
 	} {
-		s, err := phase.srv()
-		if err != nil {
-			return err
-		}
-		for i, f := range files {
-			rows[i].rateLimit = rows[i].noop.rps / 2
-			r, err := s.load(o, f, rows[i].rateLimit)
-			if err != nil {
-				s.stop()
-				return err
-			}
-			*phase.out(i) = r
-		}
-		if err := s.stop(); err != nil {
+		if err := phase(p.srv, p.rate, p.out); err != nil {
 			return err
 		}
 	}
@@ -208,21 +193,7 @@ const (
 // file, and the two CheckRequests into dir.
 func writeWorkloads(dir string) (workloads, error) {
 	var w workloads
-	err := fs.WalkDir(examples.Demo, "policy", func(p string, e fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		dst := filepath.Join(dir, p)
-		if e.IsDir() {
-			return os.MkdirAll(dst, 0o755)
-		}
-		b, err := examples.Demo.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		return os.WriteFile(dst, b, 0o644)
-	})
-	if err != nil {
+	if err := os.CopyFS(dir, examples.Demo); err != nil {
 		return w, err
 	}
 	priv, err := rsa.GenerateKey(rand.Reader, 2048)
