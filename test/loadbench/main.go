@@ -113,7 +113,6 @@ func run(o options) error {
 		return start(o, "modelguard", mgAddr, o.modelguard, "serve", "-config", filepath.Join(o.dir, "config.yaml"))
 	}
 
-	// Throughput: every workload against the no-op, then against modelguard.
 	type row struct {
 		name      string
 		noop, mg  result
@@ -123,41 +122,43 @@ func run(o options) error {
 	}
 	rows := []row{{name: "RS256 JWT + schema + RBAC + audit"}, {name: "API key + schema + RBAC + audit"}}
 	files := []string{w.jwt, w.apiKey}
-	// One phase: start a server, run every workload at a rate (0 = as fast
-	// as it goes), store each result, stop it.
-	phase := func(srv func() (*server, error), rate func(i int) float64, out func(i int) *result) error {
-		s, err := srv()
+	// Both servers run at once on the server CPU (the idle one costs
+	// nothing), and each measurement of modelguard directly follows the
+	// no-op's on the same workload, so that load from elsewhere on the
+	// machine drifts as little as possible between the two.
+	servers := make([]*server, 0, 2)
+	defer func() {
+		for _, s := range servers {
+			s.stop()
+		}
+	}()
+	for _, start := range []func() (*server, error){noop, mg} {
+		s, err := start()
 		if err != nil {
 			return err
 		}
-		for i, f := range files {
-			if err := s.expectAllowed(f); err != nil {
-				s.stop()
-				return err
-			}
-			r, err := s.load(o, f, rate(i))
-			if err != nil {
-				s.stop()
-				return err
-			}
-			*out(i) = r
-		}
-		return s.stop()
+		servers = append(servers, s)
 	}
-	unbounded := func(int) float64 { return 0 }
-	halfNoop := func(i int) float64 { rows[i].rateLimit = rows[i].noop.rps / 2; return rows[i].rateLimit }
-	for _, p := range []struct {
-		srv  func() (*server, error)
-		rate func(int) float64
-		out  func(i int) *result
-	}{
-		{noop, unbounded, func(i int) *result { return &rows[i].noop }},
-		{mg, unbounded, func(i int) *result { return &rows[i].mg }},
+	noopSrv, mgSrv := servers[0], servers[1]
+	for i, f := range files {
+		for _, s := range servers {
+			if err := s.expectAllowed(f); err != nil {
+				return err
+			}
+		}
+		var err error
+		if rows[i].noop, err = noopSrv.load(o, f, 0); err != nil {
+			return err
+		}
+		if rows[i].mg, err = mgSrv.load(o, f, 0); err != nil {
+			return err
+		}
 		// Latency at a fixed rate: half of what the no-op sustained.
-		{noop, halfNoop, func(i int) *result { return &rows[i].rateNoop }},
-		{mg, halfNoop, func(i int) *result { return &rows[i].rateMG }},
-	} {
-		if err := phase(p.srv, p.rate, p.out); err != nil {
+		rows[i].rateLimit = rows[i].noop.rps / 2
+		if rows[i].rateNoop, err = noopSrv.load(o, f, rows[i].rateLimit); err != nil {
+			return err
+		}
+		if rows[i].rateMG, err = mgSrv.load(o, f, rows[i].rateLimit); err != nil {
 			return err
 		}
 	}
