@@ -213,8 +213,19 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 		fail *refusal
 		err  error
 	)
-	req, fail, err = readRequest(kong, st.engine.MaxBodyBytes(), c.ClientIP == clientIPDirect)
+	// The body comes into this process: it holds room in the core's body
+	// budget (as much as the largest body read) until the core has decided.
+	maxBody := st.engine.MaxBodyBytes()
+	admitted := st.engine.ReserveBody(context.Background(), int64(maxBody))
+	if admitted {
+		defer st.engine.ReleaseBody(int64(maxBody))
+		req, fail, err = readRequest(kong, maxBody, c.ClientIP == clientIPDirect)
+	}
 	switch {
+	case !admitted:
+		d = st.engine.Deny(policy.NewDecisionID(), 0, "", "")
+		d.SetOverloaded()
+		p.log.Warn("overloaded: request shed before reading its body", "decision_id", d.ID, "limit", "body_bytes")
 	case err != nil:
 		d = st.engine.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "kong_pdk_error", "service unavailable")
 		p.log.Error("reading the request from Kong failed: denied", "decision_id", d.ID, "error", err)

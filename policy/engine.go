@@ -3,15 +3,18 @@ package policy
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/policy/models"
+	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
 )
 
@@ -72,7 +75,15 @@ type Engine struct {
 	admit      Admitter // nil: the sink cannot refuse
 	bodySHA256 bool     // audit.body_sha256
 	maxBody    int      // the largest body any model accepts
-	now        func() time.Time
+
+	limiter        *ratelimit.Limiter // nil: no rate limits
+	modelMaxTokens map[string]int64   // models[].limits.max_tokens, the completion reserved by default
+	limitResults   sync.Pool          // *ratelimit.Result with their buffers: checking limits does not allocate
+	now            func() time.Time
+
+	// Admission limits (config.Admission): checks deciding at once, and
+	// request bytes held by the adapters (ReserveBody).
+	checks, bodies *admission.Limit
 }
 
 // PolicyRevision is the revision of the policy in force ("" if unknown),

@@ -6,10 +6,12 @@ import (
 	"strings"
 	"time"
 
+	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
+	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
 )
 
@@ -66,8 +68,10 @@ func (c *Config) applyDefaults() {
 	}
 
 	fillDefaults(c, "audit", &c.Audit, audit.DefaultConfig())
+	fillDefaults(c, "admission", &c.Admission, admission.DefaultSettings())
 	orDefault(c, "log.level", &c.Log.Level, defaultLogLevel)
 	orDefault(c, "log.format", &c.Log.Format, defaultLogFormat)
+	fillDefaults(c, "rate_limits", &c.RateLimits, ratelimit.DefaultSettings())
 }
 
 // fillDefaults sets every field of the struct *dst whose key under path the
