@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +31,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	setGCPercent()
 
 	var (
 		cfg  *config.Config
@@ -149,4 +151,18 @@ func openAudit(cfg *config.Config, opts audit.Options) (*audit.Writer, error) {
 		return nil, cfg.Error(field.Under("audit", err))
 	}
 	return w, nil
+}
+
+// serveGCPercent is the server's GOGC unless the environment sets one. Rego
+// evaluates by deep recursion; every GC cycle shrinks the stacks of idle
+// gRPC workers and the next check on each grows (copies) it back. Under
+// load (50 concurrent checks, 64 workers) that copying took 8.5% of the
+// server's CPU at the default of 100 and 2.3% at 400, for 86 MB peak RSS
+// instead of 57 MB (README, Performance).
+const serveGCPercent = 400
+
+func setGCPercent() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(serveGCPercent)
+	}
 }
