@@ -43,9 +43,12 @@ $(VULNDB)/index/db.json:
 	$(GO) run golang.org/x/vulndb/cmd/indexdb@$(VULNDB_VERSION) -vulns "$$src/data/osv" -out $(VULNDB).tmp && \
 	rm -rf $(VULNDB) && mv $(VULNDB).tmp $(VULNDB)
 
-## bench: Go benchmarks of the decision path
+## bench: Go benchmarks of the decision path, then the load comparison with
+## a no-op ext_authz server (scripts/loadbench.sh: ghz, one CPU each)
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./policy/... ./extauthz/...
+	$(GO) test -run '^$$' -bench CheckGRPC -benchmem ./test/
+	GO=$(GO) scripts/loadbench.sh
 
 clean:
 	rm -rf bin build

@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -14,28 +12,18 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/modelguard/modelguard/examples"
 	"github.com/modelguard/modelguard/policy"
-	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
+	"github.com/modelguard/modelguard/test/testkit/demo"
 )
 
 // fuzzEngine is the real core over the example policy, with one API key.
 func fuzzEngine(tb testing.TB) (*policy.Engine, string) {
 	tb.Helper()
-	dir := tb.TempDir()
-	sub, err := fs.Sub(examples.Demo, ".")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := os.CopyFS(dir, sub); err != nil {
-		tb.Fatal(err)
-	}
-	key, err := apikey.Mint("mg_fuzz_")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	cfgYAML := `authentication:
+	dir := demo.Dir(tb)
+	key := demo.WriteKeys(tb, dir, "mg_fuzz_", demo.Alice)[demo.Alice.ID]
+	testkit.WriteFile(tb, dir, "config.yaml", `authentication:
   api_keys: {file: keys.yaml}
 authorization:
   policy_dir: policy
@@ -45,15 +33,7 @@ models:
   - {name: gpt-4o-mini, operation: chat, limits: {max_tokens: 4096}}
   - {name: resnet50, operation: infer}
 audit: {output: "off"}
-`
-	for name, content := range map[string]string{
-		"keys.yaml":   "keys:\n" + apikey.Entry("alice-key", "alice", []string{"chat-user"}, key),
-		"config.yaml": cfgYAML,
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o600); err != nil {
-			tb.Fatal(err)
-		}
-	}
+`)
 	cfg, err := config.Load(filepath.Join(dir, "config.yaml"))
 	if err != nil {
 		tb.Fatal(err)

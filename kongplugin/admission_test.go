@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/modelguard/modelguard/policy"
+	"github.com/modelguard/modelguard/test/testkit/demo"
 )
 
 // TestAccessShedsWhenBodyBudgetFull: while the body budget is taken, the
@@ -13,15 +14,7 @@ import (
 // body; once it is free, requests pass again.
 func TestAccessShedsWhenBodyBudgetFull(t *testing.T) {
 	f := newFixture(t, false)
-	f.write(t, "config.yaml", `server: {max_message_bytes: 1048576}
-authentication:
-  api_keys: {file: keys.yaml}
-authorization:
-  policy_dir: policy
-  query: data.modelguard.authz.decision
-  timeout: 2s
-models:
-  - {name: gpt-4o-mini, operation: chat}
+	f.write(t, "config.yaml", demo.Config+`server: {max_message_bytes: 1048576}
 admission: {max_inflight_body_bytes: 1048576, max_wait: 0s}
 audit: {output: "off"}
 `)

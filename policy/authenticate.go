@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"golang.org/x/net/http/httpguts"
 
 	"github.com/modelguard/modelguard/policy/apikey"
@@ -61,7 +62,8 @@ func (e *Engine) authenticate(ctx context.Context, req *Request) (*Identity, cre
 		if !httpguts.ValidHeaderFieldValue(ji.Subject) || slices.ContainsFunc(ji.Roles, func(r string) bool { return !httpguts.ValidHeaderFieldValue(r) || strings.Contains(r, ",") }) {
 			return nil, cred, "jwt_bad_claim", errors.New("subject or role holds characters not allowed in a header value")
 		}
-		return &Identity{Subject: ji.Subject, Roles: ji.Roles, Method: "jwt", Issuer: ji.Issuer, Claims: ji.Claims}, cred, "", nil
+		return &Identity{Subject: ji.Subject, Roles: ji.Roles, Method: "jwt", Issuer: ji.Issuer, Claims: ji.Claims,
+			claimsValue: ji.Memo(identityClaims).(ast.Object)}, cred, "", nil
 	case key != "":
 		k, err := e.keys.Lookup(key)
 		if err != nil {

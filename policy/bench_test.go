@@ -32,6 +32,12 @@ type benchSetup struct {
 
 // newBenchSetup builds the engine; durability "" means no audit trail.
 func newBenchSetup(b *testing.B, durability audit.Durability) benchSetup {
+	return newBenchSetupJWT(b, durability, "")
+}
+
+// newBenchSetupJWT adds jwtYAML (lines under authentication.jwt) to the
+// configuration.
+func newBenchSetupJWT(b *testing.B, durability audit.Durability, jwtYAML string) benchSetup {
 	b.Helper()
 	dir := b.TempDir()
 	if err := os.CopyFS(dir, examples.Demo); err != nil {
@@ -52,6 +58,7 @@ func newBenchSetup(b *testing.B, durability audit.Durability) benchSetup {
         audiences: [models]
         algorithms: [RS256]
         keys: [{pem_file: jwt.pub}]
+` + jwtYAML + `
   api_keys: {file: keys.yaml}
 authorization:
   policy_dir: policy
@@ -118,9 +125,16 @@ func benchDecide(b *testing.B, e *policy.Engine, req *policy.Request) {
 	}
 }
 
-// BenchmarkDecideJWT is the whole core decision for an RS256 JWT.
+// BenchmarkDecideJWT is the whole core decision for an RS256 JWT, a
+// repeat caller (the verified-token cache answers).
 func BenchmarkDecideJWT(b *testing.B) {
 	s := newBenchSetup(b, "")
+	benchDecide(b, s.engine, benchRequest("Bearer "+s.token))
+}
+
+// BenchmarkDecideJWTUncached verifies the signature every time.
+func BenchmarkDecideJWTUncached(b *testing.B) {
+	s := newBenchSetupJWT(b, "", "    cache: {enabled: false}")
 	benchDecide(b, s.engine, benchRequest("Bearer "+s.token))
 }
 

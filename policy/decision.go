@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"time"
+
+	"github.com/open-policy-agent/opa/v1/ast"
 )
 
 // Decision is the core's answer for one Request.
@@ -69,6 +71,8 @@ type Identity struct {
 	Issuer string
 	// Claims are the verified JWT claims (nil for other methods).
 	Claims map[string]any
+
+	claimsValue ast.Object // Claims as policy input, when already converted
 }
 
 // Model is the model and operation a request addresses.

@@ -33,7 +33,15 @@ func (f fakeKeys) Lookup(key string) (*apikey.Key, error) {
 
 type fakeTokens struct{}
 
+// cachedIdentity is handed out for every "eyJ.cached.sig", as the
+// verified-token cache does.
+var cachedIdentity = &jwtauth.Identity{Subject: "carol", Roles: []string{"chat-user"}, Issuer: "https://idp",
+	Claims: map[string]any{"sub": "carol", "tier": "gold"}}
+
 func (fakeTokens) Verify(_ context.Context, tok string) (*jwtauth.Identity, error) {
+	if tok == "eyJ.cached.sig" {
+		return cachedIdentity, nil
+	}
 	if tok == "eyJ.crlf.sig" {
 		return &jwtauth.Identity{Subject: "alice\r\nx-modelguard-roles: admin", Roles: []string{"chat-user"}, Issuer: "https://idp"}, nil
 	}
@@ -207,6 +215,27 @@ func TestDecideInput(t *testing.T) {
 	for _, leak := range []string{"mg_alice", "cookie", ":path"} {
 		if strings.Contains(got, leak) {
 			t.Errorf("input carries %q: %s", leak, got)
+		}
+	}
+}
+
+// TestDecideInputClaims: every request bearing a cached token sees its
+// claims, converted once.
+func TestDecideInputClaims(t *testing.T) {
+	var inputs []string
+	e, _ := testEngine(t, authzFunc(func(_ context.Context, in ast.Value) (rego.Result, error) {
+		inputs = append(inputs, in.String())
+		return rego.Result{Allow: true}, nil
+	}))
+	for range 2 {
+		e.Decide(context.Background(), chat(map[string]string{"authorization": "Bearer eyJ.cached.sig"}))
+	}
+	if len(inputs) != 2 {
+		t.Fatalf("%d evaluations, want 2", len(inputs))
+	}
+	for i, got := range inputs {
+		if !strings.Contains(got, `"claims": {"sub": "carol", "tier": "gold"}`) {
+			t.Errorf("request %d: input lacks the claims: %s", i, got)
 		}
 	}
 }

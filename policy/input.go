@@ -6,6 +6,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
 )
 
@@ -23,13 +24,9 @@ func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, pa
 	for i, r := range id.Roles {
 		roles[i] = ast.StringTerm(r)
 	}
-	claims := ast.NewObject()
-	if id.Claims != nil {
-		if v, err := ast.InterfaceToValue(id.Claims); err == nil {
-			if o, ok := v.(ast.Object); ok {
-				claims = o
-			}
-		}
+	claims := id.claimsValue
+	if claims == nil {
+		claims = claimsObject(id.Claims)
 	}
 	subject := ast.NewObject(
 		ast.Item(ast.InternedTerm("id"), ast.StringTerm(id.Subject)),
@@ -82,6 +79,25 @@ func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, pa
 	}
 	return ast.NewObject(items...)
 }
+
+// claimsObject converts JWT claims to the input's subject.claims; nil or
+// unconvertible claims give an empty object.
+func claimsObject(claims map[string]any) ast.Object {
+	if claims != nil {
+		if v, err := ast.InterfaceToValue(claims); err == nil {
+			if o, ok := v.(ast.Object); ok {
+				return o
+			}
+		}
+	}
+	return ast.NewObject()
+}
+
+// identityClaims is claimsObject for a verified token's identity, kept with
+// it (jwtauth.Identity.Memo): the verified-token cache hands the same
+// identity to every request bearing the token, and the policy only reads
+// its input.
+func identityClaims(id *jwtauth.Identity) any { return claimsObject(id.Claims) }
 
 // factsValue is the body facts object; absent values are left out.
 func factsValue(f models.Facts) ast.Object {

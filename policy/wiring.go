@@ -36,8 +36,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	e.checks, e.bodies = cfg.Admission.Limits()
 
 	if len(cfg.Authentication.JWT.Issuers) > 0 {
+		hits, misses := e.metrics.CacheLookups.WithLabelValues("jwt", "hit"), e.metrics.CacheLookups.WithLabelValues("jwt", "miss")
 		v, err := jwtauth.New(ctx, cfg.Authentication.JWT, cfg.Dir, jwtauth.Options{
 			Logger: e.log,
+			OnCacheLookup: func(hit bool) {
+				if hit {
+					hits.Inc()
+				} else {
+					misses.Inc()
+				}
+			},
 			OnJWKSRefresh: func(issuer string, err error) {
 				e.metrics.JWKSRefreshes.WithLabelValues(issuer, metrics.Outcome(err, "failed")).Inc()
 				if err != nil {

@@ -1,13 +1,11 @@
 package test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -23,70 +21,11 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/modelguard/modelguard/examples"
 	"github.com/modelguard/modelguard/extauthz"
-	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/test/testkit"
+	"github.com/modelguard/modelguard/test/testkit/demo"
 )
-
-// auditServer is a modelguard serve child process.
-type auditServer struct {
-	cmd         *exec.Cmd
-	grpc, admin string
-	exited      chan error
-}
-
-// startAuditServer runs bin serve -config cfg with env added, and waits for
-// it to log its listening addresses.
-func startAuditServer(t *testing.T, bin, cfg string, env ...string) *auditServer {
-	t.Helper()
-	cmd := exec.Command(bin, "serve", "-config", cfg)
-	cmd.Env = append(os.Environ(), env...)
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s := &auditServer{cmd: cmd, exited: make(chan error, 1)}
-	t.Cleanup(func() {
-		cmd.Process.Kill() // no process left behind, whatever happened
-		<-s.exited
-	})
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			var line struct{ Msg, GRPC, Admin string }
-			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "modelguard ext_authz serving" {
-				s.grpc, s.admin = line.GRPC, line.Admin
-				close(ready)
-			} else if s.grpc == "" {
-				t.Logf("server: %s", sc.Text())
-			}
-		}
-		io.Copy(io.Discard, stderr)
-		s.exited <- cmd.Wait()
-	}()
-	select {
-	case <-ready:
-	case err := <-s.exited:
-		s.exited <- err
-		t.Fatalf("server exited before serving: %v", err)
-	case <-time.After(2 * time.Minute):
-		t.Fatal("server did not start")
-	}
-	return s
-}
-
-// metric reads one sample from the server's /metrics.
-func (s *auditServer) metric(t *testing.T, name string) float64 {
-	t.Helper()
-	return scrape(t, "http://"+s.admin, name)
-}
 
 // acked is what the load's client saw: the decision ids of the checks
 // answered with an allow.
@@ -186,39 +125,20 @@ func trailFiles(t *testing.T, path string) []string {
 // graceful stop, across file rotations.
 func TestAuditSurvivesKill9(t *testing.T) {
 	bin := buildBinary(t)
-	dir := t.TempDir()
-	if err := os.CopyFS(dir, mustSub(examples.Demo, ".")); err != nil {
-		t.Fatal(err)
-	}
+	dir := demo.Dir(t)
 	if err := os.Mkdir(filepath.Join(dir, "audit"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	key, err := apikey.Mint("mg_")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.WriteFile(filepath.Join(dir, "keys.yaml"), []byte("keys:\n"+apikey.Entry("alice-key", "alice", []string{"chat-user"}, key)), 0o600)
-	cfg := filepath.Join(dir, "config.yaml")
+	key := demo.WriteKeys(t, dir, "mg_", demo.Alice)[demo.Alice.ID]
 	// flush_interval 1ms: where losses were worst when answers did not wait.
-	os.WriteFile(cfg, []byte(`server:
-  grpc_address: 127.0.0.1:0
-  admin_address: 127.0.0.1:0
-  shutdown_grace: 10s
-authentication:
-  api_keys: {file: keys.yaml}
-authorization:
-  policy_dir: policy
-  query: data.modelguard.authz.decision
-  timeout: 2s
-models:
-  - {name: gpt-4o-mini, operation: chat}
+	cfg := writeServeConfig(t, dir, `  shutdown_grace: 10s
 audit:
   output: audit/trail.jsonl
   max_file_bytes: 65536
   flush_interval: 1ms
   key_env: MODELGUARD_AUDIT_KEY
 log: {level: info}
-`), 0o600)
+`)
 	hmacKey := strings.Repeat("audit-key-", 4)
 	env := "MODELGUARD_AUDIT_KEY=" + hmacKey
 	path := filepath.Join(dir, "audit", "trail.jsonl")
@@ -227,7 +147,7 @@ log: {level: info}
 
 	const rounds = 3
 	for round := 1; round <= rounds; round++ {
-		srv := startAuditServer(t, bin, cfg, env)
+		srv := startServe(t, bin, cfg, env)
 		stop, quiet := make(chan struct{}), make(chan struct{})
 		before := allowed.count()
 		wg := load(t, srv.grpc, key, stop, quiet, &allowed)
@@ -283,7 +203,7 @@ log: {level: info}
 	f.Close()
 
 	// The last run: the restart quarantines the torn record and continues the chain.
-	srv := startAuditServer(t, bin, cfg, env)
+	srv := startServe(t, bin, cfg, env)
 	stop := make(chan struct{})
 	before := allowed.count()
 	wg := load(t, srv.grpc, key, stop, stop, &allowed)

@@ -16,10 +16,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/modelguard/modelguard/examples"
-	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/test/testkit"
+	"github.com/modelguard/modelguard/test/testkit/demo"
 )
 
 // auditReceiver is an HTTP audit endpoint that is down (503) until told
@@ -92,28 +91,12 @@ func (r *auditReceiver) trail(n uint64) (string, bool) {
 // and the received trail verifies under the key.
 func TestAuditHTTPDelivery(t *testing.T) {
 	bin := buildBinary(t)
-	dir := t.TempDir()
-	if err := os.CopyFS(dir, mustSub(examples.Demo, ".")); err != nil {
-		t.Fatal(err)
-	}
-	key, _ := apikey.Mint("mg_")
-	os.WriteFile(filepath.Join(dir, "keys.yaml"), []byte("keys:\n"+apikey.Entry("alice-key", "alice", []string{"chat-user"}, key)), 0o600)
+	dir := demo.Dir(t)
+	key := demo.WriteKeys(t, dir, "mg_", demo.Alice)[demo.Alice.ID]
 	rcv := &auditReceiver{bySeq: map[uint64]string{}}
 	srvHTTP := httptest.NewServer(rcv)
 	t.Cleanup(srvHTTP.Close)
-	cfg := filepath.Join(dir, "config.yaml")
-	os.WriteFile(cfg, []byte(`server:
-  grpc_address: 127.0.0.1:0
-  admin_address: 127.0.0.1:0
-authentication:
-  api_keys: {file: keys.yaml}
-authorization:
-  policy_dir: policy
-  query: data.modelguard.authz.decision
-  timeout: 2s
-models:
-  - {name: gpt-4o-mini, operation: chat}
-audit:
+	cfg := writeServeConfig(t, dir, `audit:
   output: "off"
   flush_interval: 10ms
   key_file: audit.key
@@ -122,11 +105,11 @@ audit:
     token_env: MODELGUARD_AUDIT_TOKEN
   spool_dir: spool
 log: {level: info}
-`), 0o600)
+`)
 	hmacKey := strings.Repeat("k", 40)
 	os.WriteFile(filepath.Join(dir, "audit.key"), []byte(hmacKey+"\n"), 0o600)
 
-	srv := startAuditServer(t, bin, cfg, "MODELGUARD_AUDIT_TOKEN=audit-token")
+	srv := startServe(t, bin, cfg, "MODELGUARD_AUDIT_TOKEN=audit-token")
 	stop := make(chan struct{})
 	var allowed acked
 	wg := load(t, srv.grpc, key, stop, stop, &allowed)

@@ -10,18 +10,9 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/modelguard/modelguard/test/noopauthz"
 	"github.com/modelguard/modelguard/test/redisserver"
 )
-
-// noopServer is the baseline: an ext_authz server that allows everything
-// without looking, over the same gRPC stack and socket type.
-type noopServer struct {
-	authv3.UnimplementedAuthorizationServer
-}
-
-func (noopServer) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	return &authv3.CheckResponse{}, nil
-}
 
 func benchCheck(b *testing.B, client authv3.AuthorizationClient, headers map[string]string) {
 	req := envoyCheckRequest(headers)
@@ -80,10 +71,7 @@ func BenchmarkCheckGRPC(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		s := grpc.NewServer()
-		authv3.RegisterAuthorizationServer(s, noopServer{})
-		go s.Serve(lis)
-		b.Cleanup(s.Stop)
+		b.Cleanup(noopauthz.Serve(lis).Stop)
 		benchCheck(b, dialBench(b, lis.Addr().String()), nil)
 	})
 	e := newEnv(b, envOptions{})

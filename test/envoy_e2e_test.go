@@ -380,3 +380,19 @@ func TestEnvoyJWKSDownKeepsLastKeys(t *testing.T) {
 		})
 	}
 }
+
+// TestEnvoyJWTCache: a repeat token is answered from the verified-token
+// cache, and the hits and misses are exported.
+func TestEnvoyJWTCache(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	tok := bearer(token(t, jwt.SigningMethodRS256, e.signer, "k1", nil))
+	for range 3 {
+		if r := e.do("POST", "/v1/chat/completions", tok, chatBody("gpt-4o-mini")); r.status != 200 {
+			t.Fatalf("got %d %s", r.status, r.reason())
+		}
+	}
+	hits, misses := e.metric(`modelguard_cache_lookups_total{cache="jwt",result="hit"}`), e.metric(`modelguard_cache_lookups_total{cache="jwt",result="miss"}`)
+	if hits != 2 || misses != 1 {
+		t.Fatalf("%v hits and %v misses, want 2 and 1", hits, misses)
+	}
+}

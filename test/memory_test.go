@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,8 +20,7 @@ import (
 	"golang.org/x/net/http2"
 	"google.golang.org/protobuf/proto"
 
-	"github.com/modelguard/modelguard/examples"
-	"github.com/modelguard/modelguard/policy/apikey"
+	"github.com/modelguard/modelguard/test/testkit/demo"
 )
 
 // TestMemoryBoundedUnderLargeBodies sends 200 concurrent checks, each
@@ -39,30 +37,12 @@ func TestMemoryBoundedUnderLargeBodies(t *testing.T) {
 		t.Skip("moves 1.6 GB over loopback")
 	}
 	bin := buildBinary(t)
-	dir := t.TempDir()
-	if err := os.CopyFS(dir, mustSub(examples.Demo, ".")); err != nil {
-		t.Fatal(err)
-	}
-	key, err := apikey.Mint("mg_")
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeAtomic(t, filepath.Join(dir, "keys.yaml"), "keys:\n"+apikey.Entry("alice-key", "alice", []string{"chat-user"}, key))
-	cfg := filepath.Join(dir, "config.yaml")
-	writeAtomic(t, cfg, `server:
-  grpc_address: 127.0.0.1:0
-  admin_address: 127.0.0.1:0
-authentication:
-  api_keys: {file: keys.yaml}
-authorization:
-  policy_dir: policy
-  query: data.modelguard.authz.decision
-models:
-  - {name: gpt-4o-mini, operation: chat}
-audit: {output: "off"}
+	dir := demo.Dir(t)
+	key := demo.WriteKeys(t, dir, "mg_", demo.Alice)[demo.Alice.ID]
+	cfg := writeServeConfig(t, dir, `audit: {output: "off"}
 log: {level: info}
 `)
-	srv := startAuditServer(t, bin, cfg)
+	srv := startServe(t, bin, cfg)
 
 	const checks, bodyBytes = 200, 8<<20 - 64<<10
 	cr := envoyCheckRequest(map[string]string{"x-api-key": key, "content-type": "application/json", "x-envoy-auth-partial-body": "false"})

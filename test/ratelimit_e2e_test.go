@@ -16,11 +16,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"github.com/modelguard/modelguard/examples"
 	"github.com/modelguard/modelguard/extauthz"
-	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/test/redisserver"
 	"github.com/modelguard/modelguard/test/testkit"
+	"github.com/modelguard/modelguard/test/testkit/demo"
 )
 
 // TestTwoProcessesShareOneRedisLimit runs two modelguard servers on one
@@ -31,34 +30,11 @@ func TestTwoProcessesShareOneRedisLimit(t *testing.T) {
 	const K, budget, N = 37, 3000, 200
 	redis := redisserver.Start(t)
 	bin := buildBinary(t)
-	dir := t.TempDir()
-	if err := os.CopyFS(dir, mustSub(examples.Demo, ".")); err != nil {
-		t.Fatal(err)
-	}
-	keys := map[string]string{}
-	var entries strings.Builder
-	for _, id := range []string{"req-key", "tok-key"} {
-		k, err := apikey.Mint("mg_")
-		if err != nil {
-			t.Fatal(err)
-		}
-		keys[id] = k
-		entries.WriteString(apikey.Entry(id, strings.TrimSuffix(id, "-key")+"-user", []string{"chat-user"}, k))
-	}
-	os.WriteFile(filepath.Join(dir, "keys.yaml"), []byte("keys:\n"+entries.String()), 0o600)
-	cfg := filepath.Join(dir, "config.yaml")
-	os.WriteFile(cfg, fmt.Appendf(nil, `server:
-  grpc_address: 127.0.0.1:0
-  admin_address: 127.0.0.1:0
-authentication:
-  api_keys: {file: keys.yaml}
-authorization:
-  policy_dir: policy
-  query: data.modelguard.authz.decision
-  timeout: 2s
-models:
-  - {name: gpt-4o-mini, operation: chat}
-rate_limits:
+	dir := demo.Dir(t)
+	keys := demo.WriteKeys(t, dir, "mg_",
+		demo.Key{ID: "req-key", Subject: "req-user", Roles: []string{"chat-user"}},
+		demo.Key{ID: "tok-key", Subject: "tok-user", Roles: []string{"chat-user"}})
+	cfg := writeServeConfig(t, dir, fmt.Sprintf(`rate_limits:
   store: redis
   redis: {address: "%s", timeout: 1s}
   rules:
@@ -68,8 +44,8 @@ audit: {output: "off"}
 # The burst is the point here: let every check wait for a slot rather than
 # be shed as overloaded.
 admission: {max_concurrent_checks: 256, max_wait: 1s}
-`, redis.Addr, K, budget), 0o600)
-	servers := []*auditServer{startAuditServer(t, bin, cfg), startAuditServer(t, bin, cfg)}
+`, redis.Addr, K, budget))
+	servers := []*serveProcess{startServe(t, bin, cfg), startServe(t, bin, cfg)}
 	var clients []authv3.AuthorizationClient
 	for _, s := range servers {
 		conn, err := grpc.NewClient(s.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -30,29 +32,15 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
+	setGCPercent()
 
-	var (
-		cfg  *config.Config
-		demo *demoSetup
-		err  error
-	)
-	if *cfgPath == "" {
-		demo, err = newDemo()
-		if err != nil {
-			fmt.Fprintf(stderr, "modelguard: demo: %v\n", err)
-			return 1
-		}
-		defer os.RemoveAll(demo.dir)
-		cfg = demo.cfg
-	} else if cfg, err = config.Load(*cfgPath); err != nil {
+	cfg, demo, err := loadServeConfig(*cfgPath, *grpcAddr, *adminAddr)
+	if err != nil {
 		fmt.Fprintf(stderr, "modelguard: %v\n", err)
 		return 1
 	}
-	if *grpcAddr != "" {
-		cfg.Server.GRPCAddress = *grpcAddr
-	}
-	if *adminAddr != "" {
-		cfg.Server.AdminAddress = *adminAddr
+	if demo != nil {
+		defer os.RemoveAll(demo.dir)
 	}
 	log := newLogger(cfg.Log, stderr)
 
@@ -68,27 +56,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer auditor.Close()
-	if err := auditor.Record(&audit.Event{Kind: audit.KindStart, Outcome: "ok", File: cfg.File,
-		Detail: fmt.Sprintf("modelguard %s pid %d", version, os.Getpid())}); err != nil {
-		fmt.Fprintf(stderr, "modelguard: audit: %v\n", err)
-		return 1
-	}
-
 	// Background work (reload watches, JWKS refresh) outlives the drain.
 	bg, stopBackground := context.WithCancel(context.Background())
 	defer stopBackground()
-	opts := policy.Options{Logger: log, Metrics: m}
-	if auditor != nil {
-		opts.Audit = auditor
-	}
-	engine, err := policy.New(bg, cfg, opts)
+	engine, err := startEngine(bg, cfg, auditor, policy.Options{Logger: log, Metrics: m})
 	if err != nil {
 		fmt.Fprintf(stderr, "modelguard: %v\n", err)
-		return 1
-	}
-	if err := auditor.Record(&audit.Event{Kind: audit.KindConfigLoaded, Outcome: "ok", File: cfg.File,
-		PolicyRevision: engine.PolicyRevision()}); err != nil {
-		fmt.Fprintf(stderr, "modelguard: audit: %v\n", err)
 		return 1
 	}
 	svc, err := extauthz.Listen(cfg, engine, reg, log)
@@ -100,7 +73,61 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	if demo != nil {
 		demo.printIntro(stdout, svc.GRPCAddr().String(), fmt.Sprint(svc.AdminAddr()))
 	}
+	return serveUntilSignal(svc, auditor, stopBackground, cfg.Server.ShutdownGrace, log)
+}
 
+// loadServeConfig loads the configuration at path or, when path is empty,
+// writes the demo (its setup is returned; the caller removes its dir), and
+// applies the listen address flags that are set.
+func loadServeConfig(path, grpcAddr, adminAddr string) (*config.Config, *demoSetup, error) {
+	var (
+		cfg  *config.Config
+		demo *demoSetup
+		err  error
+	)
+	if path == "" {
+		if demo, err = newDemo(); err != nil {
+			return nil, nil, fmt.Errorf("demo: %w", err)
+		}
+		cfg = demo.cfg
+	} else if cfg, err = config.Load(path); err != nil {
+		return nil, nil, err
+	}
+	if grpcAddr != "" {
+		cfg.Server.GRPCAddress = grpcAddr
+	}
+	if adminAddr != "" {
+		cfg.Server.AdminAddress = adminAddr
+	}
+	return cfg, demo, nil
+}
+
+// startEngine records the start in the audit trail, builds the engine
+// (reloads and refreshes run until bg ends) and records the configuration
+// it loaded.
+func startEngine(bg context.Context, cfg *config.Config, auditor *audit.Writer, opts policy.Options) (*policy.Engine, error) {
+	if err := auditor.Record(&audit.Event{Kind: audit.KindStart, Outcome: "ok", File: cfg.File,
+		Detail: fmt.Sprintf("modelguard %s pid %d", version, os.Getpid())}); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if auditor != nil {
+		opts.Audit = auditor
+	}
+	engine, err := policy.New(bg, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := auditor.Record(&audit.Event{Kind: audit.KindConfigLoaded, Outcome: "ok", File: cfg.File,
+		PolicyRevision: engine.PolicyRevision()}); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	return engine, nil
+}
+
+// serveUntilSignal serves until the server fails or SIGTERM/SIGINT arrives;
+// then it drains in-flight checks, stops background work and flushes the
+// audit trail (with its stop record) within grace. It returns the exit code.
+func serveUntilSignal(svc *extauthz.Service, auditor *audit.Writer, stopBackground func(), grace time.Duration, log *slog.Logger) int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sig)
@@ -114,7 +141,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		// Reloads stop before the trail closes: their events are recorded.
 		stopBackground()
 		auditor.Record(&audit.Event{Kind: audit.KindStop, Outcome: "ok", Detail: "signal " + s.String()})
-		ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownGrace)
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
 		defer cancel()
 		if err := auditor.Shutdown(ctx); err != nil {
 			log.Error("audit trail not flushed", "error", err)
@@ -149,4 +176,18 @@ func openAudit(cfg *config.Config, opts audit.Options) (*audit.Writer, error) {
 		return nil, cfg.Error(field.Under("audit", err))
 	}
 	return w, nil
+}
+
+// serveGCPercent is the server's GOGC unless the environment sets one. Rego
+// evaluates by deep recursion; every GC cycle shrinks the stacks of idle
+// gRPC workers and the next check on each grows (copies) it back. Under
+// load (50 concurrent checks, 64 workers) that copying took 8.5% of the
+// server's CPU at the default of 100 and 2.3% at 400, for 86 MB peak RSS
+// instead of 57 MB (README, Performance).
+const serveGCPercent = 400
+
+func setGCPercent() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(serveGCPercent)
+	}
 }

@@ -39,6 +39,7 @@ func (c *Config) applyDefaults() {
 	for i := range a.JWT.Issuers {
 		fillDefaults(c, "authentication.jwt.issuers["+strconv.Itoa(i)+"]", &a.JWT.Issuers[i], jwtauth.DefaultIssuer())
 	}
+	fillDefaults(c, "authentication.jwt.cache", &a.JWT.Cache, jwtauth.DefaultCache())
 	fillDefaults(c, "authentication.api_keys", &a.APIKeys, apikey.DefaultSettings())
 	a.APIKeys.Header = strings.ToLower(a.APIKeys.Header)
 

@@ -60,6 +60,9 @@ authentication:
         keys:
           - pem_file: jwt/batch.pem
           - pem_env: MODELGUARD_TEST_PEM
+    cache:
+      enabled: false
+      size: 500
   api_keys:
     file: keys.yaml
     header: X-Team-Key
@@ -136,7 +139,7 @@ func TestParseFullConfig(t *testing.T) {
 				JWKSFetchTimeout:       5 * time.Second,
 				Leeway:                 30 * time.Second,
 				Claims:                 jwtauth.ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
-			}}},
+			}}, Cache: jwtauth.CacheSettings{Enabled: false, Size: 500}},
 			APIKeys: apikey.Settings{File: "keys.yaml", Header: "x-team-key", Bearer: &no},
 		},
 		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond},
@@ -188,7 +191,7 @@ func TestDefaults(t *testing.T) {
 				JWKSFetchTimeout:       5 * time.Second,
 				Leeway:                 30 * time.Second,
 				Claims:                 jwtauth.ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
-			}}},
+			}}, Cache: jwtauth.DefaultCache()},
 			APIKeys: apikey.Settings{File: "keys.yaml", Header: "x-api-key", Bearer: &yes},
 		},
 		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond},
@@ -411,7 +414,8 @@ func TestLocate(t *testing.T) {
 		{"authentication.jwt.issuers[2].keys[7].pem_file", "config.yaml:37"},
 		{"authentication.jwt.issuers[1].leeway", "config.yaml:27"},
 		{"authentication.jwt.issuers[9]", "config.yaml:14"},
-		{"identity_headers.roles", "config.yaml:50"}, // explicit "" is in the file
+		{"authentication.jwt.cache.size", "config.yaml:42"},
+		{"identity_headers.roles", "config.yaml:53"}, // explicit "" is in the file
 		{"nothing.here", "config.yaml"},
 		{"", "config.yaml"},
 	} {
@@ -445,9 +449,9 @@ func TestError(t *testing.T) {
 		{"wrapped field error", fmt.Errorf("jwt: issuer batch: %w", keyErr), "config.yaml:38: authentication.jwt.issuers[2].keys[0].pem_file: not a PEM public key"},
 		{"field not in the file", &FieldError{Path: "server.tls.min_version", Err: plain}, "config.yaml:6: server.tls.min_version: listen: address in use"},
 		{"joined errors", errors.Join(keyErr, plain, &FieldError{Path: "log.level", Err: errBadKey}),
-			"config.yaml:38: authentication.jwt.issuers[2].keys[0].pem_file: not a PEM public key\nlisten: address in use\nconfig.yaml:57: log.level: not a PEM public key"},
+			"config.yaml:38: authentication.jwt.issuers[2].keys[0].pem_file: not a PEM public key\nlisten: address in use\nconfig.yaml:60: log.level: not a PEM public key"},
 		{"wrapped joined errors", fmt.Errorf("jwt: %w", errors.Join(keyErr, &FieldError{Path: "log.level", Err: errBadKey})),
-			"config.yaml:38: authentication.jwt.issuers[2].keys[0].pem_file: not a PEM public key\nconfig.yaml:57: log.level: not a PEM public key"},
+			"config.yaml:38: authentication.jwt.issuers[2].keys[0].pem_file: not a PEM public key\nconfig.yaml:60: log.level: not a PEM public key"},
 		{"plain error", plain, "listen: address in use"},
 	}
 	for _, tt := range tests {

@@ -356,6 +356,14 @@ func TestValidationErrors(t *testing.T) {
 			"        jwks_url: https://idp.example/jwks",
 			"        leeway: 5m1s"),
 			nil, []string{`config.yaml:9: authentication.jwt.issuers[0].leeway: must be between 0s and 5m0s, got 5m1s`}},
+		{"jwt cache size 0", issuerDoc(
+			"      - issuer: a",
+			"        audiences: [x]",
+			"        algorithms: [RS256]",
+			"        jwks_url: https://idp.example/jwks",
+			"    cache:",
+			"      size: 0"),
+			nil, []string{`config.yaml:10: authentication.jwt.cache.size: must be between 1 and 1000000, got 0`}},
 		{"leeway negative", issuerDoc(
 			"      - issuer: a",
 			"        audiences: [x]",

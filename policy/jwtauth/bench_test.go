@@ -56,3 +56,11 @@ func BenchmarkVerifyRS256JWKS(b *testing.B) {
 	v := newVerifier(b, jwksConfig(s.URL, time.Hour, time.Hour), "", Options{})
 	benchVerify(b, v, sign(b, "RS256", k.rsa, map[string]any{"kid": "r1"}, benchClaims(issJWKS)))
 }
+
+// BenchmarkVerifyRS256Cached: the same token again, from the cache.
+func BenchmarkVerifyRS256Cached(b *testing.B) {
+	k := keys(b)
+	cfg, dir := staticConfig(b)
+	v := newVerifier(b, cached(cfg, DefaultCacheSize), dir, Options{})
+	benchVerify(b, v, sign(b, "RS256", k.rsa, nil, benchClaims(issRSA)))
+}

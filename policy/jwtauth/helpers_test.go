@@ -186,7 +186,7 @@ func newVerifier(t testing.TB, cfg Settings, dir string, opts Options) *Verifier
 // keys take in the configuration file, so that tests set only what they test.
 func withDefaults(cfg Settings) Settings {
 	def := DefaultIssuer()
-	out := Settings{Issuers: slices.Clone(cfg.Issuers)}
+	out := Settings{Issuers: slices.Clone(cfg.Issuers), Cache: cfg.Cache}
 	for i := range out.Issuers {
 		is := &out.Issuers[i]
 		for _, d := range []struct{ field, def *time.Duration }{

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -21,6 +22,7 @@ const maxHeaderParams = 16
 type issuer struct {
 	name    string
 	algs    map[string]algInfo
+	leeway  time.Duration
 	parser  *jwt.Parser
 	typ     []byte // lower case, without "application/"; nil = not checked
 	subject claimPath
@@ -34,7 +36,7 @@ type issuer struct {
 // (a key that cannot be parsed or fits none of the algorithms) are
 // *field.Error relative to the issuer.
 func newIssuer(ctx context.Context, ic IssuerSettings, baseDir string, opts Options, client *http.Client) (*issuer, error) {
-	is := &issuer{name: ic.Issuer, algs: make(map[string]algInfo, len(ic.Algorithms))}
+	is := &issuer{name: ic.Issuer, algs: make(map[string]algInfo, len(ic.Algorithms)), leeway: ic.Leeway}
 	methods := make([]string, 0, len(ic.Algorithms))
 	for _, name := range ic.Algorithms {
 		a, ok := lookupAlg(name)
@@ -195,6 +197,14 @@ func kidOf(t *jwt.Token) (string, *Error) {
 		return "", fail(ReasonMalformed, errors.New("header kid is not a string"))
 	}
 	return kid, nil
+}
+
+// currentKeys returns the key set in force: a JWKS refresh replaces it.
+func (is *issuer) currentKeys() *keySet {
+	if is.jwks != nil {
+		return is.jwks.keys()
+	}
+	return is.static
 }
 
 // staticKey is the keyfunc of issuers with static keys. jku, x5u, jwk and

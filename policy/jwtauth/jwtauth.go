@@ -9,6 +9,7 @@ package jwtauth
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -76,6 +78,24 @@ type Identity struct {
 	Roles   []string       // deduplicated, in claim order; never nil
 	Claims  map[string]any // all claims of the token
 	Issuer  string         // the configured issuer that verified it
+
+	// memo is one value a caller derives from the identity, kept because
+	// a cached identity serves many requests (see Memo).
+	memo atomic.Pointer[any]
+}
+
+// Memo returns derive(id), computed on first use and kept with id: the
+// engine converts the claims to its policy input once per verified token
+// instead of once per request. derive must depend on id alone. Concurrent
+// first uses may each compute it; one result is kept. There is one slot,
+// for one caller.
+func (id *Identity) Memo(derive func(*Identity) any) any {
+	if p := id.memo.Load(); p != nil {
+		return *p
+	}
+	v := derive(id)
+	id.memo.CompareAndSwap(nil, &v)
+	return *id.memo.Load()
 }
 
 // Options are the non-configuration inputs of New.
@@ -94,6 +114,9 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxTokenBytes caps a token before any decoding. 0 = 8192.
 	MaxTokenBytes int
+	// OnCacheLookup is called after each lookup in the verified-token
+	// cache (when enabled), on the request path: keep it cheap.
+	OnCacheLookup func(hit bool)
 
 	now func() time.Time // tests only; nil = time.Now
 }
@@ -102,7 +125,8 @@ type Options struct {
 type Verifier struct {
 	issuers  map[string]*issuer
 	maxBytes int
-	bufs     sync.Pool // *[]byte scratch for decoding header and payload
+	bufs     sync.Pool   // *[]byte scratch for decoding header and payload
+	cache    *tokenCache // nil = off
 }
 
 // New builds a Verifier for s, which it validates first (see
@@ -137,6 +161,14 @@ func build(ctx context.Context, s Settings, baseDir string, opts Options) (*Veri
 		b := make([]byte, 0, 2048)
 		return &b
 	}
+	now := opts.now
+	if now == nil {
+		now = time.Now
+	}
+	var err error
+	if v.cache, err = newTokenCache(s.Cache, now, opts.OnCacheLookup); err != nil {
+		return nil, field.Under("cache", err)
+	}
 	client := jwksHTTPClient(opts.HTTPClient)
 	for i, ic := range s.Issuers {
 		is, err := newIssuer(ctx, ic, baseDir, opts, client)
@@ -149,10 +181,18 @@ func build(ctx context.Context, s Settings, baseDir string, opts Options) (*Veri
 }
 
 // Verify checks token and returns the caller's identity. Every error is an
-// *Error.
+// *Error. The Identity may be shared with other calls (the cache returns
+// the same one for the same token): callers must not modify it.
 func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) {
 	if len(token) > v.maxBytes {
 		return nil, fail(ReasonTooLong, fmt.Errorf("token of %d bytes exceeds the %d-byte limit", len(token), v.maxBytes))
+	}
+	var h [sha256.Size]byte
+	if v.cache != nil {
+		h = sha256.Sum256([]byte(token))
+		if id := v.cache.get(h); id != nil {
+			return id, nil
+		}
 	}
 	hdr, payload, err := splitCompact(token)
 	if err != nil {
@@ -172,10 +212,17 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 	if is.jwks != nil {
 		kf = func(t *jwt.Token) (any, error) { return is.jwksKey(ctx, t) }
 	}
+	keys := is.currentKeys()
 	if _, err := is.parser.ParseWithClaims(token, claims, kf); err != nil {
 		return nil, classify(err, claims)
 	}
-	return is.identity(claims)
+	id, err := is.identity(claims)
+	// Cached only when the key set did not change while verifying (an
+	// unknown kid refreshes it), so the entry names the set that verified.
+	if err == nil && v.cache != nil && is.currentKeys() == keys {
+		v.cache.put(h, is, keys, claims, id)
+	}
+	return id, err
 }
 
 // route finds the issuer named by the payload's "iss".

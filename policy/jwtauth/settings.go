@@ -16,6 +16,8 @@ import (
 // Settings configure a Verifier: the authentication.jwt section.
 type Settings struct {
 	Issuers []IssuerSettings `yaml:"issuers"`
+	// Cache keeps verified tokens; see CacheSettings.
+	Cache CacheSettings `yaml:"cache"`
 }
 
 // IssuerSettings is one trusted token issuer. DefaultIssuer gives the value
@@ -145,6 +147,7 @@ func (s Settings) Validate(baseDir string) []error {
 		}
 		errs = append(errs, field.Within(p, iss.validate(baseDir))...)
 	}
+	errs = append(errs, field.Within("cache", s.Cache.validate())...)
 	return errs
 }
 

@@ -17,6 +17,7 @@ type Metrics struct {
 	KeyReloads    *prometheus.CounterVec // outcome
 	SchemaReloads *prometheus.CounterVec // outcome
 	JWKSRefreshes *prometheus.CounterVec // issuer, outcome
+	CacheLookups  *prometheus.CounterVec // cache (jwt), result (hit, miss)
 
 	// The audit trail (policy/audit).
 	AuditRecords       *prometheus.CounterVec   // sink
@@ -63,6 +64,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "modelguard_jwks_refreshes_total",
 			Help: "JWKS refresh attempts by issuer and outcome (ok, failed).",
 		}, []string{"issuer", "outcome"}),
+		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_cache_lookups_total",
+			Help: "Lookups in modelguard's caches by cache (jwt: verified tokens) and result (hit, miss).",
+		}, []string{"cache", "result"}),
 		AuditRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelguard_audit_records_written_total",
 			Help: "Audit records written by sink (file, stdout; http counts records spooled).",
@@ -107,7 +112,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	m.RateLimit = ratelimit.NewMetrics(reg)
 	if reg != nil {
-		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.JWKSRefreshes,
+		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.JWKSRefreshes, m.CacheLookups,
 			m.AuditRecords, m.AuditQueueDepth, m.AuditSyncDuration, m.AuditSyncedSeq, m.AuditSpoolBytes,
 			m.AuditHTTPDelivered, m.AuditSinkErrors, m.AuditDenied, m.AuditLost, m.Shed)
 	}

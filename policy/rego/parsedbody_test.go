@@ -22,11 +22,33 @@ allow if count(input) > 0`, true},
 allow if { some k; input[k] }`, true},
 		{"body facts only", `package modelguard.authz
 allow if input.body.max_tokens < 100`, false},
+		{"object.get of another member", `package modelguard.authz
+roles := object.get(input, ["subject", "roles"], [])
+allow if "admin" in roles`, false},
+		{"object.get of another member by key", `package modelguard.authz
+allow if object.get(input, "subject", {}).id == "a"`, false},
+		{"object.get of parsed_body", `package modelguard.authz
+allow if object.get(input, ["parsed_body", "temperature"], 0) < 1`, true},
+		{"object.get of parsed_body by key", `package modelguard.authz
+allow if object.get(input, "parsed_body", {}).temperature < 1`, true},
+		{"object.get of all of input", `package modelguard.authz
+allow if count(object.get(input, [], {})) > 0`, true},
+		{"object.get with a computed path", `package modelguard.authz
+allow if { some k in ["a", "b"]; object.get(input, [k], 0) == 1 }`, true},
+		{"object.get whose default reads the body", `package modelguard.authz
+allow if object.get(input, ["subject", "id"], input.parsed_body.user) == "a"`, true},
+		{"input passed to another function", `package modelguard.authz
+allow if json.marshal(input) != ""`, true},
+		{"example policy", "", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(tc.module), 0o644); err != nil {
+			if tc.module == "" { // the example policy
+				if err := os.CopyFS(dir, os.DirFS("../../examples/policy")); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(tc.module), 0o644); err != nil {
 				t.Fatal(err)
 			}
 			p, err := Compile(context.Background(), dir, "")

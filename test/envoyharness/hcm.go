@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/google/uuid"
+
+	"github.com/modelguard/modelguard/test/gatewaypath"
 )
 
 // EscapedSlashes is the connection manager's path_with_escaped_slashes_action.
@@ -141,11 +143,11 @@ func canonicalPath(path string) string {
 	var b strings.Builder
 	for i := 0; i < len(path); i++ {
 		c := path[i]
+		v, escaped := gatewaypath.Escaped(path, i)
 		switch {
 		case c == '\\':
 			b.WriteByte('/')
-		case c == '%' && i+2 < len(path) && isHex(path[i+1]) && isHex(path[i+2]):
-			v := unhex(path[i+1])<<4 | unhex(path[i+2])
+		case escaped:
 			if unreserved(v) {
 				b.WriteByte(v)
 			} else {
@@ -200,18 +202,4 @@ func mergeSlashes(path string) string {
 
 func unreserved(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
-}
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c >= 'a':
-		return c - 'a' + 10
-	case c >= 'A':
-		return c - 'A' + 10
-	}
-	return c - '0'
 }

@@ -3,6 +3,8 @@ package kongharness
 import (
 	"fmt"
 	"strings"
+
+	"github.com/modelguard/modelguard/test/gatewaypath"
 )
 
 // NormalizePath is kong.request.get_path since Kong 3.0: the raw path
@@ -19,8 +21,7 @@ func NormalizePath(raw string) string {
 	}
 	var b strings.Builder
 	for i := 0; i < len(raw); i++ {
-		if raw[i] == '%' && i+2 < len(raw) && isHex(raw[i+1]) && isHex(raw[i+2]) {
-			v := unhex(raw[i+1])<<4 | unhex(raw[i+2])
+		if v, ok := gatewaypath.Escaped(raw, i); ok {
 			if strings.IndexByte(reservedChars, v) >= 0 {
 				b.WriteString(strings.ToUpper(raw[i : i+3]))
 			} else {
@@ -91,18 +92,4 @@ func Escape(path string) string {
 		fmt.Fprintf(&b, "%%%02X", c)
 	}
 	return b.String()
-}
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
-}
-
-func unhex(c byte) byte {
-	switch {
-	case c >= 'a':
-		return c - 'a' + 10
-	case c >= 'A':
-		return c - 'A' + 10
-	}
-	return c - '0'
 }

@@ -14,7 +14,7 @@ import (
 const importPath = "github.com/modelguard/modelguard/test/testkit"
 
 // TestImportedByTestsOnly fails when code that ships (any non-test file
-// outside test/) imports this package.
+// outside test/) imports this package or one below it (demo).
 func TestImportedByTestsOnly(t *testing.T) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -44,7 +44,7 @@ func TestImportedByTestsOnly(t *testing.T) {
 		}
 		checked++
 		for _, imp := range f.Imports {
-			if p, _ := strconv.Unquote(imp.Path.Value); p == importPath {
+			if p, _ := strconv.Unquote(imp.Path.Value); p == importPath || strings.HasPrefix(p, importPath+"/") {
 				t.Errorf("%s imports %s, which is for tests only", rel, importPath)
 			}
 		}
