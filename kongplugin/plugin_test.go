@@ -95,7 +95,9 @@ func (f *fixture) config(path string) *Config {
 }
 
 // run passes one request through go-pdk's test environment (access, an
-// echo upstream, log).
+// echo upstream), then the log phase with what Kong's kong.log.serialize
+// would return for it (go-pdk's test environment has no serialize; the
+// socket-level tests in test/ run the real call through the Kong harness).
 func run(t *testing.T, c *Config, method, path string, headers map[string]string, body string) *pdktest.TestEnv {
 	t.Helper()
 	h := http.Header{"Content-Type": {"application/json"}}
@@ -106,8 +108,47 @@ func run(t *testing.T, c *Config, method, path string, headers map[string]string
 	if err != nil {
 		t.Fatal(err)
 	}
-	env.DoHttps(c)
+	env.DoRewrite(c)
+	env.DoAccess(c)
+	if env.IsRunning() {
+		env.ServiceRes = env.ServiceReq.ToResponse() // an echo upstream
+		env.DoResponse(c)
+	}
+	if err := c.p.logged(c, serializeOf(t, env, method, path)); err != nil {
+		t.Fatal(err)
+	}
 	return env
+}
+
+// serializeOf is the part of kong.log.serialize's JSON the log phase reads.
+func serializeOf(t *testing.T, env *pdktest.TestEnv, method, path string) string {
+	t.Helper()
+	lower := func(h http.Header) map[string][]string {
+		m := make(map[string][]string, len(h))
+		for k, v := range h {
+			m[strings.ToLower(k)] = v
+		}
+		return m
+	}
+	b, err := json.Marshal(map[string]any{
+		"request":   map[string]any{"method": method, "uri": path, "headers": lower(env.ServiceReq.Headers)},
+		"response":  map[string]any{"status": env.ClientRes.Status, "headers": lower(env.ClientRes.Headers)},
+		"client_ip": "10.0.0.7",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// lastDecision is the last audited decision.
+func (f *fixture) lastDecision(t *testing.T) audit.Event {
+	t.Helper()
+	evs := f.audit.Filter(isDecision)
+	if len(evs) == 0 {
+		t.Fatal("no decision audited")
+	}
+	return evs[len(evs)-1]
 }
 
 const chat = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
@@ -149,10 +190,7 @@ func TestAccessAllowSetsIdentityForKong(t *testing.T) {
 	if got := env.Ctx.Store[groupsKey]; !reflect.DeepEqual(got, []any{"chat-user"}) {
 		t.Errorf("ctx.shared.%s = %#v", groupsKey, got)
 	}
-	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
-	if id == "" || id != up.Get("x-modelguard-decision-id") {
-		t.Errorf("ctx.shared decision id %q, upstream %q", id, up.Get("x-modelguard-decision-id"))
-	}
+	id := up.Get("x-modelguard-decision-id")
 	// The log phase recorded the decision once, with the final status.
 	evs := f.audit.Filter(isDecision)
 	if len(evs) != 1 || evs[0].DecisionID != id || evs[0].Gateway != "kong" || evs[0].Status != 200 || evs[0].Result != "allow" || evs[0].Subject != "alice" {
@@ -244,8 +282,9 @@ func TestAccessDenies(t *testing.T) {
 			if tc.status == 401 && !strings.HasPrefix(env.ClientRes.Headers.Get("www-authenticate"), "Bearer") {
 				t.Errorf("www-authenticate = %q", env.ClientRes.Headers.Get("www-authenticate"))
 			}
-			if id, _ := env.Ctx.Store[SharedDecisionKey].(string); id == "" || env.ClientRes.Headers.Get("x-modelguard-decision-id") != id {
-				t.Errorf("decision id: ctx.shared %q, response header %q", id, env.ClientRes.Headers.Get("x-modelguard-decision-id"))
+			// The log phase found the denial by its response header.
+			if ev := f.lastDecision(t); ev.DecisionID == "" || env.ClientRes.Headers.Get("x-modelguard-decision-id") != ev.DecisionID || ev.Status != tc.status || ev.Path != tc.path || ev.Method != tc.method {
+				t.Errorf("audited %+v, response header %q", ev, env.ClientRes.Headers.Get("x-modelguard-decision-id"))
 			}
 		})
 	}
@@ -301,9 +340,8 @@ func TestAccessRefusesHeaderInjection(t *testing.T) {
 	if env.ServiceReq.Headers.Get("x-admin") != "" || env.ServiceReq.Headers.Get("x-modelguard-subject") != "" {
 		t.Fatalf("upstream headers %v", env.ServiceReq.Headers)
 	}
-	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
-	if e := f.plugin.pending.take(id); e == nil || e.d.Reason != "jwt_bad_claim" || e.d.Allow {
-		t.Fatalf("saved decision %+v", e)
+	if ev := f.lastDecision(t); ev.Reason != "jwt_bad_claim" || ev.Result != "deny" {
+		t.Fatalf("audited %+v", ev)
 	}
 }
 
@@ -352,10 +390,8 @@ func TestAccessPanicIsAudited(t *testing.T) {
 	f.plugin.beforeEvaluate = func() { panic("injected") }
 	env := run(t, f.config(filepath.Join(f.dir, "config.yaml")), "POST", "/v1/chat/completions", map[string]string{"x-api-key": f.keys["alice-key"]}, chat)
 	assertDenied(t, env, 503, "server_error")
-	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
-	e := f.plugin.pending.take(id)
-	if e == nil || e.d.Reason != "internal_error" || e.d.Allow || e.req.Path != "/v1/chat/completions" {
-		t.Fatalf("saved decision for %q: %+v", id, e)
+	if ev := f.lastDecision(t); ev.Reason != "internal_error" || ev.Result != "deny" || ev.Path != "/v1/chat/completions" || ev.Status != 503 {
+		t.Fatalf("audited %+v", ev)
 	}
 }
 
@@ -442,10 +478,10 @@ func TestPendingBounds(t *testing.T) {
 	if ex := put("d", t0.Add(3*time.Second)); !reflect.DeepEqual(ids(ex), []string{"a"}) {
 		t.Fatalf("over the size bound: expired %v, want [a]", ids(ex))
 	}
-	if e := p.take("c"); e == nil || e.id != "c" {
+	if e := p.take("c", func(*entry) bool { return true }); e == nil || e.id != "c" {
 		t.Fatalf("take c: %v", e)
 	}
-	if e := p.take("c"); e != nil {
+	if e := p.take("c", func(*entry) bool { return true }); e != nil {
 		t.Fatal("taken twice")
 	}
 	p.replace("b", &policy.Decision{ID: "b", Status: 503})
@@ -494,7 +530,7 @@ func TestPendingConcurrent(t *testing.T) {
 					mu.Unlock()
 				}
 				if i%2 == 0 {
-					if e := p.take(id); e != nil {
+					if e := p.take(id, func(*entry) bool { return true }); e != nil {
 						mu.Lock()
 						seen[e.id]++
 						mu.Unlock()
