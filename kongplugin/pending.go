@@ -20,7 +20,7 @@ const (
 
 // decisionRecorder writes a decision's audit event; *policy.Engine is one.
 type decisionRecorder interface {
-	RecordDecision(req *policy.Request, d *policy.Decision, status int, latency time.Duration)
+	RecordDecision(req *policy.Request, d *policy.Decision, status int, latency time.Duration) error
 }
 
 // entry is what the log phase needs to record one decision.

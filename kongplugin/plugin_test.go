@@ -447,13 +447,14 @@ type recorded struct {
 	statuses map[string]int
 }
 
-func (r *recorded) RecordDecision(_ *policy.Request, d *policy.Decision, status int, _ time.Duration) {
+func (r *recorded) RecordDecision(_ *policy.Request, d *policy.Decision, status int, _ time.Duration) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if _, dup := r.statuses[d.ID]; dup {
 		panic("recorded twice: " + d.ID)
 	}
 	r.statuses[d.ID] = status
+	return nil
 }
 
 func TestPendingBounds(t *testing.T) {

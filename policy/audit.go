@@ -14,13 +14,23 @@ import (
 
 // AuditSink takes audit events; *audit.Writer, the trail, is the real one.
 type AuditSink interface {
+	// Record returns once the event is as durable as the trail promises
+	// (audit.durability), or an error: then the event may not be recorded.
 	Record(*audit.Event) error
+}
+
+// offerer is an AuditSink that can also queue an event without waiting:
+// the records of denials, which acknowledge nothing, so that a denial is
+// answered at once even while the trail is slow or full (a record it cannot
+// take is counted and logged by the sink).
+type offerer interface {
+	Offer(*audit.Event) error
 }
 
 // Admitter says whether the audit trail can take a record now (nil) or not
 // (an error): a request must never be served without its record. For Kong,
 // which records in the log phase after the response, this check before the
-// decision is what keeps that promise. *audit.Writer implements it.
+// decision is the most it can promise. *audit.Writer implements it.
 type Admitter interface {
 	Admit(ctx context.Context) error
 }
@@ -56,12 +66,14 @@ func (e *Engine) operator(ev audit.Event, err error, failed string) {
 
 // RecordDecision writes the audit event for d. status and latency are what the
 // gateway finally observed (the upstream's status, the whole request's
-// time); pass d.Status and d.Latency when the decision ends the story. The
-// sink queues the event (waiting a bounded time for room if it must);
-// a record it cannot take is counted and logged by it, and logged here.
-func (e *Engine) RecordDecision(req *Request, d *Decision, status int, latency time.Duration) {
+// time); pass d.Status and d.Latency when the decision ends the story. For
+// an allow it returns once the record is durable (audit.durability), or an
+// error, and the request must then not be served; a denial's record is
+// queued without waiting. A record the sink cannot take is counted and
+// logged by it, and logged here.
+func (e *Engine) RecordDecision(req *Request, d *Decision, status int, latency time.Duration) error {
 	if e.audit == nil {
-		return
+		return nil
 	}
 	ev := audit.Event{
 		Kind:           audit.KindDecision,
@@ -87,7 +99,14 @@ func (e *Engine) RecordDecision(req *Request, d *Decision, status int, latency t
 		sum := sha256.Sum256(req.Body)
 		ev.BodySHA256 = hex.EncodeToString(sum[:])
 	}
-	if err := e.audit.Record(&ev); err != nil {
-		e.log.Error("audit record failed", "decision_id", d.ID, "error", err)
+	var err error
+	if o, ok := e.audit.(offerer); ok && !d.Allow {
+		err = o.Offer(&ev)
+	} else {
+		err = e.audit.Record(&ev)
 	}
+	if err != nil {
+		e.log.Error("audit record failed", "decision_id", d.ID, "result", ev.Result, "error", err)
+	}
+	return err
 }

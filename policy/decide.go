@@ -13,11 +13,18 @@ import (
 	"github.com/modelguard/modelguard/policy/rego"
 )
 
-// Decide evaluates req and records its audit event: the whole decision, as
-// an adapter whose gateway acts on it at once (Envoy) needs it.
+// Decide evaluates req and records its audit event, and returns once the
+// record is as durable as audit.durability says: the whole decision, as an
+// adapter whose gateway acts on it at once (Envoy) needs it. An allow whose
+// record could not be made durable in time becomes a 503
+// (audit_unavailable): no request is served without its record.
 func (e *Engine) Decide(ctx context.Context, req *Request) *Decision {
 	d := e.Evaluate(ctx, req)
-	e.RecordDecision(req, d, d.Status, d.Latency)
+	if err := e.RecordDecision(req, d, d.Status, d.Latency); err != nil && d.Allow {
+		e.metrics.AuditDenied.Inc()
+		e.log.Error("allowed request denied: its audit record is not durable", "decision_id", d.ID, "request_id", req.ID, "error", err)
+		return e.Deny(d.ID, http.StatusServiceUnavailable, "audit_unavailable", "service unavailable")
+	}
 	return d
 }
 

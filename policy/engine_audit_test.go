@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -44,7 +45,9 @@ func (g *gatedSink) Close() error { return nil }
 func TestAuditUnavailableDenies(t *testing.T) {
 	e, _ := testEngine(t, allowAll)
 	sink := &gatedSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
-	w, err := audit.NewWriter(audit.Settings{QueueSize: 1, BlockTimeout: 10 * time.Millisecond}, audit.Options{Metrics: e.metrics}, sink)
+	// async: the queue, not the write, is what this test holds; block_timeout
+	// of an hour: the denials must not wait for room to record themselves.
+	w, err := audit.NewWriter(audit.Settings{Durability: audit.DurabilityAsync, QueueSize: 1, BlockTimeout: time.Hour}, audit.Options{Metrics: e.metrics}, sink)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,6 +80,49 @@ func TestAuditUnavailableDenies(t *testing.T) {
 	}
 	close(sink.gate)
 	testkit.Eventually(t, "requests served after the trail drained", func() bool { return e.Decide(ctx, req()).Allow })
+}
+
+// Decide returns once the allowed request's record is written (the default
+// durability): the record is in the file when the answer comes. When the
+// record cannot be written (a sink that hangs), the allow becomes a 503.
+func TestDecideWaitsForTheRecord(t *testing.T) {
+	e, _ := testEngine(t, allowAll)
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	w, err := audit.NewWriter(audit.Settings{BlockTimeout: time.Hour}, audit.Options{Metrics: e.metrics}, audit.NewFileSink(path, 0, 0, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	e.audit, e.admit = w, w
+	ctx := context.Background()
+	for i := range 20 {
+		d := e.Decide(ctx, chat(map[string]string{"x-api-key": "mg_alice"}))
+		if !d.Allow {
+			t.Fatalf("denied: %d %s", d.Status, d.Reason)
+		}
+		data, err := os.ReadFile(path)
+		if err != nil || !strings.Contains(string(data), `"decision_id":"`+d.ID+`"`) {
+			t.Fatalf("request %d answered before its record was written (%v)", i, err)
+		}
+	}
+
+	// A hung sink: the record is never written, so the allow is withdrawn.
+	e2, _ := testEngine(t, allowAll)
+	sink := &gatedSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	defer close(sink.gate)
+	w2, err := audit.NewWriter(audit.Settings{BlockTimeout: time.Millisecond}, audit.Options{Metrics: e2.metrics}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w2.Close() }) // after the gate opens
+	e2.audit, e2.admit = w2, w2
+	d := e2.Decide(ctx, chat(map[string]string{"x-api-key": "mg_alice"}))
+	if d.Allow || d.Status != http.StatusServiceUnavailable || d.Reason != "audit_unavailable" || len(d.UpstreamHeaders) != 0 || d.ID == "" {
+		t.Errorf("allow with an unwritten record: allow=%v %d %s %v", d.Allow, d.Status, d.Reason, d.UpstreamHeaders)
+	}
+	if got := testutil.ToFloat64(e2.metrics.AuditDenied); got != 1 {
+		t.Errorf("modelguard_audit_denied_total = %v, want 1", got)
+	}
 }
 
 func TestAuditRecordFields(t *testing.T) {

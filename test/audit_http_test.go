@@ -128,10 +128,10 @@ log: {level: info}
 
 	srv := startAuditServer(t, bin, cfg, "MODELGUARD_AUDIT_TOKEN=audit-token")
 	stop := make(chan struct{})
-	var allowed atomic.Int64
+	var allowed acked
 	wg := load(t, srv.grpc, key, stop, stop, &allowed)
 	testkit.Eventually(t, "checks served and delivery failing", func() bool {
-		return allowed.Load() >= 100 && rcv.failures.Load() >= 2 && srv.metric(t, "modelguard_audit_spool_bytes") > 0
+		return allowed.count() >= 100 && rcv.failures.Load() >= 2 && srv.metric(t, "modelguard_audit_spool_bytes") > 0
 	})
 	close(stop)
 	wg.Wait()
@@ -159,8 +159,8 @@ log: {level: info}
 	if err != nil {
 		t.Fatalf("the received trail does not verify: %v", err)
 	}
-	if sum.Records < uint64(allowed.Load())+3 {
-		t.Errorf("%d records received for %d allowed checks plus start, config_loaded and stop", sum.Records, allowed.Load())
+	if sum.Records < uint64(allowed.count())+3 {
+		t.Errorf("%d records received for %d allowed checks plus start, config_loaded and stop", sum.Records, allowed.count())
 	}
 	kinds := trailKinds(t, []string{path})
 	if kinds != "start config_loaded decision stop" {

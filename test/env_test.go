@@ -122,7 +122,10 @@ audit:
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 	reg := prometheus.NewRegistry()
-	aw, err := audit.Open(c.Audit.Output)
+	// The configuration's audit.output is the Kong plugin server's trail
+	// when a test starts one: a trail has one writer (its lock refuses a
+	// second), so this server keeps its own.
+	aw, err := audit.Open(e.trail("envoy"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -367,3 +370,13 @@ func chatBody(model string) string {
 }
 
 func bearer(s string) map[string]string { return map[string]string{"authorization": "Bearer " + s} }
+
+// trail is the audit trail a gateway's modelguard writes: the in-process
+// ext_authz server's own, or the configuration's audit.output, which the
+// Kong plugin server reads.
+func (e *env) trail(gateway string) string {
+	if gateway == "envoy" {
+		return filepath.Join(e.dir, "envoy-audit.log")
+	}
+	return filepath.Join(e.dir, "audit.log")
+}

@@ -90,7 +90,7 @@ func TestEnvoyAuditTrail(t *testing.T) {
 	denied := e.do("POST", "/v1/chat/completions", map[string]string{"x-api-key": e.keys["reader-key"]}, chatBody("gpt-4o-mini"))
 	refused := e.do("POST", "/v1/chat/completions", bearer(tok+"x"), chatBody("gpt-4o-mini"))
 
-	raw, err := os.ReadFile(filepath.Join(e.dir, "audit.log"))
+	raw, err := os.ReadFile(e.trail("envoy"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -387,7 +387,7 @@ func TestKongGracefulStop(t *testing.T) {
 	if err := k.proc.Stop(); err != nil {
 		t.Fatalf("stop: %v\n%s", err, k.proc.Output())
 	}
-	raw, err := os.ReadFile(filepath.Join(e.dir, "audit.log"))
+	raw, err := os.ReadFile(e.trail("kong"))
 	if err != nil {
 		t.Fatal(err)
 	}

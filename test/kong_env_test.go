@@ -125,11 +125,11 @@ func (e *env) gatewayAuditEvent(t testing.TB, gateway, requestID string) []map[s
 	return evs
 }
 
-// gatewayAuditEvents reads the audit trail and returns the decision events of a
-// gateway by request id. A last line still being written is left out.
+// gatewayAuditEvents reads a gateway's audit trail and returns its decision
+// events by request id. A last line still being written is left out.
 func (e *env) gatewayAuditEvents(t testing.TB, gateway string) map[string][]map[string]any {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join(e.dir, "audit.log"))
+	raw, err := os.ReadFile(e.trail(gateway))
 	if err != nil {
 		t.Fatal(err)
 	}

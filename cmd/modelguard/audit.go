@@ -13,12 +13,13 @@ import (
 )
 
 const auditUsage = `Usage:
-  modelguard audit verify [-key-file FILE | -key-env VAR] [-partial] FILE...
+  modelguard audit verify [-key-file FILE | -key-env VAR] [-partial] [-anchor FILE-anchor] FILE...
 
 Checks an audit trail: FILEs are one trail, oldest first (for a rotated
-file: FILE.* FILE). Reports the first edited, deleted, inserted, reordered
-or truncated record as FILE:LINE and exits 1; prints a summary and exits 0
-when every record verifies.
+file: FILE.[0-9]* FILE). Reports the first edited, deleted, inserted,
+reordered or truncated record as FILE:LINE and exits 1; prints a summary and
+exits 0 when every record verifies. With -anchor (the FILE-anchor the
+server keeps next to the trail), records deleted from the end are found too.
 `
 
 // auditCmd runs "modelguard audit SUBCOMMAND".
@@ -33,6 +34,7 @@ func auditCmd(args []string, stdout, stderr io.Writer) int {
 	keyFile := fs.String("key-file", "", "file holding the HMAC key of a keyed trail (one trailing newline ignored)")
 	keyEnv := fs.String("key-env", "", "environment variable holding the HMAC key of a keyed trail")
 	partial := fs.Bool("partial", false, "the files start after the first record of the trail (older files were removed)")
+	anchorFile := fs.String("anchor", "", "the trail's anchor file (<output>-anchor): the trail must reach the record it names")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
@@ -45,7 +47,16 @@ func auditCmd(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "modelguard audit verify: %v\n", err)
 		return 2
 	}
-	sum, err := audit.VerifyFiles(fs.Args(), audit.VerifyOptions{Key: key, Partial: *partial})
+	opts := audit.VerifyOptions{Key: key, Partial: *partial}
+	if *anchorFile != "" {
+		a, err := audit.ReadAnchor(*anchorFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "modelguard audit verify: %v\n", err)
+			return 2
+		}
+		opts.Anchor = &a
+	}
+	sum, err := audit.VerifyFiles(fs.Args(), opts)
 	if err != nil {
 		var ve *audit.VerifyError
 		if errors.As(err, &ve) {
@@ -63,8 +74,12 @@ func auditCmd(args []string, stdout, stderr io.Writer) int {
 	if sum.FirstPrev != strings.Repeat("0", 64) {
 		start = "prev " + sum.FirstPrev
 	}
-	fmt.Fprintf(stdout, "OK %d files, %d records, seq %d to %d (%s), %s, last hash %s\n",
-		sum.Files, sum.Records, sum.FirstSeq, sum.LastSeq, start, chain, sum.LastHash)
+	anchored := ""
+	if opts.Anchor != nil {
+		anchored = fmt.Sprintf(", anchor at seq %d matches", opts.Anchor.Seq)
+	}
+	fmt.Fprintf(stdout, "OK %d files, %d records, seq %d to %d (%s), %s, last hash %s%s\n",
+		sum.Files, sum.Records, sum.FirstSeq, sum.LastSeq, start, chain, sum.LastHash, anchored)
 	return 0
 }
 

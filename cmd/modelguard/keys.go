@@ -9,9 +9,11 @@ import (
 	"github.com/modelguard/modelguard/policy/apikey"
 )
 
+const keysUsage = "usage: modelguard keys mint -id ID -subject SUBJECT [-roles a,b] [-prefix mg_] [-file keys.txt]"
+
 func keys(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] != "mint" {
-		fmt.Fprintln(stderr, "usage: modelguard keys mint -id ID -subject SUBJECT [-roles a,b] [-prefix mg_]")
+		fmt.Fprintln(stderr, keysUsage)
 		return 2
 	}
 	fs := flag.NewFlagSet("keys mint", flag.ContinueOnError)
@@ -20,11 +22,12 @@ func keys(args []string, stdout, stderr io.Writer) int {
 	subject := fs.String("subject", "", "subject the key authenticates as (required)")
 	roles := fs.String("roles", "", "comma-separated roles")
 	prefix := fs.String("prefix", "mg_", "recognisable key prefix (helps secret scanners)")
+	file := fs.String("file", "", "append the entry to this one-line key file (created if missing; not *.yaml)")
 	if err := fs.Parse(args[1:]); err != nil {
 		return 2
 	}
-	if *id == "" || *subject == "" {
-		fmt.Fprintln(stderr, "modelguard keys mint: -id and -subject are required")
+	if *id == "" || *subject == "" || fs.NArg() > 0 {
+		fmt.Fprintln(stderr, keysUsage)
 		return 2
 	}
 	var rs []string
@@ -34,7 +37,11 @@ func keys(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	// Refuse before minting an entry the key file would not accept.
-	if err := apikey.CheckEntry(*id, *subject, rs); err != nil {
+	check := apikey.CheckEntry
+	if *file != "" {
+		check = apikey.CheckLine
+	}
+	if err := check(*id, *subject, rs); err != nil {
 		fmt.Fprintf(stderr, "modelguard keys mint: %v\n", err)
 		return 2
 	}
@@ -43,6 +50,19 @@ func keys(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "modelguard keys mint: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(stdout, "API key (shown once, store it now):\n  %s\n\nAdd this entry under \"keys:\" in the key file:\n%s", key, apikey.Entry(*id, *subject, rs, key))
+	if *file != "" {
+		// The key is printed only once the file holds its hash.
+		if err := apikey.AppendLine(*file, apikey.Line(*id, *subject, rs, key)); err != nil {
+			fmt.Fprintf(stderr, "modelguard keys mint: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "API key (shown once, store it now):\n  %s\n\nIts hash was appended to %s as id %q.\n", key, *file, *id)
+		return 0
+	}
+	fmt.Fprintf(stdout, "API key (shown once, store it now):\n  %s\n\n", key)
+	if apikey.CheckLine(*id, *subject, rs) == nil {
+		fmt.Fprintf(stdout, "Add this line to a one-line key file (any name but *.yaml):\n  %s\n", apikey.Line(*id, *subject, rs, key))
+	}
+	fmt.Fprintf(stdout, "Or add this entry under \"keys:\" in a YAML key file:\n%s", apikey.Entry(*id, *subject, rs, key))
 	return 0
 }

@@ -15,7 +15,7 @@ const usage = `modelguard secures AI model APIs behind Envoy, Istio and Kong.
 Usage:
   modelguard serve [-config FILE]        run the ext_authz gRPC server (no -config: embedded demo)
   modelguard check [flags] METHOD PATH   decide one request locally (-config) or on a server (-server)
-  modelguard keys mint [flags]           create an API key; prints the key once and its store entry
+  modelguard keys mint [flags]           create an API key; prints the key once and its key file entry (-file: appends it)
   modelguard audit verify FILE...        check an audit trail's hash chain; reports the first bad record
   modelguard version
   modelguard -kong-prefix DIR            run as Kong's Go plugin server (Kong starts it; see kong/README.md)

@@ -2,12 +2,14 @@ package apikey
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -31,20 +33,80 @@ func (e *ParseError) Error() string {
 	return fmt.Sprintf("%s: %s", e.File, e.Msg)
 }
 
-// Load reads and validates a key file. Each problem found is a *ParseError
+// Load reads and validates a key file, YAML if its name ends in .yaml or
+// .yml, one key per line otherwise. Each problem found is a *ParseError
 // (several are joined with errors.Join); a file with any problem yields no
 // Set, so a typo never half-applies.
 func Load(path string) (*Set, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("read key file: %w", err)
-	}
-	return Parse(path, data)
+	set, _, err := load(path, nil)
+	return set, err
 }
 
-// Parse validates key file content; name is used in error messages.
+// Parse validates key file content; name picks the format, as in Load, and
+// is used in error messages.
 func Parse(name string, data []byte) (*Set, error) {
-	return parse(name, data, sha256.Sum256(data))
+	set, _, err := read(name, bytes.NewReader(data), int64(len(data)), nil)
+	return set, err
+}
+
+// load reads the file at path into a Set that shares the shards prev (nil
+// for none) has in common with it. It also returns the SHA-256 of the
+// content it parsed, good or bad, or zero if it could not read it whole.
+func load(path string, prev *Set) (*Set, [32]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, [32]byte{}, fmt.Errorf("read key file: %w", err)
+	}
+	defer f.Close()
+	var size int64
+	if fi, err := f.Stat(); err == nil {
+		size = fi.Size()
+	}
+	return read(path, f, size, prev)
+}
+
+// read parses a key file of about size bytes (a hint for allocation), as
+// load does.
+func read(name string, r io.Reader, size int64, prev *Set) (*Set, [32]byte, error) {
+	h := sha256.New()
+	if isYAML(name) {
+		// YAML needs the whole document; the line format streams.
+		data, err := io.ReadAll(io.TeeReader(r, h))
+		if err != nil {
+			return nil, [32]byte{}, fmt.Errorf("read key file: %w", err)
+		}
+		sum := [32]byte(h.Sum(nil))
+		set, err := parseYAML(name, data, sum, prev)
+		return set, sum, err
+	}
+	return parseLines(name, r, size, h, prev)
+}
+
+// isYAML tells the formats apart by the file's name, so that no setting is
+// needed and a file's format never changes with its content.
+func isYAML(name string) bool {
+	ext := strings.ToLower(filepath.Ext(name))
+	return ext == ".yaml" || ext == ".yml"
+}
+
+// maxReported bounds the problems reported for one file: an operator needs
+// the first few, and a wrong file (say, a binary) must not log a million.
+const maxReported = 20
+
+// problems turns the problems found into the error Load returns.
+func problems(name string, errs []*ParseError) error {
+	slices.SortStableFunc(errs, func(x, y *ParseError) int { return cmp.Compare(x.Line, y.Line) })
+	if len(errs) == 1 {
+		return errs[0]
+	}
+	out := make([]error, 0, min(len(errs), maxReported)+1)
+	for _, e := range errs[:min(len(errs), maxReported)] {
+		out = append(out, e)
+	}
+	if len(errs) > maxReported {
+		out = append(out, &ParseError{File: name, Msg: fmt.Sprintf("%d more problems not shown", len(errs)-maxReported)})
+	}
+	return errors.Join(out...) // the set is dropped: a file is used whole or not at all
 }
 
 type fileDoc struct {
@@ -62,10 +124,10 @@ type fileEntry struct {
 
 const hashPrefix = "sha256:"
 
-// parse decodes twice: into structs with KnownFields, which refuses unknown
-// keys and wrong types, and into a yaml.Node, which gives the lines that the
-// validation errors need.
-func parse(name string, data []byte, sum [32]byte) (*Set, error) {
+// parseYAML decodes twice: into structs with KnownFields, which refuses
+// unknown keys and wrong types, and into a yaml.Node, which gives the lines
+// that the validation errors need.
+func parseYAML(name string, data []byte, sum [32]byte, prev *Set) (*Set, error) {
 	var doc fileDoc
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
@@ -113,18 +175,14 @@ func parse(name string, data []byte, sum [32]byte) (*Set, error) {
 		return nil, &ParseError{File: name, Line: list.Line, Msg: "keys: entries could not be matched to lines"}
 	}
 
-	set := &Set{byHash: make(map[[32]byte]*Key, len(doc.Keys)), sum: sum}
-	var errs []error
-	fail := func(line int, format string, args ...any) {
-		errs = append(errs, &ParseError{File: name, Line: line, Msg: fmt.Sprintf(format, args...)})
-	}
-	idLine := make(map[string]int, len(doc.Keys))
-	hashOwner := make(map[[32]byte]int, len(doc.Keys)) // digest -> entry index
+	b := newBuilder(name, prev, len(doc.Keys))
+	var errs []*ParseError
 	for i, e := range doc.Keys {
 		n := list.Content[i]
 		line := func(field string) int { return lineOf(n, field) }
 		bad := func(field, format string, args ...any) {
-			fail(line(field), "keys[%d].%s: %s", i, field, fmt.Sprintf(format, args...))
+			errs = append(errs, &ParseError{File: name, Line: line(field),
+				Msg: fmt.Sprintf("keys[%d].%s: %s", i, field, fmt.Sprintf(format, args...))})
 		}
 		// The decoder reads "disabled:" (null) and "disabled: no" as false and
 		// "expires_at:" as never; a revocation must not hinge on such guesses.
@@ -139,24 +197,14 @@ func parse(name string, data []byte, sum [32]byte) (*Set, error) {
 				bad(field, "%q: want true or false", v.Value)
 			}
 		}
-
-		if msg := checkID(e.ID); msg != "" {
-			bad("id", "%s", msg)
-		} else if first, dup := idLine[e.ID]; dup {
-			bad("id", "duplicate id %q (first at line %d)", e.ID, first)
-		} else {
-			idLine[e.ID] = line("id")
+		idMsg := checkID(e.ID)
+		if idMsg != "" {
+			bad("id", "%s", idMsg)
 		}
-
-		digest, msg := parseHash(e.Hash)
-		if msg != "" {
-			bad("hash", "%s", msg)
-		} else if j, dup := hashOwner[digest]; dup {
-			bad("hash", "same hash as id %q (line %d): one key must map to one identity", doc.Keys[j].ID, lineOf(list.Content[j], "hash"))
-		} else {
-			hashOwner[digest] = i
+		digest, hashMsg := parseHash(e.Hash)
+		if hashMsg != "" {
+			bad("hash", "%s", hashMsg)
 		}
-
 		if msg := checkSubject(e.Subject); msg != "" {
 			bad("subject", "%s", msg)
 		}
@@ -173,22 +221,26 @@ func parse(name string, data []byte, sum [32]byte) (*Set, error) {
 			}
 			expires = t
 		}
-		set.byHash[digest] = &Key{
-			ID:        e.ID,
-			Subject:   e.Subject,
-			Roles:     e.Roles,
-			ExpiresAt: expires,
-			Disabled:  e.Disabled,
+		if idMsg == "" && hashMsg == "" {
+			// Duplicates are looked for among entries with a usable id and hash.
+			e := &record{
+				origin:   origin{digest: digest, idLine: int32(line("id")), hashLine: int32(line("hash")), index: int32(i)},
+				id:       []byte(e.ID),
+				subject:  []byte(e.Subject),
+				roles:    []byte(strings.Join(e.Roles, ",")),
+				expires:  expires,
+				disabled: e.Disabled,
+			}
+			if !b.match(e) {
+				b.add(e)
+			}
 		}
 	}
-	switch len(errs) {
-	case 0:
-		return set, nil
-	case 1:
-		return nil, errs[0]
-	default:
-		return nil, errors.Join(errs...) // the set is dropped: a file is used whole or not at all
+	set, berrs := b.finish(sum)
+	if errs = append(errs, berrs...); len(errs) > 0 {
+		return nil, problems(name, errs)
 	}
+	return set, nil
 }
 
 // valueOf returns the value node of key in a mapping node, or nil.
@@ -271,20 +323,45 @@ func isAlnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
-func parseHash(h string) ([32]byte, string) {
+const hashSyntax = "want sha256: followed by 64 lowercase hex digits (apikey.Hash of the key)"
+
+// parseHash decodes "sha256:" and 64 lowercase hex digits. It takes bytes
+// and does not allocate: the line format calls it for every line.
+func parseHash[T string | []byte](h T) ([32]byte, string) {
 	var d [32]byte
-	if h == "" {
+	if len(h) == 0 {
 		return d, "missing"
 	}
-	hexPart, ok := strings.CutPrefix(h, hashPrefix)
-	if !ok || len(hexPart) != 2*len(d) || strings.ToLower(hexPart) != hexPart {
-		return d, "want sha256: followed by 64 lowercase hex digits (apikey.Hash of the key)"
+	if len(h) != len(hashPrefix)+2*len(d) || string(h[:len(hashPrefix)]) != hashPrefix {
+		return d, hashSyntax
 	}
-	if _, err := hex.Decode(d[:], []byte(hexPart)); err != nil {
-		return d, "want sha256: followed by 64 lowercase hex digits (apikey.Hash of the key)"
+	hx := h[len(hashPrefix):]
+	for i := range d {
+		hi, lo := lowerHex[hx[2*i]], lowerHex[hx[2*i+1]]
+		if hi|lo > 0xf {
+			return d, hashSyntax
+		}
+		d[i] = hi<<4 | lo
 	}
 	return d, ""
 }
+
+// lowerHex maps lowercase hex digits to their value and every other byte to
+// 0xff. It is encoding/hex's decoding without the uppercase digits (a key
+// has one spelling), as a table: it runs for every line of a key file.
+var lowerHex = func() (t [256]byte) {
+	for i := range t {
+		switch c := byte(i); {
+		case '0' <= c && c <= '9':
+			t[i] = c - '0'
+		case 'a' <= c && c <= 'f':
+			t[i] = c - 'a' + 10
+		default:
+			t[i] = 0xff
+		}
+	}
+	return t
+}()
 
 // checkSubject refuses subjects that could be confused with others or break
 // the identity header they are copied to.

@@ -54,13 +54,10 @@ func TestLoadValid(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Load: %v", err)
 	}
-	if set.Len() != 4 {
-		t.Errorf("Len = %d, want 4", set.Len())
-	}
 	if !regexp.MustCompile(`^[0-9a-f]{12}$`).MatchString(set.Revision()) {
 		t.Errorf("Revision = %q, want 12 lowercase hex digits", set.Revision())
 	}
-	other, err := Parse("x", []byte(validFile+"# a comment changes the revision\n"))
+	other, err := Parse("x.yaml", []byte(validFile+"# a comment changes the revision\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,6 +65,13 @@ func TestLoadValid(t *testing.T) {
 		t.Errorf("different content, same revision %s", set.Revision())
 	}
 
+	checkValid(t, set)
+}
+
+// checkValid checks a set loaded from validFile or validLines, which hold
+// the same keys.
+func checkValid(t *testing.T, set *Set) {
+	t.Helper()
 	tests := []struct {
 		key  string
 		want Key
@@ -79,17 +83,20 @@ func TestLoadValid(t *testing.T) {
 		{keyOff, Key{ID: "off", Subject: "dave", Disabled: true,
 			ExpiresAt: time.Date(2030, 6, 1, 10, 0, 0, 0, time.UTC)}},
 	}
+	if set.Len() != len(tests) {
+		t.Errorf("Len = %d, want %d", set.Len(), len(tests))
+	}
 	for _, tt := range tests {
-		got := set.byHash[digestOf(tt.key)]
-		if got == nil {
-			t.Errorf("%s: not in set", tt.want.ID)
-			continue
-		}
-		if got.ID != tt.want.ID || got.Subject != tt.want.Subject || got.Disabled != tt.want.Disabled ||
-			!got.ExpiresAt.Equal(tt.want.ExpiresAt) || strings.Join(got.Roles, ",") != strings.Join(tt.want.Roles, ",") {
-			t.Errorf("%s: got %+v, want %+v", tt.want.ID, *got, tt.want)
+		d := digestOf(tt.key)
+		if got := set.find(&d); got == nil || !sameKey(got, &tt.want) {
+			t.Errorf("%s: got %+v, want %+v", tt.want.ID, got, tt.want)
 		}
 	}
+}
+
+func sameKey(a, b *Key) bool {
+	return a.ID == b.ID && a.Subject == b.Subject && a.Disabled == b.Disabled &&
+		a.ExpiresAt.Equal(b.ExpiresAt) && strings.Join(a.Roles, ",") == strings.Join(b.Roles, ",")
 }
 
 func TestLoadMissingFile(t *testing.T) {
@@ -112,12 +119,7 @@ func entry(id, key string, extra ...string) string {
 
 func TestLoadErrors(t *testing.T) {
 	h := Hash(keyAlice)
-	tests := []struct {
-		name    string
-		content string
-		line    int
-		msg     string
-	}{
+	tests := []refusal{
 		{"empty file", "", 0, "empty file"},
 		{"only a comment", "# nothing\n", 0, "empty file"},
 		// Syntax error lines are yaml.v3's own.
@@ -168,30 +170,47 @@ func TestLoadErrors(t *testing.T) {
 		{"merge key", "keys:\n  - &e {id: a, hash: " + h + ", subject: s}\n  - <<: *e\n    id: b\n", 3, "aliases are not allowed"},
 	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			set, err := Parse("keys.yaml", []byte(tt.content))
-			if err == nil {
-				t.Fatalf("Parse succeeded (%d keys), want an error at line %d", set.Len(), tt.line)
-			}
-			if set != nil {
-				t.Errorf("Parse returned a set along with %v", err)
-			}
-			pes := parseErrors(err)
-			if len(pes) == 0 {
-				t.Fatalf("error %v holds no *ParseError", err)
-			}
-			pe := pes[0]
-			if pe.File != "keys.yaml" || pe.Line != tt.line || !strings.Contains(pe.Msg, tt.msg) {
-				t.Errorf("got %q (line %d), want line %d containing %q", err, pe.Line, tt.line, tt.msg)
-			}
-			prefix := "keys.yaml: "
-			if tt.line > 0 {
-				prefix = "keys.yaml:" + strconv.Itoa(tt.line) + ": "
-			}
-			if !strings.HasPrefix(err.Error(), prefix) {
-				t.Errorf("error %q does not start with %q", err, prefix)
-			}
-		})
+		t.Run(tt.name, func(t *testing.T) { checkRefused(t, "keys.yaml", tt.content, tt.line, tt.msg) })
+	}
+}
+
+// refusal is a file that must be refused, with its first problem.
+type refusal struct {
+	name    string
+	content string
+	line    int
+	msg     string
+}
+
+// checkRefused parses content as the file name and checks that it is
+// refused, first with a problem at line (0: none) holding msg, named
+// name:line: and without a plaintext test key.
+func checkRefused(t *testing.T, name, content string, line int, msg string) {
+	t.Helper()
+	set, err := Parse(name, []byte(content))
+	if err == nil {
+		t.Fatalf("Parse succeeded (%d keys), want an error at line %d", set.Len(), line)
+	}
+	if set != nil {
+		t.Errorf("Parse returned a set along with %v", err)
+	}
+	pes := parseErrors(err)
+	if len(pes) == 0 {
+		t.Fatalf("error %v holds no *ParseError", err)
+	}
+	pe := pes[0]
+	if pe.File != name || pe.Line != line || !strings.Contains(pe.Msg, msg) {
+		t.Errorf("got %q (line %d), want line %d containing %q", err, pe.Line, line, msg)
+	}
+	prefix := name + ": "
+	if line > 0 {
+		prefix = name + ":" + strconv.Itoa(line) + ": "
+	}
+	if !strings.HasPrefix(err.Error(), prefix) {
+		t.Errorf("error %q does not start with %q", err, prefix)
+	}
+	if strings.Contains(err.Error(), keyAlice) {
+		t.Errorf("error %q holds a plaintext key", err)
 	}
 }
 

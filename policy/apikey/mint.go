@@ -5,7 +5,10 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"strings"
 
 	"go.yaml.in/yaml/v3"
@@ -119,4 +122,68 @@ func Entry(id, subject string, roles []string, key string) string {
 		out.WriteString(line)
 	}
 	return out.String()
+}
+
+// CheckLine reports whether a line-format key file would accept an entry
+// with these values: CheckEntry's rules, and no whitespace in the subject,
+// which separates the fields of a line.
+func CheckLine(id, subject string, roles []string) error {
+	if err := CheckEntry(id, subject, roles); err != nil {
+		return err
+	}
+	if strings.ContainsAny(subject, " \t") {
+		return errors.New("subject: whitespace cannot be written in a one-line key file (use a YAML key file)")
+	}
+	return nil
+}
+
+// Line returns the line-format entry for a key, newline included. It holds
+// the key's hash, never the key; CheckLine tells whether Load will accept it.
+func Line(id, subject string, roles []string, key string) string {
+	var b strings.Builder
+	b.WriteString(Hash(key))
+	b.WriteByte(' ')
+	b.WriteString(id)
+	b.WriteByte(' ')
+	b.WriteString(subject)
+	if len(roles) > 0 {
+		b.WriteString(" roles=")
+		b.WriteString(strings.Join(roles, ","))
+	}
+	b.WriteByte('\n')
+	return b.String()
+}
+
+// AppendLine appends line to the line-format key file at path, creating it
+// (mode 0600) if needed, after checking that the file with the line loads:
+// an id or key already in the file, or a file that is already broken, is
+// refused before anything is written. The line is written with one append,
+// so a Store reading the file meanwhile sees it whole or not at all (and
+// refuses a cut-off last line).
+func AppendLine(path, line string) error {
+	if isYAML(path) {
+		return fmt.Errorf("%s: a YAML key file is edited by hand; append lines to a one-line key file (any name but *.yaml, *.yml)", path)
+	}
+	if !strings.HasSuffix(line, "\n") || strings.Count(line, "\n") != 1 {
+		return errors.New("append key line: want exactly one line ending in a newline")
+	}
+	old, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read key file: %w", err)
+	}
+	if _, err := Parse(path, append(old, line...)); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	if err != nil {
+		return fmt.Errorf("append to key file: %w", err)
+	}
+	if _, err := f.WriteString(line); err != nil {
+		f.Close()
+		return fmt.Errorf("append to key file: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("append to key file: %w", err)
+	}
+	return nil
 }

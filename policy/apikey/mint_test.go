@@ -1,6 +1,8 @@
 package apikey
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -148,5 +150,76 @@ func TestCheckEntry(t *testing.T) {
 		if _, err := Parse("k.yaml", []byte("keys:\n"+Entry(tt.id, tt.subject, tt.roles, key))); (err == nil) != tt.ok {
 			t.Errorf("Load of the same entry: %v, want ok %v", err, tt.ok)
 		}
+	}
+}
+
+// TestLineRoundTrip: a minted key, written with Line and AppendLine,
+// authenticates with its identity; CheckLine agrees with the loader; and
+// AppendLine refuses what would break the file, leaving it unchanged.
+func TestLineRoundTrip(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "keys.txt")
+	tests := []struct {
+		id, subject string
+		roles       []string
+		ok          bool
+	}{
+		{"alice-laptop", "alice", []string{"chat-user", "reader"}, true},
+		{"no-roles", "svc@example.com", nil, true},
+		{"unicode", "Zoë", []string{"rôle"}, true},
+		{"alice-laptop", "alice", nil, false}, // id in use
+		{"spaced", "Zoë Ünal", nil, false},
+		{"tabbed", "a\tb", nil, false},
+		{"bad id", "alice", nil, false},
+		{"a", "s", []string{""}, false},
+	}
+	tests[6].id = "has space"
+	keys := map[string]*Key{}
+	for _, tt := range tests {
+		key, err := Mint("")
+		if err != nil {
+			t.Fatal(err)
+		}
+		before, _ := os.ReadFile(path)
+		l := Line(tt.id, tt.subject, tt.roles, key)
+		if strings.Contains(l, key[len(DefaultPrefix):]) {
+			t.Fatalf("line holds the key: %s", l)
+		}
+		checked := CheckLine(tt.id, tt.subject, tt.roles)
+		err = AppendLine(path, l)
+		if (err == nil) != tt.ok {
+			t.Fatalf("AppendLine(%q) = %v, want ok %v", l, err, tt.ok)
+		}
+		if tt.id != "alice-laptop" && (checked == nil) != tt.ok {
+			t.Errorf("CheckLine(%q, %q, %q) = %v, want ok %v", tt.id, tt.subject, tt.roles, checked, tt.ok)
+		}
+		if after, _ := os.ReadFile(path); !tt.ok && string(after) != string(before) {
+			t.Fatalf("refused append changed the file")
+		}
+		if tt.ok {
+			keys[key] = &Key{ID: tt.id, Subject: tt.subject, Roles: tt.roles}
+		}
+	}
+	set, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for key, want := range keys {
+		if k, err := set.Lookup(key, time.Now()); err != nil || !sameKey(k, want) {
+			t.Errorf("Lookup = %+v, %v; want %+v", k, err, want)
+		}
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("created key file: %v, %v; want mode 0600", fi, err)
+	}
+
+	yaml := filepath.Join(t.TempDir(), "keys.yaml")
+	if err := os.WriteFile(yaml, []byte("keys: []\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := AppendLine(yaml, Line("a", "s", nil, keyAlice)); err == nil {
+		t.Error("AppendLine wrote a line into a YAML file")
+	}
+	if err := AppendLine(path, "two\nlines\n"); err == nil {
+		t.Error("AppendLine took two lines")
 	}
 }

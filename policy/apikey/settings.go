@@ -10,7 +10,8 @@ import (
 // section. DefaultSettings gives the value every absent key takes.
 type Settings struct {
 	// File holds the key store (SHA-256 hashes), relative to the
-	// configuration's directory. Empty disables API keys.
+	// configuration's directory: YAML if named *.yaml or *.yml, one key per
+	// line otherwise (see Load). Empty disables API keys.
 	File string `yaml:"file"`
 	// Header carrying the key, default x-api-key; lower-cased at load; not
 	// "authorization" (that one is covered by Bearer).

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -104,14 +105,15 @@ func (s *Store) Len() int { return s.set.Load().Len() }
 func (s *Store) reload() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	data, err := os.ReadFile(s.path)
+	// Hashing first costs one read of the file and no allocation, so the
+	// many events and poll ticks that change nothing stay cheap at any size.
+	sum, err := fileSum(s.path)
 	if err != nil {
 		// A missing file is most likely mid-edit; an empty key set would lock
 		// everyone out, so keep the last good one.
 		s.seen = false
-		return s.refuse(fmt.Errorf("read key file: %w", err))
+		return s.refuse(err)
 	}
-	sum := sha256.Sum256(data)
 	if s.seen && sum == s.lastSum {
 		return nil
 	}
@@ -123,7 +125,12 @@ func (s *Store) reload() error {
 		s.report(nil)
 		return nil
 	}
-	set, err := parse(s.path, data, sum)
+	// load reads the file again. If it changed in between, what was parsed
+	// is what the next reload must compare with: the file may be back to
+	// the content hashed above by then (a tool rewriting it in place), and
+	// skipping it would leave a refused read in force.
+	set, parsed, err := load(s.path, cur)
+	s.lastSum, s.seen = parsed, parsed != [32]byte{}
 	if err != nil {
 		return s.refuse(err)
 	}
@@ -132,6 +139,19 @@ func (s *Store) reload() error {
 		"previous", cur.Revision(), "keys", set.Len())
 	s.report(nil)
 	return nil
+}
+
+func fileSum(path string) ([32]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return [32]byte{}, fmt.Errorf("read key file: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return [32]byte{}, fmt.Errorf("read key file: %w", err)
+	}
+	return [32]byte(h.Sum(nil)), nil
 }
 
 func (s *Store) refuse(err error) error {

@@ -1,6 +1,7 @@
 package audit
 
 import (
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -24,6 +25,10 @@ type FileSink struct {
 
 	f        *appendFile
 	firstSeq uint64 // seq of the active file's first record; 0 while empty
+
+	anchor   *anchorFile // also the trail's lock
+	lastSeq  uint64      // the last record written, for the anchor
+	lastHash digest
 }
 
 // NewFileSink returns a sink on path rotating at maxBytes (0: never) and
@@ -38,11 +43,44 @@ func NewFileSink(path string, maxBytes int64, maxFiles int, log *slog.Logger) *F
 // Name implements Sink.
 func (s *FileSink) Name() string { return "file" }
 
-// recover opens the active file, quarantines a torn last record and
-// returns the last record of the trail: the active file's, or the newest
-// rotated file's when the active one holds no complete record (a crash
-// between rotation and the first write).
+// recover locks the trail (its anchor file), opens the active file,
+// quarantines a torn last record and returns the last record of the trail:
+// the active file's, or the newest rotated file's when the active one holds
+// no complete record (a crash between rotation and the first write). A
+// trail that ends before its anchor lost records from its end: refused.
 func (s *FileSink) recover(check checkFunc) (recovered, error) {
+	anchor, a, anchored, err := openAnchor(s.path)
+	if err != nil {
+		return recovered{}, err
+	}
+	r, err := s.open(check)
+	if err == nil && anchored {
+		err = checkAnchor(r, a, AnchorPath(s.path))
+	}
+	if err != nil {
+		if s.f != nil {
+			s.f.close()
+			s.f = nil
+		}
+		anchor.close()
+		return r, err
+	}
+	s.anchor, s.lastSeq, s.lastHash = anchor, r.seq, r.hash
+	return r, nil
+}
+
+// checkAnchor compares the tail the trail recovered with its anchor.
+func checkAnchor(r recovered, a Anchor, name string) error {
+	switch {
+	case !r.found || r.seq < a.Seq:
+		return fmt.Errorf("records deleted from the end of the trail: it ends at seq %d, but %s says seq %d was written; check it with `modelguard audit verify -anchor %s`, then move the trail and its anchor aside to start a new one", r.seq, name, a.Seq, name)
+	case r.seq == a.Seq && hex.EncodeToString(r.hash[:]) != a.Hash:
+		return fmt.Errorf("the last record of the trail (seq %d) is not the one %s names: the trail was replaced or edited", r.seq, name)
+	}
+	return nil
+}
+
+func (s *FileSink) open(check checkFunc) (recovered, error) {
 	var r recovered
 	osf, err := os.OpenFile(s.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
@@ -134,6 +172,10 @@ func (s *FileSink) Write(recs []Line) (int, error) {
 		if err := s.f.write(recs[n:j]); err != nil {
 			return n, fmt.Errorf("write %s: %w", s.path, err)
 		}
+		last := recs[j-1]
+		if _, h, err := lineSeqHash(last.Data); err == nil {
+			s.lastSeq, s.lastHash = last.Seq, h
+		}
 		if s.firstSeq == 0 {
 			s.firstSeq = recs[n].Seq
 		}
@@ -150,6 +192,9 @@ func (s *FileSink) Sync() error {
 	if err := s.f.sync(); err != nil {
 		return fmt.Errorf("fsync %s: %w", s.path, err)
 	}
+	if err := s.anchor.set(s.lastSeq, s.lastHash); err != nil {
+		return fmt.Errorf("anchor %s: %w", AnchorPath(s.path), err)
+	}
 	return nil
 }
 
@@ -159,7 +204,7 @@ func (s *FileSink) Close() error {
 		return nil
 	}
 	err := s.Sync()
-	return errors.Join(err, s.f.close())
+	return errors.Join(err, s.f.close(), s.anchor.close())
 }
 
 // rotate makes the active file durable, renames it after its first record

@@ -316,3 +316,78 @@ func TestAppendFileRecoversFromFailures(t *testing.T) {
 		t.Fatalf("file holds:\n%s\nwant:\n%s", f.data, want)
 	}
 }
+
+// A second writer on a trail already open is refused at start with an error
+// that says why; once the first closes, a writer opens it again.
+func TestFileTrailLock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	w, err := NewWriter(Settings{}, Options{}, NewFileSink(path, 0, 0, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	record(t, w, 3, "first")
+	_, err = NewWriter(Settings{}, Options{}, NewFileSink(path, 0, 0, nil))
+	if err == nil || !strings.Contains(err.Error(), "in use") || !strings.Contains(err.Error(), AnchorPath(path)) {
+		t.Fatalf("second writer on one trail: %v", err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	w2 := openFileWriter(t, path, Settings{}, 0, 0)
+	record(t, w2, 1, "again")
+	w2.Close()
+	if sum, err := VerifyFiles([]string{path}, VerifyOptions{}); err != nil || sum.Records != 4 {
+		t.Fatalf("%+v %v", sum, err)
+	}
+}
+
+// The anchor follows the last fsynced record; a trail cut short from its
+// end still chains, but fails against its anchor, in verify and at start.
+func TestFileAnchor(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	w := openFileWriter(t, path, Settings{}, 1024, 0) // rotations too
+	record(t, w, 20, "a")
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	a, err := ReadAnchor(AnchorPath(path))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := trailFiles(t, path)
+	sum, err := VerifyFiles(files, VerifyOptions{Anchor: &a})
+	if err != nil || a.Seq != sum.LastSeq || a.Hash != sum.LastHash {
+		t.Fatalf("anchor %+v, trail %+v, %v", a, sum, err)
+	}
+
+	// Remove the last record of the active file.
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := bytes.SplitAfter(data, []byte("\n"))
+	cut := bytes.Join(lines[:len(lines)-2], nil)
+	if err := os.WriteFile(path, cut, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyFiles(files, VerifyOptions{}); err != nil {
+		t.Fatalf("without the anchor the cut trail verifies, as a chain must: %v", err)
+	}
+	var ve *VerifyError
+	if _, err := VerifyFiles(files, VerifyOptions{Anchor: &a}); !errors.As(err, &ve) || !strings.Contains(ve.Problem, "records deleted from the end") || ve.File != path {
+		t.Errorf("verify against the anchor: %v", err)
+	}
+	if _, err := NewWriter(Settings{}, Options{}, NewFileSink(path, 1024, 0, nil)); err == nil || !strings.Contains(err.Error(), "records deleted from the end") {
+		t.Errorf("start on a cut trail: %v", err)
+	}
+
+	// A replaced last record: same seq, another hash.
+	other := chainOf(int(a.Seq), nil)
+	last := other[len(other)-1]
+	if err := os.WriteFile(path, append(cut, last...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := VerifyFiles(files, VerifyOptions{Anchor: &a}); err == nil {
+		t.Error("a replaced last record verified against the anchor")
+	}
+}

@@ -55,6 +55,7 @@ type HTTPSettings struct {
 // segment has been delivered and removed.
 const (
 	spoolActive = "active.ndjson"
+	spoolLock   = "lock" // held while a writer uses the spool
 	spoolSuffix = ".ndjson"
 	spoolState  = "chain.state"
 )
@@ -75,6 +76,7 @@ type HTTPSink struct {
 	spoolGauge prometheus.Gauge
 
 	// Writer side (one goroutine).
+	lock        *os.File // the spool's lock, held from recover to Close
 	active      *appendFile
 	activeFirst uint64
 	lastLine    []byte // last record written to active, for the state file
@@ -136,6 +138,11 @@ func (h *HTTPSink) recover(check checkFunc) (recovered, error) {
 	if err := os.MkdirAll(h.s.SpoolDir, 0o700); err != nil {
 		return r, err
 	}
+	lock, err := lockFile(filepath.Join(h.s.SpoolDir, spoolLock), h.s.SpoolDir)
+	if err != nil {
+		return r, err
+	}
+	h.lock = lock // the writer closes a sink whose recovery failed
 	path := filepath.Join(h.s.SpoolDir, spoolActive)
 	osf, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
@@ -374,6 +381,9 @@ func (h *HTTPSink) Close() error {
 	}
 	if h.active != nil {
 		err = errors.Join(err, h.active.close())
+	}
+	if h.lock != nil {
+		err = errors.Join(err, h.lock.Close())
 	}
 	return err
 }

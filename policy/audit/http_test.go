@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -265,5 +266,23 @@ func TestHTTPSpoolFollowsFile(t *testing.T) {
 	run(true, 3, "d", 23)
 	if _, err := VerifyFiles([]string{rcv.trail(t)}, VerifyOptions{}); err != nil { // a ghost would show as two contents for one seq
 		t.Fatal(err)
+	}
+}
+
+// A spool in use by one writer refuses a second one at start.
+func TestHTTPSpoolLock(t *testing.T) {
+	rcv := newReceiver(t)
+	spool := filepath.Join(t.TempDir(), "spool")
+	w := newTestWriter(t, Settings{}, nil, rcv.sink(spool, nil))
+	w.Record(decision("1"))
+	if _, err := NewWriter(Settings{}, Options{}, rcv.sink(spool, nil)); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Fatalf("second writer on one spool: %v", err)
+	}
+	if err := w.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w2 := newTestWriter(t, Settings{}, nil, rcv.sink(spool, nil))
+	if err := w2.Record(decision("2")); err != nil {
+		t.Fatalf("after the first writer stopped: %v", err)
 	}
 }

@@ -39,7 +39,7 @@ func New(c Config, baseDir string, opts Options) (*Writer, error) {
 		return nil, nil
 	}
 	w, err := NewWriter(Settings{
-		FlushInterval: c.FlushInterval, QueueSize: c.QueueSize,
+		Durability: c.Durability, FlushInterval: c.FlushInterval, QueueSize: c.QueueSize,
 		Block: c.OnFull == "block", BlockTimeout: c.BlockTimeout, Key: key,
 	}, opts, sinks...)
 	if err != nil {
@@ -53,11 +53,10 @@ func New(c Config, baseDir string, opts Options) (*Writer, error) {
 	return w, nil
 }
 
-// Open returns a write-through Writer for one output with default settings:
-// "stdout", "off" (nil Writer) or a file path, without rotation. Record
-// writes the line before it returns; fsyncs are grouped every 100ms. Tools
-// and tests use it where reading the trail right after a request must see
-// it; the server uses New.
+// Open returns a Writer for one output with default settings: "stdout",
+// "off" (nil Writer) or a file path, without rotation. Record writes the
+// line before it returns; fsyncs are grouped every 100ms. Tools and tests
+// use it; the server uses New.
 func Open(output string) (*Writer, error) {
 	var sink Sink
 	switch output {
@@ -68,7 +67,7 @@ func Open(output string) (*Writer, error) {
 	default:
 		sink = NewFileSink(output, 0, 0, nil)
 	}
-	w, err := newWriter(Settings{}, Options{}, true, []Sink{sink})
+	w, err := NewWriter(Settings{}, Options{}, sink)
 	if err != nil {
 		return nil, fmt.Errorf("audit: open %s: %w", output, err)
 	}

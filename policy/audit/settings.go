@@ -24,8 +24,14 @@ type Config struct {
 	// MaxFiles is how many rotated files are kept; default 0: all of them
 	// (an audit trail is not deleted unless asked).
 	MaxFiles int `yaml:"max_files"`
+	// Durability is what a decision's answer waits for: "write" (default),
+	// its record written (a process crash cannot lose it), "fsync", its
+	// record fsynced (a power loss cannot either), or "async", its record
+	// queued (a crash loses what is queued). See Durability.
+	Durability Durability `yaml:"durability"`
 	// FlushInterval is the group commit period: records are fsynced together
-	// at most this long after the first of them. Default 100ms, 1ms to 10s.
+	// at most this long after the first of them (with durability fsync, each
+	// batch at once). Default 100ms, 1ms to 10s.
 	FlushInterval time.Duration `yaml:"flush_interval"`
 	// QueueSize bounds the records waiting for the writer; default 10000,
 	// 1 to 1048576.
@@ -73,6 +79,7 @@ const (
 	DefaultOutput        = "stdout"
 	DefaultMaxFileBytes  = 100 << 20
 	MinFileBytes         = 4096
+	DefaultDurability    = DurabilityWrite
 	DefaultFlushInterval = 100 * time.Millisecond
 	DefaultQueueSize     = 10000
 	MaxQueueSize         = 1 << 20
@@ -88,6 +95,7 @@ func DefaultConfig() Config {
 	return Config{
 		Output:        DefaultOutput,
 		MaxFileBytes:  DefaultMaxFileBytes,
+		Durability:    DefaultDurability,
 		FlushInterval: DefaultFlushInterval,
 		QueueSize:     DefaultQueueSize,
 		OnFull:        DefaultOnFull,
@@ -161,6 +169,7 @@ func (c Config) Validate(baseDir string) []error {
 	if c.MaxFiles < 0 {
 		errs.Addf("max_files", "must not be negative (0 keeps every rotated file), got %d", c.MaxFiles)
 	}
+	errs.OneOf("durability", string(c.Durability), string(DurabilityWrite), string(DurabilityFsync), string(DurabilityAsync))
 	field.Range(&errs, "flush_interval", c.FlushInterval, time.Millisecond, 10*time.Second)
 	field.Range(&errs, "queue_size", c.QueueSize, 1, MaxQueueSize)
 	errs.OneOf("on_full", c.OnFull, "deny", "block")

@@ -22,6 +22,10 @@ type VerifyOptions struct {
 	// (its oldest files were removed): the first record's prev is taken as
 	// given instead of requiring seq 1 and a zero prev.
 	Partial bool
+	// Anchor, when set, is the trail's anchor (ReadAnchor): the trail must
+	// reach its seq, and the record there must have its hash. This finds
+	// records deleted from the end, which the chain alone cannot show.
+	Anchor *Anchor
 }
 
 // Summary describes a trail that verified.
@@ -54,6 +58,8 @@ type Verifier struct {
 	prev    digest
 	started bool
 	scratch []byte
+	file    string // where the last record was read
+	line    int
 }
 
 // NewVerifier returns a Verifier for one set of files.
@@ -92,6 +98,7 @@ func (v *Verifier) Check(name string, r io.Reader) error {
 		if problem := v.record(line); problem != "" {
 			return &VerifyError{name, n, problem}
 		}
+		v.file, v.line = name, n
 	}
 }
 
@@ -121,6 +128,9 @@ func (v *Verifier) record(line []byte) string {
 	case prev != v.prev:
 		return "chain broken: prev is not the hash of the record before (a record was inserted or replaced)"
 	}
+	if a := v.opts.Anchor; a != nil && e.Seq == a.Seq && hex.EncodeToString(sum[:]) != a.Hash {
+		return fmt.Sprintf("record replaced: seq %d is not the record the anchor names", a.Seq)
+	}
 	v.started = true
 	v.prev = sum
 	v.sum.Records++
@@ -133,6 +143,9 @@ func (v *Verifier) record(line []byte) string {
 func (v *Verifier) Summary() (Summary, error) {
 	if !v.started {
 		return v.sum, errors.New("no records")
+	}
+	if a := v.opts.Anchor; a != nil && v.sum.LastSeq < a.Seq {
+		return v.sum, &VerifyError{v.file, v.line + 1, fmt.Sprintf("records deleted from the end: the trail ends at seq %d, its anchor says seq %d was written", v.sum.LastSeq, a.Seq)}
 	}
 	s := v.sum
 	s.LastHash = hex.EncodeToString(v.prev[:])

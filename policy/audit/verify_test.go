@@ -241,3 +241,23 @@ func TestVerifyLongLine(t *testing.T) {
 		t.Errorf("got %v", err)
 	}
 }
+
+func TestReadAnchorRefusesJunk(t *testing.T) {
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"empty":    "",
+		"short":    "42 abc\n",
+		"bad hash": fmt.Sprintf("%020d %s\n", 42, strings.Repeat("z", 64)),
+	} {
+		p := filepath.Join(dir, strings.ReplaceAll(name, " ", "-"))
+		os.WriteFile(p, []byte(content), 0o600)
+		if _, err := ReadAnchor(p); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	p := filepath.Join(dir, "good")
+	os.WriteFile(p, fmt.Appendf(nil, "%020d %s\n", 42, strings.Repeat("ab", 32)), 0o600)
+	if a, err := ReadAnchor(p); err != nil || a.Seq != 42 || a.Hash != strings.Repeat("ab", 32) {
+		t.Errorf("good anchor: %+v %v", a, err)
+	}
+}

@@ -59,11 +59,31 @@ var (
 	ErrClosed      = errors.New("audit trail closed")
 )
 
+// Durability is the point at which Record returns: what a decision's answer
+// waits for.
+type Durability string
+
+const (
+	// DurabilityWrite (the default) returns once the record has been
+	// written to every sink: handed to the operating system, so that a
+	// process crash cannot lose it. The writer fsyncs every FlushInterval.
+	DurabilityWrite Durability = "write"
+	// DurabilityFsync returns once the record has been fsynced, which also
+	// survives a power loss: the writer fsyncs each batch as soon as it is
+	// written, and the records arriving meanwhile share the next fsync.
+	DurabilityFsync Durability = "fsync"
+	// DurabilityAsync returns once the record is queued: a crash loses the
+	// records still queued.
+	DurabilityAsync Durability = "async"
+)
+
 // Settings tune a Writer; zero values take the defaults.
 type Settings struct {
+	// Durability is what Record waits for. Default DurabilityWrite.
+	Durability Durability
 	// FlushInterval is the group commit period: records are written as soon
 	// as the writer takes them, and fsynced together at most this long
-	// after the first of them. Default 100ms.
+	// after the first of them (with DurabilityFsync, at once). Default 100ms.
 	FlushInterval time.Duration
 	// QueueSize bounds the records waiting for the writer. Default 10000.
 	QueueSize int
@@ -71,7 +91,8 @@ type Settings struct {
 	// refusing at once (audit.on_full: block).
 	Block bool
 	// BlockTimeout bounds Admit's wait with Block, and Record's wait for
-	// room for a decision already admitted. Default 1s.
+	// room for a decision already admitted and for its record to be
+	// written. Default 1s.
 	BlockTimeout time.Duration
 	// Key makes the chain keyed (HMAC-SHA256); at least MinKeyBytes.
 	Key []byte
@@ -88,13 +109,15 @@ type Options struct {
 // maxBatch bounds the records taken from the queue in one write.
 const maxBatch = 1024
 
-// Writer is the asynchronous audit writer. Record queues an event (copying
-// it; no goroutine or allocation per record); one goroutine encodes and
-// chains the records, writes each batch to every sink at once and fsyncs
-// them every FlushInterval (group commit). A sink that fails stalls the
-// writer, which retries it with backoff and never skips a record; while it
-// is stalled or its queue is full, Admit refuses, so that gateways deny
-// requests (503) instead of serving them without a record.
+// Writer is the audit writer. Record queues an event (copying it; no
+// goroutine per record) and waits, as Settings.Durability says, until the
+// record is written or fsynced; one goroutine encodes and chains the
+// records, writes each batch to every sink at once and fsyncs them (group
+// commit: the records that arrive while one batch is written wait together
+// for the next). A sink that fails stalls the writer, which retries it with
+// backoff and never skips a record; while it is stalled or its queue is
+// full, Admit refuses, so that gateways deny requests (503) instead of
+// serving them without a record.
 type Writer struct {
 	s       Settings
 	sinks   []Sink
@@ -109,13 +132,22 @@ type Writer struct {
 	lostQueue  prometheus.Counter
 	lostClosed prometheus.Counter
 
-	q       chan Event
-	mu      sync.RWMutex // Record holds it shared, Shutdown exclusively
+	q       queue
+	kick    chan struct{} // the queue has records for the writer
+	mu      sync.RWMutex  // Record holds it shared while queueing, Shutdown exclusively
 	closed  atomic.Bool
 	stalled atomic.Bool
 	waiters atomic.Int32
 	spaceMu sync.Mutex
 	space   chan struct{} // closed when room appears; nil when none waits
+
+	// Tickets (queue positions) of the last record written to every sink
+	// and of the last one fsynced; progress is closed when either moves or
+	// the writer stalls.
+	writtenTo  atomic.Uint64
+	syncedTo   atomic.Uint64
+	progressMu sync.Mutex
+	progress   chan struct{}
 
 	closing   chan struct{}
 	abort     chan struct{} // Shutdown's deadline passed: stop waiting and retrying
@@ -125,17 +157,12 @@ type Writer struct {
 	closeErr  error // set by the writer goroutine before stopped closes
 	result    error // Shutdown's answer
 
-	// writeThrough: Record writes the line itself before returning (Open).
-	writeThrough bool
-	kick         chan struct{}
-
-	// Owned by the goroutine that writes (the loop, or Record under wmu in
-	// write-through mode).
-	wmu     sync.Mutex
+	// Owned by the writer goroutine.
 	hash    *chainHash
 	seq     uint64
 	prev    digest
 	batch   []Event
+	taken   uint64 // ticket of the last record in batch
 	buf     []byte
 	ends    []int
 	lines   []Line
@@ -144,17 +171,62 @@ type Writer struct {
 	lastErr error
 }
 
+// queue is the writer's bounded FIFO. Unlike a channel it numbers the
+// records it takes in (tickets), so that Record can wait for the writer to
+// have written its own record; a mutex and a ring keep that allocation-free.
+type queue struct {
+	mu    sync.Mutex
+	ring  []Event
+	head  int
+	n     int
+	in    uint64       // tickets handed out: the last record's
+	depth atomic.Int64 // n, for readers that do not lock
+}
+
+// push adds e and returns its ticket; ok is false when the queue is full.
+func (q *queue) push(e *Event) (ticket uint64, ok bool) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.n == len(q.ring) {
+		return 0, false
+	}
+	q.ring[(q.head+q.n)%len(q.ring)] = *e
+	q.n++
+	q.in++
+	q.depth.Store(int64(q.n))
+	return q.in, true
+}
+
+// take moves up to max records into dst and returns it with the ticket of
+// the last record taken.
+func (q *queue) take(dst []Event, max int) ([]Event, uint64) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	for ; q.n > 0 && len(dst) < max; q.n-- {
+		dst = append(dst, q.ring[q.head])
+		q.ring[q.head] = Event{} // drop references to the event's strings
+		q.head = (q.head + 1) % len(q.ring)
+	}
+	q.depth.Store(int64(q.n))
+	return dst, q.in - uint64(q.n)
+}
+
+func (q *queue) len() int { return int(q.depth.Load()) }
+
 // NewWriter recovers the chain from the sinks that keep one (the file sink,
 // else the HTTP spool: the last record is checked under the key, a torn
 // last record is quarantined and an audit_recovered event recorded), then
 // starts the writer.
 func NewWriter(s Settings, opts Options, sinks ...Sink) (*Writer, error) {
-	return newWriter(s, opts, false, sinks)
-}
-
-func newWriter(s Settings, opts Options, writeThrough bool, sinks []Sink) (*Writer, error) {
 	if len(s.Key) > 0 && len(s.Key) < MinKeyBytes {
 		return nil, fmt.Errorf("audit key of %d bytes is too weak: need at least %d", len(s.Key), MinKeyBytes)
+	}
+	switch s.Durability {
+	case "":
+		s.Durability = DefaultDurability
+	case DurabilityWrite, DurabilityFsync, DurabilityAsync:
+	default:
+		return nil, fmt.Errorf("audit durability %q: want write, fsync or async", s.Durability)
 	}
 	if s.FlushInterval <= 0 {
 		s.FlushInterval = DefaultFlushInterval
@@ -167,9 +239,10 @@ func newWriter(s Settings, opts Options, writeThrough bool, sinks []Sink) (*Writ
 	}
 	w := &Writer{
 		s: s, sinks: sinks, log: opts.Logger, metrics: opts.Metrics, now: opts.Now,
-		hash: newChainHash(s.Key), writeThrough: writeThrough,
+		hash: newChainHash(s.Key), q: queue{ring: make([]Event, s.QueueSize)},
+		kick: make(chan struct{}, 1), progress: make(chan struct{}),
 		closing: make(chan struct{}), abort: make(chan struct{}), stopped: make(chan struct{}),
-		kick: make(chan struct{}, 1), done: make([]int, len(sinks)),
+		done: make([]int, len(sinks)),
 	}
 	if w.log == nil {
 		w.log = slog.New(slog.DiscardHandler)
@@ -179,9 +252,6 @@ func newWriter(s Settings, opts Options, writeThrough bool, sinks []Sink) (*Writ
 	}
 	if w.now == nil {
 		w.now = time.Now
-	}
-	if !writeThrough {
-		w.q = make(chan Event, s.QueueSize)
 	}
 	for _, k := range sinks {
 		w.written = append(w.written, w.metrics.AuditRecords.WithLabelValues(k.Name()))
@@ -310,7 +380,7 @@ func (w *Writer) Admit(ctx context.Context) error {
 }
 
 func (w *Writer) ready() bool {
-	return !w.stalled.Load() && !w.closed.Load() && (w.writeThrough || len(w.q) < cap(w.q))
+	return !w.stalled.Load() && !w.closed.Load() && w.q.len() < len(w.q.ring)
 }
 
 func (w *Writer) roomSignal() <-chan struct{} {
@@ -322,7 +392,7 @@ func (w *Writer) roomSignal() <-chan struct{} {
 	return w.space
 }
 
-// wake releases Admit calls waiting for room.
+// wake releases Admit and Record calls waiting for room.
 func (w *Writer) wake() {
 	if w.waiters.Load() == 0 {
 		return
@@ -335,15 +405,40 @@ func (w *Writer) wake() {
 	w.spaceMu.Unlock()
 }
 
-// Record queues e (stamping e.Time when zero). When the queue is full it
-// waits up to BlockTimeout for room: the decision was admitted, so its
-// record must not be dropped for a burst. A record that still cannot be
-// queued, or arrives after Shutdown, is counted in
-// modelguard_audit_records_lost_total and logged, and an error returned.
+// Record stores e (stamping e.Time when zero) and returns once it is as
+// durable as Settings.Durability says: written to every sink (write),
+// fsynced (fsync), or queued (async). It waits up to BlockTimeout for room
+// in the queue, since the decision was admitted, and as long again for the
+// writer; with on_full: deny it stops waiting as soon as a sink fails. A
+// record that cannot be queued, or arrives after Shutdown, is counted in
+// modelguard_audit_records_lost_total and logged. On any error the caller
+// must not act on the decision as recorded: gateways deny it (503).
 func (w *Writer) Record(e *Event) error {
 	if w == nil {
 		return nil
 	}
+	ticket, err := w.enqueue(e, true)
+	if err != nil || w.s.Durability == DurabilityAsync {
+		return err
+	}
+	return w.awaitDurable(ticket, e)
+}
+
+// Offer queues e without waiting, for records that acknowledge nothing
+// (denials): while the trail is full they are counted in
+// modelguard_audit_records_lost_total and logged, never waited for, so
+// that a denial is answered at once.
+func (w *Writer) Offer(e *Event) error {
+	if w == nil {
+		return nil
+	}
+	_, err := w.enqueue(e, false)
+	return err
+}
+
+// enqueue queues e, waiting up to BlockTimeout for room when wait is set,
+// and returns its ticket.
+func (w *Writer) enqueue(e *Event, wait bool) (uint64, error) {
 	if e.Time.IsZero() {
 		e.Time = w.now()
 	}
@@ -352,52 +447,108 @@ func (w *Writer) Record(e *Event) error {
 	if w.closed.Load() {
 		w.lostClosed.Inc()
 		w.log.Error("audit record lost: the trail is closed", "kind", e.Kind, "decision_id", e.DecisionID)
-		return ErrClosed
+		return 0, ErrClosed
 	}
-	if w.writeThrough {
-		return w.writeOne(e)
-	}
-	select {
-	case w.q <- *e:
-		return nil
-	default:
-	}
-	t := time.NewTimer(w.s.BlockTimeout)
-	defer t.Stop()
-	select {
-	case w.q <- *e:
-		return nil
-	case <-w.abort:
+	ticket, err := w.push(e, wait)
+	switch {
+	case errors.Is(err, ErrClosed):
 		w.lostClosed.Inc()
 		w.log.Error("audit record lost: shutdown ended while it waited for room", "kind", e.Kind, "decision_id", e.DecisionID)
-		return ErrClosed
-	case <-t.C:
+	case err != nil:
 		w.lostQueue.Inc()
-		w.log.Error("audit record lost: the queue stayed full", "kind", e.Kind, "decision_id", e.DecisionID, "waited", w.s.BlockTimeout.String())
-		return fmt.Errorf("%w: no room in the queue within %v", ErrUnavailable, w.s.BlockTimeout)
+		w.log.Error("audit record lost: the queue is full", "kind", e.Kind, "decision_id", e.DecisionID, "result", e.Result)
 	}
+	return ticket, err
 }
 
-// writeOne writes one record before returning (write-through mode). A
-// failure leaves the chain as it was: the record is counted as lost.
-func (w *Writer) writeOne(e *Event) error {
-	w.wmu.Lock()
-	defer w.wmu.Unlock()
-	seq, prev := w.seq, w.prev
-	w.batch = append(w.batch[:0], *e)
-	w.encode()
-	if err := w.writeSinks(); err != nil {
-		w.seq, w.prev = seq, prev
-		w.metrics.AuditLost.WithLabelValues("write_failed").Inc()
-		w.log.Error("audit record lost: write failed", "kind", e.Kind, "decision_id", e.DecisionID, "error", err)
-		return err
+func (w *Writer) push(e *Event, wait bool) (uint64, error) {
+	ticket, ok := w.q.push(e)
+	if !ok && wait {
+		w.waiters.Add(1)
+		defer w.waiters.Add(-1)
+		t := time.NewTimer(w.s.BlockTimeout)
+		defer t.Stop()
+		for !ok {
+			room := w.roomSignal()
+			if ticket, ok = w.q.push(e); ok {
+				break
+			}
+			select {
+			case <-room:
+			case <-w.abort:
+				return 0, ErrClosed
+			case <-t.C:
+				return 0, fmt.Errorf("%w: no room in the queue within %v", ErrUnavailable, w.s.BlockTimeout)
+			}
+		}
 	}
-	w.dirty = true
+	if !ok {
+		return 0, ErrUnavailable
+	}
+	w.metrics.AuditQueueDepth.Set(float64(w.q.len()))
 	select {
 	case w.kick <- struct{}{}:
 	default:
 	}
-	return nil
+	return ticket, nil
+}
+
+// awaitDurable waits until the record with ticket is as durable as Durability
+// says. It gives up after BlockTimeout, at Shutdown's deadline, and, with
+// on_full: deny, as soon as a sink fails: the record then stays queued or
+// in a batch being retried, and is written once the sink recovers.
+func (w *Writer) awaitDurable(ticket uint64, e *Event) error {
+	reached := &w.writtenTo
+	if w.s.Durability == DurabilityFsync {
+		reached = &w.syncedTo
+	}
+	var t *time.Timer // made only once the record must be waited for
+	defer func() {
+		if t != nil {
+			t.Stop()
+		}
+	}()
+	for {
+		progress := w.progressSignal()
+		if reached.Load() >= ticket {
+			return nil
+		}
+		if w.stalled.Load() && !w.s.Block {
+			return w.notRecorded(e, "a sink is failing", ErrUnavailable)
+		}
+		if t == nil {
+			t = time.NewTimer(w.s.BlockTimeout)
+		}
+		select {
+		case <-progress:
+		case <-t.C:
+			return w.notRecorded(e, "not written within block_timeout", ErrUnavailable)
+		case <-w.abort:
+			return w.notRecorded(e, "shutdown ended first", ErrClosed)
+		}
+	}
+}
+
+// notRecorded reports a record queued but not yet durable when its caller
+// stopped waiting. It is not lost: the writer writes it when it can.
+func (w *Writer) notRecorded(e *Event, why string, err error) error {
+	w.log.Error("audit record not durable in time: the decision is denied, though the trail may still record it as given",
+		"kind", e.Kind, "decision_id", e.DecisionID, "why", why)
+	return fmt.Errorf("%w: record %s", err, why)
+}
+
+func (w *Writer) progressSignal() <-chan struct{} {
+	w.progressMu.Lock()
+	defer w.progressMu.Unlock()
+	return w.progress
+}
+
+// advance wakes the Records waiting for the writer.
+func (w *Writer) advance() {
+	w.progressMu.Lock()
+	close(w.progress)
+	w.progress = make(chan struct{})
+	w.progressMu.Unlock()
 }
 
 // run is the writer goroutine.
@@ -406,24 +557,17 @@ func (w *Writer) run() {
 	timer := time.NewTimer(w.s.FlushInterval)
 	timer.Stop()
 	armed := false
-	arm := func() {
-		if !armed {
-			timer.Reset(w.s.FlushInterval)
-			armed = true
-		}
-	}
 	for {
 		select {
-		case e := <-w.q:
-			w.batch = append(w.batch[:0], e)
-			w.fill(maxBatch)
-			if !w.commit() {
+		case <-w.kick:
+			if !w.drain(false) {
 				w.giveUp()
 				return
 			}
-			arm()
-		case <-w.kick:
-			arm()
+			if w.dirty && !armed {
+				timer.Reset(w.s.FlushInterval)
+				armed = true
+			}
 		case <-timer.C:
 			armed = false
 			if !w.syncAll() {
@@ -431,36 +575,45 @@ func (w *Writer) run() {
 				return
 			}
 		case <-w.closing:
-			for len(w.q) > 0 {
-				w.batch = w.batch[:0]
-				w.fill(maxBatch)
-				if !w.commit() {
-					w.giveUp()
-					return
-				}
-			}
-			if !w.syncAll() {
+			if !w.drain(true) || !w.syncAll() {
 				w.giveUp()
 				return
 			}
 			w.closeSinks()
 			return
 		}
-		if w.q != nil {
-			w.metrics.AuditQueueDepth.Set(float64(len(w.q)))
-		}
-		w.wake()
 	}
 }
 
-// fill adds queued events to the batch, without waiting, up to n.
-func (w *Writer) fill(n int) {
-	for len(w.batch) < n {
-		select {
-		case e := <-w.q:
-			w.batch = append(w.batch, e)
-		default:
-			return
+// drain writes a batch from the queue, fsyncing it with DurabilityFsync,
+// and asks for another turn while records remain (so that the flush timer
+// gets its turns under steady load); with all, it writes until the queue is
+// empty. false if the writer was aborted.
+func (w *Writer) drain(all bool) bool {
+	for {
+		w.batch, w.taken = w.q.take(w.batch[:0], maxBatch)
+		w.metrics.AuditQueueDepth.Set(float64(w.q.len()))
+		if len(w.batch) == 0 {
+			return true
+		}
+		w.wake()
+		if !w.commit() {
+			return false
+		}
+		w.writtenTo.Store(w.taken)
+		if w.s.Durability != DurabilityFsync {
+			w.advance()
+		} else if !w.syncAll() {
+			return false
+		}
+		if !all {
+			if w.q.len() > 0 {
+				select {
+				case w.kick <- struct{}{}:
+				default:
+				}
+			}
+			return true
 		}
 	}
 }
@@ -468,8 +621,6 @@ func (w *Writer) fill(n int) {
 // commit encodes the batch and writes it to every sink, retrying until
 // they all took it; false if the writer was aborted first.
 func (w *Writer) commit() bool {
-	w.wmu.Lock()
-	defer w.wmu.Unlock()
 	w.encode()
 	for attempt := 0; ; attempt++ {
 		err := w.writeSinks()
@@ -532,8 +683,6 @@ func (w *Writer) writeSinks() error {
 // syncAll makes every sink durable, retrying those that fail; false if the
 // writer was aborted first.
 func (w *Writer) syncAll() bool {
-	w.wmu.Lock()
-	defer w.wmu.Unlock()
 	if !w.dirty {
 		return true
 	}
@@ -564,7 +713,9 @@ func (w *Writer) syncAll() bool {
 			continue
 		}
 		w.dirty = false
+		w.syncedTo.Store(w.writtenTo.Load())
 		w.metrics.AuditSyncedSeq.Set(float64(w.seq))
+		w.advance()
 		if w.stalled.Swap(false) {
 			w.log.Info("audit trail recovered: requests are admitted again", "seq", w.seq)
 			w.wake()
@@ -579,8 +730,9 @@ func (w *Writer) pause(attempt int, err error) bool {
 	w.lastErr = err
 	if !w.stalled.Swap(true) {
 		w.log.Error("audit sink failing: requests are denied until it recovers; retrying", "error", err)
+		w.advance() // Records waiting with on_full: deny stop waiting
 	}
-	delay := backoff(10*time.Millisecond, time.Second, attempt)
+	delay := backoff(10*time.Millisecond, maxRetryDelay, attempt)
 	t := time.NewTimer(delay)
 	defer t.Stop()
 	select {
@@ -591,6 +743,10 @@ func (w *Writer) pause(attempt int, err error) bool {
 	}
 }
 
+// maxRetryDelay bounds the wait between attempts on a failing sink, so that
+// the trail resumes soon after the cause is fixed (disk space freed).
+const maxRetryDelay = 200 * time.Millisecond
+
 // giveUp ends the writer after Shutdown's deadline passed with a sink still
 // failing: whatever was not written is counted as lost.
 func (w *Writer) giveUp() {
@@ -599,12 +755,16 @@ func (w *Writer) giveUp() {
 		lost = min(lost, d)
 	}
 	lost = len(w.lines) - lost
-	if w.q != nil {
-		lost += len(w.q)
-		for len(w.q) > 0 {
-			<-w.q
+	for {
+		var n int
+		w.batch, _ = w.q.take(w.batch[:0], maxBatch)
+		if n = len(w.batch); n == 0 {
+			break
 		}
+		lost += n
 	}
+	clear(w.batch)
+	w.metrics.AuditQueueDepth.Set(0)
 	w.metrics.AuditLost.WithLabelValues("shutdown").Add(float64(lost))
 	w.closeErr = fmt.Errorf("audit: %d records not written at shutdown: %w", lost, w.lastErr)
 	w.log.Error("audit trail closed with records not written", "records", lost, "error", w.lastErr)
@@ -652,9 +812,7 @@ func (w *Writer) Shutdown(ctx context.Context) error {
 		}
 		close(w.closing)
 		if !w.await(ctx, w.stopped) {
-			if w.q != nil {
-				w.metrics.AuditLost.WithLabelValues("shutdown").Add(float64(len(w.q)))
-			}
+			w.metrics.AuditLost.WithLabelValues("shutdown").Add(float64(w.q.len()))
 			w.result = hung
 			return
 		}

@@ -23,6 +23,7 @@ import (
 type memSink struct {
 	mu      sync.Mutex
 	data    []byte
+	synced  int // len(data) at the last Sync
 	syncs   int
 	gate    chan struct{} // when set, Write waits for it to close
 	entered chan struct{} // receives once per Write call, if set
@@ -59,6 +60,7 @@ func (m *memSink) Sync() error {
 	}
 	m.mu.Lock()
 	m.syncs++
+	m.synced = len(m.data)
 	m.mu.Unlock()
 	return nil
 }
@@ -106,7 +108,7 @@ func decision(id string) *Event {
 func TestWriterQueueFull(t *testing.T) {
 	m := metrics.New(nil)
 	sink := &memSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
-	w := newTestWriter(t, Settings{QueueSize: 2, BlockTimeout: 10 * time.Millisecond}, m, sink)
+	w := newTestWriter(t, Settings{Durability: DurabilityAsync, QueueSize: 2, BlockTimeout: 10 * time.Millisecond}, m, sink)
 	ctx := context.Background()
 	if err := w.Admit(ctx); err != nil {
 		t.Fatalf("Admit with an empty queue: %v", err)
@@ -142,7 +144,7 @@ func TestWriterQueueFull(t *testing.T) {
 // With on_full: block, Admit waits for room instead of refusing.
 func TestWriterBlockMode(t *testing.T) {
 	sink := &memSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
-	w := newTestWriter(t, Settings{QueueSize: 1, Block: true, BlockTimeout: time.Minute}, nil, sink)
+	w := newTestWriter(t, Settings{Durability: DurabilityAsync, QueueSize: 1, Block: true, BlockTimeout: time.Minute}, nil, sink)
 	w.Record(decision("1"))
 	<-sink.entered
 	w.Record(decision("2")) // the queue is full
@@ -155,7 +157,7 @@ func TestWriterBlockMode(t *testing.T) {
 
 	// A wait that ends without room refuses: by timeout or by the request's context.
 	sink2 := &memSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
-	w2 := newTestWriter(t, Settings{QueueSize: 1, Block: true, BlockTimeout: 20 * time.Millisecond}, nil, sink2)
+	w2 := newTestWriter(t, Settings{Durability: DurabilityAsync, QueueSize: 1, Block: true, BlockTimeout: 20 * time.Millisecond}, nil, sink2)
 	w2.Record(decision("1"))
 	<-sink2.entered
 	w2.Record(decision("2"))
@@ -262,7 +264,7 @@ func TestWriterShutdownReleasesWaitingRecord(t *testing.T) {
 	m := metrics.New(nil)
 	sink := &memSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
 	defer close(sink.gate)
-	w := newTestWriter(t, Settings{QueueSize: 1, BlockTimeout: time.Hour}, m, sink)
+	w := newTestWriter(t, Settings{Durability: DurabilityAsync, QueueSize: 1, BlockTimeout: time.Hour}, m, sink)
 	w.Record(decision("1"))
 	<-sink.entered
 	w.Record(decision("2")) // the queue is full
@@ -300,6 +302,129 @@ func TestWriterConcurrentRecords(t *testing.T) {
 	}
 	if sum, err := VerifyFiles([]string{path}, VerifyOptions{}); err != nil || sum.Records != 1600 {
 		t.Fatalf("%+v %v", sum, err)
+	}
+}
+
+// holds reports whether the sink's data, and its synced part, contain the
+// record of decision id.
+func (m *memSink) holds(id string) (written, synced bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	needle := []byte(`"decision_id":"` + id + `"`)
+	return bytes.Contains(m.data, needle), bytes.Contains(m.data[:m.synced], needle)
+}
+
+// Record returns when its record is as durable as the setting says: written,
+// fsynced, or (async) merely queued while the sink is still held.
+func TestWriterDurability(t *testing.T) {
+	for _, tc := range []struct {
+		d                   Durability
+		wantWritten, synced bool
+	}{{DurabilityWrite, true, false}, {DurabilityFsync, true, true}, {DurabilityAsync, false, false}} {
+		t.Run(string(tc.d), func(t *testing.T) {
+			sink := &memSink{}
+			if tc.d == DurabilityAsync {
+				sink.gate = make(chan struct{})
+				defer close(sink.gate)
+			}
+			// No periodic fsync to race with: only fsync mode syncs.
+			w := newTestWriter(t, Settings{Durability: tc.d, FlushInterval: time.Hour, BlockTimeout: time.Hour}, nil, sink)
+			for i := range 50 {
+				id := fmt.Sprint(i)
+				if err := w.Record(decision(id)); err != nil {
+					t.Fatal(err)
+				}
+				written, synced := sink.holds(id)
+				if written != tc.wantWritten || (tc.synced && !synced) {
+					t.Fatalf("record %d when Record returned: written %v, synced %v", i, written, synced)
+				}
+			}
+		})
+	}
+}
+
+// Many Records wait on one write (group commit): concurrent callers all
+// return with their records written, in far fewer writes than records.
+func TestWriterGroupCommit(t *testing.T) {
+	for _, d := range []Durability{DurabilityWrite, DurabilityFsync} {
+		t.Run(string(d), func(t *testing.T) {
+			sink := &memSink{entered: make(chan struct{}, 1<<16)}
+			w := newTestWriter(t, Settings{Durability: d, BlockTimeout: time.Hour}, nil, sink)
+			var wg sync.WaitGroup
+			for g := range 16 {
+				wg.Go(func() {
+					for i := range 100 {
+						id := fmt.Sprintf("%d-%d", g, i)
+						if err := w.Record(decision(id)); err != nil {
+							t.Error(err)
+							return
+						}
+						if written, synced := sink.holds(id); !written || (d == DurabilityFsync && !synced) {
+							t.Errorf("%s returned before its record was durable", id)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			if writes := len(sink.entered); writes >= 1600 {
+				t.Errorf("%d writes for 1600 records: no grouping", writes)
+			}
+		})
+	}
+}
+
+// While a sink fails, with on_full: deny, a Record waiting for its write
+// gives up at once (the gateway answers 503) instead of waiting out
+// block_timeout; a denial's record (Offer) never waits, and one that finds
+// the queue full is counted and refused at once.
+func TestWriterStalledAnswersAtOnce(t *testing.T) {
+	m := metrics.New(nil)
+	sink := &memSink{}
+	sink.failW.Store(true)
+	w := newTestWriter(t, Settings{QueueSize: 4, BlockTimeout: time.Hour}, m, sink)
+	if err := w.Record(decision("allowed")); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Record on a failing sink = %v, want ErrUnavailable", err)
+	}
+	for i := range 4 {
+		w.Offer(decision(fmt.Sprint("denied-", i)))
+	}
+	if err := w.Offer(decision("one too many")); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Offer with a full queue = %v", err)
+	}
+	if got := testutil.ToFloat64(m.AuditLost.WithLabelValues("queue_full")); got < 1 {
+		t.Errorf("denials not recorded: counted %v", got)
+	}
+	sink.failW.Store(false)
+	testkit.Eventually(t, "the writer to resume", func() bool { return w.Admit(context.Background()) == nil })
+	if err := w.Record(decision("after")); err != nil {
+		t.Fatal(err)
+	}
+	if written, _ := sink.holds("allowed"); !written {
+		t.Error("the record of the decision that gave up waiting was dropped; the writer must keep it")
+	}
+}
+
+// The queue depth gauge follows the queue while the writer is stuck in a
+// write: it is not only updated between batches.
+func TestWriterQueueDepthIsLive(t *testing.T) {
+	m := metrics.New(nil)
+	sink := &memSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	w := newTestWriter(t, Settings{Durability: DurabilityAsync, QueueSize: 100}, m, sink)
+	w.Record(decision("first"))
+	<-sink.entered // the writer holds it in a blocked write
+	for i := range 30 {
+		w.Record(decision(fmt.Sprint(i)))
+	}
+	if got := testutil.ToFloat64(m.AuditQueueDepth); got != 30 {
+		t.Errorf("queue depth %v while 30 records wait, want 30", got)
+	}
+	close(sink.gate)
+	if err := w.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if got := testutil.ToFloat64(m.AuditQueueDepth); got != 0 {
+		t.Errorf("queue depth %v after the drain", got)
 	}
 }
 

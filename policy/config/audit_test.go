@@ -18,6 +18,8 @@ func TestAuditValidation(t *testing.T) {
 			[]string{`config.yaml:4: audit.max_file_bytes: must be at least 4096, got 4095`}},
 		{"negative max files", audit("  max_files: -1"), nil,
 			[]string{`config.yaml:4: audit.max_files: must not be negative`}},
+		{"durability unknown", audit("  durability: sometimes"), nil,
+			[]string{`config.yaml:4: audit.durability: "sometimes" is not one of write, fsync, async`}},
 		{"flush interval zero", audit("  flush_interval: 0s"), nil,
 			[]string{`config.yaml:4: audit.flush_interval: must be between 1ms and 10s, got 0s`}},
 		{"flush interval too long", audit("  flush_interval: 11s"), nil,
@@ -77,6 +79,7 @@ func TestAuditValidConfigurations(t *testing.T) {
 		"  output: audit/decisions.jsonl",
 		"  max_file_bytes: 4096",
 		"  max_files: 3",
+		"  durability: fsync",
 		"  flush_interval: 1ms",
 		"  queue_size: 1",
 		"  on_full: block",
@@ -87,7 +90,7 @@ func TestAuditValidConfigurations(t *testing.T) {
 		"  spool_dir: spool",
 		"  spool_max_bytes: 1048576",
 	))
-	want := audit.Config{Output: "audit/decisions.jsonl", MaxFileBytes: 4096, MaxFiles: 3, FlushInterval: time.Millisecond,
+	want := audit.Config{Output: "audit/decisions.jsonl", MaxFileBytes: 4096, MaxFiles: 3, Durability: audit.DurabilityFsync, FlushInterval: time.Millisecond,
 		QueueSize: 1, OnFull: "block", BlockTimeout: 250 * time.Millisecond, BodySHA256: true, KeyEnv: "MODELGUARD_TEST_KEY",
 		HTTP:     audit.HTTPConfig{URL: "http://127.0.0.1:8080/in", Timeout: 2 * time.Second, TokenEnv: "MODELGUARD_TEST_TOKEN"},
 		SpoolDir: "spool", SpoolMaxBytes: 1 << 20}

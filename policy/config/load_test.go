@@ -141,7 +141,7 @@ func TestParseFullConfig(t *testing.T) {
 		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders:    IdentityHeaders{Subject: "x-user", Roles: "", AuthMethod: "x-method", KeyID: "x-key", DecisionID: "x-decision"},
-		Audit: audit.Config{Output: "audit/decisions.jsonl", MaxFileBytes: 100 << 20, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
+		Audit: audit.Config{Output: "audit/decisions.jsonl", MaxFileBytes: 100 << 20, Durability: audit.DurabilityWrite, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
 		Log:  Log{Level: "warn", Format: "text"},
 		Dir:  dir,
@@ -197,7 +197,7 @@ func TestDefaults(t *testing.T) {
 			KeyID:      "x-modelguard-key-id",
 			DecisionID: "x-modelguard-decision-id",
 		},
-		Audit: audit.Config{Output: "stdout", MaxFileBytes: 100 << 20, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
+		Audit: audit.Config{Output: "stdout", MaxFileBytes: 100 << 20, Durability: audit.DurabilityWrite, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
 		Log: Log{Level: "info", Format: "json"},
 	}
@@ -320,8 +320,8 @@ func TestStructureErrors(t *testing.T) {
 		{"unknown key in a merged mapping", doc(okAuth, okPolicy, "log: &l {level: info, colour: true}", "audit:", "  <<: *l"),
 			[]string{
 				"config.yaml:3: log.colour: unknown key; valid keys here: level, format",
-				"config.yaml:3: audit.level: unknown key; valid keys here: output, max_file_bytes, max_files, flush_interval, queue_size, on_full, block_timeout, body_sha256, key_file, key_env, http, spool_dir, spool_max_bytes",
-				"config.yaml:3: audit.colour: unknown key; valid keys here: output, max_file_bytes, max_files, flush_interval, queue_size, on_full, block_timeout, body_sha256, key_file, key_env, http, spool_dir, spool_max_bytes",
+				"config.yaml:3: audit.level: unknown key; valid keys here: output, max_file_bytes, max_files, durability, flush_interval, queue_size, on_full, block_timeout, body_sha256, key_file, key_env, http, spool_dir, spool_max_bytes",
+				"config.yaml:3: audit.colour: unknown key; valid keys here: output, max_file_bytes, max_files, durability, flush_interval, queue_size, on_full, block_timeout, body_sha256, key_file, key_env, http, spool_dir, spool_max_bytes",
 			}},
 		{"shape errors all reported", doc(okAuth, okPolicy, "server:", "  grpc_adress: x", "  shutdown_grace: 1", "log: {levels: debug}"),
 			[]string{
