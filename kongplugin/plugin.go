@@ -257,12 +257,21 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 		if r := f.failure; r != nil {
 			tell(kong.Log.Err, fmt.Sprintf("reading the request from Kong failed: denied (%d)", r.Status), "decision_id", d.ID, "reason", r.Reason, "error", r.Err.Error())
 		}
-		// The log phase reads the forwarded address from
-		// kong.log.serialize; the direct peer is not there.
+		// What the audit record needs beyond the decision: the log phase
+		// reads the forwarded address from kong.log.serialize, but the
+		// direct peer is not there; with audit.body_sha256 every body is
+		// hashed, as with Envoy.
+		var record policy.Part
 		if f.direct {
-			if err := req.Complete(policy.PartSourceAddress); err != nil {
+			record |= policy.PartSourceAddress
+		}
+		if st.engine.RecordsBody() {
+			record |= policy.PartBody
+		}
+		if record != 0 {
+			if err := req.Complete(record); err != nil {
 				p.save(st, req, d)
-				p.fail(x, st, d, "kong_pdk_error", "reading the client address failed", err)
+				p.fail(x, st, d, "kong_pdk_error", "reading the request for its audit record failed", err)
 				return
 			}
 		}
@@ -321,6 +330,7 @@ func (p *Plugin) save(st *coreState, req *policy.Request, d *policy.Decision) {
 	saved := policy.Request{Gateway: gateway}
 	if req != nil {
 		saved = *req
+		saved.Fetch = nil // the exchange with Kong is over
 		if !st.engine.RecordsBody() {
 			saved.Body = nil
 		}

@@ -25,14 +25,7 @@ allow if input.body.max_tokens < 100`, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(tc.module), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			p, err := Compile(context.Background(), dir, "")
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := compileModule(t, tc.module)
 			if p.ParsedBody() != tc.want {
 				t.Fatalf("ParsedBody() = %v, want %v", p.ParsedBody(), tc.want)
 			}
@@ -72,17 +65,24 @@ allow if { input.request.headers["x-a"] == "1"; input.request.host == "h" }`, 0}
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(tc.module), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			p, err := Compile(context.Background(), dir, "")
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := compileModule(t, tc.module)
 			if p.Inputs() != tc.want {
 				t.Fatalf("Inputs() = %b, want %b", p.Inputs(), tc.want)
 			}
 		})
 	}
+}
+
+// compileModule compiles a policy of one module.
+func compileModule(t *testing.T, module string) *Policy {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(module), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Compile(context.Background(), dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }
