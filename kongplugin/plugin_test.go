@@ -79,6 +79,7 @@ func newFixture(t *testing.T, anonymous bool) *fixture {
 	f.write(t, "keys.yaml", b.String())
 	f.write(t, "config.yaml", fmt.Sprintf(testConfig, anonymous))
 	f.plugin = New(Options{OpenAudit: func(*config.Config) (policy.AuditSink, io.Closer, error) { return f.audit, nil, nil }})
+	f.plugin.noRequestLine = true // go-pdk's test environment has no kong.nginx.get_var
 	t.Cleanup(f.plugin.Close)
 	return f
 }
