@@ -91,6 +91,8 @@ func (e *Engine) RecordDecision(req *Request, d *Decision, status int, latency t
 		Reason:         d.Reason,
 		PolicyRevision: d.PolicyRevision,
 		LatencyMicros:  latency.Microseconds(),
+		RateLimit:      d.RateLimit,
+		RateLimitKey:   d.RateLimitKey,
 	}
 	if id := d.Identity; id != nil {
 		ev.Subject, ev.AuthMethod, ev.KeyID, ev.Issuer = id.Subject, id.Method, id.KeyID, id.Issuer
