@@ -34,9 +34,8 @@ audit: {output: "off"}
 	if env.ClientRes.Headers.Get("retry-after") == "" {
 		t.Errorf("no retry-after: %v", env.ClientRes.Headers)
 	}
-	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
-	if e := f.plugin.pending.take(id); e == nil || e.d.Reason != policy.ReasonOverloaded {
-		t.Errorf("saved decision %+v, want reason %s", e, policy.ReasonOverloaded)
+	if ev := f.lastDecision(t); ev.Reason != policy.ReasonOverloaded || ev.Status != 503 {
+		t.Errorf("audited %+v, want reason %s", ev, policy.ReasonOverloaded)
 	}
 
 	st.engine.ReleaseBody(1 << 20)

@@ -74,14 +74,15 @@ func (p *pending) put(e *entry) (expired []*entry) {
 	return expired
 }
 
-// take removes and returns the entry for id, or nil.
-func (p *pending) take(id string) *entry {
+// take removes and returns the entry for id if ok accepts it, or nil.
+func (p *pending) take(id string, ok func(*entry) bool) *entry {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.byID[id]
-	if e != nil {
-		p.remove(e)
+	if e == nil || !ok(e) {
+		return nil
 	}
+	p.remove(e)
 	return e
 }
 

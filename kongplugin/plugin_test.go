@@ -79,6 +79,7 @@ func newFixture(t testing.TB, anonymous bool) *fixture {
 	f.write(t, "keys.yaml", b.String())
 	f.write(t, "config.yaml", fmt.Sprintf(testConfig, anonymous))
 	f.plugin = New(Options{OpenAudit: func(*config.Config) (policy.AuditSink, io.Closer, error) { return f.audit, nil, nil }})
+	f.plugin.noRequestLine = true // go-pdk's test environment has no kong.nginx.get_var
 	t.Cleanup(f.plugin.Close)
 	return f
 }
@@ -95,7 +96,9 @@ func (f *fixture) config(path string) *Config {
 }
 
 // run passes one request through go-pdk's test environment (access, an
-// echo upstream, log).
+// echo upstream), then the log phase with what Kong's kong.log.serialize
+// would return for it (go-pdk's test environment has no serialize; the
+// socket-level tests in test/ run the real call through the Kong harness).
 func run(t *testing.T, c *Config, method, path string, headers map[string]string, body string) *pdktest.TestEnv {
 	t.Helper()
 	h := http.Header{"Content-Type": {"application/json"}}
@@ -106,8 +109,47 @@ func run(t *testing.T, c *Config, method, path string, headers map[string]string
 	if err != nil {
 		t.Fatal(err)
 	}
-	env.DoHttps(c)
+	env.DoRewrite(c)
+	env.DoAccess(c)
+	if env.IsRunning() {
+		env.ServiceRes = env.ServiceReq.ToResponse() // an echo upstream
+		env.DoResponse(c)
+	}
+	if err := c.p.logged(c, serializeOf(t, env, method, path)); err != nil {
+		t.Fatal(err)
+	}
 	return env
+}
+
+// serializeOf is the part of kong.log.serialize's JSON the log phase reads.
+func serializeOf(t *testing.T, env *pdktest.TestEnv, method, path string) string {
+	t.Helper()
+	lower := func(h http.Header) map[string][]string {
+		m := make(map[string][]string, len(h))
+		for k, v := range h {
+			m[strings.ToLower(k)] = v
+		}
+		return m
+	}
+	b, err := json.Marshal(map[string]any{
+		"request":   map[string]any{"method": method, "uri": path, "headers": lower(env.ServiceReq.Headers)},
+		"response":  map[string]any{"status": env.ClientRes.Status, "headers": lower(env.ClientRes.Headers)},
+		"client_ip": "10.0.0.7",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// lastDecision is the last audited decision.
+func (f *fixture) lastDecision(t *testing.T) audit.Event {
+	t.Helper()
+	evs := f.audit.Filter(isDecision)
+	if len(evs) == 0 {
+		t.Fatal("no decision audited")
+	}
+	return evs[len(evs)-1]
 }
 
 const chat = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
@@ -149,10 +191,7 @@ func TestAccessAllowSetsIdentityForKong(t *testing.T) {
 	if got := env.Ctx.Store[groupsKey]; !reflect.DeepEqual(got, []any{"chat-user"}) {
 		t.Errorf("ctx.shared.%s = %#v", groupsKey, got)
 	}
-	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
-	if id == "" || id != up.Get("x-modelguard-decision-id") {
-		t.Errorf("ctx.shared decision id %q, upstream %q", id, up.Get("x-modelguard-decision-id"))
-	}
+	id := up.Get("x-modelguard-decision-id")
 	// The log phase recorded the decision once, with the final status.
 	evs := f.audit.Filter(isDecision)
 	if len(evs) != 1 || evs[0].DecisionID != id || evs[0].Gateway != "kong" || evs[0].Status != 200 || evs[0].Result != "allow" || evs[0].Subject != "alice" {
@@ -244,8 +283,9 @@ func TestAccessDenies(t *testing.T) {
 			if tc.status == 401 && !strings.HasPrefix(env.ClientRes.Headers.Get("www-authenticate"), "Bearer") {
 				t.Errorf("www-authenticate = %q", env.ClientRes.Headers.Get("www-authenticate"))
 			}
-			if id, _ := env.Ctx.Store[SharedDecisionKey].(string); id == "" || env.ClientRes.Headers.Get("x-modelguard-decision-id") != id {
-				t.Errorf("decision id: ctx.shared %q, response header %q", id, env.ClientRes.Headers.Get("x-modelguard-decision-id"))
+			// The log phase found the denial by its response header.
+			if ev := f.lastDecision(t); ev.DecisionID == "" || env.ClientRes.Headers.Get("x-modelguard-decision-id") != ev.DecisionID || ev.Status != tc.status || ev.Path != tc.path || ev.Method != tc.method {
+				t.Errorf("audited %+v, response header %q", ev, env.ClientRes.Headers.Get("x-modelguard-decision-id"))
 			}
 		})
 	}
@@ -301,9 +341,8 @@ func TestAccessRefusesHeaderInjection(t *testing.T) {
 	if env.ServiceReq.Headers.Get("x-admin") != "" || env.ServiceReq.Headers.Get("x-modelguard-subject") != "" {
 		t.Fatalf("upstream headers %v", env.ServiceReq.Headers)
 	}
-	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
-	if e := f.plugin.pending.take(id); e == nil || e.d.Reason != "jwt_bad_claim" || e.d.Allow {
-		t.Fatalf("saved decision %+v", e)
+	if ev := f.lastDecision(t); ev.Reason != "jwt_bad_claim" || ev.Result != "deny" {
+		t.Fatalf("audited %+v", ev)
 	}
 }
 
@@ -352,10 +391,8 @@ func TestAccessPanicIsAudited(t *testing.T) {
 	f.plugin.beforeEvaluate = func() { panic("injected") }
 	env := run(t, f.config(filepath.Join(f.dir, "config.yaml")), "POST", "/v1/chat/completions", map[string]string{"x-api-key": f.keys["alice-key"]}, chat)
 	assertDenied(t, env, 503, "server_error")
-	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
-	e := f.plugin.pending.take(id)
-	if e == nil || e.d.Reason != "internal_error" || e.d.Allow || e.req.Path != "/v1/chat/completions" {
-		t.Fatalf("saved decision for %q: %+v", id, e)
+	if ev := f.lastDecision(t); ev.Reason != "internal_error" || ev.Result != "deny" || ev.Path != "/v1/chat/completions" || ev.Status != 503 {
+		t.Fatalf("audited %+v", ev)
 	}
 }
 
@@ -443,10 +480,10 @@ func TestPendingBounds(t *testing.T) {
 	if ex := put("d", t0.Add(3*time.Second)); !reflect.DeepEqual(ids(ex), []string{"a"}) {
 		t.Fatalf("over the size bound: expired %v, want [a]", ids(ex))
 	}
-	if e := p.take("c"); e == nil || e.id != "c" {
+	if e := p.take("c", func(*entry) bool { return true }); e == nil || e.id != "c" {
 		t.Fatalf("take c: %v", e)
 	}
-	if e := p.take("c"); e != nil {
+	if e := p.take("c", func(*entry) bool { return true }); e != nil {
 		t.Fatal("taken twice")
 	}
 	p.replace("b", &policy.Decision{ID: "b", Status: 503})
@@ -495,7 +532,7 @@ func TestPendingConcurrent(t *testing.T) {
 					mu.Unlock()
 				}
 				if i%2 == 0 {
-					if e := p.take(id); e != nil {
+					if e := p.take(id, func(*entry) bool { return true }); e != nil {
 						mu.Lock()
 						seen[e.id]++
 						mu.Unlock()
@@ -553,5 +590,54 @@ func TestSubjectUUID(t *testing.T) {
 	// Consumer ids outlive a release: Kong's other plugins key on them.
 	if a != "608dc605-e5e6-5dff-ac0d-f543703029bb" {
 		t.Fatalf("the consumer id of alice changed: %s", a)
+	}
+}
+
+// TestLogPhaseFindsADecisionOnlyByItsOwnCarrier: a denial is found by the
+// decision id header of its response (set by exit), an allow by the header
+// upstream (set_headers replaced any client copy), and the serialize value
+// when access had to set it; a client sending the header of another
+// waiting decision does not reach it.
+func TestLogPhaseFindsADecisionOnlyByItsOwnCarrier(t *testing.T) {
+	f := newFixture(t, false)
+	c := f.config(filepath.Join(f.dir, "config.yaml"))
+	rec := &recorded{statuses: map[string]int{}}
+	put := func(id string, allow bool) {
+		f.plugin.pending.put(&entry{id: id, at: time.Now(), rec: rec, req: &policy.Request{}, d: &policy.Decision{ID: id, Allow: allow, Status: 200}})
+	}
+	put("allowed-1", true)
+	put("allowed-2", true)
+	put("denied-1", false)
+	put("denied-2", false)
+	put("carried", true)
+	const h = "x-modelguard-decision-id"
+	for _, tc := range []struct {
+		name      string
+		serialize string
+		recorded  string // "" for none
+	}{
+		{"a client copy of an allow's id on a denied request", `{"request":{"headers":{"` + h + `":"allowed-1"}},"response":{"status":401,"headers":{"` + h + `":"denied-1"}}}`, "denied-1"},
+		{"a denial's id upstream", `{"request":{"headers":{"` + h + `":"denied-2"}},"response":{"status":200}}`, ""},
+		{"an allow's id in the response (an upstream echo)", `{"request":{"headers":{}},"response":{"status":200,"headers":{"` + h + `":["allowed-2","x"]}}}`, ""},
+		{"an allow, by its upstream header", `{"request":{"headers":{"` + h + `":"allowed-2"}},"response":{"status":502,"headers":{"` + h + `":"x"}}}`, "allowed-2"},
+		{"the serialize value", `{"request":{"headers":{}},"response":{"status":429},"modelguard_decision_id":"carried"}`, "carried"},
+		{"nothing to find", `{"request":{"headers":{}},"response":{"status":200}}`, ""},
+	} {
+		before := len(rec.statuses)
+		if err := f.plugin.logged(c, tc.serialize); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		switch {
+		case tc.recorded == "" && len(rec.statuses) != before:
+			t.Errorf("%s: recorded %v", tc.name, rec.statuses)
+		case tc.recorded != "" && rec.statuses[tc.recorded] == 0:
+			t.Errorf("%s: %s not recorded (%v)", tc.name, tc.recorded, rec.statuses)
+		}
+	}
+	if rec.statuses["allowed-2"] != 502 || rec.statuses["carried"] != 429 || rec.statuses["denied-1"] != 401 {
+		t.Errorf("statuses %v", rec.statuses)
+	}
+	if err := f.plugin.logged(c, `{"request":`); err == nil {
+		t.Error("malformed serialize output accepted")
 	}
 }

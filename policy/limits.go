@@ -13,6 +13,12 @@ import (
 // limit class the policy picked. It reports whether the request may go on;
 // either way the x-ratelimit-* headers are added for the client.
 func (e *Engine) limit(ctx context.Context, req *Request, d *Decision, id *Identity, mr *models.Model, class string) bool {
+	if e.limiter.KeysBySource() {
+		if err := req.Complete(PartSourceAddress); err != nil {
+			e.refuse(d, req, err)
+			return false
+		}
+	}
 	lr := ratelimit.Request{
 		Subject: id.Subject, KeyID: id.KeyID, Source: host(req.SourceAddress),
 		Model: d.Model.Name, Roles: id.Roles, Class: class, Claims: id.Claims,

@@ -105,6 +105,20 @@ type Limiter struct {
 // Enabled reports whether any rule is configured.
 func (l *Limiter) Enabled() bool { return l != nil && len(l.rules) > 0 }
 
+// KeysBySource reports whether a rule counts per client address (key
+// "source"): only then does Check read Request.Source, which a gateway may
+// have to fetch.
+func (l *Limiter) KeysBySource() bool {
+	for _, r := range l.rules {
+		for _, k := range r.keys {
+			if k.kind == keySource {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 // Check decides req. It returns ErrUnavailable (wrapped) when the store
 // fails and the operator did not choose a fallback; res is then refused.
 func (l *Limiter) Check(ctx context.Context, req *Request, res *Result) error {

@@ -356,3 +356,17 @@ func TestLocalEvictsIdleKeysAndCaps(t *testing.T) {
 		t.Fatalf("%d keys held, want 1024", n)
 	}
 }
+
+// TestKeysBySource: only rules counted per client address make a gateway
+// fetch it.
+func TestKeysBySource(t *testing.T) {
+	b := backend(t, "local", nil, "")
+	perSubject := Rule{Name: "s", Requests: 10, Per: time.Minute, Key: []string{"subject"}}
+	perSource := Rule{Name: "ip", Requests: 10, Per: time.Minute, Key: []string{"subject", "source"}}
+	if limiter(b, perSubject).KeysBySource() {
+		t.Error("a per-subject limit reads the source")
+	}
+	if !limiter(b, perSubject, perSource).KeysBySource() {
+		t.Error("a per-source limit does not read the source")
+	}
+}

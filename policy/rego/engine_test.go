@@ -84,7 +84,7 @@ func TestEngineTimeoutMeasuresEvaluation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := e.EvalInput(t.Context(), func(bool) ast.Value {
+	got, err := e.EvalInput(t.Context(), func(Inputs) ast.Value {
 		time.Sleep(timeout + 200*time.Millisecond) // a slow input build, longer than the timeout
 		return value(t, `{}`)
 	})

@@ -45,8 +45,8 @@ type Result struct {
 type Policy struct {
 	query    oparego.PreparedEvalQuery
 	revision string
-	// parsedBody: some rule reads input.parsed_body (or all of input).
-	parsedBody bool
+	// inputs are the optional input members some rule reads.
+	inputs Inputs
 }
 
 // Compile loads the policy in dir (tests excluded), compiles it and prepares
@@ -74,11 +74,10 @@ func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Po
 	if len(loaded.Modules) == 0 {
 		return nil, fmt.Errorf("policy %s: no .rego files", dir)
 	}
-	// Read from the modules as written: the compiler rewrites calls such
-	// as object.get(input, ...) into a copy of input first.
-	parsedBody := readsParsedBody(loaded.ParsedModules())
+	modules := loaded.ParsedModules()
+	inputs := readInputs(modules)
 	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
-	if compiler.Compile(loaded.ParsedModules()); compiler.Failed() {
+	if compiler.Compile(modules); compiler.Failed() {
 		return nil, fmt.Errorf("policy %s: %w", dir, compiler.Errors)
 	}
 	// A query naming nothing would deny every request as undefined; refuse
@@ -103,79 +102,14 @@ func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Po
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: prepare %s: %w", dir, query, err)
 	}
-	return &Policy{query: prepared, revision: snap.revision(), parsedBody: parsedBody}, nil
+	return &Policy{query: prepared, revision: snap.revision(), inputs: inputs}, nil
 }
 
 // ParsedBody reports whether the policy reads input.parsed_body.
-func (p *Policy) ParsedBody() bool { return p.parsedBody }
+func (p *Policy) ParsedBody() bool { return p.inputs.Has(InputParsedBody) }
 
-// readsParsedBody reports whether any rule refers to input.parsed_body, or
-// to input as a whole or through a computed key, which could reach it. The
-// one use of input as a whole known to miss it is object.get of another
-// member (getsBesideBody), as in the example policy.
-func readsParsedBody(modules map[string]*ast.Module) bool {
-	target := ast.MustParseRef("input.parsed_body")
-	found := false
-	var vis *ast.GenericVisitor
-	vis = ast.NewGenericVisitor(func(x any) bool {
-		if found {
-			return true
-		}
-		switch x := x.(type) {
-		case *ast.Expr:
-			if terms, ok := x.Terms.([]*ast.Term); ok && len(terms) > 0 && getsBesideBody(terms[0], terms[1:]) {
-				// The input argument is the one read that is known to
-				// miss parsed_body; everything else is walked as usual.
-				for _, t := range terms[2:] {
-					vis.Walk(t)
-				}
-				for _, w := range x.With {
-					vis.Walk(w)
-				}
-				return true
-			}
-		case ast.Call:
-			if len(x) > 0 && getsBesideBody(x[0], x[1:]) {
-				for _, t := range x[2:] {
-					vis.Walk(t)
-				}
-				return true
-			}
-		case ast.Ref:
-			if x[0].Equal(ast.InputRootDocument) && (len(x) == 1 || !x[1].IsGround() || x.HasPrefix(target)) {
-				found = true
-			}
-		}
-		return found
-	})
-	for _, m := range modules {
-		vis.Walk(m)
-		if found {
-			return true
-		}
-	}
-	return false
-}
-
-// getsBesideBody reports a call object.get(input, path, default) whose
-// constant path starts with a key other than "parsed_body" (["subject",
-// "roles"] or "subject"), a common way to read input with a default: it
-// reads only that member. Anything else passing input whole (another path,
-// a computed one, another function) counts as reading all of input.
-func getsBesideBody(op *ast.Term, args []*ast.Term) bool {
-	if !op.Equal(ast.NewTerm(ast.ObjectGet.Ref())) || len(args) < 2 || !args[0].Equal(ast.NewTerm(ast.InputRootRef)) || !args[1].IsGround() {
-		return false
-	}
-	first := args[1].Value
-	if a, ok := first.(*ast.Array); ok {
-		if a.Len() == 0 {
-			return false // the path [] is all of input
-		}
-		first = a.Elem(0).Value
-	}
-	key, ok := first.(ast.String)
-	return ok && key != "parsed_body"
-}
+// Inputs are the optional input members the policy reads.
+func (p *Policy) Inputs() Inputs { return p.inputs }
 
 // load parses the snapshot's modules and data with OPA's loader.
 func load(snap *snapshot) (*loader.Result, error) {
