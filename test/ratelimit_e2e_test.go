@@ -65,6 +65,9 @@ rate_limits:
     - {name: burst, requests: %d, per: 1h, key: [key_id], match: {subjects: [req-user]}}
     - {name: budget, tokens: %d, per: 24h, key: [key_id], match: {subjects: [tok-user]}}
 audit: {output: "off"}
+# The burst is the point here: let every check wait for a slot rather than
+# be shed as overloaded.
+admission: {max_concurrent_checks: 256, max_wait: 1s}
 `, redis.Addr, K, budget), 0o600)
 	servers := []*auditServer{startAuditServer(t, bin, cfg), startAuditServer(t, bin, cfg)}
 	var clients []authv3.AuthorizationClient
