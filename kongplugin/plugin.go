@@ -106,7 +106,7 @@ func New(opts Options) *Plugin {
 		p.now = time.Now
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	p.pending = newPending(defaultPendingMax, defaultPendingBytes, defaultPendingAge)
+	p.pending = newPending(defaultPendingMax, defaultPendingAge)
 	return p
 }
 
@@ -114,10 +114,11 @@ func New(opts Options) *Plugin {
 // (and once to derive the schema). Instances share p.
 func (p *Plugin) NewConfig() any { return &Config{p: p} }
 
-// Close records the decisions still waiting for their log phase, stops the
-// cores' background work and closes their audit trails (flushing them).
+// Close logs the decisions still waiting for their log phase (their records
+// are in the trail, without a completion), stops the cores' background work
+// and closes their audit trails (flushing them).
 func (p *Plugin) Close() {
-	p.record(p.pending.drain())
+	p.expire(p.pending.drain())
 	p.cancel()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -148,7 +149,7 @@ type Config struct {
 // Access decides the request; see Plugin.access.
 func (c *Config) Access(kong *pdk.PDK) { c.p.access(c, kong) }
 
-// Log records the audit event with the final status. It is the log phase,
+// Log adds the completion record: the final status. It is the log phase,
 // not the response phase: a response handler makes Kong buffer the whole
 // upstream response, which breaks streamed (SSE) model answers.
 func (c *Config) Log(kong *pdk.PDK) { c.p.logPhase(kong) }
@@ -184,8 +185,11 @@ func (x *exchange) exit(d *policy.Decision) {
 }
 
 // access reads the request, asks the core and applies the decision. The
-// decision is saved for the log phase before any answer is sent, since
-// Kong runs the log phase after a denial too.
+// decision is recorded first, an allow durably (audit.durability: the core
+// answers 503 audit_unavailable when it cannot be), so that a crash of the
+// plugin server after access loses no record of a request that went on;
+// then it is saved for the log phase, which Kong runs after a denial too,
+// before any answer is sent.
 func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 	x := &exchange{kong: kong}
 	var (
@@ -219,17 +223,19 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 		d = st.engine.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "kong_pdk_error", "service unavailable")
 		p.log.Error("reading the request from Kong failed: denied", "decision_id", d.ID, "error", err)
 		tell(kong.Log.Err, "reading the request from Kong failed: denied (503)", "decision_id", d.ID, "reason", d.Reason, "error", err.Error())
+		recordDenial(st, req, d)
 	case fail != nil:
 		d = st.engine.Deny(policy.NewDecisionID(), fail.status, fail.reason, fail.message)
 		p.log.Error("request refused before the core", "decision_id", d.ID, "reason", fail.reason, "error", fail.err)
 		tell(kong.Log.Err, fmt.Sprintf("request refused before the core (%d)", fail.status), "decision_id", d.ID, "reason", fail.reason, "error", fail.err.Error())
+		recordDenial(st, req, d)
 	default:
 		if p.beforeEvaluate != nil {
 			p.beforeEvaluate()
 		}
-		d = st.engine.Evaluate(context.Background(), req)
+		d = st.engine.Decide(context.Background(), req)
 	}
-	p.save(st, req, d)
+	p.save(st, d)
 
 	if err := kong.Ctx.SetShared(SharedDecisionKey, d.ID); err != nil {
 		p.fail(x, st, d, "kong_pdk_error", "saving the decision id failed", err)
@@ -249,7 +255,8 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 }
 
 // panicked denies (503) a request whose access phase panicked: the decision
-// already saved for the log phase (d) is overturned, or a new one is saved.
+// already recorded and saved for the log phase (d) is overturned, or a new
+// one is recorded and saved.
 // st, req and d are what access had when it panicked, possibly nil.
 func (p *Plugin) panicked(r any, x *exchange, st *coreState, req *policy.Request, d *policy.Decision) {
 	p.log.Error("panic in the access phase: denied", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
@@ -265,30 +272,34 @@ func (p *Plugin) panicked(r any, x *exchange, st *coreState, req *policy.Request
 		p.pending.replace(d.ID, fd)
 	default:
 		fd = st.engine.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "internal_error", "service unavailable")
+		recordDenial(st, req, fd)
 		if !x.exited {
-			p.save(st, req, fd)
+			p.save(st, fd)
 			_ = x.kong.Ctx.SetShared(SharedDecisionKey, fd.ID)
 		}
 	}
 	x.exit(fd)
 }
 
-// save keeps what the log phase needs to record d. The body is kept only
-// when the audit event hashes it.
-func (p *Plugin) save(st *coreState, req *policy.Request, d *policy.Decision) {
-	saved := policy.Request{Gateway: gateway}
-	if req != nil {
-		saved = *req
-		if !st.engine.RecordsBody() {
-			saved.Body = nil
-		}
+// recordDenial records a denial the plugin decided without the core (which
+// records its own): queued without waiting, like every denial. A record
+// the trail cannot take is counted and logged by the engine.
+func recordDenial(st *coreState, req *policy.Request, d *policy.Decision) {
+	if req == nil {
+		req = &policy.Request{Gateway: gateway}
 	}
-	p.record(p.pending.put(&entry{id: d.ID, at: p.now(), rec: st.engine, req: &saved, d: d}))
+	_ = st.engine.RecordDecision(req, d)
+}
+
+// save keeps what the log phase needs to complete d's record.
+func (p *Plugin) save(st *coreState, d *policy.Decision) {
+	p.expire(p.pending.put(&entry{id: d.ID, at: p.now(), rec: st.engine, d: d}))
 }
 
 // fail denies with 503 when an allow could not be applied (a PDK call
 // failed part-way, a header value could not be sent), and makes the saved
-// decision say so.
+// decision say so: the trail holds the allow, and its completion record
+// the 503 with this reason.
 func (p *Plugin) fail(x *exchange, st *coreState, d *policy.Decision, reason, msg string, err error) {
 	p.log.Error(msg+": denied", "decision_id", d.ID, "reason", reason, "error", err)
 	tell(x.kong.Log.Err, msg+": denied (503)", "decision_id", d.ID, "reason", reason, "error", err.Error())
@@ -326,7 +337,8 @@ func unavailable(reason string) *policy.Decision {
 }
 
 // logPhase runs in a Kong timer after the response, with saved data only:
-// kong.ctx.shared and the final status. Two PDK calls.
+// kong.ctx.shared and the final status, which it adds to the decision's
+// record as a completion record. Two PDK calls.
 func (p *Plugin) logPhase(kong *pdk.PDK) {
 	defer func() {
 		if r := recover(); r != nil {
@@ -336,7 +348,7 @@ func (p *Plugin) logPhase(kong *pdk.PDK) {
 	v, err := kong.Ctx.GetSharedAny(SharedDecisionKey)
 	if err != nil {
 		p.log.Error("log phase: reading the decision id failed", "error", err)
-		tell(kong.Log.Err, "log phase: reading the decision id failed: the decision is recorded when it expires", "error", err.Error())
+		tell(kong.Log.Err, "log phase: reading the decision id failed: the decision's record gets no completion", "error", err.Error())
 		return
 	}
 	id, _ := v.(string)
@@ -345,7 +357,7 @@ func (p *Plugin) logPhase(kong *pdk.PDK) {
 	}
 	e := p.pending.take(id)
 	if e == nil {
-		p.log.Warn("log phase for a decision no longer waiting (recorded when it expired, or the plugin restarted)", "decision_id", id)
+		p.log.Warn("log phase for a decision no longer waiting (expired, or the plugin restarted): no completion record", "decision_id", id)
 		return
 	}
 	status, err := kong.Response.GetStatus()
@@ -353,17 +365,13 @@ func (p *Plugin) logPhase(kong *pdk.PDK) {
 		p.log.Warn("log phase: no final status, recording the decision's", "decision_id", id, "error", err)
 		status = e.d.Status
 	}
-	if e.rec != nil {
-		e.rec.RecordDecision(e.req, e.d, status, p.now().Sub(e.d.Start))
-	}
+	_ = e.rec.RecordCompletion(gateway, e.d, status, p.now().Sub(e.d.Start))
 }
 
-// record writes the audit events of decisions whose log phase never came.
-func (p *Plugin) record(expired []*entry) {
+// expire logs the decisions whose log phase never came: their records are
+// in the trail, without the final status.
+func (p *Plugin) expire(expired []*entry) {
 	for _, e := range expired {
-		p.log.Warn("no log phase for a decision: recorded with its own status", "decision_id", e.id)
-		if e.rec != nil {
-			e.rec.RecordDecision(e.req, e.d, e.d.Status, e.d.Latency)
-		}
+		p.log.Warn("no log phase for a decision: its record gets no completion", "decision_id", e.id)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -153,18 +154,22 @@ func TestAccessAllowSetsIdentityForKong(t *testing.T) {
 	if id == "" || id != up.Get("x-modelguard-decision-id") {
 		t.Errorf("ctx.shared decision id %q, upstream %q", id, up.Get("x-modelguard-decision-id"))
 	}
-	// The log phase recorded the decision once, with the final status.
-	evs := f.audit.Filter(isDecision)
-	if len(evs) != 1 || evs[0].DecisionID != id || evs[0].Gateway != "kong" || evs[0].Status != 200 || evs[0].Result != "allow" || evs[0].Subject != "alice" {
-		t.Errorf("audit events %+v", evs)
+	// Access recorded the decision, the log phase its completion with the
+	// final status.
+	evs := f.audit.Filter(func(e audit.Event) bool { return e.DecisionID == id })
+	if len(evs) != 2 || evs[0].Kind != audit.KindDecision || evs[0].Gateway != "kong" || evs[0].Status != 200 || evs[0].Result != "allow" || evs[0].Subject != "alice" {
+		t.Fatalf("audit events %+v", evs)
+	}
+	if c := evs[1]; c.Kind != audit.KindCompletion || c.Gateway != "kong" || c.Status != 200 || c.Reason != "allowed" || c.Subject != "" || c.Path != "" {
+		t.Errorf("completion record %+v", c)
 	}
 	if f.plugin.pending.len() != 0 {
 		t.Errorf("%d decisions still waiting after the log phase", f.plugin.pending.len())
 	}
 }
 
-// TestAuditBodyHash: with audit.body_sha256 the body waits for the log
-// phase, where the core hashes it; without, it is not kept.
+// TestAuditBodyHash: with audit.body_sha256 the decision record, written in
+// the access phase, carries the body's hash.
 func TestAuditBodyHash(t *testing.T) {
 	for _, hash := range []bool{false, true} {
 		t.Run(fmt.Sprint("body_sha256=", hash), func(t *testing.T) {
@@ -354,9 +359,38 @@ func TestAccessPanicIsAudited(t *testing.T) {
 	assertDenied(t, env, 503, "server_error")
 	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
 	e := f.plugin.pending.take(id)
-	if e == nil || e.d.Reason != "internal_error" || e.d.Allow || e.req.Path != "/v1/chat/completions" {
+	if e == nil || e.d.Reason != "internal_error" || e.d.Allow {
 		t.Fatalf("saved decision for %q: %+v", id, e)
 	}
+	evs := f.audit.Filter(isDecision)
+	if len(evs) != 1 || evs[0].DecisionID != id || evs[0].Reason != "internal_error" || evs[0].Status != 503 || evs[0].Path != "/v1/chat/completions" {
+		t.Fatalf("audit events %+v", evs)
+	}
+}
+
+// failingTrail is an audit trail that takes no record.
+type failingTrail struct{}
+
+func (failingTrail) Record(*audit.Event) error { return errors.New("disk full") }
+
+// TestAccessAllowWaitsForItsRecord: an allow whose record the trail cannot
+// take is not let through (503 audit_unavailable, as Envoy answers); a
+// denial is answered as decided.
+func TestAccessAllowWaitsForItsRecord(t *testing.T) {
+	f := newFixture(t, false)
+	f.plugin = New(Options{OpenAudit: func(*config.Config) (policy.AuditSink, io.Closer, error) { return failingTrail{}, nil, nil }})
+	t.Cleanup(f.plugin.Close)
+	c := f.config(filepath.Join(f.dir, "config.yaml"))
+	env := run(t, c, "POST", "/v1/chat/completions", map[string]string{"x-api-key": f.keys["alice-key"]}, chat)
+	assertDenied(t, env, 503, "server_error")
+	if env.ServiceReq.Headers.Get("x-modelguard-subject") != "" {
+		t.Errorf("identity headers set on a request whose record failed")
+	}
+	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
+	if e := f.plugin.pending.take(id); e == nil || e.d.Reason != "audit_unavailable" || e.d.Allow {
+		t.Fatalf("saved decision for %q: %+v", id, e)
+	}
+	assertDenied(t, run(t, c, "POST", "/v1/chat/completions", nil, chat), 401, "authentication_error")
 }
 
 func TestCoreSharedAndRetried(t *testing.T) {
@@ -405,28 +439,11 @@ func TestCoreSharedAndRetried(t *testing.T) {
 	}
 }
 
-// recorded counts RecordDecision calls.
-type recorded struct {
-	mu       sync.Mutex
-	statuses map[string]int
-}
-
-func (r *recorded) RecordDecision(_ *policy.Request, d *policy.Decision, status int, _ time.Duration) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, dup := r.statuses[d.ID]; dup {
-		panic("recorded twice: " + d.ID)
-	}
-	r.statuses[d.ID] = status
-	return nil
-}
-
 func TestPendingBounds(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
-	p := newPending(3, 1<<20, time.Minute)
-	rec := &recorded{statuses: map[string]int{}}
+	p := newPending(3, time.Minute)
 	put := func(id string, at time.Time) []*entry {
-		return p.put(&entry{id: id, at: at, rec: rec, req: &policy.Request{}, d: &policy.Decision{ID: id, Status: 200}})
+		return p.put(&entry{id: id, at: at, d: &policy.Decision{ID: id, Status: 200}})
 	}
 	ids := func(es []*entry) []string {
 		var out []string
@@ -453,33 +470,13 @@ func TestPendingBounds(t *testing.T) {
 	if ex := put("e", t0.Add(time.Minute+2*time.Second)); !reflect.DeepEqual(ids(ex), []string{"b"}) || ex[0].d.Status != 503 {
 		t.Fatalf("over the age bound: expired %v", ids(ex))
 	}
-	if p.len() != 2 {
-		t.Fatalf("len %d, want 2 (d, e)", p.len())
-	}
-	// Bodies kept for the audit hash count against the byte bound, oldest
-	// entries leaving first; a body over the bound leaves at once.
-	p.maxBytes = 1000
-	at := t0.Add(time.Minute + 3*time.Second)
-	body := func(id string, n int) *entry {
-		return &entry{id: id, at: at, req: &policy.Request{Body: make([]byte, n)}, d: &policy.Decision{ID: id}}
-	}
-	if ex := p.put(body("f", 600)); ex != nil {
-		t.Fatalf("within the byte bound: expired %v", ids(ex))
-	}
-	if ex := p.put(body("g", 600)); !reflect.DeepEqual(ids(ex), []string{"d", "e", "f"}) || p.bytes != 600 {
-		t.Fatalf("over the byte bound: expired %v, %d bytes held", ids(ex), p.bytes)
-	}
-	if ex := p.put(body("h", 2000)); !reflect.DeepEqual(ids(ex), []string{"g", "h"}) || p.bytes != 0 {
-		t.Fatalf("a body over the byte bound: expired %v, %d bytes held", ids(ex), p.bytes)
-	}
-	p.put(body("i", 1))
-	if d := p.drain(); !reflect.DeepEqual(ids(d), []string{"i"}) || p.len() != 0 || p.bytes != 0 {
-		t.Fatalf("drain %v, left %d entries, %d bytes", ids(d), p.len(), p.bytes)
+	if d := p.drain(); !reflect.DeepEqual(ids(d), []string{"d", "e"}) || p.len() != 0 {
+		t.Fatalf("drain %v, left %d entries", ids(d), p.len())
 	}
 }
 
 func TestPendingConcurrent(t *testing.T) {
-	p := newPending(64, 1<<20, time.Hour)
+	p := newPending(64, time.Hour)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	seen := map[string]int{}
@@ -489,7 +486,7 @@ func TestPendingConcurrent(t *testing.T) {
 			defer wg.Done()
 			for i := range 500 {
 				id := fmt.Sprintf("%d-%d", w, i)
-				for _, e := range p.put(&entry{id: id, at: time.Now(), req: &policy.Request{}, d: &policy.Decision{ID: id}}) {
+				for _, e := range p.put(&entry{id: id, at: time.Now(), d: &policy.Decision{ID: id}}) {
 					mu.Lock()
 					seen[e.id]++
 					mu.Unlock()

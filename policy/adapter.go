@@ -37,11 +37,6 @@ func (e *Engine) Deny(id string, status int, reason, message string) *Decision {
 // truncated).
 func (e *Engine) MaxBodyBytes() int { return e.maxBody }
 
-// RecordsBody reports whether RecordDecision reads the request body (the
-// audit event carries its hash): an adapter that records later keeps the
-// body until then only in that case.
-func (e *Engine) RecordsBody() bool { return e.bodySHA256 }
-
 // AddHeader adds one header line to headers under its lower-case name,
 // joining a repeated header's values with "," (no space), the form Envoy's
 // CheckRequest header map uses and the core expects.

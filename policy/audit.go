@@ -28,9 +28,9 @@ type offerer interface {
 }
 
 // Admitter says whether the audit trail can take a record now (nil) or not
-// (an error): a request must never be served without its record. For Kong,
-// which records in the log phase after the response, this check before the
-// decision is the most it can promise. *audit.Writer implements it.
+// (an error): a request must never be served without its record, and a
+// request the trail cannot take is denied before any work is done.
+// *audit.Writer implements it.
 type Admitter interface {
 	Admit(ctx context.Context) error
 }
@@ -64,14 +64,13 @@ func (e *Engine) operator(ev audit.Event, err error, failed string) {
 	}
 }
 
-// RecordDecision writes the audit event for d. status and latency are what the
-// gateway finally observed (the upstream's status, the whole request's
-// time); pass d.Status and d.Latency when the decision ends the story. For
+// RecordDecision writes the audit record of d, as soon as it is decided. For
 // an allow it returns once the record is durable (audit.durability), or an
 // error, and the request must then not be served; a denial's record is
 // queued without waiting. A record the sink cannot take is counted and
-// logged by it, and logged here.
-func (e *Engine) RecordDecision(req *Request, d *Decision, status int, latency time.Duration) error {
+// logged by it, and logged here. What the gateway learns after the
+// response is a separate record (RecordCompletion).
+func (e *Engine) RecordDecision(req *Request, d *Decision) error {
 	if e.audit == nil {
 		return nil
 	}
@@ -87,10 +86,10 @@ func (e *Engine) RecordDecision(req *Request, d *Decision, status int, latency t
 		Path:           req.Path,
 		SourceAddress:  req.SourceAddress,
 		Result:         result(d),
-		Status:         status,
+		Status:         d.Status,
 		Reason:         d.Reason,
 		PolicyRevision: d.PolicyRevision,
-		LatencyMicros:  latency.Microseconds(),
+		LatencyMicros:  d.Latency.Microseconds(),
 	}
 	if id := d.Identity; id != nil {
 		ev.Subject, ev.AuthMethod, ev.KeyID, ev.Issuer = id.Subject, id.Method, id.KeyID, id.Issuer
@@ -100,13 +99,49 @@ func (e *Engine) RecordDecision(req *Request, d *Decision, status int, latency t
 		ev.BodySHA256 = hex.EncodeToString(sum[:])
 	}
 	var err error
-	if o, ok := e.audit.(offerer); ok && !d.Allow {
-		err = o.Offer(&ev)
-	} else {
+	if d.Allow {
 		err = e.audit.Record(&ev)
+	} else {
+		err = e.offer(&ev)
 	}
 	if err != nil {
 		e.log.Error("audit record failed", "decision_id", d.ID, "result", ev.Result, "error", err)
 	}
 	return err
+}
+
+// RecordCompletion records what a gateway learns only after the response,
+// for a decision whose record was written before it (Kong: the decision in
+// the access phase, this in the log phase): a completion record linked by
+// decision id, with the status the client finally got, d's reason (d as
+// the adapter last answered: an allow it had to overturn is a denial) and
+// the time since the decision. It acknowledges nothing, so it is queued
+// without waiting; a record the sink cannot take is counted and logged by
+// it, and logged here.
+func (e *Engine) RecordCompletion(gateway string, d *Decision, status int, latency time.Duration) error {
+	if e.audit == nil {
+		return nil
+	}
+	ev := audit.Event{
+		Kind:          audit.KindCompletion,
+		DecisionID:    d.ID,
+		Gateway:       gateway,
+		Status:        status,
+		Reason:        d.Reason,
+		LatencyMicros: latency.Microseconds(),
+	}
+	err := e.offer(&ev)
+	if err != nil {
+		e.log.Error("audit record failed", "kind", ev.Kind, "decision_id", d.ID, "error", err)
+	}
+	return err
+}
+
+// offer queues a record that acknowledges nothing without waiting, when the
+// sink can (the trail's writer); otherwise it records it.
+func (e *Engine) offer(ev *audit.Event) error {
+	if o, ok := e.audit.(offerer); ok {
+		return o.Offer(ev)
+	}
+	return e.audit.Record(ev)
 }

@@ -19,7 +19,7 @@ import (
 // (audit_unavailable): no request is served without its record.
 func (e *Engine) Decide(ctx context.Context, req *Request) *Decision {
 	d := e.Evaluate(ctx, req)
-	if err := e.RecordDecision(req, d, d.Status, d.Latency); err != nil && d.Allow {
+	if err := e.RecordDecision(req, d); err != nil && d.Allow {
 		e.metrics.AuditDenied.Inc()
 		e.log.Error("allowed request denied: its audit record is not durable", "decision_id", d.ID, "request_id", req.ID, "error", err)
 		return e.Deny(d.ID, http.StatusServiceUnavailable, "audit_unavailable", "service unavailable")
@@ -28,9 +28,9 @@ func (e *Engine) Decide(ctx context.Context, req *Request) *Decision {
 }
 
 // Evaluate authenticates and authorizes req and counts the decision in the
-// metrics, without recording an audit event: adapters that learn the final
-// status later (Kong's log phase) call RecordDecision then. It never returns nil
-// and never allows on an error path: failures, including panics, deny.
+// metrics, without recording an audit event (Decide does both). It never
+// returns nil and never allows on an error path: failures, including
+// panics, deny.
 func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
 	start := e.now()
 	d = &Decision{ID: NewDecisionID(), Start: start}
