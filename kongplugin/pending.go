@@ -19,7 +19,7 @@ const (
 // completionRecorder writes the record the log phase adds to a decision's;
 // *policy.Engine is one.
 type completionRecorder interface {
-	RecordCompletion(gateway string, d *policy.Decision, status int, latency time.Duration) error
+	RecordCompletion(d *policy.Decision, c policy.Completion) error
 }
 
 // entry is what the log phase needs to complete one decision's record.
@@ -28,7 +28,11 @@ type entry struct {
 	at  time.Time
 	rec completionRecorder
 	d   *policy.Decision // as the plugin last answered
-	el  *list.Element
+	// unread are the parts of the request access did not read (PartTarget,
+	// PartSourceAddress), so that the decision record lacks them: the
+	// completion record adds them from kong.log.serialize.
+	unread policy.Part
+	el     *list.Element
 }
 
 // pending holds decisions between the access and the log phase, bounded in
@@ -70,14 +74,15 @@ func (p *pending) put(e *entry) (expired []*entry) {
 	return expired
 }
 
-// take removes and returns the entry for id, or nil.
-func (p *pending) take(id string) *entry {
+// take removes and returns the entry for id if ok accepts it, or nil.
+func (p *pending) take(id string, ok func(*entry) bool) *entry {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.byID[id]
-	if e != nil {
-		p.remove(e)
+	if e == nil || !ok(e) {
+		return nil
 	}
+	p.remove(e)
 	return e
 }
 

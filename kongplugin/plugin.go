@@ -13,6 +13,7 @@ package kongplugin
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,8 @@ import (
 	"time"
 
 	"github.com/Kong/go-pdk"
+	kpp "github.com/Kong/go-pdk/server/kong_plugin_protocol"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/config"
@@ -38,9 +41,9 @@ const (
 	Priority = 1010
 	// DefaultConfigPath is the configuration file when config_path is unset.
 	DefaultConfigPath = "/etc/modelguard/config.yaml"
-	// SharedDecisionKey is the kong.ctx.shared key holding the decision id:
-	// the log phase finds the decision with it, and other plugins may read it.
-	SharedDecisionKey = "modelguard_decision_id"
+	// SerializeKey is the kong.log.serialize member holding the decision
+	// id when the decision id header cannot carry it to the log phase.
+	SerializeKey = "modelguard_decision_id"
 	// groupsKey is where Kong's acl plugin reads the caller's groups.
 	groupsKey = "authenticated_groups"
 )
@@ -141,10 +144,30 @@ type Config struct {
 	// real_ip_header as Kong's own plugins do; "direct" is
 	// kong.client.get_ip, the peer (a load balancer, behind one).
 	ClientIP string `json:"client_ip"`
+	// Consumer (unset: true) makes an allowed caller Kong's authenticated
+	// consumer and credential (kong.client.authenticate), for
+	// rate-limiting by consumer or credential and for loggers; false saves
+	// that PDK call per request when no Kong plugin needs it.
+	Consumer *bool `json:"consumer"`
+	// Groups (unset: true) puts an allowed caller's roles in
+	// kong.ctx.shared.authenticated_groups for Kong's acl plugin; false
+	// saves that PDK call per request when no acl plugin runs.
+	Groups *bool `json:"groups"`
 
 	p    *Plugin
 	core atomic.Pointer[core]
 }
+
+// validate checks the settings Kong's schema cannot (go-pdk has no enums).
+func (c *Config) validate() error {
+	if c.ClientIP != "" && c.ClientIP != clientIPForwarded && c.ClientIP != clientIPDirect {
+		return fmt.Errorf("plugin config client_ip %q: want %q or %q", c.ClientIP, clientIPForwarded, clientIPDirect)
+	}
+	return nil
+}
+
+func (c *Config) consumer() bool { return c.Consumer == nil || *c.Consumer }
+func (c *Config) groups() bool   { return c.Groups == nil || *c.Groups }
 
 // Access decides the request; see Plugin.access.
 func (c *Config) Access(kong *pdk.PDK) { c.p.access(c, kong) }
@@ -152,7 +175,7 @@ func (c *Config) Access(kong *pdk.PDK) { c.p.access(c, kong) }
 // Log adds the completion record: the final status. It is the log phase,
 // not the response phase: a response handler makes Kong buffer the whole
 // upstream response, which breaks streamed (SSE) model answers.
-func (c *Config) Log(kong *pdk.PDK) { c.p.logPhase(kong) }
+func (c *Config) Log(kong *pdk.PDK) { c.p.logPhase(c, kong) }
 
 func (c *Config) resolve() *core {
 	if k := c.core.Load(); k != nil {
@@ -189,7 +212,9 @@ func (x *exchange) exit(d *policy.Decision) {
 // answers 503 audit_unavailable when it cannot be), so that a crash of the
 // plugin server after access loses no record of a request that went on;
 // then it is saved for the log phase, which Kong runs after a denial too,
-// before any answer is sent.
+// before any answer is sent. The request is read only as
+// far as the decision needs (policy.Request.Fetch): a request without a
+// valid credential costs get_headers and exit.
 func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 	x := &exchange{kong: kong}
 	var (
@@ -204,8 +229,10 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 	}()
 
 	st = c.resolve().get()
-	if st.err == nil && c.ClientIP != "" && c.ClientIP != clientIPForwarded && c.ClientIP != clientIPDirect {
-		st = &coreState{err: fmt.Errorf("plugin config client_ip %q: want %q or %q", c.ClientIP, clientIPForwarded, clientIPDirect)}
+	if st.err == nil {
+		if err := c.validate(); err != nil {
+			st = &coreState{err: err}
+		}
 	}
 	if st.err != nil {
 		tell(kong.Log.Err, "denied (503): "+st.err.Error())
@@ -213,39 +240,63 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 		return
 	}
 
-	var (
-		fail *refusal
-		err  error
-	)
-	req, fail, err = readRequest(kong, st.engine.MaxBodyBytes(), c.ClientIP == clientIPDirect)
+	req, lines, err := readHeaders(kong)
 	switch {
-	case err != nil:
+	case req == nil:
 		d = st.engine.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "kong_pdk_error", "service unavailable")
 		p.log.Error("reading the request from Kong failed: denied", "decision_id", d.ID, "error", err)
 		tell(kong.Log.Err, "reading the request from Kong failed: denied (503)", "decision_id", d.ID, "reason", d.Reason, "error", err.Error())
-		recordDenial(st, req, d)
-	case fail != nil:
-		d = st.engine.Deny(policy.NewDecisionID(), fail.status, fail.reason, fail.message)
-		p.log.Error("request refused before the core", "decision_id", d.ID, "reason", fail.reason, "error", fail.err)
-		tell(kong.Log.Err, fmt.Sprintf("request refused before the core (%d)", fail.status), "decision_id", d.ID, "reason", fail.reason, "error", fail.err.Error())
-		recordDenial(st, req, d)
+	case err != nil:
+		fail, _ := errors.AsType[*policy.Refusal](err)
+		d = st.engine.Deny(policy.NewDecisionID(), fail.Status, fail.Reason, fail.Message)
+		p.log.Error("request refused before the core", "decision_id", d.ID, "reason", fail.Reason, "error", fail.Err)
+		tell(kong.Log.Err, fmt.Sprintf("request refused before the core (%d)", fail.Status), "decision_id", d.ID, "reason", fail.Reason, "error", fail.Err.Error())
 	default:
+		f := &fetcher{kong: kong, maxBody: st.engine.MaxBodyBytes(), direct: c.ClientIP == clientIPDirect}
+		req.Fetch = f.fetch
 		if p.beforeEvaluate != nil {
 			p.beforeEvaluate()
 		}
-		d = st.engine.Decide(context.Background(), req)
+		d = st.engine.Evaluate(context.Background(), req)
+		if r := f.failure; r != nil {
+			tell(kong.Log.Err, fmt.Sprintf("reading the request from Kong failed: denied (%d)", r.Status), "decision_id", d.ID, "reason", r.Reason, "error", r.Err.Error())
+		}
+		// What the audit record needs beyond the decision: the log phase
+		// reads the forwarded address from kong.log.serialize, but the
+		// direct peer is not there; with audit.body_sha256 every body is
+		// hashed, as with Envoy.
+		var record policy.Part
+		if f.direct {
+			record |= policy.PartSourceAddress
+		}
+		if st.engine.RecordsBody() {
+			record |= policy.PartBody
+		}
+		if record != 0 {
+			if err := req.Complete(record); err != nil {
+				p.log.Error("reading the request for its audit record failed: denied", "decision_id", d.ID, "error", err)
+				tell(kong.Log.Err, "reading the request for its audit record failed: denied (503)", "decision_id", d.ID, "error", err.Error())
+				d = st.engine.Deny(d.ID, http.StatusServiceUnavailable, "kong_pdk_error", "service unavailable")
+			}
+		}
 	}
-	p.save(st, d)
+	if req == nil {
+		req = &policy.Request{Gateway: gateway}
+	}
+	d = st.engine.Commit(req, d)
+	p.save(st, req, d)
 
-	if err := kong.Ctx.SetShared(SharedDecisionKey, d.ID); err != nil {
-		p.fail(x, st, d, "kong_pdk_error", "saving the decision id failed", err)
-		return
+	if !carried(st.engine, d, lines) {
+		if err := carryID(kong, d.ID); err != nil {
+			p.fail(x, st, d, "kong_pdk_error", "saving the decision id failed", err)
+			return
+		}
 	}
 	if !d.Allow {
 		x.exit(d)
 		return
 	}
-	if err := applyAllow(kong, d, req.Headers); err != nil {
+	if err := applyAllow(kong, d, req.Headers, c.consumer(), c.groups()); err != nil {
 		reason := "kong_pdk_error"
 		if errors.Is(err, errHeaderValue) {
 			reason = "header_value_invalid"
@@ -272,28 +323,31 @@ func (p *Plugin) panicked(r any, x *exchange, st *coreState, req *policy.Request
 		p.pending.replace(d.ID, fd)
 	default:
 		fd = st.engine.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "internal_error", "service unavailable")
-		recordDenial(st, req, fd)
+		if req == nil {
+			req = &policy.Request{Gateway: gateway}
+		}
+		fd = st.engine.Commit(req, fd)
 		if !x.exited {
-			p.save(st, fd)
-			_ = x.kong.Ctx.SetShared(SharedDecisionKey, fd.ID)
+			p.save(st, req, fd)
+			if !carried(st.engine, fd, 0) {
+				_ = carryID(x.kong, fd.ID)
+			}
 		}
 	}
 	x.exit(fd)
 }
 
-// recordDenial records a denial the plugin decided without the core (which
-// records its own): queued without waiting, like every denial. A record
-// the trail cannot take is counted and logged by the engine.
-func recordDenial(st *coreState, req *policy.Request, d *policy.Decision) {
-	if req == nil {
-		req = &policy.Request{Gateway: gateway}
+// save keeps what the log phase needs to complete the record of d, whose
+// request is req.
+func (p *Plugin) save(st *coreState, req *policy.Request, d *policy.Decision) {
+	e := &entry{id: d.ID, at: p.now(), rec: st.engine, d: d}
+	if req.Method == "" {
+		e.unread |= policy.PartTarget
 	}
-	_ = st.engine.RecordDecision(req, d)
-}
-
-// save keeps what the log phase needs to complete d's record.
-func (p *Plugin) save(st *coreState, d *policy.Decision) {
-	p.expire(p.pending.put(&entry{id: d.ID, at: p.now(), rec: st.engine, d: d}))
+	if req.SourceAddress == "" {
+		e.unread |= policy.PartSourceAddress
+	}
+	p.expire(p.pending.put(e))
 }
 
 // fail denies with 503 when an allow could not be applied (a PDK call
@@ -336,36 +390,131 @@ func unavailable(reason string) *policy.Decision {
 	return &policy.Decision{ID: policy.NewDecisionID(), Status: http.StatusServiceUnavailable, Reason: reason, Message: "service unavailable"}
 }
 
-// logPhase runs in a Kong timer after the response, with saved data only:
-// kong.ctx.shared and the final status, which it adds to the decision's
-// record as a completion record. Two PDK calls.
-func (p *Plugin) logPhase(kong *pdk.PDK) {
+// logPhase runs in a Kong timer after the response, with saved data
+// only: one kong.log.serialize call has the final status and what finds
+// the decision (see logged).
+func (p *Plugin) logPhase(c *Config, kong *pdk.PDK) {
 	defer func() {
 		if r := recover(); r != nil {
 			p.log.Error("panic in the log phase", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 		}
 	}()
-	v, err := kong.Ctx.GetSharedAny(SharedDecisionKey)
+	raw, err := kong.Log.Serialize()
 	if err != nil {
-		p.log.Error("log phase: reading the decision id failed", "error", err)
-		tell(kong.Log.Err, "log phase: reading the decision id failed: the decision's record gets no completion", "error", err.Error())
+		p.log.Error("log phase: kong.log.serialize failed", "error", err)
+		tell(kong.Log.Err, "log phase: kong.log.serialize failed: the decision's record gets no completion", "error", err.Error())
 		return
 	}
-	id, _ := v.(string)
-	if id == "" {
-		return // access did not decide: an earlier plugin answered, or the configuration failed
+	if err := p.logged(c, raw); err != nil {
+		p.log.Error("log phase: " + err.Error() + ": the decision's record gets no completion")
+		tell(kong.Log.Err, "log phase: "+err.Error()+": the decision's record gets no completion")
 	}
-	e := p.pending.take(id)
+}
+
+// serialized is what the log phase reads of kong.log.serialize's JSON.
+type serialized struct {
+	Request struct {
+		Method  string            `json:"method"`
+		URI     string            `json:"uri"` // the raw path and query
+		Headers map[string]values `json:"headers"`
+	} `json:"request"`
+	Response struct {
+		Status  int               `json:"status"`
+		Headers map[string]values `json:"headers"`
+	} `json:"response"`
+	ClientIP   string `json:"client_ip"` // kong.client.get_forwarded_ip
+	DecisionID string `json:"modelguard_decision_id"`
+}
+
+// values is one header in kong.log.serialize: a string, or an array for a
+// repeated header.
+type values []string
+
+func (v *values) UnmarshalJSON(b []byte) error {
+	if len(b) > 0 && b[0] == '[' {
+		return json.Unmarshal(b, (*[]string)(v))
+	}
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return err
+	}
+	*v = values{s}
+	return nil
+}
+
+// logged adds the completion record, with the final status, to the
+// decision a log phase's kong.log.serialize output (raw) names. The decision id comes, in this order, from
+// the serialize value access set (SerializeKey), from the decision id
+// header of a denial's response (set by kong.response.exit), or from the
+// same header upstream on an allow (set_headers replaced any client copy).
+// A denial is only ever taken by its response header and an allow by its
+// upstream header, so a client sending the header does not reach another
+// decision. Parts of the request access did not read (method and path of
+// a 401, the forwarded address), so that the decision record lacks them,
+// are added to the completion from raw.
+func (p *Plugin) logged(c *Config, raw string) error {
+	var s serialized
+	if err := json.Unmarshal([]byte(raw), &s); err != nil {
+		return fmt.Errorf("kong.log.serialize: %w", err)
+	}
+	var e *entry
+	if s.DecisionID != "" {
+		e = p.pending.take(s.DecisionID, func(*entry) bool { return true })
+	} else if st := c.resolve().get(); st.engine != nil {
+		if h := st.engine.DecisionIDHeader(); h != "" {
+			for _, id := range s.Response.Headers[h] {
+				if e = p.pending.take(id, func(e *entry) bool { return !e.d.Allow }); e != nil {
+					break
+				}
+			}
+			for _, id := range s.Request.Headers[h] {
+				if e != nil {
+					break
+				}
+				e = p.pending.take(id, func(e *entry) bool { return e.d.Allow })
+			}
+		}
+	}
 	if e == nil {
-		p.log.Warn("log phase for a decision no longer waiting (expired, or the plugin restarted): no completion record", "decision_id", id)
-		return
+		p.log.Debug("log phase without a waiting decision (modelguard did not decide, or the decision expired)")
+		return nil
 	}
-	status, err := kong.Response.GetStatus()
-	if err != nil || status == 0 {
-		p.log.Warn("log phase: no final status, recording the decision's", "decision_id", id, "error", err)
+	status := s.Response.Status
+	if status == 0 {
+		p.log.Warn("log phase: no final status, recording the decision's", "decision_id", e.id)
 		status = e.d.Status
 	}
-	_ = e.rec.RecordCompletion(gateway, e.d, status, p.now().Sub(e.d.Start))
+	done := policy.Completion{Gateway: gateway, Status: status, Latency: p.now().Sub(e.d.Start)}
+	if e.unread&policy.PartTarget != 0 {
+		done.Path, _, _ = strings.Cut(s.Request.URI, "?")
+		done.Method = s.Request.Method
+	}
+	if e.unread&policy.PartSourceAddress != 0 {
+		done.SourceAddress = s.ClientIP
+	}
+	_ = e.rec.RecordCompletion(e.d, done)
+	return nil
+}
+
+// carried reports whether the log phase finds d's id in kong.log.serialize
+// without a call to put it there: in the decision id header of a denial,
+// or of an allow when the upstream header lands among the request headers
+// serialize returns (Kong's lua_max_req_headers, 100 by default; a new
+// header is added last).
+func carried(e *policy.Engine, d *policy.Decision, lines int) bool {
+	if e.DecisionIDHeader() == "" {
+		return false
+	}
+	return !d.Allow || lines < serializeMaxHeaders
+}
+
+// serializeMaxHeaders is Kong's default lua_max_req_headers.
+const serializeMaxHeaders = 100
+
+// carryID puts the decision id into kong.log.serialize's output, one PDK
+// call.
+func carryID(kong *pdk.PDK, id string) error {
+	return kong.Log.Ask("kong.log.set_serialize_value", &kpp.KV{K: SerializeKey, V: structpb.NewStringValue(id)}, nil)
 }
 
 // expire logs the decisions whose log phase never came: their records are

@@ -96,7 +96,9 @@ func (f *fixture) config(path string) *Config {
 }
 
 // run passes one request through go-pdk's test environment (access, an
-// echo upstream, log).
+// echo upstream), then the log phase with what Kong's kong.log.serialize
+// would return for it (go-pdk's test environment has no serialize; the
+// socket-level tests in test/ run the real call through the Kong harness).
 func run(t *testing.T, c *Config, method, path string, headers map[string]string, body string) *pdktest.TestEnv {
 	t.Helper()
 	h := http.Header{"Content-Type": {"application/json"}}
@@ -107,8 +109,47 @@ func run(t *testing.T, c *Config, method, path string, headers map[string]string
 	if err != nil {
 		t.Fatal(err)
 	}
-	env.DoHttps(c)
+	env.DoRewrite(c)
+	env.DoAccess(c)
+	if env.IsRunning() {
+		env.ServiceRes = env.ServiceReq.ToResponse() // an echo upstream
+		env.DoResponse(c)
+	}
+	if err := c.p.logged(c, serializeOf(t, env, method, path)); err != nil {
+		t.Fatal(err)
+	}
 	return env
+}
+
+// serializeOf is the part of kong.log.serialize's JSON the log phase reads.
+func serializeOf(t *testing.T, env *pdktest.TestEnv, method, path string) string {
+	t.Helper()
+	lower := func(h http.Header) map[string][]string {
+		m := make(map[string][]string, len(h))
+		for k, v := range h {
+			m[strings.ToLower(k)] = v
+		}
+		return m
+	}
+	b, err := json.Marshal(map[string]any{
+		"request":   map[string]any{"method": method, "uri": path, "headers": lower(env.ServiceReq.Headers)},
+		"response":  map[string]any{"status": env.ClientRes.Status, "headers": lower(env.ClientRes.Headers)},
+		"client_ip": "10.0.0.7",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// lastDecision is the last audited decision.
+func (f *fixture) lastDecision(t *testing.T) audit.Event {
+	t.Helper()
+	evs := f.audit.Filter(isDecision)
+	if len(evs) == 0 {
+		t.Fatal("no decision audited")
+	}
+	return evs[len(evs)-1]
 }
 
 const chat = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"hi"}]}`
@@ -150,10 +191,7 @@ func TestAccessAllowSetsIdentityForKong(t *testing.T) {
 	if got := env.Ctx.Store[groupsKey]; !reflect.DeepEqual(got, []any{"chat-user"}) {
 		t.Errorf("ctx.shared.%s = %#v", groupsKey, got)
 	}
-	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
-	if id == "" || id != up.Get("x-modelguard-decision-id") {
-		t.Errorf("ctx.shared decision id %q, upstream %q", id, up.Get("x-modelguard-decision-id"))
-	}
+	id := up.Get("x-modelguard-decision-id")
 	// Access recorded the decision, the log phase its completion with the
 	// final status.
 	evs := f.audit.Filter(func(e audit.Event) bool { return e.DecisionID == id })
@@ -249,8 +287,16 @@ func TestAccessDenies(t *testing.T) {
 			if tc.status == 401 && !strings.HasPrefix(env.ClientRes.Headers.Get("www-authenticate"), "Bearer") {
 				t.Errorf("www-authenticate = %q", env.ClientRes.Headers.Get("www-authenticate"))
 			}
-			if id, _ := env.Ctx.Store[SharedDecisionKey].(string); id == "" || env.ClientRes.Headers.Get("x-modelguard-decision-id") != id {
-				t.Errorf("decision id: ctx.shared %q, response header %q", id, env.ClientRes.Headers.Get("x-modelguard-decision-id"))
+			// The log phase found the denial by its response header; its
+			// completion has the method and path when access did not read
+			// them (no valid credential).
+			ev := f.lastDecision(t)
+			if ev.DecisionID == "" || env.ClientRes.Headers.Get("x-modelguard-decision-id") != ev.DecisionID || ev.Status != tc.status {
+				t.Errorf("audited %+v, response header %q", ev, env.ClientRes.Headers.Get("x-modelguard-decision-id"))
+			}
+			done := f.audit.Filter(func(e audit.Event) bool { return e.Kind == audit.KindCompletion && e.DecisionID == ev.DecisionID })
+			if len(done) != 1 || done[0].Status != tc.status || ev.Path+done[0].Path != tc.path || ev.Method+done[0].Method != tc.method {
+				t.Errorf("decision %+v, completions %+v", ev, done)
 			}
 		})
 	}
@@ -306,9 +352,8 @@ func TestAccessRefusesHeaderInjection(t *testing.T) {
 	if env.ServiceReq.Headers.Get("x-admin") != "" || env.ServiceReq.Headers.Get("x-modelguard-subject") != "" {
 		t.Fatalf("upstream headers %v", env.ServiceReq.Headers)
 	}
-	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
-	if e := f.plugin.pending.take(id); e == nil || e.d.Reason != "jwt_bad_claim" || e.d.Allow {
-		t.Fatalf("saved decision %+v", e)
+	if ev := f.lastDecision(t); ev.Reason != "jwt_bad_claim" || ev.Result != "deny" {
+		t.Fatalf("audited %+v", ev)
 	}
 }
 
@@ -350,35 +395,40 @@ func TestAccessFailsClosed(t *testing.T) {
 	}
 }
 
-// TestAccessPanicIsAudited: a denial caused by a panic waits for its log
-// phase like any other, as a 503 internal_error.
+// TestAccessPanicIsAudited: a denial caused by a panic is recorded like
+// any other, as a 503 internal_error, and completed in the log phase.
 func TestAccessPanicIsAudited(t *testing.T) {
 	f := newFixture(t, false)
 	f.plugin.beforeEvaluate = func() { panic("injected") }
 	env := run(t, f.config(filepath.Join(f.dir, "config.yaml")), "POST", "/v1/chat/completions", map[string]string{"x-api-key": f.keys["alice-key"]}, chat)
 	assertDenied(t, env, 503, "server_error")
-	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
-	e := f.plugin.pending.take(id)
-	if e == nil || e.d.Reason != "internal_error" || e.d.Allow {
-		t.Fatalf("saved decision for %q: %+v", id, e)
+	ev := f.lastDecision(t)
+	if ev.Reason != "internal_error" || ev.Result != "deny" || ev.Status != 503 {
+		t.Fatalf("audited %+v", ev)
 	}
-	evs := f.audit.Filter(isDecision)
-	if len(evs) != 1 || evs[0].DecisionID != id || evs[0].Reason != "internal_error" || evs[0].Status != 503 || evs[0].Path != "/v1/chat/completions" {
-		t.Fatalf("audit events %+v", evs)
+	// The panic came before the path was read: the completion has it.
+	done := f.audit.Filter(func(e audit.Event) bool { return e.Kind == audit.KindCompletion && e.DecisionID == ev.DecisionID })
+	if len(done) != 1 || done[0].Path != "/v1/chat/completions" || done[0].Status != 503 {
+		t.Fatalf("completions %+v", done)
 	}
 }
 
-// failingTrail is an audit trail that takes no record.
-type failingTrail struct{}
+// failingTrail is an audit trail that takes no record: it keeps what it
+// was given and fails.
+type failingTrail struct{ testkit.EventLog[audit.Event] }
 
-func (failingTrail) Record(*audit.Event) error { return errors.New("disk full") }
+func (f *failingTrail) Record(e *audit.Event) error {
+	f.EventLog.Record(e)
+	return errors.New("disk full")
+}
 
 // TestAccessAllowWaitsForItsRecord: an allow whose record the trail cannot
 // take is not let through (503 audit_unavailable, as Envoy answers); a
 // denial is answered as decided.
 func TestAccessAllowWaitsForItsRecord(t *testing.T) {
 	f := newFixture(t, false)
-	f.plugin = New(Options{OpenAudit: func(*config.Config) (policy.AuditSink, io.Closer, error) { return failingTrail{}, nil, nil }})
+	trail := &failingTrail{}
+	f.plugin = New(Options{OpenAudit: func(*config.Config) (policy.AuditSink, io.Closer, error) { return trail, nil, nil }})
 	t.Cleanup(f.plugin.Close)
 	c := f.config(filepath.Join(f.dir, "config.yaml"))
 	env := run(t, c, "POST", "/v1/chat/completions", map[string]string{"x-api-key": f.keys["alice-key"]}, chat)
@@ -386,11 +436,17 @@ func TestAccessAllowWaitsForItsRecord(t *testing.T) {
 	if env.ServiceReq.Headers.Get("x-modelguard-subject") != "" {
 		t.Errorf("identity headers set on a request whose record failed")
 	}
-	id, _ := env.Ctx.Store[SharedDecisionKey].(string)
-	if e := f.plugin.pending.take(id); e == nil || e.d.Reason != "audit_unavailable" || e.d.Allow {
-		t.Fatalf("saved decision for %q: %+v", id, e)
-	}
 	assertDenied(t, run(t, c, "POST", "/v1/chat/completions", nil, chat), 401, "authentication_error")
+	// What the trail was asked to take: the allow, then the completion
+	// saying what the client got; the denial and its completion.
+	var got []string
+	for _, e := range trail.Events() {
+		got = append(got, fmt.Sprintf("%s %s %d %s", e.Kind, e.Result, e.Status, e.Reason))
+	}
+	want := []string{"decision allow 200 allowed", "completion  503 audit_unavailable", "decision deny 401 credentials_missing", "completion  401 credentials_missing"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("records %q, want %q", got, want)
+	}
 }
 
 func TestCoreSharedAndRetried(t *testing.T) {
@@ -460,10 +516,10 @@ func TestPendingBounds(t *testing.T) {
 	if ex := put("d", t0.Add(3*time.Second)); !reflect.DeepEqual(ids(ex), []string{"a"}) {
 		t.Fatalf("over the size bound: expired %v, want [a]", ids(ex))
 	}
-	if e := p.take("c"); e == nil || e.id != "c" {
+	if e := p.take("c", func(*entry) bool { return true }); e == nil || e.id != "c" {
 		t.Fatalf("take c: %v", e)
 	}
-	if e := p.take("c"); e != nil {
+	if e := p.take("c", func(*entry) bool { return true }); e != nil {
 		t.Fatal("taken twice")
 	}
 	p.replace("b", &policy.Decision{ID: "b", Status: 503})
@@ -492,7 +548,7 @@ func TestPendingConcurrent(t *testing.T) {
 					mu.Unlock()
 				}
 				if i%2 == 0 {
-					if e := p.take(id); e != nil {
+					if e := p.take(id, func(*entry) bool { return true }); e != nil {
 						mu.Lock()
 						seen[e.id]++
 						mu.Unlock()

@@ -41,75 +41,111 @@ const (
 var kongHeaders = []string{strings.ToLower(headerConsumerID), strings.ToLower(headerConsumerCustomID),
 	strings.ToLower(headerConsumerUsername), strings.ToLower(headerCredentialID), strings.ToLower(headerAnonymous)}
 
-// refusal is a request the adapter refuses before the core sees it.
-type refusal struct {
-	status          int
-	reason, message string
-	err             error
-}
-
-// readRequest reads what the core needs in seven PDK calls: get_headers,
-// get_raw_body, get_method, get_path, get_raw_query, get_scheme and
-// client.get_forwarded_ip (or client.get_ip with direct). The host comes
-// from the Host header (nginx adds it from :authority for HTTP/2). err is a
-// failed PDK call.
-func readRequest(kong *pdk.PDK, maxBody int, direct bool) (*policy.Request, *refusal, error) {
+// readHeaders starts the request from one kong.request.get_headers call;
+// the core asks for the rest through Fetch (fetcher), so that a request is
+// read only as far as its decision needs. The host comes from the Host
+// header (nginx adds it from :authority for HTTP/2). A failed call is an
+// error; a request with more header lines than Kong returns is a
+// *policy.Refusal.
+func readHeaders(kong *pdk.PDK) (req *policy.Request, lines int, err error) {
 	var hs structpb.Struct
 	if err := kong.Request.Ask("kong.request.get_headers", &kpp.Int{V: maxHeaders}, &hs); err != nil {
-		return nil, nil, fmt.Errorf("kong.request.get_headers: %w", err)
+		return nil, 0, fmt.Errorf("kong.request.get_headers: %w", err)
 	}
 	headers, lines := foldHeaders(&hs)
-	req := &policy.Request{Gateway: gateway, Headers: headers, ID: policy.RequestID(headers, ""), Host: headers["host"]}
+	req = &policy.Request{Gateway: gateway, Headers: headers, ID: policy.RequestID(headers, ""), Host: headers["host"]}
 	if lines >= maxHeaders {
-		return req, &refusal{http.StatusRequestHeaderFieldsTooLarge, "request_headers_too_many", "too many request headers",
-			fmt.Errorf("%d header lines: Kong returns at most %d", lines, maxHeaders)}, nil
+		return req, lines, &policy.Refusal{Status: http.StatusRequestHeaderFieldsTooLarge, Reason: "request_headers_too_many", Message: "too many request headers",
+			Err: fmt.Errorf("%d header lines: Kong returns at most %d", lines, maxHeaders)}
 	}
+	return req, lines, nil
+}
 
+// fetcher reads the parts of a request the core asks for (policy.Part),
+// one PDK call each: get_method and get_path, get_raw_body,
+// get_raw_query, get_scheme, and client.get_forwarded_ip (or client.get_ip
+// with client_ip: direct).
+type fetcher struct {
+	kong    *pdk.PDK
+	maxBody int
+	direct  bool
+	// failure is the read that failed, for the operator message access
+	// sends once the decision has its id.
+	failure *policy.Refusal
+}
+
+func (f *fetcher) fetch(req *policy.Request, parts policy.Part) error {
+	kong := f.kong
+	var err error
+	if parts&policy.PartTarget != 0 {
+		if req.Method, err = kong.Request.GetMethod(); err != nil {
+			return f.failed("kong.request.get_method", err)
+		}
+		// get_path is the normalized path, the one Kong routes on and
+		// forwards (escaped reserved characters such as %2F stay escaped).
+		if req.Path, err = kong.Request.GetPath(); err != nil {
+			return f.failed("kong.request.get_path", err)
+		}
+	}
+	if parts&policy.PartBody != 0 {
+		if err := f.body(req); err != nil {
+			return err
+		}
+	}
+	if parts&policy.PartQuery != 0 {
+		if req.Query, err = kong.Request.GetRawQuery(); err != nil {
+			return f.failed("kong.request.get_raw_query", err)
+		}
+	}
+	if parts&policy.PartScheme != 0 {
+		if req.Scheme, err = kong.Request.GetScheme(); err != nil {
+			return f.failed("kong.request.get_scheme", err)
+		}
+	}
+	if parts&policy.PartSourceAddress != 0 {
+		// Kong gives the address without its port. get_ip is the peer (a
+		// load balancer, behind one); get_forwarded_ip honours Kong's
+		// trusted_ips and real_ip_header, as Kong's own plugins do.
+		if f.direct {
+			req.SourceAddress, err = kong.Client.GetIp()
+		} else {
+			req.SourceAddress, err = kong.Client.GetForwardedIp()
+		}
+		if err != nil {
+			return f.failed("kong.client address", err)
+		}
+	}
+	return nil
+}
+
+func (f *fetcher) body(req *policy.Request) error {
 	var rb kpp.RawBodyResult
-	if err := kong.Request.Ask("kong.request.get_raw_body", nil, &rb); err != nil {
-		return req, nil, fmt.Errorf("kong.request.get_raw_body: %w", err)
+	if err := f.kong.Request.Ask("kong.request.get_raw_body", nil, &rb); err != nil {
+		return f.failed("kong.request.get_raw_body", err)
+	}
+	unreadable := func(err error) error {
+		f.failure = &policy.Refusal{Status: http.StatusServiceUnavailable, Reason: "body_unreadable", Message: "service unavailable", Err: err}
+		return f.failure
 	}
 	switch k := rb.Kind.(type) {
 	case *kpp.RawBodyResult_Content:
 		req.Body = k.Content
 	case *kpp.RawBodyResult_BodyFilepath:
-		b, truncated, err := readSpilled(k.BodyFilepath, maxBody)
+		b, truncated, err := readSpilled(k.BodyFilepath, f.maxBody)
 		if err != nil {
-			return req, &refusal{http.StatusServiceUnavailable, "body_unreadable", "service unavailable", err}, nil
+			return unreadable(err)
 		}
 		req.Body, req.BodyTruncated = b, truncated
 	case *kpp.RawBodyResult_Error:
-		return req, &refusal{http.StatusServiceUnavailable, "body_unreadable", "service unavailable",
-			fmt.Errorf("kong.request.get_raw_body: %s", k.Error)}, nil
+		return unreadable(fmt.Errorf("kong.request.get_raw_body: %s", k.Error))
 	}
+	return nil
+}
 
-	var err error
-	if req.Method, err = kong.Request.GetMethod(); err != nil {
-		return req, nil, fmt.Errorf("kong.request.get_method: %w", err)
-	}
-	// get_path is the normalized path, the one Kong routes on and forwards
-	// (escaped reserved characters such as %2F stay escaped).
-	if req.Path, err = kong.Request.GetPath(); err != nil {
-		return req, nil, fmt.Errorf("kong.request.get_path: %w", err)
-	}
-	if req.Query, err = kong.Request.GetRawQuery(); err != nil {
-		return req, nil, fmt.Errorf("kong.request.get_raw_query: %w", err)
-	}
-	if req.Scheme, err = kong.Request.GetScheme(); err != nil {
-		return req, nil, fmt.Errorf("kong.request.get_scheme: %w", err)
-	}
-	// Kong gives the address without its port. get_ip is the peer (a load
-	// balancer, behind one); get_forwarded_ip honours Kong's trusted_ips
-	// and real_ip_header, as Kong's own plugins do.
-	if direct {
-		req.SourceAddress, err = kong.Client.GetIp()
-	} else {
-		req.SourceAddress, err = kong.Client.GetForwardedIp()
-	}
-	if err != nil {
-		return req, nil, fmt.Errorf("kong.client address: %w", err)
-	}
-	return req, nil, nil
+// failed denies (503 kong_pdk_error) a request whose PDK call failed.
+func (f *fetcher) failed(call string, err error) error {
+	f.failure = &policy.Refusal{Status: http.StatusServiceUnavailable, Reason: "kong_pdk_error", Message: "service unavailable", Err: fmt.Errorf("%s: %w", call, err)}
+	return f.failure
 }
 
 // foldHeaders turns ngx.req.get_headers' shape (a string, or a list for a
@@ -161,29 +197,28 @@ func readSpilled(path string, max int) ([]byte, bool, error) {
 }
 
 // applyAllow makes the upstream changes of an allowed request: one
-// set_headers call for the identity headers and Kong's consumer headers,
-// one clear_header per header to remove that the request has (the
-// credential; identity and Kong headers not set, when the client sent
-// them), kong.client.authenticate, the groups for Kong's acl plugin when
-// there are roles, and the policy's response headers when it gave any.
-// headers is the request's, as read in this access phase (with the changes
-// of plugins that ran before).
-func applyAllow(kong *pdk.PDK, d *policy.Decision, headers map[string]string) error {
+// set_headers call sets the identity headers and Kong's consumer headers
+// and clears the headers to remove that the request has (the credential;
+// identity and Kong headers not set, when the client sent them: an empty
+// array clears a header, as ngx.req.set_header does with an empty table);
+// kong.client.authenticate when consumer is on; the groups for Kong's acl
+// plugin when groups is on and there are roles; and the policy's response
+// headers when it gave any. headers is the request's, as read in this
+// access phase (with the changes of plugins that ran before). Names are
+// sent in lower case, so that a name set and cleared cannot collide.
+func applyAllow(kong *pdk.PDK, d *policy.Decision, headers map[string]string, consumer, groups bool) error {
 	set := &structpb.Struct{Fields: make(map[string]*structpb.Value, len(d.UpstreamHeaders)+4)}
 	for _, h := range d.UpstreamHeaders {
-		set.Fields[h.Name] = structpb.NewStringValue(h.Value)
+		set.Fields[strings.ToLower(h.Name)] = structpb.NewStringValue(h.Value)
 	}
 	// Kong's headers win over a policy header of the same name.
-	setKong := func(name, value string) {
-		delete(set.Fields, strings.ToLower(name))
-		set.Fields[name] = structpb.NewStringValue(value)
-	}
+	setKong := func(name, value string) { set.Fields[strings.ToLower(name)] = structpb.NewStringValue(value) }
 	remove := d.RemoveHeaders
-	consumer, cred := consumerOf(d.Identity)
-	if consumer != nil {
-		setKong(headerConsumerID, consumer.Id)
-		setKong(headerConsumerCustomID, consumer.CustomId)
-		setKong(headerConsumerUsername, consumer.Username)
+	who, cred := consumerOf(d.Identity)
+	if who != nil {
+		setKong(headerConsumerID, who.Id)
+		setKong(headerConsumerCustomID, who.CustomId)
+		setKong(headerConsumerUsername, who.Username)
 		setKong(headerCredentialID, cred.Id)
 		remove = append(remove[:len(remove):len(remove)], headerAnonymous)
 	} else {
@@ -191,37 +226,34 @@ func applyAllow(kong *pdk.PDK, d *policy.Decision, headers map[string]string) er
 		remove = append(remove[:len(remove):len(remove)], headerConsumerID, headerConsumerCustomID, headerConsumerUsername, headerCredentialID)
 	}
 	// nginx passes names with "_" (underscores_in_headers on) and
-	// clear_header does not fold "_" into "-": clear a client's
-	// X_Consumer_ID too (the core does the same for its own headers).
+	// clearing does not fold "_" into "-": clear a client's X_Consumer_ID
+	// too (the core does the same for its own headers).
 	remove = append(remove[:len(remove):len(remove)], policy.UnderscoreVariants(headers, kongHeaders)...)
 	for name, v := range set.Fields {
 		if !httpguts.ValidHeaderFieldValue(v.GetStringValue()) {
 			return fmt.Errorf("upstream header %s: %w", name, errHeaderValue)
 		}
 	}
-
+	for _, h := range remove {
+		h = strings.ToLower(h)
+		if _, sent := headers[h]; sent {
+			set.Fields[h] = clearValue()
+		}
+	}
 	if err := kong.ServiceRequest.Ask("kong.service.request.set_headers", set, nil); err != nil {
 		return fmt.Errorf("kong.service.request.set_headers: %w", err)
 	}
-	for _, h := range remove {
-		if _, sent := headers[strings.ToLower(h)]; !sent {
-			continue
-		}
-		if err := kong.ServiceRequest.ClearHeader(h); err != nil {
-			return fmt.Errorf("kong.service.request.clear_header %s: %w", h, err)
-		}
-	}
-	if consumer != nil {
-		if err := kong.Client.Authenticate(consumer, cred); err != nil {
+	if consumer && who != nil {
+		if err := kong.Client.Authenticate(who, cred); err != nil {
 			return fmt.Errorf("kong.client.authenticate: %w", err)
 		}
 	}
-	if id := d.Identity; id != nil && len(id.Roles) > 0 {
-		groups := make([]any, len(id.Roles))
+	if id := d.Identity; groups && id != nil && len(id.Roles) > 0 {
+		gs := make([]any, len(id.Roles))
 		for i, r := range id.Roles {
-			groups[i] = r
+			gs[i] = r
 		}
-		if err := kong.Ctx.SetShared(groupsKey, groups); err != nil {
+		if err := kong.Ctx.SetShared(groupsKey, gs); err != nil {
 			return fmt.Errorf("kong.ctx.shared.set %s: %w", groupsKey, err)
 		}
 	}
@@ -239,6 +271,11 @@ func applyAllow(kong *pdk.PDK, d *policy.Decision, headers map[string]string) er
 	}
 	return nil
 }
+
+// clearValue in set_headers removes a header: Kong passes the empty array
+// to ngx.req.set_header, which clears a header given an empty table, as
+// ngx.req.clear_header does (docs/kong-plugin-server.md).
+func clearValue() *structpb.Value { return structpb.NewListValue(&structpb.ListValue{}) }
 
 // consumerOf maps an identity to the consumer and credential Kong's other
 // plugins read (rate-limiting by consumer or credential, acl, loggers).

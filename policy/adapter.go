@@ -32,10 +32,31 @@ func (e *Engine) Deny(id string, status int, reason, message string) *Decision {
 	return d
 }
 
+// Refusal is a denial an adapter decides while handing a request over (a
+// body it cannot read, more header lines than the gateway returns). A
+// Request.Fetch returns one, and Evaluate denies with it.
+type Refusal struct {
+	Status          int
+	Reason, Message string
+	Err             error // for operators
+}
+
+func (r *Refusal) Error() string { return r.Reason + ": " + r.Err.Error() }
+func (r *Refusal) Unwrap() error { return r.Err }
+
 // MaxBodyBytes is the largest body any model accepts: an adapter that reads
 // the body itself needs no more to decide (a longer one is cut and flagged
 // truncated).
 func (e *Engine) MaxBodyBytes() int { return e.maxBody }
+
+// DecisionIDHeader is the header carrying the decision id upstream on an
+// allow and to the client on a denial ("" when disabled).
+func (e *Engine) DecisionIDHeader() string { return e.identity.DecisionID }
+
+// RecordsBody reports whether the decision record carries the hash of the
+// request body: an adapter that reads the body only when the decision
+// needs it (Kong) then reads it for the record too.
+func (e *Engine) RecordsBody() bool { return e.bodySHA256 }
 
 // AddHeader adds one header line to headers under its lower-case name,
 // joining a repeated header's values with "," (no space), the form Envoy's

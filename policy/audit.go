@@ -110,25 +110,40 @@ func (e *Engine) RecordDecision(req *Request, d *Decision) error {
 	return err
 }
 
-// RecordCompletion records what a gateway learns only after the response,
-// for a decision whose record was written before it (Kong: the decision in
-// the access phase, this in the log phase): a completion record linked by
-// decision id, with the status the client finally got, d's reason (d as
-// the adapter last answered: an allow it had to overturn is a denial) and
-// the time since the decision. It acknowledges nothing, so it is queued
-// without waiting; a record the sink cannot take is counted and logged by
-// it, and logged here.
-func (e *Engine) RecordCompletion(gateway string, d *Decision, status int, latency time.Duration) error {
+// Completion is what a gateway learns of a request only after the
+// response (Kong's log phase).
+type Completion struct {
+	Gateway string
+	// Status is what the client finally got (the upstream's, on an allow);
+	// Latency the time from the decision to the end of the response.
+	Status  int
+	Latency time.Duration
+	// Method, Path and SourceAddress are set when the decision record
+	// lacks them: the gateway hands them over only when the decision needs
+	// them (Kong: not for a request without a valid credential).
+	Method, Path, SourceAddress string
+}
+
+// RecordCompletion adds c to the record of d, written before the response
+// (Kong: the decision in the access phase, this in the log phase), as a
+// completion record linked by decision id, with d's reason (d as the
+// adapter last answered: an allow it had to overturn is a denial). It
+// acknowledges nothing, so it is queued without waiting; a record the sink
+// cannot take is counted and logged by it, and logged here.
+func (e *Engine) RecordCompletion(d *Decision, c Completion) error {
 	if e.audit == nil {
 		return nil
 	}
 	ev := audit.Event{
 		Kind:          audit.KindCompletion,
 		DecisionID:    d.ID,
-		Gateway:       gateway,
-		Status:        status,
+		Gateway:       c.Gateway,
+		Method:        c.Method,
+		Path:          c.Path,
+		SourceAddress: c.SourceAddress,
+		Status:        c.Status,
 		Reason:        d.Reason,
-		LatencyMicros: latency.Microseconds(),
+		LatencyMicros: c.Latency.Microseconds(),
 	}
 	err := e.offer(&ev)
 	if err != nil {

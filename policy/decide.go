@@ -2,6 +2,7 @@ package policy
 
 import (
 	"context"
+	"errors"
 	"net/http"
 	"runtime/debug"
 	"strings"
@@ -18,7 +19,15 @@ import (
 // record could not be made durable in time becomes a 503
 // (audit_unavailable): no request is served without its record.
 func (e *Engine) Decide(ctx context.Context, req *Request) *Decision {
-	d := e.Evaluate(ctx, req)
+	return e.Commit(req, e.Evaluate(ctx, req))
+}
+
+// Commit records d and returns the decision to act on: d, or, for an allow
+// whose record could not be made durable in time, a 503 audit_unavailable
+// denial with d's id. Decide is Evaluate then Commit; an adapter that reads
+// more of the request for the record (Kong, for the body hash) calls them
+// apart.
+func (e *Engine) Commit(req *Request, d *Decision) *Decision {
 	if err := e.RecordDecision(req, d); err != nil && d.Allow {
 		e.metrics.AuditDenied.Inc()
 		e.log.Error("allowed request denied: its audit record is not durable", "decision_id", d.ID, "request_id", req.ID, "error", err)
@@ -68,7 +77,18 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 	}
 	d.Identity = id
 
-	// Bodies are parsed only for authenticated callers.
+	if err := req.Complete(PartTarget); err != nil {
+		e.refuse(d, req, err)
+		return
+	}
+	// Bodies are read and parsed only for authenticated callers of model
+	// routes.
+	if req.Fetch != nil && e.models.ReadsBody(req.Method, req.Path) {
+		if err := req.Complete(PartBody); err != nil {
+			e.refuse(d, req, err)
+			return
+		}
+	}
 	mr, denial, isModel := e.models.Inspect(models.Request{
 		Method: req.Method, Path: req.Path,
 		ContentType: req.Headers["content-type"], Encoding: req.Headers["content-encoding"],
@@ -84,8 +104,16 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		d.Model = listing(req)
 	}
 
-	res, err := e.authz.EvalInput(ctx, func(parsedBody bool) ast.Value { return e.input(req, id, d.Model, mr, parsedBody) })
+	var fetchErr error
+	res, err := e.authz.EvalInput(ctx, func(reads rego.Inputs) ast.Value {
+		fetchErr = req.Complete(inputParts(reads))
+		return e.input(req, id, d.Model, mr, reads.Has(rego.InputParsedBody))
+	})
 	d.PolicyRevision = res.Revision
+	if fetchErr != nil {
+		e.refuse(d, req, fetchErr)
+		return
+	}
 	if err != nil {
 		e.log.Error("policy evaluation failed: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
 		e.deny(d, http.StatusServiceUnavailable, "policy_error", "service unavailable")
@@ -148,6 +176,32 @@ func (e *Engine) deny(d *Decision, status int, reason, message string) {
 	if e.identity.DecisionID != "" {
 		d.ResponseHeaders = append(d.ResponseHeaders, Header{e.identity.DecisionID, d.ID})
 	}
+}
+
+// refuse denies a request whose Fetch failed: with the adapter's Refusal,
+// or 503 gateway_read_error.
+func (e *Engine) refuse(d *Decision, req *Request, err error) {
+	r, ok := errors.AsType[*Refusal](err)
+	if !ok {
+		r = &Refusal{Status: http.StatusServiceUnavailable, Reason: "gateway_read_error", Message: "service unavailable", Err: err}
+	}
+	e.log.Error("reading the request from the gateway failed: denied", "decision_id", d.ID, "request_id", req.ID, "reason", r.Reason, "error", err)
+	e.deny(d, r.Status, r.Reason, r.Message)
+}
+
+// inputParts are the request parts the policy's optional inputs need.
+func inputParts(reads rego.Inputs) Part {
+	var p Part
+	if reads.Has(rego.InputQuery) {
+		p |= PartQuery
+	}
+	if reads.Has(rego.InputScheme) {
+		p |= PartScheme
+	}
+	if reads.Has(rego.InputSourceAddress) {
+		p |= PartSourceAddress
+	}
+	return p
 }
 
 func result(d *Decision) string {

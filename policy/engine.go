@@ -40,10 +40,11 @@ type (
 		Lookup(key string) (*apikey.Key, error)
 	}
 	authorizer interface {
-		EvalInput(ctx context.Context, build func(parsedBody bool) ast.Value) (rego.Result, error)
+		EvalInput(ctx context.Context, build func(reads rego.Inputs) ast.Value) (rego.Result, error)
 	}
 	inspector interface {
 		Inspect(r models.Request) (*models.Model, *models.Denial, bool)
+		ReadsBody(method, path string) bool
 	}
 )
 

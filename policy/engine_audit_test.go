@@ -157,10 +157,11 @@ func TestAuditRecordFields(t *testing.T) {
 func TestAuditCompletion(t *testing.T) {
 	e, rec := testEngine(t, allowAll)
 	d := e.Deny("d-1", http.StatusServiceUnavailable, "kong_pdk_error", "service unavailable")
-	if err := e.RecordCompletion("kong", d, 502, 7*time.Millisecond); err != nil {
+	if err := e.RecordCompletion(d, Completion{Gateway: "kong", Status: 502, Latency: 7 * time.Millisecond, Method: "POST", Path: "/v1/models"}); err != nil {
 		t.Fatal(err)
 	}
-	want := audit.Event{Kind: audit.KindCompletion, DecisionID: "d-1", Gateway: "kong", Status: 502, Reason: "kong_pdk_error", LatencyMicros: 7000}
+	want := audit.Event{Kind: audit.KindCompletion, DecisionID: "d-1", Gateway: "kong", Method: "POST", Path: "/v1/models",
+		Status: 502, Reason: "kong_pdk_error", LatencyMicros: 7000}
 	if evs := rec.Events(); len(evs) != 1 || evs[0] != want {
 		t.Fatalf("events %+v, want %+v", evs, want)
 	}
@@ -179,7 +180,7 @@ func TestAuditCompletion(t *testing.T) {
 	if err := e2.RecordDecision(&Request{}, allowed); err == nil {
 		t.Fatal("an allow's record was acknowledged by a hung sink")
 	}
-	if err := e2.RecordCompletion("kong", allowed, 200, time.Millisecond); err != nil {
+	if err := e2.RecordCompletion(allowed, Completion{Gateway: "kong", Status: 200, Latency: time.Millisecond}); err != nil {
 		t.Fatalf("a completion waited for the hung sink: %v", err)
 	}
 }

@@ -48,8 +48,8 @@ func (fakeTokens) Verify(_ context.Context, tok string) (*jwtauth.Identity, erro
 
 type authzFunc func(ctx context.Context, input ast.Value) (rego.Result, error)
 
-func (f authzFunc) EvalInput(ctx context.Context, build func(bool) ast.Value) (rego.Result, error) {
-	return f(ctx, build(true))
+func (f authzFunc) EvalInput(ctx context.Context, build func(rego.Inputs) ast.Value) (rego.Result, error) {
+	return f(ctx, build(rego.InputParsedBody|rego.InputQuery|rego.InputScheme|rego.InputSourceAddress))
 }
 
 // testCatalog is the real model catalog with one chat model.
@@ -235,8 +235,12 @@ func TestListing(t *testing.T) {
 func TestDecideParsedBodyOnlyWhenWanted(t *testing.T) {
 	for _, want := range []bool{false, true} {
 		var input ast.Value
-		e, _ := testEngine(t, evalInputFunc(func(build func(bool) ast.Value) {
-			input = build(want)
+		e, _ := testEngine(t, evalInputFunc(func(build func(rego.Inputs) ast.Value) {
+			var reads rego.Inputs
+			if want {
+				reads = rego.InputParsedBody
+			}
+			input = build(reads)
 		}))
 		e.Decide(context.Background(), chat(map[string]string{"x-api-key": "mg_alice"}))
 		got := strings.Contains(input.String(), `"parsed_body"`)
@@ -246,9 +250,72 @@ func TestDecideParsedBodyOnlyWhenWanted(t *testing.T) {
 	}
 }
 
-type evalInputFunc func(build func(bool) ast.Value)
+type evalInputFunc func(build func(rego.Inputs) ast.Value)
 
-func (f evalInputFunc) EvalInput(_ context.Context, build func(bool) ast.Value) (rego.Result, error) {
+func (f evalInputFunc) EvalInput(_ context.Context, build func(rego.Inputs) ast.Value) (rego.Result, error) {
 	f(build)
 	return rego.Result{Allow: true}, nil
+}
+
+// TestEvaluateFetchesOnlyWhatItNeeds: with a Fetch, the method and path
+// are read only for an authenticated caller, the body only for a model
+// route, and the query, scheme and source address only for a policy that
+// reads them; a failing read denies with the adapter's refusal.
+func TestEvaluateFetchesOnlyWhatItNeeds(t *testing.T) {
+	const all = PartQuery | PartScheme | PartSourceAddress
+	readsAll := evalInputFunc(func(build func(rego.Inputs) ast.Value) {
+		build(rego.InputQuery | rego.InputScheme | rego.InputSourceAddress)
+	})
+	readsNone := evalInputFunc(func(build func(rego.Inputs) ast.Value) { build(0) })
+	refused := &Refusal{Status: 413, Reason: "adapter_refused", Message: "no", Err: errors.New("injected")}
+	tests := []struct {
+		name         string
+		authz        authorizer
+		method, path string
+		headers      map[string]string
+		fail         Part  // the read that fails
+		failWith     error // its error
+		want         []Part
+		status       int
+		reason       string
+	}{
+		{"no credential", readsAll, "POST", "/v1/chat/completions", nil, 0, nil, nil, 401, "credentials_missing"},
+		{"model request", readsNone, "POST", "/v1/chat/completions", map[string]string{"x-api-key": "mg_alice"}, 0, nil, []Part{PartTarget, PartBody}, 200, "allowed"},
+		{"listing", readsNone, "GET", "/v1/models", map[string]string{"x-api-key": "mg_alice"}, 0, nil, []Part{PartTarget}, 200, "allowed"},
+		{"policy reading the request", readsAll, "POST", "/v1/chat/completions", map[string]string{"x-api-key": "mg_alice"}, 0, nil, []Part{PartTarget, PartBody, all}, 200, "allowed"},
+		{"target unreadable", readsAll, "POST", "/v1/chat/completions", map[string]string{"x-api-key": "mg_alice"}, PartTarget, errors.New("gone"), []Part{PartTarget}, 503, "gateway_read_error"},
+		{"body refused", readsAll, "POST", "/v1/chat/completions", map[string]string{"x-api-key": "mg_alice"}, PartBody, refused, []Part{PartTarget, PartBody}, 413, "adapter_refused"},
+		{"policy input refused", readsAll, "POST", "/v1/chat/completions", map[string]string{"x-api-key": "mg_alice"}, all, refused, []Part{PartTarget, PartBody, all}, 413, "adapter_refused"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := testEngine(t, tc.authz)
+			full := chat(tc.headers)
+			var asked []Part
+			req := &Request{Gateway: "kong", Headers: full.Headers, Fetch: func(r *Request, parts Part) error {
+				asked = append(asked, parts)
+				if parts == tc.fail {
+					return tc.failWith
+				}
+				if parts&PartTarget != 0 {
+					r.Method, r.Path = tc.method, tc.path
+				}
+				if parts&PartBody != 0 {
+					r.Body = full.Body
+				}
+				return nil
+			}}
+			d := e.Evaluate(context.Background(), req)
+			if !slices.Equal(asked, tc.want) || d.Status != tc.status || d.Reason != tc.reason {
+				t.Errorf("asked for %v, decided %d %s; want %v, %d %s", asked, d.Status, d.Reason, tc.want, tc.status, tc.reason)
+			}
+			var fetched Part
+			for _, p := range tc.want {
+				fetched |= p
+			}
+			if err := req.Complete(fetched); err != nil || len(asked) != len(tc.want) {
+				t.Errorf("Complete asked again for parts already fetched: %v (%v)", asked, err)
+			}
+		})
+	}
 }

@@ -42,6 +42,39 @@ type Request struct {
 	// bodies (Envoy without with_request_body): model requests are then
 	// refused, since their bodies cannot be checked.
 	BodyOmitted bool
+
+	// Fetch, when set, hands over parts of the request the gateway has not
+	// set yet: an adapter whose every read is a round trip (Kong's plugin
+	// socket) starts with the headers and reads the rest only when the
+	// decision needs it. Evaluate asks for each part at most once: the
+	// method and path once the caller is authenticated, the body for
+	// model requests, the query, scheme and source address for policies
+	// that read them. An error denies the request: a *Refusal with its
+	// status, any other with 503.
+	Fetch   func(req *Request, parts Part) error
+	fetched Part
+}
+
+// Part names parts of a Request a Fetch hands over.
+type Part uint8
+
+const (
+	PartTarget        Part = 1 << iota // Method and Path
+	PartBody                           // Body and BodyTruncated
+	PartQuery                          // Query
+	PartScheme                         // Scheme
+	PartSourceAddress                  // SourceAddress
+)
+
+// Complete asks Fetch for those of parts not fetched yet: Evaluate does for
+// what the decision needs, an adapter may for what it records.
+func (r *Request) Complete(parts Part) error {
+	parts &^= r.fetched
+	if r.Fetch == nil || parts == 0 {
+		return nil
+	}
+	r.fetched |= parts
+	return r.Fetch(r, parts)
 }
 
 // Header is one header name and value.

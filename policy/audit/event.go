@@ -39,7 +39,9 @@ const (
 	// what the client finally got (the upstream's, on an allow) and Reason
 	// the decision's, or the gateway adapter's when it answered otherwise
 	// than recorded (audit_unavailable, kong_pdk_error); LatencyMicros is
-	// the time from the decision to the end of the response.
+	// the time from the decision to the end of the response. Method, Path
+	// and SourceAddress appear when the decision record lacks them (Kong
+	// reads them only when the decision needs them).
 	KindCompletion   = "completion"
 	KindStart        = "start"           // the process started (Detail: version)
 	KindStop         = "stop"            // graceful shutdown; the last record of a run

@@ -226,6 +226,22 @@ type Request struct {
 	BodyOmitted bool
 }
 
+// ReadsBody reports whether Inspect reads the body of a request with this
+// method and path: a POST to a model route. Adapters whose body read is a
+// round trip (Kong) read it only then.
+func (c *Catalog) ReadsBody(method, path string) bool {
+	if method != http.MethodPost {
+		return false
+	}
+	path = normalizePath(path)
+	for _, t := range c.templates {
+		if _, match := t.match(path); match {
+			return true
+		}
+	}
+	return false
+}
+
 // Inspect matches r to a configured model and checks its body. ok is false
 // when r is not a model request (another path, or not a POST); then m and
 // d are zero. Otherwise exactly one of m or d is set. The path is matched

@@ -90,17 +90,18 @@ func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engin
 // Eval decides on input with the current policy, within the configured
 // timeout. It never returns Allow with an error; on error the caller must deny.
 func (e *Engine) Eval(ctx context.Context, input ast.Value) (Result, error) {
-	return e.EvalInput(ctx, func(bool) ast.Value { return input })
+	return e.EvalInput(ctx, func(Inputs) ast.Value { return input })
 }
 
 // EvalInput is Eval with an input built for the policy now deciding:
-// build learns whether that policy reads input.parsed_body, so the full
-// body is converted to Rego values only for policies that use it.
-func (e *Engine) EvalInput(ctx context.Context, build func(parsedBody bool) ast.Value) (Result, error) {
+// build learns which optional members that policy reads, so the full body
+// is converted to Rego values, and a gateway asked for the query, scheme or
+// client address, only for policies that use them.
+func (e *Engine) EvalInput(ctx context.Context, build func(reads Inputs) ast.Value) (Result, error) {
 	p := e.current.Load()
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
-	return p.Eval(ctx, build(p.parsedBody))
+	return p.Eval(ctx, build(p.inputs))
 }
 
 // Revision is the revision of the policy now deciding.

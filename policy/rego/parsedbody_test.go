@@ -25,17 +25,64 @@ allow if input.body.max_tokens < 100`, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(tc.module), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			p, err := Compile(context.Background(), dir, "")
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := compileModule(t, tc.module)
 			if p.ParsedBody() != tc.want {
 				t.Fatalf("ParsedBody() = %v, want %v", p.ParsedBody(), tc.want)
 			}
 		})
 	}
+}
+
+func TestInputsDetection(t *testing.T) {
+	tests := []struct {
+		name, module string
+		want         Inputs
+	}{
+		{"none", `package modelguard.authz
+allow if input.request.method == "POST"`, 0},
+		{"query", `package modelguard.authz
+allow if input.request.query.v[0] == "1"`, InputQuery},
+		{"scheme and address", `package modelguard.authz
+allow if { input.request.scheme == "https"; startswith(input.request.source_address, "10.") }`, InputScheme | InputSourceAddress},
+		{"the whole request", `package modelguard.authz
+allow if count(input.request) > 0`, InputQuery | InputScheme | InputSourceAddress},
+		{"computed member of request", `package modelguard.authz
+allow if { some k; input.request[k] == "x" }`, InputQuery | InputScheme | InputSourceAddress},
+		{"all of input", `package modelguard.authz
+allow if count(input) > 0`, InputParsedBody | InputQuery | InputScheme | InputSourceAddress},
+		{"object.get at a constant path", `package modelguard.authz
+roles := object.get(input, ["subject", "roles"], [])
+allow if { "admin" in roles; object.get(input.request, "scheme", "") == "https" }`, InputScheme},
+		{"object.get at a computed path", `package modelguard.authz
+allow if { some k in ["a"]; object.get(input, [k], "") == "x" }`, InputParsedBody | InputQuery | InputScheme | InputSourceAddress},
+		{"object.get with a default read from input", `package modelguard.authz
+allow if object.get(input.subject, "id", input.request.query) == "x"`, InputQuery},
+		{"an import of input.request", `package modelguard.authz
+import input.request
+allow if request.method == "GET"`, InputQuery | InputScheme | InputSourceAddress},
+		{"other request members", `package modelguard.authz
+allow if { input.request.headers["x-a"] == "1"; input.request.host == "h" }`, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := compileModule(t, tc.module)
+			if p.Inputs() != tc.want {
+				t.Fatalf("Inputs() = %b, want %b", p.Inputs(), tc.want)
+			}
+		})
+	}
+}
+
+// compileModule compiles a policy of one module.
+func compileModule(t *testing.T, module string) *Policy {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(module), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p, err := Compile(context.Background(), dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

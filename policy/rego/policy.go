@@ -42,8 +42,8 @@ type Result struct {
 type Policy struct {
 	query    oparego.PreparedEvalQuery
 	revision string
-	// parsedBody: some rule reads input.parsed_body (or all of input).
-	parsedBody bool
+	// inputs are the optional input members some rule reads.
+	inputs Inputs
 }
 
 // Compile loads the policy in dir (tests excluded), compiles it and prepares
@@ -71,8 +71,10 @@ func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Po
 	if len(loaded.Modules) == 0 {
 		return nil, fmt.Errorf("policy %s: no .rego files", dir)
 	}
+	modules := loaded.ParsedModules()
+	inputs := readInputs(modules)
 	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
-	if compiler.Compile(loaded.ParsedModules()); compiler.Failed() {
+	if compiler.Compile(modules); compiler.Failed() {
 		return nil, fmt.Errorf("policy %s: %w", dir, compiler.Errors)
 	}
 	// A query naming nothing would deny every request as undefined; refuse
@@ -97,33 +99,14 @@ func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Po
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: prepare %s: %w", dir, query, err)
 	}
-	return &Policy{query: prepared, revision: snap.revision(), parsedBody: readsParsedBody(compiler)}, nil
+	return &Policy{query: prepared, revision: snap.revision(), inputs: inputs}, nil
 }
 
 // ParsedBody reports whether the policy reads input.parsed_body.
-func (p *Policy) ParsedBody() bool { return p.parsedBody }
+func (p *Policy) ParsedBody() bool { return p.inputs.Has(InputParsedBody) }
 
-// readsParsedBody reports whether any rule refers to input.parsed_body, or
-// to input as a whole or through a computed key, which could reach it.
-func readsParsedBody(c *ast.Compiler) bool {
-	target := ast.MustParseRef("input.parsed_body")
-	found := false
-	for _, m := range c.Modules {
-		ast.WalkRefs(m, func(r ast.Ref) bool {
-			if !r[0].Equal(ast.InputRootDocument) {
-				return false
-			}
-			if len(r) == 1 || !r[1].IsGround() || r.HasPrefix(target) {
-				found = true
-			}
-			return found
-		})
-		if found {
-			return true
-		}
-	}
-	return false
-}
+// Inputs are the optional input members the policy reads.
+func (p *Policy) Inputs() Inputs { return p.inputs }
 
 // load parses the snapshot's modules and data with OPA's loader.
 func load(snap *snapshot) (*loader.Result, error) {

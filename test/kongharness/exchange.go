@@ -1,6 +1,7 @@
 package kongharness
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"os"
@@ -63,19 +64,23 @@ type Exchange struct {
 	// Calls are the PDK methods called, per phase.
 	Calls map[string][]string
 	// Logs are kong.log.* lines ("err: ...").
-	Logs  []string
-	start time.Time
+	Logs []string
+	// SerializeValues are kong.log.set_serialize_value's, merged into
+	// kong.log.serialize.
+	SerializeValues map[string]any
+	start           time.Time
 }
 
 // NewExchange starts an exchange for r.
 func NewExchange(r Request) *Exchange {
 	return &Exchange{
-		Req:            r,
-		Upstream:       r.Header.Clone(),
-		ResponseHeader: http.Header{},
-		Shared:         map[string]any{},
-		Calls:          map[string][]string{},
-		start:          time.Now(),
+		Req:             r,
+		Upstream:        r.Header.Clone(),
+		ResponseHeader:  http.Header{},
+		Shared:          map[string]any{},
+		SerializeValues: map[string]any{},
+		Calls:           map[string][]string{},
+		start:           time.Now(),
 	}
 }
 
@@ -263,6 +268,23 @@ func (x *Exchange) Answer(phase, method string, args []byte) ([]byte, error) {
 		x.Exit = ex
 		x.Status = ex.Status
 		return nil, errExit
+	case "kong.log.set_serialize_value":
+		var kv kpp.KV
+		if err := proto.Unmarshal(args, &kv); err != nil {
+			return nil, err
+		}
+		x.SerializeValues[kv.K] = kv.V.AsInterface()
+	case "kong.log.serialize":
+		// kong.log.serialize checks for the log phase; the plugin server
+		// answers the table saved when the log phase began, JSON-encoded.
+		if phase != "log" {
+			return nil, fmt.Errorf("function %s can only be called in the log phase", method)
+		}
+		b, err := json.Marshal(x.serialize())
+		if err != nil {
+			return nil, err
+		}
+		out = &kpp.String{V: string(b)}
 	case "kong.response.get_status":
 		out = &kpp.Int{V: int32(x.Status)}
 	case "kong.nginx.req_start_time":
@@ -284,6 +306,72 @@ func (x *Exchange) Answer(phase, method string, args []byte) ([]byte, error) {
 		return nil, nil // Lua nil: an empty frame
 	}
 	return proto.Marshal(out)
+}
+
+// serialize is kong.log.serialize's table (kong/pdk/log.lua) for this
+// request as Kong would have it at the log phase: request headers as sent
+// upstream (at most 100 lines, lua_max_req_headers' default, with
+// authorization redacted), the response's status and headers, the route
+// and service entities, the consumer and credential, and the values set
+// with kong.log.set_serialize_value.
+func (x *Exchange) serialize() map[string]any {
+	uri := x.Req.RawPath
+	if uri == "" {
+		uri = x.Req.Path
+	}
+	if x.Req.RawQuery != "" {
+		uri += "?" + x.Req.RawQuery
+	}
+	reqHeaders := ngxHeaders(x.Upstream, 100).AsMap()
+	for _, h := range []string{"authorization", "proxy-authorization"} {
+		if _, ok := reqHeaders[h]; ok {
+			reqHeaders[h] = "REDACTED"
+		}
+	}
+	respHeader, source := x.ResponseHeader, "service"
+	if x.Exit != nil {
+		respHeader, source = x.Exit.Header, "exit"
+	}
+	forwarded := x.Req.ForwardedIP
+	if forwarded == "" {
+		forwarded = x.Req.ClientIP
+	}
+	root := map[string]any{
+		"request": map[string]any{
+			"id": "1f3e2c0d9b8a7f6e5d4c3b2a19080706", "uri": uri, "url": x.Req.Scheme + "://" + x.Req.Host + ":8000" + uri,
+			"querystring": map[string]any{}, "method": x.Req.Method, "headers": reqHeaders, "size": len(x.Req.Body) + 200,
+		},
+		"upstream_uri": x.Req.Path,
+		"response":     map[string]any{"status": x.Status, "headers": ngxHeaders(respHeader, 100).AsMap(), "size": 512},
+		"latencies":    map[string]any{"kong": 2, "proxy": 40, "request": 43, "receive": 1},
+		"tries":        []any{map[string]any{"balancer_start": x.start.UnixMilli(), "balancer_latency": 0, "ip": "10.0.0.20", "port": 8080}},
+		"route": map[string]any{
+			"id": "6b0f3b9e-2d4c-4c1e-9f7a-3d2e1c0b9a87", "name": "models", "protocols": []any{"http", "https"}, "paths": []any{"/v1", "/v2"},
+			"strip_path": false, "preserve_host": false, "regex_priority": 0, "path_handling": "v0", "https_redirect_status_code": 426,
+			"request_buffering": true, "response_buffering": true, "created_at": 1767225600, "updated_at": 1767225600,
+			"service": map[string]any{"id": "a1c2e3f4-5b6d-4e7f-8091-a2b3c4d5e6f7"}, "ws_id": "0dc6f45b-8f8d-40d2-a504-473544ee190b",
+		},
+		"service": map[string]any{
+			"id": "a1c2e3f4-5b6d-4e7f-8091-a2b3c4d5e6f7", "name": "model-server", "protocol": "http", "host": "vllm.internal", "port": 8080,
+			"path": "/", "retries": 5, "connect_timeout": 60000, "read_timeout": 60000, "write_timeout": 60000, "enabled": true,
+			"created_at": 1767225600, "updated_at": 1767225600, "ws_id": "0dc6f45b-8f8d-40d2-a504-473544ee190b",
+		},
+		"client_ip":      forwarded,
+		"started_at":     x.start.UnixMilli(),
+		"source":         source,
+		"workspace":      "0dc6f45b-8f8d-40d2-a504-473544ee190b",
+		"workspace_name": "default",
+	}
+	if x.Consumer != nil {
+		root["consumer"] = map[string]any{"id": x.Consumer.Id, "username": x.Consumer.Username, "custom_id": x.Consumer.CustomId}
+	}
+	if x.Credential != nil {
+		root["authenticated_entity"] = map[string]any{"id": x.Credential.Id, "consumer_id": x.Credential.ConsumerId}
+	}
+	for k, v := range x.SerializeValues {
+		root[k] = v
+	}
+	return root
 }
 
 // live refuses calls that change the request or response in the log phase,
