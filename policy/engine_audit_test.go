@@ -108,14 +108,7 @@ func TestDecideWaitsForTheRecord(t *testing.T) {
 
 	// A hung sink: the record is never written, so the allow is withdrawn.
 	e2, _ := testEngine(t, allowAll)
-	sink := &gatedSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
-	defer close(sink.gate)
-	w2, err := audit.NewWriter(audit.Settings{BlockTimeout: time.Millisecond}, audit.Options{Metrics: e2.metrics}, sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w2.Close() }) // after the gate opens
-	e2.audit, e2.admit = w2, w2
+	hungTrail(t, e2)
 	d := e2.Decide(ctx, chat(map[string]string{"x-api-key": "mg_alice"}))
 	if d.Allow || d.Status != http.StatusServiceUnavailable || d.Reason != "audit_unavailable" || len(d.UpstreamHeaders) != 0 || d.ID == "" {
 		t.Errorf("allow with an unwritten record: allow=%v %d %s %v", d.Allow, d.Status, d.Reason, d.UpstreamHeaders)
@@ -151,6 +144,20 @@ func TestAuditRecordFields(t *testing.T) {
 	}
 }
 
+// hungTrail gives e a trail whose sink hangs until the test ends, and whose
+// records wait at most a millisecond.
+func hungTrail(t *testing.T, e *Engine) {
+	t.Helper()
+	sink := &gatedSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	w, err := audit.NewWriter(audit.Settings{BlockTimeout: time.Millisecond}, audit.Options{Metrics: e.metrics}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	t.Cleanup(func() { close(sink.gate) }) // first: the writer can then close
+	e.audit, e.admit = w, w
+}
+
 // TestAuditCompletion: the record a gateway adds after the response names
 // the decision, the final status and reason, and is queued without waiting
 // for the trail (the response has gone: there is nothing to hold back).
@@ -168,14 +175,7 @@ func TestAuditCompletion(t *testing.T) {
 
 	// A hung sink: an allow's record times out, a completion is queued.
 	e2, _ := testEngine(t, allowAll)
-	sink := &gatedSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
-	defer close(sink.gate)
-	w, err := audit.NewWriter(audit.Settings{BlockTimeout: time.Millisecond}, audit.Options{Metrics: e2.metrics}, sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w.Close() }) // after the gate opens
-	e2.audit = w
+	hungTrail(t, e2)
 	allowed := &Decision{ID: "d-2", Allow: true, Status: http.StatusOK, Reason: "allowed"}
 	if err := e2.RecordDecision(&Request{}, allowed); err == nil {
 		t.Fatal("an allow's record was acknowledged by a hung sink")
