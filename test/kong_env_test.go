@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -137,6 +138,25 @@ func (e *env) gatewayCompletion(t testing.TB, gateway, decisionID string) []map[
 		return len(evs) > 0
 	})
 	return evs
+}
+
+// kongRecord returns what the trail says of a request through Kong: its
+// one decision record, with the members that only its completion record
+// has (the method, path and address access did not read) filled in.
+func (e *env) kongRecord(t testing.TB, requestID string) map[string]any {
+	t.Helper()
+	ev := e.gatewayAuditEvent(t, "kong", requestID)
+	if len(ev) != 1 {
+		t.Fatalf("%s: %d decision records", requestID, len(ev))
+	}
+	done := e.gatewayCompletion(t, "kong", ev[0]["decision_id"].(string))
+	out := maps.Clone(ev[0])
+	for _, k := range []string{"method", "path", "source_address"} {
+		if _, ok := out[k]; !ok && done[0][k] != nil {
+			out[k] = done[0][k]
+		}
+	}
+	return out
 }
 
 // gatewayAuditEvents reads a gateway's audit trail and returns its decision
