@@ -87,6 +87,11 @@ type Plugin struct {
 	// beforeEvaluate, when set, runs in the access phase just before the
 	// core decides: tests inject panics with it.
 	beforeEvaluate func()
+	// noRequestLine reads the method and path with get_method and get_path
+	// instead of $request: go-pdk's test environment, which the unit tests
+	// run in, has no kong.nginx.get_var (the Kong harness tests in test/
+	// run the request line).
+	noRequestLine bool
 }
 
 // New returns a Plugin. It does no I/O: Kong runs the binary with -dump at
@@ -252,7 +257,7 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 		p.log.Error("request refused before the core", "decision_id", d.ID, "reason", fail.Reason, "error", fail.Err)
 		tell(kong.Log.Err, fmt.Sprintf("request refused before the core (%d)", fail.Status), "decision_id", d.ID, "reason", fail.Reason, "error", fail.Err.Error())
 	default:
-		f := &fetcher{kong: kong, maxBody: st.engine.MaxBodyBytes(), direct: c.ClientIP == clientIPDirect}
+		f := &fetcher{kong: kong, maxBody: st.engine.MaxBodyBytes(), direct: c.ClientIP == clientIPDirect, noRequestLine: p.noRequestLine}
 		req.Fetch = f.fetch
 		if p.beforeEvaluate != nil {
 			p.beforeEvaluate()

@@ -80,6 +80,7 @@ func newFixture(t *testing.T, anonymous bool) *fixture {
 	f.write(t, "keys.yaml", b.String())
 	f.write(t, "config.yaml", fmt.Sprintf(testConfig, anonymous))
 	f.plugin = New(Options{OpenAudit: func(*config.Config) (policy.AuditSink, io.Closer, error) { return f.audit, nil, nil }})
+	f.plugin.noRequestLine = true // go-pdk's test environment has no kong.nginx.get_var
 	t.Cleanup(f.plugin.Close)
 	return f
 }
@@ -430,6 +431,7 @@ func TestAccessAllowWaitsForItsRecord(t *testing.T) {
 	trail := &failingTrail{}
 	f.plugin = New(Options{OpenAudit: func(*config.Config) (policy.AuditSink, io.Closer, error) { return trail, nil, nil }})
 	t.Cleanup(f.plugin.Close)
+	f.plugin.noRequestLine = true
 	c := f.config(filepath.Join(f.dir, "config.yaml"))
 	env := run(t, c, "POST", "/v1/chat/completions", map[string]string{"x-api-key": f.keys["alice-key"]}, chat)
 	assertDenied(t, env, 503, "server_error")
@@ -606,5 +608,70 @@ func TestSubjectUUID(t *testing.T) {
 	// Consumer ids outlive a release: Kong's other plugins key on them.
 	if a != "608dc605-e5e6-5dff-ac0d-f543703029bb" {
 		t.Fatalf("the consumer id of alice changed: %s", a)
+	}
+}
+
+// recorded keeps the final status of each completed decision.
+type recorded struct {
+	mu       sync.Mutex
+	statuses map[string]int
+}
+
+func (r *recorded) RecordCompletion(d *policy.Decision, c policy.Completion) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.statuses[d.ID]; dup {
+		panic("completed twice: " + d.ID)
+	}
+	r.statuses[d.ID] = c.Status
+	return nil
+}
+
+// TestLogPhaseFindsADecisionOnlyByItsOwnCarrier: a denial is found by the
+// decision id header of its response (set by exit), an allow by the header
+// upstream (set_headers replaced any client copy), and the serialize value
+// when access had to set it; a client sending the header of another
+// waiting decision does not reach it.
+func TestLogPhaseFindsADecisionOnlyByItsOwnCarrier(t *testing.T) {
+	f := newFixture(t, false)
+	c := f.config(filepath.Join(f.dir, "config.yaml"))
+	rec := &recorded{statuses: map[string]int{}}
+	put := func(id string, allow bool) {
+		f.plugin.pending.put(&entry{id: id, at: time.Now(), rec: rec, d: &policy.Decision{ID: id, Allow: allow, Status: 200}})
+	}
+	put("allowed-1", true)
+	put("allowed-2", true)
+	put("denied-1", false)
+	put("denied-2", false)
+	put("carried", true)
+	const h = "x-modelguard-decision-id"
+	for _, tc := range []struct {
+		name      string
+		serialize string
+		recorded  string // "" for none
+	}{
+		{"a client copy of an allow's id on a denied request", `{"request":{"headers":{"` + h + `":"allowed-1"}},"response":{"status":401,"headers":{"` + h + `":"denied-1"}}}`, "denied-1"},
+		{"a denial's id upstream", `{"request":{"headers":{"` + h + `":"denied-2"}},"response":{"status":200}}`, ""},
+		{"an allow's id in the response (an upstream echo)", `{"request":{"headers":{}},"response":{"status":200,"headers":{"` + h + `":["allowed-2","x"]}}}`, ""},
+		{"an allow, by its upstream header", `{"request":{"headers":{"` + h + `":"allowed-2"}},"response":{"status":502,"headers":{"` + h + `":"x"}}}`, "allowed-2"},
+		{"the serialize value", `{"request":{"headers":{}},"response":{"status":429},"modelguard_decision_id":"carried"}`, "carried"},
+		{"nothing to find", `{"request":{"headers":{}},"response":{"status":200}}`, ""},
+	} {
+		before := len(rec.statuses)
+		if err := f.plugin.logged(c, tc.serialize); err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		switch {
+		case tc.recorded == "" && len(rec.statuses) != before:
+			t.Errorf("%s: recorded %v", tc.name, rec.statuses)
+		case tc.recorded != "" && rec.statuses[tc.recorded] == 0:
+			t.Errorf("%s: %s not recorded (%v)", tc.name, tc.recorded, rec.statuses)
+		}
+	}
+	if rec.statuses["allowed-2"] != 502 || rec.statuses["carried"] != 429 || rec.statuses["denied-1"] != 401 {
+		t.Errorf("statuses %v", rec.statuses)
+	}
+	if err := f.plugin.logged(c, `{"request":`); err == nil {
+		t.Error("malformed serialize output accepted")
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/modelguard/modelguard/kongplugin/kongpath"
 	"github.com/modelguard/modelguard/policy"
 )
 
@@ -62,13 +63,19 @@ func readHeaders(kong *pdk.PDK) (req *policy.Request, lines int, err error) {
 }
 
 // fetcher reads the parts of a request the core asks for (policy.Part),
-// one PDK call each: get_method and get_path, get_raw_body,
+// one PDK call each: the request line ($request, through
+// kong.nginx.get_var) for the method and path, get_raw_body,
 // get_raw_query, get_scheme, and client.get_forwarded_ip (or client.get_ip
 // with client_ip: direct).
 type fetcher struct {
 	kong    *pdk.PDK
 	maxBody int
 	direct  bool
+	// noRequestLine: Plugin.noRequestLine.
+	noRequestLine bool
+	// query is the request line's query, once read.
+	query    string
+	hasQuery bool
 	// failure is the read that failed, for the operator message access
 	// sends once the decision has its id.
 	failure *policy.Refusal
@@ -78,13 +85,8 @@ func (f *fetcher) fetch(req *policy.Request, parts policy.Part) error {
 	kong := f.kong
 	var err error
 	if parts&policy.PartTarget != 0 {
-		if req.Method, err = kong.Request.GetMethod(); err != nil {
-			return f.failed("kong.request.get_method", err)
-		}
-		// get_path is the normalized path, the one Kong routes on and
-		// forwards (escaped reserved characters such as %2F stay escaped).
-		if req.Path, err = kong.Request.GetPath(); err != nil {
-			return f.failed("kong.request.get_path", err)
+		if err := f.target(req); err != nil {
+			return err
 		}
 	}
 	if parts&policy.PartBody != 0 {
@@ -93,7 +95,9 @@ func (f *fetcher) fetch(req *policy.Request, parts policy.Part) error {
 		}
 	}
 	if parts&policy.PartQuery != 0 {
-		if req.Query, err = kong.Request.GetRawQuery(); err != nil {
+		if f.hasQuery {
+			req.Query = f.query
+		} else if req.Query, err = kong.Request.GetRawQuery(); err != nil {
 			return f.failed("kong.request.get_raw_query", err)
 		}
 	}
@@ -114,6 +118,38 @@ func (f *fetcher) fetch(req *policy.Request, parts policy.Part) error {
 		if err != nil {
 			return f.failed("kong.client address", err)
 		}
+	}
+	return nil
+}
+
+// target sets the method and path from the request line in one call:
+// $request is the method, the target as received and the protocol (nginx
+// builds it from :method and :path for HTTP/2), so its target's path is
+// kong.request.get_raw_path and kongpath.Normalize of it
+// kong.request.get_path, the normalised path Kong routes on and forwards
+// (escaped reserved characters such as %2F stay escaped). A target not in
+// origin form (absolute, "*") falls back to get_method and get_path.
+func (f *fetcher) target(req *policy.Request) error {
+	if !f.noRequestLine {
+		line, err := f.kong.Nginx.GetVar("request")
+		if err != nil {
+			return f.failed("kong.nginx.get_var request", err)
+		}
+		method, rest, ok1 := strings.Cut(line, " ")
+		target, _, ok2 := strings.Cut(rest, " ")
+		if ok1 && ok2 && method != "" && strings.HasPrefix(target, "/") && !strings.Contains(rest[len(target)+1:], " ") {
+			path, query, _ := strings.Cut(target, "?")
+			req.Method, req.Path = method, kongpath.Normalize(path)
+			f.query, f.hasQuery = query, true
+			return nil
+		}
+	}
+	var err error
+	if req.Method, err = f.kong.Request.GetMethod(); err != nil {
+		return f.failed("kong.request.get_method", err)
+	}
+	if req.Path, err = f.kong.Request.GetPath(); err != nil {
+		return f.failed("kong.request.get_path", err)
 	}
 	return nil
 }

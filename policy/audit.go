@@ -90,6 +90,8 @@ func (e *Engine) RecordDecision(req *Request, d *Decision) error {
 		Reason:         d.Reason,
 		PolicyRevision: d.PolicyRevision,
 		LatencyMicros:  d.Latency.Microseconds(),
+		RateLimit:      d.RateLimit,
+		RateLimitKey:   d.RateLimitKey,
 	}
 	if id := d.Identity; id != nil {
 		ev.Subject, ev.AuthMethod, ev.KeyID, ev.Issuer = id.Subject, id.Method, id.KeyID, id.Issuer

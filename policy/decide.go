@@ -134,6 +134,11 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		d.ResponseHeaders = appendHeaderMap(d.ResponseHeaders, res.ResponseHeaders)
 		return
 	}
+	// Limits come after the policy, which may pick their class, and are
+	// charged only for requests it allows.
+	if e.limiter != nil && !e.limit(ctx, req, d, id, mr, res.RateLimitClass) {
+		return
+	}
 	e.allow(d, req, id, cred, res)
 }
 

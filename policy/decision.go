@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"cmp"
 	"encoding/json"
 	"net/http"
 	"time"
@@ -18,6 +19,9 @@ type Decision struct {
 	Reason string
 	// Message is short and safe to show the client.
 	Message string
+	// ErrorType and ErrorCode, when set, replace the OpenAI error type and
+	// code Body derives from Status (rate limit refusals use OpenAI's own).
+	ErrorType, ErrorCode string
 
 	// UpstreamHeaders are set (replacing any client value) on allowed
 	// requests; RemoveHeaders are removed from them (credentials and
@@ -33,6 +37,9 @@ type Decision struct {
 	Model Model
 	// PolicyRevision is the Rego revision that decided ("" if not reached).
 	PolicyRevision string
+	// RateLimit names the limit that refused the request and RateLimitKey
+	// what it counts per ("subject+model"), for the audit record.
+	RateLimit, RateLimitKey string
 	// Start is when evaluation began; Latency how long it took.
 	Start   time.Time
 	Latency time.Duration
@@ -59,7 +66,8 @@ type Model struct {
 
 // Body is the JSON error body for a denied request, shaped like OpenAI's
 // errors ({"error":{"message","type","code"}}) so OpenAI-compatible SDKs
-// show it. It carries only Message and codes derived from Status.
+// show it. It carries only Message and codes derived from Status (or set
+// in ErrorType and ErrorCode).
 func (d *Decision) Body() []byte {
 	type apiError struct {
 		Message string `json:"message"`
@@ -68,7 +76,7 @@ func (d *Decision) Body() []byte {
 	}
 	b, err := json.Marshal(struct {
 		Error apiError `json:"error"`
-	}{apiError{Message: d.Message, Type: errorType(d.Status), Code: errorCode(d.Status)}})
+	}{apiError{Message: d.Message, Type: cmp.Or(d.ErrorType, errorType(d.Status)), Code: cmp.Or(d.ErrorCode, errorCode(d.Status))}})
 	if err != nil { // unreachable: strings always marshal
 		return []byte(`{"error":{"message":"denied","type":"permission_error","code":"forbidden"}}`)
 	}

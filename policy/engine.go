@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -12,6 +13,7 @@ import (
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/policy/models"
+	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
 )
 
@@ -73,7 +75,11 @@ type Engine struct {
 	admit      Admitter // nil: the sink cannot refuse
 	bodySHA256 bool     // audit.body_sha256
 	maxBody    int      // the largest body any model accepts
-	now        func() time.Time
+
+	limiter        *ratelimit.Limiter // nil: no rate limits
+	modelMaxTokens map[string]int64   // models[].limits.max_tokens, the completion reserved by default
+	limitResults   sync.Pool          // *ratelimit.Result with their buffers: checking limits does not allocate
+	now            func() time.Time
 }
 
 // PolicyRevision is the revision of the policy in force ("" if unknown),

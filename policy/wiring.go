@@ -10,6 +10,7 @@ import (
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/policy/models"
+	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
 )
 
@@ -80,7 +81,30 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		return nil, cfg.Error(field.Under("authorization", err))
 	}
 	e.authz = r
+	if err := e.openLimits(ctx, cfg); err != nil {
+		return nil, err
+	}
 	return e, nil
+}
+
+// openLimits connects the rate limit store (closed when ctx ends) and
+// compiles the rules; no rules, no limiter.
+func (e *Engine) openLimits(ctx context.Context, cfg *config.Config) error {
+	s := cfg.RateLimits
+	if len(s.Rules) == 0 {
+		return nil
+	}
+	b, err := ratelimit.Open(s, e.metrics.RateLimit, e.log)
+	if err != nil {
+		return cfg.Error(field.Under("rate_limits", err))
+	}
+	context.AfterFunc(ctx, func() { b.Close() })
+	e.limiter = b.Limiter(s)
+	e.modelMaxTokens = make(map[string]int64, len(cfg.Models))
+	for _, m := range cfg.Models {
+		e.modelMaxTokens[m.Name] = int64(m.Limits.MaxTokens)
+	}
+	return nil
 }
 
 // maxBodyBytes is the largest body any model accepts.

@@ -26,8 +26,9 @@ func buildBinary(t *testing.T) string {
 }
 
 // TestDemoCommands runs what the README tells a newcomer: "serve" on the
-// embedded demo, then the three example commands it prints, and checks they
-// show an allow, a 403 and a 401. Then SIGTERM stops it cleanly.
+// embedded demo, then the example commands it prints, and checks they show
+// an allow, a 403, a 401 and a rate limit hit (three allowed, then 429).
+// Then SIGTERM stops it cleanly.
 func TestDemoCommands(t *testing.T) {
 	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
@@ -46,13 +47,13 @@ func TestDemoCommands(t *testing.T) {
 	var commands []string
 	sc := bufio.NewScanner(stdout)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	for sc.Scan() && len(commands) < 3 {
-		if line := strings.TrimSpace(sc.Text()); strings.HasPrefix(line, bin+" check ") {
+	for sc.Scan() && len(commands) < 4 {
+		if line := strings.TrimSpace(sc.Text()); strings.HasPrefix(line, bin+" check ") || strings.HasPrefix(line, "for i in ") {
 			commands = append(commands, line)
 		}
 	}
-	if len(commands) != 3 {
-		t.Fatalf("demo printed %d example commands, want 3", len(commands))
+	if len(commands) != 4 {
+		t.Fatalf("demo printed %d example commands, want 4", len(commands))
 	}
 	go func() { // keep draining audit lines
 		for sc.Scan() {
@@ -62,7 +63,7 @@ func TestDemoCommands(t *testing.T) {
 		exit   int
 		prefix string
 	}{{0, "ALLOW 200"}, {1, "DENY 403"}, {1, "DENY 401"}}
-	for i, c := range commands {
+	for i, c := range commands[:3] {
 		out, err := exec.CommandContext(ctx, "bash", "-c", c).CombinedOutput()
 		code := 0
 		if ee, ok := err.(*exec.ExitError); ok {
@@ -72,6 +73,13 @@ func TestDemoCommands(t *testing.T) {
 		}
 		if code != want[i].exit || !strings.HasPrefix(string(out), want[i].prefix) {
 			t.Errorf("command %d exited %d with %q, want %d and %q", i+1, code, out, want[i].exit, want[i].prefix)
+		}
+	}
+	// The loop: 3 allowed, then 429. Again: 429 each time (3 an hour).
+	for run, want := range [][2]int{{3, 1}, {0, 4}} {
+		out := string(mustRun(ctx, t, commands[3]))
+		if strings.Count(out, "ALLOW 200") != want[0] || strings.Count(out, "DENY 429") != want[1] {
+			t.Errorf("rate limit loop, run %d: %s\nwant %d allowed, %d refused", run+1, out, want[0], want[1])
 		}
 	}
 
@@ -85,16 +93,32 @@ func TestDemoCommands(t *testing.T) {
 
 func TestStartRefusesBadConfig(t *testing.T) {
 	bin := buildBinary(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yaml")
-	os.WriteFile(cfg, []byte("authentication:\n  api_keys:\n    file: keys.yaml\nauthorization:\n  policy_dir: .\n  bogus: 1\n"), 0o644)
-	out, err := exec.Command(bin, "serve", "-config", cfg).CombinedOutput()
-	if err == nil {
-		t.Fatal("serve started with a bad config")
+	for _, tc := range []struct{ config, want string }{
+		{"authentication:\n  api_keys:\n    file: keys.yaml\nauthorization:\n  policy_dir: .\n  bogus: 1\n", "config.yaml:6"},
+		{"authentication:\n  allow_anonymous: true\nauthorization:\n  policy_dir: .\nrate_limits:\n  rules:\n    - name: rpm\n      requests: 60\n      per: 1ms\n",
+			"config.yaml:9: rate_limits.rules[0].per: must be between 1s and 744h0m0s"},
+	} {
+		dir := t.TempDir()
+		cfg := filepath.Join(dir, "config.yaml")
+		os.WriteFile(cfg, []byte(tc.config), 0o644)
+		out, err := exec.Command(bin, "serve", "-config", cfg).CombinedOutput()
+		if err == nil {
+			t.Fatal("serve started with a bad config")
+		}
+		if !strings.Contains(string(out), tc.want) {
+			t.Fatalf("error does not name file and line (%s): %s", tc.want, out)
+		}
 	}
-	if !strings.Contains(string(out), "config.yaml:6") {
-		t.Fatalf("error does not name file and line: %s", out)
+}
+
+// mustRun runs a shell command and returns its output, whatever its exit.
+func mustRun(ctx context.Context, t *testing.T, c string) []byte {
+	t.Helper()
+	out, err := exec.CommandContext(ctx, "bash", "-c", c).CombinedOutput()
+	if _, ok := err.(*exec.ExitError); err != nil && !ok {
+		t.Fatal(err)
 	}
+	return out
 }
 
 // TestKeysMint mints a key with the CLI and proves the printed entry, pasted

@@ -2,6 +2,8 @@ package test
 
 import (
 	"bytes"
+	"encoding/json"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -27,6 +29,12 @@ func TestGatewaysDecideAlike(t *testing.T) {
 	alice := map[string]string{"x-api-key": e.keys["alice-key"]}
 	reader := map[string]string{"x-api-key": e.keys["reader-key"]}
 	msgs := `"messages":[{"role":"user","content":"secret prompt text"}]`
+	trial := map[string]string{"x-api-key": e.keys["trial-key"]}
+	trial2 := map[string]string{"x-api-key": e.keys["trial2-key"]}
+	// 5 prompt tokens (18 characters, 4 a token) + max_tokens.
+	trialBody := func(maxTokens string) []byte {
+		return []byte(`{"model":"gpt-4o-mini","max_tokens":` + maxTokens + `,` + msgs + `}`)
+	}
 	long := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"` + strings.Repeat("long prompt ", 2000) + `"}]}`
 	// A key that may call every model, and a body its schema refuses: a
 	// path form that slipped past the model routes would be allowed.
@@ -65,6 +73,13 @@ func TestGatewaysDecideAlike(t *testing.T) {
 		{"deep nesting", "POST", "/v1/chat/completions", alice, []byte(`{"model":"gpt-4o-mini","x":` + strings.Repeat("[", 10001) + strings.Repeat("]", 10001) + `,` + msgs + `}`), 400, "body_too_deep", identity{}},
 		{"invalid utf-8", "POST", "/v1/chat/completions", alice, []byte("{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"\xff\"}]}"), 400, "body_invalid_utf8", identity{}},
 		{"max_tokens over the role's cap", "POST", "/v1/chat/completions", alice, []byte(`{"model":"gpt-4o-mini","max_tokens":2000,` + msgs + `}`), 403, "max_tokens_exceeded", identity{}},
+		// The trial tier (rate_limits in env_test.go): 2 requests an hour and
+		// 400 tokens a minute per key. Each gateway counts on its own.
+		{"trial: first request", "POST", "/v1/chat/completions", trial, trialBody("100"), 200, "allowed", identity{"tara", "trial", "api_key", "trial-key"}},
+		{"trial: second request", "POST", "/v1/chat/completions", trial, trialBody("100"), 200, "allowed", identity{"tara", "trial", "api_key", "trial-key"}},
+		{"trial: third request refused", "POST", "/v1/chat/completions", trial, trialBody("100"), 429, "rate_limited_requests", identity{}},
+		{"trial: tokens reserved", "POST", "/v1/chat/completions", trial2, trialBody("250"), 200, "allowed", identity{"theo", "trial", "api_key", "trial2-key"}},
+		{"trial: token budget refused", "POST", "/v1/chat/completions", trial2, trialBody("250"), 429, "rate_limited_tokens", identity{}},
 		{"max_tokens hidden behind max_completion_tokens", "POST", "/v1/chat/completions", admin, []byte(`{"model":"gpt-4o-mini","max_completion_tokens":10,"max_tokens":1000000,` + msgs + `}`), 400, "max_tokens_limit_exceeded", identity{}},
 		{"negative max_tokens", "POST", "/v1/chat/completions", admin, []byte(`{"model":"gpt-4o-mini","max_completion_tokens":10,"max_tokens":-1,` + msgs + `}`), 400, "max_tokens_invalid", identity{}},
 		{"keys differing only in case", "POST", "/v1/chat/completions", admin, []byte(`{"model":"gpt-4o-mini","Model":"gpt-4-forbidden",` + msgs + `}`), 400, "body_ambiguous_key", identity{}},
@@ -83,10 +98,30 @@ func TestGatewaysDecideAlike(t *testing.T) {
 		{"gzip bomb", "POST", "/v1/chat/completions", map[string]string{"x-api-key": e.keys["alice-key"], "content-encoding": "gzip"},
 			gzipped(`{"model":"gpt-4o-mini","x":"` + strings.Repeat("a", 8<<20) + `"}`), 413, "body_too_large", identity{}},
 	}
+	// The rate limit headers the client gets, by row (absent: none).
+	limitHeaders := map[string]map[string]string{
+		"trial: first request": {"x-ratelimit-limit-requests": "2", "x-ratelimit-remaining-requests": "1", "x-ratelimit-reset-requests": "30m0s",
+			"x-ratelimit-limit-tokens": "400", "x-ratelimit-remaining-tokens": "295", "x-ratelimit-reset-tokens": "15.75s"},
+		"trial: second request": {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1h0m0s", "x-ratelimit-remaining-tokens": "190"},
+		"trial: third request refused": {"x-ratelimit-remaining-requests": "0", "retry-after": "1800", "x-should-retry": "false",
+			"x-ratelimit-remaining-tokens": "190"},
+		"trial: tokens reserved":      {"x-ratelimit-remaining-requests": "1", "x-ratelimit-remaining-tokens": "145", "x-ratelimit-reset-tokens": "38.25s"},
+		"trial: token budget refused": {"x-ratelimit-remaining-tokens": "145", "retry-after": "17", "x-should-retry": ""},
+	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			env := e.doRaw(tc.method, tc.path, tc.headers, tc.body)
 			kr := k.do(tc.method, tc.path, tc.headers, tc.body)
+			for name, want := range limitHeaders[tc.name] {
+				// Times shrink while the test runs: compare those roughly.
+				ev, kv := env.header.Get(name), kr.header.Get(name)
+				if !roughly(ev, want) || !roughly(kv, want) {
+					t.Errorf("%s: envoy %q, kong %q, want %q", name, ev, kv, want)
+				}
+			}
+			if limitHeaders[tc.name] == nil && (env.header.Get("x-ratelimit-limit-requests") != "" || kr.header.Get("x-ratelimit-limit-requests") != "") {
+				t.Errorf("rate limit headers on a request no limit applies to")
+			}
 			envoyEv, kongEv := e.gatewayAuditEvent(t, "envoy", env.log.RequestID), e.gatewayAuditEvent(t, "kong", kr.id)
 			if len(envoyEv) != 1 || len(kongEv) != 1 {
 				t.Fatalf("audit events: envoy %d, kong %d; want one each", len(envoyEv), len(kongEv))
@@ -115,6 +150,9 @@ func TestGatewaysDecideAlike(t *testing.T) {
 			if env.status >= 400 || kr.status >= 400 {
 				if !bytes.Equal(env.body, kr.body) {
 					t.Errorf("client bodies differ:\nenvoy %s\nkong  %s", env.body, kr.body)
+				}
+				if tc.status == 429 && !json.Valid(env.body) || (tc.status == 429 && !bytes.Contains(env.body, []byte(`"code":"`))) {
+					t.Errorf("429 body %s", env.body)
 				}
 				for _, h := range []string{"content-type", "www-authenticate"} {
 					if env.header.Get(h) != kr.header.Get(h) {
@@ -158,4 +196,23 @@ func TestGatewaysDecideAlike(t *testing.T) {
 			}
 		})
 	}
+}
+
+// roughly compares header values; durations and retry-after in seconds
+// match within 5% (time passes while a table runs), anything else exactly.
+func roughly(got, want string) bool {
+	if got == want {
+		return true
+	}
+	g, err1 := time.ParseDuration(got)
+	w, err2 := time.ParseDuration(want)
+	if err1 != nil || err2 != nil {
+		gs, err1 := strconv.Atoi(got)
+		ws, err2 := strconv.Atoi(want)
+		if err1 != nil || err2 != nil {
+			return false
+		}
+		g, w = time.Duration(gs)*time.Second, time.Duration(ws)*time.Second
+	}
+	return g <= w && g >= w-w/20
 }

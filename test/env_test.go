@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
@@ -66,7 +67,17 @@ type envOptions struct {
 	// noBody turns with_request_body off; strictSize turns
 	// allow_partial_message off, so Envoy itself answers 413.
 	noBody, strictSize bool
+	// rateLimits replaces the rate_limits section (the trial tier's rules).
+	rateLimits string
 }
+
+// trialLimits is the rate_limits section of every env unless replaced:
+// limits for the trial tier only (trial-key and trial2-key).
+const trialLimits = `rate_limits:
+  rules:
+    - {name: trial-requests, requests: 2, per: 1h, key: [key_id], match: {classes: [trial]}}
+    - {name: trial-tokens, tokens: 400, per: 1m, key: [key_id], match: {classes: [trial]}}
+`
 
 func newEnv(t testing.TB, o envOptions) *env {
 	t.Helper()
@@ -83,6 +94,9 @@ func newEnv(t testing.TB, o envOptions) *env {
 		"alice-key":  {subject: "alice", roles: []string{"chat-user"}},
 		"reader-key": {subject: "rita", roles: []string{"reader"}},
 		"admin-key":  {subject: "ada", roles: []string{"admin"}},
+		// The trial tier's limits (rate_limits below) apply to these two.
+		"trial-key":  {subject: "tara", roles: []string{"trial"}},
+		"trial2-key": {subject: "theo", roles: []string{"trial"}},
 	})
 	cfg := fmt.Sprintf(`server:
   grpc_address: 127.0.0.1:0
@@ -108,9 +122,10 @@ models:
   - {name: gpt-4o, operation: chat}
   - {name: text-embedding-3-small, operation: embeddings}
   - {name: resnet, operation: infer}
+%s
 audit:
   output: %s
-`, testIssuer, testAudience, e.jwks.URL+"/jwks.json", filepath.Join(e.dir, "audit.log"))
+`, testIssuer, testAudience, e.jwks.URL+"/jwks.json", cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"))
 	if err := os.WriteFile(filepath.Join(e.dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/modelguard/modelguard/kongplugin"
+	"github.com/modelguard/modelguard/kongplugin/kongpath"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/test/kongharness"
 )
@@ -290,7 +291,8 @@ func TestKongAuditFinalStatus(t *testing.T) {
 // TestKongPDKCalls checks the round trips per request (each one is a
 // synchronous exchange with Kong's Lua side), call by call. Access reads
 // the headers, then only what the decision needs: nothing more for a
-// request without a valid credential, the method and path, then the body
+// request without a valid credential, the method and path (the request
+// line, one call), then the body
 // of a model request; the query, scheme and client address only for
 // policies that read them. An allow is one set_headers (identity and
 // consumer headers set, the credential and forged headers cleared), then
@@ -302,7 +304,7 @@ func TestKongPDKCalls(t *testing.T) {
 	k := newKongEnv(t, e, kongBinary(t))
 	tok := token(t, jwt.SigningMethodRS256, e.signer, "k1", nil)
 	base := k.front.Plugin()
-	read := []string{"kong.request.get_headers", "kong.request.get_method", "kong.request.get_path", "kong.request.get_raw_body"}
+	read := []string{"kong.request.get_headers", "kong.nginx.get_var", "kong.request.get_raw_body"}
 	allow := append(slices.Clone(read), "kong.service.request.set_headers", "kong.client.authenticate", "kong.ctx.shared.set")
 	for i, tc := range []struct {
 		name    string
@@ -320,7 +322,7 @@ func TestKongPDKCalls(t *testing.T) {
 		{"allowed, no consumer and no groups", map[string]any{"consumer": false, "groups": false}, "POST", map[string]string{"x-api-key": e.keys["alice-key"]}, 200,
 			append(slices.Clone(read), "kong.service.request.set_headers")},
 		{"allowed listing (no body)", map[string]any{"consumer": false, "groups": false}, "GET", map[string]string{"x-api-key": e.keys["alice-key"]}, 200,
-			append(slices.Clone(read[:3]), "kong.service.request.set_headers")},
+			append(slices.Clone(read[:2]), "kong.service.request.set_headers")},
 		{"denied by authentication", nil, "POST", nil, 401, []string{"kong.request.get_headers", "kong.response.exit"}},
 		{"denied by the policy", nil, "POST", map[string]string{"x-api-key": e.keys["reader-key"]}, 403, append(slices.Clone(read), "kong.response.exit")},
 	} {
@@ -341,6 +343,41 @@ func TestKongPDKCalls(t *testing.T) {
 		if rec := e.kongRecord(t, r.id); rec["status"] != float64(tc.status) || rec["path"] != path || rec["method"] != tc.method {
 			t.Errorf("%s: audit record %v", tc.name, rec)
 		}
+	}
+}
+
+// TestKongRequestLine: the method and path come from the request line
+// ($request) in one call, normalised as Kong's get_path; a target not in
+// origin form falls back to get_method and get_path.
+func TestKongRequestLine(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	k := newKongEnv(t, e, kongBinary(t))
+	for _, tc := range []struct {
+		name, rawPath string
+		status        int
+		calls         []string
+	}{
+		{"origin form, normalised", "/x/..//v1/chat/%63ompletions", 200, []string{"kong.request.get_headers", "kong.nginx.get_var", "kong.request.get_raw_body"}},
+		{"encoded slash", "/v1/chat%2fcompletions", 400, []string{"kong.request.get_headers", "kong.nginx.get_var"}},
+		{"absolute form", "http://models.local/v1/chat/completions", 200, []string{"kong.request.get_headers", "kong.nginx.get_var", "kong.request.get_method", "kong.request.get_path", "kong.request.get_raw_body"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := kongpath.Normalize(tc.rawPath)
+			if !strings.HasPrefix(tc.rawPath, "/") {
+				path = "/v1/chat/completions" // what Kong's get_path gives for it
+			}
+			x := kongharness.NewExchange(kongharness.Request{Method: "POST", Scheme: "https", Host: "models.local", RawPath: tc.rawPath, Path: path,
+				Header: http.Header{"Content-Type": {"application/json"}, "X-Api-Key": {e.keys["alice-key"]}}, Body: []byte(chatBody("gpt-4o-mini")), ClientIP: "10.0.0.7"})
+			out := k.kong.HandleEvent(k.front.Plugin(), "access", x)
+			status := http.StatusOK
+			if x.Exit != nil {
+				status = x.Exit.Status
+			}
+			calls := x.Calls["access"]
+			if out.Err != nil || status != tc.status || !slices.Equal(calls[:min(len(calls), len(tc.calls))], tc.calls) {
+				t.Errorf("status %d (want %d), error %v, calls %v, want them to start with %v", status, tc.status, out.Err, calls, tc.calls)
+			}
+		})
 	}
 }
 

@@ -26,6 +26,7 @@ type demoSetup struct {
 	cfg       *config.Config
 	token     string // RS256 JWT for alice, role chat-user
 	readerKey string // API key for bob, role reader
+	trialKey  string // API key for tess, role trial (3 requests an hour)
 }
 
 const demoIssuer, demoAudience = "https://demo.modelguard.local", "modelguard-demo"
@@ -89,7 +90,11 @@ func (d *demoSetup) write() error {
 	if d.readerKey, err = apikey.Mint("mg_demo_"); err != nil {
 		return err
 	}
-	keyFile := "keys:\n" + apikey.Entry("bob-reader", "bob", []string{"reader"}, d.readerKey)
+	if d.trialKey, err = apikey.Mint("mg_demo_"); err != nil {
+		return err
+	}
+	keyFile := "keys:\n" + apikey.Entry("bob-reader", "bob", []string{"reader"}, d.readerKey) +
+		apikey.Entry("tess-trial", "tess", []string{"trial"}, d.trialKey)
 	if err := os.WriteFile(filepath.Join(d.dir, "keys.yaml"), []byte(keyFile), 0o600); err != nil {
 		return err
 	}
@@ -114,5 +119,8 @@ Audit events go to stdout, logs to stderr. Try, in another terminal:
   # DENY 401: no credential
   %[3]s check -server %[1]s -d %[6]s POST /v1/chat/completions
 
-`, addr, d.dir, self, d.token, d.readerKey, chat, admin)
+  # DENY 429 the 4th time: tess's key is in the trial tier, 3 requests an hour
+  for i in 1 2 3 4; do %[3]s check -server %[1]s -H 'x-api-key: %[8]s' -d %[6]s POST /v1/chat/completions; done
+
+`, addr, d.dir, self, d.token, d.readerKey, chat, admin, d.trialKey)
 }

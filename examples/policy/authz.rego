@@ -129,9 +129,22 @@ messages := {
 	"max_tokens_exceeded": "access denied: max_tokens is above what the caller's roles allow",
 }
 
+# rate_limit_class is the caller's tier of rate limits: the first tier in
+# data.modelguard.rbac.tiers (best first) that one of the caller's roles
+# names in its rate_limit_class. Configuration rules with match.classes
+# apply to the tier; moving a role to another tier is a data edit.
+default rate_limit_class := "default"
+
+rate_limit_class := tiers[0] if {
+	role_tiers := {role.rate_limit_class | some role in granted}
+	tiers := [tier | some tier in data.modelguard.rbac.tiers; tier in role_tiers]
+	count(tiers) > 0
+}
+
 # decision is the object form of the result: modelguard denies with its
-# status and message, and logs its reason.
-decision := {"allow": true, "reason": reason} if {
+# status and message, and logs its reason; an allowed request is counted
+# against the rate limits of its tier.
+decision := {"allow": true, "reason": reason, "rate_limit_class": rate_limit_class} if {
 	allow
 } else := {
 	"allow": false,

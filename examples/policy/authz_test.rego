@@ -51,7 +51,31 @@ anonymous := {
 
 allowed(doc) if {
 	authz.allow with input as doc
-	authz.decision == {"allow": true, "reason": "allowed"} with input as doc
+	d := authz.decision with input as doc
+	d.allow == true
+	d.reason == "allowed"
+}
+
+# The tier of a caller's limits: the best tier one of its roles names.
+test_rate_limit_class_of_a_role if {
+	d := authz.decision with input as chat(["chat-user"], "gpt-4o-mini")
+	d.rate_limit_class == "standard"
+}
+
+test_rate_limit_class_best_of_several_roles if {
+	d := authz.decision with input as chat(["trial", "chat-user"], "gpt-4o-mini")
+	d.rate_limit_class == "standard"
+}
+
+test_rate_limit_class_default if {
+	d := authz.decision with input as model_request(["ml-engineer"], "POST", "/v2/models/resnet50/infer", "resnet50", "infer")
+	d.rate_limit_class == "default"
+}
+
+test_rate_limit_class_moves_with_data if {
+	d := authz.decision with input as chat(["chat-user"], "gpt-4o-mini")
+		with data.modelguard.rbac.roles["chat-user"].rate_limit_class as "trial"
+	d.rate_limit_class == "trial"
 }
 
 denied(doc, reason) if {

@@ -57,6 +57,7 @@ func fullEvent() Event {
 		KeyID: "k1", Issuer: "https://idp", Model: "gpt-4o-mini", Operation: "chat", Method: "POST",
 		Path: "/v1/chat/completions", SourceAddress: "10.0.0.7:51000", Result: "allow", Status: 200,
 		Reason: "allowed", PolicyRevision: "rev1", LatencyMicros: 42, BodySHA256: strings.Repeat("ab", 32),
+		RateLimit: "per-user", RateLimitKey: "subject+model",
 		Outcome: "ok", Detail: "line1\nline2", File: "/etc/x",
 	}
 }
@@ -90,7 +91,8 @@ func TestRecordEncoding(t *testing.T) {
 		`"decision_id":"d1","request_id":"r1","gateway":"envoy","subject":"alice \"the\" admin","auth_method":"jwt","key_id":"k1",` +
 		`"issuer":"https://idp","model":"gpt-4o-mini","operation":"chat","method":"POST","path":"/v1/chat/completions",` +
 		`"source_address":"10.0.0.7:51000","result":"allow","status":200,"reason":"allowed","policy_revision":"rev1","latency_us":42,` +
-		`"body_sha256":"` + strings.Repeat("ab", 32) + `","outcome":"ok","detail":"line1\nline2","file":"/etc/x"`
+		`"body_sha256":"` + strings.Repeat("ab", 32) + `","rate_limit":"per-user","rate_limit_key":"subject+model",` +
+		`"outcome":"ok","detail":"line1\nline2","file":"/etc/x"`
 	want := sha256.Sum256([]byte(wantBody + "}"))
 	if sum != want {
 		t.Errorf("hash is not SHA-256 of the line without its hash member")

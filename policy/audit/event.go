@@ -83,6 +83,10 @@ type Event struct {
 	// BodySHA256 is the hex SHA-256 of the request body as the gateway
 	// forwarded it (before decompression), with audit.body_sha256.
 	BodySHA256 string `json:"body_sha256,omitempty"`
+	// RateLimit names the limit that refused a request, RateLimitKey what
+	// it counts per ("subject+model"): never the key's values.
+	RateLimit    string `json:"rate_limit,omitempty"`
+	RateLimitKey string `json:"rate_limit_key,omitempty"`
 
 	// Operator events: the outcome (ok, refused, failed), a short detail
 	// (an error message, a version) and the file concerned.

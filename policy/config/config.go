@@ -10,7 +10,8 @@
 //
 // Each subsystem owns its section: the settings type (with its YAML tags),
 // the value of absent keys and the rules (jwtauth.IssuerSettings,
-// apikey.Settings, rego.Settings, models.Settings, audit.Config), returning
+// apikey.Settings, rego.Settings, models.Settings, audit.Config,
+// ratelimit.Settings), returning
 // field.Errors relative to the section. This package keeps the YAML shape,
 // positions, the server, credential, identity header and log settings, and
 // the rules across sections, and reports every error as
@@ -24,6 +25,7 @@ import (
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
+	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
 )
 
@@ -52,6 +54,9 @@ type Config struct {
 	// Audit configures the audit trail (policy/audit owns its settings,
 	// defaults and rules).
 	Audit audit.Config `yaml:"audit"`
+	// RateLimits are request limits and token budgets (policy/ratelimit
+	// owns their settings, defaults and rules).
+	RateLimits ratelimit.Settings `yaml:"rate_limits"`
 	// Log configures operator logs.
 	Log Log `yaml:"log"`
 

@@ -15,6 +15,7 @@ import (
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
+	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
 )
 
@@ -143,9 +144,10 @@ func TestParseFullConfig(t *testing.T) {
 		IdentityHeaders:    IdentityHeaders{Subject: "x-user", Roles: "", AuthMethod: "x-method", KeyID: "x-key", DecisionID: "x-decision"},
 		Audit: audit.Config{Output: "audit/decisions.jsonl", MaxFileBytes: 100 << 20, Durability: audit.DurabilityWrite, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
-		Log:  Log{Level: "warn", Format: "text"},
-		Dir:  dir,
-		File: "config.yaml",
+		RateLimits: ratelimit.DefaultSettings(),
+		Log:        Log{Level: "warn", Format: "text"},
+		Dir:        dir,
+		File:       "config.yaml",
 	}
 	got.src = nil
 	if !reflect.DeepEqual(got, want) {
@@ -199,7 +201,8 @@ func TestDefaults(t *testing.T) {
 		},
 		Audit: audit.Config{Output: "stdout", MaxFileBytes: 100 << 20, Durability: audit.DurabilityWrite, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
-		Log: Log{Level: "info", Format: "json"},
+		RateLimits: ratelimit.DefaultSettings(),
+		Log:        Log{Level: "info", Format: "json"},
 	}
 	got := *c
 	got.src, got.Dir, got.File = nil, "", ""
@@ -261,7 +264,7 @@ func TestStructureErrors(t *testing.T) {
 		{"syntax error in a second document", doc(okAuth, okPolicy, "---", "a: [", ""),
 			[]string{"config.yaml:5: did not find expected node content"}},
 		{"unknown top-level key", doc(okAuth, okPolicy, "serve:", "  grpc_address: x"),
-			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, log"}},
+			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, rate_limits, log"}},
 		{"Go field name is not a key", doc(okAuth, okPolicy, "Dir: /etc"),
 			[]string{"config.yaml:3: Dir: unknown key; valid keys here: server,"}},
 		{"unknown key at depth", doc(okPolicy, "authentication:", "  jwt:", "    issuers:",

@@ -49,6 +49,7 @@ func (c *Config) validate() []error {
 	v.models(c)
 	v.identityHeaders(&c.IdentityHeaders, c.Authentication.APIKeys.Header)
 	v.errs = append(v.errs, field.Within("audit", c.Audit.Validate(c.Dir))...)
+	v.errs = append(v.errs, field.Within("rate_limits", c.RateLimits.Validate())...)
 	v.errs.OneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.errs.OneOf("log.format", c.Log.Format, "json", "text")
 	return v.errs

@@ -3,7 +3,11 @@
 // do not collide.
 package metrics
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/modelguard/modelguard/policy/ratelimit"
+)
 
 // Metrics are the collectors the core and the servers update.
 type Metrics struct {
@@ -24,6 +28,9 @@ type Metrics struct {
 	AuditSinkErrors    *prometheus.CounterVec // sink, op
 	AuditDenied        prometheus.Counter     // requests denied 503 because the trail could not take records
 	AuditLost          *prometheus.CounterVec // reason
+
+	// Rate limits (policy/ratelimit owns its collectors).
+	RateLimit *ratelimit.Metrics
 }
 
 // New creates the collectors and registers them on reg (nil: not registered).
@@ -92,6 +99,7 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Audit records that could not be recorded, by reason (queue_full, closed, write_failed, shutdown).",
 		}, []string{"reason"}),
 	}
+	m.RateLimit = ratelimit.NewMetrics(reg)
 	if reg != nil {
 		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.JWKSRefreshes,
 			m.AuditRecords, m.AuditQueueDepth, m.AuditSyncDuration, m.AuditSyncedSeq, m.AuditSpoolBytes,

@@ -42,7 +42,8 @@
 //	 "reason": string,                   operator-facing code, logged
 //	 "message": string,                  safe to show the client
 //	 "headers": {name: value},           set on the upstream request when allowed
-//	 "response_headers": {name: value}}  set on the response to the client
+//	 "response_headers": {name: value},  set on the response to the client
+//	 "rate_limit_class": string}         selects rate limit rules by class
 //
 // An undefined result denies with reason [ReasonUndefined]. Any other shape
 // (allow missing or not a boolean, unknown keys, a status out of range,

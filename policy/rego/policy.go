@@ -33,6 +33,9 @@ type Result struct {
 	// ResponseHeaders are set on the response to the client; names are
 	// lower-case.
 	ResponseHeaders map[string]string
+	// RateLimitClass picks the rate limit rules that name this class
+	// (match.classes); "" when not set.
+	RateLimitClass string
 	// Revision is the revision of the policy that decided.
 	Revision string
 }
@@ -171,6 +174,7 @@ const (
 	keyMessage         ast.String = "message"
 	keyHeaders         ast.String = "headers"
 	keyResponseHeaders ast.String = "response_headers"
+	keyRateLimitClass  ast.String = "rate_limit_class"
 )
 
 // decode interprets a query result: a boolean or an object (see the package
@@ -214,6 +218,8 @@ func decodeObject(obj ast.Object) (Result, error) {
 			r.Headers, err = decodeHeaders(key, v.Value)
 		case keyResponseHeaders:
 			r.ResponseHeaders, err = decodeHeaders(key, v.Value)
+		case keyRateLimitClass:
+			r.RateLimitClass, err = decodeString(key, v.Value)
 		default:
 			// Strict, so that a misspelt key fails loudly instead of
 			// silently dropping a header or status.

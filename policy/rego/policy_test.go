@@ -108,9 +108,9 @@ func TestExampleDecisions(t *testing.T) {
 		model  map[string]any
 		want   Result
 	}{
-		{"chat user", []string{"chat-user"}, "POST", chat, Result{Allow: true, Reason: "allowed"}},
-		{"admin, model unknown", []string{"admin"}, "POST", nil, Result{Allow: true, Reason: "allowed"}},
-		{"reader listing", []string{"reader"}, "GET", map[string]any{"name": "", "operation": "list"}, Result{Allow: true, Reason: "allowed"}},
+		{"chat user", []string{"chat-user"}, "POST", chat, Result{Allow: true, Reason: "allowed", RateLimitClass: "standard"}},
+		{"admin, model unknown", []string{"admin"}, "POST", nil, Result{Allow: true, Reason: "allowed", RateLimitClass: "internal"}},
+		{"reader listing", []string{"reader"}, "GET", map[string]any{"name": "", "operation": "list"}, Result{Allow: true, Reason: "allowed", RateLimitClass: "default"}},
 		{"reader chat", []string{"reader"}, "POST", chat, Result{Status: 403, Reason: "read_only",
 			Message: "access denied: the caller has read-only access"}},
 		{"other model", []string{"chat-user"}, "POST", map[string]any{"name": "gpt-4o", "operation": "chat"}, Result{Status: 403,
@@ -151,6 +151,8 @@ func TestEval(t *testing.T) {
 		{name: "object allow with headers", input: `{"result": {"allow": true, "reason": "ok",
 			"headers": {"x-tenant": "acme", "x-empty": ""}, "response_headers": {}}}`,
 			want: Result{Allow: true, Reason: "ok", Headers: map[string]string{"x-tenant": "acme", "x-empty": ""}}},
+		{name: "rate limit class", input: `{"result": {"allow": true, "rate_limit_class": "gold"}}`, want: Result{Allow: true, RateLimitClass: "gold"}},
+		{name: "rate limit class not a string", input: `{"result": {"allow": true, "rate_limit_class": 1}}`, wantErr: "rate_limit_class"},
 		{name: "status ignored when allowed", input: `{"result": {"allow": true, "status": 403}}`, want: Result{Allow: true}},
 		{name: "status bounds", input: `{"result": {"allow": false, "status": 599}}`, want: Result{Status: 599}},
 		{name: "undefined", input: `{}`, want: Result{Reason: ReasonUndefined}},

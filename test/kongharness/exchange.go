@@ -20,7 +20,7 @@ import (
 type Request struct {
 	Method, Scheme, Host, RawQuery string
 	// RawPath is the path as sent (kong.request.get_raw_path); Path is
-	// NormalizePath of it (kong.request.get_path), the one Kong routes on
+	// kongpath.Normalize of it (kong.request.get_path), the one Kong routes on
 	// and forwards.
 	RawPath, Path string
 	// Header is what the client sent; names are matched case-insensitively.
@@ -151,6 +151,24 @@ func (x *Exchange) Answer(phase, method string, args []byte) ([]byte, error) {
 			pq += "?" + x.Req.RawQuery
 		}
 		out = &kpp.String{V: pq}
+	case "kong.nginx.get_var":
+		name, err := str(args)
+		if err != nil {
+			return nil, err
+		}
+		if phase == "log" {
+			return nil, fmt.Errorf("API disabled in the context of ngx.timer") // ngx.var in a timer
+		}
+		if name == "request" { // $request: the request line as received
+			target := x.Req.RawPath
+			if target == "" {
+				target = x.Req.Path
+			}
+			if x.Req.RawQuery != "" {
+				target += "?" + x.Req.RawQuery
+			}
+			out = &kpp.String{V: x.Req.Method + " " + target + " HTTP/1.1"}
+		} // other variables: nil here
 	case "kong.request.get_scheme":
 		out = &kpp.String{V: x.Req.Scheme}
 	case "kong.request.get_host":
