@@ -23,6 +23,7 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/config"
@@ -37,19 +38,82 @@ type Decider interface {
 	MaxBodyBytes() int
 }
 
+// BodyBudget bounds the request bytes held by checks in flight
+// (admission.max_inflight_body_bytes); *policy.Engine implements it.
+type BodyBudget interface {
+	// ReserveBody takes n bytes, waiting briefly; false means overloaded.
+	ReserveBody(ctx context.Context, n int64) bool
+	ReleaseBody(n int64)
+}
+
 // Authorization implements envoy.service.auth.v3.Authorization.
 type Authorization struct {
 	authv3.UnimplementedAuthorizationServer
 	decider Decider
 	log     *slog.Logger
+	// budget is the decider's BodyBudget, nil when it has none; maxMessage
+	// is what a message still being read counts against it.
+	budget     BodyBudget
+	maxMessage int64
 }
 
-// NewAuthorization returns the Check handler over d.
+// NewAuthorization returns the Check handler over d. When d is also a
+// BodyBudget, checks served by Listen's server take room in it.
 func NewAuthorization(d Decider, log *slog.Logger) *Authorization {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Authorization{decider: d, log: log}
+	a := &Authorization{decider: d, log: log}
+	a.budget, _ = d.(BodyBudget)
+	return a
+}
+
+// authorizationService is envoy.service.auth.v3.Authorization with Check
+// served by a stream handler. grpc-go reads and decodes a unary request
+// before the handler or any interceptor runs, so 200 concurrent 8 MiB
+// checks would all be in memory before modelguard could refuse one; a
+// stream handler runs first and takes room in the body budget before it
+// reads the message. On the wire a unary call and this are the same.
+var authorizationService = grpc.ServiceDesc{
+	ServiceName: authv3.Authorization_ServiceDesc.ServiceName,
+	HandlerType: (*authv3.AuthorizationServer)(nil),
+	Streams: []grpc.StreamDesc{{
+		StreamName: "Check",
+		Handler: func(srv any, stream grpc.ServerStream) error {
+			return srv.(*Authorization).serveCheck(stream)
+		},
+	}},
+	Metadata: authv3.Authorization_ServiceDesc.Metadata,
+}
+
+// serveCheck holds a whole max message of the body budget while reading
+// (the size is not known before), then only the decoded message's size
+// until the answer is sent. Without room it answers 503 overloaded at once
+// without reading the message: a CheckResponse rather than a gRPC error,
+// which Envoy would turn into status_on_error.
+func (a *Authorization) serveCheck(stream grpc.ServerStream) error {
+	ctx := stream.Context()
+	var held int64
+	if a.budget != nil {
+		held = a.maxMessage
+		if !a.budget.ReserveBody(ctx, held) {
+			d := a.decider.Deny(policy.NewDecisionID(), 0, "", "")
+			d.SetOverloaded()
+			a.log.Warn("overloaded: check shed before reading its message", "decision_id", d.ID, "limit", "body_bytes")
+			return stream.SendMsg(toResponse(d))
+		}
+		defer func() { a.budget.ReleaseBody(held) }()
+	}
+	cr := new(authv3.CheckRequest)
+	if err := stream.RecvMsg(cr); err != nil {
+		return err
+	}
+	if size := int64(proto.Size(cr)); held > size {
+		a.budget.ReleaseBody(held - size)
+		held = size
+	}
+	resp, _ := a.Check(ctx, cr) // never an error
+	return stream.SendMsg(resp)
 }
 
 // Check answers every request with a CheckResponse, never a gRPC error: an
@@ -106,7 +170,9 @@ func Listen(cfg *config.Config, d Decider, gatherer prometheus.Gatherer, log *sl
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	s := &Service{grpc: grpc.NewServer(opts...), health: health.NewServer(), grace: sc.ShutdownGrace, log: log}
-	authv3.RegisterAuthorizationServer(s.grpc, NewAuthorization(d, log))
+	a := NewAuthorization(d, log)
+	a.maxMessage = int64(sc.MaxMessageBytes)
+	s.grpc.RegisterService(&authorizationService, a)
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	reflection.Register(s.grpc)
 	s.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

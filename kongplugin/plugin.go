@@ -245,8 +245,24 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 		return
 	}
 
-	req, lines, err := readHeaders(kong)
+	// The body may come into this process: it holds room in the core's
+	// body budget (as much as the largest body read) until the core has
+	// decided.
+	maxBody := st.engine.MaxBodyBytes()
+	admitted := st.engine.ReserveBody(context.Background(), int64(maxBody))
+	var (
+		lines int
+		err   error
+	)
+	if admitted {
+		defer st.engine.ReleaseBody(int64(maxBody))
+		req, lines, err = readHeaders(kong)
+	}
 	switch {
+	case !admitted:
+		d = st.engine.Deny(policy.NewDecisionID(), 0, "", "")
+		d.SetOverloaded()
+		p.log.Warn("overloaded: request shed before reading its body", "decision_id", d.ID, "limit", "body_bytes")
 	case req == nil:
 		d = st.engine.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "kong_pdk_error", "service unavailable")
 		p.log.Error("reading the request from Kong failed: denied", "decision_id", d.ID, "error", err)
@@ -257,7 +273,7 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 		p.log.Error("request refused before the core", "decision_id", d.ID, "reason", fail.Reason, "error", fail.Err)
 		tell(kong.Log.Err, fmt.Sprintf("request refused before the core (%d)", fail.Status), "decision_id", d.ID, "reason", fail.Reason, "error", fail.Err.Error())
 	default:
-		f := &fetcher{kong: kong, maxBody: st.engine.MaxBodyBytes(), direct: c.ClientIP == clientIPDirect, noRequestLine: p.noRequestLine}
+		f := &fetcher{kong: kong, maxBody: maxBody, direct: c.ClientIP == clientIPDirect, noRequestLine: p.noRequestLine}
 		req.Fetch = f.fetch
 		if p.beforeEvaluate != nil {
 			p.beforeEvaluate()

@@ -55,7 +55,7 @@ audit:
   output: "off"
 `
 
-func newFixture(t *testing.T, anonymous bool) *fixture {
+func newFixture(t testing.TB, anonymous bool) *fixture {
 	t.Helper()
 	f := &fixture{dir: t.TempDir(), keys: map[string]string{}, audit: &testkit.EventLog[audit.Event]{}}
 	sub, err := fs.Sub(examples.Demo, ".")
@@ -85,7 +85,7 @@ func newFixture(t *testing.T, anonymous bool) *fixture {
 	return f
 }
 
-func (f *fixture) write(t *testing.T, name, content string) {
+func (f *fixture) write(t testing.TB, name, content string) {
 	t.Helper()
 	testkit.WriteFile(t, f.dir, name, content)
 }

@@ -68,6 +68,16 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 			return
 		}
 	}
+	// Under CPU saturation a check waits briefly for a slot, then is shed
+	// as overloaded: the policy's timeout then measures evaluation, not a
+	// queue of checks all slowing each other down.
+	if e.checks != nil {
+		if err := e.checks.Acquire(ctx, 1); err != nil {
+			e.shed(d, "concurrent_checks")
+			return
+		}
+		defer e.checks.Release(1)
+	}
 	id, cred, reason, err := e.authenticate(ctx, req)
 	if err != nil {
 		e.log.Info("authentication failed", "decision_id", d.ID, "request_id", req.ID, "reason", reason, "error", err)

@@ -45,6 +45,19 @@ type Decision struct {
 	Latency time.Duration
 }
 
+// ReasonOverloaded is the reason of a request shed under load (see
+// policy/admission): 503 with retry-after, which clients may retry.
+const ReasonOverloaded = "overloaded"
+
+// SetOverloaded makes d the denial of a request shed under load.
+func (d *Decision) SetOverloaded() {
+	d.Allow = false
+	d.Status = http.StatusServiceUnavailable
+	d.Reason = ReasonOverloaded
+	d.Message = "server overloaded, retry later"
+	d.ResponseHeaders = append(d.ResponseHeaders, Header{"retry-after", "1"})
+}
+
 // Identity is an authenticated caller.
 type Identity struct {
 	Subject string

@@ -8,6 +8,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/jwtauth"
@@ -80,6 +81,10 @@ type Engine struct {
 	modelMaxTokens map[string]int64   // models[].limits.max_tokens, the completion reserved by default
 	limitResults   sync.Pool          // *ratelimit.Result with their buffers: checking limits does not allocate
 	now            func() time.Time
+
+	// Admission limits (config.Admission): checks deciding at once, and
+	// request bytes held by the adapters (ReserveBody).
+	checks, bodies *admission.Limit
 }
 
 // PolicyRevision is the revision of the policy in force ("" if unknown),

@@ -33,6 +33,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	e.admit, _ = opts.Audit.(Admitter)
 	e.setDefaults()
 	e.maxBody = maxBodyBytes(cfg)
+	e.checks, e.bodies = cfg.Admission.Limits()
 
 	if len(cfg.Authentication.JWT.Issuers) > 0 {
 		v, err := jwtauth.New(ctx, cfg.Authentication.JWT, cfg.Dir, jwtauth.Options{

@@ -2,6 +2,8 @@ package body
 
 import (
 	"bytes"
+	"compress/gzip"
+	"compress/zlib"
 	"encoding/json"
 	"errors"
 	"io"
@@ -227,4 +229,69 @@ func TestBreaksRule(t *testing.T) {
 			t.Errorf("breaksRule(%.40q) = %q, want %q", tc.in, got, tc.want)
 		}
 	}
+}
+
+// FuzzDecode feeds arbitrary bodies and Content-Encoding values to Decode
+// with a small cap: the output never passes the cap, a success decodes what
+// the standard library decodes (the whole stream, nothing after it), and
+// every refusal is an *Error with one of the documented statuses.
+func FuzzDecode(f *testing.F) {
+	small := []byte(`{"model":"m","messages":[]}`)
+	bomb := bytes.Repeat([]byte{'a'}, 64<<10)
+	for _, s := range []struct {
+		raw      []byte
+		encoding string
+	}{
+		{small, ""}, {small, "identity"}, {gz(f, small), "gzip"}, {gz(f, small), "x-gzip"},
+		{zl(f, small), "deflate"}, {rawDeflate(f, small), "deflate"}, {gz(f, bomb), "GZIP"},
+		{append(gz(f, small), gz(f, small)...), "gzip"}, {append(zl(f, small), 'x'), "deflate"},
+		{gz(f, small), "gzip, gzip"}, {small, "br"}, {small, " , identity,"}, {nil, "gzip"},
+	} {
+		f.Add(s.raw, s.encoding)
+	}
+	const limit = 4 << 10
+	f.Fuzz(func(t *testing.T, raw []byte, encoding string) {
+		out, err := Decode(raw, false, encoding, Limits{MaxBytes: limit})
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error %v is %T, want *Error", err, err)
+			}
+			switch e.Status {
+			case 400, 413, 415:
+			default:
+				t.Fatalf("status %d for %v", e.Status, err)
+			}
+			return
+		}
+		if len(out) > limit {
+			t.Fatalf("%d bytes out, over the cap of %d", len(out), limit)
+		}
+		coding, _ := singleCoding(encoding)
+		var want []byte
+		switch coding {
+		case "":
+			want = raw
+		case "gzip", "x-gzip":
+			zr, err := gzip.NewReader(bytes.NewReader(raw))
+			if err != nil {
+				t.Fatalf("Decode accepted a stream gzip refuses: %v", err)
+			}
+			if want, err = io.ReadAll(zr); err != nil {
+				t.Fatalf("Decode accepted a stream gzip refuses: %v", err)
+			}
+		case "deflate":
+			src := bytes.NewReader(raw)
+			zr, err := zlib.NewReader(src)
+			if err != nil {
+				t.Fatalf("Decode accepted a stream zlib refuses: %v", err)
+			}
+			if want, err = io.ReadAll(zr); err != nil || src.Len() != 0 {
+				t.Fatalf("Decode accepted a stream zlib refuses (or trailing data): %v", err)
+			}
+		}
+		if !bytes.Equal(out, want) {
+			t.Fatalf("Decode gives %q, the standard library %q", out, want)
+		}
+	})
 }

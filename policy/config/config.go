@@ -11,7 +11,7 @@
 // Each subsystem owns its section: the settings type (with its YAML tags),
 // the value of absent keys and the rules (jwtauth.IssuerSettings,
 // apikey.Settings, rego.Settings, models.Settings, audit.Config,
-// ratelimit.Settings), returning
+// ratelimit.Settings, admission.Settings), returning
 // field.Errors relative to the section. This package keeps the YAML shape,
 // positions, the server, credential, identity header and log settings, and
 // the rules across sections, and reports every error as
@@ -21,6 +21,7 @@ package config
 import (
 	"time"
 
+	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
@@ -57,6 +58,9 @@ type Config struct {
 	// RateLimits are request limits and token budgets (policy/ratelimit
 	// owns their settings, defaults and rules).
 	RateLimits ratelimit.Settings `yaml:"rate_limits"`
+	// Admission sheds load (503 "overloaded") before it exhausts memory or
+	// CPU (policy/admission owns its settings, defaults and rules).
+	Admission admission.Settings `yaml:"admission"`
 	// Log configures operator logs.
 	Log Log `yaml:"log"`
 

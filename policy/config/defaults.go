@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
@@ -66,6 +67,7 @@ func (c *Config) applyDefaults() {
 	}
 
 	fillDefaults(c, "audit", &c.Audit, audit.DefaultConfig())
+	fillDefaults(c, "admission", &c.Admission, admission.DefaultSettings())
 	orDefault(c, "log.level", &c.Log.Level, defaultLogLevel)
 	orDefault(c, "log.format", &c.Log.Format, defaultLogFormat)
 	fillDefaults(c, "rate_limits", &c.RateLimits, ratelimit.DefaultSettings())

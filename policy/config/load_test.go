@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
@@ -145,6 +146,7 @@ func TestParseFullConfig(t *testing.T) {
 		Audit: audit.Config{Output: "audit/decisions.jsonl", MaxFileBytes: 100 << 20, Durability: audit.DurabilityWrite, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
 		RateLimits: ratelimit.DefaultSettings(),
+		Admission:  admission.DefaultSettings(),
 		Log:        Log{Level: "warn", Format: "text"},
 		Dir:        dir,
 		File:       "config.yaml",
@@ -202,6 +204,7 @@ func TestDefaults(t *testing.T) {
 		Audit: audit.Config{Output: "stdout", MaxFileBytes: 100 << 20, Durability: audit.DurabilityWrite, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
 		RateLimits: ratelimit.DefaultSettings(),
+		Admission:  admission.DefaultSettings(),
 		Log:        Log{Level: "info", Format: "json"},
 	}
 	got := *c
@@ -264,7 +267,7 @@ func TestStructureErrors(t *testing.T) {
 		{"syntax error in a second document", doc(okAuth, okPolicy, "---", "a: [", ""),
 			[]string{"config.yaml:5: did not find expected node content"}},
 		{"unknown top-level key", doc(okAuth, okPolicy, "serve:", "  grpc_address: x"),
-			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, rate_limits, log"}},
+			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, rate_limits, admission, log"}},
 		{"Go field name is not a key", doc(okAuth, okPolicy, "Dir: /etc"),
 			[]string{"config.yaml:3: Dir: unknown key; valid keys here: server,"}},
 		{"unknown key at depth", doc(okPolicy, "authentication:", "  jwt:", "    issuers:",

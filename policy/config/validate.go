@@ -50,6 +50,12 @@ func (c *Config) validate() []error {
 	v.identityHeaders(&c.IdentityHeaders, c.Authentication.APIKeys.Header)
 	v.errs = append(v.errs, field.Within("audit", c.Audit.Validate(c.Dir))...)
 	v.errs = append(v.errs, field.Within("rate_limits", c.RateLimits.Validate())...)
+	v.errs = append(v.errs, field.Within("admission", c.Admission.Validate())...)
+	// A message being read counts as a whole server.max_message_bytes (an
+	// invalid one is reported on its own).
+	if m := c.Server.MaxMessageBytes; m >= minMessageBytes && m <= maxMessageBytes && c.Admission.MaxInflightBodyBytes < m {
+		v.fail("admission.max_inflight_body_bytes", "smaller than server.max_message_bytes (%d): a check being read counts as a whole message", m)
+	}
 	v.errs.OneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.errs.OneOf("log.format", c.Log.Format, "json", "text")
 	return v.errs

@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"unicode/utf8"
 )
 
 // The helpers here read a token's header and payload before golang-jwt does,
@@ -163,14 +164,15 @@ func skipValue(data []byte, i int) (int, error) {
 }
 
 // jsonString returns the content of a raw JSON string value. Without escapes
-// it aliases raw; with them it is decoded by encoding/json (allocating), so
+// it aliases raw; with them, or with invalid UTF-8 (which encoding/json
+// reads as U+FFFD), it is decoded by encoding/json (allocating), so
 // "https:\/\/idp" reads as encoding/json reads it.
 func jsonString(raw []byte) ([]byte, bool) {
 	if len(raw) < 2 || raw[0] != '"' || raw[len(raw)-1] != '"' {
 		return nil, false
 	}
 	inner := raw[1 : len(raw)-1]
-	if bytes.IndexByte(inner, '\\') < 0 {
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
 		return inner, true
 	}
 	var s string

@@ -31,6 +31,8 @@ type Metrics struct {
 
 	// Rate limits (policy/ratelimit owns its collectors).
 	RateLimit *ratelimit.Metrics
+	// Load shedding (policy/admission).
+	Shed *prometheus.CounterVec // limit
 }
 
 // New creates the collectors and registers them on reg (nil: not registered).
@@ -98,12 +100,16 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "modelguard_audit_records_lost_total",
 			Help: "Audit records that could not be recorded, by reason (queue_full, closed, write_failed, shutdown).",
 		}, []string{"reason"}),
+		Shed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_overload_shed_total",
+			Help: "Requests refused with 503 overloaded, by the limit that was reached (body_bytes, concurrent_checks).",
+		}, []string{"limit"}),
 	}
 	m.RateLimit = ratelimit.NewMetrics(reg)
 	if reg != nil {
 		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.JWKSRefreshes,
 			m.AuditRecords, m.AuditQueueDepth, m.AuditSyncDuration, m.AuditSyncedSeq, m.AuditSpoolBytes,
-			m.AuditHTTPDelivered, m.AuditSinkErrors, m.AuditDenied, m.AuditLost)
+			m.AuditHTTPDelivered, m.AuditSinkErrors, m.AuditDenied, m.AuditLost, m.Shed)
 	}
 	return m
 }

@@ -99,9 +99,12 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (Result, error) {
 // client address, only for policies that use them.
 func (e *Engine) EvalInput(ctx context.Context, build func(reads Inputs) ast.Value) (Result, error) {
 	p := e.current.Load()
+	input := build(p.inputs)
+	// The timeout starts after the input is built (converting a large
+	// parsed body takes time that is not the policy's): it bounds evaluation.
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
-	return p.Eval(ctx, build(p.inputs))
+	return p.Eval(ctx, input)
 }
 
 // Revision is the revision of the policy now deciding.

@@ -73,6 +73,26 @@ func TestEngineEvalCancelled(t *testing.T) {
 	}
 }
 
+// TestEngineTimeoutMeasuresEvaluation: time spent building the input (a
+// large parsed body, or waiting for CPU before evaluation starts) does not
+// count against authorization.timeout; only evaluation does.
+func TestEngineTimeoutMeasuresEvaluation(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	e, err := Open(t.Context(), Settings{Timeout: timeout, PolicyDir: policyDir(t, map[string]string{
+		"authz.rego": "package modelguard.authz\n\nallow := true\n",
+	})}, "", Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := e.EvalInput(t.Context(), func(Inputs) ast.Value {
+		time.Sleep(timeout + 200*time.Millisecond) // a slow input build, longer than the timeout
+		return value(t, `{}`)
+	})
+	if err != nil || !got.Allow {
+		t.Errorf("got %+v, %v; want allowed: building the input is not evaluation", got, err)
+	}
+}
+
 func TestReload(t *testing.T) {
 	dir := policyDir(t, map[string]string{"authz.rego": allowFromData, "data.json": `{"settings": {"allow": true}}`})
 	opts, events := reloads(t.Context())
