@@ -479,13 +479,18 @@ func TestKongAuditSurvivesKill9(t *testing.T) {
 			wg sync.WaitGroup
 			mu sync.Mutex
 		)
+		lets := len(allowed)
 		for i := range inFlight {
 			wg.Go(func() {
 				id := fmt.Sprintf("kill9-%d-%d", round, i)
 				hdr := http.Header{"Host": {"models.local"}, "Content-Type": {"application/json"}, "X-Request-Id": {id}, "X-Api-Key": {e.keys["alice-key"]}}
 				x := kongharness.NewExchange(kongharness.Request{Method: "POST", Scheme: "http", Host: "models.local", Path: "/v1/chat/completions",
 					Header: hdr, Body: []byte(chatBody("gpt-4o-mini")), ClientIP: "10.0.0.7"})
-				if out := k.kong.HandleEvent(k.front.Plugin(), "access", x); out.Err != nil || out.Exited {
+				out := k.kong.HandleEvent(k.front.Plugin(), "access", x)
+				if out.Exited && x.Exit.Status == http.StatusServiceUnavailable {
+					return // shed under load (admission): not let through
+				}
+				if out.Err != nil || out.Exited {
 					t.Errorf("%s: access %+v, exit %+v", id, out, x.Exit)
 					return
 				}
@@ -495,6 +500,9 @@ func TestKongAuditSurvivesKill9(t *testing.T) {
 			})
 		}
 		wg.Wait()
+		if len(allowed) == lets {
+			t.Fatalf("round %d: no request let through", round)
+		}
 		k.proc.Kill() // before any log phase
 		// Kong answers 500 on its pooled connections to the dead process;
 		// those requests are not what this test is about.
@@ -520,9 +528,7 @@ func TestKongAuditSurvivesKill9(t *testing.T) {
 			t.Fatalf("round %d: %d of %d allowed requests have no decision record after SIGKILL, e.g. %v", round, len(missing), len(allowed), missing[:min(3, len(missing))])
 		}
 	}
-	if len(allowed) != rounds*inFlight {
-		t.Fatalf("%d of %d requests allowed", len(allowed), rounds*inFlight)
-	}
+	t.Logf("%d of %d requests let through, every one recorded", len(allowed), rounds*inFlight)
 
 	// The restarted server continues the chain, with completions again.
 	r := k.do("POST", "/v1/chat/completions", map[string]string{"x-api-key": e.keys["alice-key"]}, []byte(chatBody("gpt-4o-mini")))
