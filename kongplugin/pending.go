@@ -10,49 +10,50 @@ import (
 
 // Bounds on decisions waiting for their log phase. Kong runs the log phase
 // once the response is over, which for a streamed answer can take minutes;
-// a lost log phase (a Kong worker killed mid-request) must not leak. The
-// byte bound counts bodies kept for audit.body_sha256.
+// a lost log phase (a Kong worker killed mid-request) must not leak.
 const (
-	defaultPendingMax   = 65536
-	defaultPendingBytes = 64 << 20
-	defaultPendingAge   = 15 * time.Minute
+	defaultPendingMax = 65536
+	defaultPendingAge = 15 * time.Minute
 )
 
-// decisionRecorder writes a decision's audit event; *policy.Engine is one.
-type decisionRecorder interface {
-	RecordDecision(req *policy.Request, d *policy.Decision, status int, latency time.Duration) error
+// completionRecorder writes the record the log phase adds to a decision's;
+// *policy.Engine is one.
+type completionRecorder interface {
+	RecordCompletion(d *policy.Decision, c policy.Completion) error
 }
 
-// entry is what the log phase needs to record one decision.
+// entry is what the log phase needs to complete one decision's record.
 type entry struct {
 	id  string
 	at  time.Time
-	rec decisionRecorder
-	req *policy.Request
-	d   *policy.Decision
-	el  *list.Element
+	rec completionRecorder
+	d   *policy.Decision // as the plugin last answered
+	// unread are the parts of the request access did not read (PartTarget,
+	// PartSourceAddress), so that the decision record lacks them: the
+	// completion record adds them from kong.log.serialize.
+	unread policy.Part
+	el     *list.Element
 }
 
 // pending holds decisions between the access and the log phase, bounded in
-// number and age. An entry leaves exactly once: taken by its log phase, or
-// expired and returned to the caller to record with the decision's own
-// status, so every decision is audited once.
+// number and age. Their records are already in the trail (the access phase
+// writes them); an entry leaves exactly once: taken by its log phase, which
+// adds the completion record, or pushed out or drained and returned to the
+// caller, and then the decision has no completion record.
 type pending struct {
-	mu       sync.Mutex
-	byID     map[string]*entry
-	order    list.List // of *entry, oldest first
-	bytes    int       // bodies held
-	max      int
-	maxBytes int
-	maxAge   time.Duration
+	mu     sync.Mutex
+	byID   map[string]*entry
+	order  list.List // of *entry, oldest first
+	max    int
+	maxAge time.Duration
 }
 
-func newPending(max, maxBytes int, maxAge time.Duration) *pending {
-	return &pending{byID: map[string]*entry{}, max: max, maxBytes: maxBytes, maxAge: maxAge}
+func newPending(max int, maxAge time.Duration) *pending {
+	return &pending{byID: map[string]*entry{}, max: max, maxAge: maxAge}
 }
 
 // put adds e (whose at is now) and returns the entries it pushed out: those
-// older than maxAge, and the oldest beyond max entries or maxBytes.
+// older than maxAge, and the oldest beyond max entries.
 func (p *pending) put(e *entry) (expired []*entry) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -61,11 +62,10 @@ func (p *pending) put(e *entry) (expired []*entry) {
 	}
 	e.el = p.order.PushBack(e)
 	p.byID[e.id] = e
-	p.bytes += len(e.req.Body)
 	cutoff := e.at.Add(-p.maxAge)
 	for front := p.order.Front(); front != nil; front = p.order.Front() {
 		oldest := front.Value.(*entry)
-		if p.order.Len() <= p.max && p.bytes <= p.maxBytes && !oldest.at.Before(cutoff) {
+		if p.order.Len() <= p.max && !oldest.at.Before(cutoff) {
 			break
 		}
 		p.remove(oldest)
@@ -102,11 +102,11 @@ func (p *pending) drain() []*entry {
 func (p *pending) remove(e *entry) {
 	p.order.Remove(e.el)
 	delete(p.byID, e.id)
-	p.bytes -= len(e.req.Body)
 }
 
 // replace swaps the decision of a waiting entry (the access phase failed
-// after saving it).
+// after saving it): its completion record then says how the plugin
+// answered.
 func (p *pending) replace(id string, d *policy.Decision) {
 	p.mu.Lock()
 	defer p.mu.Unlock()

@@ -114,7 +114,7 @@ func New(opts Options) *Plugin {
 		p.now = time.Now
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
-	p.pending = newPending(defaultPendingMax, defaultPendingBytes, defaultPendingAge)
+	p.pending = newPending(defaultPendingMax, defaultPendingAge)
 	return p
 }
 
@@ -122,10 +122,11 @@ func New(opts Options) *Plugin {
 // (and once to derive the schema). Instances share p.
 func (p *Plugin) NewConfig() any { return &Config{p: p} }
 
-// Close records the decisions still waiting for their log phase, stops the
-// cores' background work and closes their audit trails (flushing them).
+// Close logs the decisions still waiting for their log phase (their records
+// are in the trail, without a completion), stops the cores' background work
+// and closes their audit trails (flushing them).
 func (p *Plugin) Close() {
-	p.record(p.pending.drain())
+	p.expire(p.pending.drain())
 	p.cancel()
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -176,7 +177,7 @@ func (c *Config) groups() bool   { return c.Groups == nil || *c.Groups }
 // Access decides the request; see Plugin.access.
 func (c *Config) Access(kong *pdk.PDK) { c.p.access(c, kong) }
 
-// Log records the audit event with the final status. It is the log phase,
+// Log adds the completion record: the final status. It is the log phase,
 // not the response phase: a response handler makes Kong buffer the whole
 // upstream response, which breaks streamed (SSE) model answers.
 func (c *Config) Log(kong *pdk.PDK) { c.p.logPhase(c, kong) }
@@ -212,8 +213,11 @@ func (x *exchange) exit(d *policy.Decision) {
 }
 
 // access reads the request, asks the core and applies the decision. The
-// decision is saved for the log phase before any answer is sent, since
-// Kong runs the log phase after a denial too. The request is read only as
+// decision is recorded first, an allow durably (audit.durability: the core
+// answers 503 audit_unavailable when it cannot be), so that a crash of the
+// plugin server after access loses no record of a request that went on;
+// then it is saved for the log phase, which Kong runs after a denial too,
+// before any answer is sent. The request is read only as
 // far as the decision needs (policy.Request.Fetch): a request without a
 // valid credential costs get_headers and exit.
 func (p *Plugin) access(c *Config, kong *pdk.PDK) {
@@ -291,12 +295,16 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 		}
 		if record != 0 {
 			if err := req.Complete(record); err != nil {
-				p.save(st, req, d)
-				p.fail(x, st, d, "kong_pdk_error", "reading the request for its audit record failed", err)
-				return
+				p.log.Error("reading the request for its audit record failed: denied", "decision_id", d.ID, "error", err)
+				tell(kong.Log.Err, "reading the request for its audit record failed: denied (503)", "decision_id", d.ID, "error", err.Error())
+				d = st.engine.Deny(d.ID, http.StatusServiceUnavailable, "kong_pdk_error", "service unavailable")
 			}
 		}
 	}
+	if req == nil {
+		req = &policy.Request{Gateway: gateway}
+	}
+	d = st.engine.Commit(req, d)
 	p.save(st, req, d)
 
 	if !carried(st.engine, d, lines) {
@@ -319,7 +327,8 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 }
 
 // panicked denies (503) a request whose access phase panicked: the decision
-// already saved for the log phase (d) is overturned, or a new one is saved.
+// already recorded and saved for the log phase (d) is overturned, or a new
+// one is recorded and saved.
 // st, req and d are what access had when it panicked, possibly nil.
 func (p *Plugin) panicked(r any, x *exchange, st *coreState, req *policy.Request, d *policy.Decision) {
 	p.log.Error("panic in the access phase: denied", "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
@@ -335,6 +344,10 @@ func (p *Plugin) panicked(r any, x *exchange, st *coreState, req *policy.Request
 		p.pending.replace(d.ID, fd)
 	default:
 		fd = st.engine.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "internal_error", "service unavailable")
+		if req == nil {
+			req = &policy.Request{Gateway: gateway}
+		}
+		fd = st.engine.Commit(req, fd)
 		if !x.exited {
 			p.save(st, req, fd)
 			if !carried(st.engine, fd, 0) {
@@ -345,23 +358,23 @@ func (p *Plugin) panicked(r any, x *exchange, st *coreState, req *policy.Request
 	x.exit(fd)
 }
 
-// save keeps what the log phase needs to record d. The body is kept only
-// when the audit event hashes it.
+// save keeps what the log phase needs to complete the record of d, whose
+// request is req.
 func (p *Plugin) save(st *coreState, req *policy.Request, d *policy.Decision) {
-	saved := policy.Request{Gateway: gateway}
-	if req != nil {
-		saved = *req
-		saved.Fetch = nil // the exchange with Kong is over
-		if !st.engine.RecordsBody() {
-			saved.Body = nil
-		}
+	e := &entry{id: d.ID, at: p.now(), rec: st.engine, d: d}
+	if req.Method == "" {
+		e.unread |= policy.PartTarget
 	}
-	p.record(p.pending.put(&entry{id: d.ID, at: p.now(), rec: st.engine, req: &saved, d: d}))
+	if req.SourceAddress == "" {
+		e.unread |= policy.PartSourceAddress
+	}
+	p.expire(p.pending.put(e))
 }
 
 // fail denies with 503 when an allow could not be applied (a PDK call
 // failed part-way, a header value could not be sent), and makes the saved
-// decision say so.
+// decision say so: the trail holds the allow, and its completion record
+// the 503 with this reason.
 func (p *Plugin) fail(x *exchange, st *coreState, d *policy.Decision, reason, msg string, err error) {
 	p.log.Error(msg+": denied", "decision_id", d.ID, "reason", reason, "error", err)
 	tell(x.kong.Log.Err, msg+": denied (503)", "decision_id", d.ID, "reason", reason, "error", err.Error())
@@ -410,12 +423,12 @@ func (p *Plugin) logPhase(c *Config, kong *pdk.PDK) {
 	raw, err := kong.Log.Serialize()
 	if err != nil {
 		p.log.Error("log phase: kong.log.serialize failed", "error", err)
-		tell(kong.Log.Err, "log phase: kong.log.serialize failed: the decision is recorded when it expires", "error", err.Error())
+		tell(kong.Log.Err, "log phase: kong.log.serialize failed: the decision's record gets no completion", "error", err.Error())
 		return
 	}
 	if err := p.logged(c, raw); err != nil {
-		p.log.Error("log phase: " + err.Error() + ": the decision is recorded when it expires")
-		tell(kong.Log.Err, "log phase: "+err.Error()+": the decision is recorded when it expires")
+		p.log.Error("log phase: " + err.Error() + ": the decision's record gets no completion")
+		tell(kong.Log.Err, "log phase: "+err.Error()+": the decision's record gets no completion")
 	}
 }
 
@@ -450,15 +463,16 @@ func (v *values) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// logged records the decision a log phase's kong.log.serialize output (raw)
-// names, with the final status. The decision id comes, in this order, from
+// logged adds the completion record, with the final status, to the
+// decision a log phase's kong.log.serialize output (raw) names. The decision id comes, in this order, from
 // the serialize value access set (SerializeKey), from the decision id
 // header of a denial's response (set by kong.response.exit), or from the
 // same header upstream on an allow (set_headers replaced any client copy).
 // A denial is only ever taken by its response header and an allow by its
 // upstream header, so a client sending the header does not reach another
-// decision. Parts of the request the decision did not need (method and
-// path of a 401, the forwarded address) are filled in from raw.
+// decision. Parts of the request access did not read (method and path of
+// a 401, the forwarded address), so that the decision record lacks them,
+// are added to the completion from raw.
 func (p *Plugin) logged(c *Config, raw string) error {
 	var s serialized
 	if err := json.Unmarshal([]byte(raw), &s); err != nil {
@@ -491,16 +505,15 @@ func (p *Plugin) logged(c *Config, raw string) error {
 		p.log.Warn("log phase: no final status, recording the decision's", "decision_id", e.id)
 		status = e.d.Status
 	}
-	if e.req.Method == "" {
-		path, _, _ := strings.Cut(s.Request.URI, "?")
-		e.req.Method, e.req.Path = s.Request.Method, path
+	done := policy.Completion{Gateway: gateway, Status: status, Latency: p.now().Sub(e.d.Start)}
+	if e.unread&policy.PartTarget != 0 {
+		done.Path, _, _ = strings.Cut(s.Request.URI, "?")
+		done.Method = s.Request.Method
 	}
-	if e.req.SourceAddress == "" {
-		e.req.SourceAddress = s.ClientIP
+	if e.unread&policy.PartSourceAddress != 0 {
+		done.SourceAddress = s.ClientIP
 	}
-	if e.rec != nil {
-		e.rec.RecordDecision(e.req, e.d, status, p.now().Sub(e.d.Start))
-	}
+	_ = e.rec.RecordCompletion(e.d, done)
 	return nil
 }
 
@@ -525,12 +538,10 @@ func carryID(kong *pdk.PDK, id string) error {
 	return kong.Log.Ask("kong.log.set_serialize_value", &kpp.KV{K: SerializeKey, V: structpb.NewStringValue(id)}, nil)
 }
 
-// record writes the audit events of decisions whose log phase never came.
-func (p *Plugin) record(expired []*entry) {
+// expire logs the decisions whose log phase never came: their records are
+// in the trail, without the final status.
+func (p *Plugin) expire(expired []*entry) {
 	for _, e := range expired {
-		p.log.Warn("no log phase for a decision: recorded with its own status", "decision_id", e.id)
-		if e.rec != nil {
-			e.rec.RecordDecision(e.req, e.d, e.d.Status, e.d.Latency)
-		}
+		p.log.Warn("no log phase for a decision: its record gets no completion", "decision_id", e.id)
 	}
 }

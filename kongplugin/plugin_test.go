@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -192,18 +193,22 @@ func TestAccessAllowSetsIdentityForKong(t *testing.T) {
 		t.Errorf("ctx.shared.%s = %#v", groupsKey, got)
 	}
 	id := up.Get("x-modelguard-decision-id")
-	// The log phase recorded the decision once, with the final status.
-	evs := f.audit.Filter(isDecision)
-	if len(evs) != 1 || evs[0].DecisionID != id || evs[0].Gateway != "kong" || evs[0].Status != 200 || evs[0].Result != "allow" || evs[0].Subject != "alice" {
-		t.Errorf("audit events %+v", evs)
+	// Access recorded the decision, the log phase its completion with the
+	// final status.
+	evs := f.audit.Filter(func(e audit.Event) bool { return e.DecisionID == id })
+	if len(evs) != 2 || evs[0].Kind != audit.KindDecision || evs[0].Gateway != "kong" || evs[0].Status != 200 || evs[0].Result != "allow" || evs[0].Subject != "alice" {
+		t.Fatalf("audit events %+v", evs)
+	}
+	if c := evs[1]; c.Kind != audit.KindCompletion || c.Gateway != "kong" || c.Status != 200 || c.Reason != "allowed" || c.Subject != "" || c.Path != "" {
+		t.Errorf("completion record %+v", c)
 	}
 	if f.plugin.pending.len() != 0 {
 		t.Errorf("%d decisions still waiting after the log phase", f.plugin.pending.len())
 	}
 }
 
-// TestAuditBodyHash: with audit.body_sha256 the body waits for the log
-// phase, where the core hashes it; without, it is not kept.
+// TestAuditBodyHash: with audit.body_sha256 the decision record, written in
+// the access phase, carries the body's hash.
 func TestAuditBodyHash(t *testing.T) {
 	for _, hash := range []bool{false, true} {
 		t.Run(fmt.Sprint("body_sha256=", hash), func(t *testing.T) {
@@ -283,9 +288,16 @@ func TestAccessDenies(t *testing.T) {
 			if tc.status == 401 && !strings.HasPrefix(env.ClientRes.Headers.Get("www-authenticate"), "Bearer") {
 				t.Errorf("www-authenticate = %q", env.ClientRes.Headers.Get("www-authenticate"))
 			}
-			// The log phase found the denial by its response header.
-			if ev := f.lastDecision(t); ev.DecisionID == "" || env.ClientRes.Headers.Get("x-modelguard-decision-id") != ev.DecisionID || ev.Status != tc.status || ev.Path != tc.path || ev.Method != tc.method {
+			// The log phase found the denial by its response header; its
+			// completion has the method and path when access did not read
+			// them (no valid credential).
+			ev := f.lastDecision(t)
+			if ev.DecisionID == "" || env.ClientRes.Headers.Get("x-modelguard-decision-id") != ev.DecisionID || ev.Status != tc.status {
 				t.Errorf("audited %+v, response header %q", ev, env.ClientRes.Headers.Get("x-modelguard-decision-id"))
+			}
+			done := f.audit.Filter(func(e audit.Event) bool { return e.Kind == audit.KindCompletion && e.DecisionID == ev.DecisionID })
+			if len(done) != 1 || done[0].Status != tc.status || ev.Path+done[0].Path != tc.path || ev.Method+done[0].Method != tc.method {
+				t.Errorf("decision %+v, completions %+v", ev, done)
 			}
 		})
 	}
@@ -384,15 +396,58 @@ func TestAccessFailsClosed(t *testing.T) {
 	}
 }
 
-// TestAccessPanicIsAudited: a denial caused by a panic waits for its log
-// phase like any other, as a 503 internal_error.
+// TestAccessPanicIsAudited: a denial caused by a panic is recorded like
+// any other, as a 503 internal_error, and completed in the log phase.
 func TestAccessPanicIsAudited(t *testing.T) {
 	f := newFixture(t, false)
 	f.plugin.beforeEvaluate = func() { panic("injected") }
 	env := run(t, f.config(filepath.Join(f.dir, "config.yaml")), "POST", "/v1/chat/completions", map[string]string{"x-api-key": f.keys["alice-key"]}, chat)
 	assertDenied(t, env, 503, "server_error")
-	if ev := f.lastDecision(t); ev.Reason != "internal_error" || ev.Result != "deny" || ev.Path != "/v1/chat/completions" || ev.Status != 503 {
+	ev := f.lastDecision(t)
+	if ev.Reason != "internal_error" || ev.Result != "deny" || ev.Status != 503 {
 		t.Fatalf("audited %+v", ev)
+	}
+	// The panic came before the path was read: the completion has it.
+	done := f.audit.Filter(func(e audit.Event) bool { return e.Kind == audit.KindCompletion && e.DecisionID == ev.DecisionID })
+	if len(done) != 1 || done[0].Path != "/v1/chat/completions" || done[0].Status != 503 {
+		t.Fatalf("completions %+v", done)
+	}
+}
+
+// failingTrail is an audit trail that takes no record: it keeps what it
+// was given and fails.
+type failingTrail struct{ testkit.EventLog[audit.Event] }
+
+func (f *failingTrail) Record(e *audit.Event) error {
+	f.EventLog.Record(e)
+	return errors.New("disk full")
+}
+
+// TestAccessAllowWaitsForItsRecord: an allow whose record the trail cannot
+// take is not let through (503 audit_unavailable, as Envoy answers); a
+// denial is answered as decided.
+func TestAccessAllowWaitsForItsRecord(t *testing.T) {
+	f := newFixture(t, false)
+	trail := &failingTrail{}
+	f.plugin = New(Options{OpenAudit: func(*config.Config) (policy.AuditSink, io.Closer, error) { return trail, nil, nil }})
+	t.Cleanup(f.plugin.Close)
+	f.plugin.noRequestLine = true
+	c := f.config(filepath.Join(f.dir, "config.yaml"))
+	env := run(t, c, "POST", "/v1/chat/completions", map[string]string{"x-api-key": f.keys["alice-key"]}, chat)
+	assertDenied(t, env, 503, "server_error")
+	if env.ServiceReq.Headers.Get("x-modelguard-subject") != "" {
+		t.Errorf("identity headers set on a request whose record failed")
+	}
+	assertDenied(t, run(t, c, "POST", "/v1/chat/completions", nil, chat), 401, "authentication_error")
+	// What the trail was asked to take: the allow, then the completion
+	// saying what the client got; the denial and its completion.
+	var got []string
+	for _, e := range trail.Events() {
+		got = append(got, fmt.Sprintf("%s %s %d %s", e.Kind, e.Result, e.Status, e.Reason))
+	}
+	want := []string{"decision allow 200 allowed", "completion  503 audit_unavailable", "decision deny 401 credentials_missing", "completion  401 credentials_missing"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("records %q, want %q", got, want)
 	}
 }
 
@@ -442,28 +497,11 @@ func TestCoreSharedAndRetried(t *testing.T) {
 	}
 }
 
-// recorded counts RecordDecision calls.
-type recorded struct {
-	mu       sync.Mutex
-	statuses map[string]int
-}
-
-func (r *recorded) RecordDecision(_ *policy.Request, d *policy.Decision, status int, _ time.Duration) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if _, dup := r.statuses[d.ID]; dup {
-		panic("recorded twice: " + d.ID)
-	}
-	r.statuses[d.ID] = status
-	return nil
-}
-
 func TestPendingBounds(t *testing.T) {
 	t0 := time.Unix(1_700_000_000, 0)
-	p := newPending(3, 1<<20, time.Minute)
-	rec := &recorded{statuses: map[string]int{}}
+	p := newPending(3, time.Minute)
 	put := func(id string, at time.Time) []*entry {
-		return p.put(&entry{id: id, at: at, rec: rec, req: &policy.Request{}, d: &policy.Decision{ID: id, Status: 200}})
+		return p.put(&entry{id: id, at: at, d: &policy.Decision{ID: id, Status: 200}})
 	}
 	ids := func(es []*entry) []string {
 		var out []string
@@ -490,33 +528,13 @@ func TestPendingBounds(t *testing.T) {
 	if ex := put("e", t0.Add(time.Minute+2*time.Second)); !reflect.DeepEqual(ids(ex), []string{"b"}) || ex[0].d.Status != 503 {
 		t.Fatalf("over the age bound: expired %v", ids(ex))
 	}
-	if p.len() != 2 {
-		t.Fatalf("len %d, want 2 (d, e)", p.len())
-	}
-	// Bodies kept for the audit hash count against the byte bound, oldest
-	// entries leaving first; a body over the bound leaves at once.
-	p.maxBytes = 1000
-	at := t0.Add(time.Minute + 3*time.Second)
-	body := func(id string, n int) *entry {
-		return &entry{id: id, at: at, req: &policy.Request{Body: make([]byte, n)}, d: &policy.Decision{ID: id}}
-	}
-	if ex := p.put(body("f", 600)); ex != nil {
-		t.Fatalf("within the byte bound: expired %v", ids(ex))
-	}
-	if ex := p.put(body("g", 600)); !reflect.DeepEqual(ids(ex), []string{"d", "e", "f"}) || p.bytes != 600 {
-		t.Fatalf("over the byte bound: expired %v, %d bytes held", ids(ex), p.bytes)
-	}
-	if ex := p.put(body("h", 2000)); !reflect.DeepEqual(ids(ex), []string{"g", "h"}) || p.bytes != 0 {
-		t.Fatalf("a body over the byte bound: expired %v, %d bytes held", ids(ex), p.bytes)
-	}
-	p.put(body("i", 1))
-	if d := p.drain(); !reflect.DeepEqual(ids(d), []string{"i"}) || p.len() != 0 || p.bytes != 0 {
-		t.Fatalf("drain %v, left %d entries, %d bytes", ids(d), p.len(), p.bytes)
+	if d := p.drain(); !reflect.DeepEqual(ids(d), []string{"d", "e"}) || p.len() != 0 {
+		t.Fatalf("drain %v, left %d entries", ids(d), p.len())
 	}
 }
 
 func TestPendingConcurrent(t *testing.T) {
-	p := newPending(64, 1<<20, time.Hour)
+	p := newPending(64, time.Hour)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	seen := map[string]int{}
@@ -526,7 +544,7 @@ func TestPendingConcurrent(t *testing.T) {
 			defer wg.Done()
 			for i := range 500 {
 				id := fmt.Sprintf("%d-%d", w, i)
-				for _, e := range p.put(&entry{id: id, at: time.Now(), req: &policy.Request{}, d: &policy.Decision{ID: id}}) {
+				for _, e := range p.put(&entry{id: id, at: time.Now(), d: &policy.Decision{ID: id}}) {
 					mu.Lock()
 					seen[e.id]++
 					mu.Unlock()
@@ -593,6 +611,22 @@ func TestSubjectUUID(t *testing.T) {
 	}
 }
 
+// recorded keeps the final status of each completed decision.
+type recorded struct {
+	mu       sync.Mutex
+	statuses map[string]int
+}
+
+func (r *recorded) RecordCompletion(d *policy.Decision, c policy.Completion) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, dup := r.statuses[d.ID]; dup {
+		panic("completed twice: " + d.ID)
+	}
+	r.statuses[d.ID] = c.Status
+	return nil
+}
+
 // TestLogPhaseFindsADecisionOnlyByItsOwnCarrier: a denial is found by the
 // decision id header of its response (set by exit), an allow by the header
 // upstream (set_headers replaced any client copy), and the serialize value
@@ -603,7 +637,7 @@ func TestLogPhaseFindsADecisionOnlyByItsOwnCarrier(t *testing.T) {
 	c := f.config(filepath.Join(f.dir, "config.yaml"))
 	rec := &recorded{statuses: map[string]int{}}
 	put := func(id string, allow bool) {
-		f.plugin.pending.put(&entry{id: id, at: time.Now(), rec: rec, req: &policy.Request{}, d: &policy.Decision{ID: id, Allow: allow, Status: 200}})
+		f.plugin.pending.put(&entry{id: id, at: time.Now(), rec: rec, d: &policy.Decision{ID: id, Allow: allow, Status: 200}})
 	}
 	put("allowed-1", true)
 	put("allowed-2", true)

@@ -53,9 +53,9 @@ func (e *Engine) MaxBodyBytes() int { return e.maxBody }
 // allow and to the client on a denial ("" when disabled).
 func (e *Engine) DecisionIDHeader() string { return e.identity.DecisionID }
 
-// RecordsBody reports whether RecordDecision reads the request body (the
-// audit event carries its hash): an adapter that records later keeps the
-// body until then only in that case.
+// RecordsBody reports whether the decision record carries the hash of the
+// request body: an adapter that reads the body only when the decision
+// needs it (Kong) then reads it for the record too.
 func (e *Engine) RecordsBody() bool { return e.bodySHA256 }
 
 // AddHeader adds one header line to headers under its lower-case name,

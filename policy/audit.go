@@ -28,9 +28,9 @@ type offerer interface {
 }
 
 // Admitter says whether the audit trail can take a record now (nil) or not
-// (an error): a request must never be served without its record. For Kong,
-// which records in the log phase after the response, this check before the
-// decision is the most it can promise. *audit.Writer implements it.
+// (an error): a request must never be served without its record, and a
+// request the trail cannot take is denied before any work is done.
+// *audit.Writer implements it.
 type Admitter interface {
 	Admit(ctx context.Context) error
 }
@@ -64,14 +64,13 @@ func (e *Engine) operator(ev audit.Event, err error, failed string) {
 	}
 }
 
-// RecordDecision writes the audit event for d. status and latency are what the
-// gateway finally observed (the upstream's status, the whole request's
-// time); pass d.Status and d.Latency when the decision ends the story. For
+// RecordDecision writes the audit record of d, as soon as it is decided. For
 // an allow it returns once the record is durable (audit.durability), or an
 // error, and the request must then not be served; a denial's record is
 // queued without waiting. A record the sink cannot take is counted and
-// logged by it, and logged here.
-func (e *Engine) RecordDecision(req *Request, d *Decision, status int, latency time.Duration) error {
+// logged by it, and logged here. What the gateway learns after the
+// response is a separate record (RecordCompletion).
+func (e *Engine) RecordDecision(req *Request, d *Decision) error {
 	if e.audit == nil {
 		return nil
 	}
@@ -87,10 +86,10 @@ func (e *Engine) RecordDecision(req *Request, d *Decision, status int, latency t
 		Path:           req.Path,
 		SourceAddress:  req.SourceAddress,
 		Result:         result(d),
-		Status:         status,
+		Status:         d.Status,
 		Reason:         d.Reason,
 		PolicyRevision: d.PolicyRevision,
-		LatencyMicros:  latency.Microseconds(),
+		LatencyMicros:  d.Latency.Microseconds(),
 		RateLimit:      d.RateLimit,
 		RateLimitKey:   d.RateLimitKey,
 	}
@@ -102,13 +101,64 @@ func (e *Engine) RecordDecision(req *Request, d *Decision, status int, latency t
 		ev.BodySHA256 = hex.EncodeToString(sum[:])
 	}
 	var err error
-	if o, ok := e.audit.(offerer); ok && !d.Allow {
-		err = o.Offer(&ev)
-	} else {
+	if d.Allow {
 		err = e.audit.Record(&ev)
+	} else {
+		err = e.offer(&ev)
 	}
 	if err != nil {
 		e.log.Error("audit record failed", "decision_id", d.ID, "result", ev.Result, "error", err)
 	}
 	return err
+}
+
+// Completion is what a gateway learns of a request only after the
+// response (Kong's log phase).
+type Completion struct {
+	Gateway string
+	// Status is what the client finally got (the upstream's, on an allow);
+	// Latency the time from the decision to the end of the response.
+	Status  int
+	Latency time.Duration
+	// Method, Path and SourceAddress are set when the decision record
+	// lacks them: the gateway hands them over only when the decision needs
+	// them (Kong: not for a request without a valid credential).
+	Method, Path, SourceAddress string
+}
+
+// RecordCompletion adds c to the record of d, written before the response
+// (Kong: the decision in the access phase, this in the log phase), as a
+// completion record linked by decision id, with d's reason (d as the
+// adapter last answered: an allow it had to overturn is a denial). It
+// acknowledges nothing, so it is queued without waiting; a record the sink
+// cannot take is counted and logged by it, and logged here.
+func (e *Engine) RecordCompletion(d *Decision, c Completion) error {
+	if e.audit == nil {
+		return nil
+	}
+	ev := audit.Event{
+		Kind:          audit.KindCompletion,
+		DecisionID:    d.ID,
+		Gateway:       c.Gateway,
+		Method:        c.Method,
+		Path:          c.Path,
+		SourceAddress: c.SourceAddress,
+		Status:        c.Status,
+		Reason:        d.Reason,
+		LatencyMicros: c.Latency.Microseconds(),
+	}
+	err := e.offer(&ev)
+	if err != nil {
+		e.log.Error("audit record failed", "kind", ev.Kind, "decision_id", d.ID, "error", err)
+	}
+	return err
+}
+
+// offer queues a record that acknowledges nothing without waiting, when the
+// sink can (the trail's writer); otherwise it records it.
+func (e *Engine) offer(ev *audit.Event) error {
+	if o, ok := e.audit.(offerer); ok {
+		return o.Offer(ev)
+	}
+	return e.audit.Record(ev)
 }

@@ -19,8 +19,16 @@ import (
 // record could not be made durable in time becomes a 503
 // (audit_unavailable): no request is served without its record.
 func (e *Engine) Decide(ctx context.Context, req *Request) *Decision {
-	d := e.Evaluate(ctx, req)
-	if err := e.RecordDecision(req, d, d.Status, d.Latency); err != nil && d.Allow {
+	return e.Commit(req, e.Evaluate(ctx, req))
+}
+
+// Commit records d and returns the decision to act on: d, or, for an allow
+// whose record could not be made durable in time, a 503 audit_unavailable
+// denial with d's id. Decide is Evaluate then Commit; an adapter that reads
+// more of the request for the record (Kong, for the body hash) calls them
+// apart.
+func (e *Engine) Commit(req *Request, d *Decision) *Decision {
+	if err := e.RecordDecision(req, d); err != nil && d.Allow {
 		e.metrics.AuditDenied.Inc()
 		e.log.Error("allowed request denied: its audit record is not durable", "decision_id", d.ID, "request_id", req.ID, "error", err)
 		return e.Deny(d.ID, http.StatusServiceUnavailable, "audit_unavailable", "service unavailable")
@@ -29,9 +37,9 @@ func (e *Engine) Decide(ctx context.Context, req *Request) *Decision {
 }
 
 // Evaluate authenticates and authorizes req and counts the decision in the
-// metrics, without recording an audit event: adapters that learn the final
-// status later (Kong's log phase) call RecordDecision then. It never returns nil
-// and never allows on an error path: failures, including panics, deny.
+// metrics, without recording an audit event (Decide does both). It never
+// returns nil and never allows on an error path: failures, including
+// panics, deny.
 func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
 	start := e.now()
 	d = &Decision{ID: NewDecisionID(), Start: start}

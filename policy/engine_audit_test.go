@@ -108,14 +108,7 @@ func TestDecideWaitsForTheRecord(t *testing.T) {
 
 	// A hung sink: the record is never written, so the allow is withdrawn.
 	e2, _ := testEngine(t, allowAll)
-	sink := &gatedSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
-	defer close(sink.gate)
-	w2, err := audit.NewWriter(audit.Settings{BlockTimeout: time.Millisecond}, audit.Options{Metrics: e2.metrics}, sink)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { w2.Close() }) // after the gate opens
-	e2.audit, e2.admit = w2, w2
+	hungTrail(t, e2)
 	d := e2.Decide(ctx, chat(map[string]string{"x-api-key": "mg_alice"}))
 	if d.Allow || d.Status != http.StatusServiceUnavailable || d.Reason != "audit_unavailable" || len(d.UpstreamHeaders) != 0 || d.ID == "" {
 		t.Errorf("allow with an unwritten record: allow=%v %d %s %v", d.Allow, d.Status, d.Reason, d.UpstreamHeaders)
@@ -133,7 +126,7 @@ func TestAuditRecordFields(t *testing.T) {
 		e, rec := testEngine(t, allowAll)
 		e.bodySHA256 = withHash
 		d := e.Evaluate(context.Background(), req)
-		e.RecordDecision(req, d, 201, 5*time.Millisecond) // as Kong's log phase reports it
+		e.RecordDecision(req, d)
 		if len(rec.Events()) != 1 {
 			t.Fatalf("%d events", len(rec.Events()))
 		}
@@ -141,13 +134,54 @@ func TestAuditRecordFields(t *testing.T) {
 		want := audit.Event{Kind: audit.KindDecision, Time: d.Start, DecisionID: d.ID, RequestID: "req-1", Gateway: "envoy",
 			Subject: "alice", AuthMethod: "api_key", KeyID: "k-alice", Model: "gpt-4o-mini", Operation: "chat",
 			Method: "POST", Path: "/v1/chat/completions", SourceAddress: "10.0.0.7:51000", Result: "allow",
-			Status: 201, Reason: "allowed", PolicyRevision: "r1", LatencyMicros: 5000}
+			Status: 200, Reason: "allowed", PolicyRevision: "r1", LatencyMicros: d.Latency.Microseconds()}
 		if withHash {
 			want.BodySHA256 = hex.EncodeToString(sum[:])
 		}
 		if ev != want {
 			t.Errorf("body_sha256 %v: event\n got  %+v\n want %+v", withHash, ev, want)
 		}
+	}
+}
+
+// hungTrail gives e a trail whose sink hangs until the test ends, and whose
+// records wait at most a millisecond.
+func hungTrail(t *testing.T, e *Engine) {
+	t.Helper()
+	sink := &gatedSink{gate: make(chan struct{}), entered: make(chan struct{}, 1)}
+	w, err := audit.NewWriter(audit.Settings{BlockTimeout: time.Millisecond}, audit.Options{Metrics: e.metrics}, sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { w.Close() })
+	t.Cleanup(func() { close(sink.gate) }) // first: the writer can then close
+	e.audit, e.admit = w, w
+}
+
+// TestAuditCompletion: the record a gateway adds after the response names
+// the decision, the final status and reason, and is queued without waiting
+// for the trail (the response has gone: there is nothing to hold back).
+func TestAuditCompletion(t *testing.T) {
+	e, rec := testEngine(t, allowAll)
+	d := e.Deny("d-1", http.StatusServiceUnavailable, "kong_pdk_error", "service unavailable")
+	if err := e.RecordCompletion(d, Completion{Gateway: "kong", Status: 502, Latency: 7 * time.Millisecond, Method: "POST", Path: "/v1/models"}); err != nil {
+		t.Fatal(err)
+	}
+	want := audit.Event{Kind: audit.KindCompletion, DecisionID: "d-1", Gateway: "kong", Method: "POST", Path: "/v1/models",
+		Status: 502, Reason: "kong_pdk_error", LatencyMicros: 7000}
+	if evs := rec.Events(); len(evs) != 1 || evs[0] != want {
+		t.Fatalf("events %+v, want %+v", evs, want)
+	}
+
+	// A hung sink: an allow's record times out, a completion is queued.
+	e2, _ := testEngine(t, allowAll)
+	hungTrail(t, e2)
+	allowed := &Decision{ID: "d-2", Allow: true, Status: http.StatusOK, Reason: "allowed"}
+	if err := e2.RecordDecision(&Request{}, allowed); err == nil {
+		t.Fatal("an allow's record was acknowledged by a hung sink")
+	}
+	if err := e2.RecordCompletion(allowed, Completion{Gateway: "kong", Status: 200, Latency: time.Millisecond}); err != nil {
+		t.Fatalf("a completion waited for the hung sink: %v", err)
 	}
 }
 

@@ -1,7 +1,7 @@
 // Package policy is modelguard's transport-neutral core. Gateway adapters
 // (extauthz for Envoy and Istio, kongplugin for Kong) translate their request
-// into a Request, call Engine.Decide (or Evaluate, then RecordDecision once
-// the gateway reports the final status), and translate the Decision back;
+// into a Request, call Engine.Decide (and RecordCompletion when the gateway
+// reports the final status later), and translate the Decision back;
 // what they share beyond that is in adapter.go. The core authenticates
 // (policy/jwtauth, policy/apikey), checks model bodies (policy/models),
 // authorizes with Rego (policy/rego) and records an audit event

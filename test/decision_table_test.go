@@ -10,6 +10,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/test/kongharness"
 )
 
@@ -124,6 +125,15 @@ func TestGatewaysDecideAlike(t *testing.T) {
 			envoyEv, kongEv := e.gatewayAuditEvent(t, "envoy", env.log.RequestID), e.gatewayAuditEvent(t, "kong", kr.id)
 			if len(envoyEv) != 1 || len(kongEv) != 1 {
 				t.Fatalf("audit events: envoy %d, kong %d; want one each", len(envoyEv), len(kongEv))
+			}
+			// Kong adds a completion record (the final status) in the log
+			// phase; Envoy's decision is the whole story.
+			done := e.gatewayCompletion(t, "kong", kongEv[0]["decision_id"].(string))
+			if len(done) != 1 || done[0]["status"] != float64(kr.status) || done[0]["reason"] != kongEv[0]["reason"] {
+				t.Errorf("kong completion records %v for a %d", done, kr.status)
+			}
+			if n := len(e.gatewayRecords(t, "envoy", audit.KindCompletion, "decision_id")[envoyEv[0]["decision_id"].(string)]); n != 0 {
+				t.Errorf("envoy: %d completion records", n)
 			}
 			for _, g := range []struct {
 				gateway, reason string

@@ -2,6 +2,7 @@ package test
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/modelguard/modelguard/kongplugin"
 	"github.com/modelguard/modelguard/kongplugin/kongpath"
+	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/test/kongharness"
 )
 
@@ -243,8 +245,9 @@ func TestKongConsumerMapping(t *testing.T) {
 	}
 }
 
-// TestKongAuditFinalStatus: the log phase records one event per request
-// with the status the client got, also when the upstream failed.
+// TestKongAuditFinalStatus: access records one decision per request, and
+// the log phase one completion record linked to it with the status the
+// client got, also when the upstream failed.
 func TestKongAuditFinalStatus(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	k := newKongEnv(t, e, kongBinary(t))
@@ -259,16 +262,25 @@ func TestKongAuditFinalStatus(t *testing.T) {
 	upstreamFailed := k.do("POST", "/v1/chat/completions", alice, []byte(chatBody("gpt-4o-mini")))
 
 	for _, tc := range []struct {
-		r      kongResult
-		status int
-		result string
-	}{{allowed, 200, "allow"}, {denied, 401, "deny"}, {upstreamFailed, 502, "allow"}} {
+		r              kongResult
+		decided, final int
+		result, reason string
+	}{{allowed, 200, 200, "allow", "allowed"}, {denied, 401, 401, "deny", "credentials_missing"}, {upstreamFailed, 200, 502, "allow", "allowed"}} {
 		ev := e.gatewayAuditEvent(t, "kong", tc.r.id)
-		if tc.r.status != tc.status || len(ev) != 1 {
-			t.Fatalf("%s: status %d, %d audit events", tc.r.id, tc.r.status, len(ev))
+		if tc.r.status != tc.final || len(ev) != 1 {
+			t.Fatalf("%s: status %d, %d decision records", tc.r.id, tc.r.status, len(ev))
 		}
-		if ev[0]["status"] != float64(tc.status) || ev[0]["result"] != tc.result || ev[0]["gateway"] != "kong" || ev[0]["path"] != "/v1/chat/completions" {
-			t.Errorf("audit event %v, want status %d result %s", ev[0], tc.status, tc.result)
+		if ev[0]["status"] != float64(tc.decided) || ev[0]["result"] != tc.result || ev[0]["gateway"] != "kong" {
+			t.Errorf("decision record %v, want status %d result %s", ev[0], tc.decided, tc.result)
+		}
+		done := e.gatewayCompletion(t, "kong", ev[0]["decision_id"].(string))
+		if len(done) != 1 || done[0]["status"] != float64(tc.final) || done[0]["reason"] != tc.reason || done[0]["seq"].(float64) <= ev[0]["seq"].(float64) {
+			t.Fatalf("completion records %v, want one after the decision with status %d", done, tc.final)
+		}
+		// The completion has the path when access did not read it (no
+		// valid credential).
+		if rec := e.kongRecord(t, tc.r.id); rec["path"] != "/v1/chat/completions" {
+			t.Errorf("recorded path %v", rec["path"])
 		}
 		if n := tc.r.ex.x.CallCount("log"); n != 1 || tc.r.ex.res.Log.Err != nil {
 			t.Errorf("log phase: %d PDK calls (%v), error %v", n, tc.r.ex.x.Calls["log"], tc.r.ex.res.Log.Err)
@@ -328,8 +340,8 @@ func TestKongPDKCalls(t *testing.T) {
 		if r.status != tc.status || !slices.Equal(access, tc.calls) || !slices.Equal(log, []string{"kong.log.serialize"}) {
 			t.Errorf("%s: status %d (want %d)\naccess calls %v\nwant         %v\nlog calls %v", tc.name, r.status, tc.status, access, tc.calls, log)
 		}
-		if ev := e.gatewayAuditEvent(t, "kong", r.id); len(ev) != 1 || ev[0]["status"] != float64(tc.status) || ev[0]["path"] != path || ev[0]["method"] != tc.method {
-			t.Errorf("%s: audit events %v", tc.name, ev)
+		if rec := e.kongRecord(t, r.id); rec["status"] != float64(tc.status) || rec["path"] != path || rec["method"] != tc.method {
+			t.Errorf("%s: audit record %v", tc.name, rec)
 		}
 	}
 }
@@ -403,15 +415,20 @@ func TestKongConcurrentRequests(t *testing.T) {
 		t.Error(err)
 	}
 	for _, id := range ids {
-		if n := len(e.gatewayAuditEvent(t, "kong", id)); n != 1 {
-			t.Errorf("%s: %d audit events", id, n)
+		ev := e.gatewayAuditEvent(t, "kong", id)
+		if len(ev) != 1 {
+			t.Errorf("%s: %d decision records", id, len(ev))
+			continue
+		}
+		if n := len(e.gatewayCompletion(t, "kong", ev[0]["decision_id"].(string))); n != 1 {
+			t.Errorf("%s: %d completion records", id, n)
 		}
 	}
 }
 
-// TestKongGracefulStop: on SIGTERM the plugin server records the decisions
-// whose log phase never came, ends the trail with a stop event and flushes
-// it before exiting.
+// TestKongGracefulStop: on SIGTERM the plugin server ends the trail with a
+// stop event and flushes it before exiting; a decision whose log phase
+// never came is in it (recorded in access), without a completion.
 func TestKongGracefulStop(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	k := newKongEnv(t, e, kongBinary(t))
@@ -429,6 +446,7 @@ func TestKongGracefulStop(t *testing.T) {
 		t.Fatal(err)
 	}
 	var decided, stopped bool
+	var completions int
 	for _, line := range strings.Split(strings.TrimSpace(string(raw)), "\n") {
 		var ev map[string]any
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
@@ -436,8 +454,96 @@ func TestKongGracefulStop(t *testing.T) {
 		}
 		decided = decided || ev["request_id"] == "no-log-phase" && ev["status"] == float64(200) && ev["gateway"] == "kong"
 		stopped = stopped || ev["kind"] == "stop"
+		if ev["kind"] == audit.KindCompletion {
+			completions++
+		}
 	}
-	if !decided || !stopped {
-		t.Fatalf("after SIGTERM: decision recorded %v, stop event %v\n%s", decided, stopped, raw)
+	if !decided || !stopped || completions != 0 {
+		t.Fatalf("after SIGTERM: decision recorded %v, stop event %v, %d completions\n%s", decided, stopped, completions, raw)
+	}
+}
+
+// TestKongAuditSurvivesKill9: the plugin server is killed (SIGKILL) after
+// the access phase let requests through and before their log phase ran,
+// in several rounds: every allowed request's decision is in the trail after
+// the restart (access waits for its record's write), the trail verifies,
+// and a request after the restarts is recorded with its completion.
+func TestKongAuditSurvivesKill9(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	k := newKongEnv(t, e, kongBinary(t))
+	path := e.trail("kong")
+	const rounds, inFlight = 3, 16
+	var allowed []string // request ids whose access phase let them through
+	for round := 1; round <= rounds; round++ {
+		var (
+			wg sync.WaitGroup
+			mu sync.Mutex
+		)
+		lets := len(allowed)
+		for i := range inFlight {
+			wg.Go(func() {
+				id := fmt.Sprintf("kill9-%d-%d", round, i)
+				hdr := http.Header{"Host": {"models.local"}, "Content-Type": {"application/json"}, "X-Request-Id": {id}, "X-Api-Key": {e.keys["alice-key"]}}
+				x := kongharness.NewExchange(kongharness.Request{Method: "POST", Scheme: "http", Host: "models.local", Path: "/v1/chat/completions",
+					Header: hdr, Body: []byte(chatBody("gpt-4o-mini")), ClientIP: "10.0.0.7"})
+				out := k.kong.HandleEvent(k.front.Plugin(), "access", x)
+				if out.Exited && x.Exit.Status == http.StatusServiceUnavailable {
+					return // shed under load (admission): not let through
+				}
+				if out.Err != nil || out.Exited {
+					t.Errorf("%s: access %+v, exit %+v", id, out, x.Exit)
+					return
+				}
+				mu.Lock()
+				allowed = append(allowed, id)
+				mu.Unlock()
+			})
+		}
+		wg.Wait()
+		if len(allowed) == lets {
+			t.Fatalf("round %d: no request let through", round)
+		}
+		k.proc.Kill() // before any log phase
+		// Kong answers 500 on its pooled connections to the dead process;
+		// those requests are not what this test is about.
+		k.kong.Close()
+		k.proc.Restart()
+
+		_, err := audit.VerifyFiles(trailFiles(t, path), audit.VerifyOptions{})
+		var ve *audit.VerifyError
+		if errors.As(err, &ve) && strings.HasPrefix(ve.Problem, "truncated record") {
+			t.Logf("round %d: SIGKILL tore the last record: %v", round, err) // the next start quarantines it
+		} else if err != nil {
+			t.Fatalf("round %d: the trail after SIGKILL does not verify: %v", round, err)
+		}
+		recorded := e.gatewayAuditEvents(t, "kong")
+		var missing []string
+		for _, id := range allowed {
+			if evs := recorded[id]; len(evs) != 1 || evs[0]["result"] != "allow" {
+				missing = append(missing, id)
+			}
+		}
+		t.Logf("round %d: %d requests let through so far, %d of them not recorded", round, len(allowed), len(missing))
+		if len(missing) > 0 {
+			t.Fatalf("round %d: %d of %d allowed requests have no decision record after SIGKILL, e.g. %v", round, len(missing), len(allowed), missing[:min(3, len(missing))])
+		}
+	}
+	t.Logf("%d of %d requests let through, every one recorded", len(allowed), rounds*inFlight)
+
+	// The restarted server continues the chain, with completions again.
+	r := k.do("POST", "/v1/chat/completions", map[string]string{"x-api-key": e.keys["alice-key"]}, []byte(chatBody("gpt-4o-mini")))
+	ev := e.gatewayAuditEvent(t, "kong", r.id)
+	if r.status != 200 || len(ev) != 1 || len(e.gatewayCompletion(t, "kong", ev[0]["decision_id"].(string))) != 1 {
+		t.Fatalf("after the restarts: status %d, records %v", r.status, ev)
+	}
+	if err := k.proc.Stop(); err != nil {
+		t.Fatalf("stop: %v\n%s", err, k.proc.Output())
+	}
+	if _, err := audit.VerifyFiles(trailFiles(t, path), audit.VerifyOptions{}); err != nil {
+		t.Fatalf("the trail after the restarts: %v", err)
+	}
+	// Only the request after the restarts had a log phase.
+	if evs := e.gatewayRecords(t, "kong", audit.KindCompletion, "decision_id"); len(evs) != 1 {
+		t.Errorf("completion records %v, want the last request's only", evs)
 	}
 }

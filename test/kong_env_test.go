@@ -3,6 +3,7 @@ package test
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -12,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/test/kongharness"
 	"github.com/modelguard/modelguard/test/testkit"
 )
@@ -112,22 +114,62 @@ func (r kongResult) upstreamHeader(name string) (string, bool) {
 	return result{upstream: r.upstream}.upstreamHeader(name)
 }
 
-// gatewayAuditEvent waits for the decision events of a request through a gateway
-// (the plugin server's trail is written asynchronously) and returns them:
-// one, unless a request was recorded twice.
+// gatewayAuditEvent waits for the decision records of a request through a
+// gateway (the trail is written asynchronously) and returns them: one,
+// unless a request was recorded twice.
 func (e *env) gatewayAuditEvent(t testing.TB, gateway, requestID string) []map[string]any {
 	t.Helper()
 	var evs []map[string]any
-	testkit.Eventually(t, "the audit event of "+requestID, func() bool {
+	testkit.Eventually(t, "the audit record of "+requestID, func() bool {
 		evs = e.gatewayAuditEvents(t, gateway)[requestID]
 		return len(evs) > 0
 	})
 	return evs
 }
 
+// gatewayCompletion waits for the completion records of a decision (Kong's
+// log phase writes one after the response) and returns them: one, unless
+// it was completed twice.
+func (e *env) gatewayCompletion(t testing.TB, gateway, decisionID string) []map[string]any {
+	t.Helper()
+	var evs []map[string]any
+	testkit.Eventually(t, "the completion record of "+decisionID, func() bool {
+		evs = e.gatewayRecords(t, gateway, audit.KindCompletion, "decision_id")[decisionID]
+		return len(evs) > 0
+	})
+	return evs
+}
+
+// kongRecord returns what the trail says of a request through Kong: its
+// one decision record, with the members that only its completion record
+// has (the method, path and address access did not read) filled in.
+func (e *env) kongRecord(t testing.TB, requestID string) map[string]any {
+	t.Helper()
+	ev := e.gatewayAuditEvent(t, "kong", requestID)
+	if len(ev) != 1 {
+		t.Fatalf("%s: %d decision records", requestID, len(ev))
+	}
+	done := e.gatewayCompletion(t, "kong", ev[0]["decision_id"].(string))
+	out := maps.Clone(ev[0])
+	for _, k := range []string{"method", "path", "source_address"} {
+		if _, ok := out[k]; !ok && done[0][k] != nil {
+			out[k] = done[0][k]
+		}
+	}
+	return out
+}
+
 // gatewayAuditEvents reads a gateway's audit trail and returns its decision
-// events by request id. A last line still being written is left out.
+// records by request id.
 func (e *env) gatewayAuditEvents(t testing.TB, gateway string) map[string][]map[string]any {
+	t.Helper()
+	return e.gatewayRecords(t, gateway, audit.KindDecision, "request_id")
+}
+
+// gatewayRecords reads a gateway's audit trail and returns its records of
+// one kind by the value of member key. A last line still being written is
+// left out.
+func (e *env) gatewayRecords(t testing.TB, gateway, kind, key string) map[string][]map[string]any {
 	t.Helper()
 	raw, err := os.ReadFile(e.trail(gateway))
 	if err != nil {
@@ -147,10 +189,10 @@ func (e *env) gatewayAuditEvents(t testing.TB, gateway string) map[string][]map[
 		if err := json.Unmarshal([]byte(line), &ev); err != nil {
 			t.Fatalf("audit line %q: %v", line, err)
 		}
-		if ev["gateway"] != gateway {
+		if ev["gateway"] != gateway || ev["kind"] != kind {
 			continue
 		}
-		id, _ := ev["request_id"].(string)
+		id, _ := ev[key].(string)
 		out[id] = append(out[id], ev)
 	}
 	return out

@@ -62,6 +62,24 @@ func fullEvent() Event {
 	}
 }
 
+// A completion record carries only its link and what the log phase learnt,
+// and verifies like any other record.
+func TestCompletionEncoding(t *testing.T) {
+	e := Event{Time: time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC), Kind: KindCompletion, DecisionID: "d1", Gateway: "kong",
+		Status: 502, Reason: "allowed", LatencyMicros: 1234}
+	var prev digest
+	line, _ := appendRecord(nil, &e, 2, &prev, newChainHash(nil))
+	wantBody := `{"seq":2,"prev":"` + strings.Repeat("0", 64) + `","time":"2026-03-04T05:06:07.000000Z","kind":"completion",` +
+		`"decision_id":"d1","gateway":"kong","status":502,"reason":"allowed","latency_us":1234,"hash":"`
+	if !strings.HasPrefix(string(line), wantBody) {
+		t.Fatalf("line %s, want it to start %s", line, wantBody)
+	}
+	back, _, _, err := checkLine(line, newChainHash(nil), nil)
+	if err != nil || back.Kind != KindCompletion || back.Status != 502 || back.DecisionID != "d1" {
+		t.Fatalf("checkLine: %+v, %v", back, err)
+	}
+}
+
 // The encoding is the one the package documentation defines, byte for byte,
 // and the hash is computed over it as documented, checked here with an
 // independent computation.

@@ -30,10 +30,19 @@ package audit
 
 import "time"
 
-// Event kinds. A decision is one request's outcome; the others are operator
-// events.
+// Event kinds. A decision is one request's outcome; a completion adds what
+// a gateway learns only after the response; the others are operator events.
 const (
-	KindDecision     = "decision"
+	KindDecision = "decision"
+	// KindCompletion follows a decision recorded before the response
+	// (Kong's access phase) and is linked to it by DecisionID. Status is
+	// what the client finally got (the upstream's, on an allow) and Reason
+	// the decision's, or the gateway adapter's when it answered otherwise
+	// than recorded (audit_unavailable, kong_pdk_error); LatencyMicros is
+	// the time from the decision to the end of the response. Method, Path
+	// and SourceAddress appear when the decision record lacks them (Kong
+	// reads them only when the decision needs them).
+	KindCompletion   = "completion"
 	KindStart        = "start"           // the process started (Detail: version)
 	KindStop         = "stop"            // graceful shutdown; the last record of a run
 	KindConfigLoaded = "config_loaded"   // File: the configuration; PolicyRevision

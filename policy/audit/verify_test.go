@@ -12,14 +12,19 @@ import (
 	"time"
 )
 
-// chainOf encodes n decision records, seq 1 to n, as a writer would.
+// chainOf encodes n records, seq 1 to n, as a writer would: decisions, each
+// followed by its completion (as Kong records them).
 func chainOf(n int, key []byte) [][]byte {
 	c := newChainHash(key)
 	var prev digest
 	lines := make([][]byte, n)
 	for i := range lines {
-		e := Event{Time: time.Unix(1700000000+int64(i), 0), Kind: KindDecision, DecisionID: fmt.Sprintf("d%d", i+1),
+		e := Event{Time: time.Unix(1700000000+int64(i), 0), Kind: KindDecision, DecisionID: fmt.Sprintf("d%d", i/2+1),
 			Subject: "alice", Method: "POST", Path: "/v1/chat/completions", Result: "allow", Status: 200, Reason: "allowed"}
+		if i%2 == 1 {
+			e = Event{Time: time.Unix(1700000000+int64(i), 0), Kind: KindCompletion, DecisionID: fmt.Sprintf("d%d", i/2+1),
+				Gateway: "kong", Status: 200, Reason: "allowed", LatencyMicros: 1500}
+		}
 		lines[i], prev = appendRecord(nil, &e, uint64(i+1), &prev, c)
 	}
 	return lines
@@ -90,6 +95,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		{"field edited, its hash recomputed", reencode(t, edit(2, `"alice"`, `"bob"`), 2, nil)[:3:3], 0, ""}, // alone it verifies: see next
 		{"field edited, hashes from there recomputed, one record kept", append(reencode(t, edit(2, `"alice"`, `"bob"`), 2, nil)[:3:3], good[3:]...), 4, "chain broken"},
 		{"member added", edit(2, `,"reason"`, `,"note":"x","reason"`), 3, "not in the canonical encoding"},
+		{"completion's status edited", edit(3, `"status":200`, `"status":500`), 4, "record edited: its hash does not match"},
 		{"record deleted", slices.Delete(slices.Clone(good), 2, 3), 3, "record deleted or moved: seq 4, want 3"},
 		{"records swapped", swapped, 3, "record deleted or moved: seq 4, want 3"},
 		{"record duplicated", slices.Insert(slices.Clone(good), 3, good[1]), 4, "record inserted, duplicated or moved: seq 2, want 4"},
