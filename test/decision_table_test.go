@@ -101,12 +101,12 @@ func TestGatewaysDecideAlike(t *testing.T) {
 	// The rate limit headers the client gets, by row (absent: none).
 	limitHeaders := map[string]map[string]string{
 		"trial: first request": {"x-ratelimit-limit-requests": "2", "x-ratelimit-remaining-requests": "1", "x-ratelimit-reset-requests": "30m0s",
-			"x-ratelimit-limit-tokens": "400", "x-ratelimit-remaining-tokens": "295", "x-ratelimit-reset-tokens": "15.75s"},
+			"x-ratelimit-limit-tokens": "400", "x-ratelimit-remaining-tokens": "295", "x-ratelimit-reset-tokens": "15m45s"},
 		"trial: second request": {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1h0m0s", "x-ratelimit-remaining-tokens": "190"},
 		"trial: third request refused": {"x-ratelimit-remaining-requests": "0", "retry-after": "1800", "x-should-retry": "false",
 			"x-ratelimit-remaining-tokens": "190"},
-		"trial: tokens reserved":      {"x-ratelimit-remaining-requests": "1", "x-ratelimit-remaining-tokens": "145", "x-ratelimit-reset-tokens": "38.25s"},
-		"trial: token budget refused": {"x-ratelimit-remaining-tokens": "145", "retry-after": "17", "x-should-retry": ""},
+		"trial: tokens reserved":      {"x-ratelimit-remaining-requests": "1", "x-ratelimit-remaining-tokens": "145", "x-ratelimit-reset-tokens": "38m15s"},
+		"trial: token budget refused": {"x-ratelimit-remaining-tokens": "145", "retry-after": "990", "x-should-retry": ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -72,11 +72,17 @@ type envOptions struct {
 }
 
 // trialLimits is the rate_limits section of every env unless replaced:
-// limits for the trial tier only (trial-key and trial2-key).
+// limits for the trial tier only (trial-key and trial2-key). The token
+// budget refills one token every 9 s, slowly enough that the time between
+// two rows (slow under the race detector) never changes a remaining count
+// the decision table compares. quota_after (20m) sits between the token
+// refusal's retry (16.5m, retryable) and the request refusal's (30m,
+// insufficient_quota).
 const trialLimits = `rate_limits:
+  quota_after: 20m
   rules:
     - {name: trial-requests, requests: 2, per: 1h, key: [key_id], match: {classes: [trial]}}
-    - {name: trial-tokens, tokens: 400, per: 1m, key: [key_id], match: {classes: [trial]}}
+    - {name: trial-tokens, tokens: 400, per: 1h, key: [key_id], match: {classes: [trial]}}
 `
 
 func newEnv(t testing.TB, o envOptions) *env {
