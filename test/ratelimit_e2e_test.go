@@ -143,7 +143,7 @@ func TestPolicyEditMovesCallerToAnotherTier(t *testing.T) {
 		t.Fatal("the example policy data has no standard tier to edit")
 	}
 	writeAtomic(t, data, edited)
-	// The trial tier admits 2 requests an hour and 400 tokens a minute per
+	// The trial tier admits 2 requests and 400 tokens an hour per
 	// key (a request without max_tokens reserves the model's 4096): from
 	// the reload on, alice is refused.
 	testkit.Eventually(t, "the trial tier's limit to apply", func() bool {
