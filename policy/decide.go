@@ -58,15 +58,8 @@ func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
 }
 
 func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
-	// No request is served without its audit record: when the trail cannot
-	// take one (queue full, sink failing), deny before doing any work.
-	if e.admit != nil {
-		if err := e.admit.Admit(ctx); err != nil {
-			e.metrics.AuditDenied.Inc()
-			e.log.Debug("audit trail unavailable: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
-			e.deny(d, http.StatusServiceUnavailable, "audit_unavailable", "service unavailable")
-			return
-		}
+	if !e.auditAdmits(ctx, req, d) {
+		return
 	}
 	// Under CPU saturation a check waits briefly for a slot, then is shed
 	// as overloaded: the policy's timeout then measures evaluation, not a
@@ -87,31 +80,9 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 	}
 	d.Identity = id
 
-	if err := req.Complete(PartTarget); err != nil {
-		e.refuse(d, req, err)
+	mr, ok := e.inspect(req, d)
+	if !ok {
 		return
-	}
-	// Bodies are read and parsed only for authenticated callers of model
-	// routes.
-	if req.Fetch != nil && e.models.ReadsBody(req.Method, req.Path) {
-		if err := req.Complete(PartBody); err != nil {
-			e.refuse(d, req, err)
-			return
-		}
-	}
-	mr, denial, isModel := e.models.Inspect(models.Request{
-		Method: req.Method, Path: req.Path,
-		ContentType: req.Headers["content-type"], Encoding: req.Headers["content-encoding"],
-		Body: req.Body, BodyTruncated: req.BodyTruncated, BodyOmitted: req.BodyOmitted,
-	})
-	if denial != nil {
-		e.deny(d, denial.Status, denial.Reason, denial.Message)
-		return
-	}
-	if isModel {
-		d.Model = Model{Name: mr.Name, Operation: mr.Operation}
-	} else {
-		d.Model = listing(req)
 	}
 
 	var fetchErr error
@@ -130,18 +101,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		return
 	}
 	if !res.Allow {
-		status, reason, msg := res.Status, res.Reason, res.Message
-		if status == 0 {
-			status = http.StatusForbidden
-		}
-		if reason == "" {
-			reason = "policy_denied"
-		}
-		if msg == "" {
-			msg = "access denied"
-		}
-		e.deny(d, status, reason, msg)
-		d.ResponseHeaders = appendHeaderMap(d.ResponseHeaders, res.ResponseHeaders)
+		e.policyDenied(d, res)
 		return
 	}
 	// Limits come after the policy, which may pick their class, and are
@@ -150,6 +110,72 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		return
 	}
 	e.allow(d, req, id, cred, res)
+}
+
+// auditAdmits reports whether the trail can take the request's record. No
+// request is served without its audit record: when the trail cannot take
+// one (queue full, sink failing), d is denied before any work is done.
+func (e *Engine) auditAdmits(ctx context.Context, req *Request, d *Decision) bool {
+	if e.admit == nil {
+		return true
+	}
+	if err := e.admit.Admit(ctx); err != nil {
+		e.metrics.AuditDenied.Inc()
+		e.log.Debug("audit trail unavailable: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
+		e.deny(d, http.StatusServiceUnavailable, "audit_unavailable", "service unavailable")
+		return false
+	}
+	return true
+}
+
+// inspect fetches the request's target (and, for model routes, its body)
+// from the gateway if it hands them over on demand, runs the body checks
+// and sets d.Model. It reports false when d has been denied.
+func (e *Engine) inspect(req *Request, d *Decision) (*models.Model, bool) {
+	if err := req.Complete(PartTarget); err != nil {
+		e.refuse(d, req, err)
+		return nil, false
+	}
+	// Bodies are read and parsed only for authenticated callers of model
+	// routes.
+	if req.Fetch != nil && e.models.ReadsBody(req.Method, req.Path) {
+		if err := req.Complete(PartBody); err != nil {
+			e.refuse(d, req, err)
+			return nil, false
+		}
+	}
+	mr, denial, isModel := e.models.Inspect(models.Request{
+		Method: req.Method, Path: req.Path,
+		ContentType: req.Headers["content-type"], Encoding: req.Headers["content-encoding"],
+		Body: req.Body, BodyTruncated: req.BodyTruncated, BodyOmitted: req.BodyOmitted,
+	})
+	if denial != nil {
+		e.deny(d, denial.Status, denial.Reason, denial.Message)
+		return nil, false
+	}
+	if isModel {
+		d.Model = Model{Name: mr.Name, Operation: mr.Operation}
+	} else {
+		d.Model = listing(req)
+	}
+	return mr, true
+}
+
+// policyDenied denies d as the policy's result says, with the defaults for
+// what it leaves out (403, policy_denied, "access denied").
+func (e *Engine) policyDenied(d *Decision, res rego.Result) {
+	status, reason, msg := res.Status, res.Reason, res.Message
+	if status == 0 {
+		status = http.StatusForbidden
+	}
+	if reason == "" {
+		reason = "policy_denied"
+	}
+	if msg == "" {
+		msg = "access denied"
+	}
+	e.deny(d, status, reason, msg)
+	d.ResponseHeaders = appendHeaderMap(d.ResponseHeaders, res.ResponseHeaders)
 }
 
 func (e *Engine) allow(d *Decision, req *Request, id *Identity, cred credential, res rego.Result) {
