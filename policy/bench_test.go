@@ -66,6 +66,9 @@ authorization:
   timeout: 10s # many callers on a shared machine: CPU waits are not policy errors
 models:
   - {name: gpt-4o-mini, operation: chat}
+# The parallel benchmarks measure deciding, not load shedding: every caller
+# waits for a check slot.
+admission: {max_concurrent_checks: 64, max_wait: 1s}
 `
 	cfg, err := config.Parse([]byte(cfgYAML), "bench.yaml", dir)
 	if err != nil {
