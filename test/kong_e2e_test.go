@@ -20,7 +20,6 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/modelguard/modelguard/kongplugin"
-	"github.com/modelguard/modelguard/kongplugin/kongpath"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/test/kongharness"
 )
@@ -362,7 +361,7 @@ func TestKongRequestLine(t *testing.T) {
 		{"absolute form", "http://models.local/v1/chat/completions", 200, []string{"kong.request.get_headers", "kong.nginx.get_var", "kong.request.get_method", "kong.request.get_path", "kong.request.get_raw_body"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			path := kongpath.Normalize(tc.rawPath)
+			path := kongharness.NormalizePath(tc.rawPath)
 			if !strings.HasPrefix(tc.rawPath, "/") {
 				path = "/v1/chat/completions" // what Kong's get_path gives for it
 			}

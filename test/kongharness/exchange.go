@@ -20,7 +20,7 @@ import (
 type Request struct {
 	Method, Scheme, Host, RawQuery string
 	// RawPath is the path as sent (kong.request.get_raw_path); Path is
-	// kongpath.Normalize of it (kong.request.get_path), the one Kong routes on
+	// NormalizePath of it (kong.request.get_path), the one Kong routes on
 	// and forwards.
 	RawPath, Path string
 	// Header is what the client sent; names are matched case-insensitively.

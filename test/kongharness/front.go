@@ -9,8 +9,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-
-	"github.com/modelguard/modelguard/kongplugin/kongpath"
 )
 
 // DefaultBufferSize is Kong's client_body_buffer_size (8k): larger bodies
@@ -125,7 +123,7 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
 	// nginx runs with underscores_in_headers on: Go's server keeps such
 	// names as sent, and nothing folds "_" into "-".
-	req := Request{Method: r.Method, Scheme: "http", Host: r.Host, RawPath: rawPath, Path: kongpath.Normalize(rawPath), RawQuery: rawQuery,
+	req := Request{Method: r.Method, Scheme: "http", Host: r.Host, RawPath: rawPath, Path: NormalizePath(rawPath), RawQuery: rawQuery,
 		Header: r.Header.Clone(), Body: body, ClientIP: ip, ForwardedIP: realIP.forwarded(ip, r.Header)}
 	req.Header.Set("Host", r.Host) // nginx lists it with the other headers
 	if len(body) > f.BufferSize {
