@@ -67,7 +67,7 @@ func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, pa
 			ast.Item(ast.InternedTerm("operation"), ast.StringTerm(m.Operation)),
 		))))
 	}
-	if mr != nil {
+	if mr != nil && !mr.Unchecked {
 		items = append(items, ast.Item(ast.InternedTerm("body"), ast.NewTerm(factsValue(mr.Facts))))
 		if parsedBody {
 			// Converted only when the policy reads it: a large prompt costs
