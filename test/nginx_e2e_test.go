@@ -261,7 +261,9 @@ audit:
 				if a.upstream != nil {
 					t.Fatalf("denied request reached the model server: %v", a.upstream)
 				}
-				var body struct{ Error struct{ Message, Type, Code string } }
+				var body struct {
+					Error struct{ Message, Type, Code string }
+				}
 				if err := json.Unmarshal(a.body, &body); err != nil || body.Error.Type != tc.typ || body.Error.Message == "" {
 					t.Fatalf("body %q (%v), want an OpenAI-shaped %s", a.body, err, tc.typ)
 				}
