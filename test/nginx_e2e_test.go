@@ -158,13 +158,7 @@ authentication:
     issuers:
       - {issuer: "`+testIssuer+`", audiences: [`+testAudience+`], algorithms: [RS256], keys: [{pem_file: jwt.pem}]}
   api_keys: {file: keys.yaml}
-authorization:
-  policy_dir: policy
-  query: data.modelguard.authz.decision
-  timeout: 2s
-models:
-  - {name: gpt-4o-mini, operation: chat}
-  - {name: resnet, operation: infer}
+`+demo.Policy+`  - {name: resnet, operation: infer}
 rate_limits:
   rules:
     - {name: trial-requests, requests: 1, per: 1h, key: [key_id], match: {classes: [trial]}}
