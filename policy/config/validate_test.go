@@ -516,3 +516,31 @@ func TestValidConfigurations(t *testing.T) {
 		})
 	}
 }
+
+// TestSetHTTPAddress: serve's -http-address is held to the rules of
+// server.http.address in the file.
+func TestSetHTTPAddress(t *testing.T) {
+	for _, tc := range []struct {
+		name, text, addr, wantErr string
+	}{
+		{"valid", doc(okAuth, okPolicy), "127.0.0.1:9193", ""},
+		{"invalid", doc(okAuth, okPolicy), "localhost", `server.http.address: invalid address "localhost"`},
+		{"with tls", doc(okAuth, okPolicy, "server:", "  tls: {cert_file: tls/server.crt, key_file: tls/server.key}"), "127.0.0.1:9193",
+			"server.http.address: the HTTP authorization listener is plaintext"},
+		{"on the admin address", doc(okAuth, okPolicy), "127.0.0.1:9192", "server.http.address: same address as another listener"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := mustParse(t, tc.text)
+			err := c.SetHTTPAddress(tc.addr)
+			if tc.wantErr == "" {
+				if err != nil || c.Server.HTTP.Address != tc.addr {
+					t.Fatalf("got %v, address %q", err, c.Server.HTTP.Address)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want %q", err, tc.wantErr)
+			}
+		})
+	}
+}
