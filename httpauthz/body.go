@@ -88,13 +88,23 @@ func (b *envoyBody) release() {
 	}
 }
 
-// readAtMost reads up to n bytes of r into one buffer of that size: the
-// content-length Envoy sends sizes it exactly.
+// readAtMost reads up to n bytes of r into one buffer of that size (the
+// content-length Envoy sends sizes it exactly). Only a clean end of the
+// body is one: a body that ends before its content-length (the connection
+// dropped) is an error, never a shorter whole (io.ReadFull would not tell
+// them apart).
 func readAtMost(r io.Reader, n int64) ([]byte, error) {
 	buf := make([]byte, n)
-	got, err := io.ReadFull(r, buf)
-	if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
-		err = nil // shorter than the limit: the whole body
+	got := 0
+	for got < len(buf) {
+		m, err := r.Read(buf[got:])
+		got += m
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
 	}
-	return buf[:got], err
+	return buf[:got], nil
 }

@@ -1,9 +1,12 @@
 package httpauthz
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -334,6 +337,27 @@ func TestFailClosed(t *testing.T) {
 				t.Fatalf("%s: got %d %s, want 503", target, a.status, a.body)
 			}
 			assertDenial(t, a, 503, "internal_error")
+		}
+	})
+	t.Run("body cut short by the connection", func(t *testing.T) {
+		f := newFixture(t, httpsettings.Refuse, nil)
+		conn, err := net.Dial("tcp", strings.TrimPrefix(f.url, "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		fmt.Fprintf(conn, "POST /envoy/v1/chat/completions HTTP/1.1\r\nHost: models.local\r\nAuthorization: Bearer %s\r\n"+
+			"Content-Type: application/json\r\nX-Envoy-Auth-Partial-Body: false\r\nContent-Length: %d\r\n\r\n%s",
+			f.keys["alice-key"], len(chatBody)+10, chatBody)
+		conn.(*net.TCPConn).CloseWrite()
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		a := answer{status: resp.StatusCode, header: resp.Header}
+		if a.status != 503 || f.reason(t, a) != "gateway_read_error" {
+			t.Fatalf("got %d %s, want 503 gateway_read_error", a.status, f.reason(t, a))
 		}
 	})
 	t.Run("unknown route", func(t *testing.T) {
