@@ -142,3 +142,34 @@ func TestRateLimitStoreDownFailsClosed(t *testing.T) {
 		}
 	}
 }
+
+func TestHoldReservations(t *testing.T) {
+	rules := []ratelimit.Rule{{Name: "tpm", Tokens: 100, Per: time.Hour}}
+	alice := map[string]string{"x-api-key": "mg_alice"}
+	for _, hold := range []bool{false, true} {
+		e, _ := limitedEngine(t, allowAll, ratelimit.Settings{Rules: rules})
+		e.holdLimits = hold
+		d := e.Decide(context.Background(), chat(alice)) // 65 tokens reserved
+		if !d.Allow {
+			t.Fatalf("hold %v: %d %s", hold, d.Status, d.Reason)
+		}
+		if (d.Reservation != nil) != hold {
+			t.Fatalf("hold %v: reservation %v", hold, d.Reservation)
+		}
+		if !hold {
+			continue
+		}
+		if d.Reservation.Tokens() != 65 {
+			t.Fatalf("reserved %d, want 65", d.Reservation.Tokens())
+		}
+		if d := e.Decide(context.Background(), chat(alice)); d.Allow {
+			t.Fatal("a second 65-token request fit a 100-token budget")
+		}
+		if err := d.Reservation.Settle(context.Background(), 5); err != nil {
+			t.Fatal(err)
+		}
+		if d := e.Decide(context.Background(), chat(alice)); !d.Allow {
+			t.Fatalf("refused after the first request settled at 5 tokens: %s", d.Reason)
+		}
+	}
+}
