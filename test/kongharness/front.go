@@ -167,7 +167,9 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hdr.Set("content-type", "application/json; charset=utf-8")
 	default:
 		res.Status, hdr, respBody = f.forward(r, x, upstream)
-		if slices.Contains(f.Phases, "response") {
+		// Kong turns buffering, and with it the response phase, off for
+		// HTTP/2 and upgraded connections (Kong.access in kong/init.lua).
+		if slices.Contains(f.Phases, "response") && r.ProtoMajor < 2 && r.Header.Get("Upgrade") == "" {
 			x.mu.Lock()
 			x.Status, x.Service = res.Status, &ServiceResponse{Status: res.Status, Header: hdr, Body: respBody}
 			x.mu.Unlock()
