@@ -2,7 +2,9 @@ package policy
 
 import (
 	"context"
+	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,12 +133,24 @@ func TestRateLimitStoreDownFailsClosed(t *testing.T) {
 		onError string
 		status  int
 		reason  string
-	}{{"deny", 503, "ratelimit_unavailable"}, {"local", 200, "allowed"}} {
+		log     string // logged for every such decision, with its id
+	}{{"deny", 503, "ratelimit_unavailable", "rate limits could not be decided: denied"}, {"local", 200, "allowed", "rate limits decided locally: redis unavailable"}} {
 		e, _ := limitedEngine(t, allowAll, ratelimit.Settings{Store: "redis", Redis: ratelimit.RedisSettings{Address: addr, OnError: tt.onError}, Rules: rules})
-		d := e.Decide(context.Background(), chat(map[string]string{"x-api-key": "mg_alice"}))
-		if d.Status != tt.status || d.Reason != tt.reason {
-			t.Fatalf("on_error %s: %d %s, want %d %s", tt.onError, d.Status, d.Reason, tt.status, tt.reason)
+		logs := &testkit.SyncBuffer{}
+		e.log = slog.New(slog.NewTextHandler(logs, nil))
+		for range 2 {
+			d := e.Decide(context.Background(), chat(map[string]string{"x-api-key": "mg_alice"}))
+			if d.Status != tt.status || d.Reason != tt.reason {
+				t.Fatalf("on_error %s: %d %s, want %d %s", tt.onError, d.Status, d.Reason, tt.status, tt.reason)
+			}
+			if !strings.Contains(logs.String(), "decision_id="+d.ID) {
+				t.Fatalf("on_error %s: decision %s not logged: %s", tt.onError, d.ID, logs)
+			}
 		}
+		if n := strings.Count(logs.String(), tt.log); n != 2 {
+			t.Fatalf("on_error %s: %q logged %d times for 2 decisions: %s", tt.onError, tt.log, n, logs)
+		}
+		d := e.Decide(context.Background(), chat(map[string]string{"x-api-key": "mg_alice"}))
 		if tt.status == 503 && string(d.Body()) != `{"error":{"message":"service unavailable","type":"server_error","code":"service_unavailable"}}` {
 			t.Fatalf("body %s", d.Body())
 		}
