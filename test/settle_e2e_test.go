@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/modelguard/modelguard/test/kongharness"
 	"github.com/modelguard/modelguard/test/redisserver"
 )
 
@@ -91,7 +92,8 @@ func TestKongSettlesTokenBudgets(t *testing.T) {
   rules:
     - {name: alice-tokens, tokens: %d, per: 24h, key: [key_id], match: {subjects: [alice]}}
     - {name: ada-tokens, tokens: %d, per: 24h, key: [key_id], match: {subjects: [ada]}}
-`, tc.store, budget, budget)})
+    - {name: tara-tokens, tokens: %d, per: 24h, key: [key_id], match: {subjects: [tara]}}
+`, tc.store, budget, budget, budget)})
 			var args []string
 			if tc.settle {
 				args = []string{"-settle"}
@@ -144,6 +146,33 @@ func TestKongSettlesTokenBudgets(t *testing.T) {
 			// Responses that report no usage keep their reservations.
 			if n := admitted("admin-key", map[string]string{"x-no-usage": "1"}, 60); n != K {
 				t.Errorf("without usage: admitted %d, want %d", n, K)
+			}
+			if !tc.settle {
+				return
+			}
+			// A response event run twice settles once: 20 used, then the
+			// next request reserves 200 of what is left.
+			req := benchChat(map[string]string{"x-api-key": e.keys["trial-key"]})
+			req.Body = []byte(bodies[0])
+			x := kongharness.NewExchange(req)
+			pc := k.front.Plugin()
+			if out := k.kong.HandleEvent(pc, "access", x); out.Err != nil || out.Exited {
+				t.Fatalf("access: %+v %v", out, x.Exit)
+			}
+			x.Status = http.StatusOK
+			x.Service = &kongharness.ServiceResponse{Status: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
+				Body: []byte(`{"usage":{"total_tokens":20}}`)}
+			for range 2 {
+				if out := k.kong.HandleEvent(pc, "response", x); out.Err != nil {
+					t.Fatalf("response: %+v", out)
+				}
+			}
+			if out := k.kong.HandleEvent(pc, "log", x); out.Err != nil {
+				t.Fatalf("log: %+v", out)
+			}
+			r := k.do("POST", "/v1/chat/completions", map[string]string{"x-api-key": e.keys["trial-key"]}, []byte(bodies[0]))
+			if got, want := r.header.Get("x-ratelimit-remaining-tokens"), fmt.Sprint(budget-used-reserve); r.status != http.StatusOK || got != want {
+				t.Errorf("after a repeated response phase: %d, %s tokens left, want %s", r.status, got, want)
 			}
 		})
 	}
