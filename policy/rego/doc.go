@@ -50,6 +50,14 @@
 // non-string or invalid headers) is an error, as are evaluation errors,
 // including builtin errors and timeouts: the caller denies on every error.
 //
+// # Decision cache
+//
+// An Engine with a decision cache (see [CacheSettings]) answers a request
+// whose values at every input path the policy can read equal those of an
+// earlier one with that earlier decision. Policies whose decisions depend
+// on more than input and data are never cached; [Policy.Cacheable] says
+// why.
+//
 // # Reload
 //
 // [Open] compiles the policy once and then watches its directory. A changed

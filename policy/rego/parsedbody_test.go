@@ -89,6 +89,10 @@ allow if object.get(input.subject, "id", input.request.query) == "x"`, InputQuer
 		{"an import of input.request", `package modelguard.authz
 import input.request
 allow if request.method == "GET"`, InputQuery | InputScheme | InputSourceAddress},
+		{"a member of request named by data", `package modelguard.authz
+allow if input.request[data.member] == "x"`, InputQuery | InputScheme | InputSourceAddress},
+		{"object.get at a path named by data", `package modelguard.authz
+allow if object.get(input.request, [data.member], "") == "x"`, InputQuery | InputScheme | InputSourceAddress},
 		{"other request members", `package modelguard.authz
 allow if { input.request.headers["x-a"] == "1"; input.request.host == "h" }`, 0},
 	}
