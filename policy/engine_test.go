@@ -57,7 +57,7 @@ func (fakeTokens) Verify(_ context.Context, tok string) (*jwtauth.Identity, erro
 type authzFunc func(ctx context.Context, input ast.Value) (rego.Result, error)
 
 func (f authzFunc) EvalInput(ctx context.Context, build func(rego.Inputs) ast.Value) (rego.Result, error) {
-	return f(ctx, build(rego.InputParsedBody|rego.InputQuery|rego.InputScheme|rego.InputSourceAddress))
+	return f(ctx, build(rego.AllInputs))
 }
 
 // testCatalog is the real model catalog with one chat model.
@@ -260,21 +260,30 @@ func TestListing(t *testing.T) {
 	}
 }
 
-// The parsed body reaches the policy only when the policy reads it.
-func TestDecideParsedBodyOnlyWhenWanted(t *testing.T) {
-	for _, want := range []bool{false, true} {
-		var input ast.Value
-		e, _ := testEngine(t, evalInputFunc(func(build func(rego.Inputs) ast.Value) {
-			var reads rego.Inputs
-			if want {
-				reads = rego.InputParsedBody
+// The parsed body and the headers reach the policy only when the policy
+// reads them.
+func TestDecideOptionalInputsOnlyWhenWanted(t *testing.T) {
+	for _, tc := range []struct {
+		member rego.Inputs
+		text   string
+	}{
+		{rego.InputParsedBody, `"parsed_body"`},
+		{rego.InputHeaders, `"x-test": "1"`},
+	} {
+		for _, want := range []bool{false, true} {
+			var input ast.Value
+			e, _ := testEngine(t, evalInputFunc(func(build func(rego.Inputs) ast.Value) {
+				var reads rego.Inputs
+				if want {
+					reads = tc.member
+				}
+				input = build(reads)
+			}))
+			e.Decide(context.Background(), chat(map[string]string{"x-api-key": "mg_alice", "x-test": "1"}))
+			got := strings.Contains(input.String(), tc.text)
+			if got != want || !strings.Contains(input.String(), `"body": {`) {
+				t.Errorf("policy wants %s=%v: input %s", tc.text, want, input)
 			}
-			input = build(reads)
-		}))
-		e.Decide(context.Background(), chat(map[string]string{"x-api-key": "mg_alice"}))
-		got := strings.Contains(input.String(), `"parsed_body"`)
-		if got != want || !strings.Contains(input.String(), `"body": {`) {
-			t.Errorf("policy wants parsed_body=%v: input %s", want, input)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
+	"github.com/modelguard/modelguard/policy/rego"
 )
 
 // input builds the Rego input document directly as an ast.Value, which
@@ -19,7 +20,9 @@ import (
 //	model{name, operation} (only when known)
 //	body{max_tokens, stream, n, messages, prompt_chars, tools} (model requests)
 //	parsed_body (model requests, only for policies that read it)
-func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, parsedBody bool) ast.Value {
+//
+// Optional members the policy does not read (reads) are left empty.
+func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, reads rego.Inputs) ast.Value {
 	roles := make([]*ast.Term, len(id.Roles))
 	for i, r := range id.Roles {
 		roles[i] = ast.StringTerm(r)
@@ -37,12 +40,15 @@ func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, pa
 		ast.Item(ast.InternedTerm("claims"), ast.NewTerm(claims)),
 	)
 
-	headers := make([][2]*ast.Term, 0, len(req.Headers))
-	for k, v := range req.Headers {
-		if strings.HasPrefix(k, ":") || e.isCredentialHeader(k) {
-			continue
+	var headers [][2]*ast.Term
+	if reads.Has(rego.InputHeaders) {
+		headers = make([][2]*ast.Term, 0, len(req.Headers))
+		for k, v := range req.Headers {
+			if strings.HasPrefix(k, ":") || e.isCredentialHeader(k) {
+				continue
+			}
+			headers = append(headers, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
 		}
-		headers = append(headers, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
 	}
 	request := ast.NewObject(
 		ast.Item(ast.InternedTerm("id"), ast.StringTerm(req.ID)),
@@ -69,7 +75,7 @@ func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, pa
 	}
 	if mr != nil {
 		items = append(items, ast.Item(ast.InternedTerm("body"), ast.NewTerm(factsValue(mr.Facts))))
-		if parsedBody {
+		if reads.Has(rego.InputParsedBody) {
 			// Converted only when the policy reads it: a large prompt costs
 			// nothing otherwise. Parsed bodies always convert.
 			if v, err := ast.InterfaceToValue(mr.Body); err == nil {

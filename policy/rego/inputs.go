@@ -19,6 +19,11 @@ const (
 	InputScheme
 	// InputSourceAddress is input.request.source_address.
 	InputSourceAddress
+	// InputHeaders is input.request.headers.
+	InputHeaders
+
+	// AllInputs are every optional member.
+	AllInputs = InputParsedBody | InputQuery | InputScheme | InputSourceAddress | InputHeaders
 )
 
 // Has reports whether every member of x is in i.
@@ -32,6 +37,7 @@ var optionalInputs = []struct {
 	{InputQuery, ast.MustParseRef("input.request.query")},
 	{InputScheme, ast.MustParseRef("input.request.scheme")},
 	{InputSourceAddress, ast.MustParseRef("input.request.source_address")},
+	{InputHeaders, ast.MustParseRef("input.request.headers")},
 }
 
 // requestID is unique to each request: a policy reading it has no repeat
