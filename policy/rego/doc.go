@@ -15,7 +15,8 @@
 //
 // # Input document
 //
-// The core builds input as an ast.Value, once per request:
+// The core builds input as an ast.Value, once per request, with only the
+// members the policy can read ([Policy.Inputs]):
 //
 //	input.gateway   "envoy" | "kong"
 //	input.subject   id            subject (JWT subject claim or API key owner)

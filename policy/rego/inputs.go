@@ -6,9 +6,10 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
-// Inputs is a set of optional input members: those a policy reads are
-// built (or fetched from the gateway) for it, the others are left empty.
-type Inputs uint8
+// Inputs is a set of input members: those a policy may read are built (or
+// fetched from the gateway) for it, the others are left out, so that a
+// request costs only what its policy can see.
+type Inputs uint32
 
 const (
 	// InputParsedBody is input.parsed_body, the whole parsed body.
@@ -21,15 +22,50 @@ const (
 	InputSourceAddress
 	// InputHeaders is input.request.headers.
 	InputHeaders
+	// InputGateway is input.gateway.
+	InputGateway
+	// InputSubjectID is input.subject.id.
+	InputSubjectID
+	// InputRoles is input.subject.roles.
+	InputRoles
+	// InputAuthMethod is input.subject.auth_method.
+	InputAuthMethod
+	// InputKeyID is input.subject.key_id.
+	InputKeyID
+	// InputIssuer is input.subject.issuer.
+	InputIssuer
+	// InputClaims is input.subject.claims.
+	InputClaims
+	// InputRequestID is input.request.id.
+	InputRequestID
+	// InputMethod is input.request.method.
+	InputMethod
+	// InputPath is input.request.path.
+	InputPath
+	// InputHost is input.request.host.
+	InputHost
+	// InputTLSPrincipal is input.request.tls_principal.
+	InputTLSPrincipal
+	// InputModel is input.model.
+	InputModel
+	// InputBody is input.body, the body's facts.
+	InputBody
 
-	// AllInputs are every optional member.
-	AllInputs = InputParsedBody | InputQuery | InputScheme | InputSourceAddress | InputHeaders
+	// AllInputs are every member.
+	AllInputs = InputBody<<1 - 1
+	// InputSubject are the members of input.subject.
+	InputSubject = InputSubjectID | InputRoles | InputAuthMethod | InputKeyID | InputIssuer | InputClaims
+	// InputRequest are the members of input.request.
+	InputRequest = InputRequestID | InputMethod | InputPath | InputQuery | InputHost | InputScheme | InputHeaders | InputSourceAddress | InputTLSPrincipal
 )
 
 // Has reports whether every member of x is in i.
 func (i Inputs) Has(x Inputs) bool { return i&x == x }
 
-var optionalInputs = []struct {
+// Any reports whether some member of x is in i.
+func (i Inputs) Any(x Inputs) bool { return i&x != 0 }
+
+var inputMembers = []struct {
 	member Inputs
 	ref    ast.Ref
 }{
@@ -38,6 +74,20 @@ var optionalInputs = []struct {
 	{InputScheme, ast.MustParseRef("input.request.scheme")},
 	{InputSourceAddress, ast.MustParseRef("input.request.source_address")},
 	{InputHeaders, ast.MustParseRef("input.request.headers")},
+	{InputGateway, ast.MustParseRef("input.gateway")},
+	{InputSubjectID, ast.MustParseRef("input.subject.id")},
+	{InputRoles, ast.MustParseRef("input.subject.roles")},
+	{InputAuthMethod, ast.MustParseRef("input.subject.auth_method")},
+	{InputKeyID, ast.MustParseRef("input.subject.key_id")},
+	{InputIssuer, ast.MustParseRef("input.subject.issuer")},
+	{InputClaims, ast.MustParseRef("input.subject.claims")},
+	{InputRequestID, ast.MustParseRef("input.request.id")},
+	{InputMethod, ast.MustParseRef("input.request.method")},
+	{InputPath, ast.MustParseRef("input.request.path")},
+	{InputHost, ast.MustParseRef("input.request.host")},
+	{InputTLSPrincipal, ast.MustParseRef("input.request.tls_principal")},
+	{InputModel, ast.MustParseRef("input.model")},
+	{InputBody, ast.MustParseRef("input.body")},
 }
 
 // requestID is unique to each request: a policy reading it has no repeat
@@ -63,7 +113,7 @@ var impure = map[string]bool{
 // reads is what a policy's modules may read of input, and whether its
 // decisions may be cached.
 type reads struct {
-	// inputs are the optional members some rule may read.
+	// inputs are the members some rule may read.
 	inputs Inputs
 	// paths are the constant paths into input whose values, subtrees
 	// included, are all the policy can read: for each reference into input,
@@ -155,7 +205,7 @@ func readsOf(modules map[string]*ast.Module) reads {
 	}
 	r.paths = minimal(all)
 	for _, p := range r.paths {
-		for _, o := range optionalInputs {
+		for _, o := range inputMembers {
 			if p.HasPrefix(o.ref) || o.ref.HasPrefix(p) {
 				r.inputs |= o.member
 			}
