@@ -210,20 +210,27 @@ func chatRequest(name, value string) *policy.Request {
 	}
 }
 
+// allowedTwice decides req twice on a fresh engine: both allowed, the
+// second from the decision cache.
+func allowedTwice(t *testing.T, e *policy.Engine, m *metrics.Metrics, req *policy.Request) {
+	t.Helper()
+	for i := range 2 {
+		if d := e.Decide(t.Context(), req); !d.Allow {
+			t.Fatalf("request %d: %d %s", i, d.Status, d.Reason)
+		}
+	}
+	if decisionHits(m) != 1 {
+		t.Fatalf("%v decision cache hits, want 1", decisionHits(m))
+	}
+}
+
 // TestRevokedKeyWithCachedDecision: a key disabled in the key file is
 // refused as soon as the file is reloaded, though its decision is cached.
 func TestRevokedKeyWithCachedDecision(t *testing.T) {
 	env := newCacheEnv(t)
 	e, m := env.engine(t, true)
 	req := chatRequest("x-api-key", env.keys["chat-user"])
-	for i := range 2 {
-		if d := e.Decide(t.Context(), req); !d.Allow {
-			t.Fatalf("request %d before revocation: %d %s", i, d.Status, d.Reason)
-		}
-	}
-	if decisionHits(m) != 1 {
-		t.Fatalf("%v decision cache hits, want 1", decisionHits(m))
-	}
+	allowedTwice(t, e, m, req)
 	reloads := testutil.ToFloat64(m.KeyReloads.WithLabelValues("ok"))
 	env.writeKeys(t, "chat-user")
 	testkit.Eventually(t, "the key file reload", func() bool { return testutil.ToFloat64(m.KeyReloads.WithLabelValues("ok")) > reloads })
@@ -239,14 +246,7 @@ func TestExpiredTokenWithCachedDecision(t *testing.T) {
 	e, m := env.engine(t, true)
 	exp := time.Now().Add(3 * time.Second).Truncate(time.Second)
 	req := chatRequest("authorization", "Bearer "+env.token(t, []string{"chat-user"}, exp))
-	for i := range 2 {
-		if d := e.Decide(t.Context(), req); !d.Allow {
-			t.Fatalf("request %d before expiry: %d %s", i, d.Status, d.Reason)
-		}
-	}
-	if decisionHits(m) != 1 {
-		t.Fatalf("%v decision cache hits, want 1", decisionHits(m))
-	}
+	allowedTwice(t, e, m, req)
 	time.Sleep(time.Until(exp) + 10*time.Millisecond) // leeway is 0s
 	if d := e.Decide(t.Context(), req); d.Allow || d.Status != 401 {
 		t.Fatalf("after expiry: %v %d %s", d.Allow, d.Status, d.Reason)
@@ -259,14 +259,7 @@ func TestReloadedPolicyWithCachedDecision(t *testing.T) {
 	env := newCacheEnv(t)
 	e, m := env.engine(t, true)
 	req := chatRequest("x-api-key", env.keys["trial"])
-	for i := range 2 {
-		if d := e.Decide(t.Context(), req); !d.Allow {
-			t.Fatalf("request %d before the edit: %d %s", i, d.Status, d.Reason)
-		}
-	}
-	if decisionHits(m) != 1 {
-		t.Fatalf("%v decision cache hits, want 1", decisionHits(m))
-	}
+	allowedTwice(t, e, m, req)
 	revision := e.PolicyRevision()
 	data, err := os.ReadFile(filepath.Join(env.dir, "policy", "data.yaml"))
 	if err != nil {
