@@ -429,6 +429,9 @@ func lintHTTPService(bad func(string, ...any), a *extauthzv3.ExtAuthz, clusters 
 			bad("http_service.authorization_request.allowed_headers must let %s through", need)
 		}
 	}
+	if !matchesAny(h.GetAuthorizationResponse().GetDynamicMetadataFromHeaders().GetPatterns(), "x-modelguard-decision-id") {
+		bad("http_service.authorization_response.dynamic_metadata_from_headers must match x-modelguard-decision-id (the access log's decision_id)")
+	}
 	// A header modelguard sets that Envoy does not copy upstream leaves the
 	// client's forged copy in place.
 	for _, need := range []string{"x-modelguard-subject", "x-modelguard-roles", "x-modelguard-auth-method", "x-modelguard-key-id", "x-modelguard-decision-id"} {
