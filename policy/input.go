@@ -15,7 +15,8 @@ import (
 // policy/rego and the README:
 //
 //	gateway, subject{id, roles, auth_method, key_id, issuer, claims},
-//	request{id, method, path, query, host, scheme, headers, source_address, tls_principal},
+//	request{id, method, path, query, host, scheme, headers, source_address, tls_principal,
+//	        context_extensions, metadata_context (Envoy, when set)},
 //	model{name, operation} (only when known)
 //	body{max_tokens, stream, n, messages, prompt_chars, tools} (model requests)
 //	parsed_body (model requests, only for policies that read it)
@@ -55,6 +56,12 @@ func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, pa
 		ast.Item(ast.InternedTerm("source_address"), ast.StringTerm(req.SourceAddress)),
 		ast.Item(ast.InternedTerm("tls_principal"), ast.StringTerm(req.TLSPrincipal)),
 	)
+	if len(req.ContextExtensions) > 0 {
+		request.Insert(ast.InternedTerm("context_extensions"), ast.NewTerm(stringsObject(req.ContextExtensions)))
+	}
+	if md := metadataValue(req.MetadataContext); md != nil {
+		request.Insert(ast.InternedTerm("metadata_context"), ast.NewTerm(md))
+	}
 
 	items := [][2]*ast.Term{
 		ast.Item(ast.InternedTerm("gateway"), ast.StringTerm(req.Gateway)),
@@ -120,9 +127,14 @@ func factsValue(f models.Facts) ast.Object {
 	return o
 }
 
-// isCredentialHeader reports headers that carry credentials, which never
-// reach the policy (it could log or echo them).
+// isCredentialHeader reports headers that carry credentials a built-in
+// authenticator reads, which then never reach the policy (it could log or
+// echo them). With none configured and allow_anonymous, modelguard reads
+// no credential and a policy that verifies tokens itself sees them all.
 func (e *Engine) isCredentialHeader(name string) bool {
+	if e.anonymous && !e.authenticates() {
+		return false
+	}
 	switch name {
 	case "authorization", "proxy-authorization", "cookie":
 		return true

@@ -33,6 +33,7 @@ type Options struct {
 type Engine struct {
 	dir      string
 	query    string
+	shape    string // Settings.Input
 	timeout  time.Duration
 	onReload func(string, error)
 	log      *slog.Logger
@@ -58,6 +59,7 @@ func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engin
 	e := &Engine{
 		dir:      dir,
 		query:    s.Query,
+		shape:    s.Input,
 		timeout:  s.Timeout,
 		onReload: opts.OnReload,
 		log:      opts.Logger,
@@ -69,7 +71,7 @@ func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engin
 	if err != nil {
 		return nil, dirError(fmt.Errorf("policy %s: %w", dir, err))
 	}
-	p, err := compile(ctx, dir, snap, e.query)
+	p, err := compile(ctx, dir, snap, e.query, e.shape, logPrints{e.log})
 	if err != nil {
 		return nil, dirError(err)
 	}
@@ -83,7 +85,7 @@ func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engin
 	if err != nil {
 		return nil, dirError(fmt.Errorf("policy %s: %w", dir, err))
 	}
-	e.log.Info("policy loaded", "dir", dir, "revision", p.Revision(), "query", e.query)
+	e.log.Info("policy loaded", "dir", dir, "revision", p.Revision(), "query", e.query, "input", e.shape)
 	return e, nil
 }
 
@@ -107,6 +109,10 @@ func (e *Engine) EvalInput(ctx context.Context, build func(reads Inputs) ast.Val
 	return p.Eval(ctx, input)
 }
 
+// Input is the shape of the input document the policy reads
+// (ShapeModelguard or ShapeOPAEnvoy).
+func (e *Engine) Input() string { return e.shape }
+
 // Revision is the revision of the policy now deciding.
 func (e *Engine) Revision() string { return e.current.Load().Revision() }
 
@@ -128,7 +134,7 @@ func (e *Engine) reload(ctx context.Context) {
 		return
 	}
 	e.lastSum = snap.sum
-	p, err := compile(ctx, e.dir, snap, e.query)
+	p, err := compile(ctx, e.dir, snap, e.query, e.shape, logPrints{e.log})
 	if err != nil {
 		e.log.Error("policy reload refused, keeping the running revision", "dir", e.dir, "revision", snap.revision(), "running", running, "error", err)
 		e.reloaded(snap.revision(), err)

@@ -7,27 +7,52 @@ import "github.com/open-policy-agent/opa/v1/ast"
 type Inputs uint8
 
 const (
-	// InputParsedBody is input.parsed_body, the whole parsed body.
+	// InputParsedBody is input.parsed_body, the whole parsed body (with
+	// input opa-envoy also input.truncated_body).
 	InputParsedBody Inputs = 1 << iota
-	// InputQuery is input.request.query.
+	// InputQuery is input.request.query (opa-envoy: the query string in
+	// input.attributes.request.http.path, and input.parsed_query).
 	InputQuery
 	// InputScheme is input.request.scheme.
 	InputScheme
 	// InputSourceAddress is input.request.source_address.
 	InputSourceAddress
+	// InputRawBody is input.attributes.request.http.rawBody (opa-envoy).
+	InputRawBody
+	// InputModelguardFacts is input.modelguard, modelguard's own input beside
+	// opa-envoy-plugin's (opa-envoy).
+	InputModelguardFacts
 )
 
 // Has reports whether every member of x is in i.
 func (i Inputs) Has(x Inputs) bool { return i&x == x }
 
-var optionalInputs = []struct {
+type optionalInput struct {
 	member Inputs
 	ref    ast.Ref
-}{
-	{InputParsedBody, ast.MustParseRef("input.parsed_body")},
-	{InputQuery, ast.MustParseRef("input.request.query")},
-	{InputScheme, ast.MustParseRef("input.request.scheme")},
-	{InputSourceAddress, ast.MustParseRef("input.request.source_address")},
+}
+
+// optionalInputs lists, per input shape, where each optional member sits.
+var optionalInputs = map[string][]optionalInput{
+	ShapeModelguard: {
+		{InputParsedBody, ast.MustParseRef("input.parsed_body")},
+		{InputQuery, ast.MustParseRef("input.request.query")},
+		{InputScheme, ast.MustParseRef("input.request.scheme")},
+		{InputSourceAddress, ast.MustParseRef("input.request.source_address")},
+	},
+	ShapeOPAEnvoy: {
+		{InputParsedBody, ast.MustParseRef("input.parsed_body")},
+		{InputParsedBody, ast.MustParseRef("input.truncated_body")},
+		{InputQuery, ast.MustParseRef("input.attributes.request.http.path")},
+		{InputQuery, ast.MustParseRef("input.parsed_query")},
+		{InputScheme, ast.MustParseRef("input.attributes.request.http.scheme")},
+		{InputSourceAddress, ast.MustParseRef("input.attributes.source.address")},
+		{InputRawBody, ast.MustParseRef("input.attributes.request.http.rawBody")},
+		{InputModelguardFacts, ast.MustParseRef("input.modelguard")},
+		{InputQuery, ast.MustParseRef("input.modelguard.request.query")},
+		{InputScheme, ast.MustParseRef("input.modelguard.request.scheme")},
+		{InputSourceAddress, ast.MustParseRef("input.modelguard.request.source_address")},
+	},
 }
 
 // readInputs returns the optional members some rule of modules, as parsed
@@ -38,10 +63,10 @@ var optionalInputs = []struct {
 // that path, as the example policy's object.get(input, ["subject",
 // "roles"], []) does. An import of input counts as a read of what it
 // names.
-func readInputs(modules map[string]*ast.Module) Inputs {
+func readInputs(modules map[string]*ast.Module, shape string) Inputs {
 	var in Inputs
 	read := func(r ast.Ref) {
-		for _, o := range optionalInputs {
+		for _, o := range optionalInputs[shape] {
 			if reaches(r, o.ref) {
 				in |= o.member
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/metrics"
 	oparego "github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown/print"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -36,6 +37,15 @@ type Result struct {
 	// RateLimitClass picks the rate limit rules that name this class
 	// (match.classes); "" when not set.
 	RateLimitClass string
+	// RemoveHeaders are removed from the upstream request when allowed
+	// (opa-envoy-plugin's request_headers_to_remove); lower-case.
+	RemoveHeaders []string
+	// Body, when not nil, replaces the JSON error body of a denial
+	// (opa-envoy-plugin's body).
+	Body []byte
+	// DynamicMetadata is opa-envoy-plugin's dynamic_metadata: a JSON
+	// object the gateway keeps with the request (Envoy's dynamic metadata).
+	DynamicMetadata map[string]any
 	// Revision is the revision of the policy that decided.
 	Revision string
 }
@@ -50,19 +60,24 @@ type Policy struct {
 }
 
 // Compile loads the policy in dir (tests excluded), compiles it and prepares
-// query ("" means DefaultQuery) for evaluation.
+// query ("" means DefaultQuery) for evaluation with modelguard's input.
 func Compile(ctx context.Context, dir, query string) (*Policy, error) {
+	return CompileFor(ctx, dir, query, ShapeModelguard)
+}
+
+// CompileFor is Compile for policies that read the input shape input
+// (ShapeModelguard or ShapeOPAEnvoy); "" query is that shape's default.
+func CompileFor(ctx context.Context, dir, query, input string) (*Policy, error) {
 	snap, err := readPolicyDir(dir, false)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", dir, err)
 	}
-	return compile(ctx, dir, snap, query)
+	return compile(ctx, dir, snap, DefaultSettingsFor(input).orQuery(query), input, nil)
 }
 
-func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Policy, error) {
-	if query == "" {
-		query = DefaultQuery
-	}
+// compile compiles snap for query and the input shape; print() output goes
+// to hook (nil discards it).
+func compile(ctx context.Context, dir string, snap *snapshot, query, shape string, hook print.Hook) (*Policy, error) {
 	ref, err := parseQuery(query)
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
@@ -75,8 +90,13 @@ func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Po
 		return nil, fmt.Errorf("policy %s: no .rego files", dir)
 	}
 	modules := loaded.ParsedModules()
-	inputs := readInputs(modules)
-	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
+	inputs := readInputs(modules, shape)
+	if hook == nil {
+		hook = discardPrints{}
+	}
+	// print() calls are kept (not erased) so that policy authors see their
+	// output in the operator log and in check.
+	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).WithEnablePrintStatements(true)
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, fmt.Errorf("policy %s: %w", dir, compiler.Errors)
 	}
@@ -98,6 +118,8 @@ func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Po
 		oparego.StrictBuiltinErrors(true),
 		// Keep results as AST: decode reads them without a JSON round trip.
 		oparego.GenerateJSON(keepAST),
+		oparego.EnablePrintStatements(true),
+		oparego.PrintHook(hook),
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: prepare %s: %w", dir, query, err)
@@ -142,7 +164,11 @@ func (p *Policy) Eval(ctx context.Context, input ast.Value) (Result, error) {
 		return Result{Revision: p.revision}, fmt.Errorf("policy %s: %w", p.revision, err)
 	}
 	// NoOp metrics: OPA otherwise allocates a metrics set per evaluation.
-	rs, err := p.query.Eval(ctx, oparego.EvalParsedInput(input), oparego.EvalMetrics(metrics.NoOp()))
+	opts := []oparego.EvalOption{oparego.EvalParsedInput(input), oparego.EvalMetrics(metrics.NoOp())}
+	if t := tracerFrom(ctx); t != nil {
+		opts = append(opts, oparego.EvalQueryTracer(t))
+	}
+	rs, err := p.query.Eval(ctx, opts...)
 	if err != nil {
 		return Result{Revision: p.revision}, fmt.Errorf("policy %s: evaluate: %w", p.revision, err)
 	}
@@ -184,6 +210,9 @@ func decode(v ast.Value) (Result, error) {
 	case ast.Boolean:
 		return Result{Allow: bool(v)}, nil
 	case ast.Object:
+		if v.Get(allowedTerm) != nil {
+			return decodeOPAEnvoy(v)
+		}
 		return decodeObject(v)
 	}
 	return Result{}, fmt.Errorf("result is %s, want a boolean or an object", ast.ValueName(v))
