@@ -4,8 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"os"
-	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -13,24 +11,25 @@ import (
 
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // opaEnvoyEngine is a real engine with input opa-envoy deciding with
 // module (package envoy.authz) and the authentication section auth.
-func opaEnvoyEngine(t *testing.T, auth, module string) *Engine {
+func opaEnvoyEngine(t testing.TB, auth, module string) *Engine {
+	t.Helper()
+	return shapedEngine(t, "opa-envoy", auth, "package envoy.authz\n\n"+module)
+}
+
+// shapedEngine is a real engine with the input shape input, policy module
+// and authentication section auth; one chat model, no audit.
+func shapedEngine(t testing.TB, input, auth, module string) *Engine {
 	t.Helper()
 	dir := t.TempDir()
-	if err := os.Mkdir(filepath.Join(dir, "policy"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "policy", "p.rego"), []byte("package envoy.authz\n\n"+module+"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "keys.yaml"), []byte("keys:\n  - {id: k1, hash: \""+apikey.Hash("mg_alice")+"\", subject: alice, roles: [chat-user]}\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	testkit.ReplaceFile(t, dir, "policy/p.rego", module)
+	testkit.WriteFile(t, dir, "keys.yaml", "keys:\n  - {id: k1, hash: \""+apikey.Hash("mg_alice")+"\", subject: alice, roles: [chat-user]}\n")
 	cfg, err := config.Parse([]byte(auth+`
-authorization: {policy_dir: policy, input: opa-envoy}
+authorization: {policy_dir: policy, input: `+input+`}
 models:
   - {name: gpt-4o-mini, operation: chat}
 audit: {output: "off"}
@@ -38,7 +37,7 @@ audit: {output: "off"}
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(t.Context(), cfg, Options{})
+	e, err := New(context.Background(), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -271,5 +270,62 @@ func TestCredentialsReachAPolicyThatVerifies(t *testing.T) {
 	}
 	if got := strings.Join(d.RemoveHeaders, ","); !strings.Contains(got, "authorization") {
 		t.Errorf("remove %s", got)
+	}
+}
+
+// BenchmarkDecideInputShape is one decision with each input shape, in one
+// run: the same request and equivalent policies (method, a header, the
+// path; then also the parsed body), as modelguard's input and as
+// opa-envoy-plugin's.
+func BenchmarkDecideInputShape(b *testing.B) {
+	req := &Request{Gateway: "envoy", ID: "bench", Method: "POST", Path: "/v1/chat/completions", Host: "models.local", Scheme: "https",
+		Headers: map[string]string{":authority": "models.local", ":method": "POST", ":path": "/v1/chat/completions", ":scheme": "https",
+			"content-type": "application/json", "user-agent": "OpenAI/Python 1.54.0", "x-request-id": "bench", "accept": "application/json", "x-tenant": "acme"},
+		SourceAddress: "10.0.0.7:51000",
+		Body:          []byte(`{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are helpful."},{"role":"user","content":"Hello there"}],"max_tokens":128}`),
+	}
+	for _, bc := range []struct{ name, input, module string }{
+		{"modelguard", "modelguard", `package modelguard.authz
+
+allow if {
+	input.request.method == "POST"
+	input.request.headers["x-tenant"] == "acme"
+	startswith(input.request.path, "/v1/")
+}`},
+		{"opa-envoy", "opa-envoy", `package envoy.authz
+
+allow if {
+	input.attributes.request.http.method == "POST"
+	input.attributes.request.http.headers["x-tenant"] == "acme"
+	input.parsed_path[0] == "v1"
+}`},
+		{"modelguard+parsed_body", "modelguard", `package modelguard.authz
+
+allow if {
+	input.request.method == "POST"
+	input.request.headers["x-tenant"] == "acme"
+	startswith(input.request.path, "/v1/")
+	input.parsed_body.max_tokens <= 1024
+}`},
+		{"opa-envoy+parsed_body", "opa-envoy", `package envoy.authz
+
+allow if {
+	input.attributes.request.http.method == "POST"
+	input.attributes.request.http.headers["x-tenant"] == "acme"
+	input.parsed_path[0] == "v1"
+	input.parsed_body.max_tokens <= 1024
+}`},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			e := shapedEngine(b, bc.input, anonymous, bc.module)
+			ctx := context.Background()
+			if d := e.Decide(ctx, req); !d.Allow {
+				b.Fatalf("denied: %d %s", d.Status, d.Reason)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				e.Decide(ctx, req)
+			}
+		})
 	}
 }
