@@ -256,14 +256,14 @@ func (e *Engine) deny(d *Decision, status int, reason, message string) {
 	}
 }
 
-// refuse denies a request whose Fetch failed: with the adapter's Refusal,
-// or 503 gateway_read_error.
+// refuse denies a request whose Fetch failed, or that could not be made
+// into the policy's input: with the Refusal, or 503 gateway_read_error.
 func (e *Engine) refuse(d *Decision, req *Request, err error) {
 	r, ok := errors.AsType[*Refusal](err)
 	if !ok {
 		r = &Refusal{Status: http.StatusServiceUnavailable, Reason: "gateway_read_error", Message: "service unavailable", Err: err}
 	}
-	e.log.Error("reading the request from the gateway failed: denied", "decision_id", d.ID, "request_id", req.ID, "reason", r.Reason, "error", err)
+	e.log.Error("request refused before the policy: denied", "decision_id", d.ID, "request_id", req.ID, "reason", r.Reason, "error", err)
 	e.deny(d, r.Status, r.Reason, r.Message)
 }
 

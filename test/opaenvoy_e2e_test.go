@@ -2,8 +2,12 @@ package test
 
 import (
 	"bytes"
+	"encoding/json"
+	"maps"
 	"os"
 	"path/filepath"
+	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -187,6 +191,74 @@ allow if {
 				if got.status != r.status {
 					t.Errorf("%s as %s: %d, want %d", r.path, r.tenant, got.status, r.status)
 				}
+			}
+		})
+	}
+}
+
+// TestOPAEnvoyAttributesAlike: Envoy and Kong give an opa-envoy-plugin
+// policy the same input for the same request. The policy hands what it
+// read back as dynamic metadata (Envoy's, and kong.ctx.shared for Kong).
+func TestOPAEnvoyAttributesAlike(t *testing.T) {
+	e := newEnv(t, envOptions{
+		files: map[string]string{"echo/p.rego": `package envoy.authz
+
+allow := {"allowed": true, "dynamic_metadata": {
+	"method": input.attributes.request.http.method,
+	"path": input.attributes.request.http.path,
+	"headers": object.filter(input.attributes.request.http.headers, ["content-type", "x-tenant", "authorization", "accept"]),
+	"rawBody": object.get(input.attributes.request.http, "rawBody", ""),
+	"parsed_path": input.parsed_path,
+	"parsed_query": input.parsed_query,
+	"parsed_body": input.parsed_body,
+	"truncated_body": input.truncated_body,
+	"version": input.version,
+	"model": object.get(input.modelguard, "model", {}),
+	"address": input.attributes.source.address.socketAddress.address,
+}}
+`},
+		authentication: "authentication:\n  allow_anonymous: true",
+		authorization:  "authorization:\n  policy_dir: echo\n  input: opa-envoy",
+	})
+	k := newKongEnv(t, e, kongBinary(t))
+	for _, tc := range []struct {
+		name, method, path string
+		headers            map[string]string
+		body               []byte
+	}{
+		{"chat", "POST", "/v1/chat/completions?trace=1&trace=2", map[string]string{"authorization": "Bearer abc", "x-tenant": "acme"}, []byte(chatBody("gpt-4o-mini"))},
+		{"listing", "GET", "/v1/models/gpt-4o-mini", map[string]string{"accept": "application/json"}, nil},
+		{"form", "PUT", "/api/items/x%20y", map[string]string{"content-type": "application/x-www-form-urlencoded"}, []byte("a=1&b=two+words")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := e.doRaw(tc.method, tc.path, tc.headers, tc.body)
+			kr := k.do(tc.method, tc.path, tc.headers, tc.body)
+			if env.status != 200 || kr.status != 200 {
+				t.Fatalf("envoy %d, kong %d", env.status, kr.status)
+			}
+			ev := maps.Clone(env.log.Metadata)
+			for _, k := range []string{"decision_id", "reason", "policy_revision"} {
+				delete(ev, k)
+			}
+			kv, _ := kr.ex.x.Shared["modelguard_dynamic_metadata"].(map[string]any)
+			if strings.Contains(tc.path, "%") {
+				// Kong hands over its normalised path, percent-escapes
+				// decoded (kongpath), Envoy the escapes normalize_path
+				// keeps; parsed_path, decoded, is the same in both.
+				if ev["path"] != "/api/items/x%20y" || kv["path"] != "/api/items/x y" {
+					t.Errorf("path: envoy %q, kong %q", ev["path"], kv["path"])
+				}
+				delete(ev, "path")
+				kv = maps.Clone(kv)
+				delete(kv, "path")
+			}
+			if !reflect.DeepEqual(ev, kv) {
+				eb, _ := json.MarshalIndent(ev, "", " ")
+				kb, _ := json.MarshalIndent(kv, "", " ")
+				t.Errorf("inputs differ:\nenvoy %s\nkong  %s", eb, kb)
+			}
+			if ev["method"] != tc.method || ev["address"] != "127.0.0.1" {
+				t.Errorf("envoy input %v", ev)
 			}
 		})
 	}
