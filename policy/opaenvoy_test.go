@@ -3,6 +3,7 @@ package policy
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"reflect"
 	"slices"
@@ -18,12 +19,12 @@ import (
 // module (package envoy.authz) and the authentication section auth.
 func opaEnvoyEngine(t testing.TB, auth, module string) *Engine {
 	t.Helper()
-	return shapedEngine(t, "opa-envoy", auth, "package envoy.authz\n\n"+module)
+	return shapedEngine(t, "opa-envoy", auth, "package envoy.authz\n\n"+module, Options{})
 }
 
 // shapedEngine is a real engine with the input shape input, policy module
 // and authentication section auth; one chat model, no audit.
-func shapedEngine(t testing.TB, input, auth, module string) *Engine {
+func shapedEngine(t testing.TB, input, auth, module string, opts Options) *Engine {
 	t.Helper()
 	dir := t.TempDir()
 	testkit.ReplaceFile(t, dir, "policy/p.rego", module)
@@ -37,7 +38,7 @@ audit: {output: "off"}
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := New(context.Background(), cfg, Options{})
+	e, err := New(context.Background(), cfg, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,6 +274,21 @@ func TestCredentialsReachAPolicyThatVerifies(t *testing.T) {
 	}
 }
 
+// TestPrintCarriesTheDecisionID: print() output reaches the operator log
+// with the id of the decision it was printed for.
+func TestPrintCarriesTheDecisionID(t *testing.T) {
+	var logs testkit.SyncBuffer
+	e := shapedEngine(t, "modelguard", anonymous, "package modelguard.authz\n\nallow if print(\"method\", input.request.method)\n",
+		Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	d := e.Decide(context.Background(), &Request{Gateway: "envoy", Method: "GET", Path: "/v1/models"})
+	if !d.Allow {
+		t.Fatalf("denied: %s", d.Reason)
+	}
+	if out := logs.String(); !strings.Contains(out, `"msg":"rego print","decision_id":"`+d.ID+`"`) || !strings.Contains(out, `"message":"method GET"`) {
+		t.Errorf("log:\n%s", out)
+	}
+}
+
 // BenchmarkDecideInputShape is one decision with each input shape, in one
 // run: the same request and equivalent policies (method, a header, the
 // path; then also the parsed body), as modelguard's input and as
@@ -317,7 +333,7 @@ allow if {
 }`},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			e := shapedEngine(b, bc.input, anonymous, bc.module)
+			e := shapedEngine(b, bc.input, anonymous, bc.module, Options{})
 			ctx := context.Background()
 			if d := e.Decide(ctx, req); !d.Allow {
 				b.Fatalf("denied: %d %s", d.Status, d.Reason)
