@@ -38,13 +38,6 @@ func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, pa
 		ast.Item(ast.InternedTerm("claims"), ast.NewTerm(claims)),
 	)
 
-	headers := make([][2]*ast.Term, 0, len(req.Headers))
-	for k, v := range req.Headers {
-		if strings.HasPrefix(k, ":") || e.isCredentialHeader(k) {
-			continue
-		}
-		headers = append(headers, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
-	}
 	request := ast.NewObject(
 		ast.Item(ast.InternedTerm("id"), ast.StringTerm(req.ID)),
 		ast.Item(ast.InternedTerm("method"), ast.StringTerm(req.Method)),
@@ -52,7 +45,7 @@ func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, pa
 		ast.Item(ast.InternedTerm("query"), ast.NewTerm(queryValue(req.Query))),
 		ast.Item(ast.InternedTerm("host"), ast.StringTerm(req.Host)),
 		ast.Item(ast.InternedTerm("scheme"), ast.StringTerm(req.Scheme)),
-		ast.Item(ast.InternedTerm("headers"), ast.NewTerm(ast.NewObject(headers...))),
+		ast.Item(ast.InternedTerm("headers"), ast.NewTerm(e.headersObject(req))),
 		ast.Item(ast.InternedTerm("source_address"), ast.StringTerm(req.SourceAddress)),
 		ast.Item(ast.InternedTerm("tls_principal"), ast.StringTerm(req.TLSPrincipal)),
 	)
@@ -142,6 +135,19 @@ func (e *Engine) isCredentialHeader(name string) bool {
 	return name == e.apiKeyHeader
 }
 
+// headersObject is the request's headers for the policy: pseudo-headers
+// and credentials (isCredentialHeader) left out.
+func (e *Engine) headersObject(req *Request) ast.Object {
+	headers := make([][2]*ast.Term, 0, len(req.Headers))
+	for k, v := range req.Headers {
+		if strings.HasPrefix(k, ":") || e.isCredentialHeader(k) {
+			continue
+		}
+		headers = append(headers, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+	}
+	return ast.NewObject(headers...)
+}
+
 // queryValue turns a raw query into {name: [values]}. An unparsable query
 // yields what could be parsed; the policy sees the raw path either way.
 func queryValue(raw string) ast.Value {
@@ -149,13 +155,5 @@ func queryValue(raw string) ast.Value {
 		return ast.NewObject()
 	}
 	q, _ := url.ParseQuery(raw)
-	items := make([][2]*ast.Term, 0, len(q))
-	for k, vs := range q {
-		ts := make([]*ast.Term, len(vs))
-		for i, v := range vs {
-			ts[i] = ast.StringTerm(v)
-		}
-		items = append(items, ast.Item(ast.StringTerm(k), ast.ArrayTerm(ts...)))
-	}
-	return ast.NewObject(items...)
+	return valuesObject(q)
 }

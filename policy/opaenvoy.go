@@ -89,16 +89,9 @@ var versionTerm = ast.ObjectTerm(
 // envoyAttributes is the CheckRequest's attributes as opa-envoy-plugin
 // renders them: set fields only, JSON names.
 func (e *Engine) envoyAttributes(req *Request, reads rego.Inputs) ast.Object {
-	headers := make([][2]*ast.Term, 0, len(req.Headers))
-	for k, v := range req.Headers {
-		if strings.HasPrefix(k, ":") || e.isCredentialHeader(k) {
-			continue
-		}
-		headers = append(headers, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
-	}
 	httpAttrs := ast.NewObject(
 		ast.Item(ast.InternedTerm("method"), ast.StringTerm(req.Method)),
-		ast.Item(ast.InternedTerm("headers"), ast.NewTerm(ast.NewObject(headers...))),
+		ast.Item(ast.InternedTerm("headers"), ast.NewTerm(e.headersObject(req))),
 		ast.Item(ast.InternedTerm("host"), ast.StringTerm(req.Host)),
 	)
 	// Envoy's path carries the query; it is read only for policies that

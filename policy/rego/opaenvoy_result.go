@@ -120,9 +120,9 @@ func decodeHeaderList(key ast.String, v ast.Value) (map[string]string, error) {
 	var h map[string]string
 	for _, o := range objs {
 		err := o.Iter(func(k, v *ast.Term) error {
-			name, ok := k.Value.(ast.String)
-			if !ok || !httpguts.ValidHeaderFieldName(string(name)) {
-				return fmt.Errorf("result %s has invalid header name %s", string(key), k)
+			lower, err := headerName(key, k)
+			if err != nil {
+				return err
 			}
 			values, err := headerValues(v.Value)
 			if err != nil {
@@ -131,7 +131,6 @@ func decodeHeaderList(key ast.String, v ast.Value) (map[string]string, error) {
 			if h == nil {
 				h = make(map[string]string)
 			}
-			lower := strings.ToLower(string(name))
 			for _, value := range values {
 				if prev, ok := h[lower]; ok {
 					value = prev + "," + value

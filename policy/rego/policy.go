@@ -302,15 +302,14 @@ func decodeHeaders(key ast.String, v ast.Value) (map[string]string, error) {
 	}
 	h := make(map[string]string, obj.Len())
 	err := obj.Iter(func(k, v *ast.Term) error {
-		name, ok := k.Value.(ast.String)
-		if !ok || !httpguts.ValidHeaderFieldName(string(name)) {
-			return fmt.Errorf("result %s has invalid header name %s", string(key), k)
+		lower, err := headerName(key, k)
+		if err != nil {
+			return err
 		}
 		value, ok := v.Value.(ast.String)
 		if !ok || !httpguts.ValidHeaderFieldValue(string(value)) {
 			return fmt.Errorf("result %s[%s] is not a valid header value", string(key), k)
 		}
-		lower := strings.ToLower(string(name))
 		if _, dup := h[lower]; dup {
 			return fmt.Errorf("result %s sets %s twice", string(key), lower)
 		}
@@ -321,4 +320,14 @@ func decodeHeaders(key ast.String, v ast.Value) (map[string]string, error) {
 		return nil, err
 	}
 	return h, nil
+}
+
+// headerName reads a header name of the result's key, lower-cased; one
+// that is not a valid field name (a pseudo-header, a space) is an error.
+func headerName(key ast.String, k *ast.Term) (string, error) {
+	name, ok := k.Value.(ast.String)
+	if !ok || !httpguts.ValidHeaderFieldName(string(name)) {
+		return "", fmt.Errorf("result %s has invalid header name %s", string(key), k)
+	}
+	return strings.ToLower(string(name)), nil
 }
