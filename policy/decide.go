@@ -99,7 +99,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 			}
 			return in
 		}
-		return e.input(req, id, d.Model, mr, reads.Has(rego.InputParsedBody))
+		return e.input(req, id, d.Model, mr, reads)
 	})
 	d.PolicyRevision = res.Revision
 	if buildErr != nil {

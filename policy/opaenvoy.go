@@ -75,7 +75,7 @@ func (e *Engine) opaEnvoyInput(req *Request, id *Identity, m Model, mr *models.M
 		items = append(items, ast.Item(ast.InternedTerm("source_principal"), ast.StringTerm(req.TLSPrincipal)))
 	}
 	if reads.Has(rego.InputModelguardFacts) {
-		items = append(items, ast.Item(ast.InternedTerm("modelguard"), ast.NewTerm(e.input(req, id, m, mr, false))))
+		items = append(items, ast.Item(ast.InternedTerm("modelguard"), ast.NewTerm(e.input(req, id, m, mr, reads&^rego.InputParsedBody))))
 	}
 	return ast.NewObject(items...), nil
 }

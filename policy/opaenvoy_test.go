@@ -10,8 +10,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/test/testkit"
 )
 
@@ -271,6 +275,30 @@ func TestCredentialsReachAPolicyThatVerifies(t *testing.T) {
 	}
 	if got := strings.Join(d.RemoveHeaders, ","); !strings.Contains(got, "authorization") {
 		t.Errorf("remove %s", got)
+	}
+}
+
+// TestOPAEnvoyCachedDecisions: decisions of an opa-envoy policy are
+// cached on the values it reads of opa-envoy-plugin's input.
+func TestOPAEnvoyCachedDecisions(t *testing.T) {
+	m := metrics.New(prometheus.NewRegistry())
+	e := shapedEngine(t, "opa-envoy", anonymous, `package envoy.authz
+
+allow if {
+	input.attributes.request.http.headers["x-tenant"] == "acme"
+	input.parsed_path[0] == "v1"
+}`, Options{Metrics: m})
+	for i, tc := range []struct {
+		tenant, path string
+		allow        bool
+	}{{"acme", "/v1/models", true}, {"acme", "/v1/models", true}, {"globex", "/v1/models", false}, {"acme", "/v2/models", false}, {"acme", "/v1/x", true}} {
+		d := e.Decide(context.Background(), &Request{Gateway: "envoy", Method: "GET", Path: tc.path, Headers: map[string]string{"x-tenant": tc.tenant}})
+		if d.Allow != tc.allow {
+			t.Errorf("request %d (%s %s): allow %v, want %v", i, tc.tenant, tc.path, d.Allow, tc.allow)
+		}
+	}
+	if hits := testutil.ToFloat64(m.CacheLookups.WithLabelValues("decision", "hit")); hits != 1 {
+		t.Errorf("%v cache hits, want 1", hits)
 	}
 }
 

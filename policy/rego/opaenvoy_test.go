@@ -98,11 +98,11 @@ func TestOPAEnvoyInputsRead(t *testing.T) {
 		{"truncated_body", `allow if not input.truncated_body`, InputParsedBody},
 		{"rawBody", `allow if input.attributes.request.http.rawBody != ""`, InputRawBody},
 		{"the whole http request", `allow if count(input.attributes.request.http) > 0`, InputQuery | InputScheme | InputRawBody},
-		{"modelguard facts", `allow if input.modelguard.subject.id == "a"`, InputModelguardFacts},
+		{"modelguard facts", `allow if input.modelguard.subject.id == "a"`, InputModelguardFacts | InputSubjectID},
 		{"modelguard query", `allow if input.modelguard.request.query.a == ["1"]`, InputModelguardFacts | InputQuery},
 		{"modelguard's path is not opa-envoy's", `allow if input.request.query.a == ["1"]`, 0},
-		{"all of input", `allow if count(input) > 0`, InputParsedBody | InputQuery | InputScheme | InputSourceAddress | InputRawBody | InputModelguardFacts},
-		{"example policy", "", InputParsedBody | InputModelguardFacts},
+		{"all of input", `allow if count(input) > 0`, AllInputs},
+		{"example policy", "", InputParsedBody | InputModelguardFacts | InputBody},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -115,7 +115,7 @@ func TestOPAEnvoyInputsRead(t *testing.T) {
 				t.Fatal(err)
 			}
 			if p.Inputs() != tc.want {
-				t.Errorf("Inputs() = %06b, want %06b", p.Inputs(), tc.want)
+				t.Errorf("Inputs() = %b, want %b", p.Inputs(), tc.want)
 			}
 		})
 	}

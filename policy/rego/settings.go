@@ -22,6 +22,9 @@ type Settings struct {
 	Query string `yaml:"query"`
 	// Timeout for one evaluation, default 100ms, between 1ms and 10s.
 	Timeout time.Duration `yaml:"timeout"`
+	// DecisionCache keeps the decisions of cacheable policies; see
+	// CacheSettings. Off when built in code and left zero.
+	DecisionCache CacheSettings `yaml:"decision_cache"`
 }
 
 // Defaults and limits of Settings.
@@ -46,7 +49,8 @@ func DefaultSettings() Settings { return DefaultSettingsFor("") }
 // DefaultSettingsFor returns the value every absent key takes when the
 // input key says input ("" when absent): the default query follows it.
 func DefaultSettingsFor(input string) Settings {
-	s := Settings{Input: ShapeModelguard, Query: DefaultQuery, Timeout: DefaultTimeout}
+	s := Settings{Input: ShapeModelguard, Query: DefaultQuery, Timeout: DefaultTimeout,
+		DecisionCache: CacheSettings{Enabled: true, Size: DefaultCacheSize}}
 	if input == ShapeOPAEnvoy {
 		s.Query = DefaultOPAEnvoyQuery
 	}
@@ -96,6 +100,7 @@ func (s Settings) Validate(baseDir string) []error {
 		errs = append(errs, &field.Error{Path: "query", Err: err})
 	}
 	field.Range(&errs, "timeout", s.Timeout, MinTimeout, MaxTimeout)
+	errs = append(errs, field.Within("decision_cache", s.DecisionCache.validate())...)
 	return errs
 }
 
