@@ -23,18 +23,19 @@ import (
 // module (package envoy.authz) and the authentication section auth.
 func opaEnvoyEngine(t testing.TB, auth, module string) *Engine {
 	t.Helper()
-	return shapedEngine(t, "opa-envoy", auth, "package envoy.authz\n\n"+module, Options{})
+	return shapedEngine(t, "input: opa-envoy", auth, "package envoy.authz\n\n"+module, Options{})
 }
 
-// shapedEngine is a real engine with the input shape input, policy module
-// and authentication section auth; one chat model, no audit.
-func shapedEngine(t testing.TB, input, auth, module string, opts Options) *Engine {
+// shapedEngine is a real engine with the authorization keys authz (the
+// input shape, say), policy module and authentication section auth; one
+// chat model, no audit.
+func shapedEngine(t testing.TB, authz, auth, module string, opts Options) *Engine {
 	t.Helper()
 	dir := t.TempDir()
 	testkit.ReplaceFile(t, dir, "policy/p.rego", module)
 	testkit.WriteFile(t, dir, "keys.yaml", "keys:\n  - {id: k1, hash: \""+apikey.Hash("mg_alice")+"\", subject: alice, roles: [chat-user]}\n")
 	cfg, err := config.Parse([]byte(auth+`
-authorization: {policy_dir: policy, input: `+input+`}
+authorization: {policy_dir: policy, `+authz+`}
 models:
   - {name: gpt-4o-mini, operation: chat}
 audit: {output: "off"}
@@ -282,7 +283,7 @@ func TestCredentialsReachAPolicyThatVerifies(t *testing.T) {
 // cached on the values it reads of opa-envoy-plugin's input.
 func TestOPAEnvoyCachedDecisions(t *testing.T) {
 	m := metrics.New(prometheus.NewRegistry())
-	e := shapedEngine(t, "opa-envoy", anonymous, `package envoy.authz
+	e := shapedEngine(t, "input: opa-envoy", anonymous, `package envoy.authz
 
 allow if {
 	input.attributes.request.http.headers["x-tenant"] == "acme"
@@ -306,7 +307,7 @@ allow if {
 // with the id of the decision it was printed for.
 func TestPrintCarriesTheDecisionID(t *testing.T) {
 	var logs testkit.SyncBuffer
-	e := shapedEngine(t, "modelguard", anonymous, "package modelguard.authz\n\nallow if print(\"method\", input.request.method)\n",
+	e := shapedEngine(t, "input: modelguard", anonymous, "package modelguard.authz\n\nallow if print(\"method\", input.request.method)\n",
 		Options{Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
 	d := e.Decide(context.Background(), &Request{Gateway: "envoy", Method: "GET", Path: "/v1/models"})
 	if !d.Allow {
@@ -361,7 +362,9 @@ allow if {
 }`},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
-			e := shapedEngine(b, bc.input, anonymous, bc.module, Options{})
+			// Without the decision cache, which would answer every
+			// repeat: this measures building the input and evaluating.
+			e := shapedEngine(b, "input: "+bc.input+", decision_cache: {enabled: false}", anonymous, bc.module, Options{})
 			ctx := context.Background()
 			if d := e.Decide(ctx, req); !d.Allow {
 				b.Fatalf("denied: %d %s", d.Status, d.Reason)
