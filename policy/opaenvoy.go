@@ -51,16 +51,16 @@ func (e *Engine) opaEnvoyInput(req *Request, id *Identity, m Model, mr *models.M
 	}
 	items := make([][2]*ast.Term, 0, 8)
 	items = append(items,
-		ast.Item(ast.InternedTerm("attributes"), ast.NewTerm(e.envoyAttributes(req, reads))),
-		ast.Item(ast.InternedTerm("parsed_path"), ast.NewTerm(parsedPath)),
-		ast.Item(ast.InternedTerm("version"), versionTerm),
+		ast.Item(keyAttributes, ast.NewTerm(e.envoyAttributes(req, reads))),
+		ast.Item(keyParsedPath, ast.NewTerm(parsedPath)),
+		ast.Item(keyVersion, versionTerm),
 	)
 	if reads.Has(rego.InputQuery) {
 		q, err := url.ParseQuery(req.Query)
 		if err != nil {
 			return nil, badRequest("query_invalid", err)
 		}
-		items = append(items, ast.Item(ast.InternedTerm("parsed_query"), ast.NewTerm(valuesObject(q))))
+		items = append(items, ast.Item(keyParsedQuery, ast.NewTerm(valuesObject(q))))
 	}
 	if reads.Has(rego.InputParsedBody) {
 		body, truncated, err := parseBody(req, mr)
@@ -68,31 +68,55 @@ func (e *Engine) opaEnvoyInput(req *Request, id *Identity, m Model, mr *models.M
 			return nil, badRequest("body_invalid", err)
 		}
 		items = append(items,
-			ast.Item(ast.InternedTerm("parsed_body"), ast.NewTerm(body)),
-			ast.Item(ast.InternedTerm("truncated_body"), ast.InternedTerm(truncated)))
+			ast.Item(keyParsedBody, ast.NewTerm(body)),
+			ast.Item(keyTruncatedBody, ast.InternedTerm(truncated)))
 	}
 	if req.TLSPrincipal != "" {
-		items = append(items, ast.Item(ast.InternedTerm("source_principal"), ast.StringTerm(req.TLSPrincipal)))
+		items = append(items, ast.Item(keySourcePrincipal, ast.StringTerm(req.TLSPrincipal)))
 	}
 	if reads.Has(rego.InputModelguardFacts) {
-		items = append(items, ast.Item(ast.InternedTerm("modelguard"), ast.NewTerm(e.input(req, id, m, mr, reads&^rego.InputParsedBody))))
+		items = append(items, ast.Item(keyModelguard, ast.NewTerm(e.input(req, id, m, mr, reads&^rego.InputParsedBody))))
 	}
 	return ast.NewObject(items...), nil
 }
 
+// Keys of opa-envoy-plugin's input, made once (ast.InternedTerm allocates
+// for strings OPA does not intern); the shared ones are in input.go.
+var (
+	keyAddress               = ast.StringTerm("address")
+	keyAttributes            = ast.StringTerm("attributes")
+	keyContextExtensionsJSON = ast.StringTerm("contextExtensions")
+	keyEncoding              = ast.StringTerm("encoding")
+	keyExtAuthz              = ast.StringTerm("ext_authz")
+	keyFilterMetadata        = ast.StringTerm("filterMetadata")
+	keyHTTP                  = ast.StringTerm("http")
+	keyMetadataContextJSON   = ast.StringTerm("metadataContext")
+	keyModelguard            = ast.StringTerm("modelguard")
+	keyParsedPath            = ast.StringTerm("parsed_path")
+	keyParsedQuery           = ast.StringTerm("parsed_query")
+	keyPortValue             = ast.StringTerm("portValue")
+	keyPrincipal             = ast.StringTerm("principal")
+	keyRawBody               = ast.StringTerm("rawBody")
+	keySocketAddress         = ast.StringTerm("socketAddress")
+	keySource                = ast.StringTerm("source")
+	keySourcePrincipal       = ast.StringTerm("source_principal")
+	keyTruncatedBody         = ast.StringTerm("truncated_body")
+	keyVersion               = ast.StringTerm("version")
+)
+
 // versionTerm is opa-envoy-plugin's input.version for ext_authz v3.
 var versionTerm = ast.ObjectTerm(
-	ast.Item(ast.InternedTerm("ext_authz"), ast.StringTerm("v3")),
-	ast.Item(ast.InternedTerm("encoding"), ast.StringTerm("protojson")),
+	ast.Item(keyExtAuthz, ast.StringTerm("v3")),
+	ast.Item(keyEncoding, ast.StringTerm("protojson")),
 )
 
 // envoyAttributes is the CheckRequest's attributes as opa-envoy-plugin
 // renders them: set fields only, JSON names.
 func (e *Engine) envoyAttributes(req *Request, reads rego.Inputs) ast.Object {
 	httpAttrs := ast.NewObject(
-		ast.Item(ast.InternedTerm("method"), ast.StringTerm(req.Method)),
-		ast.Item(ast.InternedTerm("headers"), ast.NewTerm(e.headersObject(req))),
-		ast.Item(ast.InternedTerm("host"), ast.StringTerm(req.Host)),
+		ast.Item(keyMethod, ast.StringTerm(req.Method)),
+		ast.Item(keyHeaders, ast.NewTerm(e.headersObject(req))),
+		ast.Item(keyHost, ast.StringTerm(req.Host)),
 	)
 	// Envoy's path carries the query; it is read only for policies that
 	// need it (Kong hands the query over on demand).
@@ -100,23 +124,23 @@ func (e *Engine) envoyAttributes(req *Request, reads rego.Inputs) ast.Object {
 	if reads.Has(rego.InputQuery) && req.Query != "" {
 		path += "?" + req.Query
 	}
-	httpAttrs.Insert(ast.InternedTerm("path"), ast.StringTerm(path))
+	httpAttrs.Insert(keyPath, ast.StringTerm(path))
 	if reads.Has(rego.InputScheme) && req.Scheme != "" {
-		httpAttrs.Insert(ast.InternedTerm("scheme"), ast.StringTerm(req.Scheme))
+		httpAttrs.Insert(keyScheme, ast.StringTerm(req.Scheme))
 	}
 	if reads.Has(rego.InputRawBody) && len(req.Body) > 0 {
 		// bytes render as base64 in protobuf JSON.
-		httpAttrs.Insert(ast.InternedTerm("rawBody"), ast.StringTerm(base64.StdEncoding.EncodeToString(req.Body)))
+		httpAttrs.Insert(keyRawBody, ast.StringTerm(base64.StdEncoding.EncodeToString(req.Body)))
 	}
-	attrs := ast.NewObject(ast.Item(ast.InternedTerm("request"), ast.ObjectTerm(ast.Item(ast.InternedTerm("http"), ast.NewTerm(httpAttrs)))))
+	attrs := ast.NewObject(ast.Item(keyRequest, ast.ObjectTerm(ast.Item(keyHTTP, ast.NewTerm(httpAttrs)))))
 	if src := sourceObject(req, reads); src != nil {
-		attrs.Insert(ast.InternedTerm("source"), ast.NewTerm(src))
+		attrs.Insert(keySource, ast.NewTerm(src))
 	}
 	if len(req.ContextExtensions) > 0 {
-		attrs.Insert(ast.InternedTerm("contextExtensions"), ast.NewTerm(stringsObject(req.ContextExtensions)))
+		attrs.Insert(keyContextExtensionsJSON, ast.NewTerm(stringsObject(req.ContextExtensions)))
 	}
 	if md := metadataValue(req.MetadataContext); md != nil {
-		attrs.Insert(ast.InternedTerm("metadataContext"), ast.ObjectTerm(ast.Item(ast.InternedTerm("filterMetadata"), ast.NewTerm(md))))
+		attrs.Insert(keyMetadataContextJSON, ast.ObjectTerm(ast.Item(keyFilterMetadata, ast.NewTerm(md))))
 	}
 	return attrs
 }
@@ -130,14 +154,14 @@ func sourceObject(req *Request, reads rego.Inputs) ast.Object {
 		if err != nil {
 			host, port = req.SourceAddress, ""
 		}
-		sa := ast.NewObject(ast.Item(ast.InternedTerm("address"), ast.StringTerm(host)))
+		sa := ast.NewObject(ast.Item(keyAddress, ast.StringTerm(host)))
 		if n, err := strconv.ParseUint(port, 10, 32); err == nil && n > 0 {
-			sa.Insert(ast.InternedTerm("portValue"), ast.InternedTerm(int(n)))
+			sa.Insert(keyPortValue, ast.InternedTerm(int(n)))
 		}
-		src.Insert(ast.InternedTerm("address"), ast.ObjectTerm(ast.Item(ast.InternedTerm("socketAddress"), ast.NewTerm(sa))))
+		src.Insert(keyAddress, ast.ObjectTerm(ast.Item(keySocketAddress, ast.NewTerm(sa))))
 	}
 	if req.TLSPrincipal != "" {
-		src.Insert(ast.InternedTerm("principal"), ast.StringTerm(req.TLSPrincipal))
+		src.Insert(keyPrincipal, ast.StringTerm(req.TLSPrincipal))
 	}
 	if src.Len() == 0 {
 		return nil
