@@ -39,11 +39,7 @@ func decodeOPAEnvoy(obj ast.Object) (Result, error) {
 		r                 Result
 		headers, toClient map[string]string
 	)
-	err := obj.Iter(func(k, v *ast.Term) error {
-		key, ok := k.Value.(ast.String)
-		if !ok {
-			return fmt.Errorf("result has a %s key, want strings", ast.ValueName(k.Value))
-		}
+	err := resultMembers(obj, func(key ast.String, k, v *ast.Term) error {
 		var err error
 		switch key {
 		case keyAllowed:

@@ -231,11 +231,7 @@ func decodeObject(obj ast.Object) (Result, error) {
 		hasAllow bool
 		allow    bool
 	)
-	err := obj.Iter(func(k, v *ast.Term) error {
-		key, ok := k.Value.(ast.String)
-		if !ok {
-			return fmt.Errorf("result has a %s key, want strings", ast.ValueName(k.Value))
-		}
+	err := resultMembers(obj, func(key ast.String, k, v *ast.Term) error {
 		var err error
 		switch key {
 		case keyAllow:
@@ -337,4 +333,16 @@ func headerName(key ast.String, k *ast.Term) (string, error) {
 		return "", fmt.Errorf("result %s has invalid header name %s", string(key), k)
 	}
 	return strings.ToLower(string(name)), nil
+}
+
+// resultMembers calls f for each member of a result object, whose keys
+// must be strings.
+func resultMembers(obj ast.Object, f func(key ast.String, k, v *ast.Term) error) error {
+	return obj.Iter(func(k, v *ast.Term) error {
+		key, ok := k.Value.(ast.String)
+		if !ok {
+			return fmt.Errorf("result has a %s key, want strings", ast.ValueName(k.Value))
+		}
+		return f(key, k, v)
+	})
 }
