@@ -3,10 +3,12 @@ package test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,15 +16,43 @@ import (
 	"github.com/modelguard/modelguard/policy/apikey"
 )
 
-// buildBinary builds cmd/modelguard once per test binary run.
+// modelguardBinary is cmd/modelguard, built by the first test that needs
+// it and shared by the others: each build links the whole binary again,
+// which took tens of seconds apiece on a loaded machine and pushed this
+// package past go test's 10 minute limit. Tests only run it.
+var modelguardBinary struct {
+	once      sync.Once
+	dir, path string
+	err       error
+}
+
+// buildBinary returns cmd/modelguard, built once per test binary run.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "modelguard")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/modelguard/modelguard/cmd/modelguard")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	b := &modelguardBinary
+	b.once.Do(func() {
+		if b.dir, b.err = os.MkdirTemp("", "modelguard-test-"); b.err != nil {
+			return
+		}
+		b.path = filepath.Join(b.dir, "modelguard")
+		cmd := exec.Command("go", "build", "-o", b.path, "github.com/modelguard/modelguard/cmd/modelguard")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			b.err = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return bin
+	return b.path
+}
+
+// TestMain removes the shared binary once every test has run.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if modelguardBinary.dir != "" {
+		os.RemoveAll(modelguardBinary.dir)
+	}
+	os.Exit(code)
 }
 
 // TestDemoCommands runs what the README tells a newcomer: "serve" on the
