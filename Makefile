@@ -15,9 +15,11 @@ run: build
 	bin/modelguard serve
 
 ## test: formatting, vet, known vulnerabilities, and every test (Go and Rego,
-## with the fuzz targets' seed corpora) under the race detector
+## with the fuzz targets' seed corpora) under the race detector; the
+## end-to-end package runs for about ten minutes on a loaded 2-core machine,
+## go test's default limit, hence -timeout
 test: vet vulncheck
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
