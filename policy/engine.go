@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -65,10 +66,14 @@ type Engine struct {
 	authz  authorizer
 	models inspector
 
-	apiKeyHeader   string
-	bearerKeys     bool
-	anonymous      bool
-	opaEnvoy       bool // authorization.input: opa-envoy
+	apiKeyHeader string
+	bearerKeys   bool
+	anonymous    bool
+	opaEnvoy     bool // authorization.input: opa-envoy
+	// decisions is the policy engine whose decision cache dropDecisions
+	// empties: stored by New once rego.Open returns, while the watchers
+	// started before it may already call back.
+	decisions      atomic.Pointer[rego.Engine]
 	maxCredential  int
 	identity       config.IdentityHeaders
 	identityRemove []string // every configured identity header name
