@@ -15,9 +15,10 @@ run: build
 	bin/modelguard serve
 
 ## test: formatting, vet, known vulnerabilities, and every test (Go and Rego,
-## with the fuzz targets' seed corpora) under the race detector
+## with the fuzz targets' seed corpora) under the race detector; test/'s
+## end-to-end tests outlast go test's default 10m timeout on a loaded machine
 test: vet vulncheck
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
