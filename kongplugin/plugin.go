@@ -163,10 +163,13 @@ type Config struct {
 	// real_ip_header as Kong's own plugins do; "direct" is
 	// kong.client.get_ip, the peer (a load balancer, behind one).
 	ClientIP string `json:"client_ip"`
-	// Consumer (unset: true) makes an allowed caller Kong's authenticated
+	// Consumer (unset: false) makes an allowed caller Kong's authenticated
 	// consumer and credential (kong.client.authenticate), for
-	// rate-limiting by consumer or credential and for loggers; false saves
-	// that PDK call per request when no Kong plugin needs it.
+	// rate-limiting by consumer or credential and for loggers, at one PDK
+	// call per allowed request. Off by default: the upstream gets the
+	// consumer headers either way, and without a consumer Kong's acl
+	// plugin reads the groups below whatever its
+	// always_use_authenticated_groups says.
 	Consumer *bool `json:"consumer"`
 	// Groups (unset: true) puts an allowed caller's roles in
 	// kong.ctx.shared.authenticated_groups for Kong's acl plugin; false
@@ -185,7 +188,7 @@ func (c *Config) validate() error {
 	return nil
 }
 
-func (c *Config) consumer() bool { return c.Consumer == nil || *c.Consumer }
+func (c *Config) consumer() bool { return c.Consumer != nil && *c.Consumer }
 func (c *Config) groups() bool   { return c.Groups == nil || *c.Groups }
 
 // Access decides the request; see Plugin.access.

@@ -56,11 +56,11 @@ func BenchmarkKongHarness(b *testing.B) {
 	}
 	b.Run("empty", func(b *testing.B) { run(b, empty, emptyPlugin, allowed, false, false) })
 	b.Run("modelguard_allow", func(b *testing.B) { run(b, mg.kong, mgPlugin, allowed, false, false) })
-	// Without kong.client.authenticate and the acl groups (plugin config
-	// consumer: false, groups: false).
+	// Without the acl groups (plugin config groups: false; the consumer is
+	// off by default).
 	lean := mgPlugin
 	lean.Config = maps.Clone(mgPlugin.Config)
-	lean.Config["consumer"], lean.Config["groups"] = false, false
+	lean.Config["groups"] = false
 	lean.ID, lean.Seq = "5c1d0e2f-3a4b-4c5d-8e6f-708192a3b4c5", mgPlugin.Seq+1
 	b.Run("modelguard_allow_lean", func(b *testing.B) { run(b, mg.kong, lean, allowed, false, false) })
 	b.Run("modelguard_deny", func(b *testing.B) { run(b, mg.kong, mgPlugin, denied, true, false) })
