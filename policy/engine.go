@@ -31,6 +31,8 @@ type Options struct {
 	Audit AuditSink
 	// Now is the clock for latency; nil means time.Now.
 	Now func() time.Time
+	// Tracer traces decisions (policy/tracing); nil traces nothing.
+	Tracer Tracer
 }
 
 // The steps the engine composes, as interfaces so that tests can inject
@@ -81,6 +83,7 @@ type Engine struct {
 	modelMaxTokens map[string]int64   // models[].limits.max_tokens, the completion reserved by default
 	limitResults   sync.Pool          // *ratelimit.Result with their buffers: checking limits does not allocate
 	now            func() time.Time
+	tracer         Tracer // nil: tracing off
 
 	// Admission limits (config.Admission): checks deciding at once, and
 	// request bytes held by the adapters (ReserveBody).

@@ -29,6 +29,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		audit:         opts.Audit,
 		bodySHA256:    cfg.Audit.BodySHA256,
 		now:           opts.Now,
+		tracer:        opts.Tracer,
 	}
 	e.admit, _ = opts.Audit.(Admitter)
 	e.setDefaults()
