@@ -35,6 +35,7 @@ import (
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/metrics"
+	"github.com/modelguard/modelguard/policy/tracing"
 	"github.com/modelguard/modelguard/test/envoyharness"
 	"github.com/modelguard/modelguard/test/testkit"
 )
@@ -56,6 +57,7 @@ type env struct {
 	keys     map[string]string // API key id -> plaintext
 	signer   *rsa.PrivateKey   // kid "k1", published in the JWKS
 	admin    string
+	tracer   *tracing.Provider // nil: tracing off
 
 	mu  sync.Mutex
 	log map[string]envoyharness.AccessLogEntry // by x-request-id
@@ -69,6 +71,9 @@ type envOptions struct {
 	noBody, strictSize bool
 	// rateLimits replaces the rate_limits section (the trial tier's rules).
 	rateLimits string
+	// tracing is the tracing section, if any; the env's tracer is then
+	// flushed and stopped by env.stopTracing or when the test ends.
+	tracing string
 }
 
 // trialLimits is the rate_limits section of every env unless replaced:
@@ -131,7 +136,7 @@ models:
 %s
 audit:
   output: %s
-`, testIssuer, testAudience, e.jwks.URL+"/jwks.json", cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"))
+%s`, testIssuer, testAudience, e.jwks.URL+"/jwks.json", cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"), o.tracing)
 	if err := os.WriteFile(filepath.Join(e.dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +156,14 @@ audit:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { aw.Close() })
-	engine, err := policy.New(ctx, c, policy.Options{Metrics: metrics.New(reg), Audit: aw})
+	opts := policy.Options{Metrics: metrics.New(reg), Audit: aw}
+	if e.tracer, err = tracing.Open(ctx, c.Tracing, c.Dir, "test"); err != nil {
+		t.Fatal(err)
+	} else if e.tracer != nil {
+		opts.Tracer = e.tracer
+		t.Cleanup(e.stopTracing)
+	}
+	engine, err := policy.New(ctx, c, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

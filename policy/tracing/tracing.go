@@ -85,10 +85,15 @@ func New(tp *sdktrace.TracerProvider, version string) *Provider {
 	return &Provider{
 		Tracer: tp.Tracer(instrumentation, trace.WithInstrumentationVersion(version)),
 		tp:     tp,
-		// Both B3 forms are read whatever the inject encoding; W3C comes
-		// last, so it wins when a request carries both.
-		prop: propagation.NewCompositeTextMapPropagator(b3.New(), propagation.TraceContext{}),
+		prop:   propagator(),
 	}
+}
+
+// propagator reads the trace contexts modelguard honours: B3, both forms
+// whatever the inject encoding, then W3C, which wins when a request
+// carries both.
+func propagator() propagation.TextMapPropagator {
+	return propagation.NewCompositeTextMapPropagator(b3.New(), propagation.TraceContext{})
 }
 
 // Extract returns ctx with the trace context headers carry (lower-case
