@@ -55,6 +55,9 @@ var (
 	attrMethod         = attribute.Key("http.request.method")
 )
 
+// decisionSpan are the options of a decision's span, built once.
+var decisionSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+
 // noSpan is what step returns with tracing off: a span that does nothing.
 var noSpan = trace.SpanFromContext(context.Background())
 
@@ -66,7 +69,7 @@ func (e *Engine) startTrace(ctx context.Context, req *Request, d *Decision) cont
 	}
 	ctx = e.tracer.Extract(ctx, req.Headers)
 	parent := trace.SpanContextFromContext(ctx)
-	ctx, span := e.tracer.Start(ctx, spanDecision, trace.WithSpanKind(trace.SpanKindServer), trace.WithTimestamp(d.Start))
+	ctx, span := e.tracer.Start(ctx, spanDecision, decisionSpan...)
 	d.Trace.span = span
 	sc := span.SpanContext()
 	if sc.IsSampled() || parent.IsValid() {
@@ -81,37 +84,37 @@ func (e *Engine) startTrace(ctx context.Context, req *Request, d *Decision) cont
 // endTrace ends d's span with what was decided.
 func endTrace(req *Request, d *Decision) {
 	span := d.Trace.span
-	if span == nil {
+	switch {
+	case span == nil:
+		return
+	case !span.IsRecording(): // not sampled: nothing to say
+		span.End()
 		return
 	}
-	if span.IsRecording() {
-		span.SetAttributes(attrDecisionID.String(d.ID), attrGateway.String(req.Gateway), attrResult.String(result(d)),
-			attrStatus.Int(d.Status), attrReason.String(d.Reason))
-		setNonEmpty(span, attrMethod, req.Method)
-		setNonEmpty(span, attrModel, d.Model.Name)
-		setNonEmpty(span, attrOperation, d.Model.Operation)
-		setNonEmpty(span, attrPolicyRevision, d.PolicyRevision)
-		setNonEmpty(span, attrRateLimit, d.RateLimit)
-		if d.Identity != nil {
-			setNonEmpty(span, attrAuthMethod, d.Identity.Method)
-		}
-		if d.Status >= 500 {
-			span.SetStatus(codes.Error, d.Reason)
+	attrs := append(make([]attribute.KeyValue, 0, 11), attrDecisionID.String(d.ID), attrGateway.String(req.Gateway),
+		attrResult.String(result(d)), attrStatus.Int(d.Status), attrReason.String(d.Reason))
+	for _, kv := range []attribute.KeyValue{attrMethod.String(req.Method), attrModel.String(d.Model.Name),
+		attrOperation.String(d.Model.Operation), attrPolicyRevision.String(d.PolicyRevision), attrRateLimit.String(d.RateLimit)} {
+		if kv.Value.AsString() != "" {
+			attrs = append(attrs, kv)
 		}
 	}
-	span.End(trace.WithTimestamp(d.Start.Add(d.Latency)))
-}
-
-func setNonEmpty(span trace.Span, k attribute.Key, v string) {
-	if v != "" {
-		span.SetAttributes(k.String(v))
+	if d.Identity != nil {
+		attrs = append(attrs, attrAuthMethod.String(d.Identity.Method))
 	}
+	span.SetAttributes(attrs...)
+	if d.Status >= 500 {
+		span.SetStatus(codes.Error, d.Reason)
+	}
+	span.End()
 }
 
 // step starts the child span of one step of the decision whose span ctx
-// holds; with tracing off it returns ctx and a span that does nothing.
+// holds; with tracing off, or when the decision is not sampled (its steps,
+// in the same trace, would not be either), it returns ctx and a span that
+// does nothing.
 func (e *Engine) step(ctx context.Context, name string) (context.Context, trace.Span) {
-	if e.tracer == nil {
+	if e.tracer == nil || !trace.SpanFromContext(ctx).IsRecording() {
 		return ctx, noSpan
 	}
 	return e.tracer.Start(ctx, name)
@@ -131,7 +134,8 @@ func endStep(span trace.Span, d *Decision) {
 // auditStep starts the span of d's audit record, a child of d's span (which
 // has ended: the record is written once the decision is made).
 func (e *Engine) auditStep(d *Decision) trace.Span {
-	if e.tracer == nil || d.Trace.span == nil {
+	// (Sampled, not recording: the decision's span has ended.)
+	if e.tracer == nil || d.Trace.span == nil || !d.Trace.span.SpanContext().IsSampled() {
 		return noSpan
 	}
 	_, span := e.tracer.Start(trace.ContextWithSpan(context.Background(), d.Trace.span), spanAudit)

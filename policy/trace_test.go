@@ -187,3 +187,36 @@ func TestTracingOff(t *testing.T) {
 		t.Errorf("untraced decision has trace %+v, record %+v", d.Trace, rec.Events()[0])
 	}
 }
+
+// BenchmarkTraceOverhead is what tracing adds to one decision, alone: the
+// decision span and its five steps' hooks, as Evaluate and Commit run
+// them, without the work between them (BenchmarkDecideTracing in
+// bench_test measures whole decisions).
+func BenchmarkTraceOverhead(b *testing.B) {
+	for _, bc := range []struct {
+		name  string
+		ratio float64 // < 0: tracing off
+	}{{"off", -1}, {"sampled_1pct", 0.01}, {"sampled_all", 1}} {
+		b.Run(bc.name, func(b *testing.B) {
+			e := &Engine{}
+			if bc.ratio >= 0 {
+				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()),
+					sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(bc.ratio))))
+				b.Cleanup(func() { tp.Shutdown(context.Background()) })
+				e.tracer = tracing.New(tp, "bench")
+			}
+			req := chat(map[string]string{"x-api-key": "mg_alice", "user-agent": "OpenAI/Python 1.54.0", "x-request-id": "bench"})
+			b.ReportAllocs()
+			for b.Loop() {
+				d := &Decision{ID: "d", Status: 200, Reason: "allowed", Allow: true, Model: Model{Name: "gpt-4o-mini", Operation: "chat"}}
+				ctx := e.startTrace(context.Background(), req, d)
+				for _, name := range []string{spanAuthenticate, spanBody, spanPolicy, spanRateLimits} {
+					_, span := e.step(ctx, name)
+					endStep(span, d)
+				}
+				endTrace(req, d)
+				e.auditStep(d).End()
+			}
+		})
+	}
+}
