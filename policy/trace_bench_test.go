@@ -6,31 +6,16 @@ import (
 	"testing"
 	"time"
 
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
-
 	"github.com/modelguard/modelguard/policy"
-	"github.com/modelguard/modelguard/policy/tracing"
 )
 
 // BenchmarkDecideTracing is BenchmarkDecideAPIKey with tracing off, and on
-// with a share of decisions sampled (as Open builds it: batched, here to
-// an exporter that discards, so the collector's cost is not measured).
-// The request carries no trace context: the ratio alone decides.
+// with a share of decisions sampled (policy.BenchTracer). The request
+// carries no trace context: the ratio alone decides.
 func BenchmarkDecideTracing(b *testing.B) {
-	for _, bc := range []struct {
-		name  string
-		ratio float64 // < 0: tracing off
-	}{{"off", -1}, {"sampled_1pct", 0.01}, {"sampled_all", 1}} {
-		b.Run(bc.name, func(b *testing.B) {
-			var opts policy.Options
-			if bc.ratio >= 0 {
-				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()),
-					sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(bc.ratio))))
-				b.Cleanup(func() { tp.Shutdown(context.Background()) })
-				opts.Tracer = tracing.New(tp, "bench")
-			}
-			s := newBenchSetupWith(b, "", "", opts)
+	for _, bc := range policy.TraceBenchCases {
+		b.Run(bc.Name, func(b *testing.B) {
+			s := newBenchSetupWith(b, "", "", policy.Options{Tracer: policy.BenchTracer(b, bc.Ratio)})
 			benchDecideCPU(b, s.engine, benchRequest("Bearer "+s.key))
 		})
 	}
@@ -39,7 +24,7 @@ func BenchmarkDecideTracing(b *testing.B) {
 // benchDecideCPU is benchDecide that also reports the process's CPU time
 // per decision (cpu-ns/op: user and system, every goroutine, the span
 // exporter's too). On a machine other work shares, wall time moves with
-// the load; CPU time much less.
+// the load; CPU time less.
 func benchDecideCPU(b *testing.B, e *policy.Engine, req *policy.Request) {
 	ctx := context.Background()
 	if d := e.Decide(ctx, req); !d.Allow {

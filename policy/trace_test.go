@@ -188,23 +188,34 @@ func TestTracingOff(t *testing.T) {
 	}
 }
 
+// TraceBenchCases are the tracing benchmarks' settings (bench_test's too):
+// off, and on with a share of decisions sampled.
+var TraceBenchCases = []struct {
+	Name  string
+	Ratio float64 // < 0: tracing off
+}{{"off", -1}, {"sampled_1pct", 0.01}, {"sampled_all", 1}}
+
+// BenchTracer is tracing as Open builds it (batched), with ratio sampled
+// and an exporter that discards, so a collector's cost is not measured;
+// nil for a ratio < 0 (off).
+func BenchTracer(tb testing.TB, ratio float64) Tracer {
+	if ratio < 0 {
+		return nil
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(ratio))))
+	tb.Cleanup(func() { tp.Shutdown(context.Background()) })
+	return tracing.New(tp, "bench")
+}
+
 // BenchmarkTraceOverhead is what tracing adds to one decision, alone: the
 // decision span and its five steps' hooks, as Evaluate and Commit run
 // them, without the work between them (BenchmarkDecideTracing in
 // bench_test measures whole decisions).
 func BenchmarkTraceOverhead(b *testing.B) {
-	for _, bc := range []struct {
-		name  string
-		ratio float64 // < 0: tracing off
-	}{{"off", -1}, {"sampled_1pct", 0.01}, {"sampled_all", 1}} {
-		b.Run(bc.name, func(b *testing.B) {
-			e := &Engine{}
-			if bc.ratio >= 0 {
-				tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()),
-					sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(bc.ratio))))
-				b.Cleanup(func() { tp.Shutdown(context.Background()) })
-				e.tracer = tracing.New(tp, "bench")
-			}
+	for _, bc := range TraceBenchCases {
+		b.Run(bc.Name, func(b *testing.B) {
+			e := &Engine{tracer: BenchTracer(b, bc.Ratio)}
 			req := chat(map[string]string{"x-api-key": "mg_alice", "user-agent": "OpenAI/Python 1.54.0", "x-request-id": "bench"})
 			b.ReportAllocs()
 			for b.Loop() {

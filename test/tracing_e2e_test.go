@@ -6,7 +6,6 @@ import (
 	"os/exec"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -207,13 +206,7 @@ func TestTracingServeFlushOnSIGTERM(t *testing.T) {
 			if err != nil {
 				t.Fatalf("check: %v: %s", err, out)
 			}
-			if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-				t.Fatal(err)
-			}
-			if err := <-srv.exited; err != nil {
-				t.Fatalf("graceful stop: %v", err)
-			}
-			srv.exited <- nil
+			srv.stop(t)
 			// The batch exporter would send them 5 s later: only the flush
 			// at stop can have delivered them by now.
 			spans := traceSpans(rcv, e2eTraceID)
