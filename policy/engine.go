@@ -31,6 +31,11 @@ type Options struct {
 	Audit AuditSink
 	// Now is the clock for latency; nil means time.Now.
 	Now func() time.Time
+	// HoldReservations keeps each admitted request's token reservation on
+	// its Decision (Decision.Reservation), for a gateway that settles it
+	// from the real usage (Kong's response phase). Off, checking limits
+	// allocates nothing.
+	HoldReservations bool
 	// Tracer traces decisions (policy/tracing); nil traces nothing.
 	Tracer Tracer
 }
@@ -65,6 +70,7 @@ type Engine struct {
 	apiKeyHeader   string
 	bearerKeys     bool
 	anonymous      bool
+	opaEnvoy       bool // authorization.input: opa-envoy
 	maxCredential  int
 	identity       config.IdentityHeaders
 	identityRemove []string // every configured identity header name
@@ -82,6 +88,7 @@ type Engine struct {
 	limiter        *ratelimit.Limiter // nil: no rate limits
 	modelMaxTokens map[string]int64   // models[].limits.max_tokens, the completion reserved by default
 	limitResults   sync.Pool          // *ratelimit.Result with their buffers: checking limits does not allocate
+	holdLimits     bool               // Options.HoldReservations
 	now            func() time.Time
 	tracer         Tracer // nil: tracing off
 

@@ -11,13 +11,13 @@ import (
 
 // Metrics are the collectors the core and the servers update.
 type Metrics struct {
-	Decisions     *prometheus.CounterVec // result, reason
+	Decisions     *prometheus.CounterVec // result, reason, gateway
 	CheckDuration prometheus.Histogram
 	PolicyReloads *prometheus.CounterVec // outcome
 	KeyReloads    *prometheus.CounterVec // outcome
 	SchemaReloads *prometheus.CounterVec // outcome
 	JWKSRefreshes *prometheus.CounterVec // issuer, outcome
-	CacheLookups  *prometheus.CounterVec // cache (jwt), result (hit, miss)
+	CacheLookups  *prometheus.CounterVec // cache (jwt, decision), result (hit, miss)
 
 	// The audit trail (policy/audit).
 	AuditRecords       *prometheus.CounterVec   // sink
@@ -41,8 +41,8 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelguard_decisions_total",
-			Help: "Decisions by result (allow, deny) and reason.",
-		}, []string{"result", "reason"}),
+			Help: "Decisions by result (allow, deny), reason and gateway (the adapter: envoy, kong, envoy_http, nginx, forward_auth).",
+		}, []string{"result", "reason", "gateway"}),
 		CheckDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "modelguard_decision_duration_seconds",
 			Help:    "Time to decide one request, from the core's entry to its answer.",
@@ -66,7 +66,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"issuer", "outcome"}),
 		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelguard_cache_lookups_total",
-			Help: "Lookups in modelguard's caches by cache (jwt: verified tokens) and result (hit, miss).",
+			Help: "Lookups in modelguard's caches by cache (jwt: verified tokens, decision: policy decisions) and result (hit, miss).",
 		}, []string{"cache", "result"}),
 		AuditRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelguard_audit_records_written_total",
