@@ -17,7 +17,7 @@ run: build
 ## test: formatting, vet, known vulnerabilities, and every test (Go and Rego,
 ## with the fuzz targets' seed corpora) under the race detector
 test: vet vulncheck
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
