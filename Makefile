@@ -18,7 +18,7 @@ run: build
 ## with the fuzz targets' seed corpora) under the race detector; test/'s
 ## end-to-end tests outlast go test's default 10m timeout on a loaded machine
 test: vet vulncheck
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

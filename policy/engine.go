@@ -37,6 +37,8 @@ type Options struct {
 	// from the real usage (Kong's response phase). Off, checking limits
 	// allocates nothing.
 	HoldReservations bool
+	// Tracer traces decisions (policy/tracing); nil traces nothing.
+	Tracer Tracer
 }
 
 // The steps the engine composes, as interfaces so that tests can inject
@@ -93,6 +95,7 @@ type Engine struct {
 	limitResults   sync.Pool          // *ratelimit.Result with their buffers: checking limits does not allocate
 	holdLimits     bool               // Options.HoldReservations
 	now            func() time.Time
+	tracer         Tracer // nil: tracing off
 
 	// Admission limits (config.Admission): checks deciding at once, and
 	// request bytes held by the adapters (ReserveBody).

@@ -30,6 +30,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		bodySHA256:    cfg.Audit.BodySHA256,
 		now:           opts.Now,
 		holdLimits:    opts.HoldReservations,
+		tracer:        opts.Tracer,
 	}
 	e.admit, _ = opts.Audit.(Admitter)
 	e.setDefaults()
