@@ -15,9 +15,8 @@ run: build
 	bin/modelguard serve
 
 ## test: formatting, vet, known vulnerabilities, and every test (Go and Rego,
-## with the fuzz targets' seed corpora) under the race detector; the
-## end-to-end package runs for about ten minutes on a loaded 2-core machine,
-## go test's default limit, hence -timeout
+## with the fuzz targets' seed corpora) under the race detector; test/'s
+## end-to-end tests outlast go test's default 10m timeout on a loaded machine
 test: vet vulncheck
 	$(GO) test -race -count=1 -timeout 30m ./...
 
