@@ -6,13 +6,19 @@ export GOTOOLCHAIN := auto
 
 .PHONY: build run test vet vulncheck bench clean
 
+# The version "modelguard --version" prints: the base release and the commit.
+VERSION ?= 0.1.0+$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
 ## build: write the modelguard binary to bin/
 build:
-	$(GO) build -trimpath -o bin/modelguard ./cmd/modelguard
+	$(GO) build -trimpath -ldflags "-X main.linkVersion=$(VERSION)" -o bin/modelguard ./cmd/modelguard
 
-## run: start the ext_authz server on the embedded demo configuration
-run: build
-	bin/modelguard serve
+## run: start the ext_authz server on the embedded demo configuration. Its
+## stdout is the audit trail alone (make's own lines are silenced, the
+## banner and logs go to stderr), so "make run > audit.jsonl" verifies.
+run:
+	@$(MAKE) -s build >&2
+	@bin/modelguard serve $(RUN_FLAGS)
 
 ## test: formatting, vet, known vulnerabilities, and every test (Go and Rego,
 ## with the fuzz targets' seed corpora) under the race detector

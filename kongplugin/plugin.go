@@ -31,6 +31,7 @@ import (
 
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/metrics"
 )
 
 const (
@@ -62,6 +63,9 @@ type Options struct {
 	// configuration file; the Closer (may be nil) runs at Close. Nil
 	// records nothing.
 	OpenAudit func(*config.Config) (policy.AuditSink, io.Closer, error)
+	// Metrics receives the cores' counters (all cores share them); nil
+	// creates unregistered ones.
+	Metrics *metrics.Metrics
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
@@ -73,6 +77,7 @@ type Plugin struct {
 	log       *slog.Logger
 	newLogger func(config.Log) *slog.Logger
 	openAudit func(*config.Config) (policy.AuditSink, io.Closer, error)
+	metrics   *metrics.Metrics
 	now       func() time.Time
 
 	// ctx bounds the cores' background work (reload watches, JWKS refresh).
@@ -101,6 +106,7 @@ func New(opts Options) *Plugin {
 		log:       opts.Logger,
 		newLogger: opts.NewLogger,
 		openAudit: opts.OpenAudit,
+		metrics:   opts.Metrics,
 		now:       opts.Now,
 		cores:     map[string]*core{},
 	}
@@ -112,6 +118,9 @@ func New(opts Options) *Plugin {
 	}
 	if p.now == nil {
 		p.now = time.Now
+	}
+	if p.metrics == nil {
+		p.metrics = metrics.New(nil)
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.pending = newPending(defaultPendingMax, defaultPendingAge)

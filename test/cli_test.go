@@ -28,24 +28,31 @@ func buildBinary(t *testing.T) string {
 // TestDemoCommands runs what the README tells a newcomer: "serve" on the
 // embedded demo, then the example commands it prints, and checks they show
 // an allow, a 403, a 401 and a rate limit hit (three allowed, then 429).
-// Then SIGTERM stops it cleanly.
+// Then SIGTERM stops it cleanly, and its stdout, the audit trail alone (the
+// banner is on stderr), verifies.
 func TestDemoCommands(t *testing.T) {
 	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	srv := exec.CommandContext(ctx, bin, "serve", "-grpc-address", "127.0.0.1:0", "-admin-address", "127.0.0.1:0")
-	stdout, err := srv.StdoutPipe()
+	trail := filepath.Join(t.TempDir(), "audit.jsonl")
+	out, err := os.Create(trail)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.Stderr = os.Stderr
+	defer out.Close()
+	srv.Stdout = out
+	stderr, err := srv.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Process.Kill()
 
 	var commands []string
-	sc := bufio.NewScanner(stdout)
+	sc := bufio.NewScanner(stderr)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() && len(commands) < 4 {
 		if line := strings.TrimSpace(sc.Text()); strings.HasPrefix(line, bin+" check ") || strings.HasPrefix(line, "for i in ") {
@@ -55,9 +62,11 @@ func TestDemoCommands(t *testing.T) {
 	if len(commands) != 4 {
 		t.Fatalf("demo printed %d example commands, want 4", len(commands))
 	}
-	go func() { // keep draining audit lines
+	drained := make(chan struct{})
+	go func() { // keep draining the logs
 		for sc.Scan() {
 		}
+		close(drained)
 	}()
 	want := []struct {
 		exit   int
@@ -86,8 +95,13 @@ func TestDemoCommands(t *testing.T) {
 	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	<-drained
 	if err := srv.Wait(); err != nil {
 		t.Fatalf("after SIGTERM: %v", err)
+	}
+	verify, err := exec.Command(bin, "audit", "verify", trail).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(verify), "OK ") {
+		t.Fatalf("audit verify on the demo's stdout: %v\n%s", err, verify)
 	}
 }
 
