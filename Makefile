@@ -21,9 +21,12 @@ run:
 	@bin/modelguard serve $(RUN_FLAGS)
 
 ## test: formatting, vet, known vulnerabilities, and every test (Go and Rego,
-## with the fuzz targets' seed corpora) under the race detector
+## with the fuzz targets' seed corpora) under the race detector; then the
+## Helm chart's tests (deploy/helm, a module of its own: Helm stays out of
+## modelguard's go.mod)
 test: vet vulncheck
 	$(GO) test -race -count=1 ./...
+	cd deploy/helm && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
