@@ -25,16 +25,8 @@ server keeps next to the trail), records deleted from the end are found too.
 
 // auditCmd runs "modelguard audit SUBCOMMAND".
 func auditCmd(args []string, stdout, stderr io.Writer) int {
-	switch {
-	case len(args) == 0:
-		fmt.Fprintf(stderr, "modelguard audit: missing subcommand (verify)\n\n%s", auditUsage)
-		return 2
-	case isHelp(args[0]):
-		fmt.Fprint(stdout, auditUsage)
-		return 0
-	case args[0] != "verify":
-		fmt.Fprintf(stderr, "modelguard audit: unknown subcommand %q\n\n%s", args[0], auditUsage)
-		return 2
+	if code := subcommand("audit", "verify", auditUsage, args, stdout, stderr); code >= 0 {
+		return code
 	}
 	flags := flag.NewFlagSet("audit verify", flag.ContinueOnError)
 	flags.SetOutput(stderr)

@@ -9,23 +9,15 @@ import (
 	"github.com/modelguard/modelguard/policy/apikey"
 )
 
-const keysUsage = "usage: modelguard keys mint -id ID -subject SUBJECT [-roles a,b] [-prefix mg_] [-file keys.txt]"
+const keysUsage = "usage: modelguard keys mint -id ID -subject SUBJECT [-roles a,b] [-prefix mg_] [-file keys.txt]\n"
 
 func keys(args []string, stdout, stderr io.Writer) int {
-	switch {
-	case len(args) == 0:
-		fmt.Fprintf(stderr, "modelguard keys: missing subcommand (mint)\n%s\n", keysUsage)
-		return 2
-	case isHelp(args[0]):
-		fmt.Fprintln(stdout, keysUsage)
-		return 0
-	case args[0] != "mint":
-		fmt.Fprintf(stderr, "modelguard keys: unknown subcommand %q\n%s\n", args[0], keysUsage)
-		return 2
+	if code := subcommand("keys", "mint", keysUsage, args, stdout, stderr); code >= 0 {
+		return code
 	}
 	fs := flag.NewFlagSet("keys mint", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprintln(fs.Output(), keysUsage); fs.PrintDefaults() }
+	fs.Usage = func() { fmt.Fprint(fs.Output(), keysUsage); fs.PrintDefaults() }
 	id := fs.String("id", "", "key id, shown in logs and audit (required)")
 	subject := fs.String("subject", "", "subject the key authenticates as (required)")
 	roles := fs.String("roles", "", "comma-separated roles")

@@ -107,6 +107,24 @@ func usageError(fs *flag.FlagSet, format string, args ...any) int {
 	return 2
 }
 
+// subcommand checks the subcommand of a command that has one (keys mint,
+// audit verify): help prints usage and exits 0, a missing or unknown one
+// exits 2. It returns -1 when args start with sub.
+func subcommand(cmd, sub, usage string, args []string, stdout, stderr io.Writer) int {
+	switch {
+	case len(args) == 0:
+		fmt.Fprintf(stderr, "modelguard %s: missing subcommand (%s)\n\n%s", cmd, sub, usage)
+		return 2
+	case isHelp(args[0]):
+		fmt.Fprint(stdout, usage)
+		return 0
+	case args[0] != sub:
+		fmt.Fprintf(stderr, "modelguard %s: unknown subcommand %q\n\n%s", cmd, args[0], usage)
+		return 2
+	}
+	return -1
+}
+
 // isHelp reports whether arg asks for help.
 func isHelp(arg string) bool {
 	return arg == "-h" || arg == "-help" || arg == "--help" || arg == "help"
