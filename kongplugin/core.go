@@ -217,7 +217,7 @@ func (c *core) load(running *coreState) *coreState {
 		return refuse(cfg.Error(&config.FieldError{Path: "audit.output", Err: errStdoutAudit}))
 	}
 	log = c.p.newLogger(cfg.Log)
-	opts := policy.Options{Logger: log, Metrics: c.p.metrics}
+	opts := policy.Options{Logger: log, Metrics: c.p.metrics, HoldReservations: c.p.settle}
 	var closer io.Closer
 	switch {
 	case running != nil:

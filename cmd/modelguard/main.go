@@ -23,8 +23,8 @@ Usage:
   modelguard audit verify FILE...        check an audit trail's hash chain; reports the first bad record
   modelguard health [flags]              ask a running server whether it serves (grpc.health.v1, or -http URL); exit 0 or 1
   modelguard version                     print the version (also --version)
-  modelguard -kong-prefix DIR            run as Kong's Go plugin server (Kong starts it; see kong/README.md)
-  modelguard -dump                       print the plugin's name, phases and schema for Kong
+  modelguard -kong-prefix DIR [-settle]  run as Kong's Go plugin server (Kong starts it; see kong/README.md)
+  modelguard -dump [-settle]             print the plugin's name, phases and schema for Kong
 
 Run "modelguard COMMAND -h" for a command's flags. Exit status: 0 success,
 1 failure (a denial for check, a broken trail for audit verify), 2 usage or
