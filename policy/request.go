@@ -33,6 +33,14 @@ type Request struct {
 	// TLSPrincipal is the client certificate identity (e.g. a SPIFFE ID).
 	TLSPrincipal string
 
+	// ContextExtensions are the per-route context_extensions Envoy sends
+	// (nil from Kong).
+	ContextExtensions map[string]string
+	// MetadataContext is Envoy's metadata_context.filter_metadata:
+	// namespace to JSON object, such as the claims of Envoy's jwt_authn
+	// filter (nil from Kong).
+	MetadataContext map[string]any
+
 	// Body is the request body as received (possibly compressed), or nil.
 	Body []byte
 	// BodyTruncated is set when the gateway cut the body short; a truncated

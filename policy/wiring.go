@@ -86,6 +86,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		return nil, cfg.Error(field.Under("authorization", err))
 	}
 	e.authz = r
+	e.opaEnvoy = r.Input() == rego.ShapeOPAEnvoy
 	if err := e.openLimits(ctx, cfg); err != nil {
 		return nil, err
 	}

@@ -43,7 +43,7 @@ func (c *Config) applyDefaults() {
 	fillDefaults(c, "authentication.api_keys", &a.APIKeys, apikey.DefaultSettings())
 	a.APIKeys.Header = strings.ToLower(a.APIKeys.Header)
 
-	fillDefaults(c, "authorization", &c.Authorization, rego.DefaultSettings())
+	fillDefaults(c, "authorization", &c.Authorization, rego.DefaultSettingsFor(c.Authorization.Input))
 
 	m := models.DefaultSettings()
 	// A body can never be larger than the gRPC message carrying it.

@@ -142,7 +142,7 @@ func TestParseFullConfig(t *testing.T) {
 			}}, Cache: jwtauth.CacheSettings{Enabled: false, Size: 500}},
 			APIKeys: apikey.Settings{File: "keys.yaml", Header: "x-team-key", Bearer: &no},
 		},
-		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond, DecisionCache: rego.CacheSettings{Enabled: true, Size: rego.DefaultCacheSize}},
+		Authorization:      rego.Settings{PolicyDir: "policies", Input: "modelguard", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond, DecisionCache: rego.CacheSettings{Enabled: true, Size: rego.DefaultCacheSize}},
 		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders:    IdentityHeaders{Subject: "x-user", Roles: "", AuthMethod: "x-method", KeyID: "x-key", DecisionID: "x-decision"},
@@ -194,7 +194,7 @@ func TestDefaults(t *testing.T) {
 			}}, Cache: jwtauth.DefaultCache()},
 			APIKeys: apikey.Settings{File: "keys.yaml", Header: "x-api-key", Bearer: &yes},
 		},
-		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond, DecisionCache: rego.CacheSettings{Enabled: true, Size: rego.DefaultCacheSize}},
+		Authorization:      rego.Settings{PolicyDir: "policies", Input: "modelguard", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond, DecisionCache: rego.CacheSettings{Enabled: true, Size: rego.DefaultCacheSize}},
 		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders: IdentityHeaders{
