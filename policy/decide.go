@@ -52,7 +52,7 @@ func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
 			e.deny(d, http.StatusServiceUnavailable, "internal_error", "service unavailable")
 		}
 		d.Latency = e.now().Sub(start)
-		e.metrics.Decisions.WithLabelValues(result(d), d.Reason).Inc()
+		e.metrics.Decisions.WithLabelValues(result(d), d.Reason, req.Gateway).Inc()
 		e.metrics.CheckDuration.Observe(d.Latency.Seconds())
 	}()
 	e.decide(ctx, req, d)
@@ -163,6 +163,7 @@ func (e *Engine) inspect(req *Request, d *Decision) (*models.Model, bool) {
 		Method: req.Method, Path: req.Path,
 		ContentType: req.Headers["content-type"], Encoding: req.Headers["content-encoding"],
 		Body: req.Body, BodyTruncated: req.BodyTruncated, BodyOmitted: req.BodyOmitted,
+		HeadersOnly: req.HeadersOnly,
 	})
 	if denial != nil {
 		e.deny(d, denial.Status, denial.Reason, denial.Message)
@@ -170,6 +171,7 @@ func (e *Engine) inspect(req *Request, d *Decision) (*models.Model, bool) {
 	}
 	if isModel {
 		d.Model = Model{Name: mr.Name, Operation: mr.Operation}
+		d.BodyUnchecked = mr.Unchecked
 	} else {
 		d.Model = listing(req)
 	}

@@ -47,6 +47,9 @@ type Decision struct {
 	Model Model
 	// PolicyRevision is the Rego revision that decided ("" if not reached).
 	PolicyRevision string
+	// BodyUnchecked is set for a model request decided on its headers
+	// alone (Request.HeadersOnly).
+	BodyUnchecked bool
 	// RateLimit names the limit that refused the request and RateLimitKey
 	// what it counts per ("subject+model"), for the audit record.
 	RateLimit, RateLimitKey string

@@ -42,7 +42,7 @@ func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, re
 			ast.Item(keyOperation, ast.StringTerm(m.Operation)),
 		))))
 	}
-	if mr != nil {
+	if mr != nil && !mr.Unchecked {
 		if reads.Has(rego.InputBody) {
 			items = append(items, ast.Item(keyBody, ast.NewTerm(factsValue(mr.Facts))))
 		}

@@ -31,6 +31,8 @@ import (
 
 	"github.com/modelguard/modelguard/examples"
 	"github.com/modelguard/modelguard/extauthz"
+	"github.com/modelguard/modelguard/httpauthz"
+	"github.com/modelguard/modelguard/httpauthz/httpsettings"
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
@@ -51,6 +53,7 @@ type env struct {
 	t        testing.TB
 	dir      string
 	svc      *extauthz.Service
+	http     *httpauthz.Server // the HTTP authorization listener, on the same engine
 	front    *httptest.Server
 	upstream *httptest.Server
 	jwks     *testkit.JWKSServer
@@ -185,6 +188,12 @@ audit:
 	}
 	go e.svc.Serve()
 	t.Cleanup(func() { e.svc.Shutdown(context.Background()) })
+	e.http, err = httpauthz.Listen(httpsettings.Settings{Address: "127.0.0.1:0", WithoutBody: httpsettings.Refuse}, engine, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go e.http.Serve()
+	t.Cleanup(func() { e.http.Shutdown(context.Background()) })
 	e.admin = "http://" + e.svc.AdminAddr().String()
 
 	conn, err := grpc.NewClient(e.svc.GRPCAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/modelguard/modelguard/extauthz"
+	"github.com/modelguard/modelguard/httpauthz"
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
@@ -40,6 +42,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", os.Getenv(envConfig), "configuration file (default: $"+envConfig+", else the embedded demo configuration)")
 	grpcAddr := fs.String("grpc-address", os.Getenv(envGRPCAddress), "override server.grpc_address (default: $"+envGRPCAddress+"; 0.0.0.0:9191 listens on all interfaces, as in a container)")
 	adminAddr := fs.String("admin-address", os.Getenv(envAdminAddress), "override server.admin_address (default: $"+envAdminAddress+")")
+	httpAddr := fs.String("http-address", "", "override server.http.address (the HTTP authorization listener; \"off\" by default)")
 	if code := parseFlags(fs, args); code >= 0 {
 		return code
 	}
@@ -48,7 +51,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	setGCPercent()
 
-	cfg, demo, err := loadServeConfig(*cfgPath, *grpcAddr, *adminAddr)
+	cfg, demo, err := loadServeConfig(*cfgPath, *grpcAddr, *adminAddr, *httpAddr)
 	if err != nil {
 		fmt.Fprintf(stderr, "modelguard: %v\n", err)
 		return 1
@@ -87,18 +90,26 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "modelguard: %v\n", err)
 		return 1
 	}
-	log.Info("modelguard ext_authz serving", "grpc", svc.GRPCAddr().String(), "admin", fmt.Sprint(svc.AdminAddr()), "config", cfg.File, "version", version)
+	var httpSvc *httpauthz.Server
+	if cfg.Server.HTTP.Enabled() {
+		if httpSvc, err = httpauthz.Listen(cfg.Server.HTTP, live, cfg.Server.ShutdownGrace, log); err != nil {
+			fmt.Fprintf(stderr, "modelguard: %v\n", err)
+			return 1
+		}
+	}
+	log.Info("modelguard ext_authz serving", "grpc", svc.GRPCAddr().String(), "admin", fmt.Sprint(svc.AdminAddr()),
+		"http", httpAddress(httpSvc), "config", cfg.File, "version", version)
 	if demo != nil {
 		demo.printIntro(stderr, svc.GRPCAddr().String(), fmt.Sprint(svc.AdminAddr()))
 	}
 	reloadConfig := func() { live.Reload(bg) } // logged, counted and audited there
-	return serveUntilSignal(svc, auditor, reloadConfig, stopBackground, cfg.Server.ShutdownGrace, log)
+	return serveUntilSignal(svc, httpSvc, auditor, reloadConfig, stopBackground, cfg.Server.ShutdownGrace, log)
 }
 
 // loadServeConfig loads the configuration at path or, when path is empty,
 // writes the demo (its setup is returned; the caller removes its dir), and
 // applies the listen address flags that are set.
-func loadServeConfig(path, grpcAddr, adminAddr string) (*config.Config, *demoSetup, error) {
+func loadServeConfig(path, grpcAddr, adminAddr, httpAddr string) (*config.Config, *demoSetup, error) {
 	var (
 		cfg  *config.Config
 		demo *demoSetup
@@ -120,6 +131,11 @@ func loadServeConfig(path, grpcAddr, adminAddr string) (*config.Config, *demoSet
 	}
 	if adminAddr != "" {
 		cfg.Server.AdminAddress = adminAddr
+	}
+	if httpAddr != "" {
+		if err := cfg.SetHTTPAddress(httpAddr); err != nil {
+			return nil, nil, err
+		}
 	}
 	return cfg, demo, nil
 }
@@ -156,16 +172,24 @@ func startEngine(bg context.Context, cfg *config.Config, auditor *audit.Writer, 
 	return live, nil
 }
 
-// serveUntilSignal serves until the server fails or SIGTERM/SIGINT arrives,
+// serveUntilSignal serves until a server fails or SIGTERM/SIGINT arrives,
 // reloading the configuration on SIGHUP; then it drains in-flight checks,
 // stops background work and flushes the audit trail (with its stop record)
-// within grace. It returns the exit code.
-func serveUntilSignal(svc *extauthz.Service, auditor *audit.Writer, reloadConfig, stopBackground func(), grace time.Duration, log *slog.Logger) int {
+// within grace. It returns the exit code. httpSvc is nil unless the HTTP
+// authorization listener is on.
+func serveUntilSignal(svc *extauthz.Service, httpSvc *httpauthz.Server, auditor *audit.Writer, reloadConfig, stopBackground func(), grace time.Duration, log *slog.Logger) int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sig)
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- svc.Serve() }()
+	if httpSvc != nil {
+		go func() {
+			if err := httpSvc.Serve(); err != nil {
+				served <- err
+			}
+		}()
+	}
 	for {
 		select {
 		case s := <-sig:
@@ -174,7 +198,7 @@ func serveUntilSignal(svc *extauthz.Service, auditor *audit.Writer, reloadConfig
 				reloadConfig()
 				continue
 			}
-			return drain(svc, served, auditor, stopBackground, s, grace, log)
+			return drain(svc, httpSvc, served, auditor, stopBackground, s, grace, log)
 		case err := <-served:
 			if err != nil {
 				log.Error("server failed", "error", err)
@@ -185,11 +209,17 @@ func serveUntilSignal(svc *extauthz.Service, auditor *audit.Writer, reloadConfig
 	}
 }
 
-// drain stops serving after signal s: in-flight checks finish, background
-// work stops, and the audit trail is flushed with its stop record.
-func drain(svc *extauthz.Service, served <-chan error, auditor *audit.Writer, stopBackground func(), s os.Signal, grace time.Duration, log *slog.Logger) int {
+// drain stops serving after signal s: in-flight checks finish (on both
+// listeners), background work stops, and the audit trail is flushed with
+// its stop record.
+func drain(svc *extauthz.Service, httpSvc *httpauthz.Server, served <-chan error, auditor *audit.Writer, stopBackground func(), s os.Signal, grace time.Duration, log *slog.Logger) int {
 	log.Info("signal received: draining in-flight checks", "signal", s.String())
+	var drained sync.WaitGroup
+	if httpSvc != nil {
+		drained.Go(func() { httpSvc.Shutdown(context.Background()) })
+	}
 	svc.Shutdown(context.Background())
+	drained.Wait()
 	<-served
 	// Reloads stop before the trail closes: their events are recorded.
 	stopBackground()
@@ -202,6 +232,15 @@ func drain(svc *extauthz.Service, served <-chan error, auditor *audit.Writer, st
 	}
 	log.Info("stopped")
 	return 0
+}
+
+// httpAddress is the HTTP authorization listener's address for the start
+// log line, "off" when it is not on.
+func httpAddress(s *httpauthz.Server) string {
+	if s == nil {
+		return "off"
+	}
+	return s.Addr().String()
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {

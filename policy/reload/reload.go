@@ -123,6 +123,10 @@ func (l *Live) Deny(id string, status int, reason, message string) *policy.Decis
 // MaxBodyBytes is the engine in force's largest accepted body.
 func (l *Live) MaxBodyBytes() int { return l.cur.Load().engine.MaxBodyBytes() }
 
+// RecordsBody reports whether the engine in force hashes bodies into the
+// audit record (audit is a section reload does not change).
+func (l *Live) RecordsBody() bool { return l.cur.Load().engine.RecordsBody() }
+
 // PolicyRevision is the revision of the policy in force.
 func (l *Live) PolicyRevision() string { return l.cur.Load().engine.PolicyRevision() }
 
