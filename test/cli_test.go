@@ -3,10 +3,12 @@ package test
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -14,15 +16,41 @@ import (
 	"github.com/modelguard/modelguard/policy/apikey"
 )
 
-// buildBinary builds cmd/modelguard once per test binary run.
+// built is the modelguard binary the tests of this package share.
+var built struct {
+	once sync.Once
+	bin  string
+	err  error
+}
+
+// buildBinary builds cmd/modelguard once per test binary run (each build
+// costs a link of the whole binary); TestMain removes it.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "modelguard")
-	cmd := exec.Command("go", "build", "-o", bin, "github.com/modelguard/modelguard/cmd/modelguard")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	built.once.Do(func() {
+		dir, err := os.MkdirTemp("", "modelguard-bin-")
+		if err != nil {
+			built.err = err
+			return
+		}
+		built.bin = filepath.Join(dir, "modelguard")
+		cmd := exec.Command("go", "build", "-o", built.bin, "github.com/modelguard/modelguard/cmd/modelguard")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			built.err = fmt.Errorf("go build: %w\n%s", err, out)
+		}
+	})
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
-	return bin
+	return built.bin
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.bin != "" {
+		os.RemoveAll(filepath.Dir(built.bin))
+	}
+	os.Exit(code)
 }
 
 // TestDemoCommands runs what the README tells a newcomer: "serve" on the
