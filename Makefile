@@ -21,9 +21,10 @@ run:
 	@bin/modelguard serve $(RUN_FLAGS)
 
 ## test: formatting, vet, known vulnerabilities, and every test (Go and Rego,
-## with the fuzz targets' seed corpora) under the race detector; then the
-## Helm chart's tests (deploy/helm, a module of its own: Helm stays out of
-## modelguard's go.mod)
+## with the fuzz targets' seed corpora) under the race detector (test/'s
+## end-to-end tests outlast go test's default 10m timeout on a loaded
+## machine); then the Helm chart's tests (deploy/helm, a module of its own:
+## Helm stays out of modelguard's go.mod)
 test: vet vulncheck
 	$(GO) test -race -count=1 -timeout 30m ./...
 	cd deploy/helm && $(GO) vet ./... && $(GO) test -count=1 ./...

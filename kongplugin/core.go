@@ -56,13 +56,16 @@ type coreState struct {
 	// failures counts consecutive failed loads.
 	failures int
 
-	stop  context.CancelFunc
-	audit io.Closer // nil: nothing to close
-	// cfg, sink and sum are those of a loaded engine: a reload keeps the
-	// audit trail (one writer per trail) and skips an unchanged file.
-	cfg  *config.Config
-	sink policy.AuditSink
-	sum  [sha256.Size]byte
+	stop    context.CancelFunc
+	audit   io.Closer // nil: nothing to close
+	tracing io.Closer // nil: nothing to close
+	// cfg, sink, tracer and sum are those of a loaded engine: a reload
+	// keeps the audit trail (one writer per trail) and the tracing, and
+	// skips an unchanged file.
+	cfg    *config.Config
+	sink   policy.AuditSink
+	tracer policy.Tracer
+	sum    [sha256.Size]byte
 }
 
 // coreFor returns the core for a configured path; paths naming the same
@@ -171,8 +174,8 @@ func (c *core) reload() {
 }
 
 // kongFixed are the sections a plugin server reads once per configuration
-// file: the audit trail stays open across reloads.
-var kongFixed = []string{"audit"}
+// file: the audit trail and the tracing stay open across reloads.
+var kongFixed = []string{"audit", "tracing"}
 
 // reloadGrace is how long a replaced engine's background work (its rate
 // limit store among it) outlives a reload, for the checks in flight.
@@ -229,16 +232,26 @@ func (c *core) load(running *coreState) *coreState {
 		}
 		opts.Audit, closer = rec, cl
 	}
+	switch {
+	case running != nil:
+		opts.Tracer, s.tracing = running.tracer, running.tracing
+	case c.p.openTrace != nil:
+		tr, cl, err := c.p.openTrace(cfg)
+		if err != nil {
+			return refuse(errors.Join(err, closeIf(closer)))
+		}
+		opts.Tracer, s.tracing = tr, cl
+	}
 	ctx, stop := context.WithCancel(c.p.ctx)
 	eng, err := policy.New(ctx, cfg, opts)
 	if err != nil {
 		stop()
-		if closer != nil && running == nil {
-			err = errors.Join(err, closer.Close())
+		if running == nil { // a reload's closers are the engine in force's
+			err = errors.Join(err, closeIf(closer), closeIf(s.tracing))
 		}
 		return refuse(err)
 	}
-	s.engine, s.stop, s.audit, s.cfg, s.sink = eng, stop, closer, cfg, opts.Audit
+	s.engine, s.stop, s.audit, s.cfg, s.sink, s.tracer = eng, stop, closer, cfg, opts.Audit, opts.Tracer
 	log.Info("modelguard core loaded", "config_path", c.path, "gateway", gateway)
 	return s
 }
@@ -246,8 +259,15 @@ func (c *core) load(running *coreState) *coreState {
 func (c *core) close() {
 	if s := c.state.Load(); s != nil && s.engine != nil {
 		s.stop()
-		if s.audit != nil {
-			_ = s.audit.Close()
-		}
+		_ = closeIf(s.audit)
+		_ = closeIf(s.tracing)
 	}
+}
+
+// closeIf closes c unless it is nil.
+func closeIf(c io.Closer) error {
+	if c == nil {
+		return nil
+	}
+	return c.Close()
 }

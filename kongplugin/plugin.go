@@ -69,6 +69,10 @@ type Options struct {
 	// Metrics receives the cores' counters (all cores share them); nil
 	// creates unregistered ones.
 	Metrics *metrics.Metrics
+	// OpenTracing starts the tracing a configuration names, once per
+	// configuration file; nil Tracer: off. The Closer (may be nil) runs at
+	// Close and flushes the spans. Nil traces nothing.
+	OpenTracing func(*config.Config) (policy.Tracer, io.Closer, error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Settle gives the plugin a response phase that settles token
@@ -86,6 +90,7 @@ type Plugin struct {
 	newLogger func(config.Log) *slog.Logger
 	openAudit func(*config.Config) (policy.AuditSink, io.Closer, error)
 	metrics   *metrics.Metrics
+	openTrace func(*config.Config) (policy.Tracer, io.Closer, error)
 	now       func() time.Time
 
 	// ctx bounds the cores' background work (reload watches, JWKS refresh).
@@ -116,6 +121,7 @@ func New(opts Options) *Plugin {
 		newLogger: opts.NewLogger,
 		openAudit: opts.OpenAudit,
 		metrics:   opts.Metrics,
+		openTrace: opts.OpenTracing,
 		now:       opts.Now,
 		cores:     map[string]*core{},
 		settle:    opts.Settle,

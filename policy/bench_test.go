@@ -38,6 +38,12 @@ func newBenchSetup(b *testing.B, durability audit.Durability) benchSetup {
 // newBenchSetupJWT adds jwtYAML (lines under authentication.jwt) to the
 // configuration.
 func newBenchSetupJWT(b *testing.B, durability audit.Durability, jwtYAML string) benchSetup {
+	return newBenchSetupWith(b, durability, jwtYAML, policy.Options{})
+}
+
+// newBenchSetupWith builds the engine with opts (the audit trail is added
+// for a durability).
+func newBenchSetupWith(b *testing.B, durability audit.Durability, jwtYAML string, opts policy.Options) benchSetup {
 	b.Helper()
 	dir := b.TempDir()
 	if err := os.CopyFS(dir, examples.Demo); err != nil {
@@ -76,7 +82,6 @@ admission: {max_concurrent_checks: 64, max_wait: 1s}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	var opts policy.Options
 	if durability != "" {
 		// The server's pipeline: hash-chained, group commit to a file
 		// (fsync every 100ms, or per batch with fsync durability).

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"go.opentelemetry.io/otel/codes"
 
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/rego"
@@ -30,10 +31,15 @@ func (e *Engine) Decide(ctx context.Context, req *Request) *Decision {
 // more of the request for the record (Kong, for the body hash) calls them
 // apart.
 func (e *Engine) Commit(req *Request, d *Decision) *Decision {
+	span := e.auditStep(d)
+	defer span.End()
 	if err := e.RecordDecision(req, d); err != nil && d.Allow {
 		e.metrics.AuditDenied.Inc()
-		e.log.Error("allowed request denied: its audit record is not durable", "decision_id", d.ID, "request_id", req.ID, "error", err)
-		return e.Deny(d.ID, http.StatusServiceUnavailable, "audit_unavailable", "service unavailable")
+		e.log.Error("allowed request denied: its audit record is not durable", d.logIDs(), "request_id", req.ID, "error", err)
+		span.SetStatus(codes.Error, "audit_unavailable")
+		denied := e.Deny(d.ID, http.StatusServiceUnavailable, "audit_unavailable", "service unavailable")
+		denied.Trace = d.Trace
+		return denied
 	}
 	return d
 }
@@ -45,15 +51,17 @@ func (e *Engine) Commit(req *Request, d *Decision) *Decision {
 func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
 	start := e.now()
 	d = &Decision{ID: NewDecisionID(), Start: start}
+	ctx = e.startTrace(ctx, req, d)
 	defer func() {
 		if r := recover(); r != nil {
-			e.log.Error("panic while deciding: denied", "decision_id", d.ID, "panic", r, "stack", string(debug.Stack()))
-			*d = Decision{ID: d.ID, Start: start}
+			e.log.Error("panic while deciding: denied", d.logIDs(), "panic", r, "stack", string(debug.Stack()))
+			*d = Decision{ID: d.ID, Start: start, Trace: d.Trace}
 			e.deny(d, http.StatusServiceUnavailable, "internal_error", "service unavailable")
 		}
 		d.Latency = e.now().Sub(start)
 		e.metrics.Decisions.WithLabelValues(result(d), d.Reason, req.Gateway).Inc()
 		e.metrics.CheckDuration.Observe(d.Latency.Seconds())
+		endTrace(req, d)
 	}()
 	e.decide(ctx, req, d)
 	return d
@@ -73,22 +81,28 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		}
 		defer e.checks.Release(1)
 	}
-	id, cred, reason, err := e.authenticate(ctx, req)
+	sctx, span := e.step(ctx, spanAuthenticate)
+	id, cred, reason, err := e.authenticate(sctx, req)
 	if err != nil {
-		e.log.Info("authentication failed", "decision_id", d.ID, "request_id", req.ID, "reason", reason, "error", err)
+		e.log.Info("authentication failed", d.logIDs(), "request_id", req.ID, "reason", reason, "error", err)
 		e.deny(d, http.StatusUnauthorized, reason, "invalid or missing credentials")
 		d.ResponseHeaders = append(d.ResponseHeaders, Header{"www-authenticate", `Bearer realm="modelguard"`})
+		endStep(span, d)
 		return
 	}
+	endStep(span, d)
 	d.Identity = id
 
+	_, span = e.step(ctx, spanBody)
 	mr, ok := e.inspect(req, d)
+	endStep(span, d)
 	if !ok {
 		return
 	}
 
 	var buildErr error
-	res, err := e.authz.EvalInput(rego.WithDecisionID(ctx, d.ID), func(reads rego.Inputs) ast.Value {
+	sctx, span = e.step(ctx, spanPolicy)
+	res, err := e.authz.EvalInput(rego.WithDecisionID(sctx, d.ID), func(reads rego.Inputs) ast.Value {
 		if buildErr = req.Complete(e.inputParts(reads)); buildErr != nil {
 			return ast.NewObject()
 		}
@@ -102,27 +116,34 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		return e.input(req, id, d.Model, mr, reads)
 	})
 	d.PolicyRevision = res.Revision
-	if buildErr != nil {
-		e.refuse(d, req, buildErr)
-		return
-	}
-	if err == nil {
+	if buildErr == nil && err == nil {
 		err = e.checkResultHeaders(res, cred)
 	}
-	if err != nil {
-		e.log.Error("policy evaluation failed: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
+	switch {
+	case buildErr != nil:
+		e.refuse(d, req, buildErr)
+	case err != nil:
+		e.log.Error("policy evaluation failed: denied", d.logIDs(), "request_id", req.ID, "error", err)
 		e.deny(d, http.StatusServiceUnavailable, "policy_error", "service unavailable")
-		return
+	default:
+		d.Metadata = res.DynamicMetadata
+		if !res.Allow {
+			e.policyDenied(d, res)
+		}
 	}
-	d.Metadata = res.DynamicMetadata
-	if !res.Allow {
-		e.policyDenied(d, res)
+	endStep(span, d)
+	if buildErr != nil || err != nil || !res.Allow {
 		return
 	}
 	// Limits come after the policy, which may pick their class, and are
 	// charged only for requests it allows.
-	if e.limiter != nil && !e.limit(ctx, req, d, id, mr, res.RateLimitClass) {
-		return
+	if e.limiter != nil {
+		sctx, span = e.step(ctx, spanRateLimits)
+		ok := e.limit(sctx, req, d, id, mr, res.RateLimitClass)
+		endStep(span, d)
+		if !ok {
+			return
+		}
 	}
 	e.allow(d, req, id, cred, res)
 }
@@ -136,7 +157,7 @@ func (e *Engine) auditAdmits(ctx context.Context, req *Request, d *Decision) boo
 	}
 	if err := e.admit.Admit(ctx); err != nil {
 		e.metrics.AuditDenied.Inc()
-		e.log.Debug("audit trail unavailable: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
+		e.log.Debug("audit trail unavailable: denied", d.logIDs(), "request_id", req.ID, "error", err)
 		e.deny(d, http.StatusServiceUnavailable, "audit_unavailable", "service unavailable")
 		return false
 	}
@@ -265,7 +286,7 @@ func (e *Engine) refuse(d *Decision, req *Request, err error) {
 	if !ok {
 		r = &Refusal{Status: http.StatusServiceUnavailable, Reason: "gateway_read_error", Message: "service unavailable", Err: err}
 	}
-	e.log.Error("request refused before the policy: denied", "decision_id", d.ID, "request_id", req.ID, "reason", r.Reason, "error", err)
+	e.log.Error("request refused before the policy: denied", d.logIDs(), "request_id", req.ID, "reason", r.Reason, "error", err)
 	e.deny(d, r.Status, r.Reason, r.Message)
 }
 

@@ -30,6 +30,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		bodySHA256:    cfg.Audit.BodySHA256,
 		now:           opts.Now,
 		holdLimits:    opts.HoldReservations,
+		tracer:        opts.Tracer,
 	}
 	e.admit, _ = opts.Audit.(Admitter)
 	e.setDefaults()
@@ -87,6 +88,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	}
 	e.authz = r
 	e.opaEnvoy = r.Input() == rego.ShapeOPAEnvoy
+	e.decisions.Store(r)
 	if err := e.openLimits(ctx, cfg); err != nil {
 		return nil, err
 	}
@@ -131,8 +133,8 @@ func (e *Engine) cacheLookups(cache string) func(hit bool) {
 // refused before the policy is asked); the cache is dropped all the same,
 // so that no decision outlives a reload of anything it was made with.
 func (e *Engine) dropDecisions() {
-	if c, ok := e.authz.(interface{ DropDecisions() }); ok {
-		c.DropDecisions()
+	if r := e.decisions.Load(); r != nil {
+		r.DropDecisions()
 	}
 }
 

@@ -76,7 +76,18 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	// Background work (reload watches, JWKS refresh) outlives the drain.
 	bg, stopBackground := context.WithCancel(context.Background())
 	defer stopBackground()
-	live, err := startEngine(bg, cfg, auditor, policy.Options{Logger: log, Metrics: m})
+	opts := policy.Options{Logger: log, Metrics: m}
+	tracer, err := openTracing(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "modelguard: %v\n", err)
+		return 1
+	}
+	if tracer != nil {
+		opts.Tracer = tracer
+		// After the drain and the audit flush: the last decisions' spans.
+		defer tracingCloser{tracer, log}.Close()
+	}
+	live, err := startEngine(bg, cfg, auditor, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "modelguard: %v\n", err)
 		return 1
@@ -142,7 +153,7 @@ func loadServeConfig(path, grpcAddr, adminAddr, httpAddr string) (*config.Config
 
 // serveFixed are the sections serve reads once, around the engine: a
 // reload that changes them reports that they need a restart.
-var serveFixed = []string{"server", "audit", "log", "admission"}
+var serveFixed = []string{"server", "audit", "log", "admission", "tracing"}
 
 // startEngine records the start in the audit trail, builds the engine
 // (reloads and refreshes run until bg ends; the configuration reloads

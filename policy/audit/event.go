@@ -97,6 +97,12 @@ type Event struct {
 	// it counts per ("subject+model"): never the key's values.
 	RateLimit    string `json:"rate_limit,omitempty"`
 	RateLimitKey string `json:"rate_limit_key,omitempty"`
+	// TraceID and SpanID link a decision to its OpenTelemetry trace (hex,
+	// with tracing on): TraceID when the decision was traced or the
+	// request carried a trace context, SpanID when the decision's span was
+	// sampled (exported).
+	TraceID string `json:"trace_id,omitempty"`
+	SpanID  string `json:"span_id,omitempty"`
 
 	// Operator events: the outcome (ok, refused, failed), a short detail
 	// (an error message, a version) and the file concerned.

@@ -7,7 +7,7 @@
 // in force stays, as policies and key files do.
 //
 // Some settings are read once by the process around the engine (listen
-// addresses, TLS files, the audit trail, logging): a change to them is
+// addresses, TLS files, the audit trail, logging, tracing): a change to them is
 // reported as needing a restart, in the log and the audit record, and the
 // rest of the new configuration applies.
 //
@@ -42,8 +42,8 @@ type Build func(ctx context.Context, cfg *config.Config) (*policy.Engine, error)
 type Options struct {
 	Build Build
 	// Fixed names the configuration sections the process reads once
-	// ("server", "audit", "log", "admission"): a change to one is reported
-	// as needing a restart.
+	// ("server", "audit", "log", "admission", "tracing"): a change to one
+	// is reported as needing a restart.
 	Fixed   []string
 	Logger  *slog.Logger
 	Metrics *metrics.Metrics // nil: not counted
@@ -215,7 +215,7 @@ func (l *Live) record(ev audit.Event, err error) {
 }
 
 // Changed returns the sections among names whose settings differ between
-// two configurations: "server", "audit", "log" or "admission".
+// two configurations: "server", "audit", "log", "admission" or "tracing".
 func Changed(old, cur *config.Config, names []string) []string {
 	var out []string
 	for _, name := range names {
@@ -236,6 +236,8 @@ func section(c *config.Config, name string) any {
 		return c.Log
 	case "admission":
 		return c.Admission
+	case "tracing":
+		return c.Tracing
 	}
 	return nil
 }
