@@ -86,6 +86,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		return nil, cfg.Error(field.Under("authorization", err))
 	}
 	e.authz = r
+	e.decisions.Store(r)
 	e.opaEnvoy = r.Input() == rego.ShapeOPAEnvoy
 	if err := e.openLimits(ctx, cfg); err != nil {
 		return nil, err
@@ -131,8 +132,8 @@ func (e *Engine) cacheLookups(cache string) func(hit bool) {
 // refused before the policy is asked); the cache is dropped all the same,
 // so that no decision outlives a reload of anything it was made with.
 func (e *Engine) dropDecisions() {
-	if c, ok := e.authz.(interface{ DropDecisions() }); ok {
-		c.DropDecisions()
+	if r := e.decisions.Load(); r != nil {
+		r.DropDecisions()
 	}
 }
 
