@@ -87,6 +87,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		return nil, cfg.Error(field.Under("authorization", err))
 	}
 	e.authz = r
+	e.decisions.Store(r)
 	e.opaEnvoy = r.Input() == rego.ShapeOPAEnvoy
 	e.decisions.Store(r)
 	if err := e.openLimits(ctx, cfg); err != nil {
