@@ -100,11 +100,6 @@ type Engine struct {
 	// Admission limits (config.Admission): checks deciding at once, and
 	// request bytes held by the adapters (ReserveBody).
 	checks, bodies *admission.Limit
-
-	// decisions is the policy engine whose decision cache reloads empty,
-	// set once New has opened it: reload callbacks run on watch
-	// goroutines that may start before then.
-	decisions atomic.Pointer[rego.Engine]
 }
 
 // PolicyRevision is the revision of the policy in force ("" if unknown),

@@ -89,7 +89,6 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	e.authz = r
 	e.decisions.Store(r)
 	e.opaEnvoy = r.Input() == rego.ShapeOPAEnvoy
-	e.decisions.Store(r)
 	if err := e.openLimits(ctx, cfg); err != nil {
 		return nil, err
 	}
