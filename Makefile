@@ -6,19 +6,28 @@ export GOTOOLCHAIN := auto
 
 .PHONY: build run test vet vulncheck bench clean
 
+# The version "modelguard --version" prints: the base release and the commit.
+VERSION ?= 0.1.0+$(shell git rev-parse --short HEAD 2>/dev/null || echo unknown)
+
 ## build: write the modelguard binary to bin/
 build:
-	$(GO) build -trimpath -o bin/modelguard ./cmd/modelguard
+	$(GO) build -trimpath -ldflags "-X main.linkVersion=$(VERSION)" -o bin/modelguard ./cmd/modelguard
 
-## run: start the ext_authz server on the embedded demo configuration
-run: build
-	bin/modelguard serve
+## run: start the ext_authz server on the embedded demo configuration. Its
+## stdout is the audit trail alone (make's own lines are silenced, the
+## banner and logs go to stderr), so "make run > audit.jsonl" verifies.
+run:
+	@$(MAKE) -s build >&2
+	@bin/modelguard serve $(RUN_FLAGS)
 
 ## test: formatting, vet, known vulnerabilities, and every test (Go and Rego,
-## with the fuzz targets' seed corpora) under the race detector; test/'s
-## end-to-end tests outlast go test's default 10m timeout on a loaded machine
+## with the fuzz targets' seed corpora) under the race detector (test/'s
+## end-to-end tests outlast go test's default 10m timeout on a loaded
+## machine); then the Helm chart's tests (deploy/helm, a module of its own:
+## Helm stays out of modelguard's go.mod)
 test: vet vulncheck
 	$(GO) test -race -count=1 -timeout 30m ./...
+	cd deploy/helm && $(GO) vet ./... && $(GO) test -count=1 ./...
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

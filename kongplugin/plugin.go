@@ -31,6 +31,7 @@ import (
 
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/metrics"
 )
 
 const (
@@ -65,6 +66,9 @@ type Options struct {
 	// configuration file; the Closer (may be nil) runs at Close. Nil
 	// records nothing.
 	OpenAudit func(*config.Config) (policy.AuditSink, io.Closer, error)
+	// Metrics receives the cores' counters (all cores share them); nil
+	// creates unregistered ones.
+	Metrics *metrics.Metrics
 	// OpenTracing starts the tracing a configuration names, once per
 	// configuration file; nil Tracer: off. The Closer (may be nil) runs at
 	// Close and flushes the spans. Nil traces nothing.
@@ -85,6 +89,7 @@ type Plugin struct {
 	log       *slog.Logger
 	newLogger func(config.Log) *slog.Logger
 	openAudit func(*config.Config) (policy.AuditSink, io.Closer, error)
+	metrics   *metrics.Metrics
 	openTrace func(*config.Config) (policy.Tracer, io.Closer, error)
 	now       func() time.Time
 
@@ -115,6 +120,7 @@ func New(opts Options) *Plugin {
 		log:       opts.Logger,
 		newLogger: opts.NewLogger,
 		openAudit: opts.OpenAudit,
+		metrics:   opts.Metrics,
 		openTrace: opts.OpenTracing,
 		now:       opts.Now,
 		cores:     map[string]*core{},
@@ -128,6 +134,9 @@ func New(opts Options) *Plugin {
 	}
 	if p.now == nil {
 		p.now = time.Now
+	}
+	if p.metrics == nil {
+		p.metrics = metrics.New(nil)
 	}
 	p.ctx, p.cancel = context.WithCancel(context.Background())
 	p.pending = newPending(defaultPendingMax, defaultPendingAge)

@@ -16,41 +16,39 @@ import (
 	"github.com/modelguard/modelguard/policy/apikey"
 )
 
-// modelguardBinary is cmd/modelguard, built by the first test that needs
-// it and shared by the others: each build links the whole binary again,
-// which took tens of seconds apiece on a loaded machine and pushed this
-// package past go test's 10 minute limit. Tests only run it.
-var modelguardBinary struct {
-	once      sync.Once
-	dir, path string
-	err       error
+// built is the modelguard binary the tests of this package share.
+var built struct {
+	once sync.Once
+	bin  string
+	err  error
 }
 
-// buildBinary returns cmd/modelguard, built once per test binary run.
+// buildBinary builds cmd/modelguard once per test binary run (each build
+// costs a link of the whole binary); TestMain removes it.
 func buildBinary(t *testing.T) string {
 	t.Helper()
-	b := &modelguardBinary
-	b.once.Do(func() {
-		if b.dir, b.err = os.MkdirTemp("", "modelguard-test-"); b.err != nil {
+	built.once.Do(func() {
+		dir, err := os.MkdirTemp("", "modelguard-bin-")
+		if err != nil {
+			built.err = err
 			return
 		}
-		b.path = filepath.Join(b.dir, "modelguard")
-		cmd := exec.Command("go", "build", "-o", b.path, "github.com/modelguard/modelguard/cmd/modelguard")
+		built.bin = filepath.Join(dir, "modelguard")
+		cmd := exec.Command("go", "build", "-o", built.bin, "github.com/modelguard/modelguard/cmd/modelguard")
 		if out, err := cmd.CombinedOutput(); err != nil {
-			b.err = fmt.Errorf("go build: %v\n%s", err, out)
+			built.err = fmt.Errorf("go build: %w\n%s", err, out)
 		}
 	})
-	if b.err != nil {
-		t.Fatal(b.err)
+	if built.err != nil {
+		t.Fatal(built.err)
 	}
-	return b.path
+	return built.bin
 }
 
-// TestMain removes the shared binary once every test has run.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if modelguardBinary.dir != "" {
-		os.RemoveAll(modelguardBinary.dir)
+	if built.bin != "" {
+		os.RemoveAll(filepath.Dir(built.bin))
 	}
 	os.Exit(code)
 }
@@ -58,24 +56,31 @@ func TestMain(m *testing.M) {
 // TestDemoCommands runs what the README tells a newcomer: "serve" on the
 // embedded demo, then the example commands it prints, and checks they show
 // an allow, a 403, a 401 and a rate limit hit (three allowed, then 429).
-// Then SIGTERM stops it cleanly.
+// Then SIGTERM stops it cleanly, and its stdout, the audit trail alone (the
+// banner is on stderr), verifies.
 func TestDemoCommands(t *testing.T) {
 	bin := buildBinary(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	srv := exec.CommandContext(ctx, bin, "serve", "-grpc-address", "127.0.0.1:0", "-admin-address", "127.0.0.1:0")
-	stdout, err := srv.StdoutPipe()
+	trail := filepath.Join(t.TempDir(), "audit.jsonl")
+	out, err := os.Create(trail)
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.Stderr = os.Stderr
+	defer out.Close()
+	srv.Stdout = out
+	stderr, err := srv.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer srv.Process.Kill()
 
 	var commands []string
-	sc := bufio.NewScanner(stdout)
+	sc := bufio.NewScanner(stderr)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() && len(commands) < 4 {
 		if line := strings.TrimSpace(sc.Text()); strings.HasPrefix(line, bin+" check ") || strings.HasPrefix(line, "for i in ") {
@@ -85,9 +90,11 @@ func TestDemoCommands(t *testing.T) {
 	if len(commands) != 4 {
 		t.Fatalf("demo printed %d example commands, want 4", len(commands))
 	}
-	go func() { // keep draining audit lines
+	drained := make(chan struct{})
+	go func() { // keep draining the logs
 		for sc.Scan() {
 		}
+		close(drained)
 	}()
 	want := []struct {
 		exit   int
@@ -116,8 +123,13 @@ func TestDemoCommands(t *testing.T) {
 	if err := srv.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	<-drained
 	if err := srv.Wait(); err != nil {
 		t.Fatalf("after SIGTERM: %v", err)
+	}
+	verify, err := exec.Command(bin, "audit", "verify", trail).CombinedOutput()
+	if err != nil || !strings.HasPrefix(string(verify), "OK ") {
+		t.Fatalf("audit verify on the demo's stdout: %v\n%s", err, verify)
 	}
 }
 

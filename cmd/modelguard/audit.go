@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -24,23 +25,21 @@ server keeps next to the trail), records deleted from the end are found too.
 
 // auditCmd runs "modelguard audit SUBCOMMAND".
 func auditCmd(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "verify" {
-		fmt.Fprint(stderr, auditUsage)
-		return 2
+	if code := subcommand("audit", "verify", auditUsage, args, stdout, stderr); code >= 0 {
+		return code
 	}
-	fs := flag.NewFlagSet("audit verify", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	fs.Usage = func() { fmt.Fprint(stderr, auditUsage); fs.PrintDefaults() }
-	keyFile := fs.String("key-file", "", "file holding the HMAC key of a keyed trail (one trailing newline ignored)")
-	keyEnv := fs.String("key-env", "", "environment variable holding the HMAC key of a keyed trail")
-	partial := fs.Bool("partial", false, "the files start after the first record of the trail (older files were removed)")
-	anchorFile := fs.String("anchor", "", "the trail's anchor file (<output>-anchor): the trail must reach the record it names")
-	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+	flags := flag.NewFlagSet("audit verify", flag.ContinueOnError)
+	flags.SetOutput(stderr)
+	flags.Usage = func() { fmt.Fprint(stderr, auditUsage); flags.PrintDefaults() }
+	keyFile := flags.String("key-file", "", "file holding the HMAC key of a keyed trail (one trailing newline ignored)")
+	keyEnv := flags.String("key-env", "", "environment variable holding the HMAC key of a keyed trail")
+	partial := flags.Bool("partial", false, "the files start after the first record of the trail (older files were removed)")
+	anchorFile := flags.String("anchor", "", "the trail's anchor file (<output>-anchor): the trail must reach the record it names")
+	if code := parseFlags(flags, args[1:]); code >= 0 {
+		return code
 	}
-	if fs.NArg() == 0 {
-		fmt.Fprintf(stderr, "modelguard audit verify: no files\n\n%s", auditUsage)
-		return 2
+	if flags.NArg() == 0 {
+		return usageError(flags, "no files")
 	}
 	key, err := readAuditKey(*keyFile, *keyEnv)
 	if err != nil {
@@ -56,12 +55,19 @@ func auditCmd(args []string, stdout, stderr io.Writer) int {
 		}
 		opts.Anchor = &a
 	}
-	sum, err := audit.VerifyFiles(fs.Args(), opts)
+	sum, err := audit.VerifyFiles(flags.Args(), opts)
 	if err != nil {
+		// A file that cannot be read says nothing about the trail: 2, like
+		// any setup error; 1 is kept for a trail that does not verify.
 		var ve *audit.VerifyError
-		if errors.As(err, &ve) {
+		var pe *fs.PathError
+		switch {
+		case errors.As(err, &ve):
 			fmt.Fprintf(stdout, "FAIL %v\n", err)
-		} else {
+		case errors.As(err, &pe):
+			fmt.Fprintf(stderr, "modelguard audit verify: %v\n", err)
+			return 2
+		default:
 			fmt.Fprintf(stderr, "modelguard audit verify: %v\n", err)
 		}
 		return 1

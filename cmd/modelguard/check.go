@@ -74,12 +74,20 @@ func check(args []string, stdout, stderr io.Writer) int {
 	certFile := fs.String("cert", "", "with -server: client certificate for mTLS")
 	keyFile := fs.String("key", "", "with -server: client key for mTLS")
 	explain := fs.String("explain", "", "with -config: print OPA's evaluation trace, notes (trace() calls) or full")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
 	}
-	if fs.NArg() != 2 || (*cfgPath == "") == (*server == "") || (*explain != "" && (*server != "" || !validExplain(*explain))) {
-		fs.Usage()
-		return 2
+	switch {
+	case *cfgPath == "" && *server == "":
+		return usageError(fs, "missing -config FILE (decide locally) or -server ADDR (ask a running server)")
+	case *cfgPath != "" && *server != "":
+		return usageError(fs, "-config and -server are exclusive: decide locally or ask a server")
+	case fs.NArg() != 2:
+		return usageError(fs, "want METHOD PATH after the flags, got %d arguments", fs.NArg())
+	case *explain != "" && *server != "":
+		return usageError(fs, "-explain needs -config: a server does not return its trace")
+	case *explain != "" && !validExplain(*explain):
+		return usageError(fs, "-explain %q: want notes or full", *explain)
 	}
 	body := []byte(*data)
 	if *bodyFile != "" {
@@ -215,28 +223,34 @@ func (n *decisionNotes) lines() []string {
 
 type tlsFiles struct{ ca, cert, key string }
 
-func checkRemote(addr string, tf tlsFiles, r *http.Request, body []byte) (checkResult, error) {
+// dial connects to a modelguard server: plain text, or TLS when tf names a
+// CA (and mTLS with a client certificate).
+func dial(addr string, tf tlsFiles) (*grpc.ClientConn, error) {
 	creds := insecure.NewCredentials()
 	if tf.ca != "" {
 		tc := &tls.Config{MinVersion: tls.VersionTLS12}
 		pem, err := os.ReadFile(tf.ca)
 		if err != nil {
-			return checkResult{}, err
+			return nil, err
 		}
 		tc.RootCAs = x509.NewCertPool()
 		if !tc.RootCAs.AppendCertsFromPEM(pem) {
-			return checkResult{}, errors.New("no certificates in -ca file")
+			return nil, errors.New("no certificates in -ca file")
 		}
 		if tf.cert != "" {
 			c, err := tls.LoadX509KeyPair(tf.cert, tf.key)
 			if err != nil {
-				return checkResult{}, err
+				return nil, err
 			}
 			tc.Certificates = []tls.Certificate{c}
 		}
 		creds = credentials.NewTLS(tc)
 	}
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+	return grpc.NewClient(addr, grpc.WithTransportCredentials(creds))
+}
+
+func checkRemote(addr string, tf tlsFiles, r *http.Request, body []byte) (checkResult, error) {
+	conn, err := dial(addr, tf)
 	if err != nil {
 		return checkResult{}, err
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/pem"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -44,26 +45,53 @@ func newDemo() (*demoSetup, error) {
 	return d, nil
 }
 
-func (d *demoSetup) write() error {
+// demoFiles maps the files the demo writes, relative to its directory, to
+// their embedded source ("" for those generated at each run).
+func demoFiles() (map[string]string, error) {
+	files := map[string]string{"demo-jwt.pub": "", "keys.yaml": ""}
 	err := fs.WalkDir(examples.Demo, ".", func(p string, e fs.DirEntry, err error) error {
-		if err != nil || p == "." {
+		if err != nil || e.IsDir() {
 			return err
 		}
-		dst := filepath.Join(d.dir, p)
+		dst := p
 		if p == "demo.yaml" {
-			dst = filepath.Join(d.dir, "config.yaml")
+			dst = "config.yaml"
 		}
-		if e.IsDir() {
-			return os.MkdirAll(dst, 0o755)
+		files[filepath.FromSlash(dst)] = p
+		return nil
+	})
+	return files, err
+}
+
+// writeNew creates a file that must not exist yet: init never overwrites.
+func writeNew(path string, data []byte, perm os.FileMode) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	return errors.Join(err, f.Close())
+}
+
+func (d *demoSetup) write() error {
+	files, err := demoFiles()
+	if err != nil {
+		return fmt.Errorf("write demo files: %w", err)
+	}
+	for dst, src := range files {
+		if src == "" {
+			continue
 		}
-		b, err := examples.Demo.ReadFile(p)
+		b, err := examples.Demo.ReadFile(src)
 		if err != nil {
 			return err
 		}
-		return os.WriteFile(dst, b, 0o644)
-	})
-	if err != nil {
-		return fmt.Errorf("write demo files: %w", err)
+		if err := writeNew(filepath.Join(d.dir, dst), b, 0o644); err != nil {
+			return fmt.Errorf("write demo files: %w", err)
+		}
 	}
 
 	// A fresh signing key per run: no private key is ever committed.
@@ -75,7 +103,7 @@ func (d *demoSetup) write() error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(d.dir, "demo-jwt.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
+	if err := writeNew(filepath.Join(d.dir, "demo-jwt.pub"), pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: pub}), 0o644); err != nil {
 		return err
 	}
 	now := time.Now()
@@ -95,7 +123,7 @@ func (d *demoSetup) write() error {
 	}
 	keyFile := "keys:\n" + apikey.Entry("bob-reader", "bob", []string{"reader"}, d.readerKey) +
 		apikey.Entry("tess-trial", "tess", []string{"trial"}, d.trialKey)
-	if err := os.WriteFile(filepath.Join(d.dir, "keys.yaml"), []byte(keyFile), 0o600); err != nil {
+	if err := writeNew(filepath.Join(d.dir, "keys.yaml"), []byte(keyFile), 0o600); err != nil {
 		return err
 	}
 	d.cfg, err = config.Load(filepath.Join(d.dir, "config.yaml"))
@@ -108,7 +136,8 @@ func (d *demoSetup) printIntro(w io.Writer, addr, admin string) {
 	fmt.Fprintf(w, `
 modelguard demo: ext_authz gRPC on %[1]s, metrics on http://%[7]s/metrics
 Configuration, policy and keys: %[2]s (edit policy/data.yaml or keys.yaml: changes apply live)
-Audit events go to stdout, logs to stderr. Try, in another terminal:
+Audit records go to stdout (alone: "modelguard audit verify" checks it), this and the logs to stderr.
+Try, in another terminal:
 
   # ALLOW: alice's JWT (role chat-user) may chat with gpt-4o-mini
   %[3]s check -server %[1]s -H 'authorization: Bearer %[4]s' -d %[6]s POST /v1/chat/completions

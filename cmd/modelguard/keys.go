@@ -9,26 +9,30 @@ import (
 	"github.com/modelguard/modelguard/policy/apikey"
 )
 
-const keysUsage = "usage: modelguard keys mint -id ID -subject SUBJECT [-roles a,b] [-prefix mg_] [-file keys.txt]"
+const keysUsage = "usage: modelguard keys mint -id ID -subject SUBJECT [-roles a,b] [-prefix mg_] [-file keys.txt]\n"
 
 func keys(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "mint" {
-		fmt.Fprintln(stderr, keysUsage)
-		return 2
+	if code := subcommand("keys", "mint", keysUsage, args, stdout, stderr); code >= 0 {
+		return code
 	}
 	fs := flag.NewFlagSet("keys mint", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(fs.Output(), keysUsage); fs.PrintDefaults() }
 	id := fs.String("id", "", "key id, shown in logs and audit (required)")
 	subject := fs.String("subject", "", "subject the key authenticates as (required)")
 	roles := fs.String("roles", "", "comma-separated roles")
 	prefix := fs.String("prefix", "mg_", "recognisable key prefix (helps secret scanners)")
 	file := fs.String("file", "", "append the entry to this one-line key file (created if missing; not *.yaml)")
-	if err := fs.Parse(args[1:]); err != nil {
-		return 2
+	if code := parseFlags(fs, args[1:]); code >= 0 {
+		return code
 	}
-	if *id == "" || *subject == "" || fs.NArg() > 0 {
-		fmt.Fprintln(stderr, keysUsage)
-		return 2
+	switch {
+	case *id == "":
+		return usageError(fs, "missing -id")
+	case *subject == "":
+		return usageError(fs, "missing -subject")
+	case fs.NArg() > 0:
+		return usageError(fs, "unexpected argument %q (flags only)", fs.Arg(0))
 	}
 	var rs []string
 	for _, r := range strings.Split(*roles, ",") {

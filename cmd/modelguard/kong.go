@@ -6,29 +6,36 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"regexp"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/Kong/go-pdk/server"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/modelguard/modelguard/kongplugin"
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/metrics"
 )
 
 // kongInvocation reports whether the arguments are the flags Kong passes to
-// a Go plugin binary (go-pdk's -kong-prefix, -dump, -help) rather than a
+// a Go plugin binary (go-pdk's -kong-prefix and -dump) rather than a
 // subcommand: Kong runs the same binary as its plugin server.
 func kongInvocation(args []string) bool {
 	if len(args) == 0 || !strings.HasPrefix(args[0], "-") {
 		return false
 	}
 	name, _, _ := strings.Cut(strings.TrimLeft(args[0], "-"), "=")
-	return name == "kong-prefix" || name == "dump" || name == "help" || name == settleFlag
+	return name == "kong-prefix" || name == "dump" || name == settleFlag
 }
 
 // settleFlag gives the plugin a response phase that settles token
@@ -50,14 +57,28 @@ func kongPlugin(stderr io.Writer) int {
 		flag.PrintDefaults()
 	}
 	settle := flag.Bool(settleFlag, false, "settle token budgets from the usage in model responses: adds a response phase, which makes Kong buffer whole responses (no streaming); put it in both pluginserver_modelguard_start_cmd and _query_cmd")
-	flag.Parse()
+	metricsAddr := flag.String("metrics-address", os.Getenv(envMetricsAddress),
+		"serve the Prometheus metrics of serve at http://ADDRESS/metrics (default: $"+envMetricsAddress+"; unset: no listener)")
+	flag.Parse() // go-pdk parses again in StartServer; its own flags are registered on the same set
+	log := newLogger(config.Log{}, stderr)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	m := metrics.New(reg)
+	// Kong runs the binary with -dump at every start: no listener then.
+	if d := flag.Lookup("dump"); *metricsAddr != "" && (d == nil || d.Value.String() != "true") {
+		if err := serveMetrics(*metricsAddr, reg, log); err != nil {
+			fmt.Fprintf(stderr, "modelguard: kong plugin server: %v\n", err)
+			return 1
+		}
+	}
 	p := kongplugin.New(kongplugin.Options{
 		Settle:    *settle,
-		Logger:    newLogger(config.Log{}, stderr),
+		Logger:    log,
 		NewLogger: func(c config.Log) *slog.Logger { return newLogger(c, stderr) },
 		OpenAudit: func(cfg *config.Config) (policy.AuditSink, io.Closer, error) {
-			return openKongAudit(cfg, newLogger(cfg.Log, stderr))
+			return openKongAudit(cfg, newLogger(cfg.Log, stderr), m)
 		},
+		Metrics: m,
 		OpenTracing: func(cfg *config.Config) (policy.Tracer, io.Closer, error) {
 			log := newLogger(cfg.Log, stderr)
 			p, err := openTracing(cfg, log)
@@ -81,10 +102,33 @@ func kongPlugin(stderr io.Writer) int {
 	return 0
 }
 
+// envMetricsAddress is the metrics listener of the plugin server, for a
+// start_cmd in kong.conf that cannot hold flags.
+const envMetricsAddress = "MODELGUARD_METRICS_ADDRESS"
+
+// serveMetrics serves reg at http://addr/metrics until the process ends
+// (Kong stops plugin servers with a signal).
+func serveMetrics(addr string, reg *prometheus.Registry, log *slog.Logger) error {
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("metrics listener %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(lis); !errors.Is(err, http.ErrServerClosed) {
+			log.Error("metrics listener failed", "error", err)
+		}
+	}()
+	log.Info("kong plugin server metrics listening", "address", lis.Addr().String())
+	return nil
+}
+
 // openKongAudit opens the audit trail a configuration names, as serve does,
 // with a start event now and a stop event when the plugin server stops.
-func openKongAudit(cfg *config.Config, log *slog.Logger) (policy.AuditSink, io.Closer, error) {
-	w, err := openAudit(cfg, audit.Options{Logger: log})
+func openKongAudit(cfg *config.Config, log *slog.Logger, m *metrics.Metrics) (policy.AuditSink, io.Closer, error) {
+	w, err := openAudit(cfg, audit.Options{Logger: log, Metrics: m})
 	if err != nil || w == nil {
 		return nil, nil, err
 	}

@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/signal"
@@ -23,17 +25,29 @@ import (
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/field"
 	"github.com/modelguard/modelguard/policy/metrics"
+	"github.com/modelguard/modelguard/policy/reload"
+)
+
+// The environment variables serve reads when the flags are not given, so
+// that a container image sets them once (see Dockerfile).
+const (
+	envConfig       = "MODELGUARD_CONFIG"
+	envGRPCAddress  = "MODELGUARD_GRPC_ADDRESS"
+	envAdminAddress = "MODELGUARD_ADMIN_ADDRESS"
 )
 
 func serve(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "", "configuration file (default: the embedded demo configuration)")
-	grpcAddr := fs.String("grpc-address", "", "override server.grpc_address")
-	adminAddr := fs.String("admin-address", "", "override server.admin_address")
+	cfgPath := fs.String("config", os.Getenv(envConfig), "configuration file (default: $"+envConfig+", else the embedded demo configuration)")
+	grpcAddr := fs.String("grpc-address", os.Getenv(envGRPCAddress), "override server.grpc_address (default: $"+envGRPCAddress+"; 0.0.0.0:9191 listens on all interfaces, as in a container)")
+	adminAddr := fs.String("admin-address", os.Getenv(envAdminAddress), "override server.admin_address (default: $"+envAdminAddress+")")
 	httpAddr := fs.String("http-address", "", "override server.http.address (the HTTP authorization listener; \"off\" by default)")
-	if err := fs.Parse(args); err != nil {
-		return 2
+	if code := parseFlags(fs, args); code >= 0 {
+		return code
+	}
+	if fs.NArg() > 0 {
+		return usageError(fs, "unexpected argument %q (did you mean -config %s?)", fs.Arg(0), fs.Arg(0))
 	}
 	setGCPercent()
 
@@ -73,19 +87,23 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		// After the drain and the audit flush: the last decisions' spans.
 		defer tracingCloser{tracer, log}.Close()
 	}
-	engine, err := startEngine(bg, cfg, auditor, opts)
+	live, err := startEngine(bg, cfg, auditor, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "modelguard: %v\n", err)
 		return 1
 	}
-	svc, err := extauthz.Listen(cfg, engine, reg, log)
+	if err := live.Watch(bg); err != nil {
+		fmt.Fprintf(stderr, "modelguard: %v\n", err)
+		return 1
+	}
+	svc, err := extauthz.Listen(cfg, live, reg, log)
 	if err != nil {
 		fmt.Fprintf(stderr, "modelguard: %v\n", err)
 		return 1
 	}
 	var httpSvc *httpauthz.Server
 	if cfg.Server.HTTP.Enabled() {
-		if httpSvc, err = httpauthz.Listen(cfg.Server.HTTP, engine, cfg.Server.ShutdownGrace, log); err != nil {
+		if httpSvc, err = httpauthz.Listen(cfg.Server.HTTP, live, cfg.Server.ShutdownGrace, log); err != nil {
 			fmt.Fprintf(stderr, "modelguard: %v\n", err)
 			return 1
 		}
@@ -93,9 +111,10 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	log.Info("modelguard ext_authz serving", "grpc", svc.GRPCAddr().String(), "admin", fmt.Sprint(svc.AdminAddr()),
 		"http", httpAddress(httpSvc), "config", cfg.File, "version", version)
 	if demo != nil {
-		demo.printIntro(stdout, svc.GRPCAddr().String(), fmt.Sprint(svc.AdminAddr()))
+		demo.printIntro(stderr, svc.GRPCAddr().String(), fmt.Sprint(svc.AdminAddr()))
 	}
-	return serveUntilSignal(svc, httpSvc, auditor, stopBackground, cfg.Server.ShutdownGrace, log)
+	reloadConfig := func() { live.Reload(bg) } // logged, counted and audited there
+	return serveUntilSignal(svc, httpSvc, auditor, reloadConfig, stopBackground, cfg.Server.ShutdownGrace, log)
 }
 
 // loadServeConfig loads the configuration at path or, when path is empty,
@@ -113,6 +132,9 @@ func loadServeConfig(path, grpcAddr, adminAddr, httpAddr string) (*config.Config
 		}
 		cfg = demo.cfg
 	} else if cfg, err = config.Load(path); err != nil {
+		if _, statErr := os.Stat(path); errors.Is(statErr, fs.ErrNotExist) {
+			return nil, nil, fmt.Errorf("%w\n(no configuration at %s: mount one there, point -config or $%s at one, write a starter with \"modelguard init DIR\", or run \"modelguard serve\" without -config for the demo)", err, path, envConfig)
+		}
 		return nil, nil, err
 	}
 	if grpcAddr != "" {
@@ -129,10 +151,14 @@ func loadServeConfig(path, grpcAddr, adminAddr, httpAddr string) (*config.Config
 	return cfg, demo, nil
 }
 
+// serveFixed are the sections serve reads once, around the engine: a
+// reload that changes them reports that they need a restart.
+var serveFixed = []string{"server", "audit", "log", "admission", "tracing"}
+
 // startEngine records the start in the audit trail, builds the engine
-// (reloads and refreshes run until bg ends) and records the configuration
-// it loaded.
-func startEngine(bg context.Context, cfg *config.Config, auditor *audit.Writer, opts policy.Options) (*policy.Engine, error) {
+// (reloads and refreshes run until bg ends; the configuration reloads
+// through the returned Live) and records the configuration it loaded.
+func startEngine(bg context.Context, cfg *config.Config, auditor *audit.Writer, opts policy.Options) (*reload.Live, error) {
 	if err := auditor.Record(&audit.Event{Kind: audit.KindStart, Outcome: "ok", File: cfg.File,
 		Detail: fmt.Sprintf("modelguard %s pid %d", version, os.Getpid())}); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
@@ -140,24 +166,31 @@ func startEngine(bg context.Context, cfg *config.Config, auditor *audit.Writer, 
 	if auditor != nil {
 		opts.Audit = auditor
 	}
-	engine, err := policy.New(bg, cfg, opts)
+	live, err := reload.New(bg, cfg, reload.Options{
+		Build: func(ctx context.Context, cfg *config.Config) (*policy.Engine, error) {
+			return policy.New(ctx, cfg, opts)
+		},
+		Fixed: serveFixed, Logger: opts.Logger, Metrics: opts.Metrics, Audit: opts.Audit,
+		Grace: cfg.Server.ShutdownGrace,
+	})
 	if err != nil {
 		return nil, err
 	}
 	if err := auditor.Record(&audit.Event{Kind: audit.KindConfigLoaded, Outcome: "ok", File: cfg.File,
-		PolicyRevision: engine.PolicyRevision()}); err != nil {
+		PolicyRevision: live.PolicyRevision()}); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	return engine, nil
+	return live, nil
 }
 
-// serveUntilSignal serves until a server fails or SIGTERM/SIGINT arrives;
-// then it drains in-flight checks, stops background work and flushes the
-// audit trail (with its stop record) within grace. It returns the exit code.
-// httpSvc is nil unless the HTTP authorization listener is on.
-func serveUntilSignal(svc *extauthz.Service, httpSvc *httpauthz.Server, auditor *audit.Writer, stopBackground func(), grace time.Duration, log *slog.Logger) int {
+// serveUntilSignal serves until a server fails or SIGTERM/SIGINT arrives,
+// reloading the configuration on SIGHUP; then it drains in-flight checks,
+// stops background work and flushes the audit trail (with its stop record)
+// within grace. It returns the exit code. httpSvc is nil unless the HTTP
+// authorization listener is on.
+func serveUntilSignal(svc *extauthz.Service, httpSvc *httpauthz.Server, auditor *audit.Writer, reloadConfig, stopBackground func(), grace time.Duration, log *slog.Logger) int {
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	defer signal.Stop(sig)
 	served := make(chan error, 2)
 	go func() { served <- svc.Serve() }()
@@ -168,34 +201,48 @@ func serveUntilSignal(svc *extauthz.Service, httpSvc *httpauthz.Server, auditor 
 			}
 		}()
 	}
-	select {
-	case s := <-sig:
-		log.Info("signal received: draining in-flight checks", "signal", s.String())
-		var drained sync.WaitGroup
-		if httpSvc != nil {
-			drained.Go(func() { httpSvc.Shutdown(context.Background()) })
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				log.Info("SIGHUP: reloading the configuration")
+				reloadConfig()
+				continue
+			}
+			return drain(svc, httpSvc, served, auditor, stopBackground, s, grace, log)
+		case err := <-served:
+			if err != nil {
+				log.Error("server failed", "error", err)
+				return 1
+			}
+			return 0
 		}
-		svc.Shutdown(context.Background())
-		drained.Wait()
-		<-served
-		// Reloads stop before the trail closes: their events are recorded.
-		stopBackground()
-		auditor.Record(&audit.Event{Kind: audit.KindStop, Outcome: "ok", Detail: "signal " + s.String()})
-		ctx, cancel := context.WithTimeout(context.Background(), grace)
-		defer cancel()
-		if err := auditor.Shutdown(ctx); err != nil {
-			log.Error("audit trail not flushed", "error", err)
-			return 1
-		}
-		log.Info("stopped")
-		return 0
-	case err := <-served:
-		if err != nil {
-			log.Error("server failed", "error", err)
-			return 1
-		}
-		return 0
 	}
+}
+
+// drain stops serving after signal s: in-flight checks finish (on both
+// listeners), background work stops, and the audit trail is flushed with
+// its stop record.
+func drain(svc *extauthz.Service, httpSvc *httpauthz.Server, served <-chan error, auditor *audit.Writer, stopBackground func(), s os.Signal, grace time.Duration, log *slog.Logger) int {
+	log.Info("signal received: draining in-flight checks", "signal", s.String())
+	var drained sync.WaitGroup
+	if httpSvc != nil {
+		drained.Go(func() { httpSvc.Shutdown(context.Background()) })
+	}
+	svc.Shutdown(context.Background())
+	drained.Wait()
+	<-served
+	// Reloads stop before the trail closes: their events are recorded.
+	stopBackground()
+	auditor.Record(&audit.Event{Kind: audit.KindStop, Outcome: "ok", Detail: "signal " + s.String()})
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
+	if err := auditor.Shutdown(ctx); err != nil {
+		log.Error("audit trail not flushed", "error", err)
+		return 1
+	}
+	log.Info("stopped")
+	return 0
 }
 
 // httpAddress is the HTTP authorization listener's address for the start

@@ -16,6 +16,8 @@ import (
 	"unicode"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/modelguard/modelguard/policy/yamlerr"
 )
 
 // ParseError is one problem in a key file, located by file and line (0 when
@@ -124,30 +126,26 @@ type fileEntry struct {
 
 const hashPrefix = "sha256:"
 
-// parseYAML decodes twice: into structs with KnownFields, which refuses
-// unknown keys and wrong types, and into a yaml.Node, which gives the lines
-// that the validation errors need.
+// parseYAML reads the document as a yaml.Node first, checking its shape
+// (a keys list of mappings, known fields, each of the kind it needs) in
+// the key file's own terms, then decodes it into structs with KnownFields
+// as a second line of defence; the nodes give the lines that the
+// validation errors need.
 func parseYAML(name string, data []byte, sum [32]byte, prev *Set) (*Set, error) {
-	var doc fileDoc
 	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(&doc); err != nil {
+	var root yaml.Node
+	if err := dec.Decode(&root); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil, &ParseError{File: name, Msg: "empty file: want a keys list (keys: [] for none)"}
 		}
-		return nil, yamlErrors(name, err)
+		return nil, yamlErrors(name, data, err)
 	}
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			return nil, yamlErrors(name, err)
+			return nil, yamlErrors(name, data, err)
 		}
 		return nil, &ParseError{File: name, Line: extra.Line, Msg: "more than one YAML document"}
-	}
-
-	var root yaml.Node
-	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, yamlErrors(name, err) // the decode above succeeded, so unexpected
 	}
 	if line := findAlias(&root); line > 0 {
 		// Aliases and merge keys would break the index match between the
@@ -158,6 +156,11 @@ func parseYAML(name string, data []byte, sum [32]byte, prev *Set) (*Set, error) 
 	if top.Kind != yaml.MappingNode {
 		return nil, &ParseError{File: name, Line: top.Line, Msg: "want a mapping with a keys list"}
 	}
+	for j := 0; j+1 < len(top.Content); j += 2 {
+		if k := top.Content[j]; k.Value != "keys" {
+			return nil, &ParseError{File: name, Line: k.Line, Msg: fmt.Sprintf("%s: unknown field; the file holds only keys, a list of entries", k.Value)}
+		}
+	}
 	list := valueOf(top, "keys")
 	if list == nil || list.Kind != yaml.SequenceNode {
 		line := top.Line
@@ -166,36 +169,33 @@ func parseYAML(name string, data []byte, sum [32]byte, prev *Set) (*Set, error) 
 		}
 		return nil, &ParseError{File: name, Line: line, Msg: "keys: want a list (keys: [] for none)"}
 	}
+	var errs []*ParseError
 	for i, n := range list.Content {
 		if n.Kind != yaml.MappingNode {
 			return nil, &ParseError{File: name, Line: n.Line, Msg: fmt.Sprintf("keys[%d]: want a mapping with id, hash and subject", i)}
 		}
+		errs = append(errs, entryShape(name, i, n)...)
+	}
+	if len(errs) > 0 {
+		return nil, problems(name, errs)
+	}
+	var doc fileDoc
+	strict := yaml.NewDecoder(bytes.NewReader(data))
+	strict.KnownFields(true)
+	if err := strict.Decode(&doc); err != nil {
+		return nil, yamlErrors(name, data, err) // the shape checks passed, so unexpected
 	}
 	if len(list.Content) != len(doc.Keys) {
 		return nil, &ParseError{File: name, Line: list.Line, Msg: "keys: entries could not be matched to lines"}
 	}
 
 	b := newBuilder(name, prev, len(doc.Keys))
-	var errs []*ParseError
 	for i, e := range doc.Keys {
 		n := list.Content[i]
 		line := func(field string) int { return lineOf(n, field) }
 		bad := func(field, format string, args ...any) {
 			errs = append(errs, &ParseError{File: name, Line: line(field),
 				Msg: fmt.Sprintf("keys[%d].%s: %s", i, field, fmt.Sprintf(format, args...))})
-		}
-		// The decoder reads "disabled:" (null) and "disabled: no" as false and
-		// "expires_at:" as never; a revocation must not hinge on such guesses.
-		// (A null id, hash or subject is reported as missing below.)
-		for j := 0; j+1 < len(n.Content); j += 2 {
-			field, v := n.Content[j].Value, n.Content[j+1]
-			switch {
-			case field != "roles" && field != "expires_at" && field != "disabled":
-			case v.ShortTag() == "!!null":
-				bad(field, "no value: omit the field instead")
-			case field == "disabled" && v.ShortTag() != "!!bool":
-				bad(field, "%q: want true or false", v.Value)
-			}
 		}
 		idMsg := checkID(e.ID)
 		if idMsg != "" {
@@ -243,6 +243,63 @@ func parseYAML(name string, data []byte, sum [32]byte, prev *Set) (*Set, error) 
 	return set, nil
 }
 
+// entryFields are the fields of a YAML key entry, in the order the
+// documentation lists them.
+const entryFields = "id, hash, subject, roles, expires_at, disabled"
+
+// entryShape checks that entry i has only known fields, each of the kind
+// it needs, so that a mistake reads in the file's terms rather than the
+// decoder's. The decoder reads "disabled:" (null) and "disabled: no" as
+// false and "expires_at:" as never; a revocation must not hinge on such
+// guesses. (A null id, hash or subject is reported as missing later.)
+func entryShape(name string, i int, n *yaml.Node) []*ParseError {
+	var errs []*ParseError
+	for j := 0; j+1 < len(n.Content); j += 2 {
+		field, v := n.Content[j].Value, n.Content[j+1]
+		bad := func(format string, args ...any) {
+			errs = append(errs, &ParseError{File: name, Line: v.Line,
+				Msg: fmt.Sprintf("keys[%d].%s: %s", i, field, fmt.Sprintf(format, args...))})
+		}
+		switch field {
+		case "id", "hash", "subject", "expires_at", "disabled":
+		case "roles":
+			if v.Kind != yaml.SequenceNode && v.ShortTag() != "!!null" {
+				bad("want a list of role names such as [reader, chat-user], got %s", kind(v))
+				continue
+			}
+			for _, r := range v.Content {
+				if r.Kind != yaml.ScalarNode {
+					bad("want a list of role names such as [reader, chat-user], got %s in it", kind(r))
+				}
+			}
+		default:
+			errs = append(errs, &ParseError{File: name, Line: n.Content[j].Line,
+				Msg: fmt.Sprintf("keys[%d].%s: unknown field; valid fields: %s", i, field, entryFields)})
+			continue
+		}
+		switch {
+		case field != "roles" && v.Kind != yaml.ScalarNode:
+			bad("want a single value, got %s", kind(v))
+		case (field == "roles" || field == "expires_at" || field == "disabled") && v.ShortTag() == "!!null":
+			bad("no value: omit the field instead")
+		case field == "disabled" && v.ShortTag() != "!!bool":
+			bad("%q: want true or false", v.Value)
+		}
+	}
+	return errs
+}
+
+// kind names a node's kind as the key file's messages do.
+func kind(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	}
+	return "a single value"
+}
+
 // valueOf returns the value node of key in a mapping node, or nil.
 func valueOf(m *yaml.Node, key string) *yaml.Node {
 	for i := 0; i+1 < len(m.Content); i += 2 {
@@ -274,8 +331,12 @@ func findAlias(n *yaml.Node) int {
 	return 0
 }
 
-// yamlErrors turns the decoder's "line N: msg" strings into ParseErrors.
-func yamlErrors(name string, err error) error {
+// yamlErrors turns the decoder's "line N: msg" strings into ParseErrors; a
+// syntax error is placed on the line of the mistake (yamlerr).
+func yamlErrors(name string, data []byte, err error) error {
+	if line, msg, ok := yamlerr.Locate(data, err); ok {
+		return &ParseError{File: name, Line: line, Msg: msg}
+	}
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
 		if len(te.Errors) == 1 {
@@ -323,7 +384,8 @@ func isAlnum(c byte) bool {
 	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
 }
 
-const hashSyntax = "want sha256: followed by 64 lowercase hex digits (apikey.Hash of the key)"
+// hashSyntax names the command that writes valid entries.
+const hashSyntax = "want sha256: followed by 64 lowercase hex digits, the SHA-256 of the key (modelguard keys mint prints the entry to add)"
 
 // parseHash decodes "sha256:" and 64 lowercase hex digits. It takes bytes
 // and does not allocate: the line format calls it for every line.

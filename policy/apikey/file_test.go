@@ -125,13 +125,13 @@ func TestLoadErrors(t *testing.T) {
 		// Syntax error lines are yaml.v3's own.
 		{"syntax error", "keys:\n  - id: a\n    hash: x\n    subject: abc: d\n", 4, "mapping values are not allowed"},
 		{"unclosed quote", "keys:\n  - id: a\n    hash: x\n    subject: \"abc\n", 4, "unexpected end of stream"},
-		{"unknown top-level key", "keys: []\nextra: 1\n", 2, "field extra not found"},
-		{"unknown entry key", "keys:\n" + entry("a", keyAlice, "owner: x"), 5, "field owner not found"},
-		{"misspelt field", "keys:\n" + entry("a", keyAlice, "expires: 2027-01-01T00:00:00Z"), 5, "field expires not found"},
+		{"unknown top-level key", "keys: []\nextra: 1\n", 2, "extra: unknown field; the file holds only keys"},
+		{"unknown entry key", "keys:\n" + entry("a", keyAlice, "owner: x"), 5, "keys[0].owner: unknown field; valid fields: id, hash, subject, roles, expires_at, disabled"},
+		{"misspelt field", "keys:\n" + entry("a", keyAlice, "expires: 2027-01-01T00:00:00Z"), 5, "keys[0].expires: unknown field"},
 		{"duplicate mapping key", "keys:\n" + entry("a", keyAlice, "subject: t"), 5, `"subject" already defined`},
-		{"roles not a list", "keys:\n" + entry("a", keyAlice, "roles: chat-user"), 5, "cannot unmarshal"},
-		{"roles a mapping", "keys:\n" + entry("a", keyAlice, "roles: {a: b}"), 5, "cannot unmarshal"},
-		{"disabled an int", "keys:\n" + entry("a", keyAlice, "disabled: 1"), 5, "cannot unmarshal"},
+		{"roles not a list", "keys:\n" + entry("a", keyAlice, "roles: chat-user"), 5, "keys[0].roles: want a list of role names such as [reader, chat-user], got a single value"},
+		{"roles a mapping", "keys:\n" + entry("a", keyAlice, "roles: {a: b}"), 5, "got a mapping"},
+		{"disabled an int", "keys:\n" + entry("a", keyAlice, "disabled: 1"), 5, "want true or false"},
 		{"disabled yes", "keys:\n" + entry("a", keyAlice, "disabled: yes"), 5, "want true or false"},
 		{"disabled null", "keys:\n" + entry("a", keyAlice, "disabled:"), 5, "no value"},
 		{"expires_at null", "keys:\n" + entry("a", keyAlice, "expires_at: ~"), 5, "no value"},
@@ -161,9 +161,13 @@ func TestLoadErrors(t *testing.T) {
 		{"second entry bad", "keys:\n" + entry("a", keyAlice) + entry("b", keyBob, "expires_at: soon"), 8, "keys[1].expires_at"},
 		{"keys missing", "{}\n", 1, "keys: want a list"},
 		{"keys null", "keys:\n", 1, "keys: want a list"},
-		{"keys a string", "keys: all\n", 1, "cannot unmarshal"},
-		{"top level a list", "- keys\n", 1, "cannot unmarshal"},
-		{"entry a string", "keys:\n  - alice\n", 2, "cannot unmarshal"},
+		{"keys a string", "keys: all\n", 1, "keys: want a list"},
+		{"top level a list", "- keys\n", 1, "want a mapping with a keys list"},
+		{"entry a string", "keys:\n  - alice\n", 2, "keys[0]: want a mapping with id, hash and subject"},
+		{"id a list", "keys:\n  - id: [a]\n    hash: " + h + "\n    subject: s\n", 2, "keys[0].id: want a single value, got a list"},
+		{"role a list", "keys:\n" + entry("a", keyAlice, "roles: [[a]]"), 5, "got a list in it"},
+		// yaml.v3 says line 4 (the entry's start, counted from 0).
+		{"unclosed roles list", "keys:\n" + entry("a", keyAlice, "roles: [a, b", "disabled: true"), 5, "did not find expected ',' or ']'"},
 		{"entry null", "keys:\n  -\n", 2, "want a mapping"},
 		{"second document", "keys: []\n---\nkeys: []\n", 2, "more than one YAML document"},
 		{"alias", "keys:\n  - &e {id: a, hash: " + h + ", subject: s}\n  - *e\n", 3, "aliases are not allowed"},
@@ -211,6 +215,12 @@ func checkRefused(t *testing.T, name, content string, line int, msg string) {
 	}
 	if strings.Contains(err.Error(), keyAlice) {
 		t.Errorf("error %q holds a plaintext key", err)
+	}
+	// The operator reads the key file's terms, not the decoder's Go types.
+	for _, goTerm := range []string{"apikey.", "unmarshal", "!!", "[]string"} {
+		if strings.Contains(err.Error(), goTerm) {
+			t.Errorf("error %q speaks Go (%q)", err, goTerm)
+		}
 	}
 }
 

@@ -46,6 +46,7 @@ const (
 	KindStart        = "start"           // the process started (Detail: version)
 	KindStop         = "stop"            // graceful shutdown; the last record of a run
 	KindConfigLoaded = "config_loaded"   // File: the configuration; PolicyRevision
+	KindConfigReload = "config_reload"   // Outcome ok/refused; File; PolicyRevision; Detail: why refused, or what needs a restart
 	KindPolicyReload = "policy_reload"   // Outcome ok/refused; PolicyRevision; Detail: why refused
 	KindKeyReload    = "key_reload"      // Outcome ok/refused; File: the key file
 	KindSchemaReload = "schema_reload"   // Outcome ok/refused

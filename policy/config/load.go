@@ -12,6 +12,8 @@ import (
 	"strings"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/modelguard/modelguard/policy/yamlerr"
 )
 
 // Load reads the configuration file at path, then parses, defaults and
@@ -50,7 +52,7 @@ func Parse(data []byte, file, dir string) (*Config, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
-		return nil, c.yamlError(err)
+		return nil, c.yamlError(data, err)
 	}
 	c.applyDefaults()
 	if errs := c.validate(); len(errs) > 0 {
@@ -67,13 +69,13 @@ func (c *Config) parseDocument(data []byte) (*yaml.Node, error) {
 		if errors.Is(err, io.EOF) {
 			return nil, fmt.Errorf("%s: empty configuration", c.name())
 		}
-		return nil, c.yamlError(err)
+		return nil, c.yamlError(data, err)
 	}
 	var next yaml.Node
 	switch err := dec.Decode(&next); {
 	case errors.Is(err, io.EOF):
 	case err != nil:
-		return nil, c.yamlError(err)
+		return nil, c.yamlError(data, err)
 	default:
 		return nil, fmt.Errorf("%s:%d: a second YAML document; the configuration is one document (remove the extra ---)", c.name(), next.Line)
 	}
@@ -90,13 +92,17 @@ func (c *Config) parseDocument(data []byte) (*yaml.Node, error) {
 // yamlLine matches the "line N: " that yaml.v3 puts before its messages.
 var yamlLine = regexp.MustCompile(`^line (\d+): (.*)$`)
 
-// yamlError rewrites a yaml.v3 error ("yaml: line 3: ...", or a TypeError
-// listing several "line N: ..." messages) as "file:3: ..." lines.
-func (c *Config) yamlError(err error) error {
+// yamlError rewrites a yaml.v3 error from parsing data ("yaml: line 3:
+// ...", or a TypeError listing several "line N: ..." messages) as "file:3:
+// ..." lines; a syntax error is placed on the line of the mistake
+// (yamlerr), not where yaml.v3 says.
+func (c *Config) yamlError(data []byte, err error) error {
 	var msgs []string
 	var te *yaml.TypeError
 	if errors.As(err, &te) {
 		msgs = te.Errors
+	} else if line, msg, ok := yamlerr.Locate(data, err); ok {
+		msgs = []string{fmt.Sprintf("line %d: %s", line, msg)}
 	} else {
 		msgs = []string{strings.TrimPrefix(err.Error(), "yaml: ")}
 	}

@@ -272,9 +272,15 @@ func TestStructureErrors(t *testing.T) {
 		{"syntax error", doc(okAuth, "server:", "\tgrpc_address: x"),
 			[]string{"config.yaml:3: found character that cannot start any token"}},
 		{"syntax error on the first line", doc("log: level: info", okAuth), // yaml.v3 gives no line for line 1
-			[]string{"config.yaml: mapping values are not allowed in this context"}},
+			[]string{"config.yaml:1: mapping values are not allowed in this context"}},
 		{"syntax error in a second document", doc(okAuth, okPolicy, "---", "a: [", ""),
-			[]string{"config.yaml:5: did not find expected node content"}},
+			[]string{"config.yaml:4: did not find expected node content"}},
+		// yaml.v3 names the line before the mistake for these (the
+		// collection's start, counted from 0).
+		{"unclosed flow sequence", doc(okAuth, okPolicy, "log:", "  level: [info", "  format: json"),
+			[]string{"config.yaml:4: did not find expected ',' or ']'"}},
+		{"key indented short", doc(okAuth, okPolicy, "log:", "  level: info", " format: json"),
+			[]string{"config.yaml:5: did not find expected key"}},
 		{"unknown top-level key", doc(okAuth, okPolicy, "serve:", "  grpc_address: x"),
 			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, rate_limits, admission, tracing, log"}},
 		{"Go field name is not a key", doc(okAuth, okPolicy, "Dir: /etc"),

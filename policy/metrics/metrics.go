@@ -16,6 +16,7 @@ type Metrics struct {
 	PolicyReloads *prometheus.CounterVec // outcome
 	KeyReloads    *prometheus.CounterVec // outcome
 	SchemaReloads *prometheus.CounterVec // outcome
+	ConfigReloads *prometheus.CounterVec // outcome (policy/reload)
 	JWKSRefreshes *prometheus.CounterVec // issuer, outcome
 	CacheLookups  *prometheus.CounterVec // cache (jwt, decision), result (hit, miss)
 
@@ -59,6 +60,10 @@ func New(reg prometheus.Registerer) *Metrics {
 		SchemaReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelguard_schema_reloads_total",
 			Help: "User JSON Schema file reload attempts by outcome (ok, refused).",
+		}, []string{"outcome"}),
+		ConfigReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_config_reloads_total",
+			Help: "Configuration file reload attempts by outcome (ok, refused).",
 		}, []string{"outcome"}),
 		JWKSRefreshes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelguard_jwks_refreshes_total",
@@ -112,7 +117,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	m.RateLimit = ratelimit.NewMetrics(reg)
 	if reg != nil {
-		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.JWKSRefreshes, m.CacheLookups,
+		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.ConfigReloads, m.JWKSRefreshes, m.CacheLookups,
 			m.AuditRecords, m.AuditQueueDepth, m.AuditSyncDuration, m.AuditSyncedSeq, m.AuditSpoolBytes,
 			m.AuditHTTPDelivered, m.AuditSinkErrors, m.AuditDenied, m.AuditLost, m.Shed)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/modelguard/modelguard/policy/field"
 	"github.com/modelguard/modelguard/policy/watch"
 )
 
@@ -84,6 +85,9 @@ func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engin
 		return nil, dirError(fmt.Errorf("policy %s: %w", dir, err))
 	}
 	p, err := compile(ctx, dir, snap, e.query, e.shape, logPrints{e.log})
+	if errors.Is(err, errNoRule) {
+		return nil, &field.Error{Path: "query", Err: err}
+	}
 	if err != nil {
 		return nil, dirError(err)
 	}

@@ -2,6 +2,7 @@ package rego
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/modelguard/modelguard/policy/field"
 	"github.com/modelguard/modelguard/test/testkit"
 )
 
@@ -45,15 +47,24 @@ func TestOpen(t *testing.T) {
 		}
 	})
 
-	for name, cfg := range map[string]Settings{
-		"no policy_dir": {},
-		"missing dir":   {PolicyDir: filepath.Join(t.TempDir(), "nope")},
-		"broken policy": {PolicyDir: policyDir(t, map[string]string{"authz.rego": "package modelguard.authz\n\nallow if {\n"})},
-		"bad query":     {PolicyDir: policyDir(t, good), Query: "data.modelguard.authz.decision"},
+	// Each refusal names the setting to fix (config places it on its line).
+	for name, tc := range map[string]struct {
+		cfg  Settings
+		path string
+	}{
+		"no policy_dir": {Settings{}, "policy_dir"},
+		"missing dir":   {Settings{PolicyDir: filepath.Join(t.TempDir(), "nope")}, "policy_dir"},
+		"broken policy": {Settings{PolicyDir: policyDir(t, map[string]string{"authz.rego": "package modelguard.authz\n\nallow if {\n"})}, "policy_dir"},
+		"bad query":     {Settings{PolicyDir: policyDir(t, good), Query: "data.modelguard.authz.decision"}, "query"},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if e, err := Open(t.Context(), cfg, "", Options{}); err == nil {
-				t.Errorf("opened, revision %s", e.Revision())
+			e, err := Open(t.Context(), tc.cfg, "", Options{})
+			if err == nil {
+				t.Fatalf("opened, revision %s", e.Revision())
+			}
+			var fe *field.Error
+			if !errors.As(err, &fe) || fe.Path != tc.path {
+				t.Fatalf("error %v is not about %s", err, tc.path)
 			}
 		})
 	}

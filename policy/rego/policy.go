@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"path"
+	"slices"
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -12,7 +15,10 @@ import (
 	oparego "github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/topdown/print"
+	"go.yaml.in/yaml/v3"
 	"golang.org/x/net/http/httpguts"
+
+	"github.com/modelguard/modelguard/policy/yamlerr"
 )
 
 // ReasonUndefined is the reason of a denial because the query was undefined.
@@ -106,7 +112,7 @@ func compile(ctx context.Context, dir string, snap *snapshot, query, shape strin
 	// A query naming nothing would deny every request as undefined; refuse
 	// the policy instead (a renamed package or rule, a typo in the query).
 	if len(compiler.GetRules(ref)) == 0 {
-		return nil, fmt.Errorf("policy %s: query %s names no rule", dir, query)
+		return nil, fmt.Errorf("policy %s: query %s %w", dir, query, errNoRule)
 	}
 	// AST values on read: data is converted once here, not on every request.
 	store := inmem.NewFromObjectWithOpts(loaded.Documents, inmem.OptReturnASTValuesOnRead(true))
@@ -140,13 +146,44 @@ func (p *Policy) Inputs() Inputs { return p.reads.inputs }
 // not, why (say, "calls time.now_ns").
 func (p *Policy) Cacheable() (bool, string) { return p.reads.uncacheable == "", p.reads.uncacheable }
 
+// errNoRule is a query that names no rule of the policy: the mistake is in
+// the query setting, not in the policy directory.
+var errNoRule = errors.New("names no rule")
+
 // load parses the snapshot's modules and data with OPA's loader.
 func load(snap *snapshot) (*loader.Result, error) {
-	return loader.NewFileLoader().
+	res, err := loader.NewFileLoader().
 		WithFS(snap.files).
 		WithRegoVersion(ast.RegoV1).
 		WithProcessAnnotation(true).
 		All([]string{"."})
+	if err != nil {
+		if located := yamlDataError(snap); located != nil {
+			return nil, located
+		}
+	}
+	return res, err
+}
+
+// yamlDataError is the first YAML data file's syntax error as
+// "name:line: message", on the line of the mistake: OPA's loader reports
+// yaml.v3's line, often one before it (see yamlerr). Nil when every YAML
+// file parses.
+func yamlDataError(snap *snapshot) error {
+	names := slices.Sorted(maps.Keys(snap.files))
+	for _, name := range names {
+		if ext := path.Ext(name); ext != ".yaml" && ext != ".yml" {
+			continue
+		}
+		data := snap.files[name].Data
+		var v any
+		if err := yaml.Unmarshal(data, &v); err != nil {
+			if line, msg, ok := yamlerr.Locate(data, err); ok {
+				return fmt.Errorf("%s:%d: %s", name, line, msg)
+			}
+		}
+	}
+	return nil
 }
 
 // parseQuery accepts a ground reference into data, the only kind of query

@@ -311,6 +311,9 @@ func TestCompileErrors(t *testing.T) {
 			"", []string{"data.json"}},
 		{"bad YAML data", map[string]string{"authz.rego": good, "data.yaml": "roles: [a, b\n"},
 			"", []string{"data.yaml"}},
+		// OPA's loader (yaml.v3) says line 1: the line before the mistake.
+		{"YAML data mistake on its line", map[string]string{"authz.rego": good, "data.yaml": "roles:\n  admin: [a, b\n  reader: [c]\n"},
+			"", []string{"data.yaml:2: did not find expected ',' or ']'"}},
 		{"conflicting data", map[string]string{"authz.rego": good, "a.json": `{"x": 1}`, "b.yml": "x: 2\n"},
 			"", []string{"merge error"}},
 		{"no modules", map[string]string{"data.json": `{}`},
