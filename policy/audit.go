@@ -92,6 +92,7 @@ func (e *Engine) RecordDecision(req *Request, d *Decision) error {
 		LatencyMicros:  d.Latency.Microseconds(),
 		RateLimit:      d.RateLimit,
 		RateLimitKey:   d.RateLimitKey,
+		IPList:         d.IPList,
 	}
 	if id := d.Identity; id != nil {
 		ev.Subject, ev.AuthMethod, ev.KeyID, ev.Issuer = id.Subject, id.Method, id.KeyID, id.Issuer

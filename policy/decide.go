@@ -71,6 +71,9 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		}
 		defer e.checks.Release(1)
 	}
+	if !e.screen(req, d) {
+		return
+	}
 	id, cred, reason, err := e.authenticate(ctx, req)
 	if err != nil {
 		e.log.Info("authentication failed", "decision_id", d.ID, "request_id", req.ID, "reason", reason, "error", err)

@@ -42,6 +42,8 @@ type Decision struct {
 	// RateLimit names the limit that refused the request and RateLimitKey
 	// what it counts per ("subject+model"), for the audit record.
 	RateLimit, RateLimitKey string
+	// IPList names the address list that decided (see policy/iplist).
+	IPList string
 	// Start is when evaluation began; Latency how long it took.
 	Start   time.Time
 	Latency time.Duration

@@ -11,6 +11,7 @@ import (
 	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/policy/models"
@@ -45,6 +46,9 @@ type (
 	authorizer interface {
 		EvalInput(ctx context.Context, build func(reads rego.Inputs) ast.Value) (rego.Result, error)
 	}
+	addressChecker interface {
+		Check(address string) iplist.Verdict
+	}
 	inspector interface {
 		Inspect(r models.Request) (*models.Model, *models.Denial, bool)
 		ReadsBody(method, path string) bool
@@ -55,10 +59,11 @@ type (
 // reload (policies, key file, JWKS) each swap immutable snapshots, so a
 // decision never sees half a reload and takes no locks.
 type Engine struct {
-	tokens tokenVerifier // nil: JWT not configured
-	keys   keyStore      // nil: API keys not configured
-	authz  authorizer
-	models inspector
+	tokens  tokenVerifier // nil: JWT not configured
+	keys    keyStore      // nil: API keys not configured
+	authz   authorizer
+	models  inspector
+	ipLists addressChecker // nil: no address lists
 
 	apiKeyHeader   string
 	bearerKeys     bool
@@ -117,8 +122,9 @@ func (e *Engine) setDefaults() {
 
 // Compile-time checks that the real steps satisfy the engine's interfaces.
 var (
-	_ tokenVerifier = (*jwtauth.Verifier)(nil)
-	_ keyStore      = (*apikey.Store)(nil)
-	_ authorizer    = (*rego.Engine)(nil)
-	_ inspector     = (*models.Catalog)(nil)
+	_ tokenVerifier  = (*jwtauth.Verifier)(nil)
+	_ keyStore       = (*apikey.Store)(nil)
+	_ authorizer     = (*rego.Engine)(nil)
+	_ inspector      = (*models.Catalog)(nil)
+	_ addressChecker = (*iplist.Checker)(nil)
 )

@@ -7,6 +7,7 @@ import (
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/field"
+	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/policy/models"
@@ -90,6 +91,19 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		return nil, cfg.Error(field.Under("authorization", err))
 	}
 	e.authz = r
+	if len(cfg.IPLists.Lists) > 0 {
+		c, err := iplist.Open(ctx, cfg.IPLists, cfg.Dir, iplist.Options{
+			Logger: e.log,
+			OnReload: func(list, file string, err error) {
+				e.metrics.IPListReloads.WithLabelValues(list, metrics.Outcome(err, "refused")).Inc()
+				e.operator(audit.Event{Kind: audit.KindIPListReload, File: file, Detail: list}, err, "refused")
+			},
+		})
+		if err != nil {
+			return nil, cfg.Error(field.Under("ip_lists", err))
+		}
+		e.ipLists = c
+	}
 	if err := e.openLimits(ctx, cfg); err != nil {
 		return nil, err
 	}

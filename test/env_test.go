@@ -69,6 +69,10 @@ type envOptions struct {
 	noBody, strictSize bool
 	// rateLimits replaces the rate_limits section (the trial tier's rules).
 	rateLimits string
+	// extra is appended to the configuration (sections no other option
+	// sets); files are written to the directory first (name -> content).
+	extra string
+	files map[string]string
 }
 
 // trialLimits is the rate_limits section of every env unless replaced:
@@ -131,7 +135,10 @@ models:
 %s
 audit:
   output: %s
-`, testIssuer, testAudience, e.jwks.URL+"/jwks.json", cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"))
+%s`, testIssuer, testAudience, e.jwks.URL+"/jwks.json", cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"), o.extra)
+	for name, content := range o.files {
+		testkit.WriteFile(t, e.dir, name, content)
+	}
 	if err := os.WriteFile(filepath.Join(e.dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
@@ -58,6 +59,9 @@ type Config struct {
 	// RateLimits are request limits and token budgets (policy/ratelimit
 	// owns their settings, defaults and rules).
 	RateLimits ratelimit.Settings `yaml:"rate_limits"`
+	// IPLists are client address allow and deny lists, checked before
+	// authentication (policy/iplist owns their settings and rules).
+	IPLists iplist.Settings `yaml:"ip_lists"`
 	// Admission sheds load (503 "overloaded") before it exhausts memory or
 	// CPU (policy/admission owns its settings, defaults and rules).
 	Admission admission.Settings `yaml:"admission"`

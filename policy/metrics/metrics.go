@@ -17,6 +17,7 @@ type Metrics struct {
 	KeyReloads    *prometheus.CounterVec // outcome
 	SchemaReloads *prometheus.CounterVec // outcome
 	JWKSRefreshes *prometheus.CounterVec // issuer, outcome
+	IPListReloads *prometheus.CounterVec // list, outcome
 	CacheLookups  *prometheus.CounterVec // cache (jwt), result (hit, miss)
 
 	// The audit trail (policy/audit).
@@ -64,6 +65,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "modelguard_jwks_refreshes_total",
 			Help: "JWKS refresh attempts by issuer and outcome (ok, failed).",
 		}, []string{"issuer", "outcome"}),
+		IPListReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_ip_list_reloads_total",
+			Help: "IP list file reload attempts by list and outcome (ok, refused).",
+		}, []string{"list", "outcome"}),
 		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelguard_cache_lookups_total",
 			Help: "Lookups in modelguard's caches by cache (jwt: verified tokens) and result (hit, miss).",
@@ -112,7 +117,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	}
 	m.RateLimit = ratelimit.NewMetrics(reg)
 	if reg != nil {
-		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.JWKSRefreshes, m.CacheLookups,
+		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.JWKSRefreshes, m.IPListReloads, m.CacheLookups,
 			m.AuditRecords, m.AuditQueueDepth, m.AuditSyncDuration, m.AuditSyncedSeq, m.AuditSpoolBytes,
 			m.AuditHTTPDelivered, m.AuditSinkErrors, m.AuditDenied, m.AuditLost, m.Shed)
 	}

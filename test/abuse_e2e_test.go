@@ -1,0 +1,80 @@
+package test
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/modelguard/modelguard/test/kongharness"
+	"github.com/modelguard/modelguard/test/testkit"
+)
+
+// ipListConfig is an allow list and a deny list in e's directory.
+const ipListConfig = `ip_lists:
+  lists:
+    - {name: threats, file: threats.txt, action: deny}
+    - {name: corp, file: corp.txt, action: allow}
+`
+
+// TestIPListsBothGateways: the address lists judge the address the gateway
+// reports (Envoy's peer, Kong's forwarded IP from a trusted proxy), never a
+// header the client sends; the decision and its audit record name the
+// list; an edit of a list applies without a restart.
+func TestIPListsBothGateways(t *testing.T) {
+	e := newEnv(t, envOptions{extra: ipListConfig, files: map[string]string{
+		"threats.txt": "203.0.113.0/24\n",
+		"corp.txt":    "127.0.0.0/8\n198.51.100.0/24\n203.0.113.0/24\n",
+	}})
+	alice := map[string]string{"x-api-key": e.keys["alice-key"]}
+
+	r := e.do("POST", "/v1/chat/completions", alice, chatBody("gpt-4o-mini"))
+	if r.status != 200 {
+		t.Fatalf("peer 127.0.0.1 in corp: %d %s", r.status, r.body)
+	}
+	// A forwarded-for header the client wrote changes nothing.
+	spoof := map[string]string{"x-api-key": e.keys["alice-key"], "x-forwarded-for": "203.0.113.9", "x-real-ip": "203.0.113.9"}
+	if r := e.do("POST", "/v1/chat/completions", spoof, chatBody("gpt-4o-mini")); r.status != 200 {
+		t.Fatalf("client header taken for the address: %d %s", r.status, r.body)
+	}
+	recs := e.gatewayAuditEvent(t, "envoy", r.log.RequestID)
+	if recs[0]["ip_list"] != "corp" {
+		t.Errorf("envoy allow record: ip_list %v", recs[0]["ip_list"])
+	}
+
+	testkit.ReplaceFile(t, e.dir, "threats.txt", "203.0.113.0/24\n127.0.0.1\n")
+	testkit.Eventually(t, "the edited deny list to apply", func() bool {
+		return e.do("POST", "/v1/chat/completions", alice, chatBody("gpt-4o-mini")).status == 403
+	})
+	r = e.do("POST", "/v1/chat/completions", alice, chatBody("gpt-4o-mini"))
+	if r.status != 403 || r.reason() != "ip_denied" || strings.Contains(string(r.body), "threats") || strings.Contains(string(r.body), "127.0.0.1") {
+		t.Fatalf("denied: %d %q %s", r.status, r.reason(), r.body)
+	}
+	if rec := e.gatewayAuditEvent(t, "envoy", r.log.RequestID)[0]; rec["ip_list"] != "threats" || rec["reason"] != "ip_denied" {
+		t.Errorf("envoy denial record: %v", rec)
+	}
+	testkit.ReplaceFile(t, e.dir, "threats.txt", "203.0.113.0/24\n")
+
+	// Kong behind a proxy it trusts: the address is the forwarded one.
+	k := newKongEnv(t, e, kongBinary(t))
+	k.front.SetRealIP(kongharness.RealIP{Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	for _, tc := range []struct {
+		ip, reason, list string
+		status           int
+	}{
+		{"203.0.113.9", "ip_denied", "threats", 403},
+		{"198.51.100.1", "allowed", "corp", 200},
+		{"192.0.2.1", "ip_not_allowed", "", 403},
+		{"2001:db8::1", "ip_not_allowed", "", 403},
+	} {
+		h := map[string]string{"x-api-key": e.keys["alice-key"], "x-real-ip": tc.ip}
+		var r kongResult
+		testkit.Eventually(t, "kong with "+tc.ip, func() bool {
+			r = k.do("POST", "/v1/chat/completions", h, []byte(chatBody("gpt-4o-mini")))
+			return r.status == tc.status
+		})
+		rec := e.kongRecord(t, r.id)
+		if rec["reason"] != tc.reason || rec["ip_list"] != nil && rec["ip_list"] != tc.list || tc.list != "" && rec["ip_list"] != tc.list {
+			t.Errorf("kong %s: record %v", tc.ip, rec)
+		}
+	}
+}
