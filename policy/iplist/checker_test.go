@@ -46,7 +46,7 @@ func TestCheck(t *testing.T) {
 		{denyOnly, "198.51.100.7:9", Verdict{Reason: ReasonDenied, List: "threats"}, true},
 		{denyOnly, "198.51.100.8:9", Verdict{}, true},
 		{denyOnly, "[::ffff:198.51.100.7]:9", Verdict{Reason: ReasonDenied, List: "threats"}, true}, // mapped form unmapped
-		{denyOnly, "198.51.100.7", Verdict{Reason: ReasonDenied, List: "threats"}, true},             // bare address
+		{denyOnly, "198.51.100.7", Verdict{Reason: ReasonDenied, List: "threats"}, true},            // bare address
 		{denyOnly, "[fe80::1%eth0]:9", Verdict{}, true},
 	} {
 		if got := tc.c.Check(tc.addr); got != tc.want {
