@@ -3,9 +3,13 @@ package policy
 import (
 	"context"
 	"errors"
+	"slices"
 	"testing"
+	"time"
 
+	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/iplist"
+	"github.com/modelguard/modelguard/policy/lockout"
 )
 
 type fakeAddresses map[string]iplist.Verdict
@@ -54,5 +58,52 @@ func TestScreenAddress(t *testing.T) {
 				t.Fatalf("audit %+v", ev)
 			}
 		})
+	}
+}
+
+type brokenGuard struct{}
+
+func (brokenGuard) Locked(context.Context, string) (time.Duration, error) {
+	return 0, lockout.ErrUnavailable
+}
+func (brokenGuard) Failed(context.Context, string, string) error { return lockout.ErrUnavailable }
+func (brokenGuard) Status() int                                  { return 429 }
+
+// TestLockout: failures from one address lock it out (429 with
+// retry-after) before authentication, also for a valid key; other
+// addresses are unaffected; the lockout is recorded once; a store that
+// cannot answer denies 503.
+func TestLockout(t *testing.T) {
+	e, rec := testEngine(t, allowAll)
+	e.lockout = lockout.New(lockout.Settings{MaxFailures: 3}, nil, lockout.Options{OnLockout: e.lockedOut})
+	from := func(addr string, creds map[string]string) *Decision {
+		r := chat(creds)
+		r.SourceAddress = addr
+		return e.Decide(context.Background(), r)
+	}
+	bad, good := map[string]string{"x-api-key": "mg_guess"}, map[string]string{"x-api-key": "mg_alice"}
+	for range 3 {
+		if d := from("192.0.2.7:4000", bad); d.Status != 401 {
+			t.Fatalf("bad key: %d %s", d.Status, d.Reason)
+		}
+	}
+	d := from("192.0.2.7:4001", good)
+	if d.Status != 429 || d.Reason != "locked_out" || d.Identity != nil {
+		t.Fatalf("locked source with a good key: %d %s", d.Status, d.Reason)
+	}
+	if i := slices.IndexFunc(d.ResponseHeaders, func(h Header) bool { return h.Name == "retry-after" }); i < 0 || d.ResponseHeaders[i].Value != "900" {
+		t.Errorf("retry-after: %v", d.ResponseHeaders)
+	}
+	if d := from("192.0.2.8:4000", good); !d.Allow {
+		t.Fatalf("another source: %d %s", d.Status, d.Reason)
+	}
+	locks := rec.Filter(func(ev audit.Event) bool { return ev.Kind == audit.KindLockout })
+	if len(locks) != 1 || locks[0].SourceAddress != "192.0.2.7" || locks[0].Reason != "failures_by_source" {
+		t.Fatalf("lockout records: %+v", locks)
+	}
+
+	e.lockout = brokenGuard{}
+	if d := from("192.0.2.8:4000", good); d.Status != 503 || d.Reason != "lockout_unavailable" {
+		t.Fatalf("store down: %d %s", d.Status, d.Reason)
 	}
 }

@@ -71,12 +71,13 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		}
 		defer e.checks.Release(1)
 	}
-	if !e.screen(req, d) {
+	if !e.screen(ctx, req, d) {
 		return
 	}
 	id, cred, reason, err := e.authenticate(ctx, req)
 	if err != nil {
 		e.log.Info("authentication failed", "decision_id", d.ID, "request_id", req.ID, "reason", reason, "error", err)
+		e.authFailed(ctx, req, d, err)
 		e.deny(d, http.StatusUnauthorized, reason, "invalid or missing credentials")
 		d.ResponseHeaders = append(d.ResponseHeaders, Header{"www-authenticate", `Bearer realm="modelguard"`})
 		return

@@ -13,6 +13,7 @@ import (
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/lockout"
 	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
@@ -49,6 +50,11 @@ type (
 	addressChecker interface {
 		Check(address string) iplist.Verdict
 	}
+	failureGuard interface {
+		Locked(ctx context.Context, address string) (time.Duration, error)
+		Failed(ctx context.Context, address, keyID string) error
+		Status() int
+	}
 	inspector interface {
 		Inspect(r models.Request) (*models.Model, *models.Denial, bool)
 		ReadsBody(method, path string) bool
@@ -64,6 +70,7 @@ type Engine struct {
 	authz   authorizer
 	models  inspector
 	ipLists addressChecker // nil: no address lists
+	lockout failureGuard   // nil: no brute-force lockout
 
 	apiKeyHeader   string
 	bearerKeys     bool
@@ -127,4 +134,5 @@ var (
 	_ authorizer     = (*rego.Engine)(nil)
 	_ inspector      = (*models.Catalog)(nil)
 	_ addressChecker = (*iplist.Checker)(nil)
+	_ failureGuard   = (*lockout.Guard)(nil)
 )

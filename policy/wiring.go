@@ -9,6 +9,7 @@ import (
 	"github.com/modelguard/modelguard/policy/field"
 	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/lockout"
 	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
@@ -110,11 +111,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	return e, nil
 }
 
-// openLimits connects the rate limit store (closed when ctx ends) and
-// compiles the rules; no rules, no limiter.
+// openLimits connects the rate limit store (closed when ctx ends), which
+// the lockout shares, and compiles the rules; no rules, no limiter.
 func (e *Engine) openLimits(ctx context.Context, cfg *config.Config) error {
 	s := cfg.RateLimits
-	if len(s.Rules) == 0 {
+	lock := cfg.Lockout.Enabled()
+	if len(s.Rules) == 0 && !lock {
 		return nil
 	}
 	b, err := ratelimit.Open(s, e.metrics.RateLimit, e.log)
@@ -122,6 +124,12 @@ func (e *Engine) openLimits(ctx context.Context, cfg *config.Config) error {
 		return cfg.Error(field.Under("rate_limits", err))
 	}
 	context.AfterFunc(ctx, func() { b.Close() })
+	if lock {
+		e.lockout = lockout.New(cfg.Lockout, e.metrics.Lockout, lockout.Options{Logger: e.log, Shared: b.Shared(), OnLockout: e.lockedOut})
+	}
+	if len(s.Rules) == 0 {
+		return nil
+	}
 	e.limiter = b.Limiter(s)
 	e.modelMaxTokens = make(map[string]int64, len(cfg.Models))
 	for _, m := range cfg.Models {

@@ -1,11 +1,14 @@
 package test
 
 import (
+	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/modelguard/modelguard/test/kongharness"
+	"github.com/modelguard/modelguard/test/redisserver"
 	"github.com/modelguard/modelguard/test/testkit"
 )
 
@@ -77,4 +80,60 @@ func TestIPListsBothGateways(t *testing.T) {
 			t.Errorf("kong %s: record %v", tc.ip, rec)
 		}
 	}
+}
+
+// TestLockoutSharedAcrossGateways: failed authentications counted by the
+// Kong plugin server and by the ext_authz server (two processes) add up in
+// one Redis; the address is then refused 429 by both, before its valid key
+// is even looked at, while another address is served. The lockout is
+// counted and recorded by the process that tripped it.
+func TestLockoutSharedAcrossGateways(t *testing.T) {
+	redis := redisserver.Start(t)
+	e := newEnv(t, envOptions{
+		rateLimits: fmt.Sprintf("rate_limits:\n  store: redis\n  redis: {address: %q, timeout: 1s}\n", redis.Addr),
+		extra:      "lockout: {max_failures: 3, window: 1h, cooldown: 1h}\n",
+	})
+	k := newKongEnv(t, e, kongBinary(t))
+	k.front.SetRealIP(kongharness.RealIP{Trusted: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	guess := func(ip string) map[string]string {
+		return map[string]string{"x-api-key": "mg_not-a-real-key-0000000000000000000000000", "x-real-ip": ip}
+	}
+	good := func(ip string) map[string]string {
+		return map[string]string{"x-api-key": e.keys["alice-key"], "x-real-ip": ip}
+	}
+
+	// Envoy's peer is 127.0.0.1; Kong says 127.0.0.1 too through the
+	// trusted proxy header.
+	for range 2 {
+		if r := k.do("POST", "/v1/chat/completions", guess("127.0.0.1"), []byte(chatBody("gpt-4o-mini"))); r.status != 401 {
+			t.Fatalf("kong guess: %d", r.status)
+		}
+	}
+	if r := e.do("POST", "/v1/chat/completions", good(""), chatBody("gpt-4o-mini")); r.status != 200 {
+		t.Fatalf("two failures must not lock out: %d %s", r.status, r.body)
+	}
+	if r := e.do("POST", "/v1/chat/completions", guess(""), chatBody("gpt-4o-mini")); r.status != 401 {
+		t.Fatalf("envoy guess: %d", r.status)
+	}
+	r := e.do("POST", "/v1/chat/completions", good(""), chatBody("gpt-4o-mini"))
+	if r.status != 429 || r.reason() != "locked_out" || r.header.Get("retry-after") == "" || r.upstream != nil {
+		t.Fatalf("envoy after 3 failures: %d %q retry-after %q", r.status, r.reason(), r.header.Get("retry-after"))
+	}
+	kr := k.do("POST", "/v1/chat/completions", good("127.0.0.1"), []byte(chatBody("gpt-4o-mini")))
+	if kr.status != 429 || kr.header.Get("retry-after") == "" || e.kongRecord(t, kr.id)["reason"] != "locked_out" {
+		t.Fatalf("kong, locked address: %d %s", kr.status, kr.body)
+	}
+	if kr := k.do("POST", "/v1/chat/completions", good("198.51.100.4"), []byte(chatBody("gpt-4o-mini"))); kr.status != 200 {
+		t.Fatalf("kong, another address: %d %s", kr.status, kr.body)
+	}
+	if n := e.metric(`modelguard_lockouts_total{by="source"}`); n != 1 {
+		t.Errorf("envoy lockouts metric = %v, want 1", n)
+	}
+	// The lockout is an operator record (no gateway) in the trail of the
+	// process that tripped it.
+	want := `"kind":"lockout","source_address":"127.0.0.1","reason":"failures_by_source"`
+	testkit.Eventually(t, "the lockout record", func() bool {
+		raw, err := os.ReadFile(e.trail("envoy"))
+		return err == nil && strings.Count(string(raw), want) == 1
+	})
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/lockout"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
@@ -62,6 +63,10 @@ type Config struct {
 	// IPLists are client address allow and deny lists, checked before
 	// authentication (policy/iplist owns their settings and rules).
 	IPLists iplist.Settings `yaml:"ip_lists"`
+	// Lockout blocks client addresses after repeated authentication
+	// failures (policy/lockout owns its settings, defaults and rules); it
+	// shares the rate limits' Redis with rate_limits.store: redis.
+	Lockout lockout.Settings `yaml:"lockout"`
 	// Admission sheds load (503 "overloaded") before it exhausts memory or
 	// CPU (policy/admission owns its settings, defaults and rules).
 	Admission admission.Settings `yaml:"admission"`

@@ -15,6 +15,7 @@ import (
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/lockout"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
@@ -149,6 +150,7 @@ func TestParseFullConfig(t *testing.T) {
 		Audit: audit.Config{Output: "audit/decisions.jsonl", MaxFileBytes: 100 << 20, Durability: audit.DurabilityWrite, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
 		RateLimits: ratelimit.DefaultSettings(),
+		Lockout:    lockout.DefaultSettings(),
 		Admission:  admission.DefaultSettings(),
 		Log:        Log{Level: "warn", Format: "text"},
 		Dir:        dir,
@@ -207,6 +209,7 @@ func TestDefaults(t *testing.T) {
 		Audit: audit.Config{Output: "stdout", MaxFileBytes: 100 << 20, Durability: audit.DurabilityWrite, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
 		RateLimits: ratelimit.DefaultSettings(),
+		Lockout:    lockout.DefaultSettings(),
 		Admission:  admission.DefaultSettings(),
 		Log:        Log{Level: "info", Format: "json"},
 	}
@@ -270,7 +273,7 @@ func TestStructureErrors(t *testing.T) {
 		{"syntax error in a second document", doc(okAuth, okPolicy, "---", "a: [", ""),
 			[]string{"config.yaml:5: did not find expected node content"}},
 		{"unknown top-level key", doc(okAuth, okPolicy, "serve:", "  grpc_address: x"),
-			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, rate_limits, ip_lists, admission, log"}},
+			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, rate_limits, ip_lists, lockout, admission, log"}},
 		{"Go field name is not a key", doc(okAuth, okPolicy, "Dir: /etc"),
 			[]string{"config.yaml:3: Dir: unknown key; valid keys here: server,"}},
 		{"unknown key at depth", doc(okPolicy, "authentication:", "  jwt:", "    issuers:",

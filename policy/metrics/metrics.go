@@ -6,6 +6,7 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/modelguard/modelguard/policy/lockout"
 	"github.com/modelguard/modelguard/policy/ratelimit"
 )
 
@@ -33,6 +34,8 @@ type Metrics struct {
 
 	// Rate limits (policy/ratelimit owns its collectors).
 	RateLimit *ratelimit.Metrics
+	// Brute-force lockout (policy/lockout owns its collectors).
+	Lockout *lockout.Metrics
 	// Load shedding (policy/admission).
 	Shed *prometheus.CounterVec // limit
 }
@@ -116,6 +119,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"limit"}),
 	}
 	m.RateLimit = ratelimit.NewMetrics(reg)
+	m.Lockout = lockout.NewMetrics(reg)
 	if reg != nil {
 		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.JWKSRefreshes, m.IPListReloads, m.CacheLookups,
 			m.AuditRecords, m.AuditQueueDepth, m.AuditSyncDuration, m.AuditSyncedSeq, m.AuditSpoolBytes,
