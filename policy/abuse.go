@@ -9,7 +9,9 @@ import (
 
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/dlp"
 	"github.com/modelguard/modelguard/policy/lockout"
+	"github.com/modelguard/modelguard/policy/models"
 )
 
 // screen runs the checks that come before authentication, cheapest first:
@@ -68,6 +70,31 @@ func (e *Engine) authFailed(ctx context.Context, req *Request, d *Decision, err 
 	if err := e.lockout.Failed(ctx, req.SourceAddress, keyID); err != nil {
 		e.log.Error("authentication failure not counted for lockout", "decision_id", d.ID, "request_id", req.ID, "error", err)
 	}
+}
+
+// scanPrompt runs the DLP rules over the prompt text of a model request.
+// It reports false when d has been denied; flagging rules are named in
+// d.DLP and counted.
+func (e *Engine) scanPrompt(req *Request, d *Decision, mr *models.Model) bool {
+	if e.dlp == nil {
+		return true
+	}
+	f := e.dlp.Scan(mr.Prompts())
+	if f == 0 {
+		return true
+	}
+	if rule, denied := e.dlp.Denied(f); denied {
+		e.metrics.DLPMatches.WithLabelValues(rule, dlp.ActionDeny).Inc()
+		e.log.Info("prompt refused by a data-loss rule", "decision_id", d.ID, "request_id", req.ID, "rule", rule)
+		e.deny(d, http.StatusBadRequest, "dlp_denied", "request blocked by data-loss rule "+strconv.Quote(rule))
+		d.DLP = rule
+		return false
+	}
+	for _, rule := range e.dlp.Names(f) {
+		e.metrics.DLPMatches.WithLabelValues(rule, dlp.ActionFlag).Inc()
+	}
+	d.DLP = e.dlp.Joined(f)
+	return true
 }
 
 // lockedOut logs and records a lockout as it starts.

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/dlp"
 	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/lockout"
 )
@@ -105,5 +107,49 @@ func TestLockout(t *testing.T) {
 	e.lockout = brokenGuard{}
 	if d := from("192.0.2.8:4000", good); d.Status != 503 || d.Reason != "lockout_unavailable" {
 		t.Fatalf("store down: %d %s", d.Status, d.Reason)
+	}
+}
+
+// TestPromptDLP: a deny rule refuses with 400 naming the rule and not the
+// match; a flag rule lets the request through, named in the record; every
+// kind of prompt text is scanned.
+func TestPromptDLP(t *testing.T) {
+	sc, err := dlp.Compile(dlp.Settings{Rules: []dlp.RuleSettings{
+		{Name: "aws-keys", Detector: "aws_access_key_id"},
+		{Name: "cards", Detector: "payment_card", Action: dlp.ActionFlag},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = "AKIAIOSFODNN7EXAMPLE"
+	body := func(content string) []byte {
+		return []byte(`{"model":"gpt-4o-mini","messages":[{"role":"system","content":"be brief"},{"role":"user","content":` + content + `}]}`)
+	}
+	for _, tc := range []struct {
+		name, content string
+		status        int
+		reason, dlp   string
+	}{
+		{"clean", `"hello"`, 200, "allowed", ""},
+		{"key in a string", `"my key is ` + key + `"`, 400, "dlp_denied", "aws-keys"},
+		{"key in a text part", `[{"type":"text","text":"see"},{"type":"text","text":"` + key + `"}]`, 400, "dlp_denied", "aws-keys"},
+		{"card flagged", `"card 4111 1111 1111 1111"`, 200, "allowed", "cards"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, rec := testEngine(t, allowAll)
+			e.dlp = sc
+			req := chat(map[string]string{"x-api-key": "mg_alice"})
+			req.Body = body(tc.content)
+			d := e.Decide(context.Background(), req)
+			if d.Status != tc.status || d.Reason != tc.reason || d.DLP != tc.dlp {
+				t.Fatalf("got %d %q dlp %q, want %d %q %q", d.Status, d.Reason, d.DLP, tc.status, tc.reason, tc.dlp)
+			}
+			if b := string(d.Body()); !d.Allow && (!strings.Contains(b, `\"aws-keys\"`) || strings.Contains(b, key)) {
+				t.Errorf("client body %s", b)
+			}
+			if ev := rec.Events(); len(ev) != 1 || ev[0].DLP != tc.dlp {
+				t.Fatalf("audit %+v", ev)
+			}
+		})
 	}
 }

@@ -93,6 +93,7 @@ func (e *Engine) RecordDecision(req *Request, d *Decision) error {
 		RateLimit:      d.RateLimit,
 		RateLimitKey:   d.RateLimitKey,
 		IPList:         d.IPList,
+		DLP:            d.DLP,
 	}
 	if id := d.Identity; id != nil {
 		ev.Subject, ev.AuthMethod, ev.KeyID, ev.Issuer = id.Subject, id.Method, id.KeyID, id.Issuer

@@ -159,6 +159,9 @@ func (e *Engine) inspect(req *Request, d *Decision) (*models.Model, bool) {
 	}
 	if isModel {
 		d.Model = Model{Name: mr.Name, Operation: mr.Operation}
+		if !e.scanPrompt(req, d, mr) {
+			return nil, false
+		}
 	} else {
 		d.Model = listing(req)
 	}

@@ -44,6 +44,9 @@ type Decision struct {
 	RateLimit, RateLimitKey string
 	// IPList names the address list that decided (see policy/iplist).
 	IPList string
+	// DLP names the prompt rules that matched (see policy/dlp),
+	// comma-separated: the one that denied, or those that flagged.
+	DLP string
 	// Start is when evaluation began; Latency how long it took.
 	Start   time.Time
 	Latency time.Duration

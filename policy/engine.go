@@ -11,6 +11,7 @@ import (
 	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/dlp"
 	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/lockout"
@@ -71,6 +72,7 @@ type Engine struct {
 	models  inspector
 	ipLists addressChecker // nil: no address lists
 	lockout failureGuard   // nil: no brute-force lockout
+	dlp     *dlp.Scanner   // nil: no prompt rules
 
 	apiKeyHeader   string
 	bearerKeys     bool

@@ -6,6 +6,7 @@ import (
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/dlp"
 	"github.com/modelguard/modelguard/policy/field"
 	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/jwtauth"
@@ -104,6 +105,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 			return nil, cfg.Error(field.Under("ip_lists", err))
 		}
 		e.ipLists = c
+	}
+	if len(cfg.DLP.Rules) > 0 {
+		sc, err := dlp.Compile(cfg.DLP)
+		if err != nil {
+			return nil, cfg.Error(field.Under("dlp", err))
+		}
+		e.dlp = sc
 	}
 	if err := e.openLimits(ctx, cfg); err != nil {
 		return nil, err

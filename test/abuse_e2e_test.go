@@ -137,3 +137,51 @@ func TestLockoutSharedAcrossGateways(t *testing.T) {
 		return err == nil && strings.Count(string(raw), want) == 1
 	})
 }
+
+// TestPromptDLPBothGateways: a deny rule refuses a prompt holding a
+// private key with 400 naming the rule and echoing nothing of it, through
+// Envoy and Kong alike; a flag rule lets an embeddings input through and
+// names the rule in the audit record.
+func TestPromptDLPBothGateways(t *testing.T) {
+	e := newEnv(t, envOptions{extra: `dlp:
+  rules:
+    - {name: private-keys, detector: private_key}
+    - {name: codenames, pattern: '(?i)\bnightingale\b', action: flag}
+`})
+	k := newKongEnv(t, e, kongBinary(t))
+	h := map[string]string{"x-api-key": e.keys["alice-key"]}
+	admin := map[string]string{"x-api-key": e.keys["admin-key"]} // may use embeddings
+	const secret = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC"
+	leak := `{"model":"gpt-4o-mini","messages":[{"role":"user","content":[{"type":"text","text":"fix this:\n-----BEGIN PRIVATE KEY-----\n` + secret + `\n-----END PRIVATE KEY-----"}]}]}`
+	flagged := `{"model":"text-embedding-3-small","input":["alpha","Project Nightingale roadmap"]}`
+
+	r := e.do("POST", "/v1/chat/completions", h, leak)
+	if r.status != 400 || r.reason() != "dlp_denied" || !strings.Contains(string(r.body), "private-keys") || strings.Contains(string(r.body), secret) || r.upstream != nil {
+		t.Fatalf("envoy leak: %d %q %s", r.status, r.reason(), r.body)
+	}
+	if rec := e.gatewayAuditEvent(t, "envoy", r.log.RequestID)[0]; rec["dlp"] != "private-keys" {
+		t.Errorf("envoy record: %v", rec)
+	}
+	r = e.do("POST", "/v1/embeddings", admin, flagged)
+	if r.status != 200 {
+		t.Fatalf("envoy flagged: %d %s", r.status, r.body)
+	}
+	if rec := e.gatewayAuditEvent(t, "envoy", r.log.RequestID)[0]; rec["dlp"] != "codenames" {
+		t.Errorf("envoy flagged record: %v", rec)
+	}
+	if n := e.metric(`modelguard_dlp_matches_total{action="flag",rule="codenames"}`); n != 1 {
+		t.Errorf("flag metric = %v", n)
+	}
+
+	kr := k.do("POST", "/v1/chat/completions", h, []byte(leak))
+	if kr.status != 400 || !strings.Contains(string(kr.body), "private-keys") || strings.Contains(string(kr.body), secret) || kr.upstream != nil {
+		t.Fatalf("kong leak: %d %s", kr.status, kr.body)
+	}
+	if rec := e.kongRecord(t, kr.id); rec["dlp"] != "private-keys" || rec["reason"] != "dlp_denied" {
+		t.Errorf("kong record: %v", rec)
+	}
+	kr = k.do("POST", "/v1/embeddings", admin, []byte(flagged))
+	if rec := e.kongRecord(t, kr.id); kr.status != 200 || rec["dlp"] != "codenames" {
+		t.Errorf("kong flagged: %d %v", kr.status, rec)
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/dlp"
 	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/lockout"
@@ -67,6 +68,9 @@ type Config struct {
 	// failures (policy/lockout owns its settings, defaults and rules); it
 	// shares the rate limits' Redis with rate_limits.store: redis.
 	Lockout lockout.Settings `yaml:"lockout"`
+	// DLP scans prompt text for data that must not reach a model
+	// (policy/dlp owns its settings and rules).
+	DLP dlp.Settings `yaml:"dlp"`
 	// Admission sheds load (503 "overloaded") before it exhausts memory or
 	// CPU (policy/admission owns its settings, defaults and rules).
 	Admission admission.Settings `yaml:"admission"`

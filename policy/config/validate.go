@@ -53,6 +53,7 @@ func (c *Config) validate() []error {
 	v.errs = append(v.errs, field.Within("admission", c.Admission.Validate())...)
 	v.errs = append(v.errs, field.Within("ip_lists", c.IPLists.Validate(c.Dir))...)
 	v.errs = append(v.errs, field.Within("lockout", c.Lockout.Validate())...)
+	v.errs = append(v.errs, field.Within("dlp", c.DLP.Validate())...)
 	// A message being read counts as a whole server.max_message_bytes (an
 	// invalid one is reported on its own).
 	if m := c.Server.MaxMessageBytes; m >= minMessageBytes && m <= maxMessageBytes && c.Admission.MaxInflightBodyBytes < m {

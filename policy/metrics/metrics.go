@@ -19,6 +19,7 @@ type Metrics struct {
 	SchemaReloads *prometheus.CounterVec // outcome
 	JWKSRefreshes *prometheus.CounterVec // issuer, outcome
 	IPListReloads *prometheus.CounterVec // list, outcome
+	DLPMatches    *prometheus.CounterVec // rule, action (deny, flag)
 	CacheLookups  *prometheus.CounterVec // cache (jwt), result (hit, miss)
 
 	// The audit trail (policy/audit).
@@ -72,6 +73,10 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "modelguard_ip_list_reloads_total",
 			Help: "IP list file reload attempts by list and outcome (ok, refused).",
 		}, []string{"list", "outcome"}),
+		DLPMatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_dlp_matches_total",
+			Help: "Requests whose prompt a data-loss rule matched, by rule and action (deny, flag).",
+		}, []string{"rule", "action"}),
 		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelguard_cache_lookups_total",
 			Help: "Lookups in modelguard's caches by cache (jwt: verified tokens) and result (hit, miss).",
@@ -121,7 +126,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m.RateLimit = ratelimit.NewMetrics(reg)
 	m.Lockout = lockout.NewMetrics(reg)
 	if reg != nil {
-		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.JWKSRefreshes, m.IPListReloads, m.CacheLookups,
+		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.JWKSRefreshes, m.IPListReloads, m.DLPMatches, m.CacheLookups,
 			m.AuditRecords, m.AuditQueueDepth, m.AuditSyncDuration, m.AuditSyncedSeq, m.AuditSpoolBytes,
 			m.AuditHTTPDelivered, m.AuditSinkErrors, m.AuditDenied, m.AuditLost, m.Shed)
 	}
