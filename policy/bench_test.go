@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,9 +36,9 @@ func newBenchSetup(b *testing.B, durability audit.Durability) benchSetup {
 	return newBenchSetupJWT(b, durability, "")
 }
 
-// newBenchSetupJWT adds jwtYAML (lines under authentication.jwt) to the
-// configuration.
-func newBenchSetupJWT(b *testing.B, durability audit.Durability, jwtYAML string) benchSetup {
+// newBenchSetupJWT adds jwtYAML (lines under authentication.jwt) and
+// extra (top-level sections) to the configuration.
+func newBenchSetupJWT(b *testing.B, durability audit.Durability, jwtYAML string, extra ...string) benchSetup {
 	b.Helper()
 	dir := b.TempDir()
 	if err := os.CopyFS(dir, examples.Demo); err != nil {
@@ -69,7 +70,7 @@ models:
 # The parallel benchmarks measure deciding, not load shedding: every caller
 # waits for a check slot.
 admission: {max_concurrent_checks: 64, max_wait: 1s}
-`
+` + strings.Join(extra, "")
 	cfg, err := config.Parse([]byte(cfgYAML), "bench.yaml", dir)
 	if err != nil {
 		b.Fatal(err)

@@ -88,7 +88,7 @@ func (g *Guard) Locked(ctx context.Context, address string) (time.Duration, erro
 		return 0, nil // nothing to key on; the IP lists judge unusable addresses
 	}
 	if g.shared != nil {
-		cmd, err := g.shared.Run(ctx, lockedScript, []string{g.redisKey("lock", src)})
+		cmd, err := g.shared.Run(ctx, lockedScript, []string{g.redisKey("lock", src.String())})
 		if err == nil {
 			ms, err := cmd.Int64()
 			if err != nil {
@@ -117,7 +117,7 @@ func (g *Guard) Failed(ctx context.Context, address, keyID string) error {
 	}
 	var by string
 	if g.shared != nil {
-		keys := []string{g.redisKey("lock", src), g.redisKey("src", src)}
+		keys := []string{g.redisKey("lock", src.String()), g.redisKey("src", src.String())}
 		if keyID != "" {
 			keys = append(keys, g.redisKey("key", keyID))
 		}
@@ -149,7 +149,7 @@ func (g *Guard) Failed(ctx context.Context, address, keyID string) error {
 	return nil
 }
 
-func (g *Guard) tripped(by, src, keyID string) {
+func (g *Guard) tripped(by string, src netip.Addr, keyID string) {
 	if by == "" {
 		return
 	}
@@ -158,7 +158,7 @@ func (g *Guard) tripped(by, src, keyID string) {
 		keyID = ""
 	}
 	if g.onLockout != nil {
-		g.onLockout(Trip{Source: src, KeyID: keyID, By: by})
+		g.onLockout(Trip{Source: src.String(), KeyID: keyID, By: by})
 	}
 }
 
@@ -172,14 +172,14 @@ func (g *Guard) redisKey(kind, value string) string {
 }
 
 // host is the address without its port, unmapped and without zone.
-func host(address string) (string, bool) {
+func host(address string) (netip.Addr, bool) {
 	if ap, err := netip.ParseAddrPort(address); err == nil {
-		return ap.Addr().Unmap().WithZone("").String(), true
+		return ap.Addr().Unmap().WithZone(""), true
 	}
 	if a, err := netip.ParseAddr(address); err == nil {
-		return a.Unmap().WithZone("").String(), true
+		return a.Unmap().WithZone(""), true
 	}
-	return "", false
+	return netip.Addr{}, false
 }
 
 // lockedScript returns the milliseconds the lock KEYS[1] has left (<= 0:
@@ -238,9 +238,15 @@ type localStore struct {
 	mu      sync.Mutex
 	now     func() time.Time
 	maxKeys int
-	// entries: "s:<addr>" and "k:<key id>" counts, "l:<addr>" locks.
-	entries   map[string]*entry
+	entries   map[localKey]*entry
 	nextSweep time.Time
+}
+
+// localKey is a count per source or key id, or a source's lock.
+type localKey struct {
+	kind  byte // 's' source count, 'k' key id count, 'l' lock
+	addr  netip.Addr
+	keyID string
 }
 
 type entry struct {
@@ -249,13 +255,13 @@ type entry struct {
 }
 
 func newLocalStore(maxKeys int, now func() time.Time) *localStore {
-	return &localStore{now: now, maxKeys: maxKeys, entries: make(map[string]*entry)}
+	return &localStore{now: now, maxKeys: maxKeys, entries: make(map[localKey]*entry)}
 }
 
-func (s *localStore) locked(src string) time.Duration {
+func (s *localStore) locked(src netip.Addr) time.Duration {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if e := s.entries["l:"+src]; e != nil {
+	if e := s.entries[localKey{kind: 'l', addr: src}]; e != nil {
 		return max(e.expires.Sub(s.now()), 0)
 	}
 	return 0
@@ -263,12 +269,12 @@ func (s *localStore) locked(src string) time.Duration {
 
 var errFull = errors.New("lockout: local store full")
 
-func (s *localStore) failed(src, keyID string, set Settings, bySource bool) (string, error) {
+func (s *localStore) failed(src netip.Addr, keyID string, set Settings, bySource bool) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
 	s.sweep(now)
-	count := func(k string) (int, error) {
+	count := func(k localKey) (int, error) {
 		e := s.entries[k]
 		if e == nil || !now.Before(e.expires) {
 			if e == nil && len(s.entries) >= s.maxKeys {
@@ -282,7 +288,7 @@ func (s *localStore) failed(src, keyID string, set Settings, bySource bool) (str
 	}
 	by := ""
 	if bySource {
-		n, err := count("s:" + src)
+		n, err := count(localKey{kind: 's', addr: src})
 		if err != nil {
 			return "", err
 		}
@@ -291,7 +297,7 @@ func (s *localStore) failed(src, keyID string, set Settings, bySource bool) (str
 		}
 	}
 	if keyID != "" {
-		n, err := count("k:" + keyID)
+		n, err := count(localKey{kind: 'k', keyID: keyID})
 		if err != nil {
 			return "", err
 		}
@@ -302,11 +308,12 @@ func (s *localStore) failed(src, keyID string, set Settings, bySource bool) (str
 	if by == "" {
 		return "", nil
 	}
-	delete(s.entries, "s:"+src)
-	if l := s.entries["l:"+src]; l != nil && now.Before(l.expires) {
+	delete(s.entries, localKey{kind: 's', addr: src})
+	lock := localKey{kind: 'l', addr: src}
+	if l := s.entries[lock]; l != nil && now.Before(l.expires) {
 		return "", nil // already locked
 	}
-	s.entries["l:"+src] = &entry{expires: now.Add(set.Cooldown)}
+	s.entries[lock] = &entry{expires: now.Add(set.Cooldown)}
 	return by, nil
 }
 

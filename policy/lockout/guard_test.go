@@ -200,3 +200,27 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkLocked is the per-request cost of the lockout: one lookup of
+// the client address, in process and in Redis (a round trip on loopback).
+func BenchmarkLocked(b *testing.B) {
+	ctx := context.Background()
+	run := func(b *testing.B, g *Guard) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if d, err := g.Locked(ctx, "192.0.2.1:5000"); d != 0 || err != nil {
+				b.Fatal(d, err)
+			}
+		}
+	}
+	b.Run("local", func(b *testing.B) { run(b, New(Settings{MaxFailures: 10}, nil, Options{})) })
+	b.Run("redis", func(b *testing.B) {
+		srv := redisserver.Start(b)
+		bk, err := ratelimit.Open(ratelimit.Settings{Store: "redis", Redis: ratelimit.RedisSettings{Address: srv.Addr, Timeout: time.Second}}, nil, slog.New(slog.DiscardHandler))
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer bk.Close()
+		run(b, New(Settings{MaxFailures: 10}, nil, Options{Shared: bk.Shared()}))
+	})
+}
