@@ -235,9 +235,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 
 // localStore keeps counts and locks in process, bounded by maxKeys.
 type localStore struct {
-	mu      sync.Mutex
-	now     func() time.Time
-	maxKeys int
+	mu        sync.Mutex
+	now       func() time.Time
+	maxKeys   int
 	entries   map[localKey]*entry
 	nextSweep time.Time
 }
