@@ -28,7 +28,7 @@ type issuer struct {
 	subject claimPath
 	roles   []claimPath
 	static  *keySet     // static keys, or nil
-	jwks    *jwksSource // JWKS, or nil
+	jwks    keySource   // JWKS (configured or discovered), or nil
 	keyfunc jwt.Keyfunc // static issuers: prebuilt, so Verify allocates no closure
 }
 
@@ -71,15 +71,20 @@ func newIssuer(ctx context.Context, ic IssuerSettings, baseDir string, opts Opti
 	}
 	is.parser = jwt.NewParser(popts...)
 
-	if ic.JWKSURL != "" {
+	if ic.JWKSURL != "" || ic.Discovery {
 		p := jwksParams{
 			url: ic.JWKSURL, algs: is.algs, keyWait: opts.KeyWait, client: client,
 			refreshInterval: ic.JWKSRefreshInterval, unknownKIDEvery: ic.JWKSUnknownKIDInterval, fetchTimeout: ic.JWKSFetchTimeout,
 		}
-		var err error
-		if is.jwks, err = newJWKSSource(ctx, ic.Issuer, p, opts.Logger, opts.OnJWKSRefresh); err != nil {
+		if ic.Discovery {
+			is.jwks = newDiscovery(ctx, ic.Issuer, methods, p, opts.Logger, opts.OnJWKSRefresh)
+			return is, nil
+		}
+		src, err := newJWKSSource(ctx, ic.Issuer, p, opts.Logger, opts.OnJWKSRefresh)
+		if err != nil {
 			return nil, &field.Error{Path: "jwks_url", Err: err}
 		}
+		is.jwks = src
 		return is, nil
 	}
 
@@ -248,7 +253,7 @@ func (is *issuer) jwksKey(ctx context.Context, t *jwt.Token) (any, error) {
 		}
 	}
 	if ks.usable == 0 {
-		return nil, fail(ReasonJWKSUnavailable, fmt.Errorf("no keys loaded from %s yet", is.jwks.url))
+		return nil, fail(ReasonJWKSUnavailable, fmt.Errorf("no keys loaded from %s yet", is.jwks.where()))
 	}
 	return nil, keyError(err, kid, alg)
 }
