@@ -9,6 +9,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/rego"
 )
@@ -76,6 +77,11 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 	}
 	id, cred, reason, err := e.authenticate(ctx, req)
 	if err != nil {
+		if reason == jwtauth.ReasonReplayUnavailable { // a store failing, not the caller
+			e.log.Error("token replay store unavailable: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
+			e.deny(d, http.StatusServiceUnavailable, reason, "service unavailable")
+			return
+		}
 		e.log.Info("authentication failed", "decision_id", d.ID, "request_id", req.ID, "reason", reason, "error", err)
 		e.authFailed(ctx, req, d, err)
 		e.deny(d, http.StatusUnauthorized, reason, "invalid or missing credentials")

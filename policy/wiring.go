@@ -2,6 +2,8 @@ package policy
 
 import (
 	"context"
+	"log/slog"
+	"slices"
 
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
@@ -15,6 +17,7 @@ import (
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
+	"github.com/modelguard/modelguard/policy/replay"
 )
 
 // New builds an Engine from a loaded configuration. Background work (JWKS
@@ -37,11 +40,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	e.setDefaults()
 	e.maxBody = maxBodyBytes(cfg)
 	e.checks, e.bodies = cfg.Admission.Limits()
+	store, err := e.openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
 
 	if len(cfg.Authentication.JWT.Issuers) > 0 {
 		hits, misses := e.metrics.CacheLookups.WithLabelValues("jwt", "hit"), e.metrics.CacheLookups.WithLabelValues("jwt", "miss")
 		v, err := jwtauth.New(ctx, cfg.Authentication.JWT, cfg.Dir, jwtauth.Options{
 			Logger: e.log,
+			Replay: replayStore(cfg, store, e.log),
 			OnCacheLookup: func(hit bool) {
 				if hit {
 					hits.Inc()
@@ -113,37 +121,53 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		}
 		e.dlp = sc
 	}
-	if err := e.openLimits(ctx, cfg); err != nil {
-		return nil, err
-	}
+	e.openLimits(cfg, store)
 	return e, nil
 }
 
-// openLimits connects the rate limit store (closed when ctx ends), which
-// the lockout shares, and compiles the rules; no rules, no limiter.
-func (e *Engine) openLimits(ctx context.Context, cfg *config.Config) error {
-	s := cfg.RateLimits
-	lock := cfg.Lockout.Enabled()
-	if len(s.Rules) == 0 && !lock {
-		return nil
+// openStore connects the rate limit store (closed when ctx ends), which
+// the lockout and token replay protection share; nil when nothing uses it.
+func (e *Engine) openStore(ctx context.Context, cfg *config.Config) (*ratelimit.Backend, error) {
+	if len(cfg.RateLimits.Rules) == 0 && !cfg.Lockout.Enabled() && !replayUsed(cfg) {
+		return nil, nil
 	}
-	b, err := ratelimit.Open(s, e.metrics.RateLimit, e.log)
+	b, err := ratelimit.Open(cfg.RateLimits, e.metrics.RateLimit, e.log)
 	if err != nil {
-		return cfg.Error(field.Under("rate_limits", err))
+		return nil, cfg.Error(field.Under("rate_limits", err))
 	}
 	context.AfterFunc(ctx, func() { b.Close() })
-	if lock {
+	return b, nil
+}
+
+// replayUsed reports whether an issuer makes its tokens one-time.
+func replayUsed(cfg *config.Config) bool {
+	return slices.ContainsFunc(cfg.Authentication.JWT.Issuers, func(is jwtauth.IssuerSettings) bool { return is.ReplayClaim != "" })
+}
+
+// replayStore is the store of one-time token values, on b's Redis when
+// the rate limits use Redis; nil when no issuer needs one.
+func replayStore(cfg *config.Config, b *ratelimit.Backend, log *slog.Logger) jwtauth.ReplayStore {
+	if !replayUsed(cfg) {
+		return nil
+	}
+	return replay.New(b.Shared(), log)
+}
+
+// openLimits starts the lockout and compiles the rate limit rules on the
+// store; no rules, no limiter.
+func (e *Engine) openLimits(cfg *config.Config, b *ratelimit.Backend) {
+	if cfg.Lockout.Enabled() {
 		e.lockout = lockout.New(cfg.Lockout, e.metrics.Lockout, lockout.Options{Logger: e.log, Shared: b.Shared(), OnLockout: e.lockedOut})
 	}
+	s := cfg.RateLimits
 	if len(s.Rules) == 0 {
-		return nil
+		return
 	}
 	e.limiter = b.Limiter(s)
 	e.modelMaxTokens = make(map[string]int64, len(cfg.Models))
 	for _, m := range cfg.Models {
 		e.modelMaxTokens[m.Name] = int64(m.Limits.MaxTokens)
 	}
-	return nil
 }
 
 // maxBodyBytes is the largest body any model accepts.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/golang-jwt/jwt/v5"
+
 	"github.com/modelguard/modelguard/test/kongharness"
 	"github.com/modelguard/modelguard/test/redisserver"
 	"github.com/modelguard/modelguard/test/testkit"
@@ -183,5 +185,44 @@ func TestPromptDLPBothGateways(t *testing.T) {
 	kr = k.do("POST", "/v1/embeddings", admin, []byte(flagged))
 	if rec := e.kongRecord(t, kr.id); kr.status != 200 || rec["dlp"] != "codenames" {
 		t.Errorf("kong flagged: %d %v", kr.status, rec)
+	}
+}
+
+// TestReplayAcrossGateways: an issuer with replay_claim: jti accepts each
+// token once across both gateways (two processes on one Redis): the
+// token's second use, through the other gateway, is refused 401; when
+// Redis is down the check cannot be made and the request is refused 503.
+func TestReplayAcrossGateways(t *testing.T) {
+	redis := redisserver.Start(t)
+	e := newEnv(t, envOptions{
+		rateLimits: fmt.Sprintf("rate_limits:\n  store: redis\n  redis: {address: %q, timeout: 1s}\n", redis.Addr),
+		issuer:     "        replay_claim: jti\n",
+	})
+	k := newKongEnv(t, e, kongBinary(t))
+	once := token(t, jwt.SigningMethodRS256, e.signer, "k1", jwt.MapClaims{"jti": "req-0001"})
+
+	if r := e.do("POST", "/v1/chat/completions", bearer(once), chatBody("gpt-4o-mini")); r.status != 200 {
+		t.Fatalf("first use through envoy: %d %s", r.status, r.body)
+	}
+	kr := k.do("POST", "/v1/chat/completions", bearer(once), []byte(chatBody("gpt-4o-mini")))
+	if kr.status != 401 || e.kongRecord(t, kr.id)["reason"] != "jwt_replayed" {
+		t.Fatalf("replay through kong: %d %s", kr.status, kr.body)
+	}
+	if r := e.do("POST", "/v1/chat/completions", bearer(once), chatBody("gpt-4o-mini")); r.status != 401 || r.reason() != "jwt_replayed" {
+		t.Fatalf("replay through envoy (a verified-token cache hit): %d %q", r.status, r.reason())
+	}
+	fresh := token(t, jwt.SigningMethodRS256, e.signer, "k1", jwt.MapClaims{"jti": "req-0002"})
+	if kr := k.do("POST", "/v1/chat/completions", bearer(fresh), []byte(chatBody("gpt-4o-mini"))); kr.status != 200 {
+		t.Fatalf("a new jti through kong: %d %s", kr.status, kr.body)
+	}
+	noJTI := token(t, jwt.SigningMethodRS256, e.signer, "k1", nil)
+	if r := e.do("POST", "/v1/chat/completions", bearer(noJTI), chatBody("gpt-4o-mini")); r.status != 401 || r.reason() != "jwt_missing_replay_claim" {
+		t.Fatalf("no jti: %d %q", r.status, r.reason())
+	}
+
+	redis.Stop()
+	third := token(t, jwt.SigningMethodRS256, e.signer, "k1", jwt.MapClaims{"jti": "req-0003"})
+	if r := e.do("POST", "/v1/chat/completions", bearer(third), chatBody("gpt-4o-mini")); r.status != 503 || r.reason() != "jwt_replay_unavailable" {
+		t.Fatalf("redis down: %d %q", r.status, r.reason())
 	}
 }

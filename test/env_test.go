@@ -73,6 +73,8 @@ type envOptions struct {
 	// sets); files are written to the directory first (name -> content).
 	extra string
 	files map[string]string
+	// issuer is appended to the test issuer's settings (indented lines).
+	issuer string
 }
 
 // trialLimits is the rate_limits section of every env unless replaced:
@@ -120,7 +122,7 @@ authentication:
         algorithms: [RS256]
         jwks_url: %s
         jwks_unknown_kid_interval: 1ms
-  api_keys:
+%s  api_keys:
     file: keys.yaml
 authorization:
   policy_dir: policy
@@ -135,7 +137,7 @@ models:
 %s
 audit:
   output: %s
-%s`, testIssuer, testAudience, e.jwks.URL+"/jwks.json", cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"), o.extra)
+%s`, testIssuer, testAudience, e.jwks.URL+"/jwks.json", o.issuer, cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"), o.extra)
 	for name, content := range o.files {
 		testkit.WriteFile(t, e.dir, name, content)
 	}

@@ -27,9 +27,11 @@ type issuer struct {
 	typ     []byte // lower case, without "application/"; nil = not checked
 	subject claimPath
 	roles   []claimPath
-	static  *keySet     // static keys, or nil
-	jwks    keySource   // JWKS (configured or discovered), or nil
-	keyfunc jwt.Keyfunc // static issuers: prebuilt, so Verify allocates no closure
+	// replayClaim is the one-time claim (ReplayClaim); full "" = off.
+	replayClaim claimPath
+	static      *keySet     // static keys, or nil
+	jwks        keySource   // JWKS (configured or discovered), or nil
+	keyfunc     jwt.Keyfunc // static issuers: prebuilt, so Verify allocates no closure
 }
 
 // newIssuer builds an issuer from settings that Validate accepted; errors
@@ -53,6 +55,9 @@ func newIssuer(ctx context.Context, ic IssuerSettings, baseDir string, opts Opti
 		is.typ = []byte(strings.TrimPrefix(t, "application/"))
 	}
 	is.subject = newClaimPath(ic.Claims.Subject)
+	if ic.ReplayClaim != "" {
+		is.replayClaim = newClaimPath(ic.ReplayClaim)
+	}
 	for _, r := range ic.Claims.Roles {
 		is.roles = append(is.roles, newClaimPath(r))
 	}

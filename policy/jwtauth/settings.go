@@ -59,6 +59,11 @@ type IssuerSettings struct {
 	Typ string `yaml:"typ"`
 	// Claims maps token claims to the identity.
 	Claims ClaimMapping `yaml:"claims"`
+	// ReplayClaim, when set (jti, or the nonce claim the issuer uses),
+	// makes tokens one-time: the claim is required, and a token whose
+	// value was seen before within the token's lifetime is refused
+	// (jwt_replayed), on every request, cached or not.
+	ReplayClaim string `yaml:"replay_claim"`
 }
 
 // StaticKey is one verification key from a file or environment variable.
@@ -252,6 +257,9 @@ func (iss *IssuerSettings) validate(baseDir string) []error {
 		}
 	}
 
+	if iss.ReplayClaim != "" {
+		checkClaim(&errs, "replay_claim", iss.ReplayClaim)
+	}
 	checkClaim(&errs, "claims.subject", iss.Claims.Subject)
 	for j, r := range iss.Claims.Roles {
 		checkClaim(&errs, fmt.Sprintf("claims.roles[%d]", j), r)
