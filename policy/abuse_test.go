@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/certid"
 	"github.com/modelguard/modelguard/policy/dlp"
 	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/lockout"
@@ -149,6 +150,35 @@ func TestPromptDLP(t *testing.T) {
 			}
 			if ev := rec.Events(); len(ev) != 1 || ev[0].DLP != tc.dlp {
 				t.Fatalf("audit %+v", ev)
+			}
+		})
+	}
+}
+
+// TestClientCertIdentity: without a credential header, a mapped client
+// certificate principal authenticates; a credential header still decides
+// when present; an unmapped principal is no credential.
+func TestClientCertIdentity(t *testing.T) {
+	e, _ := testEngine(t, allowAll)
+	e.certs = certid.New(certid.Settings{{Principal: "spiffe://c/sa/batch", Subject: "batch", Roles: []string{"ml-engineer"}}})
+	for _, tc := range []struct {
+		name, principal string
+		creds           map[string]string
+		status          int
+		subject, method string
+	}{
+		{"mapped certificate", "spiffe://c/sa/batch", nil, 200, "batch", "client_cert"},
+		{"credential header wins", "spiffe://c/sa/batch", map[string]string{"x-api-key": "mg_alice"}, 200, "alice", "api_key"},
+		{"bad credential is not rescued by the certificate", "spiffe://c/sa/batch", map[string]string{"x-api-key": "mg_nope"}, 401, "", ""},
+		{"unmapped certificate", "spiffe://c/sa/other", nil, 401, "", ""},
+		{"no certificate", "", nil, 401, "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := chat(tc.creds)
+			req.TLSPrincipal = tc.principal
+			d := e.Decide(context.Background(), req)
+			if d.Status != tc.status || tc.status == 200 && (d.Identity.Subject != tc.subject || d.Identity.Method != tc.method) {
+				t.Fatalf("got %d %s identity %+v", d.Status, d.Reason, d.Identity)
 			}
 		})
 	}

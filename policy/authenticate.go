@@ -72,6 +72,16 @@ func (e *Engine) authenticate(ctx context.Context, req *Request) (*Identity, cre
 		return &Identity{Subject: k.Subject, Roles: k.Roles, Method: "api_key", KeyID: k.ID}, cred, "", nil
 	case cred.header != "":
 		return nil, cred, "credential_empty", errors.New("empty credential")
+	case e.certs != nil:
+		// Without a credential header, the client certificate the gateway
+		// verified may authenticate the caller.
+		if c, ok := e.certs.Lookup(req.TLSPrincipal); ok {
+			return &Identity{Subject: c.Subject, Roles: c.Roles, Method: "client_cert"}, cred, "", nil
+		}
+		if e.anonymous {
+			return &Identity{Method: "none"}, cred, "", nil
+		}
+		return nil, cred, "credentials_missing", errors.New("no credential, and no mapped client certificate, in the request")
 	case e.anonymous:
 		return &Identity{Method: "none"}, cred, "", nil
 	default:

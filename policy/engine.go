@@ -10,6 +10,7 @@ import (
 
 	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
+	"github.com/modelguard/modelguard/policy/certid"
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/dlp"
 	"github.com/modelguard/modelguard/policy/iplist"
@@ -73,6 +74,7 @@ type Engine struct {
 	ipLists addressChecker // nil: no address lists
 	lockout failureGuard   // nil: no brute-force lockout
 	dlp     *dlp.Scanner   // nil: no prompt rules
+	certs   *certid.Map    // nil: client certificates do not authenticate
 
 	apiKeyHeader   string
 	bearerKeys     bool

@@ -7,6 +7,7 @@ import (
 
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/certid"
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/dlp"
 	"github.com/modelguard/modelguard/policy/field"
@@ -113,6 +114,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 			return nil, cfg.Error(field.Under("ip_lists", err))
 		}
 		e.ipLists = c
+	}
+	if len(cfg.Authentication.ClientCerts) > 0 {
+		e.certs = certid.New(cfg.Authentication.ClientCerts)
 	}
 	if len(cfg.DLP.Rules) > 0 {
 		sc, err := dlp.Compile(cfg.DLP)

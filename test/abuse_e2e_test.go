@@ -1,8 +1,13 @@
 package test
 
 import (
+	"crypto/tls"
+	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -224,5 +229,38 @@ func TestReplayAcrossGateways(t *testing.T) {
 	third := token(t, jwt.SigningMethodRS256, e.signer, "k1", jwt.MapClaims{"jti": "req-0003"})
 	if r := e.do("POST", "/v1/chat/completions", bearer(third), chatBody("gpt-4o-mini")); r.status != 503 || r.reason() != "jwt_replay_unavailable" {
 		t.Fatalf("redis down: %d %q", r.status, r.reason())
+	}
+}
+
+// TestEnvoyClientCertIdentity: through a TLS listener that asks for a
+// client certificate, a request with no credential header is the caller
+// its certificate's SPIFFE ID maps to; without the certificate it is 401.
+func TestEnvoyClientCertIdentity(t *testing.T) {
+	const spiffe = "spiffe://cluster.local/ns/apps/sa/chat-frontend"
+	e := newEnv(t, envOptions{auth: "  client_certs:\n    - {principal: \"" + spiffe + "\", subject: chat-frontend, roles: [chat-user]}\n"})
+	tlsFront := httptest.NewUnstartedServer(e.front.Config.Handler)
+	tlsFront.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	tlsFront.StartTLS()
+	t.Cleanup(tlsFront.Close)
+	u, _ := url.Parse(spiffe)
+	client := tlsFront.Client()
+	client.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{clientCert(t, u)}
+
+	req, _ := http.NewRequest("POST", tlsFront.URL+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o-mini")))
+	req.Header.Set("content-type", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var echo struct {
+		Headers map[string][]string `json:"headers"`
+	}
+	json.NewDecoder(resp.Body).Decode(&echo)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || echo.Headers["X-Modelguard-Subject"][0] != "chat-frontend" || echo.Headers["X-Modelguard-Auth-Method"][0] != "client_cert" {
+		t.Fatalf("with the certificate: %d, upstream headers %v", resp.StatusCode, echo.Headers)
+	}
+	if r := e.do("POST", "/v1/chat/completions", nil, chatBody("gpt-4o-mini")); r.status != 401 {
+		t.Fatalf("without a certificate: %d", r.status)
 	}
 }

@@ -73,8 +73,9 @@ type envOptions struct {
 	// sets); files are written to the directory first (name -> content).
 	extra string
 	files map[string]string
-	// issuer is appended to the test issuer's settings (indented lines).
-	issuer string
+	// issuer is appended to the test issuer's settings, auth to the
+	// authentication section (indented lines).
+	issuer, auth string
 }
 
 // trialLimits is the rate_limits section of every env unless replaced:
@@ -124,7 +125,7 @@ authentication:
         jwks_unknown_kid_interval: 1ms
 %s  api_keys:
     file: keys.yaml
-authorization:
+%sauthorization:
   policy_dir: policy
   query: data.modelguard.authz.decision
   timeout: 1s
@@ -137,7 +138,7 @@ models:
 %s
 audit:
   output: %s
-%s`, testIssuer, testAudience, e.jwks.URL+"/jwks.json", o.issuer, cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"), o.extra)
+%s`, testIssuer, testAudience, e.jwks.URL+"/jwks.json", o.issuer, o.auth, cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"), o.extra)
 	for name, content := range o.files {
 		testkit.WriteFile(t, e.dir, name, content)
 	}

@@ -24,6 +24,7 @@ import (
 	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/certid"
 	"github.com/modelguard/modelguard/policy/dlp"
 	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/jwtauth"
@@ -129,6 +130,9 @@ type Authentication struct {
 	// APIKeys configures API key authentication (policy/apikey owns its
 	// settings, defaults and rules).
 	APIKeys apikey.Settings `yaml:"api_keys"`
+	// ClientCerts maps verified client certificate identities to callers
+	// (policy/certid owns its settings and rules).
+	ClientCerts certid.Settings `yaml:"client_certs"`
 }
 
 // IdentityHeaders names the upstream headers describing the caller. Names
