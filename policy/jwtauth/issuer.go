@@ -25,8 +25,7 @@ type issuer struct {
 	leeway  time.Duration
 	parser  *jwt.Parser
 	typ     []byte // lower case, without "application/"; nil = not checked
-	subject claimPath
-	roles   []claimPath
+	mapping        // claims to identity
 	// replayClaim is the one-time claim (ReplayClaim); full "" = off.
 	replayClaim claimPath
 	static      *keySet     // static keys, or nil
@@ -54,12 +53,9 @@ func newIssuer(ctx context.Context, ic IssuerSettings, baseDir string, opts Opti
 		t := strings.ToLower(ic.Typ)
 		is.typ = []byte(strings.TrimPrefix(t, "application/"))
 	}
-	is.subject = newClaimPath(ic.Claims.Subject)
+	is.mapping = newMapping(ic.Claims)
 	if ic.ReplayClaim != "" {
 		is.replayClaim = newClaimPath(ic.ReplayClaim)
-	}
-	for _, r := range ic.Claims.Roles {
-		is.roles = append(is.roles, newClaimPath(r))
 	}
 
 	popts := []jwt.ParserOption{
@@ -276,19 +272,38 @@ func keyError(err error, kid, alg string) *Error {
 
 // identity maps verified claims to the caller.
 func (is *issuer) identity(claims jwt.MapClaims) (*Identity, error) {
-	m := map[string]any(claims)
-	v, _ := is.subject.lookup(m)
+	return is.mapping.identity(map[string]any(claims), is.name)
+}
+
+// mapping is a ClaimMapping ready to apply: JWT issuers and token
+// introspection map claims to the caller alike.
+type mapping struct {
+	subject claimPath
+	roles   []claimPath
+}
+
+func newMapping(c ClaimMapping) mapping {
+	mp := mapping{subject: newClaimPath(c.Subject)}
+	for _, r := range c.Roles {
+		mp.roles = append(mp.roles, newClaimPath(r))
+	}
+	return mp
+}
+
+// identity maps claims to the caller.
+func (mp mapping) identity(m map[string]any, issuer string) (*Identity, error) {
+	v, _ := mp.subject.lookup(m)
 	sub, _ := v.(string)
 	if sub == "" {
-		return nil, fail(ReasonMissingSubject, fmt.Errorf("claim %q is missing, empty or not a string", is.subject.full))
+		return nil, fail(ReasonMissingSubject, fmt.Errorf("claim %q is missing, empty or not a string", mp.subject.full))
 	}
-	return &Identity{Subject: sub, Roles: is.rolesOf(m), Claims: m, Issuer: is.name}, nil
+	return &Identity{Subject: sub, Roles: mp.rolesOf(m), Claims: m, Issuer: issuer}, nil
 }
 
 // rolesOf collects roles from each configured claim: a JSON array of
 // strings (other elements ignored) or a space-separated string such as
 // "scope". Duplicates are dropped, first occurrence kept.
-func (is *issuer) rolesOf(m map[string]any) []string {
+func (mp mapping) rolesOf(m map[string]any) []string {
 	roles := make([]string, 0, 8)
 	add := func(r string) {
 		if r == "" {
@@ -301,7 +316,7 @@ func (is *issuer) rolesOf(m map[string]any) []string {
 		}
 		roles = append(roles, r)
 	}
-	for _, p := range is.roles {
+	for _, p := range mp.roles {
 		v, _ := p.lookup(m)
 		switch x := v.(type) {
 		case string:
