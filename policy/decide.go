@@ -77,8 +77,8 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 	}
 	id, cred, reason, err := e.authenticate(ctx, req)
 	if err != nil {
-		if reason == jwtauth.ReasonReplayUnavailable { // a store failing, not the caller
-			e.log.Error("token replay store unavailable: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
+		if jwtauth.Unavailable(reason) { // a store or endpoint failing, not the caller
+			e.log.Error("authentication dependency unavailable: denied", "decision_id", d.ID, "request_id", req.ID, "reason", reason, "error", err)
 			e.deny(d, http.StatusServiceUnavailable, reason, "service unavailable")
 			return
 		}

@@ -43,6 +43,9 @@ type (
 	tokenVerifier interface {
 		Verify(ctx context.Context, token string) (*jwtauth.Identity, error)
 	}
+	introspector interface {
+		Introspect(ctx context.Context, token string) (*jwtauth.Identity, error)
+	}
 	keyStore interface {
 		Lookup(key string) (*apikey.Key, error)
 	}
@@ -69,6 +72,7 @@ type (
 type Engine struct {
 	tokens  tokenVerifier // nil: JWT not configured
 	keys    keyStore      // nil: API keys not configured
+	opaque  introspector  // nil: opaque tokens not introspected
 	authz   authorizer
 	models  inspector
 	ipLists addressChecker // nil: no address lists
@@ -135,6 +139,7 @@ func (e *Engine) setDefaults() {
 var (
 	_ tokenVerifier  = (*jwtauth.Verifier)(nil)
 	_ keyStore       = (*apikey.Store)(nil)
+	_ introspector   = (*jwtauth.Introspector)(nil)
 	_ authorizer     = (*rego.Engine)(nil)
 	_ inspector      = (*models.Catalog)(nil)
 	_ addressChecker = (*iplist.Checker)(nil)

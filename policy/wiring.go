@@ -70,6 +70,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		}
 		e.tokens = v
 	}
+	if s := cfg.Authentication.Introspection; s.Enabled() {
+		in, err := jwtauth.NewIntrospector(s, cfg.Dir, jwtauth.Options{Logger: e.log})
+		if err != nil {
+			return nil, cfg.Error(field.Under("authentication.introspection", err))
+		}
+		e.opaque = in
+	}
 	if f := cfg.Authentication.APIKeys.File; f != "" {
 		s, err := apikey.Open(ctx, cfg.Path(f), apikey.Options{
 			Logger: e.log,

@@ -10,7 +10,9 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/golang-jwt/jwt/v5"
 
@@ -262,5 +264,53 @@ func TestEnvoyClientCertIdentity(t *testing.T) {
 	}
 	if r := e.do("POST", "/v1/chat/completions", nil, chatBody("gpt-4o-mini")); r.status != 401 {
 		t.Fatalf("without a certificate: %d", r.status)
+	}
+}
+
+// TestIntrospectionBothGateways: an opaque bearer token (neither a JWT nor
+// an API key) is checked at an in-process RFC 7662 endpoint and becomes
+// the caller it names, through Envoy and Kong; an inactive token is 401,
+// and an endpoint that cannot answer is 503.
+func TestIntrospectionBothGateways(t *testing.T) {
+	var down atomic.Bool
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, sec, ok := r.BasicAuth(); down.Load() || !ok || id != "modelguard" || sec != "introspection-secret" {
+			http.Error(w, "no", http.StatusServiceUnavailable)
+			return
+		}
+		if r.FormValue("token") == "opaque-alice-0001" {
+			fmt.Fprintf(w, `{"active":true,"sub":"alice","scope":"chat-user","aud":"models","exp":%d}`, time.Now().Add(time.Hour).Unix())
+			return
+		}
+		w.Write([]byte(`{"active":false}`))
+	}))
+	t.Cleanup(idp.Close)
+	e := newEnv(t, envOptions{
+		files: map[string]string{"introspection.secret": "introspection-secret\n"},
+		auth: fmt.Sprintf("  introspection: {url: %q, client_id: modelguard, client_secret_file: introspection.secret, audiences: [models], cache_ttl: 0s}\n",
+			idp.URL+"/introspect"),
+	})
+	k := newKongEnv(t, e, kongBinary(t))
+	good, bad := bearer("opaque-alice-0001"), bearer("opaque-revoked-0002")
+
+	r := e.do("POST", "/v1/chat/completions", good, chatBody("gpt-4o-mini"))
+	if sub, _ := r.upstreamHeader("x-modelguard-subject"); r.status != 200 || sub != "alice" {
+		t.Fatalf("envoy, active token: %d subject %q %s", r.status, sub, r.body)
+	}
+	if kr := k.do("POST", "/v1/chat/completions", good, []byte(chatBody("gpt-4o-mini"))); kr.status != 200 {
+		t.Fatalf("kong, active token: %d %s", kr.status, kr.body)
+	}
+	if r := e.do("POST", "/v1/chat/completions", bad, chatBody("gpt-4o-mini")); r.status != 401 || r.reason() != "token_inactive" {
+		t.Fatalf("envoy, inactive token: %d %q", r.status, r.reason())
+	}
+	if kr := k.do("POST", "/v1/chat/completions", bad, []byte(chatBody("gpt-4o-mini"))); kr.status != 401 {
+		t.Fatalf("kong, inactive token: %d", kr.status)
+	}
+	down.Store(true)
+	if r := e.do("POST", "/v1/chat/completions", good, chatBody("gpt-4o-mini")); r.status != 503 || r.reason() != "token_introspection_unavailable" {
+		t.Fatalf("envoy, endpoint down: %d %q", r.status, r.reason())
+	}
+	if kr := k.do("POST", "/v1/chat/completions", good, []byte(chatBody("gpt-4o-mini"))); kr.status != 503 {
+		t.Fatalf("kong, endpoint down: %d", kr.status)
 	}
 }

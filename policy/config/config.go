@@ -130,6 +130,10 @@ type Authentication struct {
 	// APIKeys configures API key authentication (policy/apikey owns its
 	// settings, defaults and rules).
 	APIKeys apikey.Settings `yaml:"api_keys"`
+	// Introspection checks opaque bearer tokens at an OAuth 2.0
+	// introspection endpoint (policy/jwtauth owns its settings, defaults
+	// and rules).
+	Introspection jwtauth.IntrospectionSettings `yaml:"introspection"`
 	// ClientCerts maps verified client certificate identities to callers
 	// (policy/certid owns its settings and rules).
 	ClientCerts certid.Settings `yaml:"client_certs"`

@@ -42,6 +42,7 @@ func (c *Config) applyDefaults() {
 	}
 	fillDefaults(c, "authentication.jwt.cache", &a.JWT.Cache, jwtauth.DefaultCache())
 	fillDefaults(c, "authentication.api_keys", &a.APIKeys, apikey.DefaultSettings())
+	fillDefaults(c, "authentication.introspection", &a.Introspection, jwtauth.DefaultIntrospection())
 	a.APIKeys.Header = strings.ToLower(a.APIKeys.Header)
 
 	fillDefaults(c, "authorization", &c.Authorization, rego.DefaultSettings())

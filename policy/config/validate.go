@@ -92,9 +92,10 @@ func (v *validator) server(s *Server) {
 
 func (v *validator) authentication(a *Authentication) {
 	field.Range(&v.errs, "authentication.max_credential_bytes", a.MaxCredentialBytes, minCredentialBytes, maxCredentialBytes)
-	if len(a.JWT.Issuers) == 0 && a.APIKeys.File == "" && len(a.ClientCerts) == 0 && !a.AllowAnonymous {
-		v.fail("authentication", "no authentication method: configure jwt.issuers, api_keys.file or client_certs, or set allow_anonymous: true")
+	if len(a.JWT.Issuers) == 0 && a.APIKeys.File == "" && len(a.ClientCerts) == 0 && !a.Introspection.Enabled() && !a.AllowAnonymous {
+		v.fail("authentication", "no authentication method: configure jwt.issuers, api_keys.file, introspection or client_certs, or set allow_anonymous: true")
 	}
+	v.errs = append(v.errs, field.Within("authentication.introspection", a.Introspection.Validate(v.c.Dir))...)
 	v.errs = append(v.errs, field.Within("authentication.client_certs", a.ClientCerts.Validate())...)
 	v.errs = append(v.errs, field.Within("authentication.jwt", a.JWT.Validate(v.c.Dir))...)
 
