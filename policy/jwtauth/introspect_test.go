@@ -199,3 +199,29 @@ func TestIntrospectionSettings(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkIntrospectCached is the cost of an opaque token whose active
+// result is cached: no call to the endpoint.
+func BenchmarkIntrospectCached(b *testing.B) {
+	b.Setenv("MG_TEST_INTROSPECTION_SECRET", "s3cret")
+	ep := &introspectionEndpoint{tokens: map[string]map[string]any{}, status: 200}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ep.hits.Add(1)
+		w.Write([]byte(`{"active":true,"sub":"alice","scope":"chat-user","aud":"models"}`))
+	}))
+	defer srv.Close()
+	in, err := NewIntrospector(introspectionSettings(srv.URL), "", Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := in.Introspect(ctx, "opaque-alice-0001"); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if ep.hits.Load() != 1 {
+		b.Fatalf("%d endpoint calls", ep.hits.Load())
+	}
+}
