@@ -98,7 +98,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 	var fetchErr error
 	res, err := e.authz.EvalInput(ctx, func(reads rego.Inputs) ast.Value {
 		fetchErr = req.Complete(inputParts(reads))
-		return e.input(req, id, d.Model, mr, reads.Has(rego.InputParsedBody))
+		return e.input(req, id, d.Model, mr, reads)
 	})
 	d.PolicyRevision = res.Revision
 	if fetchErr != nil {

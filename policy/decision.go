@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/modelguard/modelguard/policy/ratelimit"
 )
 
 // Decision is the core's answer for one Request.
@@ -47,6 +49,10 @@ type Decision struct {
 	// DLP names the prompt rules that matched (see policy/dlp),
 	// comma-separated: the one that denied, or those that flagged.
 	DLP string
+	// Reservation is the token budgets an allowed request holds, for the
+	// gateway to settle from the real usage; set only with
+	// Options.HoldReservations, nil when it holds none.
+	Reservation *ratelimit.Reservation
 	// Start is when evaluation began; Latency how long it took.
 	Start   time.Time
 	Latency time.Duration

@@ -144,7 +144,7 @@ func TestParseFullConfig(t *testing.T) {
 			APIKeys:       apikey.Settings{File: "keys.yaml", Header: "x-team-key", Bearer: &no},
 			Introspection: jwtauth.DefaultIntrospection(),
 		},
-		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond},
+		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond, DecisionCache: rego.CacheSettings{Enabled: true, Size: rego.DefaultCacheSize}},
 		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders:    IdentityHeaders{Subject: "x-user", Roles: "", AuthMethod: "x-method", KeyID: "x-key", DecisionID: "x-decision"},
@@ -198,7 +198,7 @@ func TestDefaults(t *testing.T) {
 			APIKeys:       apikey.Settings{File: "keys.yaml", Header: "x-api-key", Bearer: &yes},
 			Introspection: jwtauth.DefaultIntrospection(),
 		},
-		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond},
+		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond, DecisionCache: rego.CacheSettings{Enabled: true, Size: rego.DefaultCacheSize}},
 		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders: IdentityHeaders{

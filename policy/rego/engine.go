@@ -27,6 +27,8 @@ type Options struct {
 	// Poll is passed to watch.Options.Poll: when positive, the directory is
 	// also re-read at this interval.
 	Poll time.Duration
+	// OnCacheLookup is called after each lookup in the decision cache.
+	OnCacheLookup func(hit bool)
 }
 
 // Engine evaluates the current revision of a watched policy directory.
@@ -36,6 +38,9 @@ type Engine struct {
 	timeout  time.Duration
 	onReload func(string, error)
 	log      *slog.Logger
+	// cacheSize is the decision cache's size, 0 when it is off.
+	cacheSize     int
+	onCacheLookup func(hit bool)
 
 	current atomic.Pointer[Policy]
 	// lastSum is the content of the last compile attempt, good or refused,
@@ -56,14 +61,21 @@ func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engin
 	}
 	dir := resolve(s.PolicyDir, baseDir)
 	e := &Engine{
-		dir:      dir,
-		query:    s.Query,
-		timeout:  s.Timeout,
-		onReload: opts.OnReload,
-		log:      opts.Logger,
+		dir:           dir,
+		query:         s.Query,
+		timeout:       s.Timeout,
+		onReload:      opts.OnReload,
+		log:           opts.Logger,
+		onCacheLookup: opts.OnCacheLookup,
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
+	}
+	if e.onCacheLookup == nil {
+		e.onCacheLookup = func(bool) {}
+	}
+	if s.DecisionCache.Enabled {
+		e.cacheSize = s.DecisionCache.Size
 	}
 	snap, err := readPolicyDir(dir, false)
 	if err != nil {
@@ -73,7 +85,7 @@ func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engin
 	if err != nil {
 		return nil, dirError(err)
 	}
-	e.current.Store(p)
+	e.install(p)
 	e.lastSum = snap.sum
 	// Subdirectories created later are read on the next change in a watched
 	// directory, or on the next poll.
@@ -97,14 +109,60 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (Result, error) {
 // build learns which optional members that policy reads, so the full body
 // is converted to Rego values, and a gateway asked for the query, scheme or
 // client address, only for policies that use them.
+//
+// A cacheable policy's decision comes from the decision cache when one
+// was made for the same values of everything the policy reads.
 func (e *Engine) EvalInput(ctx context.Context, build func(reads Inputs) ast.Value) (Result, error) {
 	p := e.current.Load()
-	input := build(p.inputs)
+	input := build(p.reads.inputs)
+	var key cacheKey
+	keyed := false
+	// A request whose context has ended is evaluated, and refused, as
+	// without the cache.
+	if p.cache != nil && ctx.Err() == nil {
+		if key, keyed = p.cache.key(input); keyed {
+			r, hit := p.cache.lru.Get(key)
+			e.onCacheLookup(hit)
+			if hit {
+				return r, nil
+			}
+		}
+	}
+	r, err := e.eval(ctx, p, input)
+	if keyed && err == nil {
+		p.cache.lru.Add(key, r)
+	}
+	return r, err
+}
+
+func (e *Engine) eval(ctx context.Context, p *Policy, input ast.Value) (Result, error) {
 	// The timeout starts after the input is built (converting a large
 	// parsed body takes time that is not the policy's): it bounds evaluation.
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	return p.Eval(ctx, input)
+}
+
+// DropDecisions empties the decision cache. A reload of the policy starts
+// a new cache by itself; the engine's owner calls this when anything else
+// it decides with reloads (keys, schemas, configuration).
+func (e *Engine) DropDecisions() {
+	if c := e.current.Load().cache; c != nil {
+		c.lru.Purge()
+	}
+}
+
+// install makes p, with a new decision cache if its decisions may be
+// cached, the policy deciding.
+func (e *Engine) install(p *Policy) {
+	if ok, why := p.Cacheable(); !ok {
+		if e.cacheSize > 0 {
+			e.log.Info("policy decisions are not cached", "revision", p.Revision(), "reason", why)
+		}
+	} else if e.cacheSize > 0 {
+		p.cache = newDecisionCache(e.cacheSize, p.reads.paths)
+	}
+	e.current.Store(p)
 }
 
 // Revision is the revision of the policy now deciding.
@@ -134,7 +192,7 @@ func (e *Engine) reload(ctx context.Context) {
 		e.reloaded(snap.revision(), err)
 		return
 	}
-	e.current.Store(p)
+	e.install(p)
 	e.log.Info("policy reloaded", "dir", e.dir, "revision", p.Revision(), "previous", running)
 	e.reloaded(p.Revision(), nil)
 }

@@ -45,8 +45,11 @@ type Result struct {
 type Policy struct {
 	query    oparego.PreparedEvalQuery
 	revision string
-	// inputs are the optional input members some rule reads.
-	inputs Inputs
+	// reads are what the policy may read of input.
+	reads reads
+	// cache keeps its decisions; nil when they are not cached. Set by the
+	// Engine before the policy decides, never after.
+	cache *decisionCache
 }
 
 // Compile loads the policy in dir (tests excluded), compiles it and prepares
@@ -75,7 +78,7 @@ func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Po
 		return nil, fmt.Errorf("policy %s: no .rego files", dir)
 	}
 	modules := loaded.ParsedModules()
-	inputs := readInputs(modules)
+	reads := readsOf(modules)
 	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
 	if compiler.Compile(modules); compiler.Failed() {
 		return nil, fmt.Errorf("policy %s: %w", dir, compiler.Errors)
@@ -102,14 +105,18 @@ func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Po
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: prepare %s: %w", dir, query, err)
 	}
-	return &Policy{query: prepared, revision: snap.revision(), inputs: inputs}, nil
+	return &Policy{query: prepared, revision: snap.revision(), reads: reads}, nil
 }
 
 // ParsedBody reports whether the policy reads input.parsed_body.
-func (p *Policy) ParsedBody() bool { return p.inputs.Has(InputParsedBody) }
+func (p *Policy) ParsedBody() bool { return p.reads.inputs.Has(InputParsedBody) }
 
 // Inputs are the optional input members the policy reads.
-func (p *Policy) Inputs() Inputs { return p.inputs }
+func (p *Policy) Inputs() Inputs { return p.reads.inputs }
+
+// Cacheable reports whether the policy's decisions may be cached, and if
+// not, why (say, "calls time.now_ns").
+func (p *Policy) Cacheable() (bool, string) { return p.reads.uncacheable == "", p.reads.uncacheable }
 
 // load parses the snapshot's modules and data with OPA's loader.
 func load(snap *snapshot) (*loader.Result, error) {

@@ -19,6 +19,9 @@ type Settings struct {
 	Query string `yaml:"query"`
 	// Timeout for one evaluation, default 100ms, between 1ms and 10s.
 	Timeout time.Duration `yaml:"timeout"`
+	// DecisionCache keeps the decisions of cacheable policies; see
+	// CacheSettings. Off when built in code and left zero.
+	DecisionCache CacheSettings `yaml:"decision_cache"`
 }
 
 // Defaults and limits of Settings.
@@ -31,7 +34,7 @@ const (
 
 // DefaultSettings returns the value every absent key takes.
 func DefaultSettings() Settings {
-	return Settings{Query: DefaultQuery, Timeout: DefaultTimeout}
+	return Settings{Query: DefaultQuery, Timeout: DefaultTimeout, DecisionCache: CacheSettings{Enabled: true, Size: DefaultCacheSize}}
 }
 
 // orDefaults gives zero fields their defaults, for settings built in code;
@@ -63,6 +66,7 @@ func (s Settings) Validate(baseDir string) []error {
 		errs = append(errs, &field.Error{Path: "query", Err: err})
 	}
 	field.Range(&errs, "timeout", s.Timeout, MinTimeout, MaxTimeout)
+	errs = append(errs, field.Within("decision_cache", s.DecisionCache.validate())...)
 	return errs
 }
 
