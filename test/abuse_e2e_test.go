@@ -1,13 +1,11 @@
 package test
 
 import (
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"net/url"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -99,7 +97,7 @@ func TestIPListsBothGateways(t *testing.T) {
 func TestLockoutSharedAcrossGateways(t *testing.T) {
 	redis := redisserver.Start(t)
 	e := newEnv(t, envOptions{
-		rateLimits: fmt.Sprintf("rate_limits:\n  store: redis\n  redis: {address: %q, timeout: 1s}\n", redis.Addr),
+		rateLimits: redisStore(redis.Addr),
 		extra:      "lockout: {max_failures: 3, window: 1h, cooldown: 1h}\n",
 	})
 	k := newKongEnv(t, e, kongBinary(t))
@@ -202,7 +200,7 @@ func TestPromptDLPBothGateways(t *testing.T) {
 func TestReplayAcrossGateways(t *testing.T) {
 	redis := redisserver.Start(t)
 	e := newEnv(t, envOptions{
-		rateLimits: fmt.Sprintf("rate_limits:\n  store: redis\n  redis: {address: %q, timeout: 1s}\n", redis.Addr),
+		rateLimits: redisStore(redis.Addr),
 		issuer:     "        replay_claim: jti\n",
 	})
 	k := newKongEnv(t, e, kongBinary(t))
@@ -240,13 +238,7 @@ func TestReplayAcrossGateways(t *testing.T) {
 func TestEnvoyClientCertIdentity(t *testing.T) {
 	const spiffe = "spiffe://cluster.local/ns/apps/sa/chat-frontend"
 	e := newEnv(t, envOptions{auth: "  client_certs:\n    - {principal: \"" + spiffe + "\", subject: chat-frontend, roles: [chat-user]}\n"})
-	tlsFront := httptest.NewUnstartedServer(e.front.Config.Handler)
-	tlsFront.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
-	tlsFront.StartTLS()
-	t.Cleanup(tlsFront.Close)
-	u, _ := url.Parse(spiffe)
-	client := tlsFront.Client()
-	client.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{clientCert(t, u)}
+	tlsFront, client := e.tlsFront(t, spiffe)
 
 	req, _ := http.NewRequest("POST", tlsFront.URL+"/v1/chat/completions", strings.NewReader(chatBody("gpt-4o-mini")))
 	req.Header.Set("content-type", "application/json")
@@ -313,4 +305,10 @@ func TestIntrospectionBothGateways(t *testing.T) {
 	if kr := k.do("POST", "/v1/chat/completions", good, []byte(chatBody("gpt-4o-mini"))); kr.status != 503 {
 		t.Fatalf("kong, endpoint down: %d", kr.status)
 	}
+}
+
+// redisStore is a rate_limits section with no rules that puts the shared
+// state (lockouts, one-time token values) in the Redis at addr.
+func redisStore(addr string) string {
+	return fmt.Sprintf("rate_limits:\n  store: redis\n  redis: {address: %q, timeout: 1s}\n", addr)
 }

@@ -2,8 +2,9 @@ package certid
 
 import (
 	"slices"
-	"strings"
 	"testing"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 func TestLookup(t *testing.T) {
@@ -32,26 +33,17 @@ func TestLookup(t *testing.T) {
 }
 
 func TestValidate(t *testing.T) {
-	var got []string
-	for _, e := range (Settings{
+	testkit.WantErrors(t, Settings{
 		{Principal: "a", Prefix: "b"},
 		{Subject: "x"},
 		{Principal: "p", Roles: []string{"a,b", ""}},
 		{Principal: "p", Subject: "bad\nsubject"},
-	}).Validate() {
-		got = append(got, e.Error())
-	}
-	j := strings.Join(got, "\n")
-	for _, want := range []string{
+	}.Validate(), 6,
 		"[0]: set exactly one of principal and prefix",
 		"[1]: set exactly one",
 		"[2].roles[0]: must be non-empty",
 		"[2].roles[1]: must be non-empty",
 		"[3]: same principal or prefix as [2]",
 		"[3].subject: holds characters",
-	} {
-		if !strings.Contains(j, want) {
-			t.Errorf("missing %q in\n%s", want, j)
-		}
-	}
+	)
 }

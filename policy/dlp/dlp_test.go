@@ -4,6 +4,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 func TestDetectors(t *testing.T) {
@@ -104,12 +106,7 @@ func TestValidate(t *testing.T) {
 		{Name: "c", Pattern: `(?<=x)y`},
 		{Name: "D"},
 	}}.Validate()
-	var got []string
-	for _, e := range errs {
-		got = append(got, e.Error())
-	}
-	j := strings.Join(got, "\n")
-	for _, want := range []string{
+	testkit.WantErrors(t, errs, 7,
 		`rules[1].name: "a" is used by another rule`,
 		`rules[1].detector: "ssn" is not one of anthropic_api_key, aws_access_key_id,`,
 		`rules[1].action: "block" is not one of deny, flag`,
@@ -117,14 +114,7 @@ func TestValidate(t *testing.T) {
 		"rules[3].pattern: not an RE2 expression",
 		"rules[4].name: must be",
 		"rules[4]: set exactly one",
-	} {
-		if !strings.Contains(j, want) {
-			t.Errorf("missing %q in\n%s", want, j)
-		}
-	}
-	if len(errs) != 7 {
-		t.Errorf("%d errors:\n%s", len(errs), j)
-	}
+	)
 }
 
 // prompt is n bytes of ordinary chat text with digits and dashes (what the

@@ -9,7 +9,6 @@ package dlp
 import (
 	"fmt"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 
@@ -44,8 +43,6 @@ const (
 // maxRules bounds the rules (Findings is a bit set).
 const maxRules = 64
 
-var ruleName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
-
 // Detectors lists the built-in detector ids.
 func Detectors() []string {
 	ids := make([]string, 0, len(builtins))
@@ -64,15 +61,10 @@ func (s Settings) Validate() []error {
 	if len(s.Rules) > maxRules {
 		errs.Addf("rules", "at most %d rules, got %d", maxRules, len(s.Rules))
 	}
-	var seen []string
+	seen := map[string]bool{}
 	for i, r := range s.Rules {
 		p := fmt.Sprintf("rules[%d]", i)
-		if !ruleName.MatchString(r.Name) {
-			errs.Addf(p+".name", "must be 1-63 characters of a-z, 0-9, _ . - starting with a letter or digit")
-		} else if slices.Contains(seen, r.Name) {
-			errs.Addf(p+".name", "%q is used by another rule", r.Name)
-		}
-		seen = append(seen, r.Name)
+		errs.UniqueName(p+".name", r.Name, "rule", seen)
 		switch {
 		case (r.Detector == "") == (r.Pattern == ""):
 			errs.Addf(p, "set exactly one of detector and pattern")

@@ -139,25 +139,13 @@ func TestValidate(t *testing.T) {
 		{Name: "a", File: "missing.txt", Action: "block"},
 		{Name: "Bad Name", Action: ActionAllow},
 	}}.Validate(dir)
-	var got []string
-	for _, e := range errs {
-		got = append(got, e.Error())
-	}
-	joined := strings.Join(got, "\n")
-	for _, want := range []string{
+	testkit.WantErrors(t, errs, 5,
 		`lists[1].name: "a" is used by another list`,
 		`lists[1].action: "block" is not one of deny, allow`,
-		"lists[1].file: open " + filepath.Join(dir, "missing.txt"),
+		"lists[1].file: open "+filepath.Join(dir, "missing.txt"),
 		"lists[2].name: must be",
 		"lists[2].file: required",
-	} {
-		if !strings.Contains(joined, want) {
-			t.Errorf("missing %q in:\n%s", want, joined)
-		}
-	}
-	if len(errs) != 5 {
-		t.Errorf("got %d errors, want 5:\n%s", len(errs), joined)
-	}
+	)
 }
 
 // million writes a list of n distinct prefixes, a mix of IPv4 /24../32 and

@@ -3,7 +3,6 @@ package iplist
 import (
 	"fmt"
 	"path/filepath"
-	"regexp"
 
 	"github.com/modelguard/modelguard/policy/field"
 )
@@ -35,8 +34,6 @@ const (
 	ActionAllow = "allow"
 )
 
-var listName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
-
 // Validate checks s; files are resolved against dir. The errors are
 // *field.Error relative to the section ("lists[1].file").
 func (s Settings) Validate(dir string) []error {
@@ -44,12 +41,7 @@ func (s Settings) Validate(dir string) []error {
 	seen := map[string]bool{}
 	for i, l := range s.Lists {
 		p := fmt.Sprintf("lists[%d]", i)
-		if !listName.MatchString(l.Name) {
-			errs.Addf(p+".name", "must be 1-63 characters of a-z, 0-9, _ . - starting with a letter or digit")
-		} else if seen[l.Name] {
-			errs.Addf(p+".name", "%q is used by another list", l.Name)
-		}
-		seen[l.Name] = true
+		errs.UniqueName(p+".name", l.Name, "list", seen)
 		errs.OneOf(p+".action", l.Action, ActionDeny, ActionAllow)
 		if l.File == "" {
 			errs.Addf(p+".file", "required")

@@ -3,7 +3,6 @@ package lockout
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -11,8 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/test/redisserver"
+	"github.com/modelguard/modelguard/test/redisserver/redisstore"
 )
 
 // trips records OnLockout calls.
@@ -23,16 +22,6 @@ type trips struct {
 
 func (t *trips) add(tr Trip) { t.mu.Lock(); defer t.mu.Unlock(); t.l = append(t.l, tr) }
 func (t *trips) all() []Trip { t.mu.Lock(); defer t.mu.Unlock(); return slices.Clone(t.l) }
-
-func shared(t *testing.T, addr, onError string) *ratelimit.Shared {
-	t.Helper()
-	b, err := ratelimit.Open(ratelimit.Settings{Store: "redis", Redis: ratelimit.RedisSettings{Address: addr, Timeout: time.Second, OnError: onError}}, nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b.Shared()
-}
 
 // stores runs f against the local store and against a real redis-server
 // shared by two guards (two replicas).
@@ -45,8 +34,8 @@ func stores(t *testing.T, s Settings, f func(t *testing.T, a, b *Guard, tr *trip
 	t.Run("redis", func(t *testing.T) {
 		srv := redisserver.Start(t)
 		tr := &trips{}
-		a := New(s, nil, Options{Shared: shared(t, srv.Addr, "deny"), OnLockout: tr.add})
-		b := New(s, nil, Options{Shared: shared(t, srv.Addr, "deny"), OnLockout: tr.add})
+		a := New(s, nil, Options{Shared: redisstore.Shared(t, srv.Addr, "deny"), OnLockout: tr.add})
+		b := New(s, nil, Options{Shared: redisstore.Shared(t, srv.Addr, "deny"), OnLockout: tr.add})
 		f(t, a, b, tr)
 	})
 }
@@ -160,8 +149,8 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // replica decides alone.
 func TestRedisDown(t *testing.T) {
 	srv := redisserver.Start(t)
-	deny := New(Settings{MaxFailures: 1}, nil, Options{Shared: shared(t, srv.Addr, "deny")})
-	local := New(Settings{MaxFailures: 1}, nil, Options{Shared: shared(t, srv.Addr, "local")})
+	deny := New(Settings{MaxFailures: 1}, nil, Options{Shared: redisstore.Shared(t, srv.Addr, "deny")})
+	local := New(Settings{MaxFailures: 1}, nil, Options{Shared: redisstore.Shared(t, srv.Addr, "local")})
 	srv.Stop()
 	ctx := context.Background()
 	if _, err := deny.Locked(ctx, "192.0.2.1:1"); !errors.Is(err, ErrUnavailable) {
@@ -216,11 +205,6 @@ func BenchmarkLocked(b *testing.B) {
 	b.Run("local", func(b *testing.B) { run(b, New(Settings{MaxFailures: 10}, nil, Options{})) })
 	b.Run("redis", func(b *testing.B) {
 		srv := redisserver.Start(b)
-		bk, err := ratelimit.Open(ratelimit.Settings{Store: "redis", Redis: ratelimit.RedisSettings{Address: srv.Addr, Timeout: time.Second}}, nil, slog.New(slog.DiscardHandler))
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer bk.Close()
-		run(b, New(Settings{MaxFailures: 10}, nil, Options{Shared: bk.Shared()}))
+		run(b, New(Settings{MaxFailures: 10}, nil, Options{Shared: redisstore.Shared(b, srv.Addr, "deny")}))
 	})
 }

@@ -3,23 +3,12 @@ package replay
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"testing"
 	"time"
 
-	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/test/redisserver"
+	"github.com/modelguard/modelguard/test/redisserver/redisstore"
 )
-
-func shared(t *testing.T, addr, onError string) *ratelimit.Shared {
-	t.Helper()
-	b, err := ratelimit.Open(ratelimit.Settings{Store: "redis", Redis: ratelimit.RedisSettings{Address: addr, Timeout: time.Second, OnError: onError}}, nil, slog.New(slog.DiscardHandler))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { b.Close() })
-	return b.Shared()
-}
 
 func first(t *testing.T, s *Store, v string, until time.Time) bool {
 	t.Helper()
@@ -39,7 +28,7 @@ func TestFirstUse(t *testing.T) {
 		a, b *Store
 	}{
 		{"local", nil, nil},
-		{"redis, two replicas", New(shared(t, srv.Addr, "deny"), nil), New(shared(t, srv.Addr, "deny"), nil)},
+		{"redis, two replicas", New(redisstore.Shared(t, srv.Addr, "deny"), nil), New(redisstore.Shared(t, srv.Addr, "deny"), nil)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if tc.a == nil {
@@ -84,8 +73,8 @@ func TestLocalFull(t *testing.T) {
 
 func TestRedisDown(t *testing.T) {
 	srv := redisserver.Start(t)
-	deny := New(shared(t, srv.Addr, "deny"), nil)
-	local := New(shared(t, srv.Addr, "local"), nil)
+	deny := New(redisstore.Shared(t, srv.Addr, "deny"), nil)
+	local := New(redisstore.Shared(t, srv.Addr, "local"), nil)
 	srv.Stop()
 	until := time.Now().Add(time.Hour)
 	if _, err := deny.FirstUse(context.Background(), "x", until); !errors.Is(err, ErrUnavailable) {
