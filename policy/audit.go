@@ -97,6 +97,9 @@ func (e *Engine) RecordDecision(req *Request, d *Decision) error {
 		IPList:         d.IPList,
 		DLP:            d.DLP,
 	}
+	if d.BodyUnchecked {
+		ev.BodyCheck = audit.BodyCheckSkipped
+	}
 	if id := d.Identity; id != nil {
 		ev.Subject, ev.AuthMethod, ev.KeyID, ev.Issuer = id.Subject, id.Method, id.KeyID, id.Issuer
 	}

@@ -105,6 +105,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		return nil, cfg.Error(field.Under("authorization", err))
 	}
 	e.authz = r
+	e.opaEnvoy = r.Input() == rego.ShapeOPAEnvoy
 	if len(cfg.IPLists.Lists) > 0 {
 		c, err := iplist.Open(ctx, cfg.IPLists, cfg.Dir, iplist.Options{
 			Logger: e.log,

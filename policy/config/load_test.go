@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/modelguard/modelguard/httpauthz/httpsettings"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -105,6 +106,7 @@ func TestParseFullConfig(t *testing.T) {
 			MaxMessageBytes: 1 << 20,
 			ShutdownGrace:   2 * time.Second,
 			TLS:             TLS{CertFile: "tls/server.crt", KeyFile: "tls/server.key", ClientCAFile: "tls/clients-ca.crt"},
+			HTTP:            httpsettings.DefaultSettings(),
 		},
 		Authentication: Authentication{
 			AllowAnonymous:     true,
@@ -144,7 +146,7 @@ func TestParseFullConfig(t *testing.T) {
 			APIKeys:       apikey.Settings{File: "keys.yaml", Header: "x-team-key", Bearer: &no},
 			Introspection: jwtauth.DefaultIntrospection(),
 		},
-		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond, DecisionCache: rego.CacheSettings{Enabled: true, Size: rego.DefaultCacheSize}},
+		Authorization:      rego.Settings{PolicyDir: "policies", Input: "modelguard", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond, DecisionCache: rego.CacheSettings{Enabled: true, Size: rego.DefaultCacheSize}},
 		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders:    IdentityHeaders{Subject: "x-user", Roles: "", AuthMethod: "x-method", KeyID: "x-key", DecisionID: "x-decision"},
@@ -181,6 +183,7 @@ func TestDefaults(t *testing.T) {
 			AdminAddress:    "127.0.0.1:9192",
 			MaxMessageBytes: 8 << 20,
 			ShutdownGrace:   15 * time.Second,
+			HTTP:            httpsettings.Settings{Address: "off", WithoutBody: "refuse"},
 		},
 		Authentication: Authentication{
 			MaxCredentialBytes: 8192,
@@ -198,7 +201,7 @@ func TestDefaults(t *testing.T) {
 			APIKeys:       apikey.Settings{File: "keys.yaml", Header: "x-api-key", Bearer: &yes},
 			Introspection: jwtauth.DefaultIntrospection(),
 		},
-		Authorization:      rego.Settings{PolicyDir: "policies", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond, DecisionCache: rego.CacheSettings{Enabled: true, Size: rego.DefaultCacheSize}},
+		Authorization:      rego.Settings{PolicyDir: "policies", Input: "modelguard", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond, DecisionCache: rego.CacheSettings{Enabled: true, Size: rego.DefaultCacheSize}},
 		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders: IdentityHeaders{

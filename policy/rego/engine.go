@@ -35,6 +35,7 @@ type Options struct {
 type Engine struct {
 	dir      string
 	query    string
+	shape    string // Settings.Input
 	timeout  time.Duration
 	onReload func(string, error)
 	log      *slog.Logger
@@ -63,6 +64,7 @@ func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engin
 	e := &Engine{
 		dir:           dir,
 		query:         s.Query,
+		shape:         s.Input,
 		timeout:       s.Timeout,
 		onReload:      opts.OnReload,
 		log:           opts.Logger,
@@ -81,7 +83,7 @@ func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engin
 	if err != nil {
 		return nil, dirError(fmt.Errorf("policy %s: %w", dir, err))
 	}
-	p, err := compile(ctx, dir, snap, e.query)
+	p, err := compile(ctx, dir, snap, e.query, e.shape, logPrints{e.log})
 	if err != nil {
 		return nil, dirError(err)
 	}
@@ -95,7 +97,7 @@ func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engin
 	if err != nil {
 		return nil, dirError(fmt.Errorf("policy %s: %w", dir, err))
 	}
-	e.log.Info("policy loaded", "dir", dir, "revision", p.Revision(), "query", e.query)
+	e.log.Info("policy loaded", "dir", dir, "revision", p.Revision(), "query", e.query, "input", e.shape)
 	return e, nil
 }
 
@@ -143,6 +145,10 @@ func (e *Engine) eval(ctx context.Context, p *Policy, input ast.Value) (Result, 
 	return p.Eval(ctx, input)
 }
 
+// Input is the shape of the input document the policy reads
+// (ShapeModelguard or ShapeOPAEnvoy).
+func (e *Engine) Input() string { return e.shape }
+
 // DropDecisions empties the decision cache. A reload of the policy starts
 // a new cache by itself; the engine's owner calls this when anything else
 // it decides with reloads (keys, schemas, configuration).
@@ -186,7 +192,7 @@ func (e *Engine) reload(ctx context.Context) {
 		return
 	}
 	e.lastSum = snap.sum
-	p, err := compile(ctx, e.dir, snap, e.query)
+	p, err := compile(ctx, e.dir, snap, e.query, e.shape, logPrints{e.log})
 	if err != nil {
 		e.log.Error("policy reload refused, keeping the running revision", "dir", e.dir, "revision", snap.revision(), "running", running, "error", err)
 		e.reloaded(snap.revision(), err)
