@@ -96,6 +96,8 @@ func (e *Engine) RecordDecision(req *Request, d *Decision) error {
 		RateLimitKey:   d.RateLimitKey,
 		TraceID:        d.Trace.TraceID,
 		SpanID:         d.Trace.SpanID,
+		IPList:         d.IPList,
+		DLP:            d.DLP,
 	}
 	if d.BodyUnchecked {
 		ev.BodyCheck = audit.BodyCheckSkipped

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,15 +36,15 @@ func newBenchSetup(b *testing.B, durability audit.Durability) benchSetup {
 	return newBenchSetupJWT(b, durability, "")
 }
 
-// newBenchSetupJWT adds jwtYAML (lines under authentication.jwt) to the
-// configuration.
-func newBenchSetupJWT(b *testing.B, durability audit.Durability, jwtYAML string) benchSetup {
-	return newBenchSetupWith(b, durability, jwtYAML, policy.Options{})
+// newBenchSetupJWT adds jwtYAML (lines under authentication.jwt) and
+// extra (top-level sections) to the configuration.
+func newBenchSetupJWT(b *testing.B, durability audit.Durability, jwtYAML string, extra ...string) benchSetup {
+	return newBenchSetupWith(b, durability, jwtYAML, policy.Options{}, extra...)
 }
 
 // newBenchSetupWith builds the engine with opts (the audit trail is added
 // for a durability).
-func newBenchSetupWith(b *testing.B, durability audit.Durability, jwtYAML string, opts policy.Options) benchSetup {
+func newBenchSetupWith(b *testing.B, durability audit.Durability, jwtYAML string, opts policy.Options, extra ...string) benchSetup {
 	b.Helper()
 	dir := b.TempDir()
 	if err := os.CopyFS(dir, examples.Demo); err != nil {
@@ -75,7 +76,7 @@ models:
 # The parallel benchmarks measure deciding, not load shedding: every caller
 # waits for a check slot.
 admission: {max_concurrent_checks: 64, max_wait: 1s}
-`
+` + strings.Join(extra, "")
 	cfg, err := config.Parse([]byte(cfgYAML), "bench.yaml", dir)
 	if err != nil {
 		b.Fatal(err)

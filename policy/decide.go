@@ -12,6 +12,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 	"go.opentelemetry.io/otel/codes"
 
+	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/rego"
 )
@@ -81,10 +82,20 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		}
 		defer e.checks.Release(1)
 	}
+	if !e.screen(ctx, req, d) {
+		return
+	}
 	sctx, span := e.step(ctx, spanAuthenticate)
 	id, cred, reason, err := e.authenticate(sctx, req)
 	if err != nil {
+		if jwtauth.Unavailable(reason) { // a store or endpoint failing, not the caller
+			e.log.Error("authentication dependency unavailable: denied", d.logIDs(), "request_id", req.ID, "reason", reason, "error", err)
+			e.deny(d, http.StatusServiceUnavailable, reason, "service unavailable")
+			endStep(span, d)
+			return
+		}
 		e.log.Info("authentication failed", d.logIDs(), "request_id", req.ID, "reason", reason, "error", err)
+		e.authFailed(ctx, req, d, err)
 		e.deny(d, http.StatusUnauthorized, reason, "invalid or missing credentials")
 		d.ResponseHeaders = append(d.ResponseHeaders, Header{"www-authenticate", `Bearer realm="modelguard"`})
 		endStep(span, d)
@@ -193,6 +204,9 @@ func (e *Engine) inspect(req *Request, d *Decision) (*models.Model, bool) {
 	if isModel {
 		d.Model = Model{Name: mr.Name, Operation: mr.Operation}
 		d.BodyUnchecked = mr.Unchecked
+		if !e.scanPrompt(req, d, mr) {
+			return nil, false
+		}
 	} else {
 		d.Model = listing(req)
 	}

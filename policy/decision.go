@@ -53,6 +53,11 @@ type Decision struct {
 	// RateLimit names the limit that refused the request and RateLimitKey
 	// what it counts per ("subject+model"), for the audit record.
 	RateLimit, RateLimitKey string
+	// IPList names the address list that decided (see policy/iplist).
+	IPList string
+	// DLP names the prompt rules that matched (see policy/dlp),
+	// comma-separated: the one that denied, or those that flagged.
+	DLP string
 	// Reservation is the token budgets an allowed request holds, for the
 	// gateway to settle from the real usage; set only with
 	// Options.HoldReservations, nil when it holds none.

@@ -11,8 +11,12 @@ import (
 
 	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
+	"github.com/modelguard/modelguard/policy/certid"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/dlp"
+	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/lockout"
 	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
@@ -47,11 +51,22 @@ type (
 	tokenVerifier interface {
 		Verify(ctx context.Context, token string) (*jwtauth.Identity, error)
 	}
+	introspector interface {
+		Introspect(ctx context.Context, token string) (*jwtauth.Identity, error)
+	}
 	keyStore interface {
 		Lookup(key string) (*apikey.Key, error)
 	}
 	authorizer interface {
 		EvalInput(ctx context.Context, build func(reads rego.Inputs) ast.Value) (rego.Result, error)
+	}
+	addressChecker interface {
+		Check(address string) iplist.Verdict
+	}
+	failureGuard interface {
+		Locked(ctx context.Context, address string) (time.Duration, error)
+		Failed(ctx context.Context, address, keyID string) error
+		Status() int
 	}
 	inspector interface {
 		Inspect(r models.Request) (*models.Model, *models.Denial, bool)
@@ -63,10 +78,15 @@ type (
 // reload (policies, key file, JWKS) each swap immutable snapshots, so a
 // decision never sees half a reload and takes no locks.
 type Engine struct {
-	tokens tokenVerifier // nil: JWT not configured
-	keys   keyStore      // nil: API keys not configured
-	authz  authorizer
-	models inspector
+	tokens  tokenVerifier // nil: JWT not configured
+	keys    keyStore      // nil: API keys not configured
+	opaque  introspector  // nil: opaque tokens not introspected
+	authz   authorizer
+	models  inspector
+	ipLists addressChecker // nil: no address lists
+	lockout failureGuard   // nil: no brute-force lockout
+	dlp     *dlp.Scanner   // nil: no prompt rules
+	certs   *certid.Map    // nil: client certificates do not authenticate
 
 	apiKeyHeader string
 	bearerKeys   bool
@@ -132,8 +152,11 @@ func (e *Engine) setDefaults() {
 
 // Compile-time checks that the real steps satisfy the engine's interfaces.
 var (
-	_ tokenVerifier = (*jwtauth.Verifier)(nil)
-	_ keyStore      = (*apikey.Store)(nil)
-	_ authorizer    = (*rego.Engine)(nil)
-	_ inspector     = (*models.Catalog)(nil)
+	_ tokenVerifier  = (*jwtauth.Verifier)(nil)
+	_ keyStore       = (*apikey.Store)(nil)
+	_ introspector   = (*jwtauth.Introspector)(nil)
+	_ authorizer     = (*rego.Engine)(nil)
+	_ inspector      = (*models.Catalog)(nil)
+	_ addressChecker = (*iplist.Checker)(nil)
+	_ failureGuard   = (*lockout.Guard)(nil)
 )

@@ -2,16 +2,23 @@ package policy
 
 import (
 	"context"
+	"log/slog"
+	"slices"
 
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/certid"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/dlp"
 	"github.com/modelguard/modelguard/policy/field"
+	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/lockout"
 	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
+	"github.com/modelguard/modelguard/policy/replay"
 )
 
 // New builds an Engine from a loaded configuration. Background work (JWKS
@@ -36,10 +43,15 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	e.setDefaults()
 	e.maxBody = maxBodyBytes(cfg)
 	e.checks, e.bodies = cfg.Admission.Limits()
+	store, err := e.openStore(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
 
 	if len(cfg.Authentication.JWT.Issuers) > 0 {
 		v, err := jwtauth.New(ctx, cfg.Authentication.JWT, cfg.Dir, jwtauth.Options{
 			Logger:        e.log,
+			Replay:        replayStore(cfg, store, e.log),
 			OnCacheLookup: e.cacheLookups("jwt"),
 			OnJWKSRefresh: func(issuer string, err error) {
 				e.metrics.JWKSRefreshes.WithLabelValues(issuer, metrics.Outcome(err, "failed")).Inc()
@@ -53,6 +65,13 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 			return nil, cfg.Error(field.Under("authentication.jwt", err))
 		}
 		e.tokens = v
+	}
+	if s := cfg.Authentication.Introspection; s.Enabled() {
+		in, err := jwtauth.NewIntrospector(s, cfg.Dir, jwtauth.Options{Logger: e.log})
+		if err != nil {
+			return nil, cfg.Error(field.Under("authentication.introspection", err))
+		}
+		e.opaque = in
 	}
 	if f := cfg.Authentication.APIKeys.File; f != "" {
 		s, err := apikey.Open(ctx, cfg.Path(f), apikey.Options{
@@ -89,30 +108,76 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	e.authz = r
 	e.decisions.Store(r)
 	e.opaEnvoy = r.Input() == rego.ShapeOPAEnvoy
-	if err := e.openLimits(ctx, cfg); err != nil {
-		return nil, err
+	if len(cfg.IPLists.Lists) > 0 {
+		c, err := iplist.Open(ctx, cfg.IPLists, cfg.Dir, iplist.Options{
+			Logger: e.log,
+			OnReload: func(list, file string, err error) {
+				e.metrics.IPListReloads.WithLabelValues(list, metrics.Outcome(err, "refused")).Inc()
+				e.operator(audit.Event{Kind: audit.KindIPListReload, File: file, Detail: list}, err, "refused")
+			},
+		})
+		if err != nil {
+			return nil, cfg.Error(field.Under("ip_lists", err))
+		}
+		e.ipLists = c
 	}
+	if len(cfg.Authentication.ClientCerts) > 0 {
+		e.certs = certid.New(cfg.Authentication.ClientCerts)
+	}
+	if len(cfg.DLP.Rules) > 0 {
+		sc, err := dlp.Compile(cfg.DLP)
+		if err != nil {
+			return nil, cfg.Error(field.Under("dlp", err))
+		}
+		e.dlp = sc
+	}
+	e.openLimits(cfg, store)
 	return e, nil
 }
 
-// openLimits connects the rate limit store (closed when ctx ends) and
-// compiles the rules; no rules, no limiter.
-func (e *Engine) openLimits(ctx context.Context, cfg *config.Config) error {
-	s := cfg.RateLimits
-	if len(s.Rules) == 0 {
-		return nil
+// openStore connects the rate limit store (closed when ctx ends), which
+// the lockout and token replay protection share; nil when nothing uses it.
+func (e *Engine) openStore(ctx context.Context, cfg *config.Config) (*ratelimit.Backend, error) {
+	if len(cfg.RateLimits.Rules) == 0 && !cfg.Lockout.Enabled() && !replayUsed(cfg) {
+		return nil, nil
 	}
-	b, err := ratelimit.Open(s, e.metrics.RateLimit, e.log)
+	b, err := ratelimit.Open(cfg.RateLimits, e.metrics.RateLimit, e.log)
 	if err != nil {
-		return cfg.Error(field.Under("rate_limits", err))
+		return nil, cfg.Error(field.Under("rate_limits", err))
 	}
 	context.AfterFunc(ctx, func() { b.Close() })
+	return b, nil
+}
+
+// replayUsed reports whether an issuer makes its tokens one-time.
+func replayUsed(cfg *config.Config) bool {
+	return slices.ContainsFunc(cfg.Authentication.JWT.Issuers, func(is jwtauth.IssuerSettings) bool { return is.ReplayClaim != "" })
+}
+
+// replayStore is the store of one-time token values, on b's Redis when
+// the rate limits use Redis; nil when no issuer needs one.
+func replayStore(cfg *config.Config, b *ratelimit.Backend, log *slog.Logger) jwtauth.ReplayStore {
+	if !replayUsed(cfg) {
+		return nil
+	}
+	return replay.New(b.Shared(), log)
+}
+
+// openLimits starts the lockout and compiles the rate limit rules on the
+// store; no rules, no limiter.
+func (e *Engine) openLimits(cfg *config.Config, b *ratelimit.Backend) {
+	if cfg.Lockout.Enabled() {
+		e.lockout = lockout.New(cfg.Lockout, e.metrics.Lockout, lockout.Options{Logger: e.log, Shared: b.Shared(), OnLockout: e.lockedOut})
+	}
+	s := cfg.RateLimits
+	if len(s.Rules) == 0 {
+		return
+	}
 	e.limiter = b.Limiter(s)
 	e.modelMaxTokens = make(map[string]int64, len(cfg.Models))
 	for _, m := range cfg.Models {
 		e.modelMaxTokens[m.Name] = int64(m.Limits.MaxTokens)
 	}
-	return nil
 }
 
 // cacheLookups counts lookups in the named cache.

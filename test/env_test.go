@@ -86,6 +86,10 @@ type envOptions struct {
 	// tracing is the tracing section, if any; the env's tracer is then
 	// flushed and stopped by env.stopTracing or when the test ends.
 	tracing string
+	// issuer is appended to the default test issuer's settings and auth
+	// to the default authentication section (indented lines); extra is
+	// appended to the configuration (sections no other option sets).
+	issuer, auth, extra string
 }
 
 // defaultAuthentication and defaultAuthorization are those sections of
@@ -100,7 +104,7 @@ const (
         algorithms: [RS256]
         jwks_url: %s
         jwks_unknown_kid_interval: 1ms
-  api_keys:
+%s  api_keys:
     file: keys.yaml`
 	defaultAuthorization = `authorization:
   policy_dir: policy
@@ -146,7 +150,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	auth := o.authentication
 	if auth == "" {
-		auth = fmt.Sprintf(defaultAuthentication, testIssuer, testAudience, e.jwks.URL+"/jwks.json")
+		auth = fmt.Sprintf(defaultAuthentication, testIssuer, testAudience, e.jwks.URL+"/jwks.json", o.issuer) + "\n" + o.auth
 	}
 	cfg := fmt.Sprintf(`server:
   grpc_address: 127.0.0.1:0
@@ -163,7 +167,8 @@ models:
 %s
 audit:
   output: %s
-%s`, auth, cmp.Or(o.authorization, defaultAuthorization), cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"), o.tracing)
+%s
+%s`, auth, cmp.Or(o.authorization, defaultAuthorization), cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"), o.tracing, o.extra)
 	if err := os.WriteFile(filepath.Join(e.dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}

@@ -426,13 +426,7 @@ default decision := {"allow": false, "status": 403, "reason": "principal_not_per
 
 decision := {"allow": true, "reason": "allowed"} if input.request.tls_principal == "`+spiffe+`"
 `)
-	tlsFront := httptest.NewUnstartedServer(e.front.Config.Handler)
-	tlsFront.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
-	tlsFront.StartTLS()
-	t.Cleanup(tlsFront.Close)
-	u, _ := url.Parse(spiffe)
-	client := tlsFront.Client()
-	client.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{clientCert(t, u)}
+	tlsFront, client := e.tlsFront(t, spiffe)
 
 	alice := map[string]string{"x-api-key": e.keys["alice-key"]}
 	testkit.Eventually(t, "the principal policy", func() bool {
@@ -450,6 +444,21 @@ decision := {"allow": true, "reason": "allowed"} if input.request.tls_principal 
 	if resp.StatusCode != 200 {
 		t.Fatalf("with the client certificate: %d", resp.StatusCode)
 	}
+}
+
+// tlsFront serves e's Envoy harness over TLS, asking for a client
+// certificate, and returns it with a client presenting one whose URI SAN
+// is principal.
+func (e *env) tlsFront(t *testing.T, principal string) (*httptest.Server, *http.Client) {
+	t.Helper()
+	front := httptest.NewUnstartedServer(e.front.Config.Handler)
+	front.TLS = &tls.Config{ClientAuth: tls.RequireAnyClientCert}
+	front.StartTLS()
+	t.Cleanup(front.Close)
+	u, _ := url.Parse(principal)
+	client := front.Client()
+	client.Transport.(*http.Transport).TLSClientConfig.Certificates = []tls.Certificate{clientCert(t, u)}
+	return front, client
 }
 
 // clientCert is a self-signed client certificate whose URI SAN is id.

@@ -52,6 +52,8 @@ const (
 	KindSchemaReload = "schema_reload"   // Outcome ok/refused
 	KindJWKSRefresh  = "jwks_refresh"    // Outcome failed; Issuer; Detail
 	KindRecovered    = "audit_recovered" // a torn last record was quarantined at start; File: where
+	KindIPListReload = "ip_list_reload"  // Outcome ok/refused; File: the list file; Detail: list name or why refused
+	KindLockout      = "lockout"         // a source was locked out after failed authentications; SourceAddress, KeyID, Reason (what tripped it)
 )
 
 // BodyCheckSkipped is Event.BodyCheck for a model request whose body was
@@ -103,6 +105,13 @@ type Event struct {
 	// sampled (exported).
 	TraceID string `json:"trace_id,omitempty"`
 	SpanID  string `json:"span_id,omitempty"`
+	// IPList names the address list that decided (policy/iplist): the deny
+	// list holding the client address, or the allow list admitting it.
+	IPList string `json:"ip_list,omitempty"`
+	// DLP names the prompt rules that matched (policy/dlp), comma-separated:
+	// the rule that refused the request, or those that only flagged it.
+	// Never the matched text.
+	DLP string `json:"dlp,omitempty"`
 
 	// Operator events: the outcome (ok, refused, failed), a short detail
 	// (an error message, a version) and the file concerned.

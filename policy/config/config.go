@@ -25,7 +25,11 @@ import (
 	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/certid"
+	"github.com/modelguard/modelguard/policy/dlp"
+	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/lockout"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
@@ -60,6 +64,16 @@ type Config struct {
 	// RateLimits are request limits and token budgets (policy/ratelimit
 	// owns their settings, defaults and rules).
 	RateLimits ratelimit.Settings `yaml:"rate_limits"`
+	// IPLists are client address allow and deny lists, checked before
+	// authentication (policy/iplist owns their settings and rules).
+	IPLists iplist.Settings `yaml:"ip_lists"`
+	// Lockout blocks client addresses after repeated authentication
+	// failures (policy/lockout owns its settings, defaults and rules); it
+	// shares the rate limits' Redis with rate_limits.store: redis.
+	Lockout lockout.Settings `yaml:"lockout"`
+	// DLP scans prompt text for data that must not reach a model
+	// (policy/dlp owns its settings and rules).
+	DLP dlp.Settings `yaml:"dlp"`
 	// Admission sheds load (503 "overloaded") before it exhausts memory or
 	// CPU (policy/admission owns its settings, defaults and rules).
 	Admission admission.Settings `yaml:"admission"`
@@ -125,6 +139,13 @@ type Authentication struct {
 	// APIKeys configures API key authentication (policy/apikey owns its
 	// settings, defaults and rules).
 	APIKeys apikey.Settings `yaml:"api_keys"`
+	// Introspection checks opaque bearer tokens at an OAuth 2.0
+	// introspection endpoint (policy/jwtauth owns its settings, defaults
+	// and rules).
+	Introspection jwtauth.IntrospectionSettings `yaml:"introspection"`
+	// ClientCerts maps verified client certificate identities to callers
+	// (policy/certid owns its settings and rules).
+	ClientCerts certid.Settings `yaml:"client_certs"`
 }
 
 // IdentityHeaders names the upstream headers describing the caller. Names

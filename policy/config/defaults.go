@@ -11,6 +11,7 @@ import (
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/lockout"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
@@ -44,6 +45,7 @@ func (c *Config) applyDefaults() {
 	}
 	fillDefaults(c, "authentication.jwt.cache", &a.JWT.Cache, jwtauth.DefaultCache())
 	fillDefaults(c, "authentication.api_keys", &a.APIKeys, apikey.DefaultSettings())
+	fillDefaults(c, "authentication.introspection", &a.Introspection, jwtauth.DefaultIntrospection())
 	a.APIKeys.Header = strings.ToLower(a.APIKeys.Header)
 
 	fillDefaults(c, "authorization", &c.Authorization, rego.DefaultSettingsFor(c.Authorization.Input))
@@ -76,6 +78,7 @@ func (c *Config) applyDefaults() {
 	orDefault(c, "log.level", &c.Log.Level, defaultLogLevel)
 	orDefault(c, "log.format", &c.Log.Format, defaultLogFormat)
 	fillDefaults(c, "rate_limits", &c.RateLimits, ratelimit.DefaultSettings())
+	fillDefaults(c, "lockout", &c.Lockout, lockout.DefaultSettings())
 }
 
 // fillDefaults sets every field of the struct *dst whose key under path the

@@ -28,6 +28,7 @@ func loadExample(t *testing.T) *Config {
 	t.Setenv("MODELGUARD_PARTNER_SECRET", strings.Repeat("p", 32))
 	t.Setenv("MODELGUARD_AUDIT_KEY", strings.Repeat("a", 32))
 	t.Setenv("MODELGUARD_AUDIT_TOKEN", "audit-token")
+	t.Setenv("MODELGUARD_INTROSPECTION_SECRET", "introspection-secret")
 	c, err := Load(path)
 	if err != nil {
 		t.Fatalf("example.yaml does not load: %v", err)

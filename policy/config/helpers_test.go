@@ -23,6 +23,7 @@ var fixtureFiles = map[string]string{
 	"tls/server.key":      "private key",
 	"tls/clients-ca.crt":  "client CA",
 	"policies/authz.rego": "package modelguard.authz\n",
+	"lists/threats.txt":   "203.0.113.0/24\n",
 }
 
 // fixture returns a fresh directory holding fixtureFiles and an empty

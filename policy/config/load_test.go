@@ -16,6 +16,7 @@ import (
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/jwtauth"
+	"github.com/modelguard/modelguard/policy/lockout"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
@@ -143,7 +144,8 @@ func TestParseFullConfig(t *testing.T) {
 				Leeway:                 30 * time.Second,
 				Claims:                 jwtauth.ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
 			}}, Cache: jwtauth.CacheSettings{Enabled: false, Size: 500}},
-			APIKeys: apikey.Settings{File: "keys.yaml", Header: "x-team-key", Bearer: &no},
+			APIKeys:       apikey.Settings{File: "keys.yaml", Header: "x-team-key", Bearer: &no},
+			Introspection: jwtauth.DefaultIntrospection(),
 		},
 		Authorization:      rego.Settings{PolicyDir: "policies", Input: "modelguard", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond, DecisionCache: rego.CacheSettings{Enabled: true, Size: rego.DefaultCacheSize}},
 		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
@@ -152,6 +154,7 @@ func TestParseFullConfig(t *testing.T) {
 		Audit: audit.Config{Output: "audit/decisions.jsonl", MaxFileBytes: 100 << 20, Durability: audit.DurabilityWrite, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
 		RateLimits: ratelimit.DefaultSettings(),
+		Lockout:    lockout.DefaultSettings(),
 		Admission:  admission.DefaultSettings(),
 		Tracing:    tracing.DefaultSettings(),
 		Log:        Log{Level: "warn", Format: "text"},
@@ -197,7 +200,8 @@ func TestDefaults(t *testing.T) {
 				Leeway:                 30 * time.Second,
 				Claims:                 jwtauth.ClaimMapping{Subject: "sub", Roles: []string{"roles"}},
 			}}, Cache: jwtauth.DefaultCache()},
-			APIKeys: apikey.Settings{File: "keys.yaml", Header: "x-api-key", Bearer: &yes},
+			APIKeys:       apikey.Settings{File: "keys.yaml", Header: "x-api-key", Bearer: &yes},
+			Introspection: jwtauth.DefaultIntrospection(),
 		},
 		Authorization:      rego.Settings{PolicyDir: "policies", Input: "modelguard", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond, DecisionCache: rego.CacheSettings{Enabled: true, Size: rego.DefaultCacheSize}},
 		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
@@ -212,6 +216,7 @@ func TestDefaults(t *testing.T) {
 		Audit: audit.Config{Output: "stdout", MaxFileBytes: 100 << 20, Durability: audit.DurabilityWrite, FlushInterval: 100 * time.Millisecond, QueueSize: 10000,
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
 		RateLimits: ratelimit.DefaultSettings(),
+		Lockout:    lockout.DefaultSettings(),
 		Admission:  admission.DefaultSettings(),
 		Tracing:    tracing.DefaultSettings(),
 		Log:        Log{Level: "info", Format: "json"},
@@ -282,7 +287,7 @@ func TestStructureErrors(t *testing.T) {
 		{"key indented short", doc(okAuth, okPolicy, "log:", "  level: info", " format: json"),
 			[]string{"config.yaml:5: did not find expected key"}},
 		{"unknown top-level key", doc(okAuth, okPolicy, "serve:", "  grpc_address: x"),
-			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, rate_limits, admission, tracing, log"}},
+			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, rate_limits, ip_lists, lockout, dlp, admission, tracing, log"}},
 		{"Go field name is not a key", doc(okAuth, okPolicy, "Dir: /etc"),
 			[]string{"config.yaml:3: Dir: unknown key; valid keys here: server,"}},
 		{"unknown key at depth", doc(okPolicy, "authentication:", "  jwt:", "    issuers:",

@@ -52,6 +52,9 @@ func (c *Config) validate() []error {
 	v.errs = append(v.errs, field.Within("rate_limits", c.RateLimits.Validate())...)
 	v.errs = append(v.errs, field.Within("admission", c.Admission.Validate())...)
 	v.errs = append(v.errs, field.Within("tracing", c.Tracing.Validate(c.Dir))...)
+	v.errs = append(v.errs, field.Within("ip_lists", c.IPLists.Validate(c.Dir))...)
+	v.errs = append(v.errs, field.Within("lockout", c.Lockout.Validate())...)
+	v.errs = append(v.errs, field.Within("dlp", c.DLP.Validate())...)
 	// A message being read counts as a whole server.max_message_bytes (an
 	// invalid one is reported on its own).
 	if m := c.Server.MaxMessageBytes; m >= minMessageBytes && m <= maxMessageBytes && c.Admission.MaxInflightBodyBytes < m {
@@ -97,9 +100,11 @@ func (v *validator) server(s *Server) {
 
 func (v *validator) authentication(a *Authentication) {
 	field.Range(&v.errs, "authentication.max_credential_bytes", a.MaxCredentialBytes, minCredentialBytes, maxCredentialBytes)
-	if len(a.JWT.Issuers) == 0 && a.APIKeys.File == "" && !a.AllowAnonymous {
-		v.fail("authentication", "no authentication method: configure jwt.issuers or api_keys.file, or set allow_anonymous: true")
+	if len(a.JWT.Issuers) == 0 && a.APIKeys.File == "" && len(a.ClientCerts) == 0 && !a.Introspection.Enabled() && !a.AllowAnonymous {
+		v.fail("authentication", "no authentication method: configure jwt.issuers, api_keys.file, introspection or client_certs, or set allow_anonymous: true")
 	}
+	v.errs = append(v.errs, field.Within("authentication.introspection", a.Introspection.Validate(v.c.Dir))...)
+	v.errs = append(v.errs, field.Within("authentication.client_certs", a.ClientCerts.Validate())...)
 	v.errs = append(v.errs, field.Within("authentication.jwt", a.JWT.Validate(v.c.Dir))...)
 
 	v.errs = append(v.errs, field.Within("authentication.api_keys", a.APIKeys.Validate(v.c.Dir))...)

@@ -199,13 +199,13 @@ func TestValidationErrors(t *testing.T) {
 			"      - issuer: a",
 			"        audiences: [x]",
 			"        algorithms: [RS256]"),
-			nil, []string{`config.yaml:5: authentication.jwt.issuers[0]: one of jwks_url or keys is required`}},
+			nil, []string{`config.yaml:5: authentication.jwt.issuers[0]: one of jwks_url, keys or discovery: true is required`}},
 		{"empty keys list", issuerDoc(
 			"      - issuer: a",
 			"        audiences: [x]",
 			"        algorithms: [RS256]",
 			"        keys: []"),
-			nil, []string{`config.yaml:5: authentication.jwt.issuers[0]: one of jwks_url or keys is required`}},
+			nil, []string{`config.yaml:5: authentication.jwt.issuers[0]: one of jwks_url, keys or discovery: true is required`}},
 		{"both jwks_url and keys", issuerDoc(
 			"      - issuer: a",
 			"        audiences: [x]",

@@ -18,6 +18,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -156,4 +157,21 @@ func isLoopback(host string) bool {
 	}
 	ip := net.ParseIP(host)
 	return ip != nil && ip.IsLoopback()
+}
+
+var namePattern = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
+
+// UniqueName adds an *Error at path unless name can name a configured
+// item (a rate limit, a list, a rule) in logs, audit records and metric
+// labels: 1-63 characters of a-z, 0-9, _ . - starting with a letter or
+// digit, and not in seen, where it is then recorded. what names the kind
+// of item in the message ("rule", "list").
+func (l *List) UniqueName(path, name, what string, seen map[string]bool) {
+	switch {
+	case !namePattern.MatchString(name):
+		l.Addf(path, "must be 1-63 characters of a-z, 0-9, _ . - starting with a letter or digit")
+	case seen[name]:
+		l.Addf(path, "%q is used by another %s", name, what)
+	}
+	seen[name] = true
 }

@@ -25,11 +25,12 @@ type issuer struct {
 	leeway  time.Duration
 	parser  *jwt.Parser
 	typ     []byte // lower case, without "application/"; nil = not checked
-	subject claimPath
-	roles   []claimPath
-	static  *keySet     // static keys, or nil
-	jwks    *jwksSource // JWKS, or nil
-	keyfunc jwt.Keyfunc // static issuers: prebuilt, so Verify allocates no closure
+	mapping        // claims to identity
+	// replayClaim is the one-time claim (ReplayClaim); full "" = off.
+	replayClaim claimPath
+	static      *keySet     // static keys, or nil
+	jwks        keySource   // JWKS (configured or discovered), or nil
+	keyfunc     jwt.Keyfunc // static issuers: prebuilt, so Verify allocates no closure
 }
 
 // newIssuer builds an issuer from settings that Validate accepted; errors
@@ -52,9 +53,9 @@ func newIssuer(ctx context.Context, ic IssuerSettings, baseDir string, opts Opti
 		t := strings.ToLower(ic.Typ)
 		is.typ = []byte(strings.TrimPrefix(t, "application/"))
 	}
-	is.subject = newClaimPath(ic.Claims.Subject)
-	for _, r := range ic.Claims.Roles {
-		is.roles = append(is.roles, newClaimPath(r))
+	is.mapping = newMapping(ic.Claims)
+	if ic.ReplayClaim != "" {
+		is.replayClaim = newClaimPath(ic.ReplayClaim)
 	}
 
 	popts := []jwt.ParserOption{
@@ -71,15 +72,20 @@ func newIssuer(ctx context.Context, ic IssuerSettings, baseDir string, opts Opti
 	}
 	is.parser = jwt.NewParser(popts...)
 
-	if ic.JWKSURL != "" {
+	if ic.JWKSURL != "" || ic.Discovery {
 		p := jwksParams{
 			url: ic.JWKSURL, algs: is.algs, keyWait: opts.KeyWait, client: client,
 			refreshInterval: ic.JWKSRefreshInterval, unknownKIDEvery: ic.JWKSUnknownKIDInterval, fetchTimeout: ic.JWKSFetchTimeout,
 		}
-		var err error
-		if is.jwks, err = newJWKSSource(ctx, ic.Issuer, p, opts.Logger, opts.OnJWKSRefresh); err != nil {
+		if ic.Discovery {
+			is.jwks = newDiscovery(ctx, ic.Issuer, methods, p, opts.Logger, opts.OnJWKSRefresh)
+			return is, nil
+		}
+		src, err := newJWKSSource(ctx, ic.Issuer, p, opts.Logger, opts.OnJWKSRefresh)
+		if err != nil {
 			return nil, &field.Error{Path: "jwks_url", Err: err}
 		}
+		is.jwks = src
 		return is, nil
 	}
 
@@ -248,7 +254,7 @@ func (is *issuer) jwksKey(ctx context.Context, t *jwt.Token) (any, error) {
 		}
 	}
 	if ks.usable == 0 {
-		return nil, fail(ReasonJWKSUnavailable, fmt.Errorf("no keys loaded from %s yet", is.jwks.url))
+		return nil, fail(ReasonJWKSUnavailable, fmt.Errorf("no keys loaded from %s yet", is.jwks.where()))
 	}
 	return nil, keyError(err, kid, alg)
 }
@@ -266,19 +272,38 @@ func keyError(err error, kid, alg string) *Error {
 
 // identity maps verified claims to the caller.
 func (is *issuer) identity(claims jwt.MapClaims) (*Identity, error) {
-	m := map[string]any(claims)
-	v, _ := is.subject.lookup(m)
+	return is.mapping.identity(map[string]any(claims), is.name)
+}
+
+// mapping is a ClaimMapping ready to apply: JWT issuers and token
+// introspection map claims to the caller alike.
+type mapping struct {
+	subject claimPath
+	roles   []claimPath
+}
+
+func newMapping(c ClaimMapping) mapping {
+	mp := mapping{subject: newClaimPath(c.Subject)}
+	for _, r := range c.Roles {
+		mp.roles = append(mp.roles, newClaimPath(r))
+	}
+	return mp
+}
+
+// identity maps claims to the caller.
+func (mp mapping) identity(m map[string]any, issuer string) (*Identity, error) {
+	v, _ := mp.subject.lookup(m)
 	sub, _ := v.(string)
 	if sub == "" {
-		return nil, fail(ReasonMissingSubject, fmt.Errorf("claim %q is missing, empty or not a string", is.subject.full))
+		return nil, fail(ReasonMissingSubject, fmt.Errorf("claim %q is missing, empty or not a string", mp.subject.full))
 	}
-	return &Identity{Subject: sub, Roles: is.rolesOf(m), Claims: m, Issuer: is.name}, nil
+	return &Identity{Subject: sub, Roles: mp.rolesOf(m), Claims: m, Issuer: issuer}, nil
 }
 
 // rolesOf collects roles from each configured claim: a JSON array of
 // strings (other elements ignored) or a space-separated string such as
 // "scope". Duplicates are dropped, first occurrence kept.
-func (is *issuer) rolesOf(m map[string]any) []string {
+func (mp mapping) rolesOf(m map[string]any) []string {
 	roles := make([]string, 0, 8)
 	add := func(r string) {
 		if r == "" {
@@ -291,7 +316,7 @@ func (is *issuer) rolesOf(m map[string]any) []string {
 		}
 		roles = append(roles, r)
 	}
-	for _, p := range is.roles {
+	for _, p := range mp.roles {
 		v, _ := p.lookup(m)
 		switch x := v.(type) {
 		case string:

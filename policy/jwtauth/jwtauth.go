@@ -27,24 +27,28 @@ import (
 
 // Reasons carried by *Error: stable codes for operators and the audit log.
 const (
-	ReasonMalformed        = "jwt_malformed"
-	ReasonTooLong          = "jwt_too_long"
-	ReasonUnknownIssuer    = "jwt_unknown_issuer"
-	ReasonAlgNotAllowed    = "jwt_alg_not_allowed"
-	ReasonBadSignature     = "jwt_bad_signature"
-	ReasonUnknownKey       = "jwt_unknown_key"
-	ReasonKeyRejected      = "jwt_key_rejected" // the kid names a key unfit for the token (type, size, use, alg)
-	ReasonExpired          = "jwt_expired"
-	ReasonMissingExp       = "jwt_missing_exp"
-	ReasonNotYetValid      = "jwt_not_yet_valid"
-	ReasonIssuedInFuture   = "jwt_issued_in_future"
-	ReasonBadIssuer        = "jwt_bad_issuer"
-	ReasonBadAudience      = "jwt_bad_audience"
-	ReasonCritUnsupported  = "jwt_crit_unsupported"
-	ReasonBadTyp           = "jwt_bad_typ"
-	ReasonMissingSubject   = "jwt_missing_subject"
-	ReasonJWKSUnavailable  = "jwt_jwks_unavailable"
-	ReasonInvalidClaimType = "jwt_bad_claim" // a registered claim (exp, nbf, iat, aud, iss) has the wrong JSON type
+	ReasonMalformed       = "jwt_malformed"
+	ReasonTooLong         = "jwt_too_long"
+	ReasonUnknownIssuer   = "jwt_unknown_issuer"
+	ReasonAlgNotAllowed   = "jwt_alg_not_allowed"
+	ReasonBadSignature    = "jwt_bad_signature"
+	ReasonUnknownKey      = "jwt_unknown_key"
+	ReasonKeyRejected     = "jwt_key_rejected" // the kid names a key unfit for the token (type, size, use, alg)
+	ReasonExpired         = "jwt_expired"
+	ReasonMissingExp      = "jwt_missing_exp"
+	ReasonNotYetValid     = "jwt_not_yet_valid"
+	ReasonIssuedInFuture  = "jwt_issued_in_future"
+	ReasonBadIssuer       = "jwt_bad_issuer"
+	ReasonBadAudience     = "jwt_bad_audience"
+	ReasonCritUnsupported = "jwt_crit_unsupported"
+	ReasonBadTyp          = "jwt_bad_typ"
+	ReasonMissingSubject  = "jwt_missing_subject"
+	ReasonJWKSUnavailable = "jwt_jwks_unavailable"
+	// Replay protection (IssuerSettings.ReplayClaim).
+	ReasonReplayed           = "jwt_replayed"
+	ReasonMissingReplayClaim = "jwt_missing_replay_claim"
+	ReasonReplayUnavailable  = "jwt_replay_unavailable" // the store cannot answer: 503
+	ReasonInvalidClaimType   = "jwt_bad_claim"          // a registered claim (exp, nbf, iat, aud, iss) has the wrong JSON type
 )
 
 // Defaults of Options.
@@ -117,12 +121,23 @@ type Options struct {
 	// OnCacheLookup is called after each lookup in the verified-token
 	// cache (when enabled), on the request path: keep it cheap.
 	OnCacheLookup func(hit bool)
+	// Replay records one-time claim values; required when an issuer sets
+	// replay_claim.
+	Replay ReplayStore
 
 	now func() time.Time // tests only; nil = time.Now
 }
 
+// ReplayStore records one-time values until they expire (policy/replay).
+type ReplayStore interface {
+	// FirstUse reports whether value is seen for the first time, and
+	// remembers it until until.
+	FirstUse(ctx context.Context, value string, until time.Time) (bool, error)
+}
+
 // Verifier verifies tokens. It is safe for concurrent use.
 type Verifier struct {
+	replay   ReplayStore
 	issuers  map[string]*issuer
 	maxBytes int
 	bufs     sync.Pool   // *[]byte scratch for decoding header and payload
@@ -153,6 +168,7 @@ func build(ctx context.Context, s Settings, baseDir string, opts Options) (*Veri
 	v := &Verifier{
 		issuers:  make(map[string]*issuer, len(s.Issuers)),
 		maxBytes: opts.MaxTokenBytes,
+		replay:   opts.Replay,
 	}
 	if v.maxBytes <= 0 {
 		v.maxBytes = DefaultMaxTokenBytes
@@ -175,6 +191,9 @@ func build(ctx context.Context, s Settings, baseDir string, opts Options) (*Veri
 		if err != nil {
 			return nil, field.Under("issuers["+strconv.Itoa(i)+"]", err)
 		}
+		if is.replayClaim.full != "" && v.replay == nil {
+			return nil, field.Errorf("issuers["+strconv.Itoa(i)+"].replay_claim", "no replay store")
+		}
 		v.issuers[ic.Issuer] = is
 	}
 	return v, nil
@@ -191,7 +210,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 	if v.cache != nil {
 		h = sha256.Sum256([]byte(token))
 		if id := v.cache.get(h); id != nil {
-			return id, nil
+			return v.once(ctx, id)
 		}
 	}
 	hdr, payload, err := splitCompact(token)
@@ -217,13 +236,45 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*Identity, error) 
 		return nil, classify(err, claims)
 	}
 	id, err := is.identity(claims)
+	if err != nil {
+		return nil, err
+	}
 	// Cached only when the key set did not change while verifying (an
 	// unknown kid refreshes it), so the entry names the set that verified.
-	if err == nil && v.cache != nil && is.currentKeys() == keys {
+	if v.cache != nil && is.currentKeys() == keys {
 		v.cache.put(h, is, keys, claims, id)
 	}
-	return id, err
+	return v.once(ctx, id)
 }
+
+// once applies the issuer's replay protection to a verified token, on
+// every request (a cache hit included): its one-time claim must be new.
+func (v *Verifier) once(ctx context.Context, id *Identity) (*Identity, error) {
+	is := v.issuers[id.Issuer]
+	if is.replayClaim.full == "" {
+		return id, nil
+	}
+	c, _ := is.replayClaim.lookup(id.Claims)
+	val, _ := c.(string)
+	if val == "" || len(val) > maxReplayValue {
+		return nil, fail(ReasonMissingReplayClaim, fmt.Errorf("claim %q is missing, empty, longer than %d bytes or not a string", is.replayClaim.full, maxReplayValue))
+	}
+	exp, err := jwt.MapClaims(id.Claims).GetExpirationTime()
+	if err != nil || exp == nil { // unreachable: exp is required and checked
+		return nil, fail(ReasonMissingExp, errors.New("no exp"))
+	}
+	first, err := v.replay.FirstUse(ctx, id.Issuer+"\x00"+val, exp.Add(is.leeway))
+	switch {
+	case err != nil:
+		return nil, fail(ReasonReplayUnavailable, err)
+	case !first:
+		return nil, fail(ReasonReplayed, fmt.Errorf("%s %q was used before", is.replayClaim.full, val))
+	}
+	return id, nil
+}
+
+// maxReplayValue bounds a one-time claim value.
+const maxReplayValue = 256
 
 // route finds the issuer named by the payload's "iss".
 func (v *Verifier) route(bp *[]byte, payload string) (*issuer, *Error) {

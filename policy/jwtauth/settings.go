@@ -36,6 +36,14 @@ type IssuerSettings struct {
 	// JWKSURL is fetched and refreshed; exclusive with Keys. Must be https
 	// (http only for loopback hosts, for tests).
 	JWKSURL string `yaml:"jwks_url"`
+	// Discovery finds the JWKS from the issuer's OpenID Connect discovery
+	// document (<issuer>/.well-known/openid-configuration), whose issuer
+	// must equal Issuer exactly; re-read every JWKSRefreshInterval, the
+	// last good document and keys staying in force while the provider is
+	// down. Exclusive with JWKSURL and Keys; Issuer must then be an https
+	// URL. Algorithms stay required: which algorithms are accepted is not
+	// taken from the network.
+	Discovery bool `yaml:"discovery"`
 	// JWKSRefreshInterval, default 1h.
 	JWKSRefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
 	// JWKSUnknownKIDInterval limits refreshes triggered by an unknown kid; default 5m.
@@ -51,6 +59,11 @@ type IssuerSettings struct {
 	Typ string `yaml:"typ"`
 	// Claims maps token claims to the identity.
 	Claims ClaimMapping `yaml:"claims"`
+	// ReplayClaim, when set (jti, or the nonce claim the issuer uses),
+	// makes tokens one-time: the claim is required, and a token whose
+	// value was seen before within the token's lifetime is refused
+	// (jwt_replayed), on every request, cached or not.
+	ReplayClaim string `yaml:"replay_claim"`
 }
 
 // StaticKey is one verification key from a file or environment variable.
@@ -191,10 +204,21 @@ func (iss *IssuerSettings) validate(baseDir string) []error {
 	}
 
 	switch hasKeys := len(iss.Keys) > 0; {
+	case iss.Discovery && (iss.JWKSURL != "" || hasKeys):
+		errs.Addf("discovery", "discovery, jwks_url and keys are exclusive: set one")
 	case iss.JWKSURL != "" && hasKeys:
 		errs.Addf("jwks_url", "jwks_url and keys are exclusive: set one")
-	case iss.JWKSURL == "" && !hasKeys:
-		errs.Addf("", "one of jwks_url or keys is required")
+	case iss.JWKSURL == "" && !hasKeys && !iss.Discovery:
+		errs.Addf("", "one of jwks_url, keys or discovery: true is required")
+	}
+	if iss.Discovery {
+		if err := field.CheckHTTPSURL(iss.Issuer, "secrets are never written in the configuration",
+			"a discovery document fetched over plain http can be replaced in transit"); err != nil {
+			errs = append(errs, &field.Error{Path: "issuer", Err: fmt.Errorf("with discovery: %w", err)})
+		}
+		if hmac != "" {
+			errs.Addf("discovery", "%s needs static secret keys, never a discovered JWKS: its keys are public", hmac)
+		}
 	}
 	if iss.JWKSURL != "" {
 		if err := field.CheckHTTPSURL(iss.JWKSURL, "secrets are never written in the configuration",
@@ -233,6 +257,9 @@ func (iss *IssuerSettings) validate(baseDir string) []error {
 		}
 	}
 
+	if iss.ReplayClaim != "" {
+		checkClaim(&errs, "replay_claim", iss.ReplayClaim)
+	}
 	checkClaim(&errs, "claims.subject", iss.Claims.Subject)
 	for j, r := range iss.Claims.Roles {
 		checkClaim(&errs, fmt.Sprintf("claims.roles[%d]", j), r)

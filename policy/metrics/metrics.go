@@ -6,6 +6,7 @@ package metrics
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/modelguard/modelguard/policy/lockout"
 	"github.com/modelguard/modelguard/policy/ratelimit"
 )
 
@@ -18,6 +19,8 @@ type Metrics struct {
 	SchemaReloads *prometheus.CounterVec // outcome
 	ConfigReloads *prometheus.CounterVec // outcome (policy/reload)
 	JWKSRefreshes *prometheus.CounterVec // issuer, outcome
+	IPListReloads *prometheus.CounterVec // list, outcome
+	DLPMatches    *prometheus.CounterVec // rule, action (deny, flag)
 	CacheLookups  *prometheus.CounterVec // cache (jwt, decision), result (hit, miss)
 
 	// The audit trail (policy/audit).
@@ -33,6 +36,8 @@ type Metrics struct {
 
 	// Rate limits (policy/ratelimit owns its collectors).
 	RateLimit *ratelimit.Metrics
+	// Brute-force lockout (policy/lockout owns its collectors).
+	Lockout *lockout.Metrics
 	// Load shedding (policy/admission).
 	Shed *prometheus.CounterVec // limit
 }
@@ -69,6 +74,14 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "modelguard_jwks_refreshes_total",
 			Help: "JWKS refresh attempts by issuer and outcome (ok, failed).",
 		}, []string{"issuer", "outcome"}),
+		IPListReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_ip_list_reloads_total",
+			Help: "IP list file reload attempts by list and outcome (ok, refused).",
+		}, []string{"list", "outcome"}),
+		DLPMatches: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_dlp_matches_total",
+			Help: "Requests whose prompt a data-loss rule matched, by rule and action (deny, flag).",
+		}, []string{"rule", "action"}),
 		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelguard_cache_lookups_total",
 			Help: "Lookups in modelguard's caches by cache (jwt: verified tokens, decision: policy decisions) and result (hit, miss).",
@@ -116,8 +129,9 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"limit"}),
 	}
 	m.RateLimit = ratelimit.NewMetrics(reg)
+	m.Lockout = lockout.NewMetrics(reg)
 	if reg != nil {
-		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.ConfigReloads, m.JWKSRefreshes, m.CacheLookups,
+		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.ConfigReloads, m.JWKSRefreshes, m.IPListReloads, m.DLPMatches, m.CacheLookups,
 			m.AuditRecords, m.AuditQueueDepth, m.AuditSyncDuration, m.AuditSyncedSeq, m.AuditSpoolBytes,
 			m.AuditHTTPDelivered, m.AuditSinkErrors, m.AuditDenied, m.AuditLost, m.Shed)
 	}

@@ -2,6 +2,7 @@ package models
 
 import (
 	"encoding/json"
+	"iter"
 	"math"
 	"net/http"
 	"strconv"
@@ -53,14 +54,12 @@ func factsOf(operation string, doc any) (Facts, *Denial) {
 	}
 	f.Stream, _ = o["stream"].(bool)
 	f.N = integer(o["n"])
-	switch operation {
-	case "chat":
+	for s := range PromptTexts(operation, doc) {
+		f.PromptChars += utf8.RuneCountInString(s)
+	}
+	if operation == "chat" {
 		msgs, _ := o["messages"].([]any)
 		f.Messages = len(msgs)
-		for _, m := range msgs {
-			mo, _ := m.(map[string]any)
-			f.PromptChars += textChars(mo["content"])
-		}
 		tools, _ := o["tools"].([]any)
 		for _, t := range tools {
 			fn, _ := field(t, "function").(map[string]any)
@@ -68,13 +67,37 @@ func factsOf(operation string, doc any) (Facts, *Denial) {
 				f.Tools = append(f.Tools, name)
 			}
 		}
-	case "completion":
-		f.PromptChars = textChars(o["prompt"])
-	case "embeddings":
-		f.PromptChars = textChars(o["input"])
 	}
 	return f, nil
 }
+
+// PromptTexts yields the prompt text of a parsed body of an operation:
+// chat message contents (strings and the text of content parts),
+// completion prompts, embeddings inputs (a string or strings). It is
+// the one definition of "prompt text" (counted in Facts.PromptChars,
+// scanned by policy/dlp).
+func PromptTexts(operation string, doc any) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		o, _ := doc.(map[string]any)
+		switch operation {
+		case "chat":
+			msgs, _ := o["messages"].([]any)
+			for _, m := range msgs {
+				mo, _ := m.(map[string]any)
+				if !texts(mo["content"], yield) {
+					return
+				}
+			}
+		case "completion":
+			texts(o["prompt"], yield)
+		case "embeddings":
+			texts(o["input"], yield)
+		}
+	}
+}
+
+// Prompts yields the prompt text of m's body (see PromptTexts).
+func (m *Model) Prompts() iter.Seq[string] { return PromptTexts(m.Operation, m.Body) }
 
 // wholeNumber reports whether n has no fractional part (1e3 and 2.0 do).
 func wholeNumber(n json.Number) bool {
@@ -82,27 +105,27 @@ func wholeNumber(n json.Number) bool {
 	return err == nil && f == math.Trunc(f)
 }
 
-// textChars counts characters of a string, of the strings in an array, and
-// of the "text" of content parts.
-func textChars(v any) int {
+// texts yields a string, the strings in an array, and the "text" of
+// content parts; false when yield asked to stop.
+func texts(v any, yield func(string) bool) bool {
 	switch t := v.(type) {
 	case string:
-		return utf8.RuneCountInString(t)
+		return yield(t)
 	case []any:
-		n := 0
 		for _, e := range t {
 			switch p := e.(type) {
 			case string:
-				n += utf8.RuneCountInString(p)
+				if !yield(p) {
+					return false
+				}
 			case map[string]any:
-				if s, ok := p["text"].(string); ok {
-					n += utf8.RuneCountInString(s)
+				if s, ok := p["text"].(string); ok && !yield(s) {
+					return false
 				}
 			}
 		}
-		return n
 	}
-	return 0
+	return true
 }
 
 // integer reads a JSON number as an int64. Forms such as 1e3 or 1e30 are

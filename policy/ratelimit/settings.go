@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -162,8 +161,6 @@ func (s Settings) orDefaults() Settings {
 	return s
 }
 
-var ruleName = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]{0,62}$`)
-
 // Validate checks s. The errors are *field.Error relative to the section
 // ("rules[2].per").
 func (s Settings) Validate() []error {
@@ -185,12 +182,7 @@ func (s Settings) Validate() []error {
 	seen := map[string]bool{}
 	for i, r := range s.Rules {
 		p := fmt.Sprintf("rules[%d]", i)
-		if !ruleName.MatchString(r.Name) {
-			errs.Addf(p+".name", "must be 1-63 characters of a-z, 0-9, _ . - starting with a letter or digit")
-		} else if seen[r.Name] {
-			errs.Addf(p+".name", "%q is used by another rule", r.Name)
-		}
-		seen[r.Name] = true
+		errs.UniqueName(p+".name", r.Name, "rule", seen)
 		if err := r.validateAmount(); err != nil {
 			errs = append(errs, &field.Error{Path: p, Err: err})
 		}
