@@ -276,3 +276,18 @@ func TestReloadedPolicyWithCachedDecision(t *testing.T) {
 		t.Fatalf("after the edit: %v %d %s", d.Allow, d.Status, d.Reason)
 	}
 }
+
+// TestKeyReloadEmptiesDecisionCache: after the key file reloads, a request
+// whose decision was cached is evaluated again.
+func TestKeyReloadEmptiesDecisionCache(t *testing.T) {
+	env := newCacheEnv(t)
+	e, m := env.engine(t, true)
+	req := chatRequest("x-api-key", env.keys["chat-user"])
+	allowedTwice(t, e, m, req)
+	reloads := testutil.ToFloat64(m.KeyReloads.WithLabelValues("ok"))
+	env.writeKeys(t, "admin")
+	testkit.Eventually(t, "the key file reload", func() bool { return testutil.ToFloat64(m.KeyReloads.WithLabelValues("ok")) > reloads })
+	if d := e.Decide(t.Context(), req); !d.Allow || decisionHits(m) != 1 {
+		t.Fatalf("after the reload: %v %s, %v hits (want the decision evaluated again)", d.Allow, d.Reason, decisionHits(m))
+	}
+}

@@ -87,8 +87,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		return nil, cfg.Error(field.Under("authorization", err))
 	}
 	e.authz = r
-	e.opaEnvoy = r.Input() == rego.ShapeOPAEnvoy
 	e.decisions.Store(r)
+	e.opaEnvoy = r.Input() == rego.ShapeOPAEnvoy
 	if err := e.openLimits(ctx, cfg); err != nil {
 		return nil, err
 	}
