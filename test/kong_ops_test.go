@@ -32,7 +32,7 @@ func TestKongMetricsAndReload(t *testing.T) {
 		t.Fatalf("no metrics listener in the plugin server's log:\n%s", k.proc.Output())
 	}
 	base := "http://" + m[1]
-	if n := scrape(t, base, `modelguard_decisions_total{reason="model_not_configured",result="deny"}`); n != 1 {
+	if n := scrape(t, base, `modelguard_decisions_total{gateway="kong",reason="model_not_configured",result="deny"}`); n != 1 {
 		t.Errorf("decisions counted on the plugin server's metrics: %v, want 1", n)
 	}
 
