@@ -159,6 +159,10 @@ func TestBadFileKeepsKeys(t *testing.T) {
 			if r := reasonOf(s, keyAlice); r != ReasonUnknown {
 				t.Errorf("alice after the good file: %s, want %s", r, ReasonUnknown)
 			}
+			// The store swaps the new set in and then reports it: wait for
+			// the report, which must say the good file was accepted.
+			n := rec.count()
+			testkit.Eventually(t, "OnReload after the good file", func() bool { return rec.count() > n || rec.last() == nil })
 			if rec.last() != nil {
 				t.Errorf("last OnReload(%v) after a good file, want nil", rec.last())
 			}
