@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/bundle"
 	"github.com/modelguard/modelguard/policy/metrics"
 )
 
@@ -40,6 +42,18 @@ type Admitter interface {
 func (e *Engine) reloaded(counter *prometheus.CounterVec, ev audit.Event, err error) {
 	counter.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
 	e.operator(ev, err, "refused")
+}
+
+// policyReloaded counts and records a policy reload attempt, ok or
+// refused. A bundle service that could not be reached refused nothing (the
+// running policy stays): it is counted as unavailable and logged by the
+// source, not recorded, so that an outage does not fill the trail.
+func (e *Engine) policyReloaded(revision string, err error) {
+	if _, fetch := errors.AsType[*bundle.FetchError](err); fetch {
+		e.metrics.PolicyReloads.WithLabelValues("unavailable").Inc()
+		return
+	}
+	e.reloaded(e.metrics.PolicyReloads, audit.Event{Kind: audit.KindPolicyReload, PolicyRevision: revision}, err)
 }
 
 // maxDetail bounds an operator event's detail (a reload error can list many

@@ -95,6 +95,11 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		e.refuse(d, req, fetchErr)
 		return
 	}
+	if errors.Is(err, rego.ErrNoPolicy) {
+		// A bundle source before its first bundle: never served without one.
+		e.deny(d, http.StatusServiceUnavailable, rego.ReasonUnavailable, "service unavailable")
+		return
+	}
 	if err != nil {
 		e.log.Error("policy evaluation failed: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
 		e.deny(d, http.StatusServiceUnavailable, "policy_error", "service unavailable")

@@ -81,10 +81,8 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	}
 	e.models = cat
 	r, err := rego.Open(ctx, cfg.Authorization, cfg.Dir, rego.Options{
-		Logger: e.log,
-		OnReload: func(revision string, err error) {
-			e.reloaded(e.metrics.PolicyReloads, audit.Event{Kind: audit.KindPolicyReload, PolicyRevision: revision}, err)
-		},
+		Logger:   e.log,
+		OnReload: e.policyReloaded,
 	})
 	if err != nil {
 		return nil, cfg.Error(field.Under("authorization", err))

@@ -23,6 +23,9 @@ var fixtureFiles = map[string]string{
 	"tls/server.key":      "private key",
 	"tls/clients-ca.crt":  "client CA",
 	"policies/authz.rego": "package modelguard.authz\n",
+	"bundle/token":        "bundle-token\n",
+	"bundle/ca.crt":       "bundle service CA",
+	"bundle/signing.pem":  "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
 }
 
 // fixture returns a fresh directory holding fixtureFiles and an empty

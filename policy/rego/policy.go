@@ -56,10 +56,23 @@ func Compile(ctx context.Context, dir, query string) (*Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", dir, err)
 	}
-	return compile(ctx, dir, snap, query)
+	c, err := snap.content(dir)
+	if err != nil {
+		return nil, err
+	}
+	return compile(ctx, c, query)
 }
 
-func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Policy, error) {
+// content is one revision of a policy, from a directory or a bundle: its
+// parsed modules and its data, ready to compile.
+type content struct {
+	source   string // the directory or bundle URL, for messages
+	revision string
+	modules  map[string]*ast.Module
+	data     map[string]any
+}
+
+func compile(ctx context.Context, c content, query string) (*Policy, error) {
 	if query == "" {
 		query = DefaultQuery
 	}
@@ -67,26 +80,21 @@ func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Po
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
-	loaded, err := load(snap)
-	if err != nil {
-		return nil, fmt.Errorf("policy %s: %w", dir, err)
+	if len(c.modules) == 0 {
+		return nil, fmt.Errorf("policy %s: no .rego files", c.source)
 	}
-	if len(loaded.Modules) == 0 {
-		return nil, fmt.Errorf("policy %s: no .rego files", dir)
-	}
-	modules := loaded.ParsedModules()
-	inputs := readInputs(modules)
+	inputs := readInputs(c.modules)
 	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
-	if compiler.Compile(modules); compiler.Failed() {
-		return nil, fmt.Errorf("policy %s: %w", dir, compiler.Errors)
+	if compiler.Compile(c.modules); compiler.Failed() {
+		return nil, fmt.Errorf("policy %s: %w", c.source, compiler.Errors)
 	}
 	// A query naming nothing would deny every request as undefined; refuse
 	// the policy instead (a renamed package or rule, a typo in the query).
 	if len(compiler.GetRules(ref)) == 0 {
-		return nil, fmt.Errorf("policy %s: query %s names no rule", dir, query)
+		return nil, fmt.Errorf("policy %s: query %s names no rule", c.source, query)
 	}
 	// AST values on read: data is converted once here, not on every request.
-	store := inmem.NewFromObjectWithOpts(loaded.Documents, inmem.OptReturnASTValuesOnRead(true))
+	store := inmem.NewFromObjectWithOpts(c.data, inmem.OptReturnASTValuesOnRead(true))
 	prepared, err := oparego.New(
 		oparego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
 		oparego.Compiler(compiler),
@@ -100,9 +108,9 @@ func compile(ctx context.Context, dir string, snap *snapshot, query string) (*Po
 		oparego.GenerateJSON(keepAST),
 	).PrepareForEval(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("policy %s: prepare %s: %w", dir, query, err)
+		return nil, fmt.Errorf("policy %s: prepare %s: %w", c.source, query, err)
 	}
-	return &Policy{query: prepared, revision: snap.revision(), inputs: inputs}, nil
+	return &Policy{query: prepared, revision: c.revision, inputs: inputs}, nil
 }
 
 // ParsedBody reports whether the policy reads input.parsed_body.
@@ -118,6 +126,15 @@ func load(snap *snapshot) (*loader.Result, error) {
 		WithRegoVersion(ast.RegoV1).
 		WithProcessAnnotation(true).
 		All([]string{"."})
+}
+
+// content loads the snapshot of the policy directory dir.
+func (s *snapshot) content(dir string) (content, error) {
+	loaded, err := load(s)
+	if err != nil {
+		return content{}, fmt.Errorf("policy %s: %w", dir, err)
+	}
+	return content{source: dir, revision: s.revision(), modules: loaded.ParsedModules(), data: loaded.Documents}, nil
 }
 
 // parseQuery accepts a ground reference into data, the only kind of query

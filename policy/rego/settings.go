@@ -5,21 +5,41 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/modelguard/modelguard/policy/bundle"
 	"github.com/modelguard/modelguard/policy/field"
 )
 
 // Settings configure an Engine: the authorization section.
 type Settings struct {
 	// PolicyDir holds .rego and data (.json/.yaml) files; watched for
-	// changes. Required; relative to the configuration's directory.
+	// changes. Relative to the configuration's directory. Exactly one of
+	// PolicyDir and Bundle is set.
 	PolicyDir string `yaml:"policy_dir"`
+	// Bundle loads the policy from an OPA bundle service instead
+	// (policy/bundle owns its settings).
+	Bundle bundle.Settings `yaml:"bundle"`
 	// Query evaluated for each request, default data.modelguard.authz.allow;
 	// a reference starting with "data.".
 	// Its result is a boolean or an object {allow, status, reason, message, headers}.
 	Query string `yaml:"query"`
 	// Timeout for one evaluation, default 100ms, between 1ms and 10s.
 	Timeout time.Duration `yaml:"timeout"`
+	// DryRun lets requests the policy denies through, recording what it
+	// would have answered (see DryRun).
+	DryRun DryRun `yaml:"dry_run"`
+	// Shadow is a second policy evaluated beside this one, never
+	// affecting the answer (see Shadow).
+	Shadow Shadow `yaml:"shadow"`
 }
+
+// Source is where a policy comes from: a directory or a bundle service.
+type Source struct {
+	PolicyDir string
+	Bundle    bundle.Settings
+}
+
+// Source returns the enforced policy's source.
+func (s Settings) Source() Source { return Source{PolicyDir: s.PolicyDir, Bundle: s.Bundle} }
 
 // Defaults and limits of Settings.
 const (
@@ -31,7 +51,12 @@ const (
 
 // DefaultSettings returns the value every absent key takes.
 func DefaultSettings() Settings {
-	return Settings{Query: DefaultQuery, Timeout: DefaultTimeout}
+	return Settings{
+		Bundle:  bundle.DefaultSettings(),
+		Query:   DefaultQuery,
+		Timeout: DefaultTimeout,
+		Shadow:  Shadow{Bundle: bundle.DefaultSettings()},
+	}
 }
 
 // orDefaults gives zero fields their defaults, for settings built in code;
@@ -45,6 +70,8 @@ func (s Settings) orDefaults() Settings {
 	if s.Timeout == 0 {
 		s.Timeout = def.Timeout
 	}
+	s.Bundle = s.Bundle.OrDefaults()
+	s.Shadow.Bundle = s.Shadow.Bundle.OrDefaults()
 	return s
 }
 
@@ -52,18 +79,34 @@ func (s Settings) orDefaults() Settings {
 // errors are *field.Error relative to the section ("timeout").
 func (s Settings) Validate(baseDir string) []error {
 	var errs field.List
-	if s.PolicyDir == "" {
-		errs.Addf("policy_dir", "required: the directory holding the .rego policies")
-	} else if st, err := os.Stat(resolve(s.PolicyDir, baseDir)); err != nil {
-		errs = append(errs, &field.Error{Path: "policy_dir", Err: err})
-	} else if !st.IsDir() {
-		errs.Addf("policy_dir", "%s is not a directory", resolve(s.PolicyDir, baseDir))
+	if s.PolicyDir == "" && !s.Bundle.Configured() {
+		errs.Addf("policy_dir", "required: the directory holding the .rego policies (or bundle.url, an OPA bundle service)")
+	} else {
+		s.Source().validate(&errs, "", baseDir)
 	}
 	if _, err := parseQuery(s.Query); err != nil {
 		errs = append(errs, &field.Error{Path: "query", Err: err})
 	}
 	field.Range(&errs, "timeout", s.Timeout, MinTimeout, MaxTimeout)
+	errs = append(errs, field.Within("dry_run", s.DryRun.validate())...)
+	errs = append(errs, field.Within("shadow", s.Shadow.validate(baseDir))...)
 	return errs
+}
+
+// validate checks a configured source; paths are under prefix.
+func (src Source) validate(errs *field.List, prefix, baseDir string) {
+	switch {
+	case src.PolicyDir != "" && src.Bundle.Configured():
+		errs.Addf(prefix+"bundle.url", "set either policy_dir or bundle, not both: one policy source per configuration")
+	case src.Bundle.Configured():
+		*errs = append(*errs, field.Within(prefix+"bundle", src.Bundle.Validate(baseDir))...)
+	default:
+		if st, err := os.Stat(resolve(src.PolicyDir, baseDir)); err != nil {
+			*errs = append(*errs, &field.Error{Path: prefix + "policy_dir", Err: err})
+		} else if !st.IsDir() {
+			errs.Addf(prefix+"policy_dir", "%s is not a directory", resolve(src.PolicyDir, baseDir))
+		}
+	}
 }
 
 // resolve joins a relative dir to baseDir.
