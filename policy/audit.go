@@ -60,6 +60,14 @@ func (e *Engine) policyReloaded(revision string, err error) {
 // policy compile errors).
 const maxDetail = 2048
 
+// truncate bounds an event's detail to maxDetail bytes.
+func truncate(detail string) string {
+	if len(detail) > maxDetail {
+		return detail[:maxDetail] + "..."
+	}
+	return detail
+}
+
 // operator records an operator event whose outcome is "ok", or failed with
 // err's message as the detail.
 func (e *Engine) operator(ev audit.Event, err error, failed string) {
@@ -68,10 +76,7 @@ func (e *Engine) operator(ev audit.Event, err error, failed string) {
 	}
 	ev.Outcome = metrics.Outcome(err, failed)
 	if err != nil {
-		ev.Detail = err.Error()
-		if len(ev.Detail) > maxDetail {
-			ev.Detail = ev.Detail[:maxDetail] + "..."
-		}
+		ev.Detail = truncate(err.Error())
 	}
 	if err := e.audit.Record(&ev); err != nil {
 		e.log.Error("audit record failed", "kind", ev.Kind, "error", err)
@@ -89,19 +94,18 @@ func (e *Engine) RecordDecision(req *Request, d *Decision) error {
 		return nil
 	}
 	ev := audit.Event{
-		Kind:           audit.KindDecision,
-		Time:           d.Start,
-		DecisionID:     d.ID,
-		RequestID:      req.ID,
-		Gateway:        req.Gateway,
-		Model:          d.Model.Name,
-		Operation:      d.Model.Operation,
-		Method:         req.Method,
-		Path:           req.Path,
-		SourceAddress:  req.SourceAddress,
-		Result:         result(d),
-		Status:         d.Status,
-		Reason:         d.Reason,
+		Kind:          audit.KindDecision,
+		Time:          d.Start,
+		DecisionID:    d.ID,
+		RequestID:     req.ID,
+		Gateway:       req.Gateway,
+		Model:         d.Model.Name,
+		Operation:     d.Model.Operation,
+		Method:        req.Method,
+		Path:          req.Path,
+		SourceAddress: req.SourceAddress,
+		// For a dry-run lift: would_deny, with the policy's status and reason.
+		Result: result(d), Status: status(d), Reason: reason(d),
 		PolicyRevision: d.PolicyRevision,
 		LatencyMicros:  d.Latency.Microseconds(),
 		RateLimit:      d.RateLimit,

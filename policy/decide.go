@@ -50,7 +50,7 @@ func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
 			e.deny(d, http.StatusServiceUnavailable, "internal_error", "service unavailable")
 		}
 		d.Latency = e.now().Sub(start)
-		e.metrics.Decisions.WithLabelValues(result(d), d.Reason).Inc()
+		e.metrics.Decisions.WithLabelValues(result(d), reason(d)).Inc()
 		e.metrics.CheckDuration.Observe(d.Latency.Seconds())
 	}()
 	e.decide(ctx, req, d)
@@ -85,29 +85,36 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		return
 	}
 
-	var fetchErr error
+	var (
+		fetchErr error
+		input    ast.Value
+	)
 	res, err := e.authz.EvalInput(ctx, func(reads rego.Inputs) ast.Value {
+		// A shadow policy decides on the same input, so it holds what
+		// either policy reads.
+		reads |= e.shadow.reads()
 		fetchErr = req.Complete(inputParts(reads))
-		return e.input(req, id, d.Model, mr, reads.Has(rego.InputParsedBody))
+		input = e.input(req, id, d.Model, mr, reads.Has(rego.InputParsedBody))
+		return input
 	})
 	d.PolicyRevision = res.Revision
 	if fetchErr != nil {
 		e.refuse(d, req, fetchErr)
 		return
 	}
+	e.shadow.offer(d, req, input, res, err)
 	if errors.Is(err, rego.ErrNoPolicy) {
-		// A bundle source before its first bundle: never served without one.
+		// A bundle source before its first bundle: never served without
+		// one, not even in dry-run.
 		e.deny(d, http.StatusServiceUnavailable, rego.ReasonUnavailable, "service unavailable")
 		return
 	}
-	if err != nil {
-		e.log.Error("policy evaluation failed: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
-		e.deny(d, http.StatusServiceUnavailable, "policy_error", "service unavailable")
-		return
-	}
-	if !res.Allow {
-		e.policyDenied(d, res)
-		return
+	if err != nil || !res.Allow {
+		if !e.dryRunLifts(req, d, res, err) {
+			e.policyRefused(d, req, res, err)
+			return
+		}
+		res = rego.Result{Allow: true, RateLimitClass: res.RateLimitClass, Revision: res.Revision}
 	}
 	// Limits come after the policy, which may pick their class, and are
 	// charged only for requests it allows.
@@ -166,21 +173,34 @@ func (e *Engine) inspect(req *Request, d *Decision) (*models.Model, bool) {
 	return mr, true
 }
 
-// policyDenied denies d as the policy's result says, with the defaults for
-// what it leaves out (403, policy_denied, "access denied").
-func (e *Engine) policyDenied(d *Decision, res rego.Result) {
-	status, reason, msg := res.Status, res.Reason, res.Message
-	if status == 0 {
-		status = http.StatusForbidden
+// policyRefused denies d as the policy answered: its error (503
+// policy_error) or its denial, with the defaults for what the result
+// leaves out (403, policy_denied, "access denied").
+func (e *Engine) policyRefused(d *Decision, req *Request, res rego.Result, err error) {
+	if err != nil {
+		e.log.Error("policy evaluation failed: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
+		e.deny(d, http.StatusServiceUnavailable, "policy_error", "service unavailable")
+		return
 	}
-	if reason == "" {
-		reason = "policy_denied"
-	}
-	if msg == "" {
-		msg = "access denied"
-	}
+	status, reason, msg := policyDenial(res)
 	e.deny(d, status, reason, msg)
 	d.ResponseHeaders = appendHeaderMap(d.ResponseHeaders, res.ResponseHeaders)
+}
+
+// dryRunLifts reports whether the policy's denial or error on req is let
+// through by authorization.dry_run, and then sets d.WouldDeny to what it
+// would have answered. Only the policy's answer is ever lifted.
+func (e *Engine) dryRunLifts(req *Request, d *Decision, res rego.Result, err error) bool {
+	if !e.dryRun.Applies(d.Model.Name, req.Path) {
+		return false
+	}
+	w := &PolicyDenial{Status: http.StatusServiceUnavailable, Reason: "policy_error"}
+	if err == nil {
+		w.Status, w.Reason, _ = policyDenial(res)
+	}
+	d.WouldDeny = w
+	e.log.Info("dry-run: the policy would deny, let through", "decision_id", d.ID, "request_id", req.ID, "status", w.Status, "reason", w.Reason, "error", err)
+	return true
 }
 
 func (e *Engine) allow(d *Decision, req *Request, id *Identity, cred credential, res rego.Result) {
@@ -250,11 +270,30 @@ func inputParts(reads rego.Inputs) Part {
 	return p
 }
 
+// result, status and reason are d as recorded (audit, metrics): an allow
+// that dry-run lifted is would_deny with the policy's status and reason.
 func result(d *Decision) string {
-	if d.Allow {
+	switch {
+	case d.Allow && d.WouldDeny != nil:
+		return "would_deny"
+	case d.Allow:
 		return "allow"
 	}
 	return "deny"
+}
+
+func status(d *Decision) int {
+	if d.Allow && d.WouldDeny != nil {
+		return d.WouldDeny.Status
+	}
+	return d.Status
+}
+
+func reason(d *Decision) string {
+	if d.Allow && d.WouldDeny != nil {
+		return d.WouldDeny.Reason
+	}
+	return d.Reason
 }
 
 func appendHeaderMap(hs []Header, m map[string]string) []Header {

@@ -59,6 +59,10 @@ type Engine struct {
 	keys   keyStore      // nil: API keys not configured
 	authz  authorizer
 	models inspector
+	// shadow evaluates authorization.shadow beside authz (nil: none);
+	// dryRun lifts the policy's denials it covers.
+	shadow *shadow
+	dryRun rego.DryRun
 
 	apiKeyHeader   string
 	bearerKeys     bool

@@ -88,6 +88,22 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		return nil, cfg.Error(field.Under("authorization", err))
 	}
 	e.authz = r
+	e.dryRun = cfg.Authorization.DryRun
+	sh, err := rego.OpenShadow(ctx, cfg.Authorization, cfg.Dir, rego.Options{
+		Logger: e.log.With("policy", "shadow"),
+	})
+	if err != nil {
+		return nil, cfg.Error(field.Under("authorization", err))
+	}
+	if sh != nil {
+		e.shadow = newShadow(ctx, sh, e.metrics.Shadow, func(ev *audit.Event) {
+			if e.audit != nil {
+				if err := e.offer(ev); err != nil {
+					e.log.Error("audit record failed", "kind", ev.Kind, "decision_id", ev.DecisionID, "error", err)
+				}
+			}
+		}, e.log)
+	}
 	if err := e.openLimits(ctx, cfg); err != nil {
 		return nil, err
 	}

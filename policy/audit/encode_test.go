@@ -58,6 +58,7 @@ func fullEvent() Event {
 		Path: "/v1/chat/completions", SourceAddress: "10.0.0.7:51000", Result: "allow", Status: 200,
 		Reason: "allowed", PolicyRevision: "rev1", LatencyMicros: 42, BodySHA256: strings.Repeat("ab", 32),
 		RateLimit: "per-user", RateLimitKey: "subject+model",
+		ShadowResult: "deny", ShadowReason: "role_missing", ShadowRevision: "rev2",
 		Outcome: "ok", Detail: "line1\nline2", File: "/etc/x",
 	}
 }
@@ -92,6 +93,7 @@ func TestRecordEncoding(t *testing.T) {
 		`"issuer":"https://idp","model":"gpt-4o-mini","operation":"chat","method":"POST","path":"/v1/chat/completions",` +
 		`"source_address":"10.0.0.7:51000","result":"allow","status":200,"reason":"allowed","policy_revision":"rev1","latency_us":42,` +
 		`"body_sha256":"` + strings.Repeat("ab", 32) + `","rate_limit":"per-user","rate_limit_key":"subject+model",` +
+		`"shadow_result":"deny","shadow_reason":"role_missing","shadow_revision":"rev2",` +
 		`"outcome":"ok","detail":"line1\nline2","file":"/etc/x"`
 	want := sha256.Sum256([]byte(wantBody + "}"))
 	if sum != want {
