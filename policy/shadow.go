@@ -38,10 +38,10 @@ type shadow struct {
 
 // shadowJob is one decision for the shadow policy.
 type shadowJob struct {
-	decisionID, requestID string
-	start                 time.Time
-	input                 ast.Value
-	enforced              verdict
+	decisionID, requestID, gateway string
+	start                          time.Time
+	input                          ast.Value
+	enforced                       verdict
 }
 
 // verdict is a policy's answer as the shadow comparison sees it.
@@ -85,7 +85,7 @@ func (s *shadow) offer(d *Decision, req *Request, input ast.Value, res rego.Resu
 		return
 	}
 	select {
-	case s.jobs <- shadowJob{decisionID: d.ID, requestID: req.ID, start: d.Start, input: input, enforced: newVerdict(res, err)}:
+	case s.jobs <- shadowJob{decisionID: d.ID, requestID: req.ID, gateway: req.Gateway, start: d.Start, input: input, enforced: newVerdict(res, err)}:
 	default:
 		s.outcomes.WithLabelValues("dropped").Inc()
 	}
@@ -130,7 +130,7 @@ func (s *shadow) compare(ctx context.Context, j shadowJob) {
 	s.log.Info("shadow policy "+outcome, "decision_id", j.decisionID, "request_id", j.requestID,
 		"result", j.enforced.result, "reason", j.enforced.reason, "shadow_result", sv.result, "shadow_reason", sv.reason, "shadow_error", sv.err)
 	ev := &audit.Event{
-		Kind: audit.KindShadow, Time: j.start, DecisionID: j.decisionID, RequestID: j.requestID,
+		Kind: audit.KindShadow, Time: j.start, DecisionID: j.decisionID, RequestID: j.requestID, Gateway: j.gateway,
 		Result: j.enforced.result, Reason: j.enforced.reason, PolicyRevision: j.enforced.revision,
 		ShadowResult: sv.result, ShadowReason: sv.reason, ShadowRevision: sv.revision,
 	}

@@ -69,6 +69,9 @@ type envOptions struct {
 	noBody, strictSize bool
 	// rateLimits replaces the rate_limits section (the trial tier's rules).
 	rateLimits string
+	// policy replaces "policy_dir: policy", the authorization section's
+	// source (indented by two spaces after its first line).
+	policy string
 }
 
 // trialLimits is the rate_limits section of every env unless replaced:
@@ -119,7 +122,7 @@ authentication:
   api_keys:
     file: keys.yaml
 authorization:
-  policy_dir: policy
+  %s
   query: data.modelguard.authz.decision
   timeout: 1s
 models:
@@ -131,7 +134,7 @@ models:
 %s
 audit:
   output: %s
-`, testIssuer, testAudience, e.jwks.URL+"/jwks.json", cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"))
+`, testIssuer, testAudience, e.jwks.URL+"/jwks.json", cmp.Or(o.policy, "policy_dir: policy"), cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"))
 	if err := os.WriteFile(filepath.Join(e.dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
