@@ -330,3 +330,28 @@ func TestSourceSettings(t *testing.T) {
 		})
 	}
 }
+
+// With long polling, a new bundle arrives while the request for it is
+// held, not at the next poll: the polling delay here (5 minutes) is longer
+// than the test waits.
+func TestBundleLongPolling(t *testing.T) {
+	srv := testkit.NewBundleServer(t)
+	srv.LongPoll()
+	srv.Set(testkit.BuildBundle(t, bundlePolicy(`"reader": true`), "v1", "", ""))
+	var r bundleReloads
+	e, err := Open(t.Context(), Settings{Bundle: bundle.Settings{
+		URL:     srv.URL,
+		Polling: bundle.Polling{MinDelay: 5 * time.Minute, MaxDelay: 5 * time.Minute, LongPollingTimeout: 30 * time.Second},
+	}}, t.TempDir(), Options{OnReload: r.on})
+	if err != nil {
+		t.Fatal(err)
+	}
+	testkit.Eventually(t, "the first bundle", func() bool { return e.Revision() != "" })
+	testkit.Eventually(t, "a held request", func() bool { return srv.Held() >= 1 })
+	first := e.Revision()
+	srv.Set(testkit.BuildBundle(t, bundlePolicy(`"admin": true`), "v2", "", ""))
+	testkit.Eventually(t, "the second bundle", func() bool { return e.Revision() != first })
+	if ok, _ := decideRole(t, e, "admin"); !ok {
+		t.Fatal("admin denied by v2")
+	}
+}

@@ -12,10 +12,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/bundle"
@@ -24,17 +26,32 @@ import (
 
 // BundleServer is an OPA bundle service on loopback: GET of any path
 // serves the bundle last given to Set with its ETag, 304 to a request
-// whose If-None-Match names it, 503 while down.
+// whose If-None-Match names it, 503 while down. With LongPoll, it supports
+// OPA's long polling: a request whose If-None-Match names the current
+// bundle and that asks to wait ("Prefer: wait=N") is held until Set
+// changes the bundle or N seconds pass.
 type BundleServer struct {
 	URL string
 
-	mu   sync.Mutex
-	body []byte
-	etag string
-	down bool
+	mu      sync.Mutex
+	body    []byte
+	etag    string
+	down    bool
+	long    bool
+	changed chan struct{} // closed by Set
 
-	requests, notModified atomic.Int64
+	requests, notModified, held atomic.Int64
 }
+
+// LongPoll turns long polling support on.
+func (s *BundleServer) LongPoll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.long = true
+}
+
+// Held counts the requests held open by long polling.
+func (s *BundleServer) Held() int64 { return s.held.Load() }
 
 // NewBundleServer starts a BundleServer without a bundle (it answers 404
 // until Set), closed when the test ends.
@@ -50,8 +67,24 @@ func NewBundleServer(tb testing.TB) *BundleServer {
 func (s *BundleServer) serve(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
 	s.mu.Lock()
-	body, etag, down := s.body, s.etag, s.down
+	body, etag, down, long, changed := s.body, s.etag, s.down, s.long, s.changed
 	s.mu.Unlock()
+	if long {
+		// Long polling is announced by this content type on every answer.
+		w.Header().Set("Content-Type", "application/vnd.openpolicyagent.bundles")
+		if wait := longPollWait(r); wait > 0 && body != nil && !down && strings.Contains(r.Header.Get("If-None-Match"), etag) {
+			s.held.Add(1)
+			select {
+			case <-changed:
+			case <-time.After(wait):
+			case <-r.Context().Done():
+				return
+			}
+			s.mu.Lock()
+			body, etag = s.body, s.etag
+			s.mu.Unlock()
+		}
+	}
 	switch {
 	case down:
 		http.Error(w, "down", http.StatusServiceUnavailable)
@@ -63,9 +96,23 @@ func (s *BundleServer) serve(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusNotModified)
 	default:
 		w.Header().Set("ETag", etag)
-		w.Header().Set("Content-Type", "application/gzip")
+		if !long {
+			w.Header().Set("Content-Type", "application/gzip")
+		}
 		w.Write(body)
 	}
+}
+
+// longPollWait is the wait a request asks for in "Prefer: ...;wait=N".
+func longPollWait(r *http.Request) time.Duration {
+	for _, p := range strings.Split(r.Header.Get("Prefer"), ";") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(p), "wait="); ok {
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
+				return time.Duration(n) * time.Second
+			}
+		}
+	}
+	return 0
 }
 
 // Set makes raw (a bundle file) the bundle served.
@@ -74,6 +121,10 @@ func (s *BundleServer) Set(raw []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.body, s.etag = raw, `"`+hex.EncodeToString(sum[:8])+`"`
+	if s.changed != nil {
+		close(s.changed)
+	}
+	s.changed = make(chan struct{})
 }
 
 // SetDown makes the service answer 503 (down) or serve again.
