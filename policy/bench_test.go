@@ -38,6 +38,12 @@ func newBenchSetup(b *testing.B, durability audit.Durability) benchSetup {
 // newBenchSetupJWT adds jwtYAML (lines under authentication.jwt) to the
 // configuration.
 func newBenchSetupJWT(b *testing.B, durability audit.Durability, jwtYAML string) benchSetup {
+	return newBenchSetupYAML(b, durability, jwtYAML, "")
+}
+
+// newBenchSetupYAML adds jwtYAML and authzYAML (lines under authorization)
+// to the configuration.
+func newBenchSetupYAML(b *testing.B, durability audit.Durability, jwtYAML, authzYAML string) benchSetup {
 	b.Helper()
 	dir := b.TempDir()
 	if err := os.CopyFS(dir, examples.Demo); err != nil {
@@ -64,6 +70,7 @@ authorization:
   policy_dir: policy
   query: data.modelguard.authz.decision
   timeout: 10s # many callers on a shared machine: CPU waits are not policy errors
+` + authzYAML + `
 models:
   - {name: gpt-4o-mini, operation: chat}
 # The parallel benchmarks measure deciding, not load shedding: every caller
@@ -145,6 +152,15 @@ func BenchmarkDecideJWTUncached(b *testing.B) {
 // bearer API key.
 func BenchmarkDecideAPIKey(b *testing.B) {
 	s := newBenchSetup(b, "")
+	benchDecide(b, s.engine, benchRequest("Bearer "+s.key))
+}
+
+// BenchmarkDecideAPIKeyShadow adds a shadow policy (the same example
+// policy, from its own directory): compare with BenchmarkDecideAPIKey from
+// the same run. The shadow decides on its own goroutine after the answer;
+// what remains on the request path is queueing its input.
+func BenchmarkDecideAPIKeyShadow(b *testing.B) {
+	s := newBenchSetupYAML(b, "", "", "  shadow: {policy_dir: policy}")
 	benchDecide(b, s.engine, benchRequest("Bearer "+s.key))
 }
 
