@@ -63,11 +63,14 @@ func (r *bundleReloads) count(fetch bool) int {
 	return n
 }
 
-// openBundle opens an engine on srv's bundle, polled every second.
+// openBundle opens an engine on srv's bundle, polled every second unless
+// b says otherwise.
 func openBundle(t *testing.T, srv *testkit.BundleServer, b bundle.Settings, r *bundleReloads) *Engine {
 	t.Helper()
 	b.URL = srv.URL
-	b.Polling = bundle.Polling{MinDelay: time.Second, MaxDelay: time.Second}
+	if b.Polling == (bundle.Polling{}) {
+		b.Polling = bundle.Polling{MinDelay: time.Second, MaxDelay: time.Second}
+	}
 	e, err := Open(t.Context(), Settings{Bundle: b}, t.TempDir(), Options{OnReload: r.on})
 	if err != nil {
 		t.Fatal(err)
@@ -339,13 +342,9 @@ func TestBundleLongPolling(t *testing.T) {
 	srv.LongPoll()
 	srv.Set(testkit.BuildBundle(t, bundlePolicy(`"reader": true`), "v1", "", ""))
 	var r bundleReloads
-	e, err := Open(t.Context(), Settings{Bundle: bundle.Settings{
-		URL:     srv.URL,
+	e := openBundle(t, srv, bundle.Settings{
 		Polling: bundle.Polling{MinDelay: 5 * time.Minute, MaxDelay: 5 * time.Minute, LongPollingTimeout: 30 * time.Second},
-	}}, t.TempDir(), Options{OnReload: r.on})
-	if err != nil {
-		t.Fatal(err)
-	}
+	}, &r)
 	testkit.Eventually(t, "the first bundle", func() bool { return e.Revision() != "" })
 	testkit.Eventually(t, "a held request", func() bool { return srv.Held() >= 1 })
 	first := e.Revision()
