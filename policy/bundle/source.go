@@ -122,6 +122,9 @@ type source struct {
 // update is the downloader's callback: an error, a new bundle, or nothing
 // new (304). Returning an error makes the downloader retry with backoff.
 func (s *source) update(ctx context.Context, u download.Update) error {
+	if ctx.Err() != nil {
+		return nil // stopping: a download cut short is no failure
+	}
 	if u.Error != nil {
 		err := classify(u.Error)
 		if _, fetch := errors.AsType[*FetchError](err); fetch {
@@ -171,9 +174,8 @@ func (s *source) loadPersisted(ctx context.Context) {
 		if err == nil {
 			rev := revision(raw)
 			s.opts.Logger.Info("activating the persisted bundle", "file", path, "revision", rev)
-			if err := s.opts.Activate(ctx, Update{Bundle: &b, Revision: rev, Persisted: true}); err != nil {
-				return // the caller logged and counted it
-			}
+			// A refusal is logged and counted by the caller.
+			_ = s.opts.Activate(ctx, Update{Bundle: &b, Revision: rev, Persisted: true})
 			return
 		}
 	}
