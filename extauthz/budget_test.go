@@ -100,3 +100,31 @@ func TestBodyBudgetShedsOverRealGRPC(t *testing.T) {
 		t.Fatalf("after the held checks finished: %v, %v", resp, err)
 	}
 }
+
+// TestBodyBudgetHoldsTheMessageSize: once read, a check holds its
+// message's size, not a whole max message: two checks holding 1.4 MiB of
+// a 2.5 MiB budget leave room for a third to be read (1 MiB while reading).
+func TestBodyBudgetHoldsTheMessageSize(t *testing.T) {
+	cfg := serverConfig(config.TLS{}) // max_message_bytes: 1 MiB
+	d := &budgetDecider{Limit: admission.NewLimit(5<<19, 0), hold: 2,
+		entered: make(chan struct{}), release: make(chan struct{})}
+	s := start(t, cfg, d)
+	client := authv3.NewAuthorizationClient(dial(t, s.GRPCAddr().String(), insecure.NewCredentials()))
+	cr := checkReq()
+	cr.Attributes.Request.Http.RawBody = bytes.Repeat([]byte{'x'}, 700<<10)
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			if resp, err := client.Check(context.Background(), cr); err != nil || resp.GetOkResponse() == nil {
+				t.Errorf("held check: %v, %v", resp, err)
+			}
+		})
+		<-d.entered
+	}
+	resp, err := client.Check(context.Background(), checkReq())
+	close(d.release)
+	wg.Wait()
+	if err != nil || resp.GetOkResponse() == nil {
+		t.Fatalf("third check: %v, %v: the held checks count more than their messages", resp, err)
+	}
+}

@@ -23,7 +23,6 @@ import (
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/config"
@@ -104,15 +103,17 @@ func (a *Authorization) serveCheck(stream grpc.ServerStream) error {
 		}
 		defer func() { a.budget.ReleaseBody(held) }()
 	}
-	cr := new(authv3.CheckRequest)
-	if err := stream.RecvMsg(cr); err != nil {
+	m := sizedCheck{CheckRequest: new(authv3.CheckRequest), size: -1}
+	if err := stream.RecvMsg(&m); err != nil {
 		return err
 	}
-	if size := int64(proto.Size(cr)); held > size {
+	// Listen's server decodes with sizingCodec, which sets the size; a
+	// message of unknown size keeps the whole max message held.
+	if size := int64(m.size); size >= 0 && held > size {
 		a.budget.ReleaseBody(held - size)
 		held = size
 	}
-	resp, _ := a.Check(ctx, cr) // never an error
+	resp, _ := a.Check(ctx, m.CheckRequest) // never an error
 	return stream.SendMsg(resp)
 }
 
@@ -157,6 +158,7 @@ func Listen(cfg *config.Config, d Decider, gatherer prometheus.Gatherer, log *sl
 	sc := cfg.Server
 	opts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(sc.MaxMessageBytes),
+		grpc.ForceServerCodecV2(newSizingCodec()),
 		// Long-lived workers keep the stacks Rego's recursive evaluator
 		// grows; a fresh goroutine per check would grow (copy) its stack
 		// on every request. gRPC starts a goroutine for each stream that

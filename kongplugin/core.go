@@ -124,7 +124,7 @@ func (c *core) load() *coreState {
 		return refuse(cfg.Error(&config.FieldError{Path: "audit.output", Err: errStdoutAudit}))
 	}
 	log = c.p.newLogger(cfg.Log)
-	opts := policy.Options{Logger: log}
+	opts := policy.Options{Logger: log, HoldReservations: c.p.settle}
 	var closer io.Closer
 	if c.p.openAudit != nil {
 		rec, cl, err := c.p.openAudit(cfg)

@@ -64,6 +64,11 @@ type Options struct {
 	OpenAudit func(*config.Config) (policy.AuditSink, io.Closer, error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// Settle gives the plugin a response phase that settles token
+	// reservations from the usage the model reports (settle.go). It costs
+	// streaming: Kong buffers whole responses of a plugin with a response
+	// phase.
+	Settle bool
 }
 
 // Plugin is the state every plugin instance shares: the cores built per
@@ -83,6 +88,7 @@ type Plugin struct {
 	cores map[string]*core // by config_path as configured
 
 	pending *pending
+	settle  bool // Options.Settle
 
 	// beforeEvaluate, when set, runs in the access phase just before the
 	// core decides: tests inject panics with it.
@@ -103,6 +109,7 @@ func New(opts Options) *Plugin {
 		openAudit: opts.OpenAudit,
 		now:       opts.Now,
 		cores:     map[string]*core{},
+		settle:    opts.Settle,
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -119,8 +126,15 @@ func New(opts Options) *Plugin {
 }
 
 // NewConfig is the constructor go-pdk calls for every plugin instance
-// (and once to derive the schema). Instances share p.
-func (p *Plugin) NewConfig() any { return &Config{p: p} }
+// (and once to derive the schema and phases). Instances share p. A
+// settling plugin's instances are SettlingConfig: they have a response
+// phase.
+func (p *Plugin) NewConfig() any {
+	if p.settle {
+		return (*SettlingConfig)(&Config{p: p})
+	}
+	return &Config{p: p}
+}
 
 // Close logs the decisions still waiting for their log phase (their records
 // are in the trail, without a completion), stops the cores' background work
@@ -149,10 +163,13 @@ type Config struct {
 	// real_ip_header as Kong's own plugins do; "direct" is
 	// kong.client.get_ip, the peer (a load balancer, behind one).
 	ClientIP string `json:"client_ip"`
-	// Consumer (unset: true) makes an allowed caller Kong's authenticated
+	// Consumer (unset: false) makes an allowed caller Kong's authenticated
 	// consumer and credential (kong.client.authenticate), for
-	// rate-limiting by consumer or credential and for loggers; false saves
-	// that PDK call per request when no Kong plugin needs it.
+	// rate-limiting by consumer or credential and for loggers, at one PDK
+	// call per allowed request. Off by default: the upstream gets the
+	// consumer headers either way, and without a consumer Kong's acl
+	// plugin reads the groups below whatever its
+	// always_use_authenticated_groups says.
 	Consumer *bool `json:"consumer"`
 	// Groups (unset: true) puts an allowed caller's roles in
 	// kong.ctx.shared.authenticated_groups for Kong's acl plugin; false
@@ -171,7 +188,7 @@ func (c *Config) validate() error {
 	return nil
 }
 
-func (c *Config) consumer() bool { return c.Consumer == nil || *c.Consumer }
+func (c *Config) consumer() bool { return c.Consumer != nil && *c.Consumer }
 func (c *Config) groups() bool   { return c.Groups == nil || *c.Groups }
 
 // Access decides the request; see Plugin.access.
@@ -323,7 +340,9 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 			reason = "header_value_invalid"
 		}
 		p.fail(x, st, d, reason, "applying the allow decision failed", err)
+		return
 	}
+	p.holdForResponse(kong, d)
 }
 
 // panicked denies (503) a request whose access phase panicked: the decision
@@ -500,6 +519,7 @@ func (p *Plugin) logged(c *Config, raw string) error {
 		p.log.Debug("log phase without a waiting decision (modelguard did not decide, or the decision expired)")
 		return nil
 	}
+	release(e)
 	status := s.Response.Status
 	if status == 0 {
 		p.log.Warn("log phase: no final status, recording the decision's", "decision_id", e.id)
@@ -542,6 +562,7 @@ func carryID(kong *pdk.PDK, id string) error {
 // in the trail, without the final status.
 func (p *Plugin) expire(expired []*entry) {
 	for _, e := range expired {
+		release(e)
 		p.log.Warn("no log phase for a decision: its record gets no completion", "decision_id", e.id)
 	}
 }

@@ -39,8 +39,10 @@ type Admitter interface {
 
 // reloaded counts one reload attempt of a subsystem (key file, schemas,
 // policies) and records its operator event: ok, or refused with the error.
+// The decision cache is dropped either way.
 func (e *Engine) reloaded(counter *prometheus.CounterVec, ev audit.Event, err error) {
 	counter.WithLabelValues(metrics.Outcome(err, "refused")).Inc()
+	e.dropDecisions()
 	e.operator(ev, err, "refused")
 }
 

@@ -94,7 +94,7 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		// either policy reads.
 		reads |= e.shadow.reads()
 		fetchErr = req.Complete(inputParts(reads))
-		input = e.input(req, id, d.Model, mr, reads.Has(rego.InputParsedBody))
+		input = e.input(req, id, d.Model, mr, reads)
 		return input
 	})
 	d.PolicyRevision = res.Revision

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/modelguard/modelguard/policy/ratelimit"
 )
 
 // Decision is the core's answer for one Request.
@@ -45,6 +47,10 @@ type Decision struct {
 	// RateLimit names the limit that refused the request and RateLimitKey
 	// what it counts per ("subject+model"), for the audit record.
 	RateLimit, RateLimitKey string
+	// Reservation is the token budgets an allowed request holds, for the
+	// gateway to settle from the real usage; set only with
+	// Options.HoldReservations, nil when it holds none.
+	Reservation *ratelimit.Reservation
 	// Start is when evaluation began; Latency how long it took.
 	Start   time.Time
 	Latency time.Duration

@@ -57,7 +57,7 @@ func (fakeTokens) Verify(_ context.Context, tok string) (*jwtauth.Identity, erro
 type authzFunc func(ctx context.Context, input ast.Value) (rego.Result, error)
 
 func (f authzFunc) EvalInput(ctx context.Context, build func(rego.Inputs) ast.Value) (rego.Result, error) {
-	return f(ctx, build(rego.InputParsedBody|rego.InputQuery|rego.InputScheme|rego.InputSourceAddress))
+	return f(ctx, build(rego.AllInputs))
 }
 
 // testCatalog is the real model catalog with one chat model.
@@ -260,21 +260,26 @@ func TestListing(t *testing.T) {
 	}
 }
 
-// The parsed body reaches the policy only when the policy reads it.
-func TestDecideParsedBodyOnlyWhenWanted(t *testing.T) {
-	for _, want := range []bool{false, true} {
+// A member of input reaches the policy only when the policy reads it.
+func TestDecideInputOnlyWhatIsRead(t *testing.T) {
+	tests := []struct {
+		reads rego.Inputs
+		want  string
+	}{
+		{0, `{}`},
+		{rego.InputRoles, `{"subject": {"roles": ["chat-user"]}}`},
+		{rego.InputMethod | rego.InputModel, `{"model": {"name": "gpt-4o-mini", "operation": "chat"}, "request": {"method": "POST"}}`},
+		{rego.InputHeaders, `{"request": {"headers": {"content-type": "application/json", "x-test": "1"}}}`},
+		{rego.InputBody, `{"body": {"max_tokens": 64, "messages": 1, "prompt_chars": 2, "stream": false, "tools": []}}`},
+		{rego.InputParsedBody, `{"parsed_body": {"max_tokens": 64, "messages": [{"content": "Hi", "role": "user"}], "model": "gpt-4o-mini"}}`},
+		{rego.InputGateway | rego.InputSubjectID | rego.InputAuthMethod, `{"gateway": "envoy", "subject": {"auth_method": "api_key", "id": "alice"}}`},
+	}
+	for _, tc := range tests {
 		var input ast.Value
-		e, _ := testEngine(t, evalInputFunc(func(build func(rego.Inputs) ast.Value) {
-			var reads rego.Inputs
-			if want {
-				reads = rego.InputParsedBody
-			}
-			input = build(reads)
-		}))
-		e.Decide(context.Background(), chat(map[string]string{"x-api-key": "mg_alice"}))
-		got := strings.Contains(input.String(), `"parsed_body"`)
-		if got != want || !strings.Contains(input.String(), `"body": {`) {
-			t.Errorf("policy wants parsed_body=%v: input %s", want, input)
+		e, _ := testEngine(t, evalInputFunc(func(build func(rego.Inputs) ast.Value) { input = build(tc.reads) }))
+		e.Decide(context.Background(), chat(map[string]string{"x-api-key": "mg_alice", "x-test": "1"}))
+		if input.Compare(ast.MustParseTerm(tc.want).Value) != 0 {
+			t.Errorf("reads %b: input %s, want %s", tc.reads, input, tc.want)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
+	"github.com/modelguard/modelguard/policy/rego"
 )
 
 // input builds the Rego input document directly as an ast.Value, which
@@ -18,65 +19,109 @@ import (
 //	request{id, method, path, query, host, scheme, headers, source_address, tls_principal},
 //	model{name, operation} (only when known)
 //	body{max_tokens, stream, n, messages, prompt_chars, tools} (model requests)
-//	parsed_body (model requests, only for policies that read it)
-func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, parsedBody bool) ast.Value {
-	roles := make([]*ast.Term, len(id.Roles))
-	for i, r := range id.Roles {
-		roles[i] = ast.StringTerm(r)
+//	parsed_body (model requests)
+//
+// Only the members the policy can read (reads, from rego's analysis of its
+// modules) are built: the example policy's input is four members, not
+// forty values.
+func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, reads rego.Inputs) ast.Value {
+	items := make([][2]*ast.Term, 0, 6)
+	if reads.Has(rego.InputGateway) {
+		items = append(items, ast.Item(keyGateway, ast.StringTerm(req.Gateway)))
 	}
-	claims := id.claimsValue
-	if claims == nil {
-		claims = claimsObject(id.Claims)
+	if reads.Any(rego.InputSubject) {
+		items = append(items, ast.Item(keySubject, ast.NewTerm(subjectValue(id, reads))))
 	}
-	subject := ast.NewObject(
-		ast.Item(ast.InternedTerm("id"), ast.StringTerm(id.Subject)),
-		ast.Item(ast.InternedTerm("roles"), ast.ArrayTerm(roles...)),
-		ast.Item(ast.InternedTerm("auth_method"), ast.StringTerm(id.Method)),
-		ast.Item(ast.InternedTerm("key_id"), ast.StringTerm(id.KeyID)),
-		ast.Item(ast.InternedTerm("issuer"), ast.StringTerm(id.Issuer)),
-		ast.Item(ast.InternedTerm("claims"), ast.NewTerm(claims)),
-	)
-
-	headers := make([][2]*ast.Term, 0, len(req.Headers))
-	for k, v := range req.Headers {
-		if strings.HasPrefix(k, ":") || e.isCredentialHeader(k) {
-			continue
-		}
-		headers = append(headers, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+	if reads.Any(rego.InputRequest) {
+		items = append(items, ast.Item(keyRequest, ast.NewTerm(e.requestValue(req, reads))))
 	}
-	request := ast.NewObject(
-		ast.Item(ast.InternedTerm("id"), ast.StringTerm(req.ID)),
-		ast.Item(ast.InternedTerm("method"), ast.StringTerm(req.Method)),
-		ast.Item(ast.InternedTerm("path"), ast.StringTerm(req.Path)),
-		ast.Item(ast.InternedTerm("query"), ast.NewTerm(queryValue(req.Query))),
-		ast.Item(ast.InternedTerm("host"), ast.StringTerm(req.Host)),
-		ast.Item(ast.InternedTerm("scheme"), ast.StringTerm(req.Scheme)),
-		ast.Item(ast.InternedTerm("headers"), ast.NewTerm(ast.NewObject(headers...))),
-		ast.Item(ast.InternedTerm("source_address"), ast.StringTerm(req.SourceAddress)),
-		ast.Item(ast.InternedTerm("tls_principal"), ast.StringTerm(req.TLSPrincipal)),
-	)
-
-	items := [][2]*ast.Term{
-		ast.Item(ast.InternedTerm("gateway"), ast.StringTerm(req.Gateway)),
-		ast.Item(ast.InternedTerm("subject"), ast.NewTerm(subject)),
-		ast.Item(ast.InternedTerm("request"), ast.NewTerm(request)),
-	}
-	if m.Name != "" || m.Operation != "" {
-		items = append(items, ast.Item(ast.InternedTerm("model"), ast.NewTerm(ast.NewObject(
-			ast.Item(ast.InternedTerm("name"), ast.StringTerm(m.Name)),
-			ast.Item(ast.InternedTerm("operation"), ast.StringTerm(m.Operation)),
+	if reads.Has(rego.InputModel) && (m.Name != "" || m.Operation != "") {
+		items = append(items, ast.Item(keyModel, ast.NewTerm(ast.NewObject(
+			ast.Item(keyName, ast.StringTerm(m.Name)),
+			ast.Item(keyOperation, ast.StringTerm(m.Operation)),
 		))))
 	}
 	if mr != nil {
-		items = append(items, ast.Item(ast.InternedTerm("body"), ast.NewTerm(factsValue(mr.Facts))))
-		if parsedBody {
-			// Converted only when the policy reads it: a large prompt costs
-			// nothing otherwise. Parsed bodies always convert.
+		if reads.Has(rego.InputBody) {
+			items = append(items, ast.Item(keyBody, ast.NewTerm(factsValue(mr.Facts))))
+		}
+		if reads.Has(rego.InputParsedBody) {
+			// Parsed bodies always convert.
 			if v, err := ast.InterfaceToValue(mr.Body); err == nil {
-				items = append(items, ast.Item(ast.InternedTerm("parsed_body"), ast.NewTerm(v)))
+				items = append(items, ast.Item(keyParsedBody, ast.NewTerm(v)))
 			}
 		}
 	}
+	return ast.NewObject(items...)
+}
+
+// Keys of the input document, made once: ast.InternedTerm allocates for
+// strings OPA does not intern itself. Input terms are only read.
+var (
+	keyGateway, keySubject, keyRequest, keyModel, keyBody, keyParsedBody = ast.StringTerm("gateway"), ast.StringTerm("subject"), ast.StringTerm("request"), ast.StringTerm("model"), ast.StringTerm("body"), ast.StringTerm("parsed_body")
+	keyID, keyRoles, keyAuthMethod, keyKeyID, keyIssuer, keyClaims       = ast.StringTerm("id"), ast.StringTerm("roles"), ast.StringTerm("auth_method"), ast.StringTerm("key_id"), ast.StringTerm("issuer"), ast.StringTerm("claims")
+	keyMethod, keyPath, keyQuery, keyHost, keyScheme, keyHeaders         = ast.StringTerm("method"), ast.StringTerm("path"), ast.StringTerm("query"), ast.StringTerm("host"), ast.StringTerm("scheme"), ast.StringTerm("headers")
+	keySourceAddress, keyTLSPrincipal, keyName, keyOperation             = ast.StringTerm("source_address"), ast.StringTerm("tls_principal"), ast.StringTerm("name"), ast.StringTerm("operation")
+	keyStream, keyMessages, keyPromptChars, keyTools, keyMaxTokens, keyN = ast.StringTerm("stream"), ast.StringTerm("messages"), ast.StringTerm("prompt_chars"), ast.StringTerm("tools"), ast.StringTerm("max_tokens"), ast.StringTerm("n")
+)
+
+// subjectValue is input.subject, with the members in reads.
+func subjectValue(id *Identity, reads rego.Inputs) ast.Object {
+	items := make([][2]*ast.Term, 0, 6)
+	str := func(member rego.Inputs, key *ast.Term, v string) {
+		if reads.Has(member) {
+			items = append(items, ast.Item(key, ast.StringTerm(v)))
+		}
+	}
+	str(rego.InputSubjectID, keyID, id.Subject)
+	if reads.Has(rego.InputRoles) {
+		roles := make([]*ast.Term, len(id.Roles))
+		for i, r := range id.Roles {
+			roles[i] = ast.StringTerm(r)
+		}
+		items = append(items, ast.Item(keyRoles, ast.ArrayTerm(roles...)))
+	}
+	str(rego.InputAuthMethod, keyAuthMethod, id.Method)
+	str(rego.InputKeyID, keyKeyID, id.KeyID)
+	str(rego.InputIssuer, keyIssuer, id.Issuer)
+	if reads.Has(rego.InputClaims) {
+		claims := id.claimsValue
+		if claims == nil {
+			claims = claimsObject(id.Claims)
+		}
+		items = append(items, ast.Item(keyClaims, ast.NewTerm(claims)))
+	}
+	return ast.NewObject(items...)
+}
+
+// requestValue is input.request, with the members in reads.
+func (e *Engine) requestValue(req *Request, reads rego.Inputs) ast.Object {
+	items := make([][2]*ast.Term, 0, 9)
+	str := func(member rego.Inputs, key *ast.Term, v string) {
+		if reads.Has(member) {
+			items = append(items, ast.Item(key, ast.StringTerm(v)))
+		}
+	}
+	str(rego.InputRequestID, keyID, req.ID)
+	str(rego.InputMethod, keyMethod, req.Method)
+	str(rego.InputPath, keyPath, req.Path)
+	if reads.Has(rego.InputQuery) {
+		items = append(items, ast.Item(keyQuery, ast.NewTerm(queryValue(req.Query))))
+	}
+	str(rego.InputHost, keyHost, req.Host)
+	str(rego.InputScheme, keyScheme, req.Scheme)
+	if reads.Has(rego.InputHeaders) {
+		headers := make([][2]*ast.Term, 0, len(req.Headers))
+		for k, v := range req.Headers {
+			if strings.HasPrefix(k, ":") || e.isCredentialHeader(k) {
+				continue
+			}
+			headers = append(headers, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+		}
+		items = append(items, ast.Item(keyHeaders, ast.NewTerm(ast.NewObject(headers...))))
+	}
+	str(rego.InputSourceAddress, keySourceAddress, req.SourceAddress)
+	str(rego.InputTLSPrincipal, keyTLSPrincipal, req.TLSPrincipal)
 	return ast.NewObject(items...)
 }
 
@@ -106,16 +151,16 @@ func factsValue(f models.Facts) ast.Object {
 		tools[i] = ast.StringTerm(t)
 	}
 	o := ast.NewObject(
-		ast.Item(ast.InternedTerm("stream"), ast.InternedTerm(f.Stream)),
-		ast.Item(ast.InternedTerm("messages"), ast.InternedTerm(f.Messages)),
-		ast.Item(ast.InternedTerm("prompt_chars"), ast.InternedTerm(f.PromptChars)),
-		ast.Item(ast.InternedTerm("tools"), ast.ArrayTerm(tools...)),
+		ast.Item(keyStream, ast.InternedTerm(f.Stream)),
+		ast.Item(keyMessages, ast.InternedTerm(f.Messages)),
+		ast.Item(keyPromptChars, ast.InternedTerm(f.PromptChars)),
+		ast.Item(keyTools, ast.ArrayTerm(tools...)),
 	)
 	if f.MaxTokens != 0 {
-		o.Insert(ast.InternedTerm("max_tokens"), ast.InternedTerm(f.MaxTokens))
+		o.Insert(keyMaxTokens, ast.InternedTerm(f.MaxTokens))
 	}
 	if f.N != 0 {
-		o.Insert(ast.InternedTerm("n"), ast.InternedTerm(f.N))
+		o.Insert(keyN, ast.InternedTerm(f.N))
 	}
 	return o
 }

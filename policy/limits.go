@@ -46,6 +46,9 @@ func (e *Engine) limit(ctx context.Context, req *Request, d *Decision, id *Ident
 	}
 	res.Headers(func(name, value string) { d.ResponseHeaders = append(d.ResponseHeaders, Header{name, value}) })
 	if res.Allowed {
+		if e.holdLimits {
+			d.Reservation = e.limiter.Hold(res)
+		}
 		return true
 	}
 	typ, code, msg := res.Error()

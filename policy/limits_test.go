@@ -2,7 +2,9 @@ package policy
 
 import (
 	"context"
+	"log/slog"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -131,14 +133,57 @@ func TestRateLimitStoreDownFailsClosed(t *testing.T) {
 		onError string
 		status  int
 		reason  string
-	}{{"deny", 503, "ratelimit_unavailable"}, {"local", 200, "allowed"}} {
+		log     string // logged for every such decision, with its id
+	}{{"deny", 503, "ratelimit_unavailable", "rate limits could not be decided: denied"}, {"local", 200, "allowed", "rate limits decided locally: redis unavailable"}} {
 		e, _ := limitedEngine(t, allowAll, ratelimit.Settings{Store: "redis", Redis: ratelimit.RedisSettings{Address: addr, OnError: tt.onError}, Rules: rules})
-		d := e.Decide(context.Background(), chat(map[string]string{"x-api-key": "mg_alice"}))
-		if d.Status != tt.status || d.Reason != tt.reason {
-			t.Fatalf("on_error %s: %d %s, want %d %s", tt.onError, d.Status, d.Reason, tt.status, tt.reason)
+		logs := &testkit.SyncBuffer{}
+		e.log = slog.New(slog.NewTextHandler(logs, nil))
+		for range 2 {
+			d := e.Decide(context.Background(), chat(map[string]string{"x-api-key": "mg_alice"}))
+			if d.Status != tt.status || d.Reason != tt.reason {
+				t.Fatalf("on_error %s: %d %s, want %d %s", tt.onError, d.Status, d.Reason, tt.status, tt.reason)
+			}
+			if !strings.Contains(logs.String(), "decision_id="+d.ID) {
+				t.Fatalf("on_error %s: decision %s not logged: %s", tt.onError, d.ID, logs)
+			}
 		}
+		if n := strings.Count(logs.String(), tt.log); n != 2 {
+			t.Fatalf("on_error %s: %q logged %d times for 2 decisions: %s", tt.onError, tt.log, n, logs)
+		}
+		d := e.Decide(context.Background(), chat(map[string]string{"x-api-key": "mg_alice"}))
 		if tt.status == 503 && string(d.Body()) != `{"error":{"message":"service unavailable","type":"server_error","code":"service_unavailable"}}` {
 			t.Fatalf("body %s", d.Body())
+		}
+	}
+}
+
+func TestHoldReservations(t *testing.T) {
+	rules := []ratelimit.Rule{{Name: "tpm", Tokens: 100, Per: time.Hour}}
+	alice := map[string]string{"x-api-key": "mg_alice"}
+	for _, hold := range []bool{false, true} {
+		e, _ := limitedEngine(t, allowAll, ratelimit.Settings{Rules: rules})
+		e.holdLimits = hold
+		d := e.Decide(context.Background(), chat(alice)) // 65 tokens reserved
+		if !d.Allow {
+			t.Fatalf("hold %v: %d %s", hold, d.Status, d.Reason)
+		}
+		if (d.Reservation != nil) != hold {
+			t.Fatalf("hold %v: reservation %v", hold, d.Reservation)
+		}
+		if !hold {
+			continue
+		}
+		if d.Reservation.Tokens() != 65 {
+			t.Fatalf("reserved %d, want 65", d.Reservation.Tokens())
+		}
+		if d := e.Decide(context.Background(), chat(alice)); d.Allow {
+			t.Fatal("a second 65-token request fit a 100-token budget")
+		}
+		if err := d.Reservation.Settle(context.Background(), 5); err != nil {
+			t.Fatal(err)
+		}
+		if d := e.Decide(context.Background(), chat(alice)); !d.Allow {
+			t.Fatalf("refused after the first request settled at 5 tokens: %s", d.Reason)
 		}
 	}
 }

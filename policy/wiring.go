@@ -29,6 +29,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		audit:         opts.Audit,
 		bodySHA256:    cfg.Audit.BodySHA256,
 		now:           opts.Now,
+		holdLimits:    opts.HoldReservations,
 	}
 	e.admit, _ = opts.Audit.(Admitter)
 	e.setDefaults()
@@ -36,18 +37,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	e.checks, e.bodies = cfg.Admission.Limits()
 
 	if len(cfg.Authentication.JWT.Issuers) > 0 {
-		hits, misses := e.metrics.CacheLookups.WithLabelValues("jwt", "hit"), e.metrics.CacheLookups.WithLabelValues("jwt", "miss")
 		v, err := jwtauth.New(ctx, cfg.Authentication.JWT, cfg.Dir, jwtauth.Options{
-			Logger: e.log,
-			OnCacheLookup: func(hit bool) {
-				if hit {
-					hits.Inc()
-				} else {
-					misses.Inc()
-				}
-			},
+			Logger:        e.log,
+			OnCacheLookup: e.cacheLookups("jwt"),
 			OnJWKSRefresh: func(issuer string, err error) {
 				e.metrics.JWKSRefreshes.WithLabelValues(issuer, metrics.Outcome(err, "failed")).Inc()
+				e.dropDecisions()
 				if err != nil {
 					e.operator(audit.Event{Kind: audit.KindJWKSRefresh, Issuer: issuer}, err, "failed")
 				}
@@ -81,8 +76,9 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	}
 	e.models = cat
 	r, err := rego.Open(ctx, cfg.Authorization, cfg.Dir, rego.Options{
-		Logger:   e.log,
-		OnReload: e.policyReloaded,
+		Logger:        e.log,
+		OnCacheLookup: e.cacheLookups("decision"),
+		OnReload:      e.policyReloaded,
 	})
 	if err != nil {
 		return nil, cfg.Error(field.Under("authorization", err))
@@ -128,6 +124,29 @@ func (e *Engine) openLimits(ctx context.Context, cfg *config.Config) error {
 		e.modelMaxTokens[m.Name] = int64(m.Limits.MaxTokens)
 	}
 	return nil
+}
+
+// cacheLookups counts lookups in the named cache.
+func (e *Engine) cacheLookups(cache string) func(hit bool) {
+	hits, misses := e.metrics.CacheLookups.WithLabelValues(cache, "hit"), e.metrics.CacheLookups.WithLabelValues(cache, "miss")
+	return func(hit bool) {
+		if hit {
+			hits.Inc()
+		} else {
+			misses.Inc()
+		}
+	}
+}
+
+// dropDecisions empties the policy's decision cache. Each cached decision
+// is keyed on every input value the policy reads, so a reload of keys or
+// schemas cannot make one wrong (a revoked key or an expired token is
+// refused before the policy is asked); the cache is dropped all the same,
+// so that no decision outlives a reload of anything it was made with.
+func (e *Engine) dropDecisions() {
+	if c, ok := e.authz.(interface{ DropDecisions() }); ok {
+		c.DropDecisions()
+	}
 }
 
 // maxBodyBytes is the largest body any model accepts.

@@ -196,10 +196,16 @@ func TestKongFailsClosed(t *testing.T) {
 }
 
 // TestKongConsumerMapping checks what Kong's other plugins (acl,
-// rate-limiting, loggers) and the upstream see of an allowed caller.
+// rate-limiting, loggers) and the upstream see of an allowed caller, with
+// the plugin's consumer setting on.
 func TestKongConsumerMapping(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	k := newKongEnv(t, e, kongBinary(t))
+	pc := k.front.Plugin()
+	pc.Config = maps.Clone(pc.Config)
+	pc.Config["consumer"] = true
+	pc.Seq++ // a configuration change: a new instance
+	k.front.SetPlugin(pc)
 	forged := map[string]string{"x-consumer-id": "forged", "x-consumer-username": "root", "x-credential-identifier": "forged", "x-anonymous-consumer": "true"}
 	with := func(h map[string]string) map[string]string {
 		out := map[string]string{}
@@ -295,8 +301,8 @@ func TestKongAuditFinalStatus(t *testing.T) {
 // of a model request; the query, scheme and client address only for
 // policies that read them. An allow is one set_headers (identity and
 // consumer headers set, the credential and forged headers cleared), then
-// authenticate and the acl groups unless the plugin config turns them off;
-// a denial is one exit. The decision id reaches the log phase in the
+// the acl groups unless the plugin config turns them off, and authenticate
+// when it turns the consumer on; a denial is one exit. The decision id reaches the log phase in the
 // decision id header, so the log phase is one kong.log.serialize.
 func TestKongPDKCalls(t *testing.T) {
 	e := newEnv(t, envOptions{})
@@ -304,7 +310,7 @@ func TestKongPDKCalls(t *testing.T) {
 	tok := token(t, jwt.SigningMethodRS256, e.signer, "k1", nil)
 	base := k.front.Plugin()
 	read := []string{"kong.request.get_headers", "kong.nginx.get_var", "kong.request.get_raw_body"}
-	allow := append(slices.Clone(read), "kong.service.request.set_headers", "kong.client.authenticate", "kong.ctx.shared.set")
+	allow := append(slices.Clone(read), "kong.service.request.set_headers", "kong.ctx.shared.set")
 	for i, tc := range []struct {
 		name    string
 		plugin  map[string]any
@@ -316,11 +322,11 @@ func TestKongPDKCalls(t *testing.T) {
 		{"allowed, api key header", nil, "POST", map[string]string{"x-api-key": e.keys["alice-key"]}, 200, allow},
 		{"allowed, jwt", nil, "POST", bearer(tok), 200, allow},
 		{"allowed, jwt, with forged key id and consumer headers to clear", nil, "POST", map[string]string{"authorization": "Bearer " + tok, "x-modelguard-key-id": "forged", "x-anonymous-consumer": "true"}, 200, allow},
-		{"allowed, no consumer", map[string]any{"consumer": false}, "POST", map[string]string{"x-api-key": e.keys["alice-key"]}, 200,
-			append(slices.Clone(read), "kong.service.request.set_headers", "kong.ctx.shared.set")},
-		{"allowed, no consumer and no groups", map[string]any{"consumer": false, "groups": false}, "POST", map[string]string{"x-api-key": e.keys["alice-key"]}, 200,
+		{"allowed, consumer on", map[string]any{"consumer": true}, "POST", map[string]string{"x-api-key": e.keys["alice-key"]}, 200,
+			append(slices.Clone(read), "kong.service.request.set_headers", "kong.client.authenticate", "kong.ctx.shared.set")},
+		{"allowed, no groups", map[string]any{"groups": false}, "POST", map[string]string{"x-api-key": e.keys["alice-key"]}, 200,
 			append(slices.Clone(read), "kong.service.request.set_headers")},
-		{"allowed listing (no body)", map[string]any{"consumer": false, "groups": false}, "GET", map[string]string{"x-api-key": e.keys["alice-key"]}, 200,
+		{"allowed listing (no body)", map[string]any{"groups": false}, "GET", map[string]string{"x-api-key": e.keys["alice-key"]}, 200,
 			append(slices.Clone(read[:2]), "kong.service.request.set_headers")},
 		{"denied by authentication", nil, "POST", nil, 401, []string{"kong.request.get_headers", "kong.response.exit"}},
 		{"denied by the policy", nil, "POST", map[string]string{"x-api-key": e.keys["reader-key"]}, 403, append(slices.Clone(read), "kong.response.exit")},

@@ -53,8 +53,10 @@ func kongPlugin(seq int, configPath any) kongharness.PluginConf {
 	}
 }
 
-// newKongEnv starts the plugin binary bin against e's configuration file.
-func newKongEnv(t testing.TB, e *env, bin string) *kongEnv {
+// newKongEnv starts the plugin binary bin against e's configuration file,
+// with plugin server flags args (in the start and the query command, as
+// kong.conf has them): Kong runs the phases -dump lists.
+func newKongEnv(t testing.TB, e *env, bin string, args ...string) *kongEnv {
 	t.Helper()
 	// Unix socket paths are short (108 bytes): not under t.TempDir().
 	prefix, err := os.MkdirTemp("", "kong")
@@ -63,11 +65,16 @@ func newKongEnv(t testing.TB, e *env, bin string) *kongEnv {
 	}
 	t.Cleanup(func() { os.RemoveAll(prefix) })
 	k := &kongEnv{env: e, exchanges: map[string]kongExchange{}}
-	k.proc = kongharness.Start(t, bin, prefix)
+	info, err := kongharness.Dump(bin, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.proc = kongharness.Start(t, bin, prefix, args...)
 	k.kong = kongharness.New(k.proc.Socket, "modelguard")
 	t.Cleanup(k.kong.Close)
 	u, _ := url.Parse(e.upstream.URL)
 	k.front = kongharness.NewFront(k.kong, u, kongPlugin(1, filepath.Join(e.dir, "config.yaml")), t.TempDir())
+	k.front.Phases = info.Plugins[0].Phases
 	k.front.Done = func(x *kongharness.Exchange, res kongharness.Result) {
 		k.mu.Lock()
 		k.exchanges[x.Req.Header.Get("x-request-id")] = kongExchange{x, res}
@@ -95,7 +102,7 @@ func (k *kongEnv) do(method, path string, headers map[string]string, body []byte
 		k.t.Fatal(err)
 	}
 	r := kongResult{id: id, status: resp.StatusCode, header: resp.Header, body: b}
-	if resp.StatusCode == http.StatusOK {
+	if resp.StatusCode == http.StatusOK && !strings.HasPrefix(resp.Header.Get("content-type"), "text/event-stream") {
 		if err := json.Unmarshal(b, &r.upstream); err != nil {
 			k.t.Errorf("upstream answer %s: %v", b, err)
 		}

@@ -28,13 +28,20 @@ func kongInvocation(args []string) bool {
 		return false
 	}
 	name, _, _ := strings.Cut(strings.TrimLeft(args[0], "-"), "=")
-	return name == "kong-prefix" || name == "dump" || name == "help"
+	return name == "kong-prefix" || name == "dump" || name == "help" || name == settleFlag
 }
 
-// kongPlugin runs the Kong plugin server (it parses os.Args itself). The
-// plugin is named after the binary, so users write "modelguard" in kong.yml.
-// Kong stops plugin servers with SIGTERM: the audit trails are flushed
-// first.
+// settleFlag gives the plugin a response phase that settles token
+// reservations from the usage the model reports. Kong learns a Go
+// plugin's phases from -dump (query_cmd), so both the start and the query
+// command in kong.conf must carry it; it makes Kong buffer whole
+// responses on the plugin's routes.
+const settleFlag = "settle"
+
+// kongPlugin runs the Kong plugin server (go-pdk parses os.Args again,
+// for its own flags). The plugin is named after the binary, so users write
+// "modelguard" in kong.yml. Kong stops plugin servers with SIGTERM: the
+// audit trails are flushed first.
 func kongPlugin(stderr io.Writer) int {
 	flag.CommandLine.SetOutput(stderr)
 	flag.Usage = func() {
@@ -42,7 +49,10 @@ func kongPlugin(stderr io.Writer) int {
 		fmt.Fprintln(stderr, "\nKong plugin server flags:")
 		flag.PrintDefaults()
 	}
+	settle := flag.Bool(settleFlag, false, "settle token budgets from the usage in model responses: adds a response phase, which makes Kong buffer whole responses (no streaming); put it in both pluginserver_modelguard_start_cmd and _query_cmd")
+	flag.Parse()
 	p := kongplugin.New(kongplugin.Options{
+		Settle:    *settle,
 		Logger:    newLogger(config.Log{}, stderr),
 		NewLogger: func(c config.Log) *slog.Logger { return newLogger(c, stderr) },
 		OpenAudit: func(cfg *config.Config) (policy.AuditSink, io.Closer, error) {

@@ -18,8 +18,8 @@ Usage:
   modelguard keys mint [flags]           create an API key; prints the key once and its key file entry (-file: appends it)
   modelguard audit verify FILE...        check an audit trail's hash chain; reports the first bad record
   modelguard version
-  modelguard -kong-prefix DIR            run as Kong's Go plugin server (Kong starts it; see kong/README.md)
-  modelguard -dump                       print the plugin's name, phases and schema for Kong
+  modelguard -kong-prefix DIR [-settle]  run as Kong's Go plugin server (Kong starts it; see kong/README.md)
+  modelguard -dump [-settle]             print the plugin's name, phases and schema for Kong
 
 Run "modelguard COMMAND -h" for a command's flags.
 `

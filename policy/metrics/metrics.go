@@ -17,7 +17,7 @@ type Metrics struct {
 	KeyReloads    *prometheus.CounterVec // outcome
 	SchemaReloads *prometheus.CounterVec // outcome
 	JWKSRefreshes *prometheus.CounterVec // issuer, outcome
-	CacheLookups  *prometheus.CounterVec // cache (jwt), result (hit, miss)
+	CacheLookups  *prometheus.CounterVec // cache (jwt, decision), result (hit, miss)
 
 	// The audit trail (policy/audit).
 	AuditRecords       *prometheus.CounterVec   // sink
@@ -68,7 +68,7 @@ func New(reg prometheus.Registerer) *Metrics {
 		}, []string{"issuer", "outcome"}),
 		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelguard_cache_lookups_total",
-			Help: "Lookups in modelguard's caches by cache (jwt: verified tokens) and result (hit, miss).",
+			Help: "Lookups in modelguard's caches by cache (jwt: verified tokens, decision: policy decisions) and result (hit, miss).",
 		}, []string{"cache", "result"}),
 		AuditRecords: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelguard_audit_records_written_total",

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync/atomic"
 	"time"
 )
 
@@ -57,7 +58,7 @@ type Result struct {
 	// Requests and Tokens are the tightest request and token limits that
 	// applied, for the response headers.
 	Requests, Tokens Window
-	// Reserved is the tokens this admitted request holds (see Settle).
+	// Reserved is the tokens this admitted request holds (see Hold).
 	Reserved int64
 	// Fallback: Redis failed and the replica's own limits decided.
 	Fallback bool
@@ -85,7 +86,7 @@ func (c *charge) refused() bool { return c.d+c.cost > c.rule.capacity }
 
 // store keeps the counts. take decides all charges atomically: if any
 // refuses, none is charged. adjust moves one key by delta µs (a refund is
-// negative), never below "full".
+// negative), never below "full" and, charging, never past its capacity.
 type store interface {
 	prepare(c *charge, key []byte)
 	take(ctx context.Context, cs []charge) error
@@ -205,23 +206,72 @@ func (l *Limiter) finish(req *Request, res *Result, never bool) {
 	}
 }
 
-// Settle corrects the token budgets an admitted request reserved to what
-// it really used: the unused part is refunded, an overrun is charged.
-func (l *Limiter) Settle(ctx context.Context, res *Result, used int64) error {
+// Hold returns what the admitted request res holds of token budgets, for
+// a gateway that will learn the real usage and Settle it; nil when it
+// holds nothing. It copies what it needs: res may be reused.
+func (l *Limiter) Hold(res *Result) *Reservation {
 	if !res.Allowed || res.Reserved == 0 {
 		return nil
 	}
+	v := &Reservation{b: l.b, tokens: res.Reserved, fallback: res.Fallback}
+	for _, c := range res.charges {
+		if c.rule.tokens {
+			v.charges = append(v.charges, c)
+		}
+	}
+	return v
+}
+
+// Reservation is the tokens an admitted request reserved at admission.
+// It ends once: settled to the real usage, or kept as the charge. Later
+// calls change nothing, so a repeated response phase cannot refund twice.
+type Reservation struct {
+	b        *Backend
+	tokens   int64
+	fallback bool // decided by the local store: settle there
+	charges  []charge
+	done     atomic.Bool
+}
+
+// Tokens is what the request reserved.
+func (v *Reservation) Tokens() int64 { return v.tokens }
+
+// Settle corrects every token budget the request was charged to from the
+// reservation to used, the tokens the model reports: the unused part is
+// refunded (never past a whole allowance), an overrun is charged (never
+// past an empty one: the balance does not go negative). A store failure
+// leaves the reservation as the charge.
+func (v *Reservation) Settle(ctx context.Context, used int64) error {
+	if !v.done.CompareAndSwap(false, true) {
+		return nil
+	}
+	used = max(used, 0)
 	var errs []error
-	for i := range res.charges {
-		c := &res.charges[i]
-		if !c.rule.tokens || used == res.Reserved {
+	for i := range v.charges {
+		c := &v.charges[i]
+		countSettled(c, used-v.tokens)
+		if used == v.tokens {
 			continue
 		}
-		if err := l.b.adjust(ctx, c, (used-res.Reserved)*c.rule.interval, res.Fallback); err != nil {
+		if err := v.b.adjust(ctx, c, (used-v.tokens)*c.rule.interval, v.fallback); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		v.b.metrics.Settlements.WithLabelValues("error").Inc()
+		return err
+	}
+	v.b.metrics.Settlements.WithLabelValues("settled").Inc()
+	return nil
+}
+
+// Keep ends the reservation as the charge, counted under reason
+// (no_usage: the response reported none; no_response: no response was
+// seen).
+func (v *Reservation) Keep(reason string) {
+	if v.done.CompareAndSwap(false, true) {
+		v.b.metrics.Settlements.WithLabelValues(reason).Inc()
+	}
 }
 
 func (r *Result) reset() {

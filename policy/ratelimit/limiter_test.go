@@ -221,28 +221,112 @@ func TestRulesAreAtomic(t *testing.T) {
 
 func TestSettleRefundsAndCharges(t *testing.T) {
 	stores(t, func(t *testing.T, open func() *Backend) {
-		l := limiter(open(), Rule{Name: "t", Tokens: 1000, Per: 24 * time.Hour})
+		b := open()
+		l := limiter(b, Rule{Name: "t", Tokens: 1000, Per: 24 * time.Hour}, Rule{Name: "r", Requests: 10, Per: time.Hour})
 		res := check(t, l, Request{Tokens: 600})
 		if !res.Allowed || res.Reserved != 600 || res.Tokens.Remaining != 400 {
 			t.Fatalf("%+v", res)
 		}
+		held := l.Hold(&res)
 		if r := check(t, l, Request{Tokens: 500}); r.Allowed {
 			t.Fatal("500 tokens admitted with 400 left")
 		}
-		if err := l.Settle(context.Background(), &res, 100); err != nil {
+		if err := held.Settle(context.Background(), 100); err != nil {
 			t.Fatal(err)
 		}
+		// A repeated settlement (a repeated response phase) changes nothing.
+		if err := held.Settle(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+		held.Keep("no_usage")
 		r := check(t, l, Request{Tokens: 500})
 		if !r.Allowed || r.Tokens.Remaining != 400 {
 			t.Fatalf("after refunding 500: %+v", r)
 		}
-		if err := l.Settle(context.Background(), &r, 800); err != nil { // overrun: 300 more
+		if err := l.Hold(&r).Settle(context.Background(), 800); err != nil { // overrun: 300 more
 			t.Fatal(err)
 		}
 		if r := check(t, l, Request{}); r.Tokens.Remaining != 100 {
 			t.Fatalf("after an overrun: %d left, want 100", r.Tokens.Remaining)
 		}
+		// An overrun larger than what is left empties the budget: the
+		// balance never goes negative.
+		r = check(t, l, Request{Tokens: 50})
+		if err := l.Hold(&r).Settle(context.Background(), 5000); err != nil {
+			t.Fatal(err)
+		}
+		if r := check(t, l, Request{Tokens: 1}); r.Allowed || r.Tokens.Remaining != 0 || r.RetryAfter > 24*time.Hour/1000+time.Second {
+			t.Fatalf("after a capped overrun: %+v, want refused with 0 left and one token's wait", r)
+		}
+		if got := testutil.ToFloat64(b.metrics.Settlements.WithLabelValues("settled")); got != 3 {
+			t.Errorf("settlements counted %v, want 3", got)
+		}
+		if got := testutil.ToFloat64(b.metrics.Settlements.WithLabelValues("no_usage")); got != 0 {
+			t.Errorf("a settled reservation was also kept: %v", got)
+		}
+		if got := testutil.ToFloat64(b.metrics.SettledTokens.WithLabelValues("t", "refunded")); got != 500 {
+			t.Errorf("refunded %v tokens, want 500", got)
+		}
 	})
+}
+
+func TestSettleNeverRefundsPastAWholeAllowance(t *testing.T) {
+	stores(t, func(t *testing.T, open func() *Backend) {
+		l := limiter(open(), Rule{Name: "t", Tokens: 1000, Per: time.Hour})
+		res := check(t, l, Request{Tokens: 300})
+		held := l.Hold(&res)
+		// Another request's refund, or the refill, returned the allowance
+		// meanwhile: settling 0 of 300 must not leave 1300.
+		r := check(t, l, Request{Tokens: 200})
+		if err := l.Hold(&r).Settle(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := held.Settle(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+		if err := held.Settle(context.Background(), 0); err != nil {
+			t.Fatal(err)
+		}
+		if r := check(t, l, Request{Tokens: 1000}); !r.Allowed || r.Tokens.Remaining != 0 {
+			t.Fatalf("after refunds: %+v, want exactly the whole allowance", r)
+		}
+		if r := check(t, l, Request{Tokens: 1}); r.Allowed {
+			t.Fatal("admitted beyond the allowance after refunds")
+		}
+	})
+}
+
+func TestHoldOnlyTokenBudgets(t *testing.T) {
+	b := backend(t, "local", nil, "")
+	l := limiter(b, Rule{Name: "r", Requests: 10, Per: time.Hour})
+	res := check(t, l, Request{Tokens: 100})
+	if v := l.Hold(&res); v != nil {
+		t.Fatalf("held %d tokens with no token budget", v.Tokens())
+	}
+	l = limiter(b, Rule{Name: "t", Tokens: 10, Per: time.Hour})
+	res = check(t, l, Request{Tokens: 100})
+	if v := l.Hold(&res); res.Allowed || v != nil {
+		t.Fatalf("a refused request holds a reservation: %+v", res)
+	}
+	res = check(t, l, Request{Tokens: 4})
+	v := l.Hold(&res)
+	if v == nil || v.Tokens() != 4 {
+		t.Fatalf("held %+v, want 4 tokens", v)
+	}
+	v.Keep("no_usage")
+	v.Keep("no_response")
+	if err := v.Settle(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	if r := check(t, l, Request{Tokens: 7}); r.Allowed {
+		t.Fatal("a kept reservation was refunded")
+	}
+	if got := testutil.ToFloat64(b.metrics.Settlements.WithLabelValues("no_usage")); got != 1 {
+		t.Errorf("no_usage counted %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(b.metrics.Settlements.WithLabelValues("no_response")); got != 0 {
+		t.Errorf("no_response counted %v for an already kept reservation", got)
+	}
 }
 
 func TestRefusals(t *testing.T) {

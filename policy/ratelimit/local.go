@@ -113,7 +113,11 @@ func (s *localStore) adjust(_ context.Context, c *charge, delta int64) error {
 	defer sh.mu.Unlock()
 	now := s.now()
 	old, found := sh.tat[c.key]
-	tat := max(old, now) + delta
+	base := max(old, now)
+	tat := base + delta
+	if delta > 0 {
+		tat = max(base, min(tat, now+c.rule.capacity))
+	}
 	switch {
 	case tat > now:
 		if !found {

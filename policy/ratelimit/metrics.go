@@ -11,6 +11,11 @@ type Metrics struct {
 	StoreErrors    *prometheus.CounterVec // reason (timeout, error, circuit_open, full)
 	StoreDuration  prometheus.Histogram   // one Redis round trip
 	Fallbacks      prometheus.Counter
+	// Settlements count how reservations ended where a gateway settles
+	// them: settled, error (the store failed: kept), no_usage (the
+	// response reported none: kept), no_response (none seen: kept).
+	Settlements   *prometheus.CounterVec // result
+	SettledTokens *prometheus.CounterVec // limit, direction (refunded, overrun)
 }
 
 // NewMetrics creates the collectors and registers them on reg (nil: not
@@ -38,9 +43,17 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "modelguard_ratelimit_fallbacks_total",
 			Help: "Requests decided by local limits because Redis failed (on_error: local).",
 		}),
+		Settlements: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_ratelimit_settlements_total",
+			Help: "Token reservations a gateway settled from the real usage, by result (settled, error, no_usage, no_response; all but settled keep the reservation as the charge).",
+		}, []string{"result"}),
+		SettledTokens: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_ratelimit_settled_tokens_total",
+			Help: "Tokens settlement moved, by token budget and direction (refunded: unused; overrun: used beyond the reservation, charged up to an empty allowance).",
+		}, []string{"limit", "direction"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.Decisions, m.ReservedTokens, m.StoreErrors, m.StoreDuration, m.Fallbacks)
+		reg.MustRegister(m.Decisions, m.ReservedTokens, m.StoreErrors, m.StoreDuration, m.Fallbacks, m.Settlements, m.SettledTokens)
 	}
 	return m
 }
@@ -49,6 +62,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // so the request path does no label lookups.
 type ruleCounters struct {
 	allowed, refused, reserved prometheus.Counter
+	refunded, overrun          prometheus.Counter
 }
 
 func (m *Metrics) forRule(name string) *ruleCounters {
@@ -56,6 +70,8 @@ func (m *Metrics) forRule(name string) *ruleCounters {
 		allowed:  m.Decisions.WithLabelValues(name, "allowed"),
 		refused:  m.Decisions.WithLabelValues(name, "refused"),
 		reserved: m.ReservedTokens.WithLabelValues(name),
+		refunded: m.SettledTokens.WithLabelValues(name, "refunded"),
+		overrun:  m.SettledTokens.WithLabelValues(name, "overrun"),
 	}
 }
 
@@ -70,5 +86,16 @@ func (m *Metrics) count(c *charge, allowed bool, tokens int64) {
 		c.rule.counters.reserved.Add(float64(max(tokens, 0)))
 	default:
 		c.rule.counters.allowed.Inc()
+	}
+}
+
+// countSettled counts what settling c moves: delta tokens more than
+// reserved.
+func countSettled(c *charge, delta int64) {
+	switch {
+	case delta < 0:
+		c.rule.counters.refunded.Add(float64(-delta))
+	case delta > 0:
+		c.rule.counters.overrun.Add(float64(delta))
 	}
 }

@@ -52,13 +52,16 @@ return out
 `)
 
 // adjustScript moves one key by ARGV[1] µs (negative: a refund), never
-// below "whole allowance", which it stores as no key at all.
+// below "whole allowance", which it stores as no key at all, and, charging,
+// never past ARGV[2] µs (the capacity: an empty allowance).
 var adjustScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local tat = tonumber(redis.call('GET', KEYS[1])) or now
 if tat < now then tat = now end
-local new = tat + tonumber(ARGV[1])
+local delta = tonumber(ARGV[1])
+local new = tat + delta
+if delta > 0 then new = math.max(tat, math.min(new, now + tonumber(ARGV[2]))) end
 if new <= now then
   redis.call('DEL', KEYS[1])
   return 0
@@ -149,7 +152,7 @@ func (r *redisStore) take(ctx context.Context, cs []charge) error {
 }
 
 func (r *redisStore) adjust(ctx context.Context, c *charge, delta int64) error {
-	_, err := r.run(ctx, adjustScript, []string{c.rkey}, []any{delta})
+	_, err := r.run(ctx, adjustScript, []string{c.rkey}, []any{delta, c.rule.capacity})
 	return err
 }
 

@@ -71,7 +71,9 @@ func openBundle(t *testing.T, srv *testkit.BundleServer, b bundle.Settings, r *b
 	if b.Polling == (bundle.Polling{}) {
 		b.Polling = bundle.Polling{MinDelay: time.Second, MaxDelay: time.Second}
 	}
-	e, err := Open(t.Context(), Settings{Bundle: b}, t.TempDir(), Options{OnReload: r.on})
+	// With a decision cache: a new bundle must not be answered from the
+	// previous one's decisions.
+	e, err := Open(t.Context(), Settings{Bundle: b, DecisionCache: CacheSettings{Enabled: true, Size: 100}}, t.TempDir(), Options{OnReload: r.on})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,6 +97,9 @@ func TestBundleActivationAndUpdate(t *testing.T) {
 	}
 	if ok, _ := decideRole(t, e, "admin"); ok {
 		t.Fatal("admin allowed by v1")
+	}
+	if ok, _ := decideRole(t, e, "reader"); !ok {
+		t.Fatal("reader denied by v1 the second time (from the decision cache)")
 	}
 	first := e.Revision()
 

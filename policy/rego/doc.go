@@ -15,7 +15,8 @@
 //
 // # Input document
 //
-// The core builds input as an ast.Value, once per request:
+// The core builds input as an ast.Value, once per request, with only the
+// members the policy can read ([Policy.Inputs]):
 //
 //	input.gateway   "envoy" | "kong"
 //	input.subject   id            subject (JWT subject claim or API key owner)
@@ -49,6 +50,14 @@
 // (allow missing or not a boolean, unknown keys, a status out of range,
 // non-string or invalid headers) is an error, as are evaluation errors,
 // including builtin errors and timeouts: the caller denies on every error.
+//
+// # Decision cache
+//
+// An Engine with a decision cache (see [CacheSettings]) answers a request
+// whose values at every input path the policy can read equal those of an
+// earlier one with that earlier decision. Policies whose decisions depend
+// on more than input and data are never cached; [Policy.Cacheable] says
+// why.
 //
 // # Reload
 //

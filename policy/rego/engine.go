@@ -39,6 +39,8 @@ type Options struct {
 	// Poll is passed to watch.Options.Poll: when positive, the directory is
 	// also re-read at this interval.
 	Poll time.Duration
+	// OnCacheLookup is called after each lookup in the decision cache.
+	OnCacheLookup func(hit bool)
 }
 
 // Engine evaluates the current revision of a policy source: a watched
@@ -49,9 +51,12 @@ type Engine struct {
 	timeout  time.Duration
 	onReload func(string, error)
 	log      *slog.Logger
+	// cacheSize is the decision cache's size, 0 when it is off.
+	cacheSize     int
+	onCacheLookup func(hit bool)
 
 	// current is the policy deciding; nil until a bundle source delivers
-	// its first one. Only activate stores it.
+	// its first one. Only install stores it.
 	current atomic.Pointer[Policy]
 	// lastSum is the content of the last compile attempt of a directory,
 	// good or refused, so that an unchanged directory is not compiled (or
@@ -71,23 +76,31 @@ func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engin
 	if errs := s.Validate(baseDir); len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	return open(ctx, s.Source(), s.Query, s.Timeout, baseDir, opts)
+	return open(ctx, s, baseDir, opts)
 }
 
-func open(ctx context.Context, src Source, query string, timeout time.Duration, baseDir string, opts Options) (*Engine, error) {
+// open starts the engine on s's source (s validated).
+func open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engine, error) {
 	e := &Engine{
-		query:    query,
-		timeout:  timeout,
-		onReload: opts.OnReload,
-		log:      opts.Logger,
+		query:         s.Query,
+		timeout:       s.Timeout,
+		onReload:      opts.OnReload,
+		log:           opts.Logger,
+		onCacheLookup: opts.OnCacheLookup,
 	}
 	if e.log == nil {
 		e.log = slog.New(slog.DiscardHandler)
 	}
-	if src.Bundle.Configured() {
-		return e, e.openBundle(ctx, src.Bundle, baseDir)
+	if e.onCacheLookup == nil {
+		e.onCacheLookup = func(bool) {}
 	}
-	return e, e.openDir(ctx, resolve(src.PolicyDir, baseDir), opts.Poll)
+	if s.DecisionCache.Enabled {
+		e.cacheSize = s.DecisionCache.Size
+	}
+	if s.Bundle.Configured() {
+		return e, e.openBundle(ctx, s.Bundle, baseDir)
+	}
+	return e, e.openDir(ctx, resolve(s.PolicyDir, baseDir), opts.Poll)
 }
 
 func (e *Engine) openDir(ctx context.Context, dir string, poll time.Duration) error {
@@ -104,7 +117,7 @@ func (e *Engine) openDir(ctx context.Context, dir string, poll time.Duration) er
 	if err != nil {
 		return dirError(err)
 	}
-	e.activate(p)
+	e.install(p)
 	e.lastSum = snap.sum
 	// Subdirectories created later are read on the next change in a watched
 	// directory, or on the next poll.
@@ -153,16 +166,12 @@ func (e *Engine) activateBundle(ctx context.Context, u bundle.Update) error {
 		e.reloaded(u.Revision, err)
 		return err
 	}
-	e.activate(p)
+	e.install(p)
 	e.log.Info("bundle activated", "bundle", e.source, "revision", p.Revision(), "previous", running,
 		"manifest_revision", u.Bundle.Manifest.Revision, "persisted", u.Persisted)
 	e.reloaded(p.Revision(), nil)
 	return nil
 }
-
-// activate makes p the policy deciding: the one place a revision changes,
-// whatever the source.
-func (e *Engine) activate(p *Policy) { e.current.Store(p) }
 
 // Eval decides on input with the current policy, within the configured
 // timeout. It never returns Allow with an error; on error the caller must deny.
@@ -175,17 +184,64 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (Result, error) {
 // is converted to Rego values, and a gateway asked for the query, scheme or
 // client address, only for policies that use them. Before a bundle source
 // delivered a policy it returns ErrNoPolicy without calling build.
+//
+// A cacheable policy's decision comes from the decision cache when one
+// was made for the same values of everything the policy reads.
 func (e *Engine) EvalInput(ctx context.Context, build func(reads Inputs) ast.Value) (Result, error) {
 	p := e.current.Load()
 	if p == nil {
 		return Result{}, ErrNoPolicy
 	}
-	input := build(p.inputs)
+	input := build(p.reads.inputs)
+	var key cacheKey
+	keyed := false
+	// A request whose context has ended is evaluated, and refused, as
+	// without the cache.
+	if p.cache != nil && ctx.Err() == nil {
+		if key, keyed = p.cache.key(input); keyed {
+			r, hit := p.cache.lru.Get(key)
+			e.onCacheLookup(hit)
+			if hit {
+				return r, nil
+			}
+		}
+	}
+	r, err := e.eval(ctx, p, input)
+	if keyed && err == nil {
+		p.cache.lru.Add(key, r)
+	}
+	return r, err
+}
+
+func (e *Engine) eval(ctx context.Context, p *Policy, input ast.Value) (Result, error) {
 	// The timeout starts after the input is built (converting a large
 	// parsed body takes time that is not the policy's): it bounds evaluation.
 	ctx, cancel := context.WithTimeout(ctx, e.timeout)
 	defer cancel()
 	return p.Eval(ctx, input)
+}
+
+// DropDecisions empties the decision cache. A reload of the policy starts
+// a new cache by itself; the engine's owner calls this when anything else
+// it decides with reloads (keys, schemas, configuration).
+func (e *Engine) DropDecisions() {
+	if p := e.current.Load(); p != nil && p.cache != nil {
+		p.cache.lru.Purge()
+	}
+}
+
+// install makes p, with a new decision cache if its decisions may be
+// cached, the policy deciding: the one place a revision changes, whatever
+// the source (directory or bundle).
+func (e *Engine) install(p *Policy) {
+	if ok, why := p.Cacheable(); !ok {
+		if e.cacheSize > 0 {
+			e.log.Info("policy decisions are not cached", "revision", p.Revision(), "reason", why)
+		}
+	} else if e.cacheSize > 0 {
+		p.cache = newDecisionCache(e.cacheSize, p.reads.paths)
+	}
+	e.current.Store(p)
 }
 
 // Revision is the revision of the policy now deciding, "" before the first.
@@ -225,7 +281,7 @@ func (e *Engine) reload(ctx context.Context) {
 		e.reloaded(snap.revision(), err)
 		return
 	}
-	e.activate(p)
+	e.install(p)
 	e.log.Info("policy reloaded", "dir", dir, "revision", p.Revision(), "previous", running)
 	e.reloaded(p.Revision(), nil)
 }

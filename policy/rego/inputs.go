@@ -1,10 +1,15 @@
 package rego
 
-import "github.com/open-policy-agent/opa/v1/ast"
+import (
+	"slices"
 
-// Inputs is a set of optional input members: those a policy reads are
-// built (or fetched from the gateway) for it, the others are left empty.
-type Inputs uint8
+	"github.com/open-policy-agent/opa/v1/ast"
+)
+
+// Inputs is a set of input members: those a policy may read are built (or
+// fetched from the gateway) for it, the others are left out, so that a
+// request costs only what its policy can see.
+type Inputs uint32
 
 const (
 	// InputParsedBody is input.parsed_body, the whole parsed body.
@@ -15,12 +20,52 @@ const (
 	InputScheme
 	// InputSourceAddress is input.request.source_address.
 	InputSourceAddress
+	// InputHeaders is input.request.headers.
+	InputHeaders
+	// InputGateway is input.gateway.
+	InputGateway
+	// InputSubjectID is input.subject.id.
+	InputSubjectID
+	// InputRoles is input.subject.roles.
+	InputRoles
+	// InputAuthMethod is input.subject.auth_method.
+	InputAuthMethod
+	// InputKeyID is input.subject.key_id.
+	InputKeyID
+	// InputIssuer is input.subject.issuer.
+	InputIssuer
+	// InputClaims is input.subject.claims.
+	InputClaims
+	// InputRequestID is input.request.id.
+	InputRequestID
+	// InputMethod is input.request.method.
+	InputMethod
+	// InputPath is input.request.path.
+	InputPath
+	// InputHost is input.request.host.
+	InputHost
+	// InputTLSPrincipal is input.request.tls_principal.
+	InputTLSPrincipal
+	// InputModel is input.model.
+	InputModel
+	// InputBody is input.body, the body's facts.
+	InputBody
+
+	// AllInputs are every member.
+	AllInputs = InputBody<<1 - 1
+	// InputSubject are the members of input.subject.
+	InputSubject = InputSubjectID | InputRoles | InputAuthMethod | InputKeyID | InputIssuer | InputClaims
+	// InputRequest are the members of input.request.
+	InputRequest = InputRequestID | InputMethod | InputPath | InputQuery | InputHost | InputScheme | InputHeaders | InputSourceAddress | InputTLSPrincipal
 )
 
 // Has reports whether every member of x is in i.
 func (i Inputs) Has(x Inputs) bool { return i&x == x }
 
-var optionalInputs = []struct {
+// Any reports whether some member of x is in i.
+func (i Inputs) Any(x Inputs) bool { return i&x != 0 }
+
+var inputMembers = []struct {
 	member Inputs
 	ref    ast.Ref
 }{
@@ -28,23 +73,84 @@ var optionalInputs = []struct {
 	{InputQuery, ast.MustParseRef("input.request.query")},
 	{InputScheme, ast.MustParseRef("input.request.scheme")},
 	{InputSourceAddress, ast.MustParseRef("input.request.source_address")},
+	{InputHeaders, ast.MustParseRef("input.request.headers")},
+	{InputGateway, ast.MustParseRef("input.gateway")},
+	{InputSubjectID, ast.MustParseRef("input.subject.id")},
+	{InputRoles, ast.MustParseRef("input.subject.roles")},
+	{InputAuthMethod, ast.MustParseRef("input.subject.auth_method")},
+	{InputKeyID, ast.MustParseRef("input.subject.key_id")},
+	{InputIssuer, ast.MustParseRef("input.subject.issuer")},
+	{InputClaims, ast.MustParseRef("input.subject.claims")},
+	{InputRequestID, ast.MustParseRef("input.request.id")},
+	{InputMethod, ast.MustParseRef("input.request.method")},
+	{InputPath, ast.MustParseRef("input.request.path")},
+	{InputHost, ast.MustParseRef("input.request.host")},
+	{InputTLSPrincipal, ast.MustParseRef("input.request.tls_principal")},
+	{InputModel, ast.MustParseRef("input.model")},
+	{InputBody, ast.MustParseRef("input.body")},
 }
 
-// readInputs returns the optional members some rule of modules, as parsed
-// (the compiler rewrites object.get's argument into a variable), may read: a
-// reference to the member or inside it, to an object holding it (input,
-// input.request), or through a computed key on the way to it.
-// object.get(input..., path, default) with a constant path reads only at
-// that path, as the example policy's object.get(input, ["subject",
-// "roles"], []) does. An import of input counts as a read of what it
-// names.
-func readInputs(modules map[string]*ast.Module) Inputs {
-	var in Inputs
-	read := func(r ast.Ref) {
-		for _, o := range optionalInputs {
-			if reaches(r, o.ref) {
-				in |= o.member
-			}
+// requestID is unique to each request: a policy reading it has no repeat
+// decisions to cache.
+var requestID = ast.MustParseRef("input.request.id")
+
+// impure are built-ins whose result depends on more than their arguments
+// (the clock, the environment) or that have an effect (output), beyond
+// those OPA marks non-deterministic (time.now_ns, http.send, rand.intn,
+// uuid.rfc4122, opa.runtime, net.lookup_ip_addr, io.jwt.decode_verify and
+// io.jwt.encode_sign*, json.verify_schema and json.match_schema). A policy
+// calling any of them is never cached.
+var impure = map[string]bool{
+	// Verify against the current time unless the options give one.
+	ast.CryptoX509ParseAndVerifyCertificates.Name:            true,
+	ast.CryptoX509ParseAndVerifyCertificatesWithOptions.Name: true,
+	// Print and trace output is observable per evaluation.
+	ast.Print.Name:         true,
+	ast.InternalPrint.Name: true,
+	ast.Trace.Name:         true,
+}
+
+// reads is what a policy's modules may read of input, and whether its
+// decisions may be cached.
+type reads struct {
+	// inputs are the members some rule may read.
+	inputs Inputs
+	// paths are the constant paths into input whose values, subtrees
+	// included, are all the policy can read: for each reference into input,
+	// its longest prefix of constant string keys. None is a prefix of
+	// another; sorted.
+	paths []ast.Ref
+	// uncacheable says why the policy's decisions may not be cached, ""
+	// when they may.
+	uncacheable string
+}
+
+// readsOf analyses modules as parsed (the compiler rewrites object.get's
+// argument into a variable, which would read as all of input). It is
+// conservative: a reference to input with a computed key reads the whole
+// subtree before that key, input passed whole to a function (walk,
+// json.marshal, ...) reads all of it, and an import of input reads what it
+// names. object.get(input..., path, default) with a constant path reads
+// only at that path, as the example policy's object.get(input, ["subject",
+// "roles"], []) does. A "with" modifier (which replaces input, data or a
+// built-in for part of the evaluation) or a call to a non-deterministic
+// built-in makes the decisions uncacheable.
+func readsOf(modules map[string]*ast.Module) reads {
+	var r reads
+	var all []ast.Ref
+	uncacheable := func(why string) {
+		if r.uncacheable == "" {
+			r.uncacheable = why
+		}
+	}
+	call := func(op *ast.Term) {
+		ref, ok := op.Value.(ast.Ref)
+		if !ok {
+			return
+		}
+		name := ref.String()
+		if b, ok := ast.BuiltinMap[name]; ok && (b.IsNondeterministic() || impure[name]) {
+			uncacheable("calls " + name)
 		}
 	}
 	var vis *ast.GenericVisitor
@@ -54,25 +160,41 @@ func readInputs(modules map[string]*ast.Module) Inputs {
 		switch v := x.(type) {
 		case ast.Ref:
 			if v[0].Equal(ast.InputRootDocument) {
-				read(v)
+				all = append(all, constantPrefix(v))
 			}
 			return false
 		case ast.Call:
 			op, args = v[0], v[1:]
+			call(op)
 		case *ast.Expr:
+			if len(v.With) > 0 {
+				uncacheable("uses with")
+			}
 			if !v.IsCall() {
 				return false
 			}
 			terms := v.Terms.([]*ast.Term)
 			op, args = terms[0], terms[1:]
+			call(op)
+			if p, ok := objectGet(op, args); ok {
+				all = append(all, p)
+				for _, a := range args[2:] {
+					vis.Walk(a)
+				}
+				for _, w := range v.With {
+					vis.Walk(w)
+				}
+				return true
+			}
+			return false
 		default:
 			return false
 		}
-		r, ok := objectGet(op, args)
+		p, ok := objectGet(op, args)
 		if !ok {
 			return false
 		}
-		read(r)
+		all = append(all, p)
 		for _, a := range args[2:] {
 			vis.Walk(a)
 		}
@@ -81,39 +203,66 @@ func readInputs(modules map[string]*ast.Module) Inputs {
 	for _, m := range modules {
 		vis.Walk(m)
 	}
-	return in
+	r.paths = minimal(all)
+	for _, p := range r.paths {
+		for _, o := range inputMembers {
+			if p.HasPrefix(o.ref) || o.ref.HasPrefix(p) {
+				r.inputs |= o.member
+			}
+		}
+		if requestID.HasPrefix(p) {
+			uncacheable("reads input.request.id")
+		}
+	}
+	return r
+}
+
+// constantPrefix is r up to its first key that is not a constant string.
+func constantPrefix(r ast.Ref) ast.Ref {
+	for i := 1; i < len(r); i++ {
+		if _, ok := r[i].Value.(ast.String); !ok {
+			return r[:i]
+		}
+	}
+	return r
 }
 
 var objectGetRef = ast.MustParseRef("object.get")
 
-// objectGet returns the reference object.get(x, path, ...) reads when x is
-// a reference into input and path a constant (a key, or an array of keys).
+// objectGet returns the path object.get(x, path, ...) reads when x is a
+// constant path into input and path a constant key or array of keys.
 func objectGet(op *ast.Term, args []*ast.Term) (ast.Ref, bool) {
 	if r, ok := op.Value.(ast.Ref); !ok || !r.Equal(objectGetRef) || len(args) < 3 {
 		return nil, false
 	}
 	base, ok := args[0].Value.(ast.Ref)
-	if !ok || !base[0].Equal(ast.InputRootDocument) || !base.IsGround() || !args[1].IsGround() {
+	if !ok || !base[0].Equal(ast.InputRootDocument) || len(constantPrefix(base)) != len(base) {
 		return nil, false
 	}
 	out := base.Copy()
-	if path, ok := args[1].Value.(*ast.Array); ok {
-		path.Foreach(func(t *ast.Term) { out = append(out, t) })
-		return out, true
+	switch path := args[1].Value.(type) {
+	case ast.String:
+		return append(out, args[1]), true
+	case *ast.Array:
+		constant := true
+		path.Foreach(func(t *ast.Term) {
+			_, ok := t.Value.(ast.String)
+			constant = constant && ok
+			out = append(out, t)
+		})
+		return out, constant
 	}
-	return append(out, args[1]), true
+	return nil, false
 }
 
-// reaches reports whether reading r may read target: both start at input
-// and agree on every term they share, a computed term agreeing with any.
-func reaches(r, target ast.Ref) bool {
-	for i := 1; i < len(r) && i < len(target); i++ {
-		if !r[i].IsGround() {
-			return true
-		}
-		if !r[i].Equal(target[i]) {
-			return false
+// minimal sorts paths and drops those inside another.
+func minimal(paths []ast.Ref) []ast.Ref {
+	slices.SortFunc(paths, func(a, b ast.Ref) int { return a.Compare(b) })
+	var out []ast.Ref
+	for _, p := range paths {
+		if n := len(out); n == 0 || !p.HasPrefix(out[n-1]) {
+			out = append(out, p)
 		}
 	}
-	return true
+	return out
 }

@@ -68,29 +68,37 @@ func TestInputsDetection(t *testing.T) {
 		want         Inputs
 	}{
 		{"none", `package modelguard.authz
-allow if input.request.method == "POST"`, 0},
+allow if data.x`, 0},
+		{"method", `package modelguard.authz
+allow if input.request.method == "POST"`, InputMethod},
 		{"query", `package modelguard.authz
 allow if input.request.query.v[0] == "1"`, InputQuery},
 		{"scheme and address", `package modelguard.authz
 allow if { input.request.scheme == "https"; startswith(input.request.source_address, "10.") }`, InputScheme | InputSourceAddress},
 		{"the whole request", `package modelguard.authz
-allow if count(input.request) > 0`, InputQuery | InputScheme | InputSourceAddress},
+allow if count(input.request) > 0`, InputRequest},
 		{"computed member of request", `package modelguard.authz
-allow if { some k; input.request[k] == "x" }`, InputQuery | InputScheme | InputSourceAddress},
+allow if { some k; input.request[k] == "x" }`, InputRequest},
 		{"all of input", `package modelguard.authz
-allow if count(input) > 0`, InputParsedBody | InputQuery | InputScheme | InputSourceAddress},
+allow if count(input) > 0`, AllInputs},
 		{"object.get at a constant path", `package modelguard.authz
 roles := object.get(input, ["subject", "roles"], [])
-allow if { "admin" in roles; object.get(input.request, "scheme", "") == "https" }`, InputScheme},
+allow if { "admin" in roles; object.get(input.request, "scheme", "") == "https" }`, InputRoles | InputScheme},
 		{"object.get at a computed path", `package modelguard.authz
-allow if { some k in ["a"]; object.get(input, [k], "") == "x" }`, InputParsedBody | InputQuery | InputScheme | InputSourceAddress},
+allow if { some k in ["a"]; object.get(input, [k], "") == "x" }`, AllInputs},
 		{"object.get with a default read from input", `package modelguard.authz
-allow if object.get(input.subject, "id", input.request.query) == "x"`, InputQuery},
+allow if object.get(input.subject, "id", input.request.query) == "x"`, InputSubjectID | InputQuery},
 		{"an import of input.request", `package modelguard.authz
 import input.request
-allow if request.method == "GET"`, InputQuery | InputScheme | InputSourceAddress},
+allow if request.method == "GET"`, InputRequest},
+		{"a member of request named by data", `package modelguard.authz
+allow if input.request[data.member] == "x"`, InputRequest},
+		{"object.get at a path named by data", `package modelguard.authz
+allow if object.get(input.request, [data.member], "") == "x"`, InputRequest},
 		{"other request members", `package modelguard.authz
-allow if { input.request.headers["x-a"] == "1"; input.request.host == "h" }`, 0},
+allow if input.request.host == "h"`, InputHost},
+		{"a header", `package modelguard.authz
+allow if input.request.headers["x-a"] == "1"`, InputHeaders},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -45,8 +45,11 @@ type Result struct {
 type Policy struct {
 	query    oparego.PreparedEvalQuery
 	revision string
-	// inputs are the optional input members some rule reads.
-	inputs Inputs
+	// reads are what the policy may read of input.
+	reads reads
+	// cache keeps its decisions; nil when they are not cached. Set by the
+	// Engine before the policy decides, never after.
+	cache *decisionCache
 }
 
 // Compile loads the policy in dir (tests excluded), compiles it and prepares
@@ -83,7 +86,7 @@ func compile(ctx context.Context, c content, query string) (*Policy, error) {
 	if len(c.modules) == 0 {
 		return nil, fmt.Errorf("policy %s: no .rego files", c.source)
 	}
-	inputs := readInputs(c.modules)
+	reads := readsOf(c.modules)
 	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
 	if compiler.Compile(c.modules); compiler.Failed() {
 		return nil, fmt.Errorf("policy %s: %w", c.source, compiler.Errors)
@@ -110,14 +113,18 @@ func compile(ctx context.Context, c content, query string) (*Policy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: prepare %s: %w", c.source, query, err)
 	}
-	return &Policy{query: prepared, revision: c.revision, inputs: inputs}, nil
+	return &Policy{query: prepared, revision: c.revision, reads: reads}, nil
 }
 
 // ParsedBody reports whether the policy reads input.parsed_body.
-func (p *Policy) ParsedBody() bool { return p.inputs.Has(InputParsedBody) }
+func (p *Policy) ParsedBody() bool { return p.reads.inputs.Has(InputParsedBody) }
 
 // Inputs are the optional input members the policy reads.
-func (p *Policy) Inputs() Inputs { return p.inputs }
+func (p *Policy) Inputs() Inputs { return p.reads.inputs }
+
+// Cacheable reports whether the policy's decisions may be cached, and if
+// not, why (say, "calls time.now_ns").
+func (p *Policy) Cacheable() (bool, string) { return p.reads.uncacheable == "", p.reads.uncacheable }
 
 // load parses the snapshot's modules and data with OPA's loader.
 func load(snap *snapshot) (*loader.Result, error) {

@@ -24,6 +24,9 @@ type Settings struct {
 	Query string `yaml:"query"`
 	// Timeout for one evaluation, default 100ms, between 1ms and 10s.
 	Timeout time.Duration `yaml:"timeout"`
+	// DecisionCache keeps the decisions of cacheable policies; see
+	// CacheSettings. Off when built in code and left zero.
+	DecisionCache CacheSettings `yaml:"decision_cache"`
 	// DryRun lets requests the policy denies through, recording what it
 	// would have answered (see DryRun).
 	DryRun DryRun `yaml:"dry_run"`
@@ -52,10 +55,11 @@ const (
 // DefaultSettings returns the value every absent key takes.
 func DefaultSettings() Settings {
 	return Settings{
-		Bundle:  bundle.DefaultSettings(),
-		Query:   DefaultQuery,
-		Timeout: DefaultTimeout,
-		Shadow:  Shadow{Bundle: bundle.DefaultSettings()},
+		Bundle:        bundle.DefaultSettings(),
+		Query:         DefaultQuery,
+		Timeout:       DefaultTimeout,
+		DecisionCache: CacheSettings{Enabled: true, Size: DefaultCacheSize},
+		Shadow:        Shadow{Bundle: bundle.DefaultSettings()},
 	}
 }
 
@@ -88,6 +92,7 @@ func (s Settings) Validate(baseDir string) []error {
 		errs = append(errs, &field.Error{Path: "query", Err: err})
 	}
 	field.Range(&errs, "timeout", s.Timeout, MinTimeout, MaxTimeout)
+	errs = append(errs, field.Within("decision_cache", s.DecisionCache.validate())...)
 	errs = append(errs, field.Within("dry_run", s.DryRun.validate())...)
 	errs = append(errs, field.Within("shadow", s.Shadow.validate(baseDir))...)
 	return errs

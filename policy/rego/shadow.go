@@ -53,7 +53,10 @@ func OpenShadow(ctx context.Context, s Settings, baseDir string, opts Options) (
 	if errs := sh.validate(baseDir); len(errs) > 0 {
 		return nil, field.Under("shadow", errors.Join(errs...))
 	}
-	e, err := open(ctx, Source{PolicyDir: sh.PolicyDir, Bundle: sh.Bundle}, cmp.Or(sh.Query, s.Query), s.Timeout, baseDir, opts)
+	// The enforced policy's timeout and decision cache settings, a cache of
+	// its own.
+	s.PolicyDir, s.Bundle, s.Query = sh.PolicyDir, sh.Bundle, cmp.Or(sh.Query, s.Query)
+	e, err := open(ctx, s, baseDir, opts)
 	if err != nil {
 		return nil, field.Under("shadow", err)
 	}
@@ -64,7 +67,7 @@ func OpenShadow(ctx context.Context, s Settings, baseDir string, opts Options) (
 // (none before the first).
 func (e *Engine) Inputs() Inputs {
 	if p := e.current.Load(); p != nil {
-		return p.inputs
+		return p.reads.inputs
 	}
 	return 0
 }

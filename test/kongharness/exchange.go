@@ -37,6 +37,14 @@ type Request struct {
 	BodyError string
 }
 
+// ServiceResponse is the upstream response as Kong buffered it for the
+// response phase.
+type ServiceResponse struct {
+	Status int
+	Header http.Header
+	Body   []byte
+}
+
 // Exit is a kong.response.exit call.
 type Exit struct {
 	Status int
@@ -61,6 +69,9 @@ type Exchange struct {
 	Shared         map[string]any // kong.ctx.shared
 	// Status is the final status the log phase sees.
 	Status int
+	// Service is the upstream's response, buffered, when the plugin has a
+	// response phase (nil before the response event).
+	Service *ServiceResponse
 	// Calls are the PDK methods called, per phase.
 	Calls map[string][]string
 	// Logs are kong.log.* lines ("err: ...").
@@ -305,6 +316,11 @@ func (x *Exchange) Answer(phase, method string, args []byte) ([]byte, error) {
 		out = &kpp.String{V: string(b)}
 	case "kong.response.get_status":
 		out = &kpp.Int{V: int32(x.Status)}
+	case "kong.service.response.get_status", "kong.service.response.get_headers", "kong.service.response.get_header", "kong.service.response.get_raw_body":
+		var err error
+		if out, err = x.serviceResponse(phase, method, args); err != nil {
+			return nil, err
+		}
 	case "kong.nginx.req_start_time":
 		out = &kpp.Number{V: float64(x.start.UnixNano()) / 1e9}
 	case "kong.log.alert", "kong.log.crit", "kong.log.err", "kong.log.warn", "kong.log.notice", "kong.log.info", "kong.log.debug":
@@ -490,4 +506,43 @@ func Spill(dir string, body []byte) (string, error) {
 		return "", err
 	}
 	return filepath.Clean(f.Name()), nil
+}
+
+// serviceResponse answers kong.service.response.* (kong/pdk/service/
+// response.lua): the upstream's status, headers (lowercase names, at most
+// max_headers, 1 to 1000) and raw body as buffered (Kong's plugin server
+// answers the body as a ByteString; an empty body, like Lua nil, is an
+// empty frame). They exist only once a response came back: in the
+// response phase, and (but for the body) in the log phase.
+func (x *Exchange) serviceResponse(phase, method string, args []byte) (proto.Message, error) {
+	if x.Service == nil || phase != "response" && (phase != "log" || method == "kong.service.response.get_raw_body") {
+		return nil, fmt.Errorf("function %s cannot be called in the %s phase", method, phase)
+	}
+	switch method {
+	case "kong.service.response.get_status":
+		return &kpp.Int{V: int32(x.Service.Status)}, nil
+	case "kong.service.response.get_headers":
+		var max kpp.Int
+		if err := proto.Unmarshal(args, &max); err != nil {
+			return nil, err
+		}
+		if max.V < 1 || max.V > 1000 {
+			return nil, fmt.Errorf("max_headers must be between 1 and 1000, got %d", max.V)
+		}
+		return ngxHeaders(x.Service.Header, int(max.V)), nil
+	case "kong.service.response.get_header":
+		name, err := str(args)
+		if err != nil {
+			return nil, err
+		}
+		if vs := x.Service.Header.Values(name); len(vs) > 0 {
+			return &kpp.String{V: vs[0]}, nil
+		}
+		return nil, nil
+	default: // get_raw_body
+		if len(x.Service.Body) == 0 {
+			return nil, nil
+		}
+		return &kpp.ByteString{V: x.Service.Body}, nil
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 )
@@ -29,6 +30,12 @@ type Front struct {
 	// Done, when set, receives every exchange once its log event is over,
 	// which is after the client got the response.
 	Done func(*Exchange, Result)
+	// Phases are the plugin's phases as its -dump lists them (Kong's
+	// query_cmd). With "response", Kong buffers the whole upstream
+	// response (kong/runloop/plugins_iterator.lua sets
+	// ctx.buffered_proxying for any plugin with a response handler) and
+	// runs the response event before anything reaches the client.
+	Phases []string
 
 	mu       sync.Mutex
 	plugin   PluginConf
@@ -52,8 +59,8 @@ type RealIP struct {
 
 // Result is what happened to one request.
 type Result struct {
-	Access, Log Outcome
-	Status      int
+	Access, Response, Log Outcome
+	Status                int
 }
 
 // NewFront returns a Front for k and upstream with plugin configuration pc.
@@ -160,6 +167,18 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hdr.Set("content-type", "application/json; charset=utf-8")
 	default:
 		res.Status, hdr, respBody = f.forward(r, x, upstream)
+		// Kong turns buffering, and with it the response phase, off for
+		// HTTP/2 and upgraded connections (Kong.access in kong/init.lua).
+		if slices.Contains(f.Phases, "response") && r.ProtoMajor < 2 && r.Header.Get("Upgrade") == "" {
+			x.mu.Lock()
+			x.Status, x.Service = res.Status, &ServiceResponse{Status: res.Status, Header: hdr, Body: respBody}
+			x.mu.Unlock()
+			if res.Response = f.Kong.HandleEvent(pc, "response", x); res.Response.Err != nil {
+				// As in access: Kong answers a failed plugin with a 500.
+				res.Status, hdr = http.StatusInternalServerError, http.Header{"Content-Type": {"application/json; charset=utf-8"}}
+				respBody = []byte(`{"message":"An unexpected error occurred"}`)
+			}
+		}
 		for k, vs := range x.ResponseHeader {
 			hdr[k] = vs
 		}

@@ -17,6 +17,9 @@
 //   - an event that fails with "no plugin instance" or a closed connection
 //     resets the plugin's instances and is retried (a restarted instance);
 //     any other failure is a 500.
+//   - a plugin whose -dump lists the response phase gets the whole
+//     upstream response buffered and a response event before the client
+//     is answered (Front.Phases); kong.service.response.* read it.
 //   - the log phase is answered from data saved at the end of the request.
 //
 // Frames are a uint32 little-endian length and protobuf bytes, using
@@ -60,6 +63,9 @@ func Build(t testing.TB, pkg, name string, flags ...string) string {
 // (pluginserver_<name>_start_cmd = <bin> -kong-prefix <prefix>).
 type Process struct {
 	Bin, Prefix, Socket string
+	// Args follow -kong-prefix on the command line (the start_cmd's
+	// plugin flags).
+	Args []string
 
 	t   testing.TB
 	mu  sync.Mutex
@@ -67,12 +73,12 @@ type Process struct {
 	out *testkit.SyncBuffer
 }
 
-// Start runs bin with -kong-prefix prefix and waits until its socket
-// accepts connections. The process is killed when the test ends, and the
-// test fails if the race detector reported in its output.
-func Start(t testing.TB, bin, prefix string) *Process {
+// Start runs bin with -kong-prefix prefix and args and waits until its
+// socket accepts connections. The process is killed when the test ends,
+// and the test fails if the race detector reported in its output.
+func Start(t testing.TB, bin, prefix string, args ...string) *Process {
 	t.Helper()
-	p := &Process{Bin: bin, Prefix: prefix, Socket: filepath.Join(prefix, filepath.Base(bin)+".socket"), t: t, out: &testkit.SyncBuffer{}}
+	p := &Process{Bin: bin, Prefix: prefix, Args: args, Socket: filepath.Join(prefix, filepath.Base(bin)+".socket"), t: t, out: &testkit.SyncBuffer{}}
 	t.Cleanup(func() {
 		p.Kill()
 		if out := p.Output(); strings.Contains(out, "WARNING: DATA RACE") {
@@ -87,7 +93,7 @@ func Start(t testing.TB, bin, prefix string) *Process {
 // socket file and listens anew.
 func (p *Process) Restart() {
 	p.t.Helper()
-	cmd := exec.Command(p.Bin, "-kong-prefix", p.Prefix)
+	cmd := exec.Command(p.Bin, append([]string{"-kong-prefix", p.Prefix}, p.Args...)...)
 	cmd.Stdout, cmd.Stderr = p.out, p.out
 	// A test binary that dies must not leave plugin servers behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
