@@ -147,6 +147,7 @@ func (e *Engine) dropDecisions() {
 	if c, ok := e.authz.(interface{ DropDecisions() }); ok {
 		c.DropDecisions()
 	}
+	e.shadow.dropDecisions()
 }
 
 // maxBodyBytes is the largest body any model accepts.
