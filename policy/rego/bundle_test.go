@@ -4,8 +4,11 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -357,5 +360,59 @@ func TestBundleLongPolling(t *testing.T) {
 	testkit.Eventually(t, "the second bundle", func() bool { return e.Revision() != first })
 	if ok, _ := decideRole(t, e, "admin"); !ok {
 		t.Fatal("admin denied by v2")
+	}
+}
+
+// Requests decide throughout bundle activations, each with a whole
+// revision: never an error, and always the answer of the revision the
+// result names.
+func TestBundleActivationUnderRequests(t *testing.T) {
+	// Bundles that allow readers and bundles that do not, by revision.
+	readers := map[string]bool{}
+	build := func(i int) []byte {
+		raw := testkit.BuildBundle(t, bundlePolicy([]string{`"reader": true`, `"admin": true`}[i%2]), fmt.Sprint("v", i), "", "")
+		sum := sha256.Sum256(raw)
+		readers[hex.EncodeToString(sum[:6])] = i%2 == 0
+		return raw
+	}
+	bundles := [][]byte{build(0), build(1), build(2), build(3)}
+
+	srv := testkit.NewBundleServer(t)
+	srv.Set(bundles[0])
+	var r bundleReloads
+	e := openBundle(t, srv, bundle.Settings{}, &r)
+	testkit.Eventually(t, "the first bundle", func() bool { return e.Revision() != "" })
+
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	input := ast.NewObject(ast.Item(ast.StringTerm("role"), ast.StringTerm("reader")))
+	for range 4 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				res, err := e.Eval(t.Context(), input)
+				if want, known := readers[res.Revision]; err != nil || !known || res.Allow != want {
+					errs <- fmt.Errorf("revision %q: allow %v, %v", res.Revision, res.Allow, err)
+					return
+				}
+			}
+		})
+	}
+	for _, b := range bundles[1:] {
+		before := e.Revision()
+		srv.Set(b)
+		testkit.Eventually(t, "the next bundle", func() bool { return e.Revision() != before })
+	}
+	close(stop)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		t.Fatal(err)
+	default:
 	}
 }
