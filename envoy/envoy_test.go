@@ -23,12 +23,14 @@ import (
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/known/anypb"
 
+	"github.com/modelguard/modelguard/httpauthz"
 	"github.com/modelguard/modelguard/test/envoyharness"
 
 	// Every typed_config type in envoy.yaml must be linked in, or protojson
@@ -37,9 +39,10 @@ import (
 )
 
 const (
-	envoyFile    = "envoy.yaml"
-	healthPath   = "/healthz"
-	upstreamHTTP = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+	envoyFile     = "envoy.yaml"
+	envoyHTTPFile = "envoy-http.yaml"
+	healthPath    = "/healthz"
+	upstreamHTTP  = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
 )
 
 // loadBootstrap parses an Envoy bootstrap as Envoy would, short of the C++
@@ -364,9 +367,6 @@ func lintExtAuthz(path string, a *extauthzv3.ExtAuthz, clusters map[string]*clus
 	if c := a.GetStatusOnError().GetCode(); c != typev3.StatusCode_ServiceUnavailable {
 		bad("status_on_error is %d, want 503", int32(c))
 	}
-	if !a.GetWithRequestBody().GetPackAsBytes() {
-		bad("with_request_body.pack_as_bytes must be true (JSON bodies as raw bytes)")
-	}
 	// Without mutation rules Envoy applies any header the server sets,
 	// :path and host included, and checks no value.
 	if !a.GetValidateMutations() {
@@ -382,6 +382,13 @@ func lintExtAuthz(path string, a *extauthzv3.ExtAuthz, clusters map[string]*clus
 	}
 	if a.GetFilterEnabled() != nil || a.GetFilterEnabledMetadata() != nil {
 		bad("filter_enabled / filter_enabled_metadata must be unset: some requests would skip the check")
+	}
+	if a.GetHttpService() != nil {
+		lintHTTPService(bad, a, clusters)
+		return errors.Join(errs...)
+	}
+	if !a.GetWithRequestBody().GetPackAsBytes() {
+		bad("with_request_body.pack_as_bytes must be true (JSON bodies as raw bytes)")
 	}
 	g := a.GetGrpcService()
 	if g == nil {
@@ -402,6 +409,44 @@ func lintExtAuthz(path string, a *extauthzv3.ExtAuthz, clusters map[string]*clus
 		bad("grpc_service cluster %q must set HTTP/2 (%s explicit_http_config.http2_protocol_options)", name, upstreamHTTP)
 	}
 	return errors.Join(errs...)
+}
+
+// lintHTTPService checks the HTTP mode (envoy-http.yaml) against what
+// modelguard's HTTP authorization service needs (httpauthz).
+func lintHTTPService(bad func(string, ...any), a *extauthzv3.ExtAuthz, clusters map[string]*clusterv3.Cluster) {
+	h := a.GetHttpService()
+	if name := h.GetServerUri().GetCluster(); clusters[name] == nil {
+		bad("http_service cluster %q is not defined", name)
+	}
+	if p := h.GetPathPrefix(); p != httpauthz.EnvoyPrefix {
+		bad("http_service.path_prefix is %q, want %q (modelguard serves Envoy's HTTP service there)", p, httpauthz.EnvoyPrefix)
+	}
+	if wb := a.GetWithRequestBody(); wb == nil || wb.GetPackAsBytes() {
+		bad("with_request_body must be set with pack_as_bytes false: Envoy's HTTP client sends no body packed as bytes")
+	}
+	for _, need := range []string{"x-envoy-auth-partial-body", "content-type", "x-api-key", "x_modelguard_subject", "x_api_key"} {
+		if !matchesAny(h.GetAuthorizationRequest().GetAllowedHeaders().GetPatterns(), need) {
+			bad("http_service.authorization_request.allowed_headers must let %s through", need)
+		}
+	}
+	// A header modelguard sets that Envoy does not copy upstream leaves the
+	// client's forged copy in place.
+	for _, need := range []string{"x-modelguard-subject", "x-modelguard-roles", "x-modelguard-auth-method", "x-modelguard-key-id", "x-modelguard-decision-id"} {
+		if !matchesAny(h.GetAuthorizationResponse().GetAllowedUpstreamHeaders().GetPatterns(), need) {
+			bad("http_service.authorization_response.allowed_upstream_headers must match %s", need)
+		}
+	}
+}
+
+// matchesAny reports whether a header name matches one of the patterns, for
+// the exact and prefix matchers the shipped files use.
+func matchesAny(patterns []*matcherv3.StringMatcher, name string) bool {
+	for _, p := range patterns {
+		if p.GetExact() == name || p.GetPrefix() != "" && strings.HasPrefix(name, p.GetPrefix()) {
+			return true
+		}
+	}
+	return false
 }
 
 func speaksHTTP2(c *clusterv3.Cluster) bool {
@@ -477,8 +522,36 @@ func shippedExtAuthz(t *testing.T, b *bootstrapv3.Bootstrap) (*hcmv3.HttpConnect
 }
 
 func TestEnvoyConfigValid(t *testing.T) {
-	if _, err := loadAndLint(readFile(t, envoyFile)); err != nil {
-		t.Fatalf("%s:\n%v", envoyFile, err)
+	for _, file := range []string{envoyFile, envoyHTTPFile} {
+		if _, err := loadAndLint(readFile(t, file)); err != nil {
+			t.Fatalf("%s:\n%v", file, err)
+		}
+	}
+}
+
+// TestValidatorCatchesHTTPMode feeds broken copies of envoy-http.yaml to
+// the validator: each must be refused, for the reason given.
+func TestValidatorCatchesHTTPMode(t *testing.T) {
+	orig := string(readFile(t, envoyHTTPFile))
+	for _, tt := range []struct {
+		name, old, new, wantErr string
+	}{
+		{"pack_as_bytes", "pack_as_bytes: false", "pack_as_bytes: true", "pack_as_bytes false"},
+		{"no body marker", "- exact: x-envoy-auth-partial-body\n", "- exact: x-envoy-partial\n", "let x-envoy-auth-partial-body through"},
+		{"identity headers not copied", "- prefix: x-modelguard-\n", "- prefix: x-modelguard-s\n", "must match x-modelguard-roles"},
+		{"path prefix", "path_prefix: /envoy", "path_prefix: /authz", `want "/envoy"`},
+		{"missing cluster", "cluster: modelguard_http\n", "cluster: modelguard\n", `cluster "modelguard" is not defined`},
+		{"failure_mode_allow true", "failure_mode_allow: false", "failure_mode_allow: true", "failure_mode_allow must be false"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if n := strings.Count(orig, tt.old); n != 1 {
+				t.Fatalf("%q occurs %d times in %s, want 1", tt.old, n, envoyHTTPFile)
+			}
+			_, err := loadAndLint([]byte(strings.Replace(orig, tt.old, tt.new, 1)))
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error %v, want one mentioning %q", err, tt.wantErr)
+			}
+		})
 	}
 }
 

@@ -62,7 +62,25 @@ func toRequest(cr *authv3.CheckRequest, maxBody int) *policy.Request {
 		Body:          body,
 		BodyTruncated: bodyCut(headers, len(body), maxBody),
 		BodyOmitted:   headers[partialBodyHeader] == "" && bodySent(headers),
+
+		ContextExtensions: attrs.GetContextExtensions(),
+		MetadataContext:   filterMetadata(attrs.GetMetadataContext()),
 	}
+}
+
+// filterMetadata is the metadata_context's filter_metadata as JSON
+// objects by namespace; nil when there is none (the common case, which
+// then costs nothing).
+func filterMetadata(md *corev3.Metadata) map[string]any {
+	fm := md.GetFilterMetadata()
+	if len(fm) == 0 {
+		return nil
+	}
+	out := make(map[string]any, len(fm))
+	for ns, st := range fm {
+		out[ns] = st.AsMap()
+	}
+	return out
 }
 
 // bodyCut reports whether Envoy may have sent part of the body: it said so,
@@ -164,11 +182,19 @@ func setHeader(name, value string) *corev3.HeaderValueOption {
 	}
 }
 
+// metadata is the decision's dynamic metadata: the policy's
+// dynamic_metadata (opa-envoy-plugin's), then modelguard's own keys, which
+// win over the policy's.
 func metadata(d *policy.Decision) *structpb.Struct {
-	fields := map[string]*structpb.Value{
-		"decision_id": structpb.NewStringValue(d.ID),
-		"reason":      structpb.NewStringValue(d.Reason),
+	fields := make(map[string]*structpb.Value, len(d.Metadata)+4)
+	if len(d.Metadata) > 0 {
+		// The policy's object came from JSON values, which always convert.
+		if st, err := structpb.NewStruct(d.Metadata); err == nil {
+			fields = st.Fields
+		}
 	}
+	fields["decision_id"] = structpb.NewStringValue(d.ID)
+	fields["reason"] = structpb.NewStringValue(d.Reason)
 	if d.PolicyRevision != "" {
 		fields["policy_revision"] = structpb.NewStringValue(d.PolicyRevision)
 	}

@@ -46,6 +46,9 @@ const (
 	SerializeKey = "modelguard_decision_id"
 	// groupsKey is where Kong's acl plugin reads the caller's groups.
 	groupsKey = "authenticated_groups"
+	// metadataKey is where the policy's dynamic_metadata (opa-envoy-plugin's
+	// result) goes for plugins that run later.
+	metadataKey = "modelguard_dynamic_metadata"
 )
 
 // Options configure a Plugin; all are optional.

@@ -238,7 +238,8 @@ func readSpilled(path string, max int) ([]byte, bool, error) {
 // identity and Kong headers not set, when the client sent them: an empty
 // array clears a header, as ngx.req.set_header does with an empty table);
 // kong.client.authenticate when consumer is on; the groups for Kong's acl
-// plugin when groups is on and there are roles; and the policy's response
+// plugin when groups is on and there are roles; the policy's
+// dynamic_metadata in kong.ctx.shared (metadataKey) and its response
 // headers when it gave any. headers is the request's, as read in this
 // access phase (with the changes of plugins that ran before). Names are
 // sent in lower case, so that a name set and cleared cannot collide.
@@ -291,6 +292,11 @@ func applyAllow(kong *pdk.PDK, d *policy.Decision, headers map[string]string, co
 		}
 		if err := kong.Ctx.SetShared(groupsKey, gs); err != nil {
 			return fmt.Errorf("kong.ctx.shared.set %s: %w", groupsKey, err)
+		}
+	}
+	if len(d.Metadata) > 0 {
+		if err := kong.Ctx.SetShared(metadataKey, d.Metadata); err != nil {
+			return fmt.Errorf("kong.ctx.shared.set %s: %w", metadataKey, err)
 		}
 	}
 	if len(d.ResponseHeaders) > 0 {

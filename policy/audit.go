@@ -113,6 +113,9 @@ func (e *Engine) RecordDecision(req *Request, d *Decision) error {
 		RateLimit:      d.RateLimit,
 		RateLimitKey:   d.RateLimitKey,
 	}
+	if d.BodyUnchecked {
+		ev.BodyCheck = audit.BodyCheckSkipped
+	}
 	if id := d.Identity; id != nil {
 		ev.Subject, ev.AuthMethod, ev.KeyID, ev.Issuer = id.Subject, id.Method, id.KeyID, id.Issuer
 	}

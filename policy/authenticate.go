@@ -21,6 +21,12 @@ type credential struct{ header string }
 // authenticate finds exactly one credential and verifies it. It returns the
 // failure reason code for operators alongside the error.
 func (e *Engine) authenticate(ctx context.Context, req *Request) (*Identity, credential, string, error) {
+	if e.anonymous && !e.authenticates() {
+		// Nothing to verify a credential with: the request is anonymous
+		// and its credentials reach the policy and the upstream untouched
+		// (a policy may verify a token itself, io.jwt.decode_verify).
+		return &Identity{Method: "none"}, credential{}, "", nil
+	}
 	var (
 		token, key string
 		cred       credential
@@ -78,6 +84,10 @@ func (e *Engine) authenticate(ctx context.Context, req *Request) (*Identity, cre
 		return nil, cred, "credentials_missing", errors.New("no credential in the request")
 	}
 }
+
+// authenticates reports whether a built-in authenticator (JWT issuers,
+// API keys) is configured.
+func (e *Engine) authenticates() bool { return e.tokens != nil || e.keys != nil }
 
 // reasonOf extracts the reason code carried by the authentication packages'
 // errors.

@@ -3,8 +3,10 @@ package policy
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"runtime/debug"
+	"slices"
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -50,7 +52,7 @@ func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
 			e.deny(d, http.StatusServiceUnavailable, "internal_error", "service unavailable")
 		}
 		d.Latency = e.now().Sub(start)
-		e.metrics.Decisions.WithLabelValues(result(d), reason(d)).Inc()
+		e.metrics.Decisions.WithLabelValues(result(d), reason(d), req.Gateway).Inc()
 		e.metrics.CheckDuration.Observe(d.Latency.Seconds())
 	}()
 	e.decide(ctx, req, d)
@@ -86,20 +88,30 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 	}
 
 	var (
-		fetchErr error
-		input    ast.Value
+		buildErr error
+		input    ast.Value // for the shadow policy
 	)
-	res, err := e.authz.EvalInput(ctx, func(reads rego.Inputs) ast.Value {
+	res, err := e.authz.EvalInput(rego.WithDecisionID(ctx, d.ID), func(reads rego.Inputs) ast.Value {
 		// A shadow policy decides on the same input, so it holds what
 		// either policy reads.
 		reads |= e.shadow.reads()
-		fetchErr = req.Complete(inputParts(reads))
+		if buildErr = req.Complete(e.inputParts(reads)); buildErr != nil {
+			return ast.NewObject()
+		}
+		if e.opaEnvoy {
+			var in ast.Value
+			if in, buildErr = e.opaEnvoyInput(req, id, d.Model, mr, reads); buildErr != nil {
+				return ast.NewObject()
+			}
+			input = in
+			return in
+		}
 		input = e.input(req, id, d.Model, mr, reads)
 		return input
 	})
 	d.PolicyRevision = res.Revision
-	if fetchErr != nil {
-		e.refuse(d, req, fetchErr)
+	if buildErr != nil {
+		e.refuse(d, req, buildErr)
 		return
 	}
 	e.shadow.offer(d, req, input, res, err)
@@ -108,6 +120,12 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		// one, not even in dry-run.
 		e.deny(d, http.StatusServiceUnavailable, rego.ReasonUnavailable, "service unavailable")
 		return
+	}
+	if err == nil {
+		err = e.checkResultHeaders(res, cred)
+	}
+	if err == nil {
+		d.Metadata = res.DynamicMetadata
 	}
 	if err != nil || !res.Allow {
 		if !e.dryRunLifts(req, d, res, err) {
@@ -160,6 +178,7 @@ func (e *Engine) inspect(req *Request, d *Decision) (*models.Model, bool) {
 		Method: req.Method, Path: req.Path,
 		ContentType: req.Headers["content-type"], Encoding: req.Headers["content-encoding"],
 		Body: req.Body, BodyTruncated: req.BodyTruncated, BodyOmitted: req.BodyOmitted,
+		HeadersOnly: req.HeadersOnly,
 	})
 	if denial != nil {
 		e.deny(d, denial.Status, denial.Reason, denial.Message)
@@ -167,6 +186,7 @@ func (e *Engine) inspect(req *Request, d *Decision) (*models.Model, bool) {
 	}
 	if isModel {
 		d.Model = Model{Name: mr.Name, Operation: mr.Operation}
+		d.BodyUnchecked = mr.Unchecked
 	} else {
 		d.Model = listing(req)
 	}
@@ -185,6 +205,27 @@ func (e *Engine) policyRefused(d *Decision, req *Request, res rego.Result, err e
 	status, reason, msg := policyDenial(res)
 	e.deny(d, status, reason, msg)
 	d.ResponseHeaders = appendHeaderMap(d.ResponseHeaders, res.ResponseHeaders)
+	d.PolicyBody = res.Body
+}
+
+// checkResultHeaders refuses a result that would set or remove headers
+// modelguard owns: the identity headers and the credential a built-in
+// authenticator verified (removed before the upstream).
+func (e *Engine) checkResultHeaders(res rego.Result, cred credential) error {
+	owned := func(name string) bool {
+		return name == cred.header || slices.Contains(e.identityRemove, name)
+	}
+	for name := range res.Headers {
+		if owned(name) {
+			return fmt.Errorf("policy %s: result sets %s, a header modelguard owns", res.Revision, name)
+		}
+	}
+	for _, name := range res.RemoveHeaders {
+		if owned(name) {
+			return fmt.Errorf("policy %s: result removes %s, a header modelguard owns", res.Revision, name)
+		}
+	}
+	return nil
 }
 
 // dryRunLifts reports whether the policy's denial or error on req is let
@@ -219,6 +260,7 @@ func (e *Engine) allow(d *Decision, req *Request, id *Identity, cred credential,
 	set(e.identity.DecisionID, d.ID)
 	d.UpstreamHeaders = appendHeaderMap(d.UpstreamHeaders, res.Headers)
 	d.ResponseHeaders = appendHeaderMap(d.ResponseHeaders, res.ResponseHeaders)
+	d.RemoveHeaders = append(d.RemoveHeaders, res.RemoveHeaders...)
 
 	// Identity headers the client sent that we did not overwrite must not
 	// reach the upstream; neither may the credential.
@@ -244,20 +286,25 @@ func (e *Engine) deny(d *Decision, status int, reason, message string) {
 	}
 }
 
-// refuse denies a request whose Fetch failed: with the adapter's Refusal,
-// or 503 gateway_read_error.
+// refuse denies a request whose Fetch failed, or that could not be made
+// into the policy's input: with the Refusal, or 503 gateway_read_error.
 func (e *Engine) refuse(d *Decision, req *Request, err error) {
 	r, ok := errors.AsType[*Refusal](err)
 	if !ok {
 		r = &Refusal{Status: http.StatusServiceUnavailable, Reason: "gateway_read_error", Message: "service unavailable", Err: err}
 	}
-	e.log.Error("reading the request from the gateway failed: denied", "decision_id", d.ID, "request_id", req.ID, "reason", r.Reason, "error", err)
+	e.log.Error("request refused before the policy: denied", "decision_id", d.ID, "request_id", req.ID, "reason", r.Reason, "error", err)
 	e.deny(d, r.Status, r.Reason, r.Message)
 }
 
 // inputParts are the request parts the policy's optional inputs need.
-func inputParts(reads rego.Inputs) Part {
+// opa-envoy-plugin's input parses any request's body, modelguard's only
+// model requests' (read already).
+func (e *Engine) inputParts(reads rego.Inputs) Part {
 	var p Part
+	if e.opaEnvoy && (reads.Has(rego.InputParsedBody) || reads.Has(rego.InputRawBody)) {
+		p |= PartBody
+	}
 	if reads.Has(rego.InputQuery) {
 		p |= PartQuery
 	}

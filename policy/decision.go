@@ -34,6 +34,12 @@ type Decision struct {
 	RemoveHeaders   []string
 	// ResponseHeaders go to the client, on allow and on deny.
 	ResponseHeaders []Header
+	// PolicyBody, when not nil, is the denial body the policy chose
+	// (opa-envoy-plugin's body), sent as is instead of Body's JSON.
+	PolicyBody []byte
+	// Metadata is the policy's dynamic_metadata (opa-envoy-plugin's), for
+	// the gateway to keep with the request; nil when none.
+	Metadata map[string]any
 
 	// Identity is the authenticated caller, nil when authentication failed.
 	Identity *Identity
@@ -41,6 +47,9 @@ type Decision struct {
 	Model Model
 	// PolicyRevision is the Rego revision that decided ("" if not reached).
 	PolicyRevision string
+	// BodyUnchecked is set for a model request decided on its headers
+	// alone (Request.HeadersOnly).
+	BodyUnchecked bool
 	// WouldDeny is the policy's denial (or error) that dry-run let through,
 	// nil otherwise: the audit record and metrics say would_deny with it.
 	WouldDeny *PolicyDenial
@@ -101,6 +110,9 @@ type Model struct {
 // show it. It carries only Message and codes derived from Status (or set
 // in ErrorType and ErrorCode).
 func (d *Decision) Body() []byte {
+	if d.PolicyBody != nil {
+		return d.PolicyBody
+	}
 	type apiError struct {
 		Message string `json:"message"`
 		Type    string `json:"type"`
@@ -116,10 +128,16 @@ func (d *Decision) Body() []byte {
 }
 
 // DenialHeaders are the response headers of a denial: Body's content type,
-// then ResponseHeaders.
+// then ResponseHeaders. A policy's own body is text unless the policy's
+// headers say otherwise.
 func (d *Decision) DenialHeaders() []Header {
 	hs := make([]Header, 0, len(d.ResponseHeaders)+1)
-	hs = append(hs, Header{"content-type", "application/json"})
+	switch {
+	case d.PolicyBody == nil:
+		hs = append(hs, Header{"content-type", "application/json"})
+	case !hasHeader(d.ResponseHeaders, "content-type"):
+		hs = append(hs, Header{"content-type", "text/plain; charset=utf-8"})
+	}
 	return append(hs, d.ResponseHeaders...)
 }
 

@@ -70,7 +70,7 @@ func TestDryRun(t *testing.T) {
 			if ev.Result != tt.record || ev.Status != tt.recordStatus || ev.Reason != tt.recordReason {
 				t.Fatalf("record %s %d %s, want %s %d %s", ev.Result, ev.Status, ev.Reason, tt.record, tt.recordStatus, tt.recordReason)
 			}
-			if n := testutil.ToFloat64(e.metrics.Decisions.WithLabelValues(tt.record, tt.recordReason)); n != 1 {
+			if n := testutil.ToFloat64(e.metrics.Decisions.WithLabelValues(tt.record, tt.recordReason, "envoy")); n != 1 {
 				t.Fatalf("modelguard_decisions_total{result=%q,reason=%q} = %v, want 1", tt.record, tt.recordReason, n)
 			}
 		})

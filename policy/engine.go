@@ -72,6 +72,7 @@ type Engine struct {
 	apiKeyHeader   string
 	bearerKeys     bool
 	anonymous      bool
+	opaEnvoy       bool // authorization.input: opa-envoy
 	maxCredential  int
 	identity       config.IdentityHeaders
 	identityRemove []string // every configured identity header name

@@ -12,12 +12,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/modelguard/modelguard/examples"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/rego"
 	"github.com/modelguard/modelguard/test/testkit"
 )
 
@@ -246,5 +248,39 @@ authorization: {policy_dir: policy}
 	os.WriteFile(rego, []byte("package modelguard.extra\n\nx := 1\n"), 0o644)
 	if e := wait(audit.KindPolicyReload, "ok"); e.PolicyRevision == "" || e.PolicyRevision == loaded {
 		t.Errorf("policy reload in force: %+v", e)
+	}
+}
+
+// TestHeadersOnlyModelRequest: a model request decided on its headers
+// (an authentication subrequest, Request.HeadersOnly) reaches the policy
+// without body facts or a model its body would name, and its record says
+// that its body was not checked.
+func TestHeadersOnlyModelRequest(t *testing.T) {
+	var input ast.Value
+	capture := authzFunc(func(_ context.Context, in ast.Value) (rego.Result, error) {
+		input = in
+		return rego.Result{Allow: true, Revision: "r1"}, nil
+	})
+	e, rec := testEngine(t, capture)
+	req := chat(map[string]string{"x-api-key": "mg_alice"})
+	req.Body, req.HeadersOnly = nil, true
+	d := e.Decide(context.Background(), req)
+	if !d.Allow || !d.BodyUnchecked {
+		t.Fatalf("got allow=%v %d %s unchecked=%v", d.Allow, d.Status, d.Reason, d.BodyUnchecked)
+	}
+	for _, member := range []string{"body", "parsed_body", "model"} {
+		if v, _ := input.(ast.Object).Find(ast.Ref{ast.StringTerm(member)}); v != nil {
+			t.Errorf("input.%s = %v, want absent", member, v)
+		}
+	}
+	if evs := rec.Events(); len(evs) != 1 || evs[0].BodyCheck != audit.BodyCheckSkipped || evs[0].Model != "" {
+		t.Errorf("audit events %+v, want one with body_check skipped", evs)
+	}
+
+	// With its body, the same request is checked as usual.
+	e2, rec2 := testEngine(t, allowAll)
+	d = e2.Decide(context.Background(), chat(map[string]string{"x-api-key": "mg_alice"}))
+	if !d.Allow || d.BodyUnchecked || rec2.Events()[0].BodyCheck != "" {
+		t.Errorf("checked request: unchecked=%v body_check=%q", d.BodyUnchecked, rec2.Events()[0].BodyCheck)
 	}
 }

@@ -41,7 +41,7 @@ func TestDecideShedsWhenSaturated(t *testing.T) {
 	if n := testutil.ToFloat64(e.metrics.Shed.WithLabelValues("concurrent_checks")); n != 1 {
 		t.Errorf("modelguard_overload_shed_total{limit=concurrent_checks} = %v, want 1", n)
 	}
-	if n := testutil.ToFloat64(e.metrics.Decisions.WithLabelValues("deny", ReasonOverloaded)); n != 1 {
+	if n := testutil.ToFloat64(e.metrics.Decisions.WithLabelValues("deny", ReasonOverloaded, "envoy")); n != 1 {
 		t.Errorf("modelguard_decisions_total{deny,overloaded} = %v, want 1", n)
 	}
 

@@ -16,7 +16,8 @@ import (
 // policy/rego and the README:
 //
 //	gateway, subject{id, roles, auth_method, key_id, issuer, claims},
-//	request{id, method, path, query, host, scheme, headers, source_address, tls_principal},
+//	request{id, method, path, query, host, scheme, headers, source_address, tls_principal,
+//	        context_extensions, metadata_context (Envoy, when set)},
 //	model{name, operation} (only when known)
 //	body{max_tokens, stream, n, messages, prompt_chars, tools} (model requests)
 //	parsed_body (model requests)
@@ -41,7 +42,7 @@ func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, re
 			ast.Item(keyOperation, ast.StringTerm(m.Operation)),
 		))))
 	}
-	if mr != nil {
+	if mr != nil && !mr.Unchecked {
 		if reads.Has(rego.InputBody) {
 			items = append(items, ast.Item(keyBody, ast.NewTerm(factsValue(mr.Facts))))
 		}
@@ -62,6 +63,7 @@ var (
 	keyID, keyRoles, keyAuthMethod, keyKeyID, keyIssuer, keyClaims       = ast.StringTerm("id"), ast.StringTerm("roles"), ast.StringTerm("auth_method"), ast.StringTerm("key_id"), ast.StringTerm("issuer"), ast.StringTerm("claims")
 	keyMethod, keyPath, keyQuery, keyHost, keyScheme, keyHeaders         = ast.StringTerm("method"), ast.StringTerm("path"), ast.StringTerm("query"), ast.StringTerm("host"), ast.StringTerm("scheme"), ast.StringTerm("headers")
 	keySourceAddress, keyTLSPrincipal, keyName, keyOperation             = ast.StringTerm("source_address"), ast.StringTerm("tls_principal"), ast.StringTerm("name"), ast.StringTerm("operation")
+	keyContextExtensions, keyMetadataContext                             = ast.StringTerm("context_extensions"), ast.StringTerm("metadata_context")
 	keyStream, keyMessages, keyPromptChars, keyTools, keyMaxTokens, keyN = ast.StringTerm("stream"), ast.StringTerm("messages"), ast.StringTerm("prompt_chars"), ast.StringTerm("tools"), ast.StringTerm("max_tokens"), ast.StringTerm("n")
 )
 
@@ -111,18 +113,30 @@ func (e *Engine) requestValue(req *Request, reads rego.Inputs) ast.Object {
 	str(rego.InputHost, keyHost, req.Host)
 	str(rego.InputScheme, keyScheme, req.Scheme)
 	if reads.Has(rego.InputHeaders) {
-		headers := make([][2]*ast.Term, 0, len(req.Headers))
-		for k, v := range req.Headers {
-			if strings.HasPrefix(k, ":") || e.isCredentialHeader(k) {
-				continue
-			}
-			headers = append(headers, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
-		}
-		items = append(items, ast.Item(keyHeaders, ast.NewTerm(ast.NewObject(headers...))))
+		items = append(items, ast.Item(keyHeaders, ast.NewTerm(e.headersObject(req))))
 	}
 	str(rego.InputSourceAddress, keySourceAddress, req.SourceAddress)
 	str(rego.InputTLSPrincipal, keyTLSPrincipal, req.TLSPrincipal)
+	if reads.Has(rego.InputContextExtensions) && len(req.ContextExtensions) > 0 {
+		items = append(items, ast.Item(keyContextExtensions, ast.NewTerm(stringsObject(req.ContextExtensions))))
+	}
+	if md := metadataValue(req.MetadataContext); md != nil && reads.Has(rego.InputMetadataContext) {
+		items = append(items, ast.Item(keyMetadataContext, ast.NewTerm(md)))
+	}
 	return ast.NewObject(items...)
+}
+
+// headersObject is the request's headers for the policy: pseudo-headers
+// and credentials (isCredentialHeader) left out.
+func (e *Engine) headersObject(req *Request) ast.Object {
+	headers := make([][2]*ast.Term, 0, len(req.Headers))
+	for k, v := range req.Headers {
+		if strings.HasPrefix(k, ":") || e.isCredentialHeader(k) {
+			continue
+		}
+		headers = append(headers, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+	}
+	return ast.NewObject(headers...)
 }
 
 // claimsObject converts JWT claims to the input's subject.claims; nil or
@@ -165,9 +179,14 @@ func factsValue(f models.Facts) ast.Object {
 	return o
 }
 
-// isCredentialHeader reports headers that carry credentials, which never
-// reach the policy (it could log or echo them).
+// isCredentialHeader reports headers that carry credentials a built-in
+// authenticator reads, which then never reach the policy (it could log or
+// echo them). With none configured and allow_anonymous, modelguard reads
+// no credential and a policy that verifies tokens itself sees them all.
 func (e *Engine) isCredentialHeader(name string) bool {
+	if e.anonymous && !e.authenticates() {
+		return false
+	}
 	switch name {
 	case "authorization", "proxy-authorization", "cookie":
 		return true
@@ -182,13 +201,5 @@ func queryValue(raw string) ast.Value {
 		return ast.NewObject()
 	}
 	q, _ := url.ParseQuery(raw)
-	items := make([][2]*ast.Term, 0, len(q))
-	for k, vs := range q {
-		ts := make([]*ast.Term, len(vs))
-		for i, v := range vs {
-			ts[i] = ast.StringTerm(v)
-		}
-		items = append(items, ast.Item(ast.StringTerm(k), ast.ArrayTerm(ts...)))
-	}
-	return ast.NewObject(items...)
+	return valuesObject(q)
 }

@@ -24,7 +24,9 @@ func (e *Engine) limit(ctx context.Context, req *Request, d *Decision, id *Ident
 		Model: d.Model.Name, Roles: id.Roles, Class: class, Claims: id.Claims,
 	}
 	if mr != nil {
-		completes := mr.Operation == "chat" || mr.Operation == "completion"
+		// A model request decided without its body (Request.HeadersOnly)
+		// whose operation is unknown reserves a completion, to be safe.
+		completes := mr.Operation == "chat" || mr.Operation == "completion" || mr.Unchecked && mr.Operation == ""
 		completion := mr.Facts.MaxTokens
 		if completion == 0 {
 			completion = e.modelMaxTokens[mr.Name]

@@ -10,7 +10,8 @@ package policy
 
 // Request is one HTTP request as a gateway saw it.
 type Request struct {
-	// Gateway names the adapter: "envoy" or "kong".
+	// Gateway names the adapter: "envoy" or "kong" (and, for the HTTP
+	// authorization service, "envoy_http", "nginx" or "forward_auth").
 	Gateway string
 	// ID is the request id (x-request-id when present), for correlation.
 	ID string
@@ -33,6 +34,14 @@ type Request struct {
 	// TLSPrincipal is the client certificate identity (e.g. a SPIFFE ID).
 	TLSPrincipal string
 
+	// ContextExtensions are the per-route context_extensions Envoy sends
+	// (nil from Kong).
+	ContextExtensions map[string]string
+	// MetadataContext is Envoy's metadata_context.filter_metadata:
+	// namespace to JSON object, such as the claims of Envoy's jwt_authn
+	// filter (nil from Kong).
+	MetadataContext map[string]any
+
 	// Body is the request body as received (possibly compressed), or nil.
 	Body []byte
 	// BodyTruncated is set when the gateway cut the body short; a truncated
@@ -42,6 +51,13 @@ type Request struct {
 	// bodies (Envoy without with_request_body): model requests are then
 	// refused, since their bodies cannot be checked.
 	BodyOmitted bool
+	// HeadersOnly is set by an adapter whose gateway never forwards bodies
+	// (an authentication subrequest) when the operator chose to decide
+	// model requests on their headers: the body checks are skipped, the
+	// model is known only when the path names it, input.body is absent,
+	// a token budget reserves the completion allowance alone, and the
+	// audit record says body_check "skipped".
+	HeadersOnly bool
 
 	// Fetch, when set, hands over parts of the request the gateway has not
 	// set yet: an adapter whose every read is a round trip (Kong's plugin

@@ -84,6 +84,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		return nil, cfg.Error(field.Under("authorization", err))
 	}
 	e.authz = r
+	e.opaEnvoy = r.Input() == rego.ShapeOPAEnvoy
 	e.dryRun = cfg.Authorization.DryRun
 	sh, err := rego.OpenShadow(ctx, cfg.Authorization, cfg.Dir, rego.Options{
 		Logger: e.log.With("policy", "shadow"),

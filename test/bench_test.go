@@ -1,15 +1,23 @@
 package test
 
 import (
+	"bytes"
 	"context"
+	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/modelguard/modelguard/httpauthz"
 	"github.com/modelguard/modelguard/test/noopauthz"
 	"github.com/modelguard/modelguard/test/redisserver"
 )
@@ -82,6 +90,100 @@ func BenchmarkCheckGRPC(b *testing.B) {
 	b.Run("jwt_rs256", func(b *testing.B) {
 		benchCheck(b, client, map[string]string{"authorization": "Bearer " + token(b, jwt.SigningMethodRS256, e.signer, "k1", nil)})
 	})
+}
+
+// BenchmarkCheckModes compares the same request, a chat completion with
+// an API key, decided by one engine through its two Envoy transports in
+// one run: gRPC ext_authz (a CheckRequest) and the HTTP authorization
+// service (the request Envoy's HTTP mode sends). "grpc" and "http" measure
+// each on its own; "interleaved" alternates bursts of 64 checks (8 at a
+// time) of each mode, so that both see the same machine load, and reports
+// http/grpc, the HTTP mode's throughput as a fraction of the gRPC mode's
+// (the target is at least 0.9).
+func BenchmarkCheckModes(b *testing.B) {
+	e := newEnv(b, envOptions{})
+	key := e.keys["alice-key"]
+	grpcReq := envoyCheckRequest(map[string]string{"authorization": "Bearer " + key})
+	grpcClient := dialBench(b, e.svc.GRPCAddr().String())
+	grpcCheck := func() error {
+		resp, err := grpcClient.Check(context.Background(), grpcReq)
+		if err == nil && resp.GetStatus().GetCode() != 0 {
+			err = fmt.Errorf("denied: %v", resp)
+		}
+		return err
+	}
+	body := grpcReq.GetAttributes().GetRequest().GetHttp().GetRawBody()
+	url := "http://" + e.http.Addr().String() + httpauthz.EnvoyPrefix + "/v1/chat/completions"
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 256, DisableCompression: true}}
+	b.Cleanup(client.CloseIdleConnections)
+	httpCheck := func() error {
+		req, err := http.NewRequest("POST", url, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Host = "models.local"
+		req.Header = http.Header{ // as Envoy's HTTP client sends them
+			"Authorization": {"Bearer " + key}, "Content-Type": {"application/json"}, "User-Agent": {"OpenAI/Python 1.54.0"},
+			"X-Request-Id": {"bench"}, "X-Envoy-Auth-Partial-Body": {"false"},
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("denied: %d", resp.StatusCode)
+		}
+		return nil
+	}
+	for _, m := range []struct {
+		name  string
+		check func() error
+	}{{"grpc", grpcCheck}, {"http", httpCheck}} {
+		b.Run(m.name, func(b *testing.B) {
+			if err := m.check(); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if err := m.check(); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+	b.Run("interleaved", func(b *testing.B) {
+		var grpcTime, httpTime time.Duration
+		for range b.N {
+			grpcTime += burst(b, 64, 8, grpcCheck)
+			httpTime += burst(b, 64, 8, httpCheck)
+		}
+		b.ReportMetric(float64(grpcTime)/float64(httpTime), "http/grpc")
+	})
+}
+
+// burst runs n checks, workers at a time, and returns how long they took.
+func burst(b *testing.B, n, workers int, check func() error) time.Duration {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Go(func() {
+			for next.Add(1) <= int64(n) {
+				if err := check(); err != nil {
+					b.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return time.Since(start)
 }
 
 // BenchmarkCheckGRPCRateLimits measures the cost of rate limits through

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -30,6 +31,8 @@ import (
 
 	"github.com/modelguard/modelguard/examples"
 	"github.com/modelguard/modelguard/extauthz"
+	"github.com/modelguard/modelguard/httpauthz"
+	"github.com/modelguard/modelguard/httpauthz/httpsettings"
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
@@ -50,6 +53,7 @@ type env struct {
 	t        testing.TB
 	dir      string
 	svc      *extauthz.Service
+	http     *httpauthz.Server // the HTTP authorization listener, on the same engine
 	front    *httptest.Server
 	upstream *httptest.Server
 	jwks     *testkit.JWKSServer
@@ -69,10 +73,35 @@ type envOptions struct {
 	noBody, strictSize bool
 	// rateLimits replaces the rate_limits section (the trial tier's rules).
 	rateLimits string
-	// policy replaces "policy_dir: policy", the authorization section's
-	// source (indented by two spaces after its first line).
-	policy string
+	// authentication and authorization replace those sections (JWT and
+	// API keys; the example policy's decision rule).
+	authentication, authorization string
+	// routes are the Envoy harness's routes besides the shipped ones.
+	routes map[string]envoyharness.Route
+	// files are written into the configuration's directory (a policy
+	// directory named by authorization, say), by relative path.
+	files map[string]string
 }
+
+// defaultAuthentication and defaultAuthorization are those sections of
+// every env unless replaced; the first takes the issuer, audience and JWKS
+// URL.
+const (
+	defaultAuthentication = `authentication:
+  jwt:
+    issuers:
+      - issuer: %s
+        audiences: [%s]
+        algorithms: [RS256]
+        jwks_url: %s
+        jwks_unknown_kid_interval: 1ms
+  api_keys:
+    file: keys.yaml`
+	defaultAuthorization = `authorization:
+  policy_dir: policy
+  query: data.modelguard.authz.decision
+  timeout: 1s`
+)
 
 // trialLimits is the rate_limits section of every env unless replaced:
 // limits for the trial tier only (trial-key and trial2-key). The token
@@ -107,24 +136,19 @@ func newEnv(t testing.TB, o envOptions) *env {
 		"trial-key":  {subject: "tara", roles: []string{"trial"}},
 		"trial2-key": {subject: "theo", roles: []string{"trial"}},
 	})
+	for name, content := range o.files {
+		testkit.ReplaceFile(t, e.dir, name, content)
+	}
+	auth := o.authentication
+	if auth == "" {
+		auth = fmt.Sprintf(defaultAuthentication, testIssuer, testAudience, e.jwks.URL+"/jwks.json")
+	}
 	cfg := fmt.Sprintf(`server:
   grpc_address: 127.0.0.1:0
   admin_address: 127.0.0.1:0
   shutdown_grace: 5s
-authentication:
-  jwt:
-    issuers:
-      - issuer: %s
-        audiences: [%s]
-        algorithms: [RS256]
-        jwks_url: %s
-        jwks_unknown_kid_interval: 1ms
-  api_keys:
-    file: keys.yaml
-authorization:
-  %s
-  query: data.modelguard.authz.decision
-  timeout: 1s
+%s
+%s
 models:
   - {name: gpt-4o-mini, operation: chat, limits: {max_tokens: 4096, max_messages: 50}}
   - {name: llama-3.1-8b-instruct, operation: chat}
@@ -134,7 +158,7 @@ models:
 %s
 audit:
   output: %s
-`, testIssuer, testAudience, e.jwks.URL+"/jwks.json", cmp.Or(o.policy, "policy_dir: policy"), cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"))
+`, auth, cmp.Or(o.authorization, defaultAuthorization), cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"))
 	if err := os.WriteFile(filepath.Join(e.dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -164,6 +188,12 @@ audit:
 	}
 	go e.svc.Serve()
 	t.Cleanup(func() { e.svc.Shutdown(context.Background()) })
+	e.http, err = httpauthz.Listen(httpsettings.Settings{Address: "127.0.0.1:0", WithoutBody: httpsettings.Refuse}, engine, time.Second, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go e.http.Serve()
+	t.Cleanup(func() { e.http.Shutdown(context.Background()) })
 	e.admin = "http://" + e.svc.AdminAddr().String()
 
 	conn, err := grpc.NewClient(e.svc.GRPCAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -181,6 +211,10 @@ audit:
 	filter.Timeout *= raceSlowdown
 	filter.WithRequestBody, filter.AllowPartialMessage, filter.EncodeRawHeaders = !o.noBody, !o.strictSize, o.rawHeaders
 	front := envoyharness.New(authv3.NewAuthorizationClient(conn), u, filter)
+	if o.routes != nil {
+		front.Routes = maps.Clone(front.Routes)
+		maps.Copy(front.Routes, o.routes)
+	}
 	front.AccessLog = func(le envoyharness.AccessLogEntry) {
 		e.mu.Lock()
 		e.log[le.RequestID] = le

@@ -167,7 +167,7 @@ func TestEnvoyRouteWithoutAuthz(t *testing.T) {
 	if resp.StatusCode != 200 || string(b) != "ok\n" || !logged || le.Checked {
 		t.Fatalf("got %d %q (logged %v, checked %v)", resp.StatusCode, b, logged, le.Checked)
 	}
-	if n := e.metric(`modelguard_decisions_total{reason="credentials_missing",result="deny"}`); n != 0 {
+	if n := e.metric(`modelguard_decisions_total{gateway="envoy",reason="credentials_missing",result="deny"}`); n != 0 {
 		t.Errorf("modelguard decided %v requests", n)
 	}
 }

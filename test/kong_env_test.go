@@ -65,11 +65,17 @@ func newKongEnv(t testing.TB, e *env, bin string, args ...string) *kongEnv {
 	}
 	t.Cleanup(func() { os.RemoveAll(prefix) })
 	k := &kongEnv{env: e, exchanges: map[string]kongExchange{}}
-	info, err := kongharness.Dump(bin, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Kong's query_cmd, while the plugin server starts.
+	var (
+		info    *kongharness.Info
+		dumpErr error
+		dumped  sync.WaitGroup
+	)
+	dumped.Go(func() { info, dumpErr = kongharness.Dump(bin, args...) })
 	k.proc = kongharness.Start(t, bin, prefix, args...)
+	if dumped.Wait(); dumpErr != nil {
+		t.Fatal(dumpErr)
+	}
 	k.kong = kongharness.New(k.proc.Socket, "modelguard")
 	t.Cleanup(k.kong.Close)
 	u, _ := url.Parse(e.upstream.URL)

@@ -10,6 +10,13 @@ import (
 	"github.com/modelguard/modelguard/test/testkit"
 )
 
+// authorizationWith is the env's authorization section with source (the
+// lines after its first indented by two spaces) in place of its policy
+// directory.
+func authorizationWith(source string) string {
+	return strings.Replace(defaultAuthorization, "policy_dir: policy", source, 1)
+}
+
 // examplePolicyBundle is the shipped example policy and its data as a
 // bundle, built with OPA's bundle package.
 func examplePolicyBundle(t *testing.T) []byte {
@@ -35,10 +42,10 @@ func examplePolicyBundle(t *testing.T) []byte {
 func TestEnvoyBundle(t *testing.T) {
 	srv := testkit.NewBundleServer(t)
 	srv.SetDown(true)
-	e := newEnv(t, envOptions{policy: fmt.Sprintf(`bundle:
+	e := newEnv(t, envOptions{authorization: authorizationWith(fmt.Sprintf(`bundle:
     url: %s
     polling: {min_delay: 1s, max_delay: 1s}
-    persist_dir: bundle`, srv.URL)})
+    persist_dir: bundle`, srv.URL))})
 	alice := map[string]string{"x-api-key": e.keys["alice-key"]}
 
 	r := e.do("POST", "/v1/chat/completions", alice, chatBody("gpt-4o-mini"))
@@ -65,7 +72,7 @@ func TestEnvoyBundle(t *testing.T) {
 // the request goes on, through both gateways; other models stay enforced,
 // and no step other than the policy is lifted.
 func TestDryRunInBothGateways(t *testing.T) {
-	e := newEnv(t, envOptions{policy: "policy_dir: policy\n  dry_run: {models: [gpt-4o]}"})
+	e := newEnv(t, envOptions{authorization: authorizationWith("policy_dir: policy\n  dry_run: {models: [gpt-4o]}")})
 	k := newKongEnv(t, e, kongBinary(t))
 	alice := map[string]string{"x-api-key": e.keys["alice-key"]}
 	reader := map[string]string{"x-api-key": e.keys["reader-key"]}
@@ -101,7 +108,7 @@ func TestDryRunInBothGateways(t *testing.T) {
 			}
 		})
 	}
-	if n := e.metric(`modelguard_decisions_total{reason="model_not_permitted",result="would_deny"}`); n != 1 {
+	if n := e.metric(`modelguard_decisions_total{gateway="envoy",reason="model_not_permitted",result="would_deny"}`); n != 1 {
 		t.Errorf("would_deny model_not_permitted = %v, want 1", n)
 	}
 }
@@ -111,7 +118,7 @@ func TestDryRunInBothGateways(t *testing.T) {
 func TestEnvoyShadowPolicy(t *testing.T) {
 	next := t.TempDir()
 	testkit.WriteFile(t, next, "authz.rego", "package modelguard.authz\n\ndecision := {\"allow\": false, \"reason\": \"next_denies_all\"}\n")
-	e := newEnv(t, envOptions{policy: "policy_dir: policy\n  shadow: {policy_dir: " + next + "}"})
+	e := newEnv(t, envOptions{authorization: authorizationWith("policy_dir: policy\n  shadow: {policy_dir: " + next + "}")})
 	alice := map[string]string{"x-api-key": e.keys["alice-key"]}
 
 	r := e.do("POST", "/v1/chat/completions", alice, chatBody("gpt-4o-mini"))

@@ -15,9 +15,9 @@ import (
 
 // serveProcess is a "modelguard serve" child process.
 type serveProcess struct {
-	cmd         *exec.Cmd
-	grpc, admin string
-	exited      chan error
+	cmd               *exec.Cmd
+	grpc, admin, http string // http: "off" unless server.http.address is set
+	exited            chan error
 }
 
 // startServe runs bin serve -config cfg with env added, and waits for
@@ -43,9 +43,9 @@ func startServe(t *testing.T, bin, cfg string, env ...string) *serveProcess {
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
-			var line struct{ Msg, GRPC, Admin string }
+			var line struct{ Msg, GRPC, Admin, HTTP string }
 			if json.Unmarshal(sc.Bytes(), &line) == nil && line.Msg == "modelguard ext_authz serving" {
-				s.grpc, s.admin = line.GRPC, line.Admin
+				s.grpc, s.admin, s.http = line.GRPC, line.Admin, line.HTTP
 				close(ready)
 			} else if s.grpc == "" {
 				t.Logf("server: %s", sc.Text())

@@ -71,7 +71,7 @@ func modelUpstream(usedTokens int) *httptest.Server {
 func TestKongSettlesTokenBudgets(t *testing.T) {
 	// "Hello" is 2 prompt tokens; with max_tokens 198 a request reserves
 	// 200, so the budget admits K = 5 at the worst case.
-	const budget, reserve, used, K = 1000, 200, 20, 5
+	const budget, reserve, used, K = 1000, 200, 100, 5
 	bodies := []string{
 		`{"model":"gpt-4o-mini","max_tokens":198,"messages":[{"role":"user","content":"Hello"}]}`,
 		`{"model":"gpt-4o-mini","max_tokens":198,"stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"Hello"}]}`,
@@ -134,23 +134,23 @@ func TestKongSettlesTokenBudgets(t *testing.T) {
 				}
 				return max
 			}
-			// Settled at 20 tokens each, the budget takes requests while
-			// 200 fit: 1000 - 20n >= 200, n = 0..40, so 41.
+			// Settled at 100 tokens each, the budget takes requests while
+			// 200 fit: 1000 - 100n >= 200, n = 0..8, so 9.
 			want := K
 			if tc.settle {
 				want = (budget-reserve)/used + 1
 			}
-			if n := admitted("alice-key", nil, 60); n != want {
+			if n := admitted("alice-key", nil, 20); n != want {
 				t.Errorf("admitted %d, want %d", n, want)
 			}
 			// Responses that report no usage keep their reservations.
-			if n := admitted("admin-key", map[string]string{"x-no-usage": "1"}, 60); n != K {
+			if n := admitted("admin-key", map[string]string{"x-no-usage": "1"}, 20); n != K {
 				t.Errorf("without usage: admitted %d, want %d", n, K)
 			}
 			if !tc.settle {
 				return
 			}
-			// A response event run twice settles once: 20 used, then the
+			// A response event run twice settles once: 100 used, then the
 			// next request reserves 200 of what is left.
 			req := benchChat(map[string]string{"x-api-key": e.keys["trial-key"]})
 			req.Body = []byte(bodies[0])
@@ -161,7 +161,7 @@ func TestKongSettlesTokenBudgets(t *testing.T) {
 			}
 			x.Status = http.StatusOK
 			x.Service = &kongharness.ServiceResponse{Status: http.StatusOK, Header: http.Header{"Content-Type": {"application/json"}},
-				Body: []byte(`{"usage":{"total_tokens":20}}`)}
+				Body: []byte(fmt.Sprintf(`{"usage":{"total_tokens":%d}}`, used))}
 			for range 2 {
 				if out := k.kong.HandleEvent(pc, "response", x); out.Err != nil {
 					t.Fatalf("response: %+v", out)

@@ -9,13 +9,19 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/open-policy-agent/opa/v1/topdown"
+	"github.com/open-policy-agent/opa/v1/topdown/lineage"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -23,6 +29,7 @@ import (
 	"github.com/modelguard/modelguard/extauthz"
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/rego"
 )
 
 type headerFlags []string
@@ -38,7 +45,13 @@ type checkResult struct {
 	decisionID string
 	upstream   []string
 	removed    []string
+	response   []string // headers for the client, on allow and on deny
 	body       string
+	// notes are what the engine logged while deciding (local only): the
+	// policy's print() output and the error behind a policy_error.
+	notes []string
+	// trace is OPA's evaluation trace (local, with -explain).
+	trace string
 }
 
 // check exits 0 when the request is allowed, 1 when denied, 2 on usage or
@@ -47,7 +60,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: modelguard check (-config FILE | -server ADDR) [-H 'name: value']... [-d BODY | -body-file FILE] METHOD PATH")
+		fmt.Fprintln(stderr, "usage: modelguard check (-config FILE [-explain notes|full] | -server ADDR) [-H 'name: value']... [-d BODY | -body-file FILE] METHOD PATH")
 		fs.PrintDefaults()
 	}
 	cfgPath := fs.String("config", "", "decide locally with this configuration")
@@ -60,10 +73,11 @@ func check(args []string, stdout, stderr io.Writer) int {
 	caFile := fs.String("ca", "", "with -server: CA certificate to verify the server (enables TLS)")
 	certFile := fs.String("cert", "", "with -server: client certificate for mTLS")
 	keyFile := fs.String("key", "", "with -server: client key for mTLS")
+	explain := fs.String("explain", "", "with -config: print OPA's evaluation trace, notes (trace() calls) or full")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	if fs.NArg() != 2 || (*cfgPath == "") == (*server == "") {
+	if fs.NArg() != 2 || (*cfgPath == "") == (*server == "") || (*explain != "" && (*server != "" || !validExplain(*explain))) {
 		fs.Usage()
 		return 2
 	}
@@ -99,7 +113,7 @@ func check(args []string, stdout, stderr io.Writer) int {
 	if *server != "" {
 		res, err = checkRemote(*server, tlsFiles{*caFile, *certFile, *keyFile}, req, body)
 	} else {
-		res, err = checkLocal(*cfgPath, req, body)
+		res, err = checkLocal(*cfgPath, *explain, req, body)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "modelguard check: %v\n", err)
@@ -112,16 +126,25 @@ func check(args []string, stdout, stderr io.Writer) int {
 	return 1
 }
 
-func checkLocal(path string, r *http.Request, body []byte) (checkResult, error) {
+// checkLocal decides with the configuration at path. The engine's logs
+// about the decision (print() output, the error behind a policy_error)
+// are kept for the result; explain ("", notes, full) traces evaluation.
+func checkLocal(path, explain string, r *http.Request, body []byte) (checkResult, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return checkResult{}, err
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	engine, err := policy.New(ctx, cfg, policy.Options{})
+	notes := &decisionNotes{}
+	engine, err := policy.New(ctx, cfg, policy.Options{Logger: slog.New(notes)})
 	if err != nil {
 		return checkResult{}, err
+	}
+	var tracer *topdown.BufferTracer
+	if explain != "" {
+		tracer = topdown.NewBufferTracer()
+		ctx = rego.WithTracer(ctx, tracer)
 	}
 	// Go through the same translation Envoy's requests take.
 	cr := extauthz.CheckRequestFromHTTP(r, body, extauthz.EnvoyOptions{WithBody: true, PackAsBytes: true})
@@ -129,7 +152,65 @@ func checkLocal(path string, r *http.Request, body []byte) (checkResult, error) 
 	if err != nil {
 		return checkResult{}, err
 	}
-	return fromCheckResponse(resp), nil
+	res := fromCheckResponse(resp)
+	res.notes = notes.lines()
+	if tracer != nil {
+		res.trace = explainTrace(explain, *tracer)
+	}
+	return res, nil
+}
+
+func validExplain(mode string) bool { return mode == "notes" || mode == "full" }
+
+// explainTrace renders a trace as opa eval --explain does.
+func explainTrace(mode string, events []*topdown.Event) string {
+	if mode == "notes" {
+		events = lineage.Notes(events)
+	} else {
+		events = lineage.Full(events)
+	}
+	var b strings.Builder
+	topdown.PrettyTraceWithLocation(&b, events)
+	return b.String()
+}
+
+// decisionNotes is a slog.Handler keeping what a policy author needs from
+// the engine's logs about a decision: print() output, and the error of
+// any warning or error (a policy_error's evaluation error, say).
+type decisionNotes struct {
+	mu    sync.Mutex
+	notes []string
+}
+
+func (n *decisionNotes) Enabled(context.Context, slog.Level) bool { return true }
+func (n *decisionNotes) WithAttrs([]slog.Attr) slog.Handler       { return n }
+func (n *decisionNotes) WithGroup(string) slog.Handler            { return n }
+
+func (n *decisionNotes) Handle(_ context.Context, r slog.Record) error {
+	attrs := map[string]string{}
+	r.Attrs(func(a slog.Attr) bool {
+		attrs[a.Key] = a.Value.String()
+		return true
+	})
+	var line string
+	switch {
+	case r.Message == "rego print":
+		line = fmt.Sprintf("print            %s: %s", attrs["location"], attrs["message"])
+	case r.Level >= slog.LevelWarn && attrs["error"] != "":
+		line = fmt.Sprintf("error            %s: %s", r.Message, attrs["error"])
+	default:
+		return nil
+	}
+	n.mu.Lock()
+	n.notes = append(n.notes, line)
+	n.mu.Unlock()
+	return nil
+}
+
+func (n *decisionNotes) lines() []string {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return slices.Clone(n.notes)
 }
 
 type tlsFiles struct{ ca, cert, key string }
@@ -182,15 +263,25 @@ func fromCheckResponse(resp *authv3.CheckResponse) checkResult {
 			res.upstream = append(res.upstream, h.GetHeader().GetKey()+": "+h.GetHeader().GetValue())
 		}
 		res.removed = ok.GetHeadersToRemove()
+		res.response = headerLines(ok.GetResponseHeadersToAdd())
 		return res
 	}
 	denied := resp.GetDeniedResponse()
+	res.response = headerLines(denied.GetHeaders())
 	res.status = int(denied.GetStatus().GetCode())
 	if res.status == 0 {
 		res.status = http.StatusForbidden // what Envoy does when unset
 	}
 	res.body = denied.GetBody()
 	return res
+}
+
+func headerLines(hs []*corev3.HeaderValueOption) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = h.GetHeader().GetKey() + ": " + h.GetHeader().GetValue()
+	}
+	return out
 }
 
 func (r checkResult) print(w io.Writer) {
@@ -205,7 +296,16 @@ func (r checkResult) print(w io.Writer) {
 	for _, h := range r.removed {
 		fmt.Fprintf(w, "  removed header   %s\n", h)
 	}
+	for _, h := range r.response {
+		fmt.Fprintf(w, "  response header  %s\n", h)
+	}
 	if r.body != "" {
 		fmt.Fprintf(w, "  client body      %s\n", r.body)
+	}
+	for _, n := range r.notes {
+		fmt.Fprintf(w, "  %s\n", n)
+	}
+	if r.trace != "" {
+		fmt.Fprintf(w, "\n%s", r.trace)
 	}
 }

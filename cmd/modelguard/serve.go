@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/debug"
+	"sync"
 	"syscall"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/modelguard/modelguard/extauthz"
+	"github.com/modelguard/modelguard/httpauthz"
 	"github.com/modelguard/modelguard/policy"
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
@@ -29,12 +31,13 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	cfgPath := fs.String("config", "", "configuration file (default: the embedded demo configuration)")
 	grpcAddr := fs.String("grpc-address", "", "override server.grpc_address")
 	adminAddr := fs.String("admin-address", "", "override server.admin_address")
+	httpAddr := fs.String("http-address", "", "override server.http.address (the HTTP authorization listener; \"off\" by default)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	setGCPercent()
 
-	cfg, demo, err := loadServeConfig(*cfgPath, *grpcAddr, *adminAddr)
+	cfg, demo, err := loadServeConfig(*cfgPath, *grpcAddr, *adminAddr, *httpAddr)
 	if err != nil {
 		fmt.Fprintf(stderr, "modelguard: %v\n", err)
 		return 1
@@ -69,17 +72,25 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "modelguard: %v\n", err)
 		return 1
 	}
-	log.Info("modelguard ext_authz serving", "grpc", svc.GRPCAddr().String(), "admin", fmt.Sprint(svc.AdminAddr()), "config", cfg.File, "version", version)
+	var httpSvc *httpauthz.Server
+	if cfg.Server.HTTP.Enabled() {
+		if httpSvc, err = httpauthz.Listen(cfg.Server.HTTP, engine, cfg.Server.ShutdownGrace, log); err != nil {
+			fmt.Fprintf(stderr, "modelguard: %v\n", err)
+			return 1
+		}
+	}
+	log.Info("modelguard ext_authz serving", "grpc", svc.GRPCAddr().String(), "admin", fmt.Sprint(svc.AdminAddr()),
+		"http", httpAddress(httpSvc), "config", cfg.File, "version", version)
 	if demo != nil {
 		demo.printIntro(stdout, svc.GRPCAddr().String(), fmt.Sprint(svc.AdminAddr()))
 	}
-	return serveUntilSignal(svc, auditor, stopBackground, cfg.Server.ShutdownGrace, log)
+	return serveUntilSignal(svc, httpSvc, auditor, stopBackground, cfg.Server.ShutdownGrace, log)
 }
 
 // loadServeConfig loads the configuration at path or, when path is empty,
 // writes the demo (its setup is returned; the caller removes its dir), and
 // applies the listen address flags that are set.
-func loadServeConfig(path, grpcAddr, adminAddr string) (*config.Config, *demoSetup, error) {
+func loadServeConfig(path, grpcAddr, adminAddr, httpAddr string) (*config.Config, *demoSetup, error) {
 	var (
 		cfg  *config.Config
 		demo *demoSetup
@@ -98,6 +109,11 @@ func loadServeConfig(path, grpcAddr, adminAddr string) (*config.Config, *demoSet
 	}
 	if adminAddr != "" {
 		cfg.Server.AdminAddress = adminAddr
+	}
+	if httpAddr != "" {
+		if err := cfg.SetHTTPAddress(httpAddr); err != nil {
+			return nil, nil, err
+		}
 	}
 	return cfg, demo, nil
 }
@@ -124,19 +140,32 @@ func startEngine(bg context.Context, cfg *config.Config, auditor *audit.Writer, 
 	return engine, nil
 }
 
-// serveUntilSignal serves until the server fails or SIGTERM/SIGINT arrives;
+// serveUntilSignal serves until a server fails or SIGTERM/SIGINT arrives;
 // then it drains in-flight checks, stops background work and flushes the
 // audit trail (with its stop record) within grace. It returns the exit code.
-func serveUntilSignal(svc *extauthz.Service, auditor *audit.Writer, stopBackground func(), grace time.Duration, log *slog.Logger) int {
+// httpSvc is nil unless the HTTP authorization listener is on.
+func serveUntilSignal(svc *extauthz.Service, httpSvc *httpauthz.Server, auditor *audit.Writer, stopBackground func(), grace time.Duration, log *slog.Logger) int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	defer signal.Stop(sig)
-	served := make(chan error, 1)
+	served := make(chan error, 2)
 	go func() { served <- svc.Serve() }()
+	if httpSvc != nil {
+		go func() {
+			if err := httpSvc.Serve(); err != nil {
+				served <- err
+			}
+		}()
+	}
 	select {
 	case s := <-sig:
 		log.Info("signal received: draining in-flight checks", "signal", s.String())
+		var drained sync.WaitGroup
+		if httpSvc != nil {
+			drained.Go(func() { httpSvc.Shutdown(context.Background()) })
+		}
 		svc.Shutdown(context.Background())
+		drained.Wait()
 		<-served
 		// Reloads stop before the trail closes: their events are recorded.
 		stopBackground()
@@ -156,6 +185,15 @@ func serveUntilSignal(svc *extauthz.Service, auditor *audit.Writer, stopBackgrou
 		}
 		return 0
 	}
+}
+
+// httpAddress is the HTTP authorization listener's address for the start
+// log line, "off" when it is not on.
+func httpAddress(s *httpauthz.Server) string {
+	if s == nil {
+		return "off"
+	}
+	return s.Addr().String()
 }
 
 func newLogger(c config.Log, w io.Writer) *slog.Logger {

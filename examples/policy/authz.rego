@@ -8,7 +8,7 @@
 #
 # The input document (built by modelguard for every request):
 #
-#	input.gateway   "envoy" | "kong"
+#	input.gateway   "envoy" | "kong" | "envoy_http" | "nginx" | "forward_auth"
 #	input.subject   {id, roles, auth_method ("jwt" | "api_key" | "none"),
 #	                 key_id, issuer, claims}
 #	input.request   {id, method, path, query, host, scheme, headers,

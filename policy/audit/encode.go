@@ -93,6 +93,7 @@ func appendRecord(dst []byte, e *Event, seq uint64, prev *digest, c *chainHash) 
 		dst = strconv.AppendInt(dst, e.LatencyMicros, 10)
 	}
 	dst = appendField(dst, "body_sha256", e.BodySHA256)
+	dst = appendField(dst, "body_check", e.BodyCheck)
 	dst = appendField(dst, "rate_limit", e.RateLimit)
 	dst = appendField(dst, "rate_limit_key", e.RateLimitKey)
 	dst = appendField(dst, "shadow_result", e.ShadowResult)

@@ -59,6 +59,10 @@ const (
 	KindShadow = "shadow"
 )
 
+// BodyCheckSkipped is Event.BodyCheck for a model request whose body was
+// not checked.
+const BodyCheckSkipped = "skipped"
+
 // Event is one audit record, the single definition of the audit schema:
 // every gateway and every operator event produces it. The field order is the
 // canonical member order (see the package documentation).
@@ -91,6 +95,11 @@ type Event struct {
 	// BodySHA256 is the hex SHA-256 of the request body as the gateway
 	// forwarded it (before decompression), with audit.body_sha256.
 	BodySHA256 string `json:"body_sha256,omitempty"`
+	// BodyCheck is BodyCheckSkipped for a model request decided on its
+	// headers alone (the gateway's authentication subrequest carries no
+	// body, and the operator chose to decide such requests); absent
+	// otherwise.
+	BodyCheck string `json:"body_check,omitempty"`
 	// RateLimit names the limit that refused a request, RateLimitKey what
 	// it counts per ("subject+model"): never the key's values.
 	RateLimit    string `json:"rate_limit,omitempty"`

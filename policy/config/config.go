@@ -21,6 +21,7 @@ package config
 import (
 	"time"
 
+	"github.com/modelguard/modelguard/httpauthz/httpsettings"
 	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
@@ -89,6 +90,10 @@ type Server struct {
 	// ShutdownGrace bounds the drain of in-flight checks at stop; default 15s.
 	ShutdownGrace time.Duration `yaml:"shutdown_grace"`
 	TLS           TLS           `yaml:"tls"`
+	// HTTP is the HTTP authorization listener (Envoy's HTTP ext_authz
+	// service, nginx auth_request, Traefik and Caddy forward auth); off
+	// by default (httpauthz/httpsettings owns its settings and rules).
+	HTTP httpsettings.Settings `yaml:"http"`
 }
 
 // TLS configures TLS, and mTLS when ClientCAFile is set. CertFile and

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/modelguard/modelguard/httpauthz/httpsettings"
 	"github.com/modelguard/modelguard/policy/admission"
 	"github.com/modelguard/modelguard/policy/apikey"
 	"github.com/modelguard/modelguard/policy/audit"
@@ -33,6 +34,7 @@ func (c *Config) applyDefaults() {
 	orDefault(c, "server.admin_address", &c.Server.AdminAddress, defaultAdminAddress)
 	orDefault(c, "server.max_message_bytes", &c.Server.MaxMessageBytes, defaultMaxMessageBytes)
 	orDefault(c, "server.shutdown_grace", &c.Server.ShutdownGrace, defaultShutdownGrace)
+	fillDefaults(c, "server.http", &c.Server.HTTP, httpsettings.DefaultSettings())
 
 	a := &c.Authentication
 	orDefault(c, "authentication.max_credential_bytes", &a.MaxCredentialBytes, defaultMaxCredentialBytes)
@@ -43,7 +45,7 @@ func (c *Config) applyDefaults() {
 	fillDefaults(c, "authentication.api_keys", &a.APIKeys, apikey.DefaultSettings())
 	a.APIKeys.Header = strings.ToLower(a.APIKeys.Header)
 
-	fillDefaults(c, "authorization", &c.Authorization, rego.DefaultSettings())
+	fillDefaults(c, "authorization", &c.Authorization, rego.DefaultSettingsFor(c.Authorization.Input))
 
 	m := models.DefaultSettings()
 	// A body can never be larger than the gRPC message carrying it.

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"fmt"
+	"github.com/modelguard/modelguard/httpauthz/httpsettings"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -104,6 +105,7 @@ func TestParseFullConfig(t *testing.T) {
 			MaxMessageBytes: 1 << 20,
 			ShutdownGrace:   2 * time.Second,
 			TLS:             TLS{CertFile: "tls/server.crt", KeyFile: "tls/server.key", ClientCAFile: "tls/clients-ca.crt"},
+			HTTP:            httpsettings.DefaultSettings(),
 		},
 		Authentication: Authentication{
 			AllowAnonymous:     true,
@@ -178,6 +180,7 @@ func TestDefaults(t *testing.T) {
 			AdminAddress:    "127.0.0.1:9192",
 			MaxMessageBytes: 8 << 20,
 			ShutdownGrace:   15 * time.Second,
+			HTTP:            httpsettings.Settings{Address: "off", WithoutBody: "refuse"},
 		},
 		Authentication: Authentication{
 			MaxCredentialBytes: 8192,

@@ -1,7 +1,7 @@
 package config
 
 import (
-	"net"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -64,12 +64,19 @@ func (c *Config) validate() []error {
 }
 
 func (v *validator) server(s *Server) {
-	v.address("server.grpc_address", s.GRPCAddress)
+	v.errs.Address("server.grpc_address", s.GRPCAddress)
 	if s.AdminAddress != "off" {
-		v.address("server.admin_address", s.AdminAddress)
+		v.errs.Address("server.admin_address", s.AdminAddress)
 		if s.AdminAddress == s.GRPCAddress && !strings.HasSuffix(s.AdminAddress, ":0") {
 			v.fail("server.admin_address", "same address as server.grpc_address")
 		}
+	}
+	v.errs = append(v.errs, field.Within("server.http", s.HTTP.Validate())...)
+	if h := s.HTTP.Address; s.HTTP.Enabled() && !strings.HasSuffix(h, ":0") && (h == s.GRPCAddress || h == s.AdminAddress) {
+		v.fail("server.http.address", "same address as another listener")
+	}
+	if s.HTTP.Enabled() && s.TLS.Enabled() {
+		v.fail("server.http.address", "the HTTP authorization listener is plaintext, and server.tls is set: keep it on loopback or a private network, without server.tls")
 	}
 	field.Range(&v.errs, "server.max_message_bytes", s.MaxMessageBytes, minMessageBytes, maxMessageBytes)
 	v.positive("server.shutdown_grace", s.ShutdownGrace)
@@ -140,17 +147,6 @@ func (v *validator) identityHeaders(h *IdentityHeaders, apiKeyHeader string) {
 	}
 }
 
-// address checks a host:port listen address; port 0 picks a free port.
-func (v *validator) address(p, addr string) {
-	_, port, err := net.SplitHostPort(addr)
-	if err == nil {
-		_, err = strconv.ParseUint(port, 10, 16)
-	}
-	if err != nil {
-		v.fail(p, "invalid address %q: want host:port such as 127.0.0.1:9191", addr)
-	}
-}
-
 // file checks that an optional file exists and can be read.
 func (v *validator) file(p, name string) {
 	if name == "" {
@@ -165,4 +161,13 @@ func (v *validator) positive(p string, d time.Duration) {
 	if d <= 0 {
 		v.fail(p, "must be positive, got %v", d)
 	}
+}
+
+// SetHTTPAddress sets server.http.address (serve's -http-address flag) and
+// checks the server section again with it.
+func (c *Config) SetHTTPAddress(addr string) error {
+	c.Server.HTTP.Address = addr
+	v := &validator{c: c}
+	v.server(&c.Server)
+	return c.Error(errors.Join(v.errs...))
 }

@@ -75,6 +75,14 @@ func TestValidationErrors(t *testing.T) {
 			nil, []string{`config.yaml:4: server.grpc_address: invalid address`}},
 		{"explicit empty address", doc(okAuth, okPolicy, "server:", `  admin_address: ""`),
 			nil, []string{`config.yaml:4: server.admin_address: invalid address ""`}},
+		{"http listener address", doc(okAuth, okPolicy, "server:", "  http: {address: localhost}"),
+			nil, []string{`config.yaml:4: server.http.address: invalid address "localhost"`}},
+		{"http listener on the grpc address", doc(okAuth, okPolicy, "server:", "  grpc_address: :7000", "  http:", "    address: :7000"),
+			nil, []string{`config.yaml:6: server.http.address: same address as another listener`}},
+		{"http listener with tls", doc(okAuth, okPolicy, "server:", "  tls: {cert_file: tls/server.crt, key_file: tls/server.key}", "  http:", "    address: 127.0.0.1:9193"),
+			nil, []string{`config.yaml:6: server.http.address: the HTTP authorization listener is plaintext`}},
+		{"http model requests without body", doc(okAuth, okPolicy, "server:", "  http: {address: 127.0.0.1:9193, without_body: allow}"),
+			nil, []string{`config.yaml:4: server.http.without_body: "allow" is not one of refuse, headers_only`}},
 		{"admin address equals grpc address", doc(okAuth, okPolicy, "server:", "  grpc_address: :7000", "  admin_address: :7000"),
 			nil, []string{`config.yaml:5: server.admin_address: same address as server.grpc_address`}},
 		{"message size too small", doc(okAuth, okPolicy, "server:", "  max_message_bytes: 65535"),
@@ -515,6 +523,34 @@ func TestValidConfigurations(t *testing.T) {
 				t.Setenv(k, v)
 			}
 			mustParse(t, tt.text)
+		})
+	}
+}
+
+// TestSetHTTPAddress: serve's -http-address is held to the rules of
+// server.http.address in the file.
+func TestSetHTTPAddress(t *testing.T) {
+	for _, tc := range []struct {
+		name, text, addr, wantErr string
+	}{
+		{"valid", doc(okAuth, okPolicy), "127.0.0.1:9193", ""},
+		{"invalid", doc(okAuth, okPolicy), "localhost", `server.http.address: invalid address "localhost"`},
+		{"with tls", doc(okAuth, okPolicy, "server:", "  tls: {cert_file: tls/server.crt, key_file: tls/server.key}"), "127.0.0.1:9193",
+			"server.http.address: the HTTP authorization listener is plaintext"},
+		{"on the admin address", doc(okAuth, okPolicy), "127.0.0.1:9192", "server.http.address: same address as another listener"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := mustParse(t, tc.text)
+			err := c.SetHTTPAddress(tc.addr)
+			if tc.wantErr == "" {
+				if err != nil || c.Server.HTTP.Address != tc.addr {
+					t.Fatalf("got %v, address %q", err, c.Server.HTTP.Address)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Fatalf("error %v, want %q", err, tc.wantErr)
+			}
 		})
 	}
 }

@@ -19,6 +19,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 
 	"golang.org/x/net/http/httpguts"
@@ -92,6 +93,17 @@ func Range[T cmp.Ordered](l *List, path string, v, lo, hi T) {
 func (l *List) OneOf(path, value string, allowed ...string) {
 	if !slices.Contains(allowed, value) {
 		l.Addf(path, "%q is not one of %s", value, strings.Join(allowed, ", "))
+	}
+}
+
+// Address adds an *Error at path unless addr is a listen address, host:port.
+func (l *List) Address(path, addr string) {
+	_, port, err := net.SplitHostPort(addr)
+	if err == nil {
+		_, err = strconv.ParseUint(port, 10, 16)
+	}
+	if err != nil {
+		l.Addf(path, "invalid address %q: want host:port such as 127.0.0.1:9191", addr)
 	}
 }
 

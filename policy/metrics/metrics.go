@@ -11,7 +11,7 @@ import (
 
 // Metrics are the collectors the core and the servers update.
 type Metrics struct {
-	Decisions     *prometheus.CounterVec // result, reason
+	Decisions     *prometheus.CounterVec // result, reason, gateway
 	CheckDuration prometheus.Histogram
 	PolicyReloads *prometheus.CounterVec // outcome
 	KeyReloads    *prometheus.CounterVec // outcome
@@ -43,8 +43,8 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		Decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "modelguard_decisions_total",
-			Help: "Decisions by result (allow, deny) and reason.",
-		}, []string{"result", "reason"}),
+			Help: "Decisions by result (allow, deny), reason and gateway (the adapter: envoy, kong, envoy_http, nginx, forward_auth).",
+		}, []string{"result", "reason", "gateway"}),
 		CheckDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "modelguard_decision_duration_seconds",
 			Help:    "Time to decide one request, from the core's entry to its answer.",

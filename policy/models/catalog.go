@@ -201,6 +201,10 @@ type Model struct {
 	// Body is the parsed body (map[string]any, []any, string, json.Number,
 	// bool or nil), for policies that read input.parsed_body.
 	Body any
+	// Unchecked is set for a request decided on its headers alone
+	// (Request.HeadersOnly): no body was checked, Facts and Body are
+	// zero, and Name is known only when the path names the model.
+	Unchecked bool
 }
 
 // ReasonBodyNotForwarded denies a model request whose gateway was not
@@ -224,6 +228,10 @@ type Request struct {
 	BodyTruncated bool
 	// BodyOmitted: the gateway was not set up to forward bodies.
 	BodyOmitted bool
+	// HeadersOnly: the gateway never forwards bodies (an authentication
+	// subrequest) and the operator chose to decide model requests
+	// without them.
+	HeadersOnly bool
 }
 
 // ReadsBody reports whether Inspect reads the body of a request with this
@@ -269,6 +277,21 @@ func (c *Catalog) Inspect(r Request) (m *Model, d *Denial, ok bool) {
 	}
 	if r.BodyOmitted {
 		return nil, &Denial{http.StatusServiceUnavailable, ReasonBodyNotForwarded, "service unavailable"}, true
+	}
+	if r.HeadersOnly {
+		// Without the body, only a model its path names is known; a
+		// path that names one that is not configured is refused as usual.
+		for _, cd := range cands {
+			for _, cm := range cd.models {
+				if cd.name != "" && cm.name == cd.name {
+					return &Model{Name: cm.name, Operation: cm.operation, Unchecked: true}, nil, true
+				}
+			}
+			if cd.name == "" {
+				return &Model{Unchecked: true}, nil, true
+			}
+		}
+		return nil, &Denial{c.unknownStatus, "model_not_configured", "model not available"}, true
 	}
 	// The body bound before the model is known: the largest any candidate allows.
 	schemas := c.schemas.Load()

@@ -169,6 +169,42 @@ func TestInspectNotAModelRequest(t *testing.T) {
 	}
 }
 
+// TestInspectHeadersOnly: a model request decided without its body (an
+// authentication subrequest) checks no body; its model is known only when
+// the path names it, and a path naming an unconfigured model is refused.
+func TestInspectHeadersOnly(t *testing.T) {
+	c, _ := openCatalog(t, "")
+	for _, tc := range []struct {
+		name, method, path string
+		model, operation   string
+		reason             string
+		notModel           bool
+	}{
+		{name: "body names the model", method: "POST", path: "/v1/chat/completions"},
+		{name: "path names the model", method: "POST", path: "/v2/models/resnet/infer", model: "resnet", operation: "infer"},
+		{name: "custom path", method: "POST", path: "/score/scorer", model: "scorer", operation: "custom"},
+		{name: "path names an unconfigured model", method: "POST", path: "/v2/models/bert/infer", reason: "model_not_configured"},
+		{name: "ambiguous path still refused", method: "POST", path: "/V1/chat/completions", reason: "route_ambiguous"},
+		{name: "not a model request", method: "GET", path: "/v1/models", notModel: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m, d, ok := c.Inspect(Request{Method: tc.method, Path: tc.path, HeadersOnly: true})
+			switch {
+			case tc.notModel:
+				if ok {
+					t.Fatalf("taken for a model request: %+v %+v", m, d)
+				}
+			case tc.reason != "":
+				if d == nil || d.Reason != tc.reason {
+					t.Fatalf("got %+v %+v, want denial %s", m, d, tc.reason)
+				}
+			case d != nil || m == nil || !m.Unchecked || m.Name != tc.model || m.Operation != tc.operation || m.Body != nil || m.Facts.PromptChars != 0:
+				t.Fatalf("got %+v %+v, want unchecked model %q %q", m, d, tc.model, tc.operation)
+			}
+		})
+	}
+}
+
 func TestUnknownModelStatus404(t *testing.T) {
 	c, _ := openCatalog(t, "unknown_model_status: 404\n")
 	_, d, _ := c.Inspect(post("/v2/models/bert/infer", `{"inputs":[]}`))

@@ -358,7 +358,7 @@ func TestCacheSettingsValidate(t *testing.T) {
 		{CacheSettings{Enabled: true, Size: 0}, "decision_cache.size"},
 		{CacheSettings{Enabled: true, Size: MaxCacheSize + 1}, "decision_cache.size"},
 	} {
-		errs := Settings{PolicyDir: dir, Query: DefaultQuery, Timeout: DefaultTimeout, DecisionCache: tc.c}.Validate("")
+		errs := Settings{PolicyDir: dir, Input: ShapeModelguard, Query: DefaultQuery, Timeout: DefaultTimeout, DecisionCache: tc.c}.Validate("")
 		if got := fmtErrs(errs); !strings.Contains(got, tc.want) || (tc.want == "") != (got == "") {
 			t.Errorf("%+v: errors %q, want %q", tc.c, got, tc.want)
 		}

@@ -28,10 +28,18 @@
 //	input.request   id, method, path (no query string), host, scheme,
 //	                query          {name: [values]}
 //	                headers        {lower-case name: value}, credentials removed
+//	                               (kept with allow_anonymous and no authenticator)
+//	                context_extensions, metadata_context (Envoy, when set)
 //	                source_address, tls_principal
 //	input.model     {name, operation} when known, absent otherwise;
 //	                operation is one of chat, completion, embeddings, infer,
 //	                predict, list (model listing and metadata)
+//
+// With Settings.Input ShapeOPAEnvoy, the input is opa-envoy-plugin's
+// (attributes, parsed_path, parsed_query, parsed_body, truncated_body,
+// version) with the document above under input.modelguard; the core builds
+// it (policy/opaenvoy.go). [Inputs] names the members built only for
+// policies that read them, in either shape.
 //
 // # Result
 //
@@ -45,6 +53,17 @@
 //	 "headers": {name: value},           set on the upstream request when allowed
 //	 "response_headers": {name: value},  set on the response to the client
 //	 "rate_limit_class": string}         selects rate limit rules by class
+//
+// An object with "allowed" is opa-envoy-plugin's result instead:
+//
+//	{"allowed": bool, "headers", "response_headers_to_add",
+//	 "request_headers_to_remove", "http_status", "body", "dynamic_metadata"}
+//
+// with that project's meaning (see decodeOPAEnvoy).
+//
+// print() output goes to the Engine's logger with the decision id the
+// evaluation's context carries ([WithDecisionID]); [WithTracer] records
+// OPA's evaluation trace.
 //
 // An undefined result denies with reason [ReasonUndefined]. Any other shape
 // (allow missing or not a boolean, unknown keys, a status out of range,

@@ -48,6 +48,7 @@ type Options struct {
 type Engine struct {
 	source   string // the directory or bundle URL, for logs
 	query    string
+	shape    string // Settings.Input
 	timeout  time.Duration
 	onReload func(string, error)
 	log      *slog.Logger
@@ -83,6 +84,7 @@ func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engin
 func open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engine, error) {
 	e := &Engine{
 		query:         s.Query,
+		shape:         s.Input,
 		timeout:       s.Timeout,
 		onReload:      opts.OnReload,
 		log:           opts.Logger,
@@ -113,7 +115,7 @@ func (e *Engine) openDir(ctx context.Context, dir string, poll time.Duration) er
 	if err != nil {
 		return dirError(err)
 	}
-	p, err := compile(ctx, c, e.query)
+	p, err := compile(ctx, c, e.query, e.shape, logPrints{e.log})
 	if err != nil {
 		return dirError(err)
 	}
@@ -127,7 +129,7 @@ func (e *Engine) openDir(ctx context.Context, dir string, poll time.Duration) er
 	if err != nil {
 		return dirError(fmt.Errorf("policy %s: %w", dir, err))
 	}
-	e.log.Info("policy loaded", "dir", dir, "revision", p.Revision(), "query", e.query)
+	e.log.Info("policy loaded", "dir", dir, "revision", p.Revision(), "query", e.query, "input", e.shape)
 	return nil
 }
 
@@ -160,7 +162,7 @@ func (e *Engine) activateBundle(ctx context.Context, u bundle.Update) error {
 		revision: u.Revision,
 		modules:  u.Bundle.ParsedModules("bundle"),
 		data:     u.Bundle.Data,
-	}, e.query)
+	}, e.query, e.shape, logPrints{e.log})
 	if err != nil {
 		e.log.Error("bundle refused, keeping the running revision", "bundle", e.source, "revision", u.Revision, "running", running, "error", err)
 		e.reloaded(u.Revision, err)
@@ -221,6 +223,10 @@ func (e *Engine) eval(ctx context.Context, p *Policy, input ast.Value) (Result, 
 	return p.Eval(ctx, input)
 }
 
+// Input is the shape of the input document the policy reads
+// (ShapeModelguard or ShapeOPAEnvoy).
+func (e *Engine) Input() string { return e.shape }
+
 // DropDecisions empties the decision cache. A reload of the policy starts
 // a new cache by itself; the engine's owner calls this when anything else
 // it decides with reloads (keys, schemas, configuration).
@@ -274,7 +280,7 @@ func (e *Engine) reload(ctx context.Context) {
 	c, err := snap.content(dir)
 	var p *Policy
 	if err == nil {
-		p, err = compile(ctx, c, e.query)
+		p, err = compile(ctx, c, e.query, e.shape, logPrints{e.log})
 	}
 	if err != nil {
 		e.log.Error("policy reload refused, keeping the running revision", "dir", dir, "revision", snap.revision(), "running", running, "error", err)

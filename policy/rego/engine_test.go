@@ -342,21 +342,31 @@ func TestConcurrentEvalDuringReloads(t *testing.T) {
 }
 
 // BenchmarkEval is the request path: the example policy deciding on a chat
-// completion request.
+// completion request, evaluated, and answered from the decision cache.
 func BenchmarkEval(b *testing.B) {
-	e, err := Open(b.Context(), Settings{PolicyDir: examplePolicy, Query: "data.modelguard.authz.decision"}, "", Options{})
+	s := Settings{PolicyDir: examplePolicy, Query: "data.modelguard.authz.decision"}
+	e, err := Open(b.Context(), s, "", Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.DecisionCache = CacheSettings{Enabled: true, Size: 16}
+	cached, err := Open(b.Context(), s, "", Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	chat := map[string]any{"name": "gpt-4o-mini", "operation": "chat"}
 	for _, bc := range []struct {
 		name  string
+		e     *Engine
 		input ast.Value
 		allow bool
 	}{
-		{"allow", requestInput(b, []string{"chat-user"}, "POST", "/v1/chat/completions", chat), true},
-		{"deny", requestInput(b, []string{"reader", "ml-engineer"}, "POST", "/v1/chat/completions", chat), false},
+		{"allow", e, requestInput(b, []string{"chat-user"}, "POST", "/v1/chat/completions", chat), true},
+		{"deny", e, requestInput(b, []string{"reader", "ml-engineer"}, "POST", "/v1/chat/completions", chat), false},
+		{"allow_cached", cached, requestInput(b, []string{"chat-user"}, "POST", "/v1/chat/completions", chat), true},
+		{"deny_cached", cached, requestInput(b, []string{"reader", "ml-engineer"}, "POST", "/v1/chat/completions", chat), false},
 	} {
+		e := bc.e
 		b.Run(bc.name, func(b *testing.B) {
 			ctx := b.Context()
 			b.ReportAllocs()

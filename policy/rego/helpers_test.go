@@ -16,6 +16,9 @@ import (
 // examplePolicy is the example policy shipped with modelguard.
 const examplePolicy = "../../examples/policy"
 
+// exampleOPAEnvoy is the example policy written as for opa-envoy-plugin.
+const exampleOPAEnvoy = "../../examples/opa-envoy"
+
 // deadline bounds every wait for asynchronous reloads. It is generous: it
 // only decides how long a broken build takes to fail, never a pass.
 const deadline = 60 * time.Second

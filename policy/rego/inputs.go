@@ -12,9 +12,11 @@ import (
 type Inputs uint32
 
 const (
-	// InputParsedBody is input.parsed_body, the whole parsed body.
+	// InputParsedBody is input.parsed_body, the whole parsed body (with
+	// input opa-envoy also input.truncated_body).
 	InputParsedBody Inputs = 1 << iota
-	// InputQuery is input.request.query.
+	// InputQuery is input.request.query (opa-envoy: also the query string
+	// in input.attributes.request.http.path, and input.parsed_query).
 	InputQuery
 	// InputScheme is input.request.scheme.
 	InputScheme
@@ -50,13 +52,24 @@ const (
 	InputModel
 	// InputBody is input.body, the body's facts.
 	InputBody
+	// InputContextExtensions is input.request.context_extensions.
+	InputContextExtensions
+	// InputMetadataContext is input.request.metadata_context.
+	InputMetadataContext
+	// InputRawBody is input.attributes.request.http.rawBody (opa-envoy).
+	InputRawBody
+	// InputModelguardFacts is input.modelguard, modelguard's own input
+	// beside opa-envoy-plugin's (opa-envoy); its members are the ones
+	// above, read under input.modelguard.
+	InputModelguardFacts
 
 	// AllInputs are every member.
-	AllInputs = InputBody<<1 - 1
+	AllInputs = InputModelguardFacts<<1 - 1
 	// InputSubject are the members of input.subject.
 	InputSubject = InputSubjectID | InputRoles | InputAuthMethod | InputKeyID | InputIssuer | InputClaims
 	// InputRequest are the members of input.request.
-	InputRequest = InputRequestID | InputMethod | InputPath | InputQuery | InputHost | InputScheme | InputHeaders | InputSourceAddress | InputTLSPrincipal
+	InputRequest = InputRequestID | InputMethod | InputPath | InputQuery | InputHost | InputScheme | InputHeaders | InputSourceAddress | InputTLSPrincipal |
+		InputContextExtensions | InputMetadataContext
 )
 
 // Has reports whether every member of x is in i.
@@ -65,10 +78,13 @@ func (i Inputs) Has(x Inputs) bool { return i&x == x }
 // Any reports whether some member of x is in i.
 func (i Inputs) Any(x Inputs) bool { return i&x != 0 }
 
-var inputMembers = []struct {
+type inputMember struct {
 	member Inputs
 	ref    ast.Ref
-}{
+}
+
+// modelguardMembers are where the members sit in modelguard's input.
+var modelguardMembers = []inputMember{
 	{InputParsedBody, ast.MustParseRef("input.parsed_body")},
 	{InputQuery, ast.MustParseRef("input.request.query")},
 	{InputScheme, ast.MustParseRef("input.request.scheme")},
@@ -86,13 +102,47 @@ var inputMembers = []struct {
 	{InputPath, ast.MustParseRef("input.request.path")},
 	{InputHost, ast.MustParseRef("input.request.host")},
 	{InputTLSPrincipal, ast.MustParseRef("input.request.tls_principal")},
+	{InputContextExtensions, ast.MustParseRef("input.request.context_extensions")},
+	{InputMetadataContext, ast.MustParseRef("input.request.metadata_context")},
 	{InputModel, ast.MustParseRef("input.model")},
 	{InputBody, ast.MustParseRef("input.body")},
 }
 
-// requestID is unique to each request: a policy reading it has no repeat
-// decisions to cache.
-var requestID = ast.MustParseRef("input.request.id")
+// modelguardKey is where opa-envoy's input holds modelguard's.
+var modelguardKey = ast.MustParseRef("input.modelguard")
+
+// inputMembers are where the members sit in each input shape. In
+// opa-envoy-plugin's, members of its own come first; modelguard's own
+// input sits under input.modelguard (its parsed_body is the top-level
+// one), so its members are found there.
+var inputMembers = map[string][]inputMember{
+	ShapeModelguard: modelguardMembers,
+	ShapeOPAEnvoy: func() []inputMember {
+		ms := []inputMember{
+			{InputParsedBody, ast.MustParseRef("input.parsed_body")},
+			{InputParsedBody, ast.MustParseRef("input.truncated_body")},
+			{InputQuery, ast.MustParseRef("input.attributes.request.http.path")},
+			{InputQuery, ast.MustParseRef("input.parsed_query")},
+			{InputScheme, ast.MustParseRef("input.attributes.request.http.scheme")},
+			{InputSourceAddress, ast.MustParseRef("input.attributes.source.address")},
+			{InputRawBody, ast.MustParseRef("input.attributes.request.http.rawBody")},
+			{InputModelguardFacts, modelguardKey},
+		}
+		for _, m := range modelguardMembers {
+			if m.member != InputParsedBody {
+				ms = append(ms, inputMember{m.member, append(modelguardKey.Copy(), m.ref[1:]...)})
+			}
+		}
+		return ms
+	}(),
+}
+
+// requestIDs are unique to each request, per input shape: a policy
+// reading one has no repeat decisions to cache.
+var requestIDs = map[string]ast.Ref{
+	ShapeModelguard: ast.MustParseRef("input.request.id"),
+	ShapeOPAEnvoy:   ast.MustParseRef("input.modelguard.request.id"),
+}
 
 // impure are built-ins whose result depends on more than their arguments
 // (the clock, the environment) or that have an effect (output), beyond
@@ -135,7 +185,9 @@ type reads struct {
 // "roles"], []) does. A "with" modifier (which replaces input, data or a
 // built-in for part of the evaluation) or a call to a non-deterministic
 // built-in makes the decisions uncacheable.
-func readsOf(modules map[string]*ast.Module) reads {
+//
+// shape is the input's (Settings.Input): it says where the members sit.
+func readsOf(modules map[string]*ast.Module, shape string) reads {
 	var r reads
 	var all []ast.Ref
 	uncacheable := func(why string) {
@@ -205,12 +257,12 @@ func readsOf(modules map[string]*ast.Module) reads {
 	}
 	r.paths = minimal(all)
 	for _, p := range r.paths {
-		for _, o := range inputMembers {
+		for _, o := range inputMembers[shape] {
 			if p.HasPrefix(o.ref) || o.ref.HasPrefix(p) {
 				r.inputs |= o.member
 			}
 		}
-		if requestID.HasPrefix(p) {
+		if requestIDs[shape].HasPrefix(p) {
 			uncacheable("reads input.request.id")
 		}
 	}

@@ -62,6 +62,10 @@ allow if json.marshal(input) != ""`, true},
 	}
 }
 
+// modelguardInputs are the members of modelguard's input: all but
+// opa-envoy-plugin's.
+const modelguardInputs = AllInputs &^ (InputRawBody | InputModelguardFacts)
+
 func TestInputsDetection(t *testing.T) {
 	tests := []struct {
 		name, module string
@@ -80,12 +84,12 @@ allow if count(input.request) > 0`, InputRequest},
 		{"computed member of request", `package modelguard.authz
 allow if { some k; input.request[k] == "x" }`, InputRequest},
 		{"all of input", `package modelguard.authz
-allow if count(input) > 0`, AllInputs},
+allow if count(input) > 0`, modelguardInputs},
 		{"object.get at a constant path", `package modelguard.authz
 roles := object.get(input, ["subject", "roles"], [])
 allow if { "admin" in roles; object.get(input.request, "scheme", "") == "https" }`, InputRoles | InputScheme},
 		{"object.get at a computed path", `package modelguard.authz
-allow if { some k in ["a"]; object.get(input, [k], "") == "x" }`, AllInputs},
+allow if { some k in ["a"]; object.get(input, [k], "") == "x" }`, modelguardInputs},
 		{"object.get with a default read from input", `package modelguard.authz
 allow if object.get(input.subject, "id", input.request.query) == "x"`, InputSubjectID | InputQuery},
 		{"an import of input.request", `package modelguard.authz

@@ -11,6 +11,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/metrics"
 	oparego "github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"github.com/open-policy-agent/opa/v1/topdown/print"
 	"golang.org/x/net/http/httpguts"
 )
 
@@ -36,6 +37,15 @@ type Result struct {
 	// RateLimitClass picks the rate limit rules that name this class
 	// (match.classes); "" when not set.
 	RateLimitClass string
+	// RemoveHeaders are removed from the upstream request when allowed
+	// (opa-envoy-plugin's request_headers_to_remove); lower-case.
+	RemoveHeaders []string
+	// Body, when not nil, replaces the JSON error body of a denial
+	// (opa-envoy-plugin's body).
+	Body []byte
+	// DynamicMetadata is opa-envoy-plugin's dynamic_metadata: a JSON
+	// object the gateway keeps with the request (Envoy's dynamic metadata).
+	DynamicMetadata map[string]any
 	// Revision is the revision of the policy that decided.
 	Revision string
 }
@@ -53,8 +63,14 @@ type Policy struct {
 }
 
 // Compile loads the policy in dir (tests excluded), compiles it and prepares
-// query ("" means DefaultQuery) for evaluation.
+// query ("" means DefaultQuery) for evaluation with modelguard's input.
 func Compile(ctx context.Context, dir, query string) (*Policy, error) {
+	return CompileFor(ctx, dir, query, ShapeModelguard)
+}
+
+// CompileFor is Compile for policies that read the input shape input
+// (ShapeModelguard or ShapeOPAEnvoy); "" query is that shape's default.
+func CompileFor(ctx context.Context, dir, query, input string) (*Policy, error) {
 	snap, err := readPolicyDir(dir, false)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", dir, err)
@@ -63,7 +79,7 @@ func Compile(ctx context.Context, dir, query string) (*Policy, error) {
 	if err != nil {
 		return nil, err
 	}
-	return compile(ctx, c, query)
+	return compile(ctx, c, DefaultSettingsFor(input).orQuery(query), input, nil)
 }
 
 // content is one revision of a policy, from a directory or a bundle: its
@@ -75,10 +91,9 @@ type content struct {
 	data     map[string]any
 }
 
-func compile(ctx context.Context, c content, query string) (*Policy, error) {
-	if query == "" {
-		query = DefaultQuery
-	}
+// compile compiles c for query and the input shape; print() output goes
+// to hook (nil discards it).
+func compile(ctx context.Context, c content, query, shape string, hook print.Hook) (*Policy, error) {
 	ref, err := parseQuery(query)
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
@@ -86,8 +101,13 @@ func compile(ctx context.Context, c content, query string) (*Policy, error) {
 	if len(c.modules) == 0 {
 		return nil, fmt.Errorf("policy %s: no .rego files", c.source)
 	}
-	reads := readsOf(c.modules)
-	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1)
+	reads := readsOf(c.modules, shape)
+	if hook == nil {
+		hook = discardPrints{}
+	}
+	// print() calls are kept (not erased) so that policy authors see their
+	// output in the operator log and in check.
+	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).WithEnablePrintStatements(true)
 	if compiler.Compile(c.modules); compiler.Failed() {
 		return nil, fmt.Errorf("policy %s: %w", c.source, compiler.Errors)
 	}
@@ -109,6 +129,8 @@ func compile(ctx context.Context, c content, query string) (*Policy, error) {
 		oparego.StrictBuiltinErrors(true),
 		// Keep results as AST: decode reads them without a JSON round trip.
 		oparego.GenerateJSON(keepAST),
+		oparego.EnablePrintStatements(true),
+		oparego.PrintHook(hook),
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: prepare %s: %w", c.source, query, err)
@@ -166,7 +188,11 @@ func (p *Policy) Eval(ctx context.Context, input ast.Value) (Result, error) {
 		return Result{Revision: p.revision}, fmt.Errorf("policy %s: %w", p.revision, err)
 	}
 	// NoOp metrics: OPA otherwise allocates a metrics set per evaluation.
-	rs, err := p.query.Eval(ctx, oparego.EvalParsedInput(input), oparego.EvalMetrics(metrics.NoOp()))
+	opts := []oparego.EvalOption{oparego.EvalParsedInput(input), oparego.EvalMetrics(metrics.NoOp())}
+	if t := tracerFrom(ctx); t != nil {
+		opts = append(opts, oparego.EvalQueryTracer(t))
+	}
+	rs, err := p.query.Eval(ctx, opts...)
 	if err != nil {
 		return Result{Revision: p.revision}, fmt.Errorf("policy %s: evaluate: %w", p.revision, err)
 	}
@@ -208,6 +234,9 @@ func decode(v ast.Value) (Result, error) {
 	case ast.Boolean:
 		return Result{Allow: bool(v)}, nil
 	case ast.Object:
+		if v.Get(allowedTerm) != nil {
+			return decodeOPAEnvoy(v)
+		}
 		return decodeObject(v)
 	}
 	return Result{}, fmt.Errorf("result is %s, want a boolean or an object", ast.ValueName(v))
@@ -219,11 +248,7 @@ func decodeObject(obj ast.Object) (Result, error) {
 		hasAllow bool
 		allow    bool
 	)
-	err := obj.Iter(func(k, v *ast.Term) error {
-		key, ok := k.Value.(ast.String)
-		if !ok {
-			return fmt.Errorf("result has a %s key, want strings", ast.ValueName(k.Value))
-		}
+	err := resultMembers(obj, func(key ast.String, k, v *ast.Term) error {
 		var err error
 		switch key {
 		case keyAllow:
@@ -297,15 +322,14 @@ func decodeHeaders(key ast.String, v ast.Value) (map[string]string, error) {
 	}
 	h := make(map[string]string, obj.Len())
 	err := obj.Iter(func(k, v *ast.Term) error {
-		name, ok := k.Value.(ast.String)
-		if !ok || !httpguts.ValidHeaderFieldName(string(name)) {
-			return fmt.Errorf("result %s has invalid header name %s", string(key), k)
+		lower, err := headerName(key, k)
+		if err != nil {
+			return err
 		}
 		value, ok := v.Value.(ast.String)
 		if !ok || !httpguts.ValidHeaderFieldValue(string(value)) {
 			return fmt.Errorf("result %s[%s] is not a valid header value", string(key), k)
 		}
-		lower := strings.ToLower(string(name))
 		if _, dup := h[lower]; dup {
 			return fmt.Errorf("result %s sets %s twice", string(key), lower)
 		}
@@ -316,4 +340,26 @@ func decodeHeaders(key ast.String, v ast.Value) (map[string]string, error) {
 		return nil, err
 	}
 	return h, nil
+}
+
+// headerName reads a header name of the result's key, lower-cased; one
+// that is not a valid field name (a pseudo-header, a space) is an error.
+func headerName(key ast.String, k *ast.Term) (string, error) {
+	name, ok := k.Value.(ast.String)
+	if !ok || !httpguts.ValidHeaderFieldName(string(name)) {
+		return "", fmt.Errorf("result %s has invalid header name %s", string(key), k)
+	}
+	return strings.ToLower(string(name)), nil
+}
+
+// resultMembers calls f for each member of a result object, whose keys
+// must be strings.
+func resultMembers(obj ast.Object, f func(key ast.String, k, v *ast.Term) error) error {
+	return obj.Iter(func(k, v *ast.Term) error {
+		key, ok := k.Value.(ast.String)
+		if !ok {
+			return fmt.Errorf("result has a %s key, want strings", ast.ValueName(k.Value))
+		}
+		return f(key, k, v)
+	})
 }

@@ -11,10 +11,15 @@ import (
 )
 
 func TestExamplePolicyCompiles(t *testing.T) {
-	for _, query := range []string{"", DefaultQuery, "data.modelguard.authz.decision"} {
-		p, err := Compile(t.Context(), examplePolicy, query)
+	for _, tc := range []struct{ dir, input, query string }{
+		{examplePolicy, ShapeModelguard, ""},
+		{examplePolicy, ShapeModelguard, DefaultQuery},
+		{examplePolicy, ShapeModelguard, "data.modelguard.authz.decision"},
+		{exampleOPAEnvoy, ShapeOPAEnvoy, ""},
+	} {
+		p, err := CompileFor(t.Context(), tc.dir, tc.query, tc.input)
 		if err != nil {
-			t.Fatalf("query %q: %v", query, err)
+			t.Fatalf("%s, query %q: %v", tc.dir, tc.query, err)
 		}
 		if len(p.Revision()) != 12 {
 			t.Errorf("revision %q, want 12 hex digits", p.Revision())
@@ -23,22 +28,24 @@ func TestExamplePolicyCompiles(t *testing.T) {
 }
 
 func TestExampleRegoTests(t *testing.T) {
-	results, err := RunTests(t.Context(), examplePolicy)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(results) == 0 {
-		t.Fatal("no Rego tests ran")
-	}
-	for _, r := range results {
-		if r.Fail || r.Error != nil {
-			t.Errorf("%s:%d: %s (error: %v)", r.Location.File, r.Location.Row, r, r.Error)
+	for _, dir := range []string{examplePolicy, exampleOPAEnvoy} {
+		results, err := RunTests(t.Context(), dir)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if r.Skip {
-			t.Errorf("%s skipped", r.Name)
+		if len(results) == 0 {
+			t.Fatalf("%s: no Rego tests ran", dir)
 		}
+		for _, r := range results {
+			if r.Fail || r.Error != nil {
+				t.Errorf("%s:%d: %s (error: %v)", r.Location.File, r.Location.Row, r, r.Error)
+			}
+			if r.Skip {
+				t.Errorf("%s skipped", r.Name)
+			}
+		}
+		t.Logf("%s: %d Rego tests passed", dir, len(results))
 	}
-	t.Logf("%d Rego tests passed", len(results))
 }
 
 func TestRunTestsReportsFailures(t *testing.T) {

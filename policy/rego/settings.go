@@ -18,9 +18,12 @@ type Settings struct {
 	// Bundle loads the policy from an OPA bundle service instead
 	// (policy/bundle owns its settings).
 	Bundle bundle.Settings `yaml:"bundle"`
-	// Query evaluated for each request, default data.modelguard.authz.allow;
-	// a reference starting with "data.".
-	// Its result is a boolean or an object {allow, status, reason, message, headers}.
+	// Input is the shape of the input document: ShapeModelguard (the
+	// default) or ShapeOPAEnvoy, the one opa-envoy-plugin builds.
+	Input string `yaml:"input"`
+	// Query evaluated for each request, a reference starting with "data.";
+	// default DefaultQuery, or DefaultOPAEnvoyQuery with input opa-envoy.
+	// Its result is a boolean or an object (see the package documentation).
 	Query string `yaml:"query"`
 	// Timeout for one evaluation, default 100ms, between 1ms and 10s.
 	Timeout time.Duration `yaml:"timeout"`
@@ -46,28 +49,43 @@ func (s Settings) Source() Source { return Source{PolicyDir: s.PolicyDir, Bundle
 
 // Defaults and limits of Settings.
 const (
-	DefaultQuery   = "data.modelguard.authz.allow"
-	DefaultTimeout = 100 * time.Millisecond
-	MinTimeout     = time.Millisecond
-	MaxTimeout     = 10 * time.Second
+	DefaultQuery = "data.modelguard.authz.allow"
+	// DefaultOPAEnvoyQuery is opa-envoy-plugin's default decision path.
+	DefaultOPAEnvoyQuery = "data.envoy.authz.allow"
+	DefaultTimeout       = 100 * time.Millisecond
+	MinTimeout           = time.Millisecond
+	MaxTimeout           = 10 * time.Second
+)
+
+// Values of Settings.Input.
+const (
+	ShapeModelguard = "modelguard"
+	ShapeOPAEnvoy   = "opa-envoy"
 )
 
 // DefaultSettings returns the value every absent key takes.
-func DefaultSettings() Settings {
-	return Settings{
-		Bundle:        bundle.DefaultSettings(),
-		Query:         DefaultQuery,
-		Timeout:       DefaultTimeout,
+func DefaultSettings() Settings { return DefaultSettingsFor("") }
+
+// DefaultSettingsFor returns the value every absent key takes when the
+// input key says input ("" when absent): the default query follows it.
+func DefaultSettingsFor(input string) Settings {
+	s := Settings{Bundle: bundle.DefaultSettings(), Input: ShapeModelguard, Query: DefaultQuery, Timeout: DefaultTimeout,
 		DecisionCache: CacheSettings{Enabled: true, Size: DefaultCacheSize},
-		Shadow:        Shadow{Bundle: bundle.DefaultSettings()},
+		Shadow:        Shadow{Bundle: bundle.DefaultSettings()}}
+	if input == ShapeOPAEnvoy {
+		s.Query = DefaultOPAEnvoyQuery
 	}
+	return s
 }
 
 // orDefaults gives zero fields their defaults, for settings built in code;
 // the configuration file applies DefaultSettings to absent keys only, so
 // that an explicit zero is refused by Validate.
 func (s Settings) orDefaults() Settings {
-	def := DefaultSettings()
+	def := DefaultSettingsFor(s.Input)
+	if s.Input == "" {
+		s.Input = def.Input
+	}
 	if s.Query == "" {
 		s.Query = def.Query
 	}
@@ -79,6 +97,14 @@ func (s Settings) orDefaults() Settings {
 	return s
 }
 
+// orQuery is query, or s's query when query is "".
+func (s Settings) orQuery(query string) string {
+	if query == "" {
+		return s.Query
+	}
+	return query
+}
+
 // Validate checks s; the policy directory resolves against baseDir. The
 // errors are *field.Error relative to the section ("timeout").
 func (s Settings) Validate(baseDir string) []error {
@@ -87,6 +113,9 @@ func (s Settings) Validate(baseDir string) []error {
 		errs.Addf("policy_dir", "required: the directory holding the .rego policies (or bundle.url, an OPA bundle service)")
 	} else {
 		s.Source().validate(&errs, "", baseDir)
+	}
+	if s.Input != ShapeModelguard && s.Input != ShapeOPAEnvoy {
+		errs.Addf("input", "%q: want %s or %s", s.Input, ShapeModelguard, ShapeOPAEnvoy)
 	}
 	if _, err := parseQuery(s.Query); err != nil {
 		errs = append(errs, &field.Error{Path: "query", Err: err})

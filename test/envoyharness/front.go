@@ -89,6 +89,14 @@ type Route struct {
 	// DirectStatus, when set, is a direct_response.
 	DirectStatus int
 	DirectBody   string
+	// ContextExtensions are ExtAuthzPerRoute's
+	// check_settings.context_extensions, sent in every CheckRequest of
+	// the route.
+	ContextExtensions map[string]string
+	// FilterMetadata is what filters before ext_authz (jwt_authn, say)
+	// left in the request's dynamic metadata, by namespace, sent as
+	// metadata_context (metadata_context_namespaces naming them all).
+	FilterMetadata map[string]map[string]any
 }
 
 // ShippedRoutes are the routes of envoy/envoy.yaml besides the default.
@@ -213,6 +221,13 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		StreamID:         f.stream.Add(1),
 		Principal:        principal(r),
 	})
+	if matched {
+		if err := route.context(cr.GetAttributes()); err != nil {
+			entry.Status = http.StatusInternalServerError
+			w.WriteHeader(entry.Status)
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), f.Filter.Timeout)
 	resp, err := f.Client.Check(ctx, cr)
 	cancel()
@@ -423,4 +438,21 @@ func (s *statusRecorder) WriteHeader(code int) {
 		s.Header().Add(h.GetHeader().GetKey(), headerValue(h.GetHeader()))
 	}
 	s.ResponseWriter.WriteHeader(code)
+}
+
+// context adds the route's context_extensions and metadata_context.
+func (rt Route) context(a *authv3.AttributeContext) error {
+	a.ContextExtensions = rt.ContextExtensions
+	if len(rt.FilterMetadata) == 0 {
+		return nil
+	}
+	a.MetadataContext = &corev3.Metadata{FilterMetadata: map[string]*structpb.Struct{}}
+	for ns, m := range rt.FilterMetadata {
+		st, err := structpb.NewStruct(m)
+		if err != nil {
+			return err
+		}
+		a.MetadataContext.FilterMetadata[ns] = st
+	}
+	return nil
 }

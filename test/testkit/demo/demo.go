@@ -19,12 +19,17 @@ import (
 )
 
 // Config is the configuration most tests start from: API keys from
-// keys.yaml, the example policy with a generous evaluation timeout (so a
-// slow race-detector run is not a policy_error) and gpt-4o-mini as a chat
-// model. Tests append the sections they need (server, audit, rate_limits).
+// keys.yaml, then Policy. Tests append the sections they need (server,
+// audit, rate_limits).
 const Config = `authentication:
   api_keys: {file: keys.yaml}
-authorization:
+` + Policy
+
+// Policy is Config without its authentication section, for tests that
+// configure more credentials: the example policy with a generous
+// evaluation timeout (so a slow race-detector run is not a policy_error)
+// and gpt-4o-mini as a chat model.
+const Policy = `authorization:
   policy_dir: policy
   query: data.modelguard.authz.decision
   timeout: 2s
