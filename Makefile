@@ -16,8 +16,10 @@ run: build
 
 ## test: formatting, vet, known vulnerabilities, and every test (Go and Rego,
 ## with the fuzz targets' seed corpora) under the race detector
+# -timeout: test/ (end to end through both gateways, under the race
+# detector) runs past go test's default 10m on a loaded machine.
 test: vet vulncheck
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 vet:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

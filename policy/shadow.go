@@ -124,7 +124,8 @@ func (s *shadow) compare(ctx context.Context, j shadowJob) {
 				sv = verdict{result: "error", reason: "internal_error", err: errors.New("panic in the shadow policy")}
 			}
 		}()
-		sv = newVerdict(s.policy.EvalInput(ctx, func(rego.Inputs) ast.Value { return j.input }))
+		// Its print() output carries the decision id, as the enforced one's.
+		sv = newVerdict(s.policy.EvalInput(rego.WithDecisionID(ctx, j.decisionID), func(rego.Inputs) ast.Value { return j.input }))
 	}()
 	outcome := "agree"
 	switch {
