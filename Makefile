@@ -15,9 +15,8 @@ run: build
 	bin/modelguard serve
 
 ## test: formatting, vet, known vulnerabilities, and every test (Go and Rego,
-## with the fuzz targets' seed corpora) under the race detector
-# -timeout: test/ (end to end through both gateways, under the race
-# detector) runs past go test's default 10m on a loaded machine.
+## with the fuzz targets' seed corpora) under the race detector; test/'s
+## end-to-end tests outlast go test's default 10m timeout on a loaded machine
 test: vet vulncheck
 	$(GO) test -race -count=1 -timeout 30m ./...
 

@@ -47,8 +47,9 @@ type coreState struct {
 	// failures counts consecutive failed loads.
 	failures int
 
-	stop  context.CancelFunc
-	audit io.Closer // nil: nothing to close
+	stop    context.CancelFunc
+	audit   io.Closer // nil: nothing to close
+	tracing io.Closer // nil: nothing to close
 }
 
 // coreFor returns the core for a configured path; paths naming the same
@@ -133,14 +134,18 @@ func (c *core) load() *coreState {
 		}
 		opts.Audit, closer = rec, cl
 	}
+	if c.p.openTrace != nil {
+		tr, cl, err := c.p.openTrace(cfg)
+		if err != nil {
+			return refuse(errors.Join(err, closeIf(closer)))
+		}
+		opts.Tracer, s.tracing = tr, cl
+	}
 	ctx, stop := context.WithCancel(c.p.ctx)
 	eng, err := policy.New(ctx, cfg, opts)
 	if err != nil {
 		stop()
-		if closer != nil {
-			err = errors.Join(err, closer.Close())
-		}
-		return refuse(err)
+		return refuse(errors.Join(err, closeIf(closer), closeIf(s.tracing)))
 	}
 	s.engine, s.stop, s.audit = eng, stop, closer
 	log.Info("modelguard core loaded", "config_path", c.path, "gateway", gateway)
@@ -150,8 +155,15 @@ func (c *core) load() *coreState {
 func (c *core) close() {
 	if s := c.state.Load(); s != nil && s.engine != nil {
 		s.stop()
-		if s.audit != nil {
-			_ = s.audit.Close()
-		}
+		_ = closeIf(s.audit)
+		_ = closeIf(s.tracing)
 	}
+}
+
+// closeIf closes c unless it is nil.
+func closeIf(c io.Closer) error {
+	if c == nil {
+		return nil
+	}
+	return c.Close()
 }

@@ -65,6 +65,10 @@ type Options struct {
 	// configuration file; the Closer (may be nil) runs at Close. Nil
 	// records nothing.
 	OpenAudit func(*config.Config) (policy.AuditSink, io.Closer, error)
+	// OpenTracing starts the tracing a configuration names, once per
+	// configuration file; nil Tracer: off. The Closer (may be nil) runs at
+	// Close and flushes the spans. Nil traces nothing.
+	OpenTracing func(*config.Config) (policy.Tracer, io.Closer, error)
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 	// Settle gives the plugin a response phase that settles token
@@ -81,6 +85,7 @@ type Plugin struct {
 	log       *slog.Logger
 	newLogger func(config.Log) *slog.Logger
 	openAudit func(*config.Config) (policy.AuditSink, io.Closer, error)
+	openTrace func(*config.Config) (policy.Tracer, io.Closer, error)
 	now       func() time.Time
 
 	// ctx bounds the cores' background work (reload watches, JWKS refresh).
@@ -110,6 +115,7 @@ func New(opts Options) *Plugin {
 		log:       opts.Logger,
 		newLogger: opts.NewLogger,
 		openAudit: opts.OpenAudit,
+		openTrace: opts.OpenTracing,
 		now:       opts.Now,
 		cores:     map[string]*core{},
 		settle:    opts.Settle,

@@ -112,6 +112,8 @@ func (e *Engine) RecordDecision(req *Request, d *Decision) error {
 		LatencyMicros:  d.Latency.Microseconds(),
 		RateLimit:      d.RateLimit,
 		RateLimitKey:   d.RateLimitKey,
+		TraceID:        d.Trace.TraceID,
+		SpanID:         d.Trace.SpanID,
 	}
 	if d.BodyUnchecked {
 		ev.BodyCheck = audit.BodyCheckSkipped
@@ -130,7 +132,7 @@ func (e *Engine) RecordDecision(req *Request, d *Decision) error {
 		err = e.offer(&ev)
 	}
 	if err != nil {
-		e.log.Error("audit record failed", "decision_id", d.ID, "result", ev.Result, "error", err)
+		e.log.Error("audit record failed", d.logIDs(), "result", ev.Result, "error", err)
 	}
 	return err
 }
@@ -172,7 +174,7 @@ func (e *Engine) RecordCompletion(d *Decision, c Completion) error {
 	}
 	err := e.offer(&ev)
 	if err != nil {
-		e.log.Error("audit record failed", "kind", ev.Kind, "decision_id", d.ID, "error", err)
+		e.log.Error("audit record failed", "kind", ev.Kind, d.logIDs(), "error", err)
 	}
 	return err
 }

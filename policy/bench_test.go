@@ -38,12 +38,12 @@ func newBenchSetup(b *testing.B, durability audit.Durability) benchSetup {
 // newBenchSetupJWT adds jwtYAML (lines under authentication.jwt) to the
 // configuration.
 func newBenchSetupJWT(b *testing.B, durability audit.Durability, jwtYAML string) benchSetup {
-	return newBenchSetupYAML(b, durability, jwtYAML, "")
+	return newBenchSetupWith(b, durability, jwtYAML, "", policy.Options{})
 }
 
-// newBenchSetupYAML adds jwtYAML and authzYAML (lines under authorization)
-// to the configuration.
-func newBenchSetupYAML(b *testing.B, durability audit.Durability, jwtYAML, authzYAML string) benchSetup {
+// newBenchSetupWith builds the engine with opts (the audit trail is added
+// for a durability) and authzYAML (lines under authorization).
+func newBenchSetupWith(b *testing.B, durability audit.Durability, jwtYAML, authzYAML string, opts policy.Options) benchSetup {
 	b.Helper()
 	dir := b.TempDir()
 	if err := os.CopyFS(dir, examples.Demo); err != nil {
@@ -83,7 +83,6 @@ admission: {max_concurrent_checks: 64, max_wait: 1s}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	var opts policy.Options
 	if durability != "" {
 		// The server's pipeline: hash-chained, group commit to a file
 		// (fsync every 100ms, or per batch with fsync durability).
@@ -160,7 +159,7 @@ func BenchmarkDecideAPIKey(b *testing.B) {
 // the same run. The shadow decides on its own goroutine after the answer;
 // what remains on the request path is queueing its input.
 func BenchmarkDecideAPIKeyShadow(b *testing.B) {
-	s := newBenchSetupYAML(b, "", "", "  shadow: {policy_dir: policy}")
+	s := newBenchSetupWith(b, "", "", "  shadow: {policy_dir: policy}", policy.Options{})
 	benchDecide(b, s.engine, benchRequest("Bearer "+s.key))
 }
 

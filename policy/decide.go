@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"go.opentelemetry.io/otel/codes"
 
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/rego"
@@ -30,10 +31,15 @@ func (e *Engine) Decide(ctx context.Context, req *Request) *Decision {
 // more of the request for the record (Kong, for the body hash) calls them
 // apart.
 func (e *Engine) Commit(req *Request, d *Decision) *Decision {
+	span := e.auditStep(d)
+	defer span.End()
 	if err := e.RecordDecision(req, d); err != nil && d.Allow {
 		e.metrics.AuditDenied.Inc()
-		e.log.Error("allowed request denied: its audit record is not durable", "decision_id", d.ID, "request_id", req.ID, "error", err)
-		return e.Deny(d.ID, http.StatusServiceUnavailable, "audit_unavailable", "service unavailable")
+		e.log.Error("allowed request denied: its audit record is not durable", d.logIDs(), "request_id", req.ID, "error", err)
+		span.SetStatus(codes.Error, "audit_unavailable")
+		denied := e.Deny(d.ID, http.StatusServiceUnavailable, "audit_unavailable", "service unavailable")
+		denied.Trace = d.Trace
+		return denied
 	}
 	return d
 }
@@ -45,15 +51,17 @@ func (e *Engine) Commit(req *Request, d *Decision) *Decision {
 func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
 	start := e.now()
 	d = &Decision{ID: NewDecisionID(), Start: start}
+	ctx = e.startTrace(ctx, req, d)
 	defer func() {
 		if r := recover(); r != nil {
-			e.log.Error("panic while deciding: denied", "decision_id", d.ID, "panic", r, "stack", string(debug.Stack()))
-			*d = Decision{ID: d.ID, Start: start}
+			e.log.Error("panic while deciding: denied", d.logIDs(), "panic", r, "stack", string(debug.Stack()))
+			*d = Decision{ID: d.ID, Start: start, Trace: d.Trace}
 			e.deny(d, http.StatusServiceUnavailable, "internal_error", "service unavailable")
 		}
 		d.Latency = e.now().Sub(start)
 		e.metrics.Decisions.WithLabelValues(result(d), reason(d), req.Gateway).Inc()
 		e.metrics.CheckDuration.Observe(d.Latency.Seconds())
+		endTrace(req, d)
 	}()
 	e.decide(ctx, req, d)
 	return d
@@ -73,16 +81,21 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		}
 		defer e.checks.Release(1)
 	}
-	id, cred, reason, err := e.authenticate(ctx, req)
+	sctx, span := e.step(ctx, spanAuthenticate)
+	id, cred, reason, err := e.authenticate(sctx, req)
 	if err != nil {
-		e.log.Info("authentication failed", "decision_id", d.ID, "request_id", req.ID, "reason", reason, "error", err)
+		e.log.Info("authentication failed", d.logIDs(), "request_id", req.ID, "reason", reason, "error", err)
 		e.deny(d, http.StatusUnauthorized, reason, "invalid or missing credentials")
 		d.ResponseHeaders = append(d.ResponseHeaders, Header{"www-authenticate", `Bearer realm="modelguard"`})
+		endStep(span, d)
 		return
 	}
+	endStep(span, d)
 	d.Identity = id
 
+	_, span = e.step(ctx, spanBody)
 	mr, ok := e.inspect(req, d)
+	endStep(span, d)
 	if !ok {
 		return
 	}
@@ -91,7 +104,8 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		buildErr error
 		input    ast.Value // for the shadow policy
 	)
-	res, err := e.authz.EvalInput(rego.WithDecisionID(ctx, d.ID), func(reads rego.Inputs) ast.Value {
+	sctx, span = e.step(ctx, spanPolicy)
+	res, err := e.authz.EvalInput(rego.WithDecisionID(sctx, d.ID), func(reads rego.Inputs) ast.Value {
 		// A shadow policy decides on the same input, so it holds what
 		// either policy reads.
 		reads |= e.shadow.reads()
@@ -110,34 +124,41 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		return input
 	})
 	d.PolicyRevision = res.Revision
-	if buildErr != nil {
-		e.refuse(d, req, buildErr)
-		return
+	if buildErr == nil {
+		e.shadow.offer(d, req, input, res, err)
 	}
-	e.shadow.offer(d, req, input, res, err)
-	if errors.Is(err, rego.ErrNoPolicy) {
+	if buildErr == nil && err == nil {
+		err = e.checkResultHeaders(res, cred)
+	}
+	if buildErr == nil && err == nil {
+		d.Metadata = res.DynamicMetadata
+	}
+	switch {
+	case buildErr != nil:
+		e.refuse(d, req, buildErr)
+	case errors.Is(err, rego.ErrNoPolicy):
 		// A bundle source before its first bundle: never served without
 		// one, not even in dry-run.
 		e.deny(d, http.StatusServiceUnavailable, rego.ReasonUnavailable, "service unavailable")
+	case err == nil && res.Allow:
+	case e.dryRunLifts(req, d, res, err):
+		res, err = rego.Result{Allow: true, RateLimitClass: res.RateLimitClass, Revision: res.Revision}, nil
+	default:
+		e.policyRefused(d, req, res, err)
+	}
+	endStep(span, d)
+	if buildErr != nil || err != nil || !res.Allow {
 		return
-	}
-	if err == nil {
-		err = e.checkResultHeaders(res, cred)
-	}
-	if err == nil {
-		d.Metadata = res.DynamicMetadata
-	}
-	if err != nil || !res.Allow {
-		if !e.dryRunLifts(req, d, res, err) {
-			e.policyRefused(d, req, res, err)
-			return
-		}
-		res = rego.Result{Allow: true, RateLimitClass: res.RateLimitClass, Revision: res.Revision}
 	}
 	// Limits come after the policy, which may pick their class, and are
 	// charged only for requests it allows.
-	if e.limiter != nil && !e.limit(ctx, req, d, id, mr, res.RateLimitClass) {
-		return
+	if e.limiter != nil {
+		sctx, span = e.step(ctx, spanRateLimits)
+		ok := e.limit(sctx, req, d, id, mr, res.RateLimitClass)
+		endStep(span, d)
+		if !ok {
+			return
+		}
 	}
 	e.allow(d, req, id, cred, res)
 }
@@ -151,7 +172,7 @@ func (e *Engine) auditAdmits(ctx context.Context, req *Request, d *Decision) boo
 	}
 	if err := e.admit.Admit(ctx); err != nil {
 		e.metrics.AuditDenied.Inc()
-		e.log.Debug("audit trail unavailable: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
+		e.log.Debug("audit trail unavailable: denied", d.logIDs(), "request_id", req.ID, "error", err)
 		e.deny(d, http.StatusServiceUnavailable, "audit_unavailable", "service unavailable")
 		return false
 	}
@@ -198,7 +219,7 @@ func (e *Engine) inspect(req *Request, d *Decision) (*models.Model, bool) {
 // leaves out (403, policy_denied, "access denied").
 func (e *Engine) policyRefused(d *Decision, req *Request, res rego.Result, err error) {
 	if err != nil {
-		e.log.Error("policy evaluation failed: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
+		e.log.Error("policy evaluation failed: denied", d.logIDs(), "request_id", req.ID, "error", err)
 		e.deny(d, http.StatusServiceUnavailable, "policy_error", "service unavailable")
 		return
 	}
@@ -240,7 +261,7 @@ func (e *Engine) dryRunLifts(req *Request, d *Decision, res rego.Result, err err
 		w.Status, w.Reason, _ = policyDenial(res)
 	}
 	d.WouldDeny = w
-	e.log.Info("dry-run: the policy would deny, let through", "decision_id", d.ID, "request_id", req.ID, "status", w.Status, "reason", w.Reason, "error", err)
+	e.log.Info("dry-run: the policy would deny, let through", d.logIDs(), "request_id", req.ID, "status", w.Status, "reason", w.Reason, "error", err)
 	return true
 }
 
@@ -293,7 +314,7 @@ func (e *Engine) refuse(d *Decision, req *Request, err error) {
 	if !ok {
 		r = &Refusal{Status: http.StatusServiceUnavailable, Reason: "gateway_read_error", Message: "service unavailable", Err: err}
 	}
-	e.log.Error("request refused before the policy: denied", "decision_id", d.ID, "request_id", req.ID, "reason", r.Reason, "error", err)
+	e.log.Error("request refused before the policy: denied", d.logIDs(), "request_id", req.ID, "reason", r.Reason, "error", err)
 	e.deny(d, r.Status, r.Reason, r.Message)
 }
 

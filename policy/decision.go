@@ -63,6 +63,8 @@ type Decision struct {
 	// Start is when evaluation began; Latency how long it took.
 	Start   time.Time
 	Latency time.Duration
+	// Trace links the decision to its OpenTelemetry trace, when traced.
+	Trace Trace
 }
 
 // ReasonOverloaded is the reason of a request shed under load (see

@@ -160,23 +160,3 @@ func TestShadowQueueFull(t *testing.T) {
 		t.Fatalf("%v dropped with a full queue, want at least 1", n)
 	}
 }
-
-// droppingShadow counts the drops of its decision cache.
-type droppingShadow struct {
-	shadowPolicy
-	drops int
-}
-
-func (d *droppingShadow) DropDecisions() { d.drops++ }
-
-// A reload that empties the enforced policy's decision cache empties the
-// shadow's too.
-func TestShadowCacheDropped(t *testing.T) {
-	e, _ := testEngine(t, allowAll)
-	sp := &droppingShadow{shadowPolicy: shadowPolicy{allowAll}}
-	e.shadow = newShadow(t.Context(), sp, metrics.New(nil).Shadow, func(*audit.Event) {}, e.log)
-	e.dropDecisions()
-	if sp.drops != 1 {
-		t.Fatalf("%d drops of the shadow's cache, want 1", sp.drops)
-	}
-}

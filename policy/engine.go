@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
@@ -36,6 +37,8 @@ type Options struct {
 	// from the real usage (Kong's response phase). Off, checking limits
 	// allocates nothing.
 	HoldReservations bool
+	// Tracer traces decisions (policy/tracing); nil traces nothing.
+	Tracer Tracer
 }
 
 // The steps the engine composes, as interfaces so that tests can inject
@@ -69,13 +72,19 @@ type Engine struct {
 	shadow *shadow
 	dryRun rego.DryRun
 
-	apiKeyHeader   string
-	bearerKeys     bool
-	anonymous      bool
-	opaEnvoy       bool // authorization.input: opa-envoy
-	maxCredential  int
-	identity       config.IdentityHeaders
-	identityRemove []string // every configured identity header name
+	apiKeyHeader string
+	bearerKeys   bool
+	anonymous    bool
+	opaEnvoy     bool // authorization.input: opa-envoy
+	// decisions is the policy engine whose decision cache dropDecisions
+	// empties: stored by New once rego.Open returns, while the watchers
+	// started before it may already call back.
+	decisions atomic.Pointer[rego.Engine]
+	// shadowDecisions is the shadow policy engine, likewise (nil: none).
+	shadowDecisions atomic.Pointer[rego.Engine]
+	maxCredential   int
+	identity        config.IdentityHeaders
+	identityRemove  []string // every configured identity header name
 	// guarded are identityRemove and the API key header: their spellings
 	// with "_" are removed from allowed requests (UnderscoreVariants).
 	guarded []string
@@ -92,6 +101,7 @@ type Engine struct {
 	limitResults   sync.Pool          // *ratelimit.Result with their buffers: checking limits does not allocate
 	holdLimits     bool               // Options.HoldReservations
 	now            func() time.Time
+	tracer         Tracer // nil: tracing off
 
 	// Admission limits (config.Admission): checks deciding at once, and
 	// request bytes held by the adapters (ReserveBody).

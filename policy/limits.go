@@ -39,12 +39,12 @@ func (e *Engine) limit(ctx context.Context, req *Request, d *Decision, id *Ident
 	}
 	defer e.limitResults.Put(res)
 	if err := e.limiter.Check(ctx, &lr, res); err != nil { // ratelimit.ErrUnavailable
-		e.log.Error("rate limits could not be decided: denied", "decision_id", d.ID, "request_id", req.ID, "error", err)
+		e.log.Error("rate limits could not be decided: denied", d.logIDs(), "request_id", req.ID, "error", err)
 		e.deny(d, http.StatusServiceUnavailable, "ratelimit_unavailable", "service unavailable")
 		return false
 	}
 	if res.Fallback {
-		e.log.Warn("rate limits decided locally: redis unavailable", "decision_id", d.ID, "request_id", req.ID)
+		e.log.Warn("rate limits decided locally: redis unavailable", d.logIDs(), "request_id", req.ID)
 	}
 	res.Headers(func(name, value string) { d.ResponseHeaders = append(d.ResponseHeaders, Header{name, value}) })
 	if res.Allowed {

@@ -7,7 +7,7 @@ import (
 // shed denies d as overloaded because limit was reached.
 func (e *Engine) shed(d *Decision, limit string) {
 	e.metrics.Shed.WithLabelValues(limit).Inc()
-	e.log.Warn("overloaded: request shed", "decision_id", d.ID, "limit", limit)
+	e.log.Warn("overloaded: request shed", d.logIDs(), "limit", limit)
 	e.deny(d, 0, "", "") // for the decision id header; SetOverloaded sets the rest
 	d.SetOverloaded()
 }

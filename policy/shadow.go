@@ -79,17 +79,6 @@ func (s *shadow) reads() rego.Inputs {
 	return s.policy.Inputs()
 }
 
-// dropDecisions empties the shadow policy's decision cache, as the
-// enforced one's.
-func (s *shadow) dropDecisions() {
-	if s == nil {
-		return
-	}
-	if c, ok := s.policy.(interface{ DropDecisions() }); ok {
-		c.DropDecisions()
-	}
-}
-
 // offer queues the decision for the shadow policy, without waiting.
 func (s *shadow) offer(d *Decision, req *Request, input ast.Value, res rego.Result, err error) {
 	if s == nil || input == nil {

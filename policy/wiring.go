@@ -30,6 +30,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 		bodySHA256:    cfg.Audit.BodySHA256,
 		now:           opts.Now,
 		holdLimits:    opts.HoldReservations,
+		tracer:        opts.Tracer,
 	}
 	e.admit, _ = opts.Audit.(Admitter)
 	e.setDefaults()
@@ -85,6 +86,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	}
 	e.authz = r
 	e.opaEnvoy = r.Input() == rego.ShapeOPAEnvoy
+	e.decisions.Store(r)
 	e.dryRun = cfg.Authorization.DryRun
 	sh, err := rego.OpenShadow(ctx, cfg.Authorization, cfg.Dir, rego.Options{
 		Logger: e.log.With("policy", "shadow"),
@@ -100,6 +102,7 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 				}
 			}
 		}, e.log)
+		e.shadowDecisions.Store(sh)
 	}
 	if err := e.openLimits(ctx, cfg); err != nil {
 		return nil, err
@@ -145,10 +148,12 @@ func (e *Engine) cacheLookups(cache string) func(hit bool) {
 // refused before the policy is asked); the cache is dropped all the same,
 // so that no decision outlives a reload of anything it was made with.
 func (e *Engine) dropDecisions() {
-	if c, ok := e.authz.(interface{ DropDecisions() }); ok {
-		c.DropDecisions()
+	if r := e.decisions.Load(); r != nil {
+		r.DropDecisions()
 	}
-	e.shadow.dropDecisions()
+	if r := e.shadowDecisions.Load(); r != nil {
+		r.DropDecisions()
+	}
 }
 
 // maxBodyBytes is the largest body any model accepts.

@@ -210,13 +210,7 @@ log: {level: info}
 	testkit.Eventually(t, "more checks served after the restart", func() bool { return allowed.count() >= before+200 })
 	close(stop)
 	wg.Wait()
-	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-srv.exited; err != nil {
-		t.Fatalf("graceful stop: %v", err)
-	}
-	srv.exited <- nil
+	srv.stop(t)
 
 	files := trailFiles(t, path)
 	sum2, err := audit.VerifyFiles(files, opts)

@@ -13,7 +13,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 
 	"github.com/modelguard/modelguard/policy/audit"
@@ -124,13 +123,7 @@ log: {level: info}
 		_, complete := rcv.trail(synced)
 		return complete && srv.metric(t, "modelguard_audit_spool_bytes") == 0
 	})
-	if err := srv.cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	if err := <-srv.exited; err != nil {
-		t.Fatalf("graceful stop: %v", err)
-	}
-	srv.exited <- nil
+	srv.stop(t)
 	if n := rcv.badAuth.Load(); n > 0 {
 		t.Errorf("%d requests without the configured token", n)
 	}

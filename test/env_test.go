@@ -38,6 +38,7 @@ import (
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/metrics"
+	"github.com/modelguard/modelguard/policy/tracing"
 	"github.com/modelguard/modelguard/test/envoyharness"
 	"github.com/modelguard/modelguard/test/testkit"
 )
@@ -60,6 +61,7 @@ type env struct {
 	keys     map[string]string // API key id -> plaintext
 	signer   *rsa.PrivateKey   // kid "k1", published in the JWKS
 	admin    string
+	tracer   *tracing.Provider // nil: tracing off
 
 	mu  sync.Mutex
 	log map[string]envoyharness.AccessLogEntry // by x-request-id
@@ -81,6 +83,9 @@ type envOptions struct {
 	// files are written into the configuration's directory (a policy
 	// directory named by authorization, say), by relative path.
 	files map[string]string
+	// tracing is the tracing section, if any; the env's tracer is then
+	// flushed and stopped by env.stopTracing or when the test ends.
+	tracing string
 }
 
 // defaultAuthentication and defaultAuthorization are those sections of
@@ -158,7 +163,7 @@ models:
 %s
 audit:
   output: %s
-`, auth, cmp.Or(o.authorization, defaultAuthorization), cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"))
+%s`, auth, cmp.Or(o.authorization, defaultAuthorization), cmp.Or(o.rateLimits, trialLimits), filepath.Join(e.dir, "audit.log"), o.tracing)
 	if err := os.WriteFile(filepath.Join(e.dir, "config.yaml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -178,7 +183,14 @@ audit:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { aw.Close() })
-	engine, err := policy.New(ctx, c, policy.Options{Metrics: metrics.New(reg), Audit: aw})
+	opts := policy.Options{Metrics: metrics.New(reg), Audit: aw}
+	if e.tracer, err = tracing.Open(ctx, c.Tracing, c.Dir, "test"); err != nil {
+		t.Fatal(err)
+	} else if e.tracer != nil {
+		opts.Tracer = e.tracer
+		t.Cleanup(e.stopTracing)
+	}
+	engine, err := policy.New(ctx, c, opts)
 	if err != nil {
 		t.Fatal(err)
 	}

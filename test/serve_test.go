@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"syscall"
 	"testing"
 	"time"
 
@@ -63,6 +64,18 @@ func startServe(t *testing.T, bin, cfg string, env ...string) *serveProcess {
 		t.Fatal("server did not start")
 	}
 	return s
+}
+
+// stop sends SIGTERM and waits for a clean exit (the graceful stop).
+func (s *serveProcess) stop(t *testing.T) {
+	t.Helper()
+	if err := s.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-s.exited; err != nil {
+		t.Fatalf("graceful stop: %v", err)
+	}
+	s.exited <- nil
 }
 
 // metric reads one sample from the server's /metrics.

@@ -58,6 +58,14 @@ func kongPlugin(stderr io.Writer) int {
 		OpenAudit: func(cfg *config.Config) (policy.AuditSink, io.Closer, error) {
 			return openKongAudit(cfg, newLogger(cfg.Log, stderr))
 		},
+		OpenTracing: func(cfg *config.Config) (policy.Tracer, io.Closer, error) {
+			log := newLogger(cfg.Log, stderr)
+			p, err := openTracing(cfg, log)
+			if p == nil {
+				return nil, nil, err
+			}
+			return p, tracingCloser{p, log}, nil
+		},
 	})
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)

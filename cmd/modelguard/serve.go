@@ -62,7 +62,18 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	// Background work (reload watches, JWKS refresh) outlives the drain.
 	bg, stopBackground := context.WithCancel(context.Background())
 	defer stopBackground()
-	engine, err := startEngine(bg, cfg, auditor, policy.Options{Logger: log, Metrics: m})
+	opts := policy.Options{Logger: log, Metrics: m}
+	tracer, err := openTracing(cfg, log)
+	if err != nil {
+		fmt.Fprintf(stderr, "modelguard: %v\n", err)
+		return 1
+	}
+	if tracer != nil {
+		opts.Tracer = tracer
+		// After the drain and the audit flush: the last decisions' spans.
+		defer tracingCloser{tracer, log}.Close()
+	}
+	engine, err := startEngine(bg, cfg, auditor, opts)
 	if err != nil {
 		fmt.Fprintf(stderr, "modelguard: %v\n", err)
 		return 1

@@ -104,6 +104,12 @@ type Event struct {
 	// it counts per ("subject+model"): never the key's values.
 	RateLimit    string `json:"rate_limit,omitempty"`
 	RateLimitKey string `json:"rate_limit_key,omitempty"`
+	// TraceID and SpanID link a decision to its OpenTelemetry trace (hex,
+	// with tracing on): TraceID when the decision was traced or the
+	// request carried a trace context, SpanID when the decision's span was
+	// sampled (exported).
+	TraceID string `json:"trace_id,omitempty"`
+	SpanID  string `json:"span_id,omitempty"`
 	// The shadow policy's answer (KindShadow): allow, deny or error, its
 	// reason and its revision.
 	ShadowResult   string `json:"shadow_result,omitempty"`

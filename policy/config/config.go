@@ -11,7 +11,7 @@
 // Each subsystem owns its section: the settings type (with its YAML tags),
 // the value of absent keys and the rules (jwtauth.IssuerSettings,
 // apikey.Settings, rego.Settings, models.Settings, audit.Config,
-// ratelimit.Settings, admission.Settings), returning
+// ratelimit.Settings, admission.Settings, tracing.Settings), returning
 // field.Errors relative to the section. This package keeps the YAML shape,
 // positions, the server, credential, identity header and log settings, and
 // the rules across sections, and reports every error as
@@ -29,6 +29,7 @@ import (
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
+	"github.com/modelguard/modelguard/policy/tracing"
 )
 
 // Config is the whole configuration file.
@@ -62,6 +63,9 @@ type Config struct {
 	// Admission sheds load (503 "overloaded") before it exhausts memory or
 	// CPU (policy/admission owns its settings, defaults and rules).
 	Admission admission.Settings `yaml:"admission"`
+	// Tracing exports OpenTelemetry spans of decisions (policy/tracing owns
+	// its settings, defaults and rules).
+	Tracing tracing.Settings `yaml:"tracing"`
 	// Log configures operator logs.
 	Log Log `yaml:"log"`
 

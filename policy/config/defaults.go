@@ -14,6 +14,7 @@ import (
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
+	"github.com/modelguard/modelguard/policy/tracing"
 )
 
 // Defaults, documented on the fields they apply to.
@@ -71,6 +72,7 @@ func (c *Config) applyDefaults() {
 
 	fillDefaults(c, "audit", &c.Audit, audit.DefaultConfig())
 	fillDefaults(c, "admission", &c.Admission, admission.DefaultSettings())
+	fillDefaults(c, "tracing", &c.Tracing, tracing.DefaultSettings())
 	orDefault(c, "log.level", &c.Log.Level, defaultLogLevel)
 	orDefault(c, "log.format", &c.Log.Format, defaultLogFormat)
 	fillDefaults(c, "rate_limits", &c.RateLimits, ratelimit.DefaultSettings())

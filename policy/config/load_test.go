@@ -19,6 +19,7 @@ import (
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/ratelimit"
 	"github.com/modelguard/modelguard/policy/rego"
+	"github.com/modelguard/modelguard/policy/tracing"
 )
 
 // fullConfig sets every key, with values that differ from the defaults.
@@ -152,6 +153,7 @@ func TestParseFullConfig(t *testing.T) {
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
 		RateLimits: ratelimit.DefaultSettings(),
 		Admission:  admission.DefaultSettings(),
+		Tracing:    tracing.DefaultSettings(),
 		Log:        Log{Level: "warn", Format: "text"},
 		Dir:        dir,
 		File:       "config.yaml",
@@ -211,6 +213,7 @@ func TestDefaults(t *testing.T) {
 			OnFull: "deny", BlockTimeout: time.Second, HTTP: audit.HTTPConfig{Timeout: 10 * time.Second}, SpoolMaxBytes: 1 << 30},
 		RateLimits: ratelimit.DefaultSettings(),
 		Admission:  admission.DefaultSettings(),
+		Tracing:    tracing.DefaultSettings(),
 		Log:        Log{Level: "info", Format: "json"},
 	}
 	got := *c
@@ -273,7 +276,7 @@ func TestStructureErrors(t *testing.T) {
 		{"syntax error in a second document", doc(okAuth, okPolicy, "---", "a: [", ""),
 			[]string{"config.yaml:5: did not find expected node content"}},
 		{"unknown top-level key", doc(okAuth, okPolicy, "serve:", "  grpc_address: x"),
-			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, rate_limits, admission, log"}},
+			[]string{"config.yaml:3: serve: unknown key; valid keys here: server, authentication, authorization, request_body, models, unknown_model_status, identity_headers, audit, rate_limits, admission, tracing, log"}},
 		{"Go field name is not a key", doc(okAuth, okPolicy, "Dir: /etc"),
 			[]string{"config.yaml:3: Dir: unknown key; valid keys here: server,"}},
 		{"unknown key at depth", doc(okPolicy, "authentication:", "  jwt:", "    issuers:",

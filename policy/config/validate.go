@@ -53,6 +53,7 @@ func (c *Config) validate() []error {
 	v.errs = append(v.errs, field.Within("audit", c.Audit.Validate(c.Dir))...)
 	v.errs = append(v.errs, field.Within("rate_limits", c.RateLimits.Validate())...)
 	v.errs = append(v.errs, field.Within("admission", c.Admission.Validate())...)
+	v.errs = append(v.errs, field.Within("tracing", c.Tracing.Validate(c.Dir))...)
 	// A message being read counts as a whole server.max_message_bytes (an
 	// invalid one is reported on its own).
 	if m := c.Server.MaxMessageBytes; m >= minMessageBytes && m <= maxMessageBytes && c.Admission.MaxInflightBodyBytes < m {
