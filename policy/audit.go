@@ -4,11 +4,13 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/modelguard/modelguard/policy/audit"
+	"github.com/modelguard/modelguard/policy/bundle"
 	"github.com/modelguard/modelguard/policy/metrics"
 )
 
@@ -44,9 +46,29 @@ func (e *Engine) reloaded(counter *prometheus.CounterVec, ev audit.Event, err er
 	e.operator(ev, err, "refused")
 }
 
+// policyReloaded counts and records a policy reload attempt, ok or
+// refused. A bundle service that could not be reached refused nothing (the
+// running policy stays): it is counted as unavailable and logged by the
+// source, not recorded, so that an outage does not fill the trail.
+func (e *Engine) policyReloaded(revision string, err error) {
+	if _, fetch := errors.AsType[*bundle.FetchError](err); fetch {
+		e.metrics.PolicyReloads.WithLabelValues("unavailable").Inc()
+		return
+	}
+	e.reloaded(e.metrics.PolicyReloads, audit.Event{Kind: audit.KindPolicyReload, PolicyRevision: revision}, err)
+}
+
 // maxDetail bounds an operator event's detail (a reload error can list many
 // policy compile errors).
 const maxDetail = 2048
+
+// truncate bounds an event's detail to maxDetail bytes.
+func truncate(detail string) string {
+	if len(detail) > maxDetail {
+		return detail[:maxDetail] + "..."
+	}
+	return detail
+}
 
 // operator records an operator event whose outcome is "ok", or failed with
 // err's message as the detail.
@@ -56,10 +78,7 @@ func (e *Engine) operator(ev audit.Event, err error, failed string) {
 	}
 	ev.Outcome = metrics.Outcome(err, failed)
 	if err != nil {
-		ev.Detail = err.Error()
-		if len(ev.Detail) > maxDetail {
-			ev.Detail = ev.Detail[:maxDetail] + "..."
-		}
+		ev.Detail = truncate(err.Error())
 	}
 	if err := e.audit.Record(&ev); err != nil {
 		e.log.Error("audit record failed", "kind", ev.Kind, "error", err)
@@ -77,19 +96,18 @@ func (e *Engine) RecordDecision(req *Request, d *Decision) error {
 		return nil
 	}
 	ev := audit.Event{
-		Kind:           audit.KindDecision,
-		Time:           d.Start,
-		DecisionID:     d.ID,
-		RequestID:      req.ID,
-		Gateway:        req.Gateway,
-		Model:          d.Model.Name,
-		Operation:      d.Model.Operation,
-		Method:         req.Method,
-		Path:           req.Path,
-		SourceAddress:  req.SourceAddress,
-		Result:         result(d),
-		Status:         d.Status,
-		Reason:         d.Reason,
+		Kind:          audit.KindDecision,
+		Time:          d.Start,
+		DecisionID:    d.ID,
+		RequestID:     req.ID,
+		Gateway:       req.Gateway,
+		Model:         d.Model.Name,
+		Operation:     d.Model.Operation,
+		Method:        req.Method,
+		Path:          req.Path,
+		SourceAddress: req.SourceAddress,
+		// For a dry-run lift: would_deny, with the policy's status and reason.
+		Result: result(d), Status: status(d), Reason: reason(d),
 		PolicyRevision: d.PolicyRevision,
 		LatencyMicros:  d.Latency.Microseconds(),
 		RateLimit:      d.RateLimit,

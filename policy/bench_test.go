@@ -39,12 +39,13 @@ func newBenchSetup(b *testing.B, durability audit.Durability) benchSetup {
 // newBenchSetupJWT adds jwtYAML (lines under authentication.jwt) and
 // extra (top-level sections) to the configuration.
 func newBenchSetupJWT(b *testing.B, durability audit.Durability, jwtYAML string, extra ...string) benchSetup {
-	return newBenchSetupWith(b, durability, jwtYAML, policy.Options{}, extra...)
+	return newBenchSetupWith(b, durability, jwtYAML, "", policy.Options{}, extra...)
 }
 
 // newBenchSetupWith builds the engine with opts (the audit trail is added
-// for a durability).
-func newBenchSetupWith(b *testing.B, durability audit.Durability, jwtYAML string, opts policy.Options, extra ...string) benchSetup {
+// for a durability), authzYAML (lines under authorization) and extra
+// (top-level sections).
+func newBenchSetupWith(b *testing.B, durability audit.Durability, jwtYAML, authzYAML string, opts policy.Options, extra ...string) benchSetup {
 	b.Helper()
 	dir := b.TempDir()
 	if err := os.CopyFS(dir, examples.Demo); err != nil {
@@ -71,6 +72,7 @@ authorization:
   policy_dir: policy
   query: data.modelguard.authz.decision
   timeout: 10s # many callers on a shared machine: CPU waits are not policy errors
+` + authzYAML + `
 models:
   - {name: gpt-4o-mini, operation: chat}
 # The parallel benchmarks measure deciding, not load shedding: every caller
@@ -151,6 +153,15 @@ func BenchmarkDecideJWTUncached(b *testing.B) {
 // bearer API key.
 func BenchmarkDecideAPIKey(b *testing.B) {
 	s := newBenchSetup(b, "")
+	benchDecide(b, s.engine, benchRequest("Bearer "+s.key))
+}
+
+// BenchmarkDecideAPIKeyShadow adds a shadow policy (the same example
+// policy, from its own directory): compare with BenchmarkDecideAPIKey from
+// the same run. The shadow decides on its own goroutine after the answer;
+// what remains on the request path is queueing its input.
+func BenchmarkDecideAPIKeyShadow(b *testing.B) {
+	s := newBenchSetupWith(b, "", "", "  shadow: {policy_dir: policy}", policy.Options{})
 	benchDecide(b, s.engine, benchRequest("Bearer "+s.key))
 }
 

@@ -60,7 +60,7 @@ func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
 			e.deny(d, http.StatusServiceUnavailable, "internal_error", "service unavailable")
 		}
 		d.Latency = e.now().Sub(start)
-		e.metrics.Decisions.WithLabelValues(result(d), d.Reason, req.Gateway).Inc()
+		e.metrics.Decisions.WithLabelValues(result(d), reason(d), req.Gateway).Inc()
 		e.metrics.CheckDuration.Observe(d.Latency.Seconds())
 		endTrace(req, d)
 	}()
@@ -111,9 +111,15 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		return
 	}
 
-	var buildErr error
+	var (
+		buildErr error
+		input    ast.Value // for the shadow policy
+	)
 	sctx, span = e.step(ctx, spanPolicy)
 	res, err := e.authz.EvalInput(rego.WithDecisionID(sctx, d.ID), func(reads rego.Inputs) ast.Value {
+		// A shadow policy decides on the same input, so it holds what
+		// either policy reads.
+		reads |= e.shadow.reads()
 		if buildErr = req.Complete(e.inputParts(reads)); buildErr != nil {
 			return ast.NewObject()
 		}
@@ -122,25 +128,34 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 			if in, buildErr = e.opaEnvoyInput(req, id, d.Model, mr, reads); buildErr != nil {
 				return ast.NewObject()
 			}
+			input = in
 			return in
 		}
-		return e.input(req, id, d.Model, mr, reads)
+		input = e.input(req, id, d.Model, mr, reads)
+		return input
 	})
 	d.PolicyRevision = res.Revision
+	if buildErr == nil {
+		e.shadow.offer(d, req, input, res, err)
+	}
 	if buildErr == nil && err == nil {
 		err = e.checkResultHeaders(res, cred)
+	}
+	if buildErr == nil && err == nil {
+		d.Metadata = res.DynamicMetadata
 	}
 	switch {
 	case buildErr != nil:
 		e.refuse(d, req, buildErr)
-	case err != nil:
-		e.log.Error("policy evaluation failed: denied", d.logIDs(), "request_id", req.ID, "error", err)
-		e.deny(d, http.StatusServiceUnavailable, "policy_error", "service unavailable")
+	case errors.Is(err, rego.ErrNoPolicy):
+		// A bundle source before its first bundle: never served without
+		// one, not even in dry-run.
+		e.deny(d, http.StatusServiceUnavailable, rego.ReasonUnavailable, "service unavailable")
+	case err == nil && res.Allow:
+	case e.dryRunLifts(req, d, res, err):
+		res, err = rego.Result{Allow: true, RateLimitClass: res.RateLimitClass, Revision: res.Revision}, nil
 	default:
-		d.Metadata = res.DynamicMetadata
-		if !res.Allow {
-			e.policyDenied(d, res)
-		}
+		e.policyRefused(d, req, res, err)
 	}
 	endStep(span, d)
 	if buildErr != nil || err != nil || !res.Allow {
@@ -213,19 +228,16 @@ func (e *Engine) inspect(req *Request, d *Decision) (*models.Model, bool) {
 	return mr, true
 }
 
-// policyDenied denies d as the policy's result says, with the defaults for
-// what it leaves out (403, policy_denied, "access denied").
-func (e *Engine) policyDenied(d *Decision, res rego.Result) {
-	status, reason, msg := res.Status, res.Reason, res.Message
-	if status == 0 {
-		status = http.StatusForbidden
+// policyRefused denies d as the policy answered: its error (503
+// policy_error) or its denial, with the defaults for what the result
+// leaves out (403, policy_denied, "access denied").
+func (e *Engine) policyRefused(d *Decision, req *Request, res rego.Result, err error) {
+	if err != nil {
+		e.log.Error("policy evaluation failed: denied", d.logIDs(), "request_id", req.ID, "error", err)
+		e.deny(d, http.StatusServiceUnavailable, "policy_error", "service unavailable")
+		return
 	}
-	if reason == "" {
-		reason = "policy_denied"
-	}
-	if msg == "" {
-		msg = "access denied"
-	}
+	status, reason, msg := policyDenial(res)
 	e.deny(d, status, reason, msg)
 	d.ResponseHeaders = appendHeaderMap(d.ResponseHeaders, res.ResponseHeaders)
 	d.PolicyBody = res.Body
@@ -249,6 +261,22 @@ func (e *Engine) checkResultHeaders(res rego.Result, cred credential) error {
 		}
 	}
 	return nil
+}
+
+// dryRunLifts reports whether the policy's denial or error on req is let
+// through by authorization.dry_run, and then sets d.WouldDeny to what it
+// would have answered. Only the policy's answer is ever lifted.
+func (e *Engine) dryRunLifts(req *Request, d *Decision, res rego.Result, err error) bool {
+	if !e.dryRun.Applies(d.Model.Name, req.Path) {
+		return false
+	}
+	w := &PolicyDenial{Status: http.StatusServiceUnavailable, Reason: "policy_error"}
+	if err == nil {
+		w.Status, w.Reason, _ = policyDenial(res)
+	}
+	d.WouldDeny = w
+	e.log.Info("dry-run: the policy would deny, let through", d.logIDs(), "request_id", req.ID, "status", w.Status, "reason", w.Reason, "error", err)
+	return true
 }
 
 func (e *Engine) allow(d *Decision, req *Request, id *Identity, cred credential, res rego.Result) {
@@ -324,11 +352,30 @@ func (e *Engine) inputParts(reads rego.Inputs) Part {
 	return p
 }
 
+// result, status and reason are d as recorded (audit, metrics): an allow
+// that dry-run lifted is would_deny with the policy's status and reason.
 func result(d *Decision) string {
-	if d.Allow {
+	switch {
+	case d.Allow && d.WouldDeny != nil:
+		return "would_deny"
+	case d.Allow:
 		return "allow"
 	}
 	return "deny"
+}
+
+func status(d *Decision) int {
+	if d.Allow && d.WouldDeny != nil {
+		return d.WouldDeny.Status
+	}
+	return d.Status
+}
+
+func reason(d *Decision) string {
+	if d.Allow && d.WouldDeny != nil {
+		return d.WouldDeny.Reason
+	}
+	return d.Reason
 }
 
 func appendHeaderMap(hs []Header, m map[string]string) []Header {

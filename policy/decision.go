@@ -50,6 +50,9 @@ type Decision struct {
 	// BodyUnchecked is set for a model request decided on its headers
 	// alone (Request.HeadersOnly).
 	BodyUnchecked bool
+	// WouldDeny is the policy's denial (or error) that dry-run let through,
+	// nil otherwise: the audit record and metrics say would_deny with it.
+	WouldDeny *PolicyDenial
 	// RateLimit names the limit that refused the request and RateLimitKey
 	// what it counts per ("subject+model"), for the audit record.
 	RateLimit, RateLimitKey string
@@ -80,6 +83,12 @@ func (d *Decision) SetOverloaded() {
 	d.Reason = ReasonOverloaded
 	d.Message = "server overloaded, retry later"
 	d.ResponseHeaders = append(d.ResponseHeaders, Header{"retry-after", "1"})
+}
+
+// PolicyDenial is what the policy would have answered in dry-run.
+type PolicyDenial struct {
+	Status int
+	Reason string
 }
 
 // Identity is an authenticated caller.

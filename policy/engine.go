@@ -87,6 +87,10 @@ type Engine struct {
 	lockout failureGuard   // nil: no brute-force lockout
 	dlp     *dlp.Scanner   // nil: no prompt rules
 	certs   *certid.Map    // nil: client certificates do not authenticate
+	// shadow evaluates authorization.shadow beside authz (nil: none);
+	// dryRun lifts the policy's denials it covers.
+	shadow *shadow
+	dryRun rego.DryRun
 
 	apiKeyHeader string
 	bearerKeys   bool
@@ -95,10 +99,12 @@ type Engine struct {
 	// decisions is the policy engine whose decision cache dropDecisions
 	// empties: stored by New once rego.Open returns, while the watchers
 	// started before it may already call back.
-	decisions      atomic.Pointer[rego.Engine]
-	maxCredential  int
-	identity       config.IdentityHeaders
-	identityRemove []string // every configured identity header name
+	decisions atomic.Pointer[rego.Engine]
+	// shadowDecisions is the shadow policy engine, likewise (nil: none).
+	shadowDecisions atomic.Pointer[rego.Engine]
+	maxCredential   int
+	identity        config.IdentityHeaders
+	identityRemove  []string // every configured identity header name
 	// guarded are identityRemove and the API key header: their spellings
 	// with "_" are removed from allowed requests (UnderscoreVariants).
 	guarded []string

@@ -15,7 +15,7 @@ import (
 func BenchmarkDecideTracing(b *testing.B) {
 	for _, bc := range policy.TraceBenchCases {
 		b.Run(bc.Name, func(b *testing.B) {
-			s := newBenchSetupWith(b, "", "", policy.Options{Tracer: policy.BenchTracer(b, bc.Ratio)})
+			s := newBenchSetupWith(b, "", "", "", policy.Options{Tracer: policy.BenchTracer(b, bc.Ratio)})
 			benchDecideCPU(b, s.engine, benchRequest("Bearer "+s.key))
 		})
 	}

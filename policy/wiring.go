@@ -98,15 +98,30 @@ func New(ctx context.Context, cfg *config.Config, opts Options) (*Engine, error)
 	r, err := rego.Open(ctx, cfg.Authorization, cfg.Dir, rego.Options{
 		Logger:        e.log,
 		OnCacheLookup: e.cacheLookups("decision"),
-		OnReload: func(revision string, err error) {
-			e.reloaded(e.metrics.PolicyReloads, audit.Event{Kind: audit.KindPolicyReload, PolicyRevision: revision}, err)
-		},
+		OnReload:      e.policyReloaded,
 	})
 	if err != nil {
 		return nil, cfg.Error(field.Under("authorization", err))
 	}
 	e.authz = r
 	e.decisions.Store(r)
+	e.dryRun = cfg.Authorization.DryRun
+	sh, err := rego.OpenShadow(ctx, cfg.Authorization, cfg.Dir, rego.Options{
+		Logger: e.log.With("policy", "shadow"),
+	})
+	if err != nil {
+		return nil, cfg.Error(field.Under("authorization", err))
+	}
+	if sh != nil {
+		e.shadow = newShadow(ctx, sh, e.metrics.Shadow, func(ev *audit.Event) {
+			if e.audit != nil {
+				if err := e.offer(ev); err != nil {
+					e.log.Error("audit record failed", "kind", ev.Kind, "decision_id", ev.DecisionID, "error", err)
+				}
+			}
+		}, e.log)
+		e.shadowDecisions.Store(sh)
+	}
 	e.opaEnvoy = r.Input() == rego.ShapeOPAEnvoy
 	if len(cfg.IPLists.Lists) > 0 {
 		c, err := iplist.Open(ctx, cfg.IPLists, cfg.Dir, iplist.Options{
@@ -199,6 +214,9 @@ func (e *Engine) cacheLookups(cache string) func(hit bool) {
 // so that no decision outlives a reload of anything it was made with.
 func (e *Engine) dropDecisions() {
 	if r := e.decisions.Load(); r != nil {
+		r.DropDecisions()
+	}
+	if r := e.shadowDecisions.Load(); r != nil {
 		r.DropDecisions()
 	}
 }

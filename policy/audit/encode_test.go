@@ -59,6 +59,7 @@ func fullEvent() Event {
 		Reason: "allowed", PolicyRevision: "rev1", LatencyMicros: 42, BodySHA256: strings.Repeat("ab", 32),
 		RateLimit: "per-user", RateLimitKey: "subject+model",
 		TraceID: strings.Repeat("0af7651916cd43dd", 2), SpanID: "b7ad6b7169203331",
+		ShadowResult: "deny", ShadowReason: "role_missing", ShadowRevision: "rev2",
 		Outcome: "ok", Detail: "line1\nline2", File: "/etc/x",
 	}
 }
@@ -94,6 +95,7 @@ func TestRecordEncoding(t *testing.T) {
 		`"source_address":"10.0.0.7:51000","result":"allow","status":200,"reason":"allowed","policy_revision":"rev1","latency_us":42,` +
 		`"body_sha256":"` + strings.Repeat("ab", 32) + `","rate_limit":"per-user","rate_limit_key":"subject+model",` +
 		`"trace_id":"` + strings.Repeat("0af7651916cd43dd", 2) + `","span_id":"b7ad6b7169203331",` +
+		`"shadow_result":"deny","shadow_reason":"role_missing","shadow_revision":"rev2",` +
 		`"outcome":"ok","detail":"line1\nline2","file":"/etc/x"`
 	want := sha256.Sum256([]byte(wantBody + "}"))
 	if sum != want {
@@ -148,6 +150,7 @@ func TestCheckLine(t *testing.T) {
 			return b
 		}, errNotCanonical},
 		{"hash edited", func(b []byte) []byte {
+			// Another lower-case hex digit, whatever the hash is.
 			b = bytes.Clone(b)
 			// another hex digit, whatever the hash is
 			if b[hashAt] == '0' {

@@ -54,6 +54,12 @@ const (
 	KindRecovered    = "audit_recovered" // a torn last record was quarantined at start; File: where
 	KindIPListReload = "ip_list_reload"  // Outcome ok/refused; File: the list file; Detail: list name or why refused
 	KindLockout      = "lockout"         // a source was locked out after failed authentications; SourceAddress, KeyID, Reason (what tripped it)
+	// KindShadow follows a decision whose shadow policy disagreed with the
+	// enforced one, or failed, and is linked to it by DecisionID: Result,
+	// Reason and PolicyRevision are the enforced policy's answer (allow,
+	// deny or error), the Shadow fields the shadow policy's; Detail is the
+	// shadow's error. The decision itself is unchanged.
+	KindShadow = "shadow"
 )
 
 // BodyCheckSkipped is Event.BodyCheck for a model request whose body was
@@ -70,19 +76,21 @@ type Event struct {
 	Time time.Time `json:"time"`
 	Kind string    `json:"kind"`
 
-	DecisionID     string `json:"decision_id,omitempty"`
-	RequestID      string `json:"request_id,omitempty"`
-	Gateway        string `json:"gateway,omitempty"`
-	Subject        string `json:"subject,omitempty"`
-	AuthMethod     string `json:"auth_method,omitempty"`
-	KeyID          string `json:"key_id,omitempty"`
-	Issuer         string `json:"issuer,omitempty"`
-	Model          string `json:"model,omitempty"`
-	Operation      string `json:"operation,omitempty"`
-	Method         string `json:"method,omitempty"`
-	Path           string `json:"path,omitempty"`
-	SourceAddress  string `json:"source_address,omitempty"`
-	Result         string `json:"result,omitempty"` // "allow" or "deny"
+	DecisionID    string `json:"decision_id,omitempty"`
+	RequestID     string `json:"request_id,omitempty"`
+	Gateway       string `json:"gateway,omitempty"`
+	Subject       string `json:"subject,omitempty"`
+	AuthMethod    string `json:"auth_method,omitempty"`
+	KeyID         string `json:"key_id,omitempty"`
+	Issuer        string `json:"issuer,omitempty"`
+	Model         string `json:"model,omitempty"`
+	Operation     string `json:"operation,omitempty"`
+	Method        string `json:"method,omitempty"`
+	Path          string `json:"path,omitempty"`
+	SourceAddress string `json:"source_address,omitempty"`
+	// Result is "allow" or "deny", or "would_deny": an allowed request the
+	// policy denied in dry-run (Status and Reason are then the policy's).
+	Result         string `json:"result,omitempty"`
 	Status         int    `json:"status,omitempty"`
 	Reason         string `json:"reason,omitempty"`
 	PolicyRevision string `json:"policy_revision,omitempty"`
@@ -112,6 +120,11 @@ type Event struct {
 	// the rule that refused the request, or those that only flagged it.
 	// Never the matched text.
 	DLP string `json:"dlp,omitempty"`
+	// The shadow policy's answer (KindShadow): allow, deny or error, its
+	// reason and its revision.
+	ShadowResult   string `json:"shadow_result,omitempty"`
+	ShadowReason   string `json:"shadow_reason,omitempty"`
+	ShadowRevision string `json:"shadow_revision,omitempty"`
 
 	// Operator events: the outcome (ok, refused, failed), a short detail
 	// (an error message, a version) and the file concerned.

@@ -24,6 +24,9 @@ var fixtureFiles = map[string]string{
 	"tls/clients-ca.crt":  "client CA",
 	"policies/authz.rego": "package modelguard.authz\n",
 	"lists/threats.txt":   "203.0.113.0/24\n",
+	"bundle/token":        "bundle-token\n",
+	"bundle/ca.crt":       "bundle service CA",
+	"bundle/signing.pem":  "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
 }
 
 // fixture returns a fresh directory holding fixtureFiles and an empty

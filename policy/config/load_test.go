@@ -147,7 +147,7 @@ func TestParseFullConfig(t *testing.T) {
 			APIKeys:       apikey.Settings{File: "keys.yaml", Header: "x-team-key", Bearer: &no},
 			Introspection: jwtauth.DefaultIntrospection(),
 		},
-		Authorization:      rego.Settings{PolicyDir: "policies", Input: "modelguard", Query: "data.gateway.decision", Timeout: 250 * time.Millisecond, DecisionCache: rego.CacheSettings{Enabled: true, Size: rego.DefaultCacheSize}},
+		Authorization:      authorization("policies", "data.gateway.decision", 250*time.Millisecond),
 		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders:    IdentityHeaders{Subject: "x-user", Roles: "", AuthMethod: "x-method", KeyID: "x-key", DecisionID: "x-decision"},
@@ -203,7 +203,7 @@ func TestDefaults(t *testing.T) {
 			APIKeys:       apikey.Settings{File: "keys.yaml", Header: "x-api-key", Bearer: &yes},
 			Introspection: jwtauth.DefaultIntrospection(),
 		},
-		Authorization:      rego.Settings{PolicyDir: "policies", Input: "modelguard", Query: "data.modelguard.authz.allow", Timeout: 100 * time.Millisecond, DecisionCache: rego.CacheSettings{Enabled: true, Size: rego.DefaultCacheSize}},
+		Authorization:      authorization("policies", "data.modelguard.authz.allow", 100*time.Millisecond),
 		RequestBody:        models.BodySettings{MaxBytes: 1 << 20, MaxDepth: 64},
 		UnknownModelStatus: 403,
 		IdentityHeaders: IdentityHeaders{
@@ -597,4 +597,12 @@ func TestMergeBomb(t *testing.T) {
 	_, err := parse(t, doc(okAuth, okPolicy, "log: {<<: ["+m+", *a40]}"))
 	// yaml.v3 refuses the aliasing once the shape check has passed.
 	checkLines(t, err, "config.yaml: document contains excessive aliasing")
+}
+
+// authorization is the authorization section with a policy directory and
+// the defaults of everything else.
+func authorization(dir, query string, timeout time.Duration) rego.Settings {
+	s := rego.DefaultSettings()
+	s.PolicyDir, s.Query, s.Timeout = dir, query, timeout
+	return s
 }

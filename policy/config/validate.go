@@ -2,11 +2,13 @@ package config
 
 import (
 	"errors"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/modelguard/modelguard/policy/field"
+	"github.com/modelguard/modelguard/policy/models"
 )
 
 // Limits checked by validate.
@@ -117,6 +119,13 @@ func (v *validator) models(c *Config) {
 	for i, m := range c.Models {
 		if m.Limits.MaxBodyBytes > c.Server.MaxMessageBytes {
 			v.fail("models["+strconv.Itoa(i)+"].limits.max_body_bytes", "larger than server.max_message_bytes (%d): such bodies could never arrive", c.Server.MaxMessageBytes)
+		}
+	}
+	// A dry-run entry naming no model would silently enforce what the
+	// operator meant to try out.
+	for i, name := range c.Authorization.DryRun.Models {
+		if name != "" && !slices.ContainsFunc(c.Models, func(m models.ModelSettings) bool { return m.Name == name }) {
+			v.fail("authorization.dry_run.models["+strconv.Itoa(i)+"]", "%q is not a configured model", name)
 		}
 	}
 }

@@ -426,6 +426,16 @@ func TestValidationErrors(t *testing.T) {
 			nil, []string{`config.yaml:4: authorization.timeout: must be between 1ms and 10s, got 999µs`}},
 		{"timeout too long", doc(okAuth, "authorization:", "  policy_dir: policies", "  timeout: 10001ms"),
 			nil, []string{`config.yaml:4: authorization.timeout: must be between 1ms and 10s, got 10.001s`}},
+		{"policy dir and bundle", doc(okAuth, "authorization:", "  policy_dir: policies", "  bundle:", "    url: https://bundles.example.com"),
+			nil, []string{`config.yaml:5: authorization.bundle.url: set either policy_dir or bundle, not both`}},
+		{"bundle polling in fractions of a second", doc(okAuth, "authorization:", "  bundle:", "    url: https://bundles.example.com", "    polling: {min_delay: 1500ms, max_delay: 2s}"),
+			nil, []string{`config.yaml:5: authorization.bundle.polling.min_delay: must be a whole number of seconds, got 1.5s`}},
+		{"bundle signing key missing", doc(okAuth, "authorization:", "  bundle:", "    url: https://bundles.example.com", "    signing: {public_key_file: nope.pem}"),
+			nil, []string{`config.yaml:5: authorization.bundle.signing.public_key_file: open DIR/nope.pem: no such file`}},
+		{"shadow with both sources", doc(okAuth, "authorization:", "  policy_dir: policies", "  shadow: {policy_dir: policies, bundle: {url: https://b.example.com}}"),
+			nil, []string{`config.yaml:4: authorization.shadow.bundle.url: set either policy_dir or bundle, not both`}},
+		{"dry-run of an unknown model", doc(okAuth, "authorization:", "  policy_dir: policies", "  dry_run: {models: [nope]}"),
+			nil, []string{`config.yaml:4: authorization.dry_run.models[0]: "nope" is not a configured model`}},
 
 		// identity headers
 		{"identity header not a token", doc(okAuth, okPolicy, "identity_headers:", "  subject: x subject"),

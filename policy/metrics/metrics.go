@@ -40,6 +40,8 @@ type Metrics struct {
 	Lockout *lockout.Metrics
 	// Load shedding (policy/admission).
 	Shed *prometheus.CounterVec // limit
+	// Shadow policy answers compared with the enforced one's.
+	Shadow *prometheus.CounterVec // outcome
 }
 
 // New creates the collectors and registers them on reg (nil: not registered).
@@ -127,13 +129,17 @@ func New(reg prometheus.Registerer) *Metrics {
 			Name: "modelguard_overload_shed_total",
 			Help: "Requests refused with 503 overloaded, by the limit that was reached (body_bytes, concurrent_checks).",
 		}, []string{"limit"}),
+		Shadow: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "modelguard_shadow_decisions_total",
+			Help: "Shadow policy answers by outcome: agree or disagree with the enforced policy (allow, deny or error), shadow_error (the shadow failed where the enforced policy did not), dropped (the shadow queue was full).",
+		}, []string{"outcome"}),
 	}
 	m.RateLimit = ratelimit.NewMetrics(reg)
 	m.Lockout = lockout.NewMetrics(reg)
 	if reg != nil {
 		reg.MustRegister(m.Decisions, m.CheckDuration, m.PolicyReloads, m.KeyReloads, m.SchemaReloads, m.ConfigReloads, m.JWKSRefreshes, m.IPListReloads, m.DLPMatches, m.CacheLookups,
 			m.AuditRecords, m.AuditQueueDepth, m.AuditSyncDuration, m.AuditSyncedSeq, m.AuditSpoolBytes,
-			m.AuditHTTPDelivered, m.AuditSinkErrors, m.AuditDenied, m.AuditLost, m.Shed)
+			m.AuditHTTPDelivered, m.AuditSinkErrors, m.AuditDenied, m.AuditLost, m.Shed, m.Shadow)
 	}
 	return m
 }

@@ -172,3 +172,12 @@ func upperHex(c byte) byte {
 func isUnreserved(c byte) bool {
 	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~'
 }
+
+// Canonical reports whether p is in the normal form normalizePath gives
+// and no lenient server reads otherwise: no escapes, no empty or dot
+// segments, no "\" and no ";". Settings that match paths exactly (dry-run)
+// match only such paths, so that another spelling of a path is never taken
+// for it.
+func Canonical(p string) bool {
+	return !needsNormalizing(p) && !strings.ContainsAny(p, `\;`) && !strings.HasSuffix(p, "/.") && !strings.HasSuffix(p, "/..")
+}

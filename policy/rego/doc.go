@@ -80,9 +80,20 @@
 //
 // # Reload
 //
-// [Open] compiles the policy once and then watches its directory. A changed
-// policy is compiled and prepared before it replaces the running one; one that
-// fails (syntax or type error, unknown query rule, bad data file) is refused
-// and the last good revision keeps deciding. Evaluations in flight finish on
-// the revision they started with.
+// [Open] compiles the policy once and then watches its directory, or, with
+// Settings.Bundle, starts an OPA bundle source (policy/bundle) whose
+// bundles replace the policy as they arrive; before its first bundle,
+// evaluations fail with [ErrNoPolicy]. A changed policy is compiled and
+// prepared before it replaces the running one, off the request path; one
+// that fails (syntax or type error, unknown query rule, bad data file, a
+// bundle that is unsigned or tampered with) is refused and the last good
+// revision keeps deciding. Evaluations in flight finish on the revision they
+// started with.
+//
+// # Dry-run and shadow
+//
+// [DryRun] says which requests' denials the caller lets through (recording
+// them); [OpenShadow] opens a second policy source that the caller
+// evaluates beside the enforced one. Both are settings of the
+// authorization section; what they do to a decision is the caller's.
 package rego

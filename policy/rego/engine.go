@@ -11,17 +11,28 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/modelguard/modelguard/policy/bundle"
 	"github.com/modelguard/modelguard/policy/field"
 	"github.com/modelguard/modelguard/policy/watch"
 )
 
+// ErrNoPolicy is EvalInput's error before a bundle source delivered its
+// first policy: the caller denies (503 ReasonUnavailable), never serving
+// without a policy.
+var ErrNoPolicy = errors.New("no policy activated yet")
+
+// ReasonUnavailable is the reason of a denial because no policy is active.
+const ReasonUnavailable = "policy_unavailable"
+
 // Options tune an Engine.
 type Options struct {
 	// OnReload, when set, is called after each reload attempt with the new
-	// revision ("" when the directory could not be read) and nil on success
-	// or the reason the revision was refused. Not called for the policy
-	// loaded by Open, nor when the content did not change. Calls come from
-	// one goroutine, never concurrently.
+	// revision ("" when the directory could not be read or the bundle not
+	// downloaded) and nil on success or the reason the revision was
+	// refused (a *bundle.FetchError when the bundle service could not be
+	// reached). Not called for the directory loaded by Open, nor when the
+	// content did not change; called for every bundle, the persisted one
+	// too. Calls come from one goroutine, never concurrently.
 	OnReload func(revision string, err error)
 	// Logger receives reload logs; nil discards them.
 	Logger *slog.Logger
@@ -32,9 +43,10 @@ type Options struct {
 	OnCacheLookup func(hit bool)
 }
 
-// Engine evaluates the current revision of a watched policy directory.
+// Engine evaluates the current revision of a policy source: a watched
+// directory or an OPA bundle service.
 type Engine struct {
-	dir      string
+	source   string // the directory or bundle URL, for logs
 	query    string
 	shape    string // Settings.Input
 	timeout  time.Duration
@@ -44,26 +56,33 @@ type Engine struct {
 	cacheSize     int
 	onCacheLookup func(hit bool)
 
+	// current is the policy deciding; nil until a bundle source delivers
+	// its first one. Only install stores it.
 	current atomic.Pointer[Policy]
-	// lastSum is the content of the last compile attempt, good or refused,
-	// so that an unchanged directory is not compiled (or refused) again.
-	// Only the watch goroutine uses it after Open.
+	// lastSum is the content of the last compile attempt of a directory,
+	// good or refused, so that an unchanged directory is not compiled (or
+	// refused) again. Only the watch goroutine uses it after Open.
 	lastSum [sha256.Size]byte
 }
 
-// Open compiles the policy directory s.PolicyDir (relative to baseDir) and
-// watches it until ctx ends, replacing the policy when a changed one
-// compiles. Zero fields of s take their defaults; s is then validated. Any
-// error at start fails Open; errors are *field.Error relative to the
-// authorization section.
+// Open starts the policy source of s: it compiles the policy directory
+// s.PolicyDir (relative to baseDir) and watches it, or starts the bundle
+// source s.Bundle, until ctx ends; a changed policy replaces the running
+// one once it compiled. Zero fields of s take their defaults; s is then
+// validated. Any error at start fails Open (a bundle service being down
+// does not: the engine then denies with ErrNoPolicy until the first
+// bundle); errors are *field.Error relative to the authorization section.
 func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engine, error) {
 	s = s.orDefaults()
 	if errs := s.Validate(baseDir); len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	dir := resolve(s.PolicyDir, baseDir)
+	return open(ctx, s, baseDir, opts)
+}
+
+// open starts the engine on s's source (s validated).
+func open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engine, error) {
 	e := &Engine{
-		dir:           dir,
 		query:         s.Query,
 		shape:         s.Input,
 		timeout:       s.Timeout,
@@ -80,29 +99,83 @@ func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Engin
 	if s.DecisionCache.Enabled {
 		e.cacheSize = s.DecisionCache.Size
 	}
+	if s.Bundle.Configured() {
+		return e, e.openBundle(ctx, s.Bundle, baseDir)
+	}
+	return e, e.openDir(ctx, resolve(s.PolicyDir, baseDir), opts.Poll)
+}
+
+func (e *Engine) openDir(ctx context.Context, dir string, poll time.Duration) error {
+	e.source = dir
 	snap, err := readPolicyDir(dir, false)
 	if err != nil {
-		return nil, dirError(fmt.Errorf("policy %s: %w", dir, err))
+		return dirError(fmt.Errorf("policy %s: %w", dir, err))
 	}
-	p, err := compile(ctx, dir, snap, e.query, e.shape, logPrints{e.log})
+	c, err := snap.content(dir)
+	if err != nil {
+		return dirError(err)
+	}
+	p, err := compile(ctx, c, e.query, e.shape, logPrints{e.log})
 	if errors.Is(err, errNoRule) {
-		return nil, &field.Error{Path: "query", Err: err}
+		return &field.Error{Path: "query", Err: err}
 	}
 	if err != nil {
-		return nil, dirError(err)
+		return dirError(err)
 	}
 	e.install(p)
 	e.lastSum = snap.sum
 	// Subdirectories created later are read on the next change in a watched
 	// directory, or on the next poll.
-	err = watch.Dirs(ctx, snap.dirs, watch.Options{Poll: opts.Poll},
+	err = watch.Dirs(ctx, snap.dirs, watch.Options{Poll: poll},
 		func() { e.reload(ctx) },
 		func(err error) { e.log.Warn("policy watch", "dir", dir, "error", err) })
 	if err != nil {
-		return nil, dirError(fmt.Errorf("policy %s: %w", dir, err))
+		return dirError(fmt.Errorf("policy %s: %w", dir, err))
 	}
 	e.log.Info("policy loaded", "dir", dir, "revision", p.Revision(), "query", e.query, "input", e.shape)
-	return e, nil
+	return nil
+}
+
+func (e *Engine) openBundle(ctx context.Context, s bundle.Settings, baseDir string) error {
+	e.source = s.URL + "/" + s.Resource
+	err := bundle.Start(ctx, s, baseDir, bundle.Options{
+		Logger:    e.log,
+		Activate:  e.activateBundle,
+		OnFailure: func(err error) { e.reloaded("", err) },
+	})
+	if err != nil {
+		return &field.Error{Path: "bundle", Err: err}
+	}
+	if e.current.Load() == nil {
+		e.log.Warn("no policy yet: requests are denied (503 policy_unavailable) until the first bundle arrives", "bundle", e.source)
+	}
+	return nil
+}
+
+// activateBundle compiles a verified bundle and swaps it in. It runs on
+// the bundle source's goroutine: requests keep the running policy until
+// the new one is compiled.
+func (e *Engine) activateBundle(ctx context.Context, u bundle.Update) error {
+	running := e.Revision()
+	if u.Revision == running {
+		return nil
+	}
+	p, err := compile(ctx, content{
+		source:   e.source,
+		revision: u.Revision,
+		modules:  u.Bundle.ParsedModules("bundle"),
+		data:     u.Bundle.Data,
+	}, e.query, e.shape, logPrints{e.log})
+	if err != nil {
+		e.log.Error("bundle refused, keeping the running revision", "bundle", e.source, "revision", u.Revision, "running", running, "error", err)
+		e.reloaded(u.Revision, err)
+		return err
+	}
+	e.install(p)
+	e.log.Info("bundle activated", "bundle", e.source, "revision", p.Revision(), "previous", running,
+		"manifest_revision", u.Bundle.Manifest.Revision, "persisted", u.Persisted)
+	e.reloaded(p.Revision(), nil)
+	return nil
 }
 
 // Eval decides on input with the current policy, within the configured
@@ -114,12 +187,16 @@ func (e *Engine) Eval(ctx context.Context, input ast.Value) (Result, error) {
 // EvalInput is Eval with an input built for the policy now deciding:
 // build learns which optional members that policy reads, so the full body
 // is converted to Rego values, and a gateway asked for the query, scheme or
-// client address, only for policies that use them.
+// client address, only for policies that use them. Before a bundle source
+// delivered a policy it returns ErrNoPolicy without calling build.
 //
 // A cacheable policy's decision comes from the decision cache when one
 // was made for the same values of everything the policy reads.
 func (e *Engine) EvalInput(ctx context.Context, build func(reads Inputs) ast.Value) (Result, error) {
 	p := e.current.Load()
+	if p == nil {
+		return Result{}, ErrNoPolicy
+	}
 	input := build(p.reads.inputs)
 	var key cacheKey
 	keyed := false
@@ -157,13 +234,14 @@ func (e *Engine) Input() string { return e.shape }
 // a new cache by itself; the engine's owner calls this when anything else
 // it decides with reloads (keys, schemas, configuration).
 func (e *Engine) DropDecisions() {
-	if c := e.current.Load().cache; c != nil {
-		c.lru.Purge()
+	if p := e.current.Load(); p != nil && p.cache != nil {
+		p.cache.lru.Purge()
 	}
 }
 
 // install makes p, with a new decision cache if its decisions may be
-// cached, the policy deciding.
+// cached, the policy deciding: the one place a revision changes, whatever
+// the source (directory or bundle).
 func (e *Engine) install(p *Policy) {
 	if ok, why := p.Cacheable(); !ok {
 		if e.cacheSize > 0 {
@@ -175,8 +253,13 @@ func (e *Engine) install(p *Policy) {
 	e.current.Store(p)
 }
 
-// Revision is the revision of the policy now deciding.
-func (e *Engine) Revision() string { return e.current.Load().Revision() }
+// Revision is the revision of the policy now deciding, "" before the first.
+func (e *Engine) Revision() string {
+	if p := e.current.Load(); p != nil {
+		return p.Revision()
+	}
+	return ""
+}
 
 // reload compiles the directory's current content and swaps it in when it
 // changed and compiles; otherwise the running policy stays.
@@ -184,11 +267,12 @@ func (e *Engine) reload(ctx context.Context) {
 	if ctx.Err() != nil {
 		return
 	}
-	running := e.current.Load().Revision()
-	snap, err := readPolicyDir(e.dir, false)
+	dir := e.source
+	running := e.Revision()
+	snap, err := readPolicyDir(dir, false)
 	if err != nil {
-		err = fmt.Errorf("policy %s: %w", e.dir, err)
-		e.log.Error("policy reload refused, keeping the running revision", "dir", e.dir, "running", running, "error", err)
+		err = fmt.Errorf("policy %s: %w", dir, err)
+		e.log.Error("policy reload refused, keeping the running revision", "dir", dir, "running", running, "error", err)
 		e.reloaded("", err)
 		return
 	}
@@ -196,14 +280,18 @@ func (e *Engine) reload(ctx context.Context) {
 		return
 	}
 	e.lastSum = snap.sum
-	p, err := compile(ctx, e.dir, snap, e.query, e.shape, logPrints{e.log})
+	c, err := snap.content(dir)
+	var p *Policy
+	if err == nil {
+		p, err = compile(ctx, c, e.query, e.shape, logPrints{e.log})
+	}
 	if err != nil {
-		e.log.Error("policy reload refused, keeping the running revision", "dir", e.dir, "revision", snap.revision(), "running", running, "error", err)
+		e.log.Error("policy reload refused, keeping the running revision", "dir", dir, "revision", snap.revision(), "running", running, "error", err)
 		e.reloaded(snap.revision(), err)
 		return
 	}
 	e.install(p)
-	e.log.Info("policy reloaded", "dir", e.dir, "revision", p.Revision(), "previous", running)
+	e.log.Info("policy reloaded", "dir", dir, "revision", p.Revision(), "previous", running)
 	e.reloaded(p.Revision(), nil)
 }
 

@@ -81,41 +81,49 @@ func CompileFor(ctx context.Context, dir, query, input string) (*Policy, error) 
 	if err != nil {
 		return nil, fmt.Errorf("policy %s: %w", dir, err)
 	}
-	return compile(ctx, dir, snap, DefaultSettingsFor(input).orQuery(query), input, nil)
+	c, err := snap.content(dir)
+	if err != nil {
+		return nil, err
+	}
+	return compile(ctx, c, DefaultSettingsFor(input).orQuery(query), input, nil)
 }
 
-// compile compiles snap for query and the input shape; print() output goes
+// content is one revision of a policy, from a directory or a bundle: its
+// parsed modules and its data, ready to compile.
+type content struct {
+	source   string // the directory or bundle URL, for messages
+	revision string
+	modules  map[string]*ast.Module
+	data     map[string]any
+}
+
+// compile compiles c for query and the input shape; print() output goes
 // to hook (nil discards it).
-func compile(ctx context.Context, dir string, snap *snapshot, query, shape string, hook print.Hook) (*Policy, error) {
+func compile(ctx context.Context, c content, query, shape string, hook print.Hook) (*Policy, error) {
 	ref, err := parseQuery(query)
 	if err != nil {
 		return nil, fmt.Errorf("query: %w", err)
 	}
-	loaded, err := load(snap)
-	if err != nil {
-		return nil, fmt.Errorf("policy %s: %w", dir, err)
+	if len(c.modules) == 0 {
+		return nil, fmt.Errorf("policy %s: no .rego files", c.source)
 	}
-	if len(loaded.Modules) == 0 {
-		return nil, fmt.Errorf("policy %s: no .rego files", dir)
-	}
-	modules := loaded.ParsedModules()
-	reads := readsOf(modules, shape)
+	reads := readsOf(c.modules, shape)
 	if hook == nil {
 		hook = discardPrints{}
 	}
 	// print() calls are kept (not erased) so that policy authors see their
 	// output in the operator log and in check.
 	compiler := ast.NewCompiler().WithDefaultRegoVersion(ast.RegoV1).WithEnablePrintStatements(true)
-	if compiler.Compile(modules); compiler.Failed() {
-		return nil, fmt.Errorf("policy %s: %w", dir, compiler.Errors)
+	if compiler.Compile(c.modules); compiler.Failed() {
+		return nil, fmt.Errorf("policy %s: %w", c.source, compiler.Errors)
 	}
 	// A query naming nothing would deny every request as undefined; refuse
 	// the policy instead (a renamed package or rule, a typo in the query).
 	if len(compiler.GetRules(ref)) == 0 {
-		return nil, fmt.Errorf("policy %s: query %s %w", dir, query, errNoRule)
+		return nil, fmt.Errorf("policy %s: query %s %w", c.source, query, errNoRule)
 	}
 	// AST values on read: data is converted once here, not on every request.
-	store := inmem.NewFromObjectWithOpts(loaded.Documents, inmem.OptReturnASTValuesOnRead(true))
+	store := inmem.NewFromObjectWithOpts(c.data, inmem.OptReturnASTValuesOnRead(true))
 	prepared, err := oparego.New(
 		oparego.ParsedQuery(ast.NewBody(ast.NewExpr(ast.NewTerm(ref)))),
 		oparego.Compiler(compiler),
@@ -131,9 +139,9 @@ func compile(ctx context.Context, dir string, snap *snapshot, query, shape strin
 		oparego.PrintHook(hook),
 	).PrepareForEval(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("policy %s: prepare %s: %w", dir, query, err)
+		return nil, fmt.Errorf("policy %s: prepare %s: %w", c.source, query, err)
 	}
-	return &Policy{query: prepared, revision: snap.revision(), reads: reads}, nil
+	return &Policy{query: prepared, revision: c.revision, reads: reads}, nil
 }
 
 // ParsedBody reports whether the policy reads input.parsed_body.
@@ -184,6 +192,15 @@ func yamlDataError(snap *snapshot) error {
 		}
 	}
 	return nil
+}
+
+// content loads the snapshot of the policy directory dir.
+func (s *snapshot) content(dir string) (content, error) {
+	loaded, err := load(s)
+	if err != nil {
+		return content{}, fmt.Errorf("policy %s: %w", dir, err)
+	}
+	return content{source: dir, revision: s.revision(), modules: loaded.ParsedModules(), data: loaded.Documents}, nil
 }
 
 // parseQuery accepts a ground reference into data, the only kind of query

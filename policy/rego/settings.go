@@ -5,14 +5,19 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/modelguard/modelguard/policy/bundle"
 	"github.com/modelguard/modelguard/policy/field"
 )
 
 // Settings configure an Engine: the authorization section.
 type Settings struct {
 	// PolicyDir holds .rego and data (.json/.yaml) files; watched for
-	// changes. Required; relative to the configuration's directory.
+	// changes. Relative to the configuration's directory. Exactly one of
+	// PolicyDir and Bundle is set.
 	PolicyDir string `yaml:"policy_dir"`
+	// Bundle loads the policy from an OPA bundle service instead
+	// (policy/bundle owns its settings).
+	Bundle bundle.Settings `yaml:"bundle"`
 	// Input is the shape of the input document: ShapeModelguard (the
 	// default) or ShapeOPAEnvoy, the one opa-envoy-plugin builds.
 	Input string `yaml:"input"`
@@ -25,7 +30,22 @@ type Settings struct {
 	// DecisionCache keeps the decisions of cacheable policies; see
 	// CacheSettings. Off when built in code and left zero.
 	DecisionCache CacheSettings `yaml:"decision_cache"`
+	// DryRun lets requests the policy denies through, recording what it
+	// would have answered (see DryRun).
+	DryRun DryRun `yaml:"dry_run"`
+	// Shadow is a second policy evaluated beside this one, never
+	// affecting the answer (see Shadow).
+	Shadow Shadow `yaml:"shadow"`
 }
+
+// Source is where a policy comes from: a directory or a bundle service.
+type Source struct {
+	PolicyDir string
+	Bundle    bundle.Settings
+}
+
+// Source returns the enforced policy's source.
+func (s Settings) Source() Source { return Source{PolicyDir: s.PolicyDir, Bundle: s.Bundle} }
 
 // Defaults and limits of Settings.
 const (
@@ -49,8 +69,9 @@ func DefaultSettings() Settings { return DefaultSettingsFor("") }
 // DefaultSettingsFor returns the value every absent key takes when the
 // input key says input ("" when absent): the default query follows it.
 func DefaultSettingsFor(input string) Settings {
-	s := Settings{Input: ShapeModelguard, Query: DefaultQuery, Timeout: DefaultTimeout,
-		DecisionCache: CacheSettings{Enabled: true, Size: DefaultCacheSize}}
+	s := Settings{Bundle: bundle.DefaultSettings(), Input: ShapeModelguard, Query: DefaultQuery, Timeout: DefaultTimeout,
+		DecisionCache: CacheSettings{Enabled: true, Size: DefaultCacheSize},
+		Shadow:        Shadow{Bundle: bundle.DefaultSettings()}}
 	if input == ShapeOPAEnvoy {
 		s.Query = DefaultOPAEnvoyQuery
 	}
@@ -71,6 +92,8 @@ func (s Settings) orDefaults() Settings {
 	if s.Timeout == 0 {
 		s.Timeout = def.Timeout
 	}
+	s.Bundle = s.Bundle.OrDefaults()
+	s.Shadow.Bundle = s.Shadow.Bundle.OrDefaults()
 	return s
 }
 
@@ -86,12 +109,10 @@ func (s Settings) orQuery(query string) string {
 // errors are *field.Error relative to the section ("timeout").
 func (s Settings) Validate(baseDir string) []error {
 	var errs field.List
-	if s.PolicyDir == "" {
-		errs.Addf("policy_dir", "required: the directory holding the .rego policies")
-	} else if st, err := os.Stat(resolve(s.PolicyDir, baseDir)); err != nil {
-		errs = append(errs, &field.Error{Path: "policy_dir", Err: err})
-	} else if !st.IsDir() {
-		errs.Addf("policy_dir", "%s is not a directory", resolve(s.PolicyDir, baseDir))
+	if s.PolicyDir == "" && !s.Bundle.Configured() {
+		errs.Addf("policy_dir", "required: the directory holding the .rego policies (or bundle.url, an OPA bundle service)")
+	} else {
+		s.Source().validate(&errs, "", baseDir)
 	}
 	if s.Input != ShapeModelguard && s.Input != ShapeOPAEnvoy {
 		errs.Addf("input", "%q: want %s or %s", s.Input, ShapeModelguard, ShapeOPAEnvoy)
@@ -101,7 +122,25 @@ func (s Settings) Validate(baseDir string) []error {
 	}
 	field.Range(&errs, "timeout", s.Timeout, MinTimeout, MaxTimeout)
 	errs = append(errs, field.Within("decision_cache", s.DecisionCache.validate())...)
+	errs = append(errs, field.Within("dry_run", s.DryRun.validate())...)
+	errs = append(errs, field.Within("shadow", s.Shadow.validate(baseDir))...)
 	return errs
+}
+
+// validate checks a configured source; paths are under prefix.
+func (src Source) validate(errs *field.List, prefix, baseDir string) {
+	switch {
+	case src.PolicyDir != "" && src.Bundle.Configured():
+		errs.Addf(prefix+"bundle.url", "set either policy_dir or bundle, not both: one policy source per configuration")
+	case src.Bundle.Configured():
+		*errs = append(*errs, field.Within(prefix+"bundle", src.Bundle.Validate(baseDir))...)
+	default:
+		if st, err := os.Stat(resolve(src.PolicyDir, baseDir)); err != nil {
+			*errs = append(*errs, &field.Error{Path: prefix + "policy_dir", Err: err})
+		} else if !st.IsDir() {
+			errs.Addf(prefix+"policy_dir", "%s is not a directory", resolve(src.PolicyDir, baseDir))
+		}
+	}
 }
 
 // resolve joins a relative dir to baseDir.
