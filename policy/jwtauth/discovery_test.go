@@ -139,8 +139,13 @@ func TestDiscoverySettings(t *testing.T) {
 		{IssuerSettings{Issuer: "http://idp.example", Discovery: true}, "issuers[0].issuer: with discovery: must use https"},
 		{IssuerSettings{Issuer: "https://idp.example", Discovery: true, JWKSURL: "https://idp.example/jwks"}, "issuers[0].discovery: discovery, jwks_url and keys are exclusive"},
 		{IssuerSettings{Issuer: "https://idp.example"}, "one of jwks_url, keys or discovery: true is required"},
+		{IssuerSettings{Issuer: "https://idp.example", JWKSURL: "https://idp.example/jwks", Algorithms: []string{}}, "issuers[0].algorithms: at least one algorithm is required"},
+		{IssuerSettings{Issuer: "https://idp.example", Discovery: true, Algorithms: []string{"HS256"}}, "issuers[0].discovery: HS256 needs static secret keys"},
 	} {
-		tc.is.Audiences, tc.is.Algorithms = []string{"api"}, []string{"RS256"}
+		tc.is.Audiences = []string{"api"}
+		if tc.is.Algorithms == nil {
+			tc.is.Algorithms = []string{"RS256"}
+		}
 		errs := withDefaults(Settings{Issuers: []IssuerSettings{tc.is}}).Validate("")
 		var got []string
 		for _, e := range errs {
@@ -154,4 +159,76 @@ func TestDiscoverySettings(t *testing.T) {
 	if errs := ok.Validate(""); len(errs) != 0 {
 		t.Errorf("valid discovery issuer refused: %v", errs)
 	}
+	ok.Issuers[0].Algorithms = nil // the document's, then
+	if errs := ok.Validate(""); len(errs) != 0 {
+		t.Errorf("discovery issuer without algorithms refused: %v", errs)
+	}
+}
+
+// docWithAlgs is a discovery document advertising algs (JSON array text).
+func (p *provider) docWithAlgs(issuer, jwksPath, algs string) string {
+	return `{"issuer":"` + issuer + `","jwks_uri":"` + p.URL + jwksPath + `","id_token_signing_alg_values_supported":` + algs + `}`
+}
+
+// TestDiscoveredAlgorithms: without configured algorithms, the document's
+// public-key algorithms are the ones accepted; none and HMAC never are, a
+// document advertising no usable one is refused (the last good one stays),
+// and configured algorithms win over the document.
+func TestDiscoveredAlgorithms(t *testing.T) {
+	k := keys(t)
+	p := newProvider(t)
+	iss := p.URL
+	p.set(p.docWithAlgs(iss, "/keys/a", `["RS256","HS256","none"]`), map[string]string{"/keys/a": jwksOf(
+		testkit.JWK(t, &k.rsa.PublicKey, "r1", nil), testkit.JWK(t, &k.ec256.PublicKey, "e1", nil))})
+	rs := sign(t, "RS256", k.rsa, map[string]any{"kid": "r1"}, claimsFor(iss, nil))
+	es := sign(t, "ES256", k.ec256, map[string]any{"kid": "e1"}, claimsFor(iss, nil))
+	hs := sign(t, "HS256", k.secret, map[string]any{"kid": "r1"}, claimsFor(iss, nil))
+
+	cfg := discoveryConfig(iss, 20*time.Millisecond)
+	cfg.Issuers[0].Algorithms = nil
+	var log refreshLog
+	v := newVerifier(t, cfg, "", Options{OnJWKSRefresh: log.record})
+	if err := verifyErr(v, rs); err != nil {
+		t.Fatalf("RS256, advertised: %v", err)
+	}
+	wantReason(t, verifyErr(v, es), ReasonAlgNotAllowed) // key published, alg not advertised
+	wantReason(t, verifyErr(v, hs), ReasonAlgNotAllowed) // advertised, never taken
+
+	// The provider now advertises ES256 only.
+	p.set(p.docWithAlgs(iss, "/keys/a", `["ES256"]`), nil)
+	testkit.Eventually(t, "ES256 in force", func() bool { return verifyErr(v, es) == nil })
+	wantReason(t, verifyErr(v, rs), ReasonAlgNotAllowed)
+
+	// A document with no usable algorithm (or none listed) is refused:
+	// ES256 stays in force.
+	for _, algs := range []string{`["HS256","none"]`, `[]`} {
+		_, before := log.counts()
+		p.set(p.docWithAlgs(iss, "/keys/a", algs), nil)
+		testkit.Eventually(t, "the unusable document refused", func() bool { _, failed := log.counts(); return failed >= before+2 })
+		if err := verifyErr(v, es); err != nil {
+			t.Fatalf("after a document advertising %s: %v", algs, err)
+		}
+		wantReason(t, verifyErr(v, rs), ReasonAlgNotAllowed)
+	}
+
+	// Configured algorithms win over the document.
+	p.set(p.docWithAlgs(iss, "/keys/a", `["ES256"]`), nil)
+	vc := newVerifier(t, discoveryConfig(iss, time.Hour), "", Options{})
+	if err := verifyErr(vc, rs); err != nil {
+		t.Fatalf("configured RS256: %v", err)
+	}
+	wantReason(t, verifyErr(vc, es), ReasonAlgNotAllowed)
+}
+
+// TestDiscoveredAlgorithmsStartUnusable: a first document without a
+// usable algorithm leaves the issuer without keys.
+func TestDiscoveredAlgorithmsStartUnusable(t *testing.T) {
+	k := keys(t)
+	p := newProvider(t)
+	iss := p.URL
+	p.set(p.docWithAlgs(iss, "/keys/a", `["HS256"]`), map[string]string{"/keys/a": jwksOf(testkit.JWK(t, &k.rsa.PublicKey, "r1", nil))})
+	cfg := discoveryConfig(iss, time.Hour)
+	cfg.Issuers[0].Algorithms = nil
+	v := newVerifier(t, cfg, "", Options{})
+	wantReason(t, verifyErr(v, sign(t, "RS256", k.rsa, map[string]any{"kid": "r1"}, claimsFor(iss, nil))), ReasonJWKSUnavailable)
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -38,8 +39,18 @@ type issuer struct {
 // *field.Error relative to the issuer.
 func newIssuer(ctx context.Context, ic IssuerSettings, baseDir string, opts Options, client *http.Client) (*issuer, error) {
 	is := &issuer{name: ic.Issuer, algs: make(map[string]algInfo, len(ic.Algorithms)), leeway: ic.Leeway}
-	methods := make([]string, 0, len(ic.Algorithms))
-	for _, name := range ic.Algorithms {
+	names := ic.Algorithms
+	if ic.Discovery && len(names) == 0 {
+		// The document says which algorithms are in force; the parser
+		// admits every one a JWKS can serve and the discovered key set
+		// refuses the others.
+		for name := range publicAlgs(nil) {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+	}
+	methods := make([]string, 0, len(names))
+	for _, name := range names {
 		a, ok := lookupAlg(name)
 		if !ok {
 			return nil, field.Errorf("algorithms", "unsupported algorithm %q", name)
@@ -78,7 +89,7 @@ func newIssuer(ctx context.Context, ic IssuerSettings, baseDir string, opts Opti
 			refreshInterval: ic.JWKSRefreshInterval, unknownKIDEvery: ic.JWKSUnknownKIDInterval, fetchTimeout: ic.JWKSFetchTimeout,
 		}
 		if ic.Discovery {
-			is.jwks = newDiscovery(ctx, ic.Issuer, methods, p, opts.Logger, opts.OnJWKSRefresh)
+			is.jwks = newDiscovery(ctx, ic.Issuer, ic.Algorithms, p, opts.Logger, opts.OnJWKSRefresh)
 			return is, nil
 		}
 		src, err := newJWKSSource(ctx, ic.Issuer, p, opts.Logger, opts.OnJWKSRefresh)
@@ -261,6 +272,8 @@ func (is *issuer) jwksKey(ctx context.Context, t *jwt.Token) (any, error) {
 
 func keyError(err error, kid, alg string) *Error {
 	switch {
+	case errors.Is(err, errAlgNotInSet):
+		return fail(ReasonAlgNotAllowed, fmt.Errorf("alg %s is not among the issuer's current algorithms", alg))
 	case errors.Is(err, errUnknownKID):
 		return fail(ReasonUnknownKey, fmt.Errorf("no key with kid %q", kid))
 	case errors.Is(err, errNoKeyFits):

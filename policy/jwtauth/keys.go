@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/modelguard/modelguard/policy/field"
@@ -76,6 +77,19 @@ func lookupAlg(name string) (algInfo, bool) {
 		}
 	}
 	return algInfo{}, false
+}
+
+// publicAlgs returns the public-key algorithms among names (unknown names,
+// "none" and HMAC dropped): what a JWKS can serve, since a symmetric key
+// cannot come from a published document. With names nil, every one.
+func publicAlgs(names []string) map[string]algInfo {
+	algs := make(map[string]algInfo)
+	for _, a := range algorithms {
+		if a.family != famHMAC && (names == nil || slices.Contains(names, a.name)) {
+			algs[a.name] = a
+		}
+	}
+	return algs
 }
 
 // keyMismatch says why key cannot verify tokens of algorithm a, or nil when

@@ -10,6 +10,9 @@ import (
 var (
 	errUnknownKID = errors.New("no key with this kid")
 	errNoKeyFits  = errors.New("no key for this algorithm")
+	// errAlgNotInSet: the key set does not serve the algorithm (a
+	// discovered issuer whose document stopped advertising it).
+	errAlgNotInSet = errors.New("algorithm not allowed")
 )
 
 // verifyKey is one key of an issuer, checked once when loaded.
@@ -112,7 +115,7 @@ func boxKeys(keys []any) any {
 func (ks *keySet) lookup(alg, kid string) (any, error) {
 	a, ok := ks.algs[alg]
 	if !ok {
-		return nil, fmt.Errorf("algorithm %s is not allowed", alg)
+		return nil, errAlgNotInSet
 	}
 	if kid == "" {
 		if k := ks.noKID[alg]; k != nil {

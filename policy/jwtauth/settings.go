@@ -27,7 +27,8 @@ type IssuerSettings struct {
 	Issuer string `yaml:"issuer"`
 	// Audiences: the token's "aud" must contain at least one. Required.
 	Audiences []string `yaml:"audiences"`
-	// Algorithms allowed for this issuer, e.g. [RS256]. Required; one of
+	// Algorithms allowed for this issuer, e.g. [RS256]. Required unless
+	// Discovery is on (see there); one of
 	// RS256/384/512, PS256/384/512, ES256/384/512, EdDSA (public keys from
 	// the JWKS or PEM keys) or HS256/384/512 (static secret keys only: a
 	// JWKS or PEM key is public, so HMAC with it would let anyone sign).
@@ -41,8 +42,12 @@ type IssuerSettings struct {
 	// must equal Issuer exactly; re-read every JWKSRefreshInterval, the
 	// last good document and keys staying in force while the provider is
 	// down. Exclusive with JWKSURL and Keys; Issuer must then be an https
-	// URL. Algorithms stay required: which algorithms are accepted is not
-	// taken from the network.
+	// URL. Without Algorithms, the document's
+	// id_token_signing_alg_values_supported are accepted (public-key
+	// algorithms only: never none or HMAC); a document advertising none
+	// of them is refused, the last good one staying in force. Configured
+	// Algorithms win, and suit access tokens, which providers may sign
+	// differently from ID tokens.
 	Discovery bool `yaml:"discovery"`
 	// JWKSRefreshInterval, default 1h.
 	JWKSRefreshInterval time.Duration `yaml:"jwks_refresh_interval"`
@@ -180,8 +185,8 @@ func (iss *IssuerSettings) validate(baseDir string) []error {
 	// the secret length its strongest HMAC algorithm needs.
 	var hmac, public string
 	minSecret := 0
-	if len(iss.Algorithms) == 0 {
-		errs.Addf("algorithms", "at least one algorithm is required, e.g. [RS256]")
+	if len(iss.Algorithms) == 0 && !iss.Discovery {
+		errs.Addf("algorithms", "at least one algorithm is required, e.g. [RS256] (optional only with discovery: true)")
 	}
 	for j, alg := range iss.Algorithms {
 		ap := fmt.Sprintf("algorithms[%d]", j)
