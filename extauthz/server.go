@@ -148,6 +148,9 @@ type Service struct {
 	grace    time.Duration
 	draining atomic.Bool
 	log      *slog.Logger
+	// policy names the policy in force ("" before a bundle source's first
+	// bundle); nil when the decider does not say.
+	policy interface{ PolicyRevision() string }
 }
 
 // Listen binds the configured addresses. gatherer serves /metrics.
@@ -178,6 +181,7 @@ func Listen(cfg *config.Config, d Decider, gatherer prometheus.Gatherer, log *sl
 		opts = append(opts, grpc.Creds(credentials.NewTLS(tc)))
 	}
 	s := &Service{grpc: grpc.NewServer(opts...), health: health.NewServer(), grace: sc.ShutdownGrace, log: log}
+	s.policy, _ = d.(interface{ PolicyRevision() string })
 	a := NewAuthorization(d, log)
 	a.maxMessage = int64(sc.MaxMessageBytes)
 	s.grpc.RegisterService(&authorizationService, a)
@@ -213,6 +217,10 @@ func (s *Service) adminHandler(g prometheus.Gatherer) http.Handler {
 			http.Error(w, "shutting down", http.StatusServiceUnavailable)
 			return
 		}
+		if !s.hasPolicy() {
+			http.Error(w, "no policy yet", http.StatusServiceUnavailable)
+			return
+		}
 		w.Write([]byte("ready\n"))
 	})
 	if g != nil {
@@ -241,11 +249,43 @@ func (s *Service) Serve() error {
 			}
 		}()
 	}
+	s.awaitPolicy()
 	err := s.grpc.Serve(s.grpcLis)
 	if err != nil && !errors.Is(err, grpc.ErrServerStopped) {
 		return fmt.Errorf("grpc: %w", err)
 	}
 	return nil
+}
+
+// hasPolicy reports whether a policy is in force. A policy from a bundle
+// service is absent until its first bundle, and every check would answer
+// 503 policy_unavailable: the replica is not ready for traffic yet.
+func (s *Service) hasPolicy() bool {
+	return s.policy == nil || s.policy.PolicyRevision() != ""
+}
+
+// awaitPolicy reports the Authorization service NOT_SERVING to gRPC health
+// checks (the Helm chart's readiness probe asks for it by name) until a
+// policy is in force, looking again four times a second.
+func (s *Service) awaitPolicy() {
+	if s.hasPolicy() {
+		return
+	}
+	name := authv3.Authorization_ServiceDesc.ServiceName
+	s.health.SetServingStatus(name, healthpb.HealthCheckResponse_NOT_SERVING)
+	go func() {
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		for range tick.C {
+			if s.draining.Load() {
+				return // Shutdown reports NOT_SERVING for good
+			}
+			if s.hasPolicy() {
+				s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+				return
+			}
+		}
+	}()
 }
 
 // Shutdown stops taking new checks, reports NOT_SERVING and not ready, and

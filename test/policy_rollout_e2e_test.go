@@ -3,8 +3,13 @@ package test
 import (
 	"fmt"
 	"io/fs"
+	"net/http"
 	"strings"
 	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/modelguard/modelguard/examples"
 	"github.com/modelguard/modelguard/test/testkit"
@@ -53,11 +58,25 @@ func TestEnvoyBundle(t *testing.T) {
 		t.Fatalf("before the first bundle: %d %q, want 503 policy_unavailable", r.status, r.reason())
 	}
 	assertClientError(t, r, "server_error", "policy_unavailable")
+	// Not ready either, to /readyz and to the readiness probe's gRPC
+	// health check of the Authorization service.
+	if code := readyz(t, e); code != 503 {
+		t.Errorf("/readyz before the first bundle: %d, want 503", code)
+	}
+	if st := authzHealth(t, e); st != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("gRPC health before the first bundle: %v, want NOT_SERVING", st)
+	}
 
 	srv.Set(examplePolicyBundle(t))
 	srv.SetDown(false)
 	testkit.Eventually(t, "the bundle to decide", func() bool {
 		return e.do("POST", "/v1/chat/completions", alice, chatBody("gpt-4o-mini")).status == 200
+	})
+	if code := readyz(t, e); code != 200 {
+		t.Errorf("/readyz with a bundle: %d, want 200", code)
+	}
+	testkit.Eventually(t, "gRPC health SERVING with a bundle", func() bool {
+		return authzHealth(t, e) == healthpb.HealthCheckResponse_SERVING
 	})
 	// Its data too: gpt-4o is outside the chat-user's allowlist in data.yaml.
 	if r := e.do("POST", "/v1/chat/completions", alice, chatBody("gpt-4o")); r.status != 403 || r.reason() != "model_not_permitted" {
@@ -138,4 +157,29 @@ func TestEnvoyShadowPolicy(t *testing.T) {
 	if n := e.metric(`modelguard_shadow_decisions_total{outcome="disagree"}`); n != 1 {
 		t.Errorf("shadow disagreements = %v, want 1", n)
 	}
+}
+
+func readyz(t *testing.T, e *env) int {
+	t.Helper()
+	resp, err := http.Get(e.admin + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// authzHealth asks grpc.health.v1 for the Authorization service's status.
+func authzHealth(t *testing.T, e *env) healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	conn, err := grpc.NewClient(e.svc.GRPCAddr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	res, err := healthpb.NewHealthClient(conn).Check(t.Context(), &healthpb.HealthCheckRequest{Service: "envoy.service.auth.v3.Authorization"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return res.Status
 }
