@@ -1,8 +1,16 @@
 #!/bin/sh
 # Load comparison of "make bench": builds modelguard and the load driver,
-# installs ghz v0.121.0 if missing, then runs test/loadbench (a no-op
-# ext_authz server and modelguard under the same ghz load, each pinned to
-# its own CPU). Arguments are passed to test/loadbench (-duration 20s ...).
+# installs ghz v0.121.0 if missing, then runs test/loadbench: a no-op
+# ext_authz server and modelguard under the same ghz load (-c 50, 4
+# connections, the same CheckRequest bytes), the servers pinned to CPU 0
+# and ghz to CPU 1. It measures in rounds (each: both servers back to back
+# on each workload, the order alternating, every run after a warm-up), then
+# at a fixed rate of half the no-op's median throughput, and prints the
+# medians of the per-round ratios with their range, each server's CPU time
+# per call, and whether ghz or the server limited each run.
+#
+# Arguments are passed to test/loadbench: -rounds 5 -duration 5s
+# -warmup 2s -ghz-env 'GOGC=off GOMEMLIMIT=1GiB' are the defaults.
 set -eu
 GO=${GO:-go}
 GHZ_VERSION=v0.121.0
