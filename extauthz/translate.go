@@ -139,16 +139,23 @@ func socketAddress(a *corev3.Address) string {
 // (Envoy would otherwise send 403 for everything) and a JSON body; allows
 // set identity headers with append=false and remove the credential.
 func toResponse(d *policy.Decision) *authv3.CheckResponse {
-	resp := &authv3.CheckResponse{DynamicMetadata: metadata(d)}
 	if d.Allow {
-		resp.Status = &rpcstatus.Status{Code: int32(codes.OK)}
-		resp.HttpResponse = &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers:              headerOptions(d.UpstreamHeaders),
-			HeadersToRemove:      d.RemoveHeaders,
-			ResponseHeadersToAdd: headerOptions(d.ResponseHeaders),
-		}}
-		return resp
+		// One allocation for the answer's fixed parts.
+		a := new(struct {
+			resp authv3.CheckResponse
+			ok   authv3.CheckResponse_OkResponse
+			http authv3.OkHttpResponse
+		})
+		a.http.Headers = headerOptions(d.UpstreamHeaders)
+		a.http.HeadersToRemove = d.RemoveHeaders
+		a.http.ResponseHeadersToAdd = headerOptions(d.ResponseHeaders)
+		a.ok.OkResponse = &a.http
+		a.resp.Status = statusOK
+		a.resp.HttpResponse = &a.ok
+		a.resp.DynamicMetadata = metadata(d)
+		return &a.resp
 	}
+	resp := &authv3.CheckResponse{DynamicMetadata: metadata(d)}
 	code := codes.PermissionDenied
 	if d.Status == 401 {
 		code = codes.Unauthenticated
@@ -162,24 +169,30 @@ func toResponse(d *policy.Decision) *authv3.CheckResponse {
 	return resp
 }
 
+// statusOK and appendFalse are shared by every answer: gRPC only reads
+// them (marshalling a message from several goroutines at once is safe).
+var (
+	statusOK    = &rpcstatus.Status{Code: int32(codes.OK)}
+	appendFalse = wrapperspb.Bool(false)
+)
+
+// headerOptions sets each header, replacing any existing value. append is
+// set explicitly: newer Envoy turned a bare HeaderValueOption from "set"
+// into "add". The messages are allocated together, three allocations in
+// all instead of two per header.
 func headerOptions(hs []policy.Header) []*corev3.HeaderValueOption {
 	if len(hs) == 0 {
 		return nil
 	}
 	out := make([]*corev3.HeaderValueOption, len(hs))
+	opts := make([]corev3.HeaderValueOption, len(hs))
+	vals := make([]corev3.HeaderValue, len(hs))
 	for i, h := range hs {
-		out[i] = setHeader(h.Name, h.Value)
+		vals[i].Key, vals[i].Value = h.Name, h.Value
+		opts[i].Header, opts[i].Append = &vals[i], appendFalse
+		out[i] = &opts[i]
 	}
 	return out
-}
-
-// setHeader replaces any existing value. append is set explicitly: newer
-// Envoy turned a bare HeaderValueOption from "set" into "add".
-func setHeader(name, value string) *corev3.HeaderValueOption {
-	return &corev3.HeaderValueOption{
-		Header: &corev3.HeaderValue{Key: name, Value: value},
-		Append: wrapperspb.Bool(false),
-	}
 }
 
 // metadata is the decision's dynamic metadata: the policy's
@@ -193,13 +206,25 @@ func metadata(d *policy.Decision) *structpb.Struct {
 			fields = st.Fields
 		}
 	}
-	fields["decision_id"] = structpb.NewStringValue(d.ID)
-	fields["reason"] = structpb.NewStringValue(d.Reason)
+	// modelguard's own values, allocated together.
+	var own struct {
+		vals [4]structpb.Value
+		strs [4]structpb.Value_StringValue
+	}
+	n := 0
+	set := func(k, v string) {
+		own.strs[n].StringValue = v
+		own.vals[n].Kind = &own.strs[n]
+		fields[k] = &own.vals[n]
+		n++
+	}
+	set("decision_id", d.ID)
+	set("reason", d.Reason)
 	if d.PolicyRevision != "" {
-		fields["policy_revision"] = structpb.NewStringValue(d.PolicyRevision)
+		set("policy_revision", d.PolicyRevision)
 	}
 	if d.Identity != nil && d.Identity.Subject != "" {
-		fields["subject"] = structpb.NewStringValue(d.Identity.Subject)
+		set("subject", d.Identity.Subject)
 	}
 	return &structpb.Struct{Fields: fields}
 }
