@@ -30,6 +30,9 @@ type appendFile struct {
 	synced   int64 // bytes known durable
 	unsynced []byte
 	resync   bool // the bytes after synced are unknown: rewrite them first
+	// rewrites counts rewrite calls: an fsync begun before one may not
+	// cover the bytes rewritten since.
+	rewrites uint64
 }
 
 // maxKeptBuffer bounds the capacity a buffer keeps between uses once the
@@ -78,6 +81,7 @@ func (a *appendFile) rewrite() error {
 	}
 	a.size = a.synced + int64(len(a.unsynced))
 	a.resync = false
+	a.rewrites++
 	return nil
 }
 
@@ -96,13 +100,57 @@ func (a *appendFile) sync() error {
 		return err
 	}
 	a.synced = a.size
-	// Keep the buffer for the next interval unless a burst left it far
-	// larger than this interval needed.
-	if used := len(a.unsynced); cap(a.unsynced) > maxKeptBuffer && cap(a.unsynced) > 4*used {
-		a.unsynced = nil
-	}
-	a.unsynced = a.unsynced[:0]
+	a.dropSynced(len(a.unsynced))
 	return nil
+}
+
+// dropSynced forgets the first n unsynced bytes, now durable. It keeps the
+// buffer for the next interval unless a burst left it far larger than this
+// interval needed.
+func (a *appendFile) dropSynced(n int) {
+	rest := len(a.unsynced) - n
+	if cap(a.unsynced) > maxKeptBuffer && cap(a.unsynced) > 4*len(a.unsynced) {
+		a.unsynced = append([]byte(nil), a.unsynced[n:]...)
+		return
+	}
+	copy(a.unsynced, a.unsynced[n:])
+	a.unsynced = a.unsynced[:rest]
+}
+
+// syncPoint is where an fsync running beside writes (syncFile) begins: the
+// bytes written so far and the rewrite count. ok is false while the file
+// must be rewritten first: then sync it with sync.
+func (a *appendFile) syncPoint() (p syncPoint, ok bool) {
+	return syncPoint{size: a.size, rewrites: a.rewrites}, !a.resync
+}
+
+// syncPoint is the state of an appendFile when an fsync began.
+type syncPoint struct {
+	size     int64
+	rewrites uint64
+}
+
+// syncFile is the slow part of a sync, the fsync call alone: it touches
+// nothing write uses, so it may run on another goroutine while write runs.
+func (a *appendFile) syncFile() error { return a.f.Sync() }
+
+// syncedTo applies the result of syncFile begun at p, and reports whether
+// the bytes up to p are durable. After a failed fsync the kernel may have
+// dropped dirty pages: the bytes after the last durable point are
+// rewritten before the next write. After a rewrite since p, the fsync may
+// have missed the rewritten bytes: they wait for the next sync.
+func (a *appendFile) syncedTo(p syncPoint, err error) (bool, error) {
+	switch {
+	case err != nil:
+		a.resync = true
+		return false, err
+	case a.rewrites != p.rewrites:
+		return false, nil
+	case p.size > a.synced:
+		a.dropSynced(int(p.size - a.synced))
+		a.synced = p.size
+	}
+	return true, nil
 }
 
 func (a *appendFile) close() error { return a.f.Close() }

@@ -2,7 +2,10 @@ package audit
 
 import (
 	"context"
+	"crypto/sha256"
 	"path/filepath"
+	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -63,4 +66,55 @@ func BenchmarkEncode(b *testing.B) {
 			b.SetBytes(int64(len(buf)))
 		})
 	}
+}
+
+// countingSink counts the writes a sink gets: one per batch.
+type countingSink struct {
+	Sink
+	writes atomic.Int64
+}
+
+// recover opens the file sink (a new file: nothing to recover).
+func (s *countingSink) recover(check checkFunc) (recovered, error) {
+	return s.Sink.(recoverer).recover(check)
+}
+
+func (s *countingSink) Write(recs []Line) (int, error) {
+	s.writes.Add(1)
+	return s.Sink.Write(recs)
+}
+
+// BenchmarkRecordCallers is Record with the default durability (each
+// caller waits for its record's write) from 50 callers, as many as the
+// checks a gateway keeps in flight, each doing ~20us of other work (a
+// decision) between records. Run with -cpu 1 it is a server pinned to one
+// CPU; records/write is how many records the writer groups in one write.
+func BenchmarkRecordCallers(b *testing.B) {
+	sink := &countingSink{Sink: NewFileSink(filepath.Join(b.TempDir(), "audit.jsonl"), 0, 0, nil)}
+	w, err := NewWriter(Settings{BlockTimeout: time.Minute}, Options{}, sink)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.SetParallelism(max(1, 50/runtime.GOMAXPROCS(0)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		e := benchEvent()
+		var work [1024]byte
+		for pb.Next() {
+			for range 8 { // ~20us on this machine
+				sum := sha256.Sum256(work[:])
+				copy(work[:], sum[:])
+			}
+			if err := w.Record(&e); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.StopTimer()
+	if err := w.Shutdown(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/float64(sink.writes.Load()), "records/write")
 }

@@ -198,6 +198,42 @@ func (s *FileSink) Sync() error {
 	return nil
 }
 
+// beginSync implements backgroundSyncer: the active file's fsync runs on
+// another goroutine while the writer goes on writing; finish, on the writer
+// goroutine, applies its result and moves the anchor to the last record it
+// made durable. After a rotation meanwhile the rotated file was fsynced
+// whole before it was closed (the descriptor stays valid until the fsync
+// returns).
+func (s *FileSink) beginSync() (run func() error, finish func(error) error) {
+	f := s.f
+	if f == nil {
+		return nil, nil
+	}
+	p, ok := f.syncPoint()
+	if !ok {
+		return nil, nil
+	}
+	seq, hash := s.lastSeq, s.lastHash
+	return f.syncFile, func(err error) error {
+		durable := true
+		if s.f == f {
+			durable, err = f.syncedTo(p, err)
+		} else {
+			err = nil // rotated meanwhile: fsynced whole
+		}
+		if err != nil {
+			return fmt.Errorf("fsync %s: %w", s.path, err)
+		}
+		if !durable {
+			return nil
+		}
+		if err := s.anchor.set(seq, hash); err != nil {
+			return fmt.Errorf("anchor %s: %w", AnchorPath(s.path), err)
+		}
+		return nil
+	}
+}
+
 // Close implements Sink.
 func (s *FileSink) Close() error {
 	if s.f == nil {

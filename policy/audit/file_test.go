@@ -391,3 +391,72 @@ func TestFileAnchor(t *testing.T) {
 		t.Error("a replaced last record verified against the anchor")
 	}
 }
+
+// An fsync running beside writes (syncPoint, syncFile, syncedTo) makes
+// durable what was written before it began, and no more; after a failed
+// fsync, or a rewrite while it ran, nothing is taken as durable that may
+// not be, and the file still holds every record exactly once.
+func TestAppendFileSyncBesideWrites(t *testing.T) {
+	lines := chainOf(8, nil)
+	recs := func(i, j int) []Line {
+		var out []Line
+		for k := i; k < j; k++ {
+			out = append(out, Line{Seq: uint64(k + 1), Data: lines[k]})
+		}
+		return out
+	}
+	size := func(i int) int64 { return int64(len(bytes.Join(lines[:i], nil))) }
+	f := &fakeFile{}
+	a := &appendFile{f: f}
+	mustWrite := func(i, j int) {
+		t.Helper()
+		if err := a.write(recs(i, j)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	mustWrite(0, 2)
+	p, ok := a.syncPoint()
+	if !ok {
+		t.Fatal("no sync point on a healthy file")
+	}
+	mustWrite(2, 4) // while the fsync runs
+	if durable, err := a.syncedTo(p, a.syncFile()); !durable || err != nil {
+		t.Fatalf("syncedTo = %v, %v", durable, err)
+	}
+	if a.synced != size(2) || !bytes.Equal(a.unsynced, bytes.Join(lines[2:4], nil)) {
+		t.Fatalf("after the fsync: synced %d (want %d), unsynced %q", a.synced, size(2), a.unsynced)
+	}
+
+	// A failed fsync: not durable, and the bytes after the last durable
+	// point are rewritten before the next write.
+	p, _ = a.syncPoint()
+	f.failSyncs = 1
+	if durable, err := a.syncedTo(p, a.syncFile()); durable || err == nil {
+		t.Fatalf("failed fsync: syncedTo = %v, %v", durable, err)
+	}
+	if _, ok := a.syncPoint(); ok {
+		t.Error("a sync point while the file must be rewritten")
+	}
+	mustWrite(4, 5)
+
+	// A rewrite while the fsync ran: the fsync may have missed it.
+	p, _ = a.syncPoint()
+	f.failWrites = 1
+	if err := a.write(recs(5, 6)); err == nil {
+		t.Fatal("injected write failure not reported")
+	}
+	mustWrite(5, 6) // rewrites, then writes
+	synced := a.synced
+	if durable, err := a.syncedTo(p, a.syncFile()); durable || err != nil || a.synced != synced {
+		t.Fatalf("after a rewrite: syncedTo = %v, %v; synced %d -> %d", durable, err, synced, a.synced)
+	}
+
+	mustWrite(6, 8)
+	if err := a.sync(); err != nil {
+		t.Fatal(err)
+	}
+	if want := bytes.Join(lines, nil); !bytes.Equal(f.data, want) || f.durable != len(want) || a.synced != size(8) || len(a.unsynced) != 0 {
+		t.Fatalf("file holds:\n%s\nwant:\n%s", f.data, want)
+	}
+}

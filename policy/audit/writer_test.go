@@ -452,3 +452,80 @@ func TestNewWriterRefusesWeakKey(t *testing.T) {
 		t.Fatal("a 31-byte key was accepted")
 	}
 }
+
+// heldSyncSink is a memSink whose fsyncs, in the background or not, wait
+// while hold is open and fail while fail is set.
+type heldSyncSink struct {
+	*memSink
+	hold     chan struct{} // closed: fsyncs go through
+	fsyncing chan struct{} // receives when an fsync starts
+	fail     atomic.Bool
+}
+
+func (s *heldSyncSink) fsync() error {
+	s.fsyncing <- struct{}{}
+	<-s.hold
+	if s.fail.Load() {
+		return errors.New("injected fsync failure")
+	}
+	return nil
+}
+
+func (s *heldSyncSink) Sync() error {
+	if err := s.fsync(); err != nil {
+		return err
+	}
+	return s.memSink.Sync()
+}
+
+func (s *heldSyncSink) beginSync() (func() error, func(error) error) {
+	s.mu.Lock()
+	n := len(s.data)
+	s.mu.Unlock()
+	return s.fsync, func(err error) error {
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		s.synced = max(s.synced, n)
+		s.syncs++
+		s.mu.Unlock()
+		return nil
+	}
+}
+
+// The periodic fsync runs beside writes: a Record (durability write) made
+// while an fsync is slow returns without waiting for it. A failed
+// background fsync stalls the trail until an fsync succeeds, and every
+// record ends up durable.
+func TestWriterFsyncBesideWrites(t *testing.T) {
+	m := metrics.New(nil)
+	sink := &heldSyncSink{memSink: &memSink{}, hold: make(chan struct{}), fsyncing: make(chan struct{}, 64)}
+	w := newTestWriter(t, Settings{BlockTimeout: 2 * time.Second}, m, sink)
+	if err := w.Record(decision("before")); err != nil {
+		t.Fatal(err)
+	}
+	<-sink.fsyncing // the flush timer's fsync has begun, and is held
+	if err := w.Record(decision("during")); err != nil {
+		t.Fatalf("a Record waited for an fsync: %v", err)
+	}
+	if written, synced := sink.holds("during"); !written || synced {
+		t.Fatalf("during the fsync: written %v, synced %v", written, synced)
+	}
+
+	sink.fail.Store(true)
+	sink.hold <- struct{}{} // the held fsync fails,
+	sink.hold <- struct{}{} // and so does the writer's own next one
+	testkit.Eventually(t, "the trail to stall", func() bool { return w.Admit(context.Background()) != nil })
+	sink.fail.Store(false)
+	close(sink.hold)
+	testkit.Eventually(t, "the trail to recover", func() bool { return w.Admit(context.Background()) == nil })
+	testkit.Eventually(t, "every record fsynced", func() bool {
+		_, synced := sink.holds("during")
+		return synced
+	})
+	if got := testutil.ToFloat64(m.AuditSinkErrors.WithLabelValues("mem", "sync")); got < 1 {
+		t.Errorf("the failed fsync was not counted: %v", got)
+	}
+	sink.verify(t)
+}
