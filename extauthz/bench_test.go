@@ -72,10 +72,11 @@ func BenchmarkCheckSteps(b *testing.B) {
 			a.Check(ctx, cr)
 		}
 	})
+	codec := newSizingCodec()
 	b.Run("encode", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := proto.Marshal(toResponse(d)); err != nil {
+			if _, err := codec.Marshal(toResponse(d)); err != nil {
 				b.Fatal(err)
 			}
 		}

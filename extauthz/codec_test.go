@@ -1,0 +1,69 @@
+package extauthz
+
+import (
+	"encoding/json"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/modelguard/modelguard/policy"
+)
+
+// The codec's answers decode to exactly the messages it was given, with
+// the metadata it encodes itself (modelguard's strings, a policy's
+// numbers, booleans, nulls, lists, objects, empty strings and keys), and
+// it leaves the message as it was.
+func TestCodecEncodesAnswers(t *testing.T) {
+	policyMetadata := map[string]any{
+		"tenant": "acme", "n": json.Number("1.5"), "ok": true, "none": nil, "": "empty key", "blank": "",
+		"list": []any{"a", json.Number("2"), map[string]any{"x": "y"}}, "obj": map[string]any{"deep": map[string]any{"k": false}},
+		"reason": "the policy's, overridden by modelguard's",
+	}
+	codec := newSizingCodec()
+	for _, tc := range []struct {
+		name string
+		d    *policy.Decision
+	}{
+		{"allow", &policy.Decision{ID: "d1", Allow: true, Status: 200, Reason: "allowed", PolicyRevision: "rev",
+			UpstreamHeaders: []policy.Header{{Name: "x-modelguard-subject", Value: "alice"}}, RemoveHeaders: []string{"authorization"},
+			Identity: &policy.Identity{Subject: "alice"}}},
+		{"allow with the policy's metadata", &policy.Decision{ID: "d2", Allow: true, Status: 200, Reason: "allowed", Metadata: policyMetadata}},
+		{"deny", &policy.Decision{ID: "d3", Status: 403, Reason: "forbidden", Message: "denied"}},
+		{"no metadata", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp := &authv3.CheckResponse{}
+			if tc.d != nil {
+				resp = toResponse(tc.d)
+			}
+			want := proto.Clone(resp)
+			data, err := codec.Marshal(resp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := new(authv3.CheckResponse)
+			if err := proto.Unmarshal(data.Materialize(), got); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got, want) {
+				t.Errorf("decoded:\n%v\nwant:\n%v", got, want)
+			}
+			if !proto.Equal(resp, want) {
+				t.Errorf("the codec changed the message:\n%v", resp)
+			}
+		})
+	}
+	var nilValue structpb.Struct
+	nilValue.Fields = map[string]*structpb.Value{"nil": nil}
+	data, err := codec.Marshal(&authv3.CheckResponse{DynamicMetadata: &nilValue})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lib, _ := proto.Marshal(&authv3.CheckResponse{DynamicMetadata: &nilValue})
+	var a, b authv3.CheckResponse
+	if proto.Unmarshal(data.Materialize(), &a) != nil || proto.Unmarshal(lib, &b) != nil || !proto.Equal(&a, &b) {
+		t.Errorf("a nil value: %v, protobuf-go: %v", &a, &b)
+	}
+}
