@@ -276,17 +276,21 @@ func (f *fakeFile) Sync() error {
 
 func (f *fakeFile) Close() error { return nil }
 
+// linesOf is records i to j (exclusive) of lines, as the writer hands them
+// to a sink.
+func linesOf(lines [][]byte, i, j int) []Line {
+	var out []Line
+	for k := i; k < j; k++ {
+		out = append(out, Line{Seq: uint64(k + 1), Data: lines[k]})
+	}
+	return out
+}
+
 // After a failed write or fsync the file holds every record exactly once,
 // never a partial one.
 func TestAppendFileRecoversFromFailures(t *testing.T) {
 	lines := chainOf(6, nil)
-	recs := func(i, j int) []Line {
-		var out []Line
-		for k := i; k < j; k++ {
-			out = append(out, Line{Seq: uint64(k + 1), Data: lines[k]})
-		}
-		return out
-	}
+	recs := func(i, j int) []Line { return linesOf(lines, i, j) }
 	f := &fakeFile{}
 	a := &appendFile{f: f}
 	if err := a.write(recs(0, 2)); err != nil {
@@ -398,13 +402,7 @@ func TestFileAnchor(t *testing.T) {
 // not be, and the file still holds every record exactly once.
 func TestAppendFileSyncBesideWrites(t *testing.T) {
 	lines := chainOf(8, nil)
-	recs := func(i, j int) []Line {
-		var out []Line
-		for k := i; k < j; k++ {
-			out = append(out, Line{Seq: uint64(k + 1), Data: lines[k]})
-		}
-		return out
-	}
+	recs := func(i, j int) []Line { return linesOf(lines, i, j) }
 	size := func(i int) int64 { return int64(len(bytes.Join(lines[:i], nil))) }
 	f := &fakeFile{}
 	a := &appendFile{f: f}
