@@ -11,18 +11,18 @@ import (
 // report prints the summary tables: medians over the rounds, and the
 // per-round ratios' median with their range.
 func report(out io.Writer, ws []*workload) {
-	fmt.Fprintln(out, "| workload | no-op req/s | modelguard req/s | ratio: median (range) | server CPU per call: no-op / modelguard | CPU ratio: median (range) | limited by: no-op / modelguard |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|")
+	fmt.Fprintln(out, "| workload | no-op req/s | modelguard req/s | ratio: median (range) | server CPU per call: no-op / modelguard | CPU ratio: median (range) | limited by: no-op / modelguard | others' share of the server / ghz CPU |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
 	for _, w := range ws {
 		n, m := w.max[noop], w.max[mg]
-		fmt.Fprintf(out, "| %s | %.0f | %.0f | %s | %s / %s | %s | %s / %s |\n", w.name,
+		fmt.Fprintf(out, "| %s | %.0f | %.0f | %s | %s / %s | %s | %s / %s | %s |\n", w.name,
 			median(rates(n)), median(rates(m)),
 			spread(ratios(m, n, func(s sample) float64 { return s.rps })),
 			us(durMedian(n, sample.cpuPerCall)), us(durMedian(m, sample.cpuPerCall)),
 			// CPU per call is a cost: the no-op's over modelguard's is the
 			// throughput ratio the CPU times predict.
 			spread(ratios(n, m, func(s sample) float64 { return float64(s.cpuPerCall()) })),
-			limits(n), limits(m))
+			limits(n), limits(m), othersShare(append(slices.Clone(n), m...)))
 	}
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "| at a fixed rate: half the no-op's median throughput | req/s | no-op p50 / p99 | modelguard p50 / p99 | p99 ratio: median (range) |")
@@ -108,6 +108,18 @@ func limits(ss []sample) string {
 		}
 	}
 	return strings.Join(parts, ", ")
+}
+
+// othersShare is the median share of the server's and ghz's CPUs that
+// other work took during the runs: above a few percent, the machine was
+// not quiet enough for these numbers.
+func othersShare(ss []sample) string {
+	var srv, gz []float64
+	for _, s := range ss {
+		a, b := s.others()
+		srv, gz = append(srv, a), append(gz, b)
+	}
+	return fmt.Sprintf("%.0f%% / %.0f%%", 100*median(srv), 100*median(gz))
 }
 
 // fellShort counts the runs that sent less than 97% of the fixed rate: the

@@ -69,3 +69,23 @@ func TestRatiosAndSpread(t *testing.T) {
 		t.Errorf("spread(nil) = %q", got)
 	}
 }
+
+func TestParseProcStat(t *testing.T) {
+	stat := "cpu  300 0 100 5000 10 0 0 0 0 0\ncpu0 100 0 50 2500 5 0 0 0 0 0\ncpu1 200 0 50 2500 5 0 7 0 3 0\nintr 12345\n"
+	b, err := parseProcStat(stat)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.of("0"), 1500*time.Millisecond; got != want {
+		t.Errorf("cpu0 busy %v, want %v", got, want)
+	}
+	if got, want := b.of("1"), 2570*time.Millisecond; got != want {
+		t.Errorf("cpu1 busy %v, want %v (guest time is in user already)", got, want)
+	}
+	if got, want := b.of("0,1"), 4070*time.Millisecond; got != want {
+		t.Errorf("cpus 0,1 busy %v, want %v", got, want)
+	}
+	if _, err := parseProcStat("intr 1\n"); err == nil {
+		t.Error("no per-CPU lines: no error")
+	}
+}

@@ -120,8 +120,17 @@ type sample struct {
 	p50, p99 time.Duration
 	calls    int64
 	wall     time.Duration // ghz's whole run
-	// CPU time the server and ghz spent during the run.
-	serverCPU, ghzCPU time.Duration
+	// CPU time the server and ghz spent during the run, and the time
+	// their CPUs were busy with anything (other processes, the kernel).
+	serverCPU, ghzCPU         time.Duration
+	serverCPUBusy, ghzCPUBusy time.Duration
+}
+
+// others is the share of the server's and of ghz's CPU that went to
+// anything else during the run: other work on the machine disturbed it.
+func (r sample) others() (server, ghz float64) {
+	share := func(busy, own time.Duration) float64 { return max(0, float64(busy-own)/float64(r.wall)) }
+	return share(r.serverCPUBusy, r.serverCPU), share(r.ghzCPUBusy, r.ghzCPU)
 }
 
 // serverBusy and ghzBusy are the share of their one CPU each used.
@@ -171,9 +180,10 @@ func (s *server) load(o options, file string, rps float64) (sample, error) {
 	if rps > 0 {
 		label = fmt.Sprintf("%.0f/s", rps)
 	}
-	fmt.Printf("  %-10s %-16s %-7s %6.0f req/s  p50 %8s  p99 %9s  server CPU %3.0f%% (%s/call)  ghz CPU %3.0f%%\n",
+	os, og := r.others()
+	fmt.Printf("  %-10s %-16s %-7s %6.0f req/s  p50 %8s  p99 %9s  server CPU %3.0f%% (%s/call)  ghz CPU %3.0f%%  others %2.0f%% / %2.0f%%\n",
 		s.name, filepath.Base(file), label, r.rps, ms(r.p50), ms(r.p99),
-		100*r.serverBusy(), us(r.cpuPerCall()), 100*r.ghzBusy())
+		100*r.serverBusy(), us(r.cpuPerCall()), 100*r.ghzBusy(), 100*os, 100*og)
 	return r, nil
 }
 
@@ -194,6 +204,10 @@ func (s *server) ghz(o options, file string, rps float64, d time.Duration) (samp
 	if err != nil {
 		return sample{}, err
 	}
+	busyBefore, err := cpusBusy()
+	if err != nil {
+		return sample{}, err
+	}
 	began := time.Now()
 	out, err := cmd.Output()
 	wall := time.Since(began)
@@ -201,6 +215,10 @@ func (s *server) ghz(o options, file string, rps float64, d time.Duration) (samp
 		return sample{}, fmt.Errorf("ghz against %s: %w", s.name, err)
 	}
 	after, err := processCPU(s.cmd.Process.Pid)
+	if err != nil {
+		return sample{}, err
+	}
+	busyAfter, err := cpusBusy()
 	if err != nil {
 		return sample{}, err
 	}
@@ -224,8 +242,10 @@ func (s *server) ghz(o options, file string, rps float64, d time.Duration) (samp
 	}
 	r := sample{
 		rps: rep.RPS, calls: rep.Count, wall: wall,
-		serverCPU: after - before,
-		ghzCPU:    cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(),
+		serverCPU:     after - before,
+		ghzCPU:        cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime(),
+		serverCPUBusy: busyAfter.of(o.serverCPU) - busyBefore.of(o.serverCPU),
+		ghzCPUBusy:    busyAfter.of(o.ghzCPU) - busyBefore.of(o.ghzCPU),
 	}
 	for _, l := range rep.Latency {
 		switch l.Percentage {
@@ -276,6 +296,55 @@ func parseStatCPU(stat string) (time.Duration, error) {
 		ticks += n
 	}
 	return time.Duration(ticks) * time.Second / userHZ, nil
+}
+
+// busyTimes is each CPU's busy time so far (all but idle and iowait), by
+// its number as /proc/stat names it ("cpu0" is "0").
+type busyTimes map[string]time.Duration
+
+// of is the busy time of the CPUs in list, a taskset CPU list ("0",
+// "0,2"; ranges are not read and count as nothing).
+func (b busyTimes) of(list string) time.Duration {
+	var t time.Duration
+	for _, c := range strings.Split(list, ",") {
+		t += b[c]
+	}
+	return t
+}
+
+func cpusBusy() (busyTimes, error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return nil, err
+	}
+	return parseProcStat(string(b))
+}
+
+// parseProcStat reads the per-CPU lines of /proc/stat: "cpuN user nice
+// system idle iowait irq softirq steal ...", in USER_HZ ticks.
+func parseProcStat(stat string) (busyTimes, error) {
+	out := busyTimes{}
+	for line := range strings.Lines(stat) {
+		f := strings.Fields(line)
+		if len(f) < 6 || !strings.HasPrefix(f[0], "cpu") || f[0] == "cpu" {
+			continue
+		}
+		var busy int64
+		for i, v := range f[1:] {
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("/proc/stat %s: %w", f[0], err)
+			}
+			if i != 3 && i != 4 && i < 8 { // not idle, iowait, guest
+				busy += n
+			}
+		}
+		out[strings.TrimPrefix(f[0], "cpu")] = time.Duration(busy) * time.Second / userHZ
+	}
+	if len(out) == 0 {
+		return nil, errors.New("/proc/stat has no per-CPU lines")
+	}
+	return out, nil
 }
 
 func (s *server) stop() error {
