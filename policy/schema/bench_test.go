@@ -47,6 +47,35 @@ func BenchmarkValidateChat(b *testing.B) {
 	}
 }
 
+// BenchmarkValidateBodies covers the other bodies of the load comparison
+// and the OpenAI APIs: the 2-message chat that test/loadbench sends (a
+// system prompt and one user turn, temperature, max_tokens), a completion
+// and an embeddings request.
+func BenchmarkValidateBodies(b *testing.B) {
+	s := mustCompile(b, nil)
+	for _, tc := range []struct{ name, id, body string }{
+		{"chat-2msg", OpenAIChat, `{"model":"gpt-4o-mini","temperature":0.7,"max_tokens":256,"messages":[` +
+			`{"role":"system","content":"You are a helpful assistant that answers questions about the weather."},` +
+			`{"role":"user","content":"What is the weather like in Paris today? What is the weather like in Paris today?"}]}`},
+		{"completions", OpenAICompletions, `{"model":"gpt-3.5-turbo-instruct","prompt":"Say this is a test","max_tokens":7,"temperature":0,"stream":true,"stop":["\n"],"user":"u-1234"}`},
+		{"embeddings", OpenAIEmbeddings, `{"model":"text-embedding-3-small","input":["Your text string goes here","And another one"],"dimensions":256,"encoding_format":"float"}`},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			v := parse(b, tc.body)
+			if err := s.Validate(tc.id, v); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(tc.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := s.Validate(tc.id, v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // BenchmarkValidateOIP measures a 224x224x3 FP32 image tensor, where the
 // element walk in code dominates.
 func BenchmarkValidateOIP(b *testing.B) {
