@@ -261,7 +261,8 @@ func (c *Catalog) Inspect(r Request) (m *Model, d *Denial, ok bool) {
 		models []*model
 		name   string // from the path; "" when the body names the model
 	}
-	var cands []candidate
+	var candBuf [4]candidate // on the stack: a path matches few templates
+	cands := candBuf[:0]
 	if r.Method == http.MethodPost {
 		for i, t := range c.templates {
 			if name, match := t.match(path); match {
@@ -367,7 +368,12 @@ func bodyDenial(err error) *Denial {
 }
 
 // isJSON accepts application/json and any +json type, with parameters.
+// The bare type, what clients send most, is recognised without
+// mime.ParseMediaType, which allocates a parameter map on every call.
 func isJSON(contentType string) bool {
+	if strings.EqualFold(contentType, "application/json") {
+		return true
+	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		return false
