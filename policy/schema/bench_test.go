@@ -2,8 +2,9 @@ package schema
 
 import (
 	"encoding/json"
-	"strings"
 	"testing"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // chatKiB is a typical chat request of about 1 KiB: a system prompt, a
@@ -50,12 +51,13 @@ func BenchmarkValidateChat(b *testing.B) {
 
 // BenchmarkValidateBodies covers the other bodies of the load comparison
 // and the OpenAI APIs: the 1 KiB 2-message chat that test/loadbench sends
+// (testkit.ChatBody)
 // (a system prompt and one user turn, temperature, max_tokens), a
 // completion and an embeddings request.
 func BenchmarkValidateBodies(b *testing.B) {
 	s := mustCompile(b, nil)
 	for _, tc := range []struct{ name, id, body string }{
-		{"chat-2msg", OpenAIChat, loadbenchChat(1024)},
+		{"chat-2msg", OpenAIChat, string(testkit.ChatBody(1024))},
 		{"completions", OpenAICompletions, `{"model":"gpt-3.5-turbo-instruct","prompt":"Say this is a test","max_tokens":7,"temperature":0,"stream":true,"stop":["\n"],"user":"u-1234"}`},
 		{"embeddings", OpenAIEmbeddings, `{"model":"text-embedding-3-small","input":["Your text string goes here","And another one"],"dimensions":256,"encoding_format":"float"}`},
 	} {
@@ -73,19 +75,6 @@ func BenchmarkValidateBodies(b *testing.B) {
 			}
 		})
 	}
-}
-
-// loadbenchChat is test/loadbench's request body of n bytes (its chatBody).
-func loadbenchChat(n int) string {
-	var b strings.Builder
-	b.WriteString(`{"model":"gpt-4o-mini","temperature":0.7,"max_tokens":256,"messages":[` +
-		`{"role":"system","content":"You are a helpful assistant that answers questions about the weather."},` +
-		`{"role":"user","content":"`)
-	const tail = `"}]}`
-	for b.Len() < n-len(tail) {
-		b.WriteString("What is the weather like in Paris today? ")
-	}
-	return b.String()[:n-len(tail)] + tail
 }
 
 // BenchmarkValidateOIP measures a 224x224x3 FP32 image tensor, where the
