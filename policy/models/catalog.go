@@ -368,10 +368,12 @@ func bodyDenial(err error) *Denial {
 }
 
 // isJSON accepts application/json and any +json type, with parameters.
-// The bare type, what clients send most, is recognised without
-// mime.ParseMediaType, which allocates a parameter map on every call.
+// The bare type as clients send it is recognised without
+// mime.ParseMediaType, which allocates a parameter map on every call (an
+// exact match: strings.EqualFold would also take Unicode look-alikes such
+// as the long s, which ParseMediaType refuses).
 func isJSON(contentType string) bool {
-	if strings.EqualFold(contentType, "application/json") {
+	if contentType == "application/json" {
 		return true
 	}
 	mt, _, err := mime.ParseMediaType(contentType)

@@ -17,6 +17,7 @@ func TestIsJSON(t *testing.T) {
 		{"application/x-www-form-urlencoded", false},
 		{"", false},
 		{"application/json; charset", false}, // a malformed parameter
+		{"application/j\u017fon", false},     // long s: folds to s, but is no token character
 	} {
 		if got := isJSON(tc.contentType); got != tc.want {
 			t.Errorf("isJSON(%q) = %v, want %v", tc.contentType, got, tc.want)
