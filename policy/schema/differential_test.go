@@ -10,8 +10,9 @@ import (
 )
 
 // The built-in OpenAI schemas were reshaped for the validator's cost
-// (inlined $refs, a fast path for plain messages, discriminator enums at
-// the end of their if/then/else chains, anyOf without an if on the type).
+// (fast-path ifs for the common valid shapes, inlined $refs, discriminator
+// enums at the end of their if/then/else chains, anyOf without an if on
+// the type; docs/json-schema-cost.md).
 // testdata/previous holds them as they were before; these tests require
 // the same verdict from both on a large generated corpus of valid and
 // mutated bodies: both accept, or both refuse with the same Violation
