@@ -20,9 +20,9 @@
 //
 // ghz runs with GOGC=off and GOMEMLIMIT=1GiB unless -ghz-env says
 // otherwise: it keeps ~75 MB of live heap and at its default GOGC collects
-// it every ~0.4 s, 35-75 ms a cycle on its one CPU, which delayed the
-// calls in flight and set the no-op's p99 (~25 ms against a p50 of ~1 ms).
-// Both servers get the same ghz.
+// it every ~0.4 s, 35-75 ms a cycle on its one CPU, delaying the calls in
+// flight (the no-op's p99 was ~25 ms against a p50 of ~1 ms); with the
+// limit it collects every few seconds. Both servers get the same ghz.
 //
 // It is a benchmark tool, never shipped. Run it through scripts/loadbench.sh,
 // which builds modelguard and installs the pinned ghz.
