@@ -4,14 +4,19 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/modelguard/modelguard/test/kongharness"
+	"github.com/modelguard/modelguard/test/nginxserver"
 	"github.com/modelguard/modelguard/test/testkit"
+	"github.com/modelguard/modelguard/test/testkit/demo"
 )
 
 // Client certificates the tests present, and the client_certs section
@@ -141,5 +146,87 @@ func TestKongClientCertificates(t *testing.T) {
 		if r.status != 500 || r.upstream != nil || r.ex.res.Access.Err == nil {
 			t.Errorf("get_var %s failing: %d %s", v, r.status, r.body)
 		}
+	}
+}
+
+// TestNginxClientCertificates runs real nginx doing real mTLS with
+// nginx/modelguard.conf (a TLS listener added, with ssl_verify_client
+// optional_no_ca, so that an unverified certificate gets through nginx)
+// in front of a real "modelguard serve" with
+// server.http.nginx_client_certs: the certificate nginx verified is the
+// caller as behind Envoy and Kong, its subject as nginx prints it; an
+// unverified one is none, and certificate headers a client sends, over
+// TLS or plain text, are never one.
+func TestNginxClientCertificates(t *testing.T) {
+	nginxserver.Binary(t)
+	bin := buildBinary(t)
+	certs := newClientCerts(t)
+	dir := demo.Dir(t)
+	keys := map[string]string{}
+	writeNginxKeys(t, dir, keys)
+	cfg := testkit.WriteFile(t, dir, "config.yaml", `server:
+  grpc_address: 127.0.0.1:0
+  admin_address: 127.0.0.1:0
+  http: {address: 127.0.0.1:0, without_body: headers_only, nginx_client_certs: true}
+authentication:
+  api_keys: {file: keys.yaml}
+`+certsAuth+demo.Policy)
+	srv := startServe(t, bin, cfg)
+	upstream := httptest.NewServer(http.HandlerFunc(echoUpstream))
+	t.Cleanup(upstream.Close)
+
+	serverCert, serverKey := testkit.WriteSelfSignedCert(t, dir, "localhost")
+	caFile := testkit.WriteFile(t, dir, "client-ca.pem", certs.ca.PEM())
+	plain, secure := nginxserver.FreePort(t), nginxserver.FreePort(t)
+	conf := nginxConfig(t, srv.http, strings.TrimPrefix(upstream.URL, "http://"), plain)
+	conf = strings.Replace(conf, "listen "+plain+";", "listen "+plain+";\n    listen "+secure+" ssl;\n    ssl_certificate "+serverCert+
+		";\n    ssl_certificate_key "+serverKey+";\n    ssl_client_certificate "+caFile+";\n    ssl_verify_client optional_no_ca;", 1)
+	ng := nginxserver.Start(t, conf, secure)
+	defer func() {
+		if t.Failed() {
+			t.Logf("nginx error log:\n%s", ng.ErrorLog())
+		}
+	}()
+	roots := x509.NewCertPool()
+	pemBytes, err := os.ReadFile(serverCert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots.AppendCertsFromPEM(pemBytes)
+	via := func(cert *tls.Certificate) *nginxFront {
+		cfg := &tls.Config{RootCAs: roots, ServerName: "localhost"}
+		if cert != nil {
+			cfg.Certificates = []tls.Certificate{*cert}
+		}
+		return &nginxFront{url: "https://" + secure, client: &http.Client{Transport: &http.Transport{TLSClientConfig: cfg}}}
+	}
+	forged := map[string]string{"X-SSL-Client-Verify": "SUCCESS", "X-SSL-Client-S-DN": certSubject,
+		"X-SSL-Client-Cert": url.PathEscape(string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certs.spiffe.Certificate[0]})))}
+	for _, tc := range []struct {
+		name    string
+		front   *nginxFront
+		headers map[string]string
+		status  int
+		subject string
+	}{
+		{"spiffe id", via(&certs.spiffe), nil, 200, "chat-frontend"},
+		{"dns san", via(&certs.dns), nil, 200, "batch-scorer"},
+		{"subject, as nginx prints it", via(&certs.subject), nil, 200, "nightly-eval"},
+		{"unmapped", via(&certs.unmapped), nil, 401, ""},
+		{"unverified (optional_no_ca)", via(&certs.foreign), nil, 401, ""},
+		{"an api key wins over the certificate", via(&certs.spiffe), map[string]string{"X-Api-Key": keys["alice-key"]}, 200, "alice"},
+		{"no certificate, forged headers", via(nil), forged, 401, ""},
+		{"plain text, forged headers", &nginxFront{url: "http://" + plain}, forged, 401, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := tc.front.do(t, "GET", "/v1/models", tc.headers, "")
+			subject, _ := a.upstreamHeader("X-Modelguard-Subject")
+			if a.status != tc.status || subject != tc.subject {
+				t.Fatalf("%d %s, subject %q; want %d %q", a.status, a.body, subject, tc.status, tc.subject)
+			}
+			if method, _ := a.upstreamHeader("X-Modelguard-Auth-Method"); tc.status == 200 && tc.headers == nil && method != "client_cert" {
+				t.Errorf("auth method %q", method)
+			}
+		})
 	}
 }
