@@ -22,7 +22,7 @@ const (
 // is exactly SUCCESS (optional_no_ca lets unverified certificates through
 // as FAILED:reason). certid.FromPEM derives it as Envoy derives
 // source.principal, the subject being nginx's RFC 2253 form.
-func nginxPrincipal(headers map[string]string) (string, error) {
+func nginxPrincipal(principals *certid.Principals, headers map[string]string) (string, error) {
 	if headers[headerSSLVerify] != "SUCCESS" {
 		return "", nil
 	}
@@ -30,5 +30,5 @@ func nginxPrincipal(headers map[string]string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: %s: %w", certid.ErrMalformed, headerSSLCert, err)
 	}
-	return certid.FromPEM(pem, func() (string, error) { return headers[headerSSLSubjectDN], nil })
+	return principals.FromPEM(pem, func() (string, error) { return headers[headerSSLSubjectDN], nil })
 }

@@ -44,7 +44,7 @@ func TestNginxPrincipal(t *testing.T) {
 		{"bad escape", map[string]string{headerSSLVerify: "SUCCESS", headerSSLCert: "%zz"}, "", certid.ErrMalformed},
 		{"not a certificate", map[string]string{headerSSLVerify: "SUCCESS", headerSSLCert: "garbage"}, "", certid.ErrMalformed},
 	} {
-		got, err := nginxPrincipal(tc.headers)
+		got, err := nginxPrincipal(certid.NewPrincipals(), tc.headers)
 		if got != tc.want || !errors.Is(err, tc.wantErr) || (err == nil) != (tc.wantErr == nil) {
 			t.Errorf("%s: %q, %v", tc.name, got, err)
 		}

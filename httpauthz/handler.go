@@ -18,6 +18,7 @@ import (
 
 	"github.com/modelguard/modelguard/httpauthz/httpsettings"
 	"github.com/modelguard/modelguard/policy"
+	"github.com/modelguard/modelguard/policy/certid"
 	"github.com/modelguard/modelguard/policy/models"
 )
 
@@ -66,6 +67,7 @@ type Handler struct {
 	budget      BodyBudget // nil when the decider has none
 	headersOnly bool       // server.http.without_body: headers_only
 	nginxCerts  bool       // server.http.nginx_client_certs
+	principals  *certid.Principals
 	log         *slog.Logger
 }
 
@@ -76,6 +78,9 @@ func NewHandler(d Decider, s httpsettings.Settings, log *slog.Logger) *Handler {
 		log = slog.New(slog.DiscardHandler)
 	}
 	h := &Handler{decider: d, headersOnly: s.WithoutBody == httpsettings.HeadersOnly, nginxCerts: s.NginxClientCerts, log: log}
+	if h.nginxCerts {
+		h.principals = certid.NewPrincipals()
+	}
 	h.budget, _ = d.(BodyBudget)
 	return h
 }
@@ -148,7 +153,7 @@ func (h *Handler) subrequest(w http.ResponseWriter, r *http.Request, parse targe
 		if parts&policy.PartTLSPrincipal != 0 && certs {
 			// Asked for while authenticating: before the target's refusal,
 			// which waits for the caller to be known.
-			p, err := nginxPrincipal(req.Headers)
+			p, err := nginxPrincipal(h.principals, req.Headers)
 			if err != nil {
 				h.log.Warn("the verified client certificate is no identity", "request_id", req.ID, "error", err)
 			}

@@ -74,6 +74,8 @@ type fetcher struct {
 	direct  bool
 	// noRequestLine: Plugin.noRequestLine.
 	noRequestLine bool
+	// principals: Plugin.principals.
+	principals *certid.Principals
 	// query is the request line's query, once read.
 	query    string
 	hasQuery bool
@@ -149,7 +151,7 @@ func (f *fetcher) principal(req *policy.Request) error {
 	if err != nil {
 		return f.failed("kong.nginx.get_var ssl_client_raw_cert", err)
 	}
-	p, err := certid.FromPEM(cert, func() (string, error) {
+	p, err := f.principals.FromPEM(cert, func() (string, error) {
 		dn, err := f.kong.Nginx.GetVar("ssl_client_s_dn")
 		if err != nil {
 			return "", f.failed("kong.nginx.get_var ssl_client_s_dn", err)

@@ -54,6 +54,42 @@ func TestFromPEM(t *testing.T) {
 	}
 }
 
+// TestPrincipals: a remembered certificate costs no parse and no subject
+// call; errors are not remembered; a full Principals starts over.
+func TestPrincipals(t *testing.T) {
+	ca := testkit.NewCA(t, "test ca")
+	issue := func(cn string) string {
+		c := ca.Issue(t, x509.Certificate{Subject: pkix.Name{CommonName: cn}})
+		return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}))
+	}
+	a, b := issue("a"), issue("b")
+	p := NewPrincipals()
+	p.max = 1
+	calls := 0
+	subject := func(dn string, err error) func() (string, error) {
+		return func() (string, error) { calls++; return dn, err }
+	}
+	steps := []struct {
+		pem, dn string
+		err     error
+		want    string
+		calls   int // subject calls so far
+	}{
+		{a, "", errors.New("down"), "", 1}, // not remembered
+		{a, "CN=a", nil, "CN=a", 2},
+		{a, "CN=changed", nil, "CN=a", 2}, // remembered
+		{b, "CN=b", nil, "CN=b", 3},       // full: starts over
+		{a, "CN=a", nil, "CN=a", 4},
+		{"garbage", "", nil, "", 4},
+	}
+	for i, s := range steps {
+		got, err := p.FromPEM(s.pem, subject(s.dn, s.err))
+		if got != s.want || calls != s.calls || (err != nil) != (s.err != nil || s.pem == "garbage") {
+			t.Errorf("step %d: %q, %v, %d subject calls", i, got, err, calls)
+		}
+	}
+}
+
 // rawSAN is a subjectAltName extension with one URI, spelled as given
 // (crypto/x509 would write it back from a parsed url.URL).
 func rawSAN(t *testing.T, uri string) pkix.Extension {
@@ -69,10 +105,21 @@ func BenchmarkFromPEM(b *testing.B) {
 	u, _ := url.Parse("spiffe://cluster.local/ns/batch/sa/scorer")
 	c := ca.Issue(b, x509.Certificate{URIs: []*url.URL{u}})
 	p := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Certificate[0]}))
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := FromPEM(p, nil); err != nil {
-			b.Fatal(err)
+	b.Run("parse", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := FromPEM(p, nil); err != nil {
+				b.Fatal(err)
+			}
 		}
-	}
+	})
+	b.Run("remembered", func(b *testing.B) {
+		ps := NewPrincipals()
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := ps.FromPEM(p, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }
