@@ -66,8 +66,8 @@ type Request struct {
 	// method and path once the caller is authenticated, the body for
 	// model requests, the query, scheme and source address for policies
 	// that read them, the client certificate's principal when it may
-	// authenticate the caller or the policy reads it. An error denies the request: a *Refusal with its
-	// status, any other with 503.
+	// authenticate the caller or the policy reads it. An error denies the
+	// request: a *Refusal with its status, any other with 503.
 	Fetch   func(req *Request, parts Part) error
 	fetched Part
 }

@@ -94,8 +94,9 @@ func client(srv *httptest.Server, cert *tls.Certificate) *http.Client {
 // (ssl_verify_client optional_no_ca lets it through as FAILED) is none, and
 // a client header that claims a certificate is never one. Reading the
 // certificate costs one get_var without a verified one, two with one
-// whose principal is a SAN, three with one named by its subject; a
-// failing read is never an allow.
+// whose principal is a SAN, three with one named by its subject (seen for
+// the first time: the plugin remembers principals, a certificate seen
+// again costs two); a failing read is never an allow.
 func TestKongClientCertificates(t *testing.T) {
 	certs := newClientCerts(t)
 	e := newEnv(t, envOptions{auth: certsAuth})
@@ -125,6 +126,7 @@ func TestKongClientCertificates(t *testing.T) {
 		{"no certificate", nil, nil, 401, "", append(slices.Clone(base), "kong.response.exit")},
 		{"no certificate, forged certificate headers", nil, map[string]string{"ssl-client-verify": "SUCCESS", "x-ssl-client-verify": "SUCCESS",
 			"x-client-cert": certSPIFFE, "ssl_client_s_dn": certSubject}, 401, "", append(slices.Clone(base), "kong.response.exit")},
+		{"subject, seen before", &certs.subject, nil, 200, "nightly-eval", allowed(2)},
 		{"an api key wins over the certificate", &certs.spiffe, map[string]string{"x-api-key": e.keys["alice-key"]}, 200, "alice",
 			[]string{"kong.request.get_headers", "kong.nginx.get_var", "kong.request.get_raw_body", "kong.service.request.set_headers", "kong.ctx.shared.set"}},
 	} {
@@ -142,7 +144,9 @@ func TestKongClientCertificates(t *testing.T) {
 	// 500 (the plugin, told of the error, denies too).
 	for _, v := range []string{"ssl_client_verify", "ssl_client_raw_cert", "ssl_client_s_dn"} {
 		k.front.SetPrepare(func(r *kongharness.Request) { r.FailVar = v })
-		r := k.doVia(fronts.kong.URL, client(fronts.kong, &certs.subject), "POST", "/v1/chat/completions", nil, []byte(chatBody("gpt-4o-mini")))
+		// A certificate the plugin has not seen: it remembers principals.
+		fresh := certs.ca.Issue(t, x509.Certificate{Subject: pkix.Name{CommonName: "nightly-eval", Organization: []string{"Acme"}}})
+		r := k.doVia(fronts.kong.URL, client(fronts.kong, &fresh), "POST", "/v1/chat/completions", nil, []byte(chatBody("gpt-4o-mini")))
 		if r.status != 500 || r.upstream != nil || r.ex.res.Access.Err == nil {
 			t.Errorf("get_var %s failing: %d %s", v, r.status, r.body)
 		}
