@@ -170,12 +170,7 @@ func BenchmarkDecideAbuse(b *testing.B) {
 				benchDecideFreshTokens(b, s.engine, freshKey)
 				return
 			}
-			req := tc.req(s)
-			if req.Fetch == nil {
-				benchDecide(b, s.engine, req)
-				return
-			}
-			benchDecideFresh(b, s.engine, req)
+			benchDecide(b, s.engine, tc.req(s))
 		})
 	}
 }
@@ -233,22 +228,4 @@ func signed(b *testing.B, method jwt.SigningMethod, key any, kid string, claims 
 		b.Fatal(err)
 	}
 	return tok
-}
-
-// benchDecideFresh is benchDecide for a request with a Fetch, which hands
-// each part over once per request: every decision gets a fresh copy of
-// req.
-func benchDecideFresh(b *testing.B, e *policy.Engine, req *policy.Request) {
-	ctx := context.Background()
-	r := new(policy.Request)
-	*r = *req
-	if d := e.Decide(ctx, r); !d.Allow {
-		b.Fatalf("benchmark request denied: %d %s", d.Status, d.Reason)
-	}
-	b.ReportAllocs()
-	b.ResetTimer()
-	for b.Loop() {
-		*r = *req
-		e.Decide(ctx, r)
-	}
 }
