@@ -34,11 +34,12 @@ func Decode(raw []byte, truncated bool, contentEncoding string, lim Limits) ([]b
 	if cerr != nil {
 		return nil, cerr
 	}
-	var r io.Reader
-	src := bytes.NewReader(raw)
-	switch coding {
-	case "":
+	if coding == "" {
 		return raw, nil
+	}
+	var r io.Reader
+	src := bytes.NewReader(raw) // only now: it escapes into the decompressor
+	switch coding {
 	case "gzip", "x-gzip":
 		zr, err := gzip.NewReader(src)
 		if err != nil {

@@ -261,7 +261,8 @@ func (c *Catalog) Inspect(r Request) (m *Model, d *Denial, ok bool) {
 		models []*model
 		name   string // from the path; "" when the body names the model
 	}
-	var cands []candidate
+	var candBuf [4]candidate // on the stack: a path matches few templates
+	cands := candBuf[:0]
 	if r.Method == http.MethodPost {
 		for i, t := range c.templates {
 			if name, match := t.match(path); match {
@@ -367,7 +368,14 @@ func bodyDenial(err error) *Denial {
 }
 
 // isJSON accepts application/json and any +json type, with parameters.
+// The bare type as clients send it is recognised without
+// mime.ParseMediaType, which allocates a parameter map on every call (an
+// exact match: strings.EqualFold would also take Unicode look-alikes such
+// as the long s, which ParseMediaType refuses).
 func isJSON(contentType string) bool {
+	if contentType == "application/json" {
+		return true
+	}
 	mt, _, err := mime.ParseMediaType(contentType)
 	if err != nil {
 		return false

@@ -3,6 +3,8 @@ package schema
 import (
 	"encoding/json"
 	"testing"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // chatKiB is a typical chat request of about 1 KiB: a system prompt, a
@@ -44,6 +46,34 @@ func BenchmarkValidateChat(b *testing.B) {
 		if err := s.Validate(OpenAIChat, v); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkValidateBodies covers the other bodies of the load comparison
+// and the OpenAI APIs: the 1 KiB 2-message chat that test/loadbench sends
+// (testkit.ChatBody)
+// (a system prompt and one user turn, temperature, max_tokens), a
+// completion and an embeddings request.
+func BenchmarkValidateBodies(b *testing.B) {
+	s := mustCompile(b, nil)
+	for _, tc := range []struct{ name, id, body string }{
+		{"chat-2msg", OpenAIChat, string(testkit.ChatBody(1024))},
+		{"completions", OpenAICompletions, `{"model":"gpt-3.5-turbo-instruct","prompt":"Say this is a test","max_tokens":7,"temperature":0,"stream":true,"stop":["\n"],"user":"u-1234"}`},
+		{"embeddings", OpenAIEmbeddings, `{"model":"text-embedding-3-small","input":["Your text string goes here","And another one"],"dimensions":256,"encoding_format":"float"}`},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			v := parse(b, tc.body)
+			if err := s.Validate(tc.id, v); err != nil {
+				b.Fatal(err)
+			}
+			b.SetBytes(int64(len(tc.body)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if err := s.Validate(tc.id, v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
 

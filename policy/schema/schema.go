@@ -12,7 +12,9 @@
 // API's published request format (the file's $comment names the source).
 // They are strict about the members they define and open to others, so an
 // OpenAI-compatible server's extensions (vLLM's top_k, guided_json, ...)
-// pass.
+// pass. The OpenAI ones are shaped for the validator's cost (fast-path
+// ifs, few $refs; docs/json-schema-cost.md), and a differential test holds
+// them to their previous form in testdata/previous.
 package schema
 
 import (
