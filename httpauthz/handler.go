@@ -18,6 +18,7 @@ import (
 
 	"github.com/modelguard/modelguard/httpauthz/httpsettings"
 	"github.com/modelguard/modelguard/policy"
+	"github.com/modelguard/modelguard/policy/certid"
 	"github.com/modelguard/modelguard/policy/models"
 )
 
@@ -65,6 +66,8 @@ type Handler struct {
 	decider     Decider
 	budget      BodyBudget // nil when the decider has none
 	headersOnly bool       // server.http.without_body: headers_only
+	nginxCerts  bool       // server.http.nginx_client_certs
+	principals  *certid.Principals
 	log         *slog.Logger
 }
 
@@ -74,7 +77,10 @@ func NewHandler(d Decider, s httpsettings.Settings, log *slog.Logger) *Handler {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Handler{decider: d, headersOnly: s.WithoutBody == httpsettings.HeadersOnly, log: log}
+	h := &Handler{decider: d, headersOnly: s.WithoutBody == httpsettings.HeadersOnly, nginxCerts: s.NginxClientCerts, log: log}
+	if h.nginxCerts {
+		h.principals = certid.NewPrincipals()
+	}
 	h.budget, _ = d.(BodyBudget)
 	return h
 }
@@ -142,7 +148,20 @@ func (h *Handler) subrequest(w http.ResponseWriter, r *http.Request, parse targe
 	req := newRequest(r, gateway)
 	refusal := parse(req, r)
 	req.HeadersOnly = h.headersOnly
-	req.Fetch = func(_ *policy.Request, parts policy.Part) error {
+	certs := h.nginxCerts && r.URL.Path == NginxPath
+	req.Fetch = func(req *policy.Request, parts policy.Part) error {
+		if parts&policy.PartTLSPrincipal != 0 && certs {
+			// Asked for while authenticating: before the target's refusal,
+			// which waits for the caller to be known.
+			p, err := nginxPrincipal(h.principals, req.Headers)
+			if err != nil {
+				h.log.Warn("the verified client certificate is no identity", "request_id", req.ID, "error", err)
+			}
+			req.TLSPrincipal = p
+		}
+		if parts &^= policy.PartTLSPrincipal; parts == 0 {
+			return nil
+		}
 		if refusal != nil {
 			return refusal
 		}

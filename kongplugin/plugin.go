@@ -30,6 +30,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/modelguard/modelguard/policy"
+	"github.com/modelguard/modelguard/policy/certid"
 	"github.com/modelguard/modelguard/policy/config"
 	"github.com/modelguard/modelguard/policy/metrics"
 )
@@ -111,20 +112,24 @@ type Plugin struct {
 	// run in, has no kong.nginx.get_var (the Kong harness tests in test/
 	// run the request line).
 	noRequestLine bool
+	// principals are the client certificates' principals, shared by every
+	// core (they depend on the certificate alone).
+	principals *certid.Principals
 }
 
 // New returns a Plugin. It does no I/O: Kong runs the binary with -dump at
 // every start, and cores are built on the first event that needs them.
 func New(opts Options) *Plugin {
 	p := &Plugin{
-		log:       opts.Logger,
-		newLogger: opts.NewLogger,
-		openAudit: opts.OpenAudit,
-		metrics:   opts.Metrics,
-		openTrace: opts.OpenTracing,
-		now:       opts.Now,
-		cores:     map[string]*core{},
-		settle:    opts.Settle,
+		log:        opts.Logger,
+		newLogger:  opts.NewLogger,
+		openAudit:  opts.OpenAudit,
+		metrics:    opts.Metrics,
+		openTrace:  opts.OpenTracing,
+		now:        opts.Now,
+		cores:      map[string]*core{},
+		settle:     opts.Settle,
+		principals: certid.NewPrincipals(),
 	}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
@@ -308,7 +313,7 @@ func (p *Plugin) access(c *Config, kong *pdk.PDK) {
 		p.log.Error("request refused before the core", "decision_id", d.ID, "reason", fail.Reason, "error", fail.Err)
 		tell(kong.Log.Err, fmt.Sprintf("request refused before the core (%d)", fail.Status), "decision_id", d.ID, "reason", fail.Reason, "error", fail.Err.Error())
 	default:
-		f := &fetcher{kong: kong, maxBody: maxBody, direct: c.ClientIP == clientIPDirect, noRequestLine: p.noRequestLine}
+		f := &fetcher{kong: kong, maxBody: maxBody, direct: c.ClientIP == clientIPDirect, noRequestLine: p.noRequestLine, principals: p.principals}
 		req.Fetch = f.fetch
 		if p.beforeEvaluate != nil {
 			p.beforeEvaluate()

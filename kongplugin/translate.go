@@ -18,6 +18,7 @@ import (
 
 	"github.com/modelguard/modelguard/kongplugin/kongpath"
 	"github.com/modelguard/modelguard/policy"
+	"github.com/modelguard/modelguard/policy/certid"
 )
 
 const gateway = "kong"
@@ -65,14 +66,16 @@ func readHeaders(kong *pdk.PDK) (req *policy.Request, lines int, err error) {
 // fetcher reads the parts of a request the core asks for (policy.Part),
 // one PDK call each: the request line ($request, through
 // kong.nginx.get_var) for the method and path, get_raw_body,
-// get_raw_query, get_scheme, and client.get_forwarded_ip (or client.get_ip
-// with client_ip: direct).
+// get_raw_query, get_scheme, client.get_forwarded_ip (or client.get_ip
+// with client_ip: direct), and nginx's client certificate variables.
 type fetcher struct {
 	kong    *pdk.PDK
 	maxBody int
 	direct  bool
 	// noRequestLine: Plugin.noRequestLine.
 	noRequestLine bool
+	// principals: Plugin.principals.
+	principals *certid.Principals
 	// query is the request line's query, once read.
 	query    string
 	hasQuery bool
@@ -119,7 +122,48 @@ func (f *fetcher) fetch(req *policy.Request, parts policy.Part) error {
 			return f.failed("kong.client address", err)
 		}
 	}
+	if parts&policy.PartTLSPrincipal != 0 {
+		if err := f.principal(req); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// principal sets the client certificate's principal, derived as Envoy
+// derives source.principal (certid.FromPEM), from what nginx verified in
+// the TLS handshake: a certificate counts only when $ssl_client_verify is
+// exactly SUCCESS (not NONE, not FAILED:reason, not nil on a plain-text
+// connection; ssl_verify_client optional_no_ca lets unverified
+// certificates through as FAILED). One get_var for a request without a
+// verified certificate, two with one ($ssl_client_raw_cert), three when
+// the certificate has no URI or DNS SAN ($ssl_client_s_dn). A
+// certificate that does not parse is no identity, and reported.
+func (f *fetcher) principal(req *policy.Request) error {
+	verify, err := f.kong.Nginx.GetVar("ssl_client_verify")
+	if err != nil {
+		return f.failed("kong.nginx.get_var ssl_client_verify", err)
+	}
+	if verify != "SUCCESS" {
+		return nil
+	}
+	cert, err := f.kong.Nginx.GetVar("ssl_client_raw_cert")
+	if err != nil {
+		return f.failed("kong.nginx.get_var ssl_client_raw_cert", err)
+	}
+	p, err := f.principals.FromPEM(cert, func() (string, error) {
+		dn, err := f.kong.Nginx.GetVar("ssl_client_s_dn")
+		if err != nil {
+			return "", f.failed("kong.nginx.get_var ssl_client_s_dn", err)
+		}
+		return dn, nil
+	})
+	if errors.Is(err, certid.ErrMalformed) {
+		tell(f.kong.Log.Warn, "the verified client certificate is no identity", "error", err.Error())
+		return nil
+	}
+	req.TLSPrincipal = p
+	return err
 }
 
 // target sets the method and path from the request line in one call:

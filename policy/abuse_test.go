@@ -8,11 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/ast"
+
 	"github.com/modelguard/modelguard/policy/audit"
 	"github.com/modelguard/modelguard/policy/certid"
 	"github.com/modelguard/modelguard/policy/dlp"
 	"github.com/modelguard/modelguard/policy/iplist"
 	"github.com/modelguard/modelguard/policy/lockout"
+	"github.com/modelguard/modelguard/policy/rego"
 )
 
 type fakeAddresses map[string]iplist.Verdict
@@ -179,6 +182,57 @@ func TestClientCertIdentity(t *testing.T) {
 			d := e.Decide(context.Background(), req)
 			if d.Status != tc.status || tc.status == 200 && (d.Identity.Subject != tc.subject || d.Identity.Method != tc.method) {
 				t.Fatalf("got %d %s identity %+v", d.Status, d.Reason, d.Identity)
+			}
+		})
+	}
+}
+
+// TestClientCertFetched: a gateway that hands the certificate over on
+// demand (Kong) is asked for it only when it may authenticate the caller
+// (no credential header) or the policy reads tls_principal; a failing
+// read denies with the adapter's refusal (or 503), never as a caller
+// without credentials.
+func TestClientCertFetched(t *testing.T) {
+	readsPrincipal := evalInputFunc(func(build func(rego.Inputs) ast.Value) { build(rego.InputTLSPrincipal) })
+	readsNone := evalInputFunc(func(build func(rego.Inputs) ast.Value) { build(0) })
+	refused := &Refusal{Status: 503, Reason: "kong_pdk_error", Message: "service unavailable", Err: errors.New("injected")}
+	for _, tc := range []struct {
+		name     string
+		authz    authorizer
+		creds    map[string]string
+		failWith error
+		want     []Part
+		status   int
+		reason   string
+	}{
+		{"no credential: the certificate authenticates", readsNone, nil, nil, []Part{PartTLSPrincipal, PartTarget, PartBody}, 200, "allowed"},
+		{"credential header: never asked", readsNone, map[string]string{"x-api-key": "mg_alice"}, nil, []Part{PartTarget, PartBody}, 200, "allowed"},
+		{"credential header, policy reads it", readsPrincipal, map[string]string{"x-api-key": "mg_alice"}, nil, []Part{PartTarget, PartBody, PartTLSPrincipal}, 200, "allowed"},
+		{"read refused", readsNone, nil, refused, []Part{PartTLSPrincipal}, 503, "kong_pdk_error"},
+		{"read failed", readsNone, nil, errors.New("gone"), []Part{PartTLSPrincipal}, 503, "gateway_read_error"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := testEngine(t, tc.authz)
+			e.certs = certid.New(certid.Settings{{Principal: "spiffe://c/sa/batch", Subject: "batch", Roles: []string{"ml-engineer"}}})
+			full := chat(tc.creds)
+			var asked []Part
+			req := &Request{Gateway: "kong", Headers: full.Headers, Fetch: func(r *Request, parts Part) error {
+				asked = append(asked, parts)
+				switch {
+				case parts&PartTLSPrincipal != 0 && tc.failWith != nil:
+					return tc.failWith
+				case parts&PartTLSPrincipal != 0:
+					r.TLSPrincipal = "spiffe://c/sa/batch"
+				case parts&PartTarget != 0:
+					r.Method, r.Path = full.Method, full.Path
+				case parts&PartBody != 0:
+					r.Body = full.Body
+				}
+				return nil
+			}}
+			d := e.Evaluate(context.Background(), req)
+			if !slices.Equal(asked, tc.want) || d.Status != tc.status || d.Reason != tc.reason {
+				t.Errorf("asked for %v, decided %d %s; want %v, %d %s", asked, d.Status, d.Reason, tc.want, tc.status, tc.reason)
 			}
 		})
 	}

@@ -88,6 +88,9 @@ func (e *Engine) authenticate(ctx context.Context, req *Request) (*Identity, cre
 	case e.certs != nil:
 		// Without a credential header, the client certificate the gateway
 		// verified may authenticate the caller.
+		if err := req.Complete(PartTLSPrincipal); err != nil {
+			return nil, cred, "", asRefusal(err) // denied as refuse does, not as a caller's failure
+		}
 		if c, ok := e.certs.Lookup(req.TLSPrincipal); ok {
 			return &Identity{Subject: c.Subject, Roles: c.Roles, Method: "client_cert"}, cred, "", nil
 		}

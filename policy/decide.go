@@ -87,6 +87,11 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 	}
 	sctx, span := e.step(ctx, spanAuthenticate)
 	id, cred, reason, err := e.authenticate(sctx, req)
+	if _, ok := errors.AsType[*Refusal](err); ok { // the gateway could not hand the certificate over
+		e.refuse(d, req, err)
+		endStep(span, d)
+		return
+	}
 	if err != nil {
 		if jwtauth.Unavailable(reason) { // a store or endpoint failing, not the caller
 			e.log.Error("authentication dependency unavailable: denied", d.logIDs(), "request_id", req.ID, "reason", reason, "error", err)
@@ -324,12 +329,17 @@ func (e *Engine) deny(d *Decision, status int, reason, message string) {
 // refuse denies a request whose Fetch failed, or that could not be made
 // into the policy's input: with the Refusal, or 503 gateway_read_error.
 func (e *Engine) refuse(d *Decision, req *Request, err error) {
-	r, ok := errors.AsType[*Refusal](err)
-	if !ok {
-		r = &Refusal{Status: http.StatusServiceUnavailable, Reason: "gateway_read_error", Message: "service unavailable", Err: err}
-	}
+	r := asRefusal(err)
 	e.log.Error("request refused before the policy: denied", d.logIDs(), "request_id", req.ID, "reason", r.Reason, "error", err)
 	e.deny(d, r.Status, r.Reason, r.Message)
+}
+
+// asRefusal is err's Refusal, or 503 gateway_read_error.
+func asRefusal(err error) *Refusal {
+	if r, ok := errors.AsType[*Refusal](err); ok {
+		return r
+	}
+	return &Refusal{Status: http.StatusServiceUnavailable, Reason: "gateway_read_error", Message: "service unavailable", Err: err}
 }
 
 // inputParts are the request parts the policy's optional inputs need.
@@ -348,6 +358,9 @@ func (e *Engine) inputParts(reads rego.Inputs) Part {
 	}
 	if reads.Has(rego.InputSourceAddress) {
 		p |= PartSourceAddress
+	}
+	if reads.Has(rego.InputTLSPrincipal) {
+		p |= PartTLSPrincipal
 	}
 	return p
 }

@@ -65,8 +65,9 @@ type Request struct {
 	// decision needs it. Evaluate asks for each part at most once: the
 	// method and path once the caller is authenticated, the body for
 	// model requests, the query, scheme and source address for policies
-	// that read them. An error denies the request: a *Refusal with its
-	// status, any other with 503.
+	// that read them, the client certificate's principal when it may
+	// authenticate the caller or the policy reads it. An error denies the
+	// request: a *Refusal with its status, any other with 503.
 	Fetch   func(req *Request, parts Part) error
 	fetched Part
 }
@@ -80,6 +81,7 @@ const (
 	PartQuery                          // Query
 	PartScheme                         // Scheme
 	PartSourceAddress                  // SourceAddress
+	PartTLSPrincipal                   // TLSPrincipal
 )
 
 // Complete asks Fetch for those of parts not fetched yet: Evaluate does for

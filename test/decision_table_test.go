@@ -2,6 +2,7 @@ package test
 
 import (
 	"bytes"
+	"crypto/tls"
 	"encoding/json"
 	"strconv"
 	"strings"
@@ -18,10 +19,13 @@ import (
 // harness (ext_authz over gRPC) and the Kong harness (the plugin binary
 // over its socket), both loading the same configuration file and policy
 // directory, and requires the same decision, status, reason, client body
-// and upstream identity from both.
+// and upstream identity from both. Rows with a client certificate go
+// through TLS fronts of both that verify it.
 func TestGatewaysDecideAlike(t *testing.T) {
-	e := newEnv(t, envOptions{})
+	e := newEnv(t, envOptions{auth: certsAuth})
 	k := newKongEnv(t, e, kongBinary(t))
+	certs := newClientCerts(t)
+	fronts := newMTLSFronts(t, e, k, certs.ca, false)
 
 	good := token(t, jwt.SigningMethodRS256, e.signer, "k1", nil)
 	expired := token(t, jwt.SigningMethodRS256, e.signer, "k1", jwt.MapClaims{"exp": time.Now().Add(-time.Hour).Unix()})
@@ -97,6 +101,20 @@ func TestGatewaysDecideAlike(t *testing.T) {
 		{"method Post", "Post", "/v1/chat/completions", admin, invalid, 400, "route_ambiguous", identity{}},
 		{"gzip bomb", "POST", "/v1/chat/completions", map[string]string{"x-api-key": e.keys["alice-key"], "content-encoding": "gzip"},
 			gzipped(`{"model":"gpt-4o-mini","x":"` + strings.Repeat("a", 8<<20) + `"}`), 413, "body_too_large", identity{}},
+		// Client certificates (the client certificate below, by row).
+		{"client certificate: spiffe id", "POST", "/v1/chat/completions", nil, []byte(chatBody("gpt-4o-mini")), 200, "allowed", identity{"chat-frontend", "chat-user", "client_cert", ""}},
+		{"client certificate: dns san", "POST", "/v1/chat/completions", nil, []byte(chatBody("gpt-4o-mini")), 200, "allowed", identity{"batch-scorer", "chat-user", "client_cert", ""}},
+		{"client certificate: subject", "POST", "/v1/chat/completions", nil, []byte(chatBody("gpt-4o-mini")), 200, "allowed", identity{"nightly-eval", "chat-user", "client_cert", ""}},
+		{"client certificate: unmapped", "POST", "/v1/chat/completions", nil, []byte(chatBody("gpt-4o-mini")), 401, "credentials_missing", identity{}},
+		{"client certificate: a model outside its role", "POST", "/v1/chat/completions", nil, []byte(chatBody("gpt-4o")), 403, "model_not_permitted", identity{}},
+		{"client certificate and an api key: the key decides", "POST", "/v1/chat/completions", alice, []byte(chatBody("gpt-4o-mini")), 200, "allowed", identity{"alice", "chat-user", "api_key", "alice-key"}},
+		{"client certificate and a bad api key", "POST", "/v1/chat/completions", map[string]string{"x-api-key": "mg_test_doesnotexist"}, []byte(chatBody("gpt-4o-mini")), 401, "api_key_unknown", identity{}},
+		{"no client certificate over TLS", "POST", "/v1/chat/completions", nil, []byte(chatBody("gpt-4o-mini")), 401, "credentials_missing", identity{}},
+	}
+	clientCert := map[string]*tls.Certificate{
+		"client certificate: spiffe id": &certs.spiffe, "client certificate: dns san": &certs.dns, "client certificate: subject": &certs.subject,
+		"client certificate: unmapped": &certs.unmapped, "client certificate: a model outside its role": &certs.spiffe,
+		"client certificate and an api key: the key decides": &certs.spiffe, "client certificate and a bad api key": &certs.spiffe,
 	}
 	// The rate limit headers the client gets, by row (absent: none).
 	limitHeaders := map[string]map[string]string{
@@ -110,8 +128,17 @@ func TestGatewaysDecideAlike(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			env := e.doRaw(tc.method, tc.path, tc.headers, tc.body)
-			kr := k.do(tc.method, tc.path, tc.headers, tc.body)
+			var (
+				env result
+				kr  kongResult
+			)
+			if cert, ok := clientCert[tc.name]; ok || strings.HasSuffix(tc.name, "over TLS") {
+				env = e.doVia(fronts.envoy.URL, client(fronts.envoy, cert), tc.method, tc.path, tc.headers, tc.body)
+				kr = k.doVia(fronts.kong.URL, client(fronts.kong, cert), tc.method, tc.path, tc.headers, tc.body)
+			} else {
+				env = e.doRaw(tc.method, tc.path, tc.headers, tc.body)
+				kr = k.do(tc.method, tc.path, tc.headers, tc.body)
+			}
 			for name, want := range limitHeaders[tc.name] {
 				// Times shrink while the test runs: compare those roughly.
 				ev, kv := env.header.Get(name), kr.header.Get(name)

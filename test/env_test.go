@@ -300,7 +300,14 @@ func (e *env) do(method, path string, headers map[string]string, body string) re
 
 func (e *env) doRaw(method, path string, headers map[string]string, body []byte) result {
 	e.t.Helper()
-	id, resp, b, err := send(e.front.URL, "req", method, path, headers, body)
+	return e.doVia(e.front.URL, http.DefaultClient, method, path, headers, body)
+}
+
+// doVia is doRaw through the Envoy harness served at base (a TLS front),
+// with client.
+func (e *env) doVia(base string, client *http.Client, method, path string, headers map[string]string, body []byte) result {
+	e.t.Helper()
+	id, resp, b, err := sendVia(client, base, "req", method, path, headers, body)
 	if err != nil {
 		e.t.Error(err)
 		return result{}
@@ -320,6 +327,11 @@ func (e *env) doRaw(method, path string, headers map[string]string, body []byte)
 // send is what a client does through either gateway: a JSON request with a
 // fresh x-request-id (returned, to find the request in logs and audit).
 func send(base, idPrefix, method, path string, headers map[string]string, body []byte) (string, *http.Response, []byte, error) {
+	return sendVia(http.DefaultClient, base, idPrefix, method, path, headers, body)
+}
+
+// sendVia is send with client.
+func sendVia(client *http.Client, base, idPrefix, method, path string, headers map[string]string, body []byte) (string, *http.Response, []byte, error) {
 	req, err := http.NewRequest(method, base+path, bytes.NewReader(body))
 	if err != nil {
 		return "", nil, nil, err
@@ -330,7 +342,7 @@ func send(base, idPrefix, method, path string, headers map[string]string, body [
 	for k, v := range headers {
 		req.Header.Set(k, v)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		return id, nil, nil, err
 	}

@@ -103,7 +103,14 @@ type kongResult struct {
 
 func (k *kongEnv) do(method, path string, headers map[string]string, body []byte) kongResult {
 	k.t.Helper()
-	id, resp, b, err := send(k.srv.URL, "kong", method, path, headers, body)
+	return k.doVia(k.srv.URL, http.DefaultClient, method, path, headers, body)
+}
+
+// doVia is do through the Kong harness served at base (a TLS front), with
+// client.
+func (k *kongEnv) doVia(base string, client *http.Client, method, path string, headers map[string]string, body []byte) kongResult {
+	k.t.Helper()
+	id, resp, b, err := sendVia(client, base, "kong", method, path, headers, body)
 	if err != nil {
 		k.t.Fatal(err)
 	}

@@ -59,7 +59,8 @@ func TestNginxShippedConfig(t *testing.T) {
 // nginxFront is a real nginx with nginx/modelguard.conf in front of a fake
 // model server, and a real "modelguard serve" behind its auth_request.
 type nginxFront struct {
-	url string
+	url    string
+	client *http.Client // nil: http.DefaultClient
 }
 
 type nginxAnswer struct {
@@ -117,7 +118,11 @@ func (f *nginxFront) do(t *testing.T, method, path string, headers map[string]st
 	for k, v := range headers {
 		req.Header[k] = []string{v} // as given: x_modelguard_roles keeps its underscore
 	}
-	resp, err := http.DefaultClient.Do(req)
+	client := f.client
+	if client == nil {
+		client = http.DefaultClient
+	}
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,14 @@ type Settings struct {
 	// request body, do with a model request: "refuse" (default) or
 	// "headers_only".
 	WithoutBody string `yaml:"without_body"`
+	// NginxClientCerts makes the nginx endpoint take the client
+	// certificate nginx verified from the X-SSL-Client-Verify,
+	// X-SSL-Client-Cert and X-SSL-Client-S-DN headers of the subrequest
+	// ($ssl_client_verify, $ssl_client_escaped_cert, $ssl_client_s_dn):
+	// only nginx's proxy_set_header of all three in the subrequest's
+	// location (nginx/modelguard.conf) keeps a client from sending them.
+	// Default false: the headers are ignored.
+	NginxClientCerts bool `yaml:"nginx_client_certs"`
 }
 
 // DefaultSettings returns the settings of an absent server.http section.

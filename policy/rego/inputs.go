@@ -125,6 +125,7 @@ var inputMembers = map[string][]inputMember{
 			{InputQuery, ast.MustParseRef("input.parsed_query")},
 			{InputScheme, ast.MustParseRef("input.attributes.request.http.scheme")},
 			{InputSourceAddress, ast.MustParseRef("input.attributes.source.address")},
+			{InputTLSPrincipal, ast.MustParseRef("input.attributes.source.principal")},
 			{InputRawBody, ast.MustParseRef("input.attributes.request.http.rawBody")},
 			{InputModelguardFacts, modelguardKey},
 		}

@@ -93,7 +93,7 @@ func TestOPAEnvoyInputsRead(t *testing.T) {
 		{"parsed_query", `allow if input.parsed_query.a == ["1"]`, InputQuery},
 		{"scheme", `allow if input.attributes.request.http.scheme == "https"`, InputScheme},
 		{"source address", `allow if input.attributes.source.address.socketAddress.address == "10.0.0.1"`, InputSourceAddress},
-		{"source principal only", `allow if input.attributes.source.principal == "spiffe://a"`, 0},
+		{"source principal (Kong reads it on demand)", `allow if input.attributes.source.principal == "spiffe://a"`, InputTLSPrincipal},
 		{"parsed_body", `allow if input.parsed_body.model == "m"`, InputParsedBody},
 		{"truncated_body", `allow if not input.truncated_body`, InputParsedBody},
 		{"rawBody", `allow if input.attributes.request.http.rawBody != ""`, InputRawBody},

@@ -35,6 +35,12 @@ type Request struct {
 	BodyFile string
 	// BodyError, when set, is kong.request.get_raw_body's error answer.
 	BodyError string
+	// TLS is the client's TLS connection as nginx describes it; nil for
+	// plain text.
+	TLS *ClientTLS
+	// FailVar, when set, is a variable kong.nginx.get_var answers with an
+	// error (as Kong does when a PDK call fails).
+	FailVar string
 }
 
 // ServiceResponse is the upstream response as Kong buffered it for the
@@ -170,6 +176,9 @@ func (x *Exchange) Answer(phase, method string, args []byte) ([]byte, error) {
 		if phase == "log" {
 			return nil, fmt.Errorf("API disabled in the context of ngx.timer") // ngx.var in a timer
 		}
+		if name == x.Req.FailVar {
+			return nil, fmt.Errorf("cannot read variable %q", name)
+		}
 		if name == "request" { // $request: the request line as received
 			target := x.Req.RawPath
 			if target == "" {
@@ -179,6 +188,8 @@ func (x *Exchange) Answer(phase, method string, args []byte) ([]byte, error) {
 				target += "?" + x.Req.RawQuery
 			}
 			out = &kpp.String{V: x.Req.Method + " " + target + " HTTP/1.1"}
+		} else if v, found := x.Req.sslVariable(name); found {
+			out = &kpp.String{V: v}
 		} // other variables: nil here
 	case "kong.request.get_scheme":
 		out = &kpp.String{V: x.Req.Scheme}

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 )
 
 // DefaultBufferSize is Kong's client_body_buffer_size (8k): larger bodies
@@ -41,6 +42,7 @@ type Front struct {
 	plugin   PluginConf
 	acl      *ACL
 	realIP   RealIP
+	verify   *ClientVerify
 	upstream *url.URL
 	prepare  func(*Request)
 	client   http.Client
@@ -106,6 +108,16 @@ func (f *Front) SetRealIP(r RealIP) {
 	f.realIP = r
 }
 
+// SetClientVerify makes the front verify client certificates as nginx's
+// ssl_verify_client (optional or optional_no_ca) does, for requests it
+// serves over TLS (httptest's StartTLS, asking for client certificates
+// with tls.RequestClientCert); nil: no certificate is asked for.
+func (f *Front) SetClientVerify(v *ClientVerify) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.verify = v
+}
+
 // Plugin returns the current plugin configuration.
 func (f *Front) Plugin() PluginConf {
 	f.mu.Lock()
@@ -123,7 +135,7 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	f.mu.Lock()
-	pc, acl, realIP, upstream, prepare := f.plugin, f.acl, f.realIP, f.upstream, f.prepare
+	pc, acl, realIP, upstream, prepare, verify := f.plugin, f.acl, f.realIP, f.upstream, f.prepare, f.verify
 	f.mu.Unlock()
 
 	rawPath, rawQuery, _ := strings.Cut(r.RequestURI, "?")
@@ -133,6 +145,18 @@ func (f *Front) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	req := Request{Method: r.Method, Scheme: "http", Host: r.Host, RawPath: rawPath, Path: NormalizePath(rawPath), RawQuery: rawQuery,
 		Header: r.Header.Clone(), Body: body, ClientIP: ip, ForwardedIP: realIP.forwarded(ip, r.Header)}
 	req.Header.Set("Host", r.Host) // nginx lists it with the other headers
+	if r.TLS != nil {
+		req.Scheme = "https"
+		ct := ClientTLS{Verify: "NONE"}
+		if verify != nil {
+			if ct, err = verify.nginxTLS(r.TLS, time.Now()); err != nil {
+				// nginx: "400 The SSL certificate error", before any plugin.
+				w.WriteHeader(http.StatusBadRequest)
+				return
+			}
+		}
+		req.TLS = &ct
+	}
 	if len(body) > f.BufferSize {
 		if req.BodyFile, err = Spill(f.SpillDir, body); err != nil {
 			w.WriteHeader(http.StatusInternalServerError)
