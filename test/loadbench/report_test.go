@@ -3,6 +3,8 @@ package main
 import (
 	"testing"
 	"time"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 func TestMedian(t *testing.T) {
@@ -87,5 +89,14 @@ func TestParseProcStat(t *testing.T) {
 	}
 	if _, err := parseProcStat("intr 1\n"); err == nil {
 		t.Error("no per-CPU lines: no error")
+	}
+}
+
+// The benchmark's body is the one the Go benchmarks use (testkit.ChatBody).
+func TestChatBodyIsTestkits(t *testing.T) {
+	for _, n := range []int{256, 1024, 4096} {
+		if got, want := chatBody(n), testkit.ChatBody(n); string(got) != string(want) {
+			t.Errorf("chatBody(%d):\n%s\ntestkit.ChatBody(%d):\n%s", n, got, n, want)
+		}
 	}
 }

@@ -122,7 +122,9 @@ func checkRequest(authorization string) *authv3.CheckRequest {
 	}}
 }
 
-// chatBody is an OpenAI chat request of about n bytes.
+// chatBody is an OpenAI chat request of about n bytes, the same bytes as
+// testkit.ChatBody. Not imported from there: this binary also serves the
+// no-op server, and testkit would link its dependencies (15 MB) into it.
 func chatBody(n int) []byte {
 	var b bytes.Buffer
 	b.WriteString(`{"model":"gpt-4o-mini","temperature":0.7,"max_tokens":256,"messages":[` +
