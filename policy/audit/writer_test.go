@@ -501,7 +501,8 @@ func (s *heldSyncSink) beginSync() (func() error, func(error) error) {
 func TestWriterFsyncBesideWrites(t *testing.T) {
 	m := metrics.New(nil)
 	sink := &heldSyncSink{memSink: &memSink{}, hold: make(chan struct{}), fsyncing: make(chan struct{}, 64)}
-	w := newTestWriter(t, Settings{BlockTimeout: 2 * time.Second}, m, sink)
+	// On a writer that fsyncs inline, Record("during") waits out BlockTimeout.
+	w := newTestWriter(t, Settings{BlockTimeout: 10 * time.Second}, m, sink)
 	if err := w.Record(decision("before")); err != nil {
 		t.Fatal(err)
 	}
