@@ -11,18 +11,19 @@ import (
 // report prints the summary tables: medians over the rounds, and the
 // per-round ratios' median with their range.
 func report(out io.Writer, ws []*workload) {
-	fmt.Fprintln(out, "| workload | no-op req/s | modelguard req/s | ratio: median (range) | server CPU per call: no-op / modelguard | CPU ratio: median (range) | limited by: no-op / modelguard | others' share of the server / ghz CPU |")
-	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|")
+	fmt.Fprintln(out, "| workload | no-op req/s | modelguard req/s | ratio: median (range) | server CPU per call: no-op / modelguard | CPU ratio: median (range) | limited by: no-op / modelguard | ghz CPU per call: no-op / modelguard | others' share of the server / ghz CPU |")
+	fmt.Fprintln(out, "|---|---|---|---|---|---|---|---|---|")
 	for _, w := range ws {
 		n, m := w.max[noop], w.max[mg]
-		fmt.Fprintf(out, "| %s | %.0f | %.0f | %s | %s / %s | %s | %s / %s | %s |\n", w.name,
+		fmt.Fprintf(out, "| %s | %.0f | %.0f | %s | %s / %s | %s | %s / %s | %s / %s | %s |\n", w.name,
 			median(rates(n)), median(rates(m)),
 			spread(ratios(m, n, func(s sample) float64 { return s.rps })),
 			us(durMedian(n, sample.cpuPerCall)), us(durMedian(m, sample.cpuPerCall)),
 			// CPU per call is a cost: the no-op's over modelguard's is the
 			// throughput ratio the CPU times predict.
 			spread(ratios(n, m, func(s sample) float64 { return float64(s.cpuPerCall()) })),
-			limits(n), limits(m), othersShare(append(slices.Clone(n), m...)))
+			limits(n), limits(m), us(durMedian(n, sample.ghzPerCall)), us(durMedian(m, sample.ghzPerCall)),
+			othersShare(append(slices.Clone(n), m...)))
 	}
 	fmt.Fprintln(out)
 	fmt.Fprintln(out, "| at a fixed rate: half the no-op's median throughput | req/s | no-op p50 / p99 | modelguard p50 / p99 | p99 ratio: median (range) |")

@@ -146,6 +146,15 @@ func (r sample) cpuPerCall() time.Duration {
 	return r.serverCPU / time.Duration(r.calls)
 }
 
+// ghzPerCall is ghz's CPU time per call: when ghz limits the run, its
+// throughput is one CPU over this.
+func (r sample) ghzPerCall() time.Duration {
+	if r.calls == 0 {
+		return 0
+	}
+	return r.ghzCPU / time.Duration(r.calls)
+}
+
 // saturation thresholds: a process using at least this share of its CPU is
 // taken to be what limits the run.
 const busy = 0.9
