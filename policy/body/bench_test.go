@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // chatBody builds an OpenAI-style chat completion request of about size
@@ -92,6 +94,29 @@ func BenchmarkParse(b *testing.B) {
 			for b.Loop() {
 				var v any
 				if err := json.Unmarshal(data, &v); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkParseBodies parses the bodies of the whole-path measurements:
+// test/loadbench's 1 KiB chat (testkit.ChatBody: a system prompt and one
+// user turn) and BenchmarkCheckGRPC's short chat request.
+func BenchmarkParseBodies(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		data []byte
+	}{
+		{"loadbench-1KiB", testkit.ChatBody(1024)},
+		{"checkgrpc", []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}],"max_tokens":64}`)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			b.SetBytes(int64(len(tc.data)))
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Parse(tc.data, Limits{}); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // chatOfSize builds an OpenAI chat request of about n bytes: a system
@@ -42,9 +44,21 @@ models:
 	if err != nil {
 		b.Fatal(err)
 	}
+	type namedBody struct {
+		name string
+		body []byte
+	}
+	bodies := []namedBody{
+		// test/loadbench's body and BenchmarkCheckGRPC's.
+		{"loadbench-1KiB", testkit.ChatBody(1024)},
+		{"checkgrpc", []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}],"max_tokens":64}`)},
+	}
 	for _, size := range []int{1 << 10, 64 << 10, 1 << 20} {
-		body := chatOfSize(size)
-		b.Run(fmt.Sprintf("%dKiB", size>>10), func(b *testing.B) {
+		bodies = append(bodies, namedBody{fmt.Sprintf("%dKiB", size>>10), chatOfSize(size)})
+	}
+	for _, tc := range bodies {
+		body := tc.body
+		b.Run(tc.name, func(b *testing.B) {
 			r := Request{Method: "POST", Path: "/v1/chat/completions", ContentType: "application/json", Body: body}
 			if _, d, _ := c.Inspect(r); d != nil {
 				b.Fatal(d)
