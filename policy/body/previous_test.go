@@ -1,0 +1,628 @@
+package body
+
+// The parser as it was before the allocation work of issue 12 (parse.go and
+// foldDuplicate of fold.go at commit 59b348d), renamed with a prev prefix.
+// TestParseMatchesPrevious requires the current parser to give the same
+// values and the same refusals on generated bodies. Only the shared error
+// rendering (Error, pointer, location) and the folding (AppendFold,
+// isASCII, foldPairwiseMax, foldSeed) are the package's own.
+
+import (
+	"bytes"
+	"encoding/binary"
+	"encoding/json"
+	"hash/maphash"
+	"math"
+	"net/http"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+)
+
+// prevParse strictly parses one JSON value (RFC 8259) into map[string]any,
+// []any, string, json.Number, bool or nil: the representation
+// santhosh-tekuri/jsonschema/v6 validates and Rego input conversion accepts.
+// Any top-level value is allowed; callers that need an object check it.
+//
+// It refuses, with a 400 *Error naming the JSON pointer: an empty or
+// whitespace-only body, syntax errors, duplicate keys at any depth, keys
+// that differ only in letter case (see prevFoldDuplicate) at any depth, data
+// after the value, invalid UTF-8, lone surrogates in \u escapes, raw control
+// characters in strings, nesting deeper than lim.MaxDepth (checked while
+// descending, so a deep body costs no more than MaxDepth levels of work),
+// and numbers that are not RFC 8259 numbers or overflow float64. A body over
+// lim.MaxBytes gets 413.
+//
+// The work is linear in the body size. Strings and maps are allocated once,
+// at their final size; short keys and short string values that repeat
+// (message roles, "content") share one allocation per parse.
+func prevParse(data []byte, lim Limits) (any, error) {
+	if len(data) > lim.maxBytes() {
+		return nil, wholeBodyError(http.StatusRequestEntityTooLarge, ReasonTooLarge, "is too large")
+	}
+	p := prevParser{data: data, maxDepth: lim.maxDepth(), names: lim.Names}
+	p.skipSpace()
+	if p.pos == len(p.data) {
+		e := p.fail(ReasonNotJSON, "")
+		e.Message = messagePrefix + "is empty"
+		return nil, e
+	}
+	v, e := p.value(0)
+	if e != nil {
+		return nil, p.finish(e)
+	}
+	p.skipSpace()
+	if p.pos != len(p.data) {
+		e := p.fail(ReasonTrailingData, "has data after the top-level value")
+		return nil, p.finish(e)
+	}
+	return v, nil
+}
+
+type prevMember struct {
+	key    string
+	val    any
+	offset int // of the key, for a duplicate-key error
+}
+
+// prevInternEntry caches one short string and, once used as a value, its boxed
+// form, so repeated keys and values ("role", "user") cost one allocation.
+type prevInternEntry struct {
+	s string
+	v any
+}
+
+const (
+	prevInternSlots  = 64 // direct-mapped; a collision only costs an allocation
+	prevInternMaxLen = 32
+)
+
+type prevParser struct {
+	data     []byte
+	pos      int
+	maxDepth int
+	names    Names
+
+	// Scratch stacks: elements of the open arrays and members of the open
+	// objects. A container's children are copied out once, at its end, into
+	// a slice or map of the exact size.
+	elems   []any
+	members []prevMember
+
+	segs   []pathSeg // path to the error, innermost first, filled while unwinding
+	intern [prevInternSlots]prevInternEntry
+}
+
+// fail makes a 400 error at the current offset. rule is completed with the
+// location by finish once the path is known.
+func (p *prevParser) fail(reason, rule string) *Error {
+	return &Error{Status: http.StatusBadRequest, Reason: reason, Offset: p.pos, Message: rule}
+}
+
+func (p *prevParser) finish(e *Error) *Error {
+	e.Pointer = pointer(p.segs, nil, false)
+	e.Message = messagePrefix + e.Message + " " + location(pointer(p.segs, p.names, true), e.Offset)
+	return e
+}
+
+// prevIsSpace and prevIsPlain classify bytes: JSON whitespace, and the bytes a
+// string may hold as they are (printable ASCII but '"' and '\\'). Read-only
+// lookup tables.
+var (
+	prevIsSpace = func() (t [256]bool) {
+		for _, c := range []byte(" \t\n\r") {
+			t[c] = true
+		}
+		return t
+	}()
+	prevIsPlain = func() (t [256]bool) {
+		for c := 0x20; c < 0x80; c++ {
+			t[c] = c != '"' && c != '\\'
+		}
+		return t
+	}()
+)
+
+// prevPlainRun returns the index of the first byte at or after i that a string
+// cannot hold as is ('"', '\\', a control character or a non-ASCII byte),
+// or len(d). It tests 8 bytes at a time: strings are most of a chat body.
+func prevPlainRun(d []byte, i int) int {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	for ; i+8 <= len(d); i += 8 {
+		x := binary.LittleEndian.Uint64(d[i:])
+		q := x ^ (ones * '"')
+		bs := x ^ (ones * '\\')
+		// Classic zero-byte and less-than tests; exact about whether some
+		// byte matches, which is all that is needed to stop here.
+		special := (x-ones*0x20)&^x | (q-ones)&^q | (bs-ones)&^bs | x
+		if special&highs != 0 {
+			break
+		}
+	}
+	for i < len(d) && prevIsPlain[d[i]] {
+		i++
+	}
+	return i
+}
+
+// prevClosingQuote returns the index of the quote ending the string whose
+// backslash is at i, or len(d) when it is unterminated. It is an upper
+// bound for sizing; the decoding loop still checks every byte.
+func prevClosingQuote(d []byte, i int) int {
+	for {
+		j := bytes.IndexByte(d[i:], '"')
+		if j < 0 {
+			return len(d)
+		}
+		j += i
+		// The quote is escaped when an odd number of backslashes precede it.
+		n := 0
+		for k := j - 1; k >= i && d[k] == '\\'; k-- {
+			n++
+		}
+		if n%2 == 0 {
+			return j
+		}
+		i = j + 1
+	}
+}
+
+func (p *prevParser) skipSpace() {
+	for p.pos < len(p.data) && prevIsSpace[p.data[p.pos]] {
+		p.pos++
+	}
+}
+
+// value parses the value at p.pos (after whitespace); depth is the nesting
+// of the container holding it.
+func (p *prevParser) value(depth int) (any, *Error) {
+	if p.pos >= len(p.data) {
+		return nil, p.fail(ReasonNotJSON, "ends where a value was expected")
+	}
+	switch c := p.data[p.pos]; c {
+	case '{':
+		return p.object(depth + 1)
+	case '[':
+		return p.array(depth + 1)
+	case '"':
+		raw, s, escaped, e := p.str()
+		switch {
+		case e != nil:
+			return nil, e
+		case escaped:
+			return s, nil
+		}
+		return p.internValue(raw), nil
+	case 't':
+		return p.literal("true", true)
+	case 'f':
+		return p.literal("false", false)
+	case 'n':
+		return p.literal("null", nil)
+	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
+		return p.number()
+	case '+', '.', 'N', 'I':
+		// +1, .5, NaN, Infinity: numbers in other languages, not in JSON.
+		return nil, p.fail(ReasonNumberInvalid, "has an invalid number")
+	default:
+		return nil, p.fail(ReasonNotJSON, "is not valid JSON")
+	}
+}
+
+func (p *prevParser) literal(word string, v any) (any, *Error) {
+	if len(p.data)-p.pos < len(word) || string(p.data[p.pos:p.pos+len(word)]) != word {
+		return nil, p.fail(ReasonNotJSON, "is not valid JSON")
+	}
+	p.pos += len(word)
+	return v, nil
+}
+
+func (p *prevParser) object(depth int) (any, *Error) {
+	if depth > p.maxDepth {
+		return nil, p.fail(ReasonTooDeep, "is nested too deeply")
+	}
+	p.pos++ // '{'
+	p.skipSpace()
+	if p.pos < len(p.data) && p.data[p.pos] == '}' {
+		p.pos++
+		return map[string]any{}, nil
+	}
+	if p.members == nil {
+		p.members = make([]prevMember, 0, 16) // typical chat bodies never grow it
+	}
+	base := len(p.members)
+	for {
+		p.skipSpace()
+		if p.pos >= len(p.data) || p.data[p.pos] != '"' {
+			return nil, p.fail(ReasonNotJSON, "is not valid JSON: expected an object key")
+		}
+		keyOffset := p.pos
+		raw, key, escaped, e := p.str()
+		if e != nil {
+			return nil, e
+		}
+		if !escaped {
+			key = p.internKey(raw)
+		}
+		p.skipSpace()
+		if p.pos >= len(p.data) || p.data[p.pos] != ':' {
+			return nil, p.fail(ReasonNotJSON, "is not valid JSON: expected ':' after an object key")
+		}
+		p.pos++
+		p.skipSpace()
+		v, e := p.value(depth)
+		if e != nil {
+			p.segs = append(p.segs, pathSeg{key: key, index: -1})
+			return nil, e
+		}
+		p.members = append(p.members, prevMember{key: key, val: v, offset: keyOffset})
+		p.skipSpace()
+		if p.pos >= len(p.data) {
+			return nil, p.fail(ReasonNotJSON, "ends inside an object")
+		}
+		switch p.data[p.pos] {
+		case ',':
+			p.pos++
+		case '}':
+			p.pos++
+			return p.endObject(base)
+		default:
+			return nil, p.fail(ReasonNotJSON, "is not valid JSON: expected ',' or '}' in an object")
+		}
+	}
+}
+
+// endObject builds the map of the members above base. Inserting into the
+// map being built finds duplicates in linear time: a key already present
+// leaves the length unchanged. Names equal under case folding are refused
+// too: a server decoding into a struct with encoding/json would read either.
+func (p *prevParser) endObject(base int) (any, *Error) {
+	ms := p.members[base:]
+	m := make(map[string]any, len(ms))
+	for i := range ms {
+		m[ms[i].key] = ms[i].val
+		if len(m) != i+1 {
+			p.pos = ms[i].offset
+			e := p.fail(ReasonDuplicateKey, "has a duplicate object key")
+			p.segs = append(p.segs, pathSeg{key: ms[i].key, index: -1})
+			return nil, e
+		}
+	}
+	if i := prevFoldDuplicate(ms); i >= 0 {
+		p.pos = ms[i].offset
+		e := p.fail(ReasonAmbiguousKey, "has object keys that differ only in letter case")
+		p.segs = append(p.segs, pathSeg{key: ms[i].key, index: -1})
+		return nil, e
+	}
+	p.members = p.members[:base]
+	return m, nil
+}
+
+func (p *prevParser) array(depth int) (any, *Error) {
+	if depth > p.maxDepth {
+		return nil, p.fail(ReasonTooDeep, "is nested too deeply")
+	}
+	p.pos++ // '['
+	p.skipSpace()
+	if p.pos < len(p.data) && p.data[p.pos] == ']' {
+		p.pos++
+		return []any{}, nil
+	}
+	if p.elems == nil {
+		p.elems = make([]any, 0, 32)
+	}
+	base := len(p.elems)
+	for {
+		p.skipSpace()
+		index := len(p.elems) - base // before the value: a failed child leaves its own elements above
+		v, e := p.value(depth)
+		if e != nil {
+			p.segs = append(p.segs, pathSeg{index: index})
+			return nil, e
+		}
+		p.elems = append(p.elems, v)
+		p.skipSpace()
+		if p.pos >= len(p.data) {
+			return nil, p.fail(ReasonNotJSON, "ends inside an array")
+		}
+		switch p.data[p.pos] {
+		case ',':
+			p.pos++
+		case ']':
+			p.pos++
+			es := p.elems[base:]
+			a := make([]any, len(es))
+			copy(a, es)
+			p.elems = p.elems[:base]
+			return a, nil
+		default:
+			return nil, p.fail(ReasonNotJSON, "is not valid JSON: expected ',' or ']' in an array")
+		}
+	}
+}
+
+// str parses the string at p.pos ('"'). A string without escapes comes
+// back as raw, a slice of the input (the caller converts or interns it);
+// one with escapes comes back unescaped as s, built in a single allocation.
+func (p *prevParser) str() (raw []byte, s string, escaped bool, e *Error) {
+	d := p.data
+	start := p.pos + 1
+	i := start
+	for {
+		i = prevPlainRun(d, i)
+		if i >= len(d) {
+			p.pos = i
+			return nil, "", false, p.fail(ReasonNotJSON, "ends inside a string")
+		}
+		switch c := d[i]; {
+		case c == '"':
+			p.pos = i + 1
+			return d[start:i], "", false, nil
+		case c == '\\':
+			s, e := p.strEscaped(start, i)
+			return nil, s, true, e
+		case c < 0x20:
+			p.pos = i
+			return nil, "", false, p.fail(ReasonControlCharacter, "has a control character in a string")
+		default:
+			n, ok := p.validRune(i)
+			if !ok {
+				return nil, "", false, p.fail(ReasonInvalidUTF8, "is not valid UTF-8")
+			}
+			i += n
+		}
+	}
+}
+
+// validRune checks the UTF-8 sequence at i (a byte >= 0x80); on failure
+// p.pos is set to i for the error.
+func (p *prevParser) validRune(i int) (int, bool) {
+	r, n := utf8.DecodeRune(p.data[i:])
+	if r == utf8.RuneError && n == 1 {
+		p.pos = i
+		return 0, false
+	}
+	return n, true
+}
+
+// strEscaped finishes a string that starts at start and has its first
+// backslash at i. Unescaping never lengthens the text, so the distance to
+// the closing quote bounds the result and one allocation holds it.
+func (p *prevParser) strEscaped(start, i int) (string, *Error) {
+	d := p.data
+	var b strings.Builder
+	b.Grow(prevClosingQuote(d, i) - start)
+	b.Write(d[start:i])
+	for {
+		run := i
+		i = prevPlainRun(d, i)
+		b.Write(d[run:i])
+		if i >= len(d) {
+			p.pos = i
+			return "", p.fail(ReasonNotJSON, "ends inside a string")
+		}
+		switch c := d[i]; {
+		case c == '"':
+			p.pos = i + 1
+			return b.String(), nil
+		case c < 0x20:
+			p.pos = i
+			return "", p.fail(ReasonControlCharacter, "has a control character in a string")
+		case c >= 0x80:
+			n, ok := p.validRune(i)
+			if !ok {
+				return "", p.fail(ReasonInvalidUTF8, "is not valid UTF-8")
+			}
+			b.Write(d[i : i+n])
+			i += n
+		default: // '\\'
+			p.pos = i
+			if i+1 >= len(d) {
+				return "", p.fail(ReasonNotJSON, "ends inside a string")
+			}
+			switch d[i+1] {
+			case '"', '\\', '/':
+				b.WriteByte(d[i+1])
+			case 'b':
+				b.WriteByte('\b')
+			case 'f':
+				b.WriteByte('\f')
+			case 'n':
+				b.WriteByte('\n')
+			case 'r':
+				b.WriteByte('\r')
+			case 't':
+				b.WriteByte('\t')
+			case 'u':
+				r, ok := prevHex4(d, i+2)
+				if !ok {
+					return "", p.fail(ReasonInvalidEscape, "has an invalid \\u escape")
+				}
+				switch {
+				case r >= 0xDC00 && r <= 0xDFFF:
+					return "", p.fail(ReasonLoneSurrogate, "has a lone UTF-16 surrogate")
+				case r >= 0xD800 && r <= 0xDBFF:
+					lo, ok := -1, i+11 < len(d) && d[i+6] == '\\' && d[i+7] == 'u'
+					if ok {
+						lo, ok = prevHex4(d, i+8)
+					}
+					if !ok || lo < 0xDC00 || lo > 0xDFFF {
+						return "", p.fail(ReasonLoneSurrogate, "has a lone UTF-16 surrogate")
+					}
+					r = 0x10000 + (r-0xD800)<<10 + (lo - 0xDC00)
+					i += 6
+				}
+				b.WriteRune(rune(r))
+				i += 4
+			default:
+				return "", p.fail(ReasonInvalidEscape, "has an invalid escape in a string")
+			}
+			i += 2
+		}
+	}
+}
+
+// prevHex4 decodes the 4 hex digits at d[i:i+4].
+func prevHex4(d []byte, i int) (int, bool) {
+	if i+4 > len(d) {
+		return 0, false
+	}
+	r := 0
+	for _, c := range d[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | int(c)
+	}
+	return r, true
+}
+
+// number parses an RFC 8259 number:
+// -? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?
+func (p *prevParser) number() (any, *Error) {
+	d := p.data
+	i := p.pos
+	start := i
+	if d[i] == '-' {
+		i++
+	}
+	digits := func() int {
+		n := 0
+		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
+			i++
+			n++
+		}
+		return n
+	}
+	intDigits := 0
+	switch {
+	case i < len(d) && d[i] == '0':
+		i++
+		intDigits = 1
+	case i < len(d) && d[i] >= '1' && d[i] <= '9':
+		intDigits = digits()
+	default:
+		return nil, p.fail(ReasonNumberInvalid, "has an invalid number")
+	}
+	if i < len(d) && d[i] == '.' {
+		i++
+		if digits() == 0 {
+			return nil, p.fail(ReasonNumberInvalid, "has an invalid number")
+		}
+	}
+	exponent := false
+	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
+		i++
+		if i < len(d) && (d[i] == '+' || d[i] == '-') {
+			i++
+		}
+		if digits() == 0 {
+			return nil, p.fail(ReasonNumberInvalid, "has an invalid number")
+		}
+		exponent = true
+	}
+	// A digit after a leading zero (01), a second fraction or sign: one
+	// malformed number rather than a number followed by junk.
+	if i < len(d) {
+		switch d[i] {
+		case '0', '1', '2', '3', '4', '5', '6', '7', '8', '9', '.', 'e', 'E', '+', '-':
+			return nil, p.fail(ReasonNumberInvalid, "has an invalid number")
+		}
+	}
+	s := string(d[start:i])
+	// Without an exponent, up to 308 integer digits are below
+	// math.MaxFloat64 (1.79e308); only longer ones or exponents can overflow.
+	if exponent || intDigits > 308 {
+		if f, err := strconv.ParseFloat(s, 64); err != nil || math.IsInf(f, 0) {
+			return nil, p.fail(ReasonNumberInvalid, "has a number too large for a 64-bit float")
+		}
+	}
+	p.pos = i
+	return json.Number(s), nil
+}
+
+func prevInternSlot(b []byte) int {
+	n := len(b)
+	return (n*131 + int(b[0])*31 + int(b[n-1])*7 + int(b[n/2])) % prevInternSlots
+}
+
+// internKey returns b as a string, shared with earlier equal short strings.
+func (p *prevParser) internKey(b []byte) string {
+	if len(b) == 0 || len(b) > prevInternMaxLen {
+		return string(b)
+	}
+	e := &p.intern[prevInternSlot(b)]
+	if e.s != string(b) { // no allocation: the compiler compares in place
+		*e = prevInternEntry{s: string(b)}
+	}
+	return e.s
+}
+
+// internValue returns b as a boxed string, shared with earlier equal short
+// strings.
+func (p *prevParser) internValue(b []byte) any {
+	if len(b) == 0 || len(b) > prevInternMaxLen {
+		return string(b)
+	}
+	e := &p.intern[prevInternSlot(b)]
+	if e.s != string(b) {
+		*e = prevInternEntry{s: string(b)}
+	}
+	if e.v == nil {
+		e.v = e.s
+	}
+	return e.v
+}
+
+func prevFoldDuplicate(ms []prevMember) int {
+	if len(ms) <= foldPairwiseMax {
+		// Only non-ASCII runes fold across byte values and lengths (the
+		// Kelvin sign is 3 bytes, k one), so two ASCII names of different
+		// lengths, or whose first bytes differ in more than case, differ.
+		var ascii [foldPairwiseMax]bool
+		for i := range ms {
+			ascii[i] = isASCII(ms[i].key)
+		}
+		for i := 1; i < len(ms); i++ {
+			a := ms[i].key
+			for j := range i {
+				b := ms[j].key
+				if ascii[i] && ascii[j] && (len(a) != len(b) || a != "" && a[0]|0x20 != b[0]|0x20) {
+					continue
+				}
+				if strings.EqualFold(a, b) {
+					return i
+				}
+			}
+		}
+		return -1
+	}
+	seen := make(map[uint64]int, len(ms))
+	var buf [64]byte
+	for i := range ms {
+		h := maphash.Bytes(foldSeed, AppendFold(buf[:0], ms[i].key))
+		j, ok := seen[h]
+		if !ok {
+			seen[h] = i
+			continue
+		}
+		if strings.EqualFold(ms[i].key, ms[j].key) {
+			return i
+		}
+		// Two different names with one 64-bit hash: compare with every
+		// earlier name rather than trust the map.
+		for k := range i {
+			if strings.EqualFold(ms[i].key, ms[k].key) {
+				return i
+			}
+		}
+	}
+	return -1
+}
