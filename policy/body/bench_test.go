@@ -103,8 +103,11 @@ func BenchmarkParse(b *testing.B) {
 
 // BenchmarkParseBodies parses the bodies of the whole-path measurements:
 // test/loadbench's 1 KiB chat (testkit.ChatBody: a system prompt and one
-// user turn) and BenchmarkCheckGRPC's short chat request.
+// user turn) and BenchmarkCheckGRPC's short chat request, without a Vocab
+// and with one of their names, roles and model (as models.Catalog passes
+// the schemas' words and the model names).
 func BenchmarkParseBodies(b *testing.B) {
+	vocab := NewVocab("model", "messages", "role", "content", "max_tokens", "temperature", "system", "user", "gpt-4o-mini")
 	for _, tc := range []struct {
 		name string
 		data []byte
@@ -112,15 +115,20 @@ func BenchmarkParseBodies(b *testing.B) {
 		{"loadbench-1KiB", testkit.ChatBody(1024)},
 		{"checkgrpc", []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}],"max_tokens":64}`)},
 	} {
-		b.Run(tc.name, func(b *testing.B) {
-			b.SetBytes(int64(len(tc.data)))
-			b.ReportAllocs()
-			for b.Loop() {
-				if _, err := Parse(tc.data, Limits{}); err != nil {
-					b.Fatal(err)
+		for _, v := range []struct {
+			name  string
+			vocab *Vocab
+		}{{"", nil}, {"+vocab", vocab}} {
+			b.Run(tc.name+v.name, func(b *testing.B) {
+				b.SetBytes(int64(len(tc.data)))
+				b.ReportAllocs()
+				for b.Loop() {
+					if _, err := Parse(tc.data, Limits{Vocab: v.vocab}); err != nil {
+						b.Fatal(err)
+					}
 				}
-			}
-		})
+			})
+		}
 	}
 }
 

@@ -20,8 +20,15 @@
 //     others refuse them. Underflow (1e-400) is a valid number that rounds to
 //     zero and is accepted, as encoding/json does. Numbers keep their exact
 //     text as json.Number.
-//   - Strings in the result are copies: keeping one (a metrics label, a
-//     cache key) does not keep the body alive.
+//   - Strings in the result never share memory with the body: each is a
+//     copy of its own, or a string of Limits.Vocab (immutable, owned by the
+//     configuration), or shared with an equal string of the same body. So
+//     keeping one (a metrics label, a cache key, a cached decision that
+//     quotes it) keeps neither the body nor the other strings alive. Parse
+//     deliberately does not cut strings out of one copy of the whole body:
+//     that saves an allocation per long string, but any string kept longer
+//     than the request (a decision cache entry holding input.parsed_body's
+//     "user") would then pin a body of up to MaxBytes.
 //   - Keys are compared after unescaping: "model" and "mod\u0065l" are
 //     duplicates (body_duplicate_key). Keys equal under the simple case
 //     folding encoding/json uses to match struct fields ("model" and
@@ -67,6 +74,9 @@ type Limits struct {
 	// defines); other names are shown as "*", since the caller chose them.
 	// Nil shows none. Error.Pointer always has the real names.
 	Names Names
+	// Vocab holds strings the body is likely to repeat (nil: none); Parse
+	// returns keys and values equal to one of them without allocating.
+	Vocab *Vocab
 }
 
 // Names tells which member names are not the caller's text.

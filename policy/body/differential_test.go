@@ -10,7 +10,8 @@ import (
 
 // TestParseMatchesPrevious parses ~10,000 generated bodies, valid ones and
 // ones with 1-3 byte-level mutations, with Parse and with the parser as it
-// was before its allocation work (previous_test.go), under several Limits,
+// was before its allocation work (previous_test.go), under several Limits
+// (with and without a Vocab),
 // and requires the same value or the same refusal (status, reason,
 // pointer, offset and message). It also requires every refusal the parser
 // makes to have been reached, so that the comparison covers them all.
@@ -21,6 +22,9 @@ func TestParseMatchesPrevious(t *testing.T) {
 		{MaxDepth: 4},
 		{MaxBytes: 160},
 		{Names: names{"model", "messages", "role", "content"}},
+		// A Vocab changes where strings live, never what they are.
+		{Vocab: NewVocab("model", "Model", "messages", "role", "content", "k", "s", "user", "assistant", "system",
+			"gpt-4o-mini", "Hello", "", "\u00e9", "é", strings.Repeat("long-key-", 8), "a string of exactly thirty-three b")},
 	}
 	reasons := map[string]int{}
 	accepted := 0
@@ -60,7 +64,7 @@ func TestParseMatchesPrevious(t *testing.T) {
 		}
 	}
 	if accepted < 5000 {
-		t.Errorf("only %d of 40,000 parses accepted: the generator makes too few valid bodies", accepted)
+		t.Errorf("only %d of 50,000 parses accepted: the generator makes too few valid bodies", accepted)
 	}
 	t.Logf("accepted %d, refused %v", accepted, reasons)
 }

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 )
 
@@ -26,13 +27,16 @@ import (
 // lim.MaxBytes gets 413.
 //
 // The work is linear in the body size. Strings and maps are allocated once,
-// at their final size; short keys and short string values that repeat
-// (message roles, "content") share one allocation per parse.
+// at their final size; keys and string values found in lim.Vocab cost no
+// allocation, and other short ones that repeat share one allocation per
+// parse.
 func Parse(data []byte, lim Limits) (any, error) {
 	if len(data) > lim.maxBytes() {
 		return nil, wholeBodyError(http.StatusRequestEntityTooLarge, ReasonTooLarge, "is too large")
 	}
-	p := parser{data: data, maxDepth: lim.maxDepth(), names: lim.Names}
+	sc := scratches.Get().(*scratch)
+	defer sc.release()
+	p := parser{data: data, maxDepth: lim.maxDepth(), names: lim.Names, vocab: lim.Vocab, scratch: sc}
 	p.skipSpace()
 	if p.pos == len(p.data) {
 		e := p.fail(ReasonNotJSON, "")
@@ -74,15 +78,57 @@ type parser struct {
 	pos      int
 	maxDepth int
 	names    Names
+	vocab    *Vocab
+	*scratch
 
-	// Scratch stacks: elements of the open arrays and members of the open
-	// objects. A container's children are copied out once, at its end, into
-	// a slice or map of the exact size.
+	segs []pathSeg // path to the error, innermost first, filled while unwinding
+}
+
+// scratch is a parse's working memory, reused through a pool: keeping it
+// off the stack keeps Parse's frame small (a 2 KiB frame made the request
+// goroutine grow its stack in every check), and reusing it saves two
+// allocations per parse.
+type scratch struct {
+	// Stacks of the elements of the open arrays and the members of the
+	// open objects. A container's children are copied out once, at its
+	// end, into a slice or map of the exact size.
 	elems   []any
 	members []member
+	intern  [internSlots]internEntry
+	// used lists the intern slots filled, so that release clears only them
+	// (clearing memory that holds pointers is slow while the GC runs).
+	used [internSlots]uint8
+	n    int
+}
 
-	segs   []pathSeg // path to the error, innermost first, filled while unwinding
-	intern [internSlots]internEntry
+// Capacities of a new scratch's stacks (typical chat bodies never grow
+// them), and the most a scratch may have grown and still be pooled.
+const (
+	scratchElems     = 32
+	scratchMembers   = 16
+	scratchMaxPooled = 256
+)
+
+// scratches holds released scratch memory; each is reset before reuse.
+var scratches = sync.Pool{New: func() any {
+	return &scratch{elems: make([]any, 0, scratchElems), members: make([]member, 0, scratchMembers)}
+}}
+
+// release returns sc to the pool, cleared so that it keeps no value of the
+// body alive, unless a big body grew it. The stacks are cleared as each
+// container ends; after a refusal, what remains on them is cleared here.
+func (sc *scratch) release() {
+	if cap(sc.elems) > scratchMaxPooled || cap(sc.members) > scratchMaxPooled {
+		return
+	}
+	clear(sc.elems)
+	clear(sc.members)
+	sc.elems, sc.members = sc.elems[:0], sc.members[:0]
+	for _, i := range sc.used[:sc.n] {
+		sc.intern[i] = internEntry{}
+	}
+	sc.n = 0
+	scratches.Put(sc)
 }
 
 // fail makes a 400 error at the current offset. rule is completed with the
@@ -219,9 +265,6 @@ func (p *parser) object(depth int) (any, *Error) {
 		p.pos++
 		return map[string]any{}, nil
 	}
-	if p.members == nil {
-		p.members = make([]member, 0, 16) // typical chat bodies never grow it
-	}
 	base := len(p.members)
 	for {
 		p.skipSpace()
@@ -286,6 +329,7 @@ func (p *parser) endObject(base int) (any, *Error) {
 		p.segs = append(p.segs, pathSeg{key: ms[i].key, index: -1})
 		return nil, e
 	}
+	clear(ms)
 	p.members = p.members[:base]
 	return m, nil
 }
@@ -299,9 +343,6 @@ func (p *parser) array(depth int) (any, *Error) {
 	if p.pos < len(p.data) && p.data[p.pos] == ']' {
 		p.pos++
 		return []any{}, nil
-	}
-	if p.elems == nil {
-		p.elems = make([]any, 0, 32)
 	}
 	base := len(p.elems)
 	for {
@@ -325,6 +366,7 @@ func (p *parser) array(depth int) (any, *Error) {
 			es := p.elems[base:]
 			a := make([]any, len(es))
 			copy(a, es)
+			clear(es)
 			p.elems = p.elems[:base]
 			return a, nil
 		default:
@@ -540,30 +582,44 @@ func (p *parser) number() (any, *Error) {
 	return json.Number(s), nil
 }
 
-func internSlot(b []byte) int {
+// internEntry returns the intern slot of b (not empty), noting it as used.
+func (p *parser) internEntry(b []byte) *internEntry {
 	n := len(b)
-	return (n*131 + int(b[0])*31 + int(b[n-1])*7 + int(b[n/2])) % internSlots
+	i := (n*131 + int(b[0])*31 + int(b[n-1])*7 + int(b[n/2])) % internSlots
+	e := &p.intern[i]
+	if e.s == "" {
+		p.used[p.n] = uint8(i)
+		p.n++
+	}
+	return e
 }
 
-// internKey returns b as a string, shared with earlier equal short strings.
+// internKey returns b as a string: a Vocab string, or one shared with
+// earlier equal short strings.
 func (p *parser) internKey(b []byte) string {
+	if w, ok := p.vocab.lookup(b); ok {
+		return w.s
+	}
 	if len(b) == 0 || len(b) > internMaxLen {
 		return string(b)
 	}
-	e := &p.intern[internSlot(b)]
+	e := p.internEntry(b)
 	if e.s != string(b) { // no allocation: the compiler compares in place
 		*e = internEntry{s: string(b)}
 	}
 	return e.s
 }
 
-// internValue returns b as a boxed string, shared with earlier equal short
-// strings.
+// internValue returns b as a boxed string: a Vocab string, or one shared
+// with earlier equal short strings.
 func (p *parser) internValue(b []byte) any {
+	if w, ok := p.vocab.lookup(b); ok {
+		return w.v
+	}
 	if len(b) == 0 || len(b) > internMaxLen {
 		return string(b)
 	}
-	e := &p.intern[internSlot(b)]
+	e := p.internEntry(b)
 	if e.s != string(b) {
 		*e = internEntry{s: string(b)}
 	}

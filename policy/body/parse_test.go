@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"unicode"
+	"unsafe"
 )
 
 func TestParseAccepts(t *testing.T) {
@@ -422,6 +423,62 @@ func TestClosingQuote(t *testing.T) {
 	for _, tc := range tests {
 		if got := closingQuote([]byte(tc.in), 0); got != tc.want {
 			t.Errorf("closingQuote(%q) = %d, want %d", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestParseReturnsVocabStrings(t *testing.T) {
+	vocab := NewVocab("role", "content", "user", "gpt-4o-mini", strings.Repeat("m", 64), strings.Repeat("n", 65))
+	in := `{"role":"user","content":"user","model":"gpt-4o-mini","mmm":"` + strings.Repeat("m", 64) + `","nnn":"` + strings.Repeat("n", 65) + `"}`
+	v, err := Parse([]byte(in), Limits{Vocab: vocab})
+	if err != nil {
+		t.Fatal(err)
+	}
+	same := func(a, b string) bool { return unsafe.StringData(a) == unsafe.StringData(b) }
+	word := func(s string) string { return vocab.words[s].s }
+	m := v.(map[string]any)
+	for k, val := range m {
+		s := val.(string)
+		switch k {
+		case "role", "content":
+			if !same(k, word(k)) || !same(s, word("user")) {
+				t.Errorf("%q: %q is not the vocabulary's string", k, s)
+			}
+		case "model", "mmm":
+			if !same(s, word(s)) {
+				t.Errorf("%q: %q is not the vocabulary's string", k, s)
+			}
+		case "nnn": // longer than a Vocab holds
+			if _, ok := vocab.words[s]; ok {
+				t.Errorf("NewVocab kept a %d-byte word", len(s))
+			}
+		}
+	}
+	if m["nnn"] != strings.Repeat("n", 65) {
+		t.Errorf("nnn = %q", m["nnn"])
+	}
+}
+
+// TestScratchReleaseClears leaves a refused parse's values on the scratch
+// stacks and in the intern table: release must clear them all, so that a
+// pooled scratch keeps nothing of a body alive.
+func TestScratchReleaseClears(t *testing.T) {
+	for _, in := range []string{
+		`{"a":"x","b":["y",{"c":"z","c":1}]}`,
+		`[["u","v",{"w":"w"}],"t",`,
+		`{"role":"user","content":"hi"}`,
+	} {
+		sc := &scratch{}
+		p := parser{data: []byte(in), maxDepth: DefaultMaxDepth, scratch: sc}
+		p.value(0)
+		if sc.n == 0 {
+			t.Fatalf("%s: nothing was interned", in)
+		}
+		sc.release()
+		if slices.ContainsFunc(sc.elems[:cap(sc.elems)], func(v any) bool { return v != nil }) ||
+			slices.ContainsFunc(sc.members[:cap(sc.members)], func(m member) bool { return m.key != "" || m.val != nil || m.offset != 0 }) ||
+			sc.intern != [internSlots]internEntry{} || sc.n != 0 {
+			t.Errorf("%s: release left values behind", in)
 		}
 	}
 }

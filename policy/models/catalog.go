@@ -56,10 +56,27 @@ type Catalog struct {
 	limits        body.Limits
 	unknownStatus int
 	schemaFiles   map[string]string // schema id -> file
-	schemas       atomic.Pointer[schema.Set]
+	schemas       atomic.Pointer[schemaSet]
 	log           *slog.Logger
 	onReload      func(error)
 	reloadMu      sync.Mutex
+}
+
+// schemaSet is a compiled schema.Set and the parser vocabulary that goes
+// with it: the Set's words and the configured model names. Swapped whole
+// on a reload.
+type schemaSet struct {
+	*schema.Set
+	vocab *body.Vocab
+}
+
+// newSchemaSet pairs set with its vocabulary.
+func (c *Catalog) newSchemaSet(set *schema.Set) *schemaSet {
+	words := slices.Clone(set.Words())
+	for _, m := range c.models {
+		words = append(words, m.name)
+	}
+	return &schemaSet{Set: set, vocab: body.NewVocab(words...)}
 }
 
 type model struct {
@@ -146,7 +163,7 @@ func Open(ctx context.Context, s Settings, baseDir string, opts Options) (*Catal
 	if err != nil {
 		return nil, &fielderr.Error{Path: "models", Err: err}
 	}
-	c.schemas.Store(set)
+	c.schemas.Store(c.newSchemaSet(set))
 	if len(c.schemaFiles) > 0 {
 		if err := watch.Dirs(ctx, schemaDirs(c.schemaFiles), watch.Options{}, c.reload, nil); err != nil {
 			return nil, &fielderr.Error{Path: "models", Err: err}
@@ -185,7 +202,7 @@ func (c *Catalog) reload() {
 	if err != nil {
 		c.log.Error("schema reload refused, keeping the schemas in force", "error", err)
 	} else {
-		c.schemas.Store(set)
+		c.schemas.Store(c.newSchemaSet(set))
 		c.log.Info("schemas reloaded")
 	}
 	if c.onReload != nil {
@@ -298,6 +315,7 @@ func (c *Catalog) Inspect(r Request) (m *Model, d *Denial, ok bool) {
 	schemas := c.schemas.Load()
 	lim := c.limits
 	lim.Names = schemas // refusals show the names schemas define, not the caller's
+	lim.Vocab = schemas.vocab
 	for _, cd := range cands {
 		for _, cm := range cd.models {
 			lim.MaxBytes = max(lim.MaxBytes, cm.maxBytes)

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/modelguard/modelguard/test/testkit"
 	"go.yaml.in/yaml/v3"
@@ -363,5 +364,26 @@ func TestNormalizePath(t *testing.T) {
 		if got := normalizePath(in); got != want {
 			t.Errorf("normalizePath(%q) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestInspectVocab: the parsed body shares the strings the catalog knows
+// (model names, the schemas' words) instead of allocating its own, also
+// after a schema reload.
+func TestInspectVocab(t *testing.T) {
+	c, _ := openCatalog(t, "")
+	m, d, _ := c.Inspect(post("/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hi"}]}`))
+	if d != nil {
+		t.Fatal(d)
+	}
+	got := m.Body.(map[string]any)["model"].(string)
+	if got != m.Name || unsafe.StringData(got) != unsafe.StringData(m.Name) {
+		t.Errorf("body model %q does not share the configured name's string", got)
+	}
+	before := c.schemas.Load()
+	c.reload()
+	after := c.schemas.Load()
+	if after == before || after.vocab == nil || after.vocab == before.vocab {
+		t.Error("a reload did not build the vocabulary of the new schemas")
 	}
 }

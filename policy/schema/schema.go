@@ -85,6 +85,9 @@ type Set struct {
 	// names are the member names some schema of the Set defines: the only
 	// names a refusal may show (see Named).
 	names map[string]bool
+	// words are names and the string values of enum and const: what a
+	// valid body is made of (see Words).
+	words []string
 }
 
 type entry struct {
@@ -112,7 +115,7 @@ func Compile(files map[string]string) (*Set, error) {
 	// Add every document before compiling any, so that user files can
 	// reference each other and the built-ins, overridden or not.
 	urls := make(map[string]string, len(files)+len(Builtins()))
-	names := map[string]bool{}
+	names, values := map[string]bool{}, map[string]bool{}
 	for _, id := range Builtins() {
 		name := "builtin/" + id + ".json"
 		f, err := builtinFS.Open(name)
@@ -124,7 +127,7 @@ func Compile(files map[string]string) (*Set, error) {
 		if err != nil {
 			return nil, fmt.Errorf("schema %s: built-in %s: %w", id, name, err)
 		}
-		collectNames(doc, names)
+		collectNames(doc, names, values)
 		u := BuiltinURL + id + ".json"
 		if err := c.AddResource(u, doc); err != nil {
 			return nil, fmt.Errorf("schema %s: built-in %s: %w", id, name, err)
@@ -149,7 +152,7 @@ func Compile(files map[string]string) (*Set, error) {
 			if err != nil {
 				return nil, fmt.Errorf("schema %s: file %s: %w", id, path, err)
 			}
-			collectNames(doc, names)
+			collectNames(doc, names, values)
 			if err := c.AddResource(u, doc); err != nil {
 				return nil, fmt.Errorf("schema %s: file %s: %w", id, path, err)
 			}
@@ -158,7 +161,7 @@ func Compile(files map[string]string) (*Set, error) {
 		urls[id] = u
 	}
 
-	s := &Set{entries: make(map[string]entry, len(urls)), names: names}
+	s := &Set{entries: make(map[string]entry, len(urls)), names: names, words: words(names, values)}
 	for _, id := range sortedKeys(urls) {
 		sch, err := c.Compile(urls[id])
 		if err != nil {
@@ -184,15 +187,50 @@ func (s *Set) Named(name string) bool {
 // of refusals.
 const Placeholder = "*"
 
+// Words lists the member names and the enum and const string values that
+// the Set's schemas define, sorted: the keys and many values of valid
+// bodies ("messages", "role", "user", ...), which the body parser returns
+// without allocating (body.Vocab). The slice is shared; do not modify it.
+func (s *Set) Words() []string {
+	return s.words
+}
+
+func words(names, values map[string]bool) []string {
+	w := make([]string, 0, len(names)+len(values))
+	for n := range names {
+		w = append(w, n)
+	}
+	for v := range values {
+		if !names[v] {
+			w = append(w, v)
+		}
+	}
+	sort.Strings(w)
+	return w
+}
+
 // collectNames adds the member names that doc, a schema document, defines
-// anywhere to names. A name taken from the schema is safe to show; an
-// over-broad walk (a "properties" key inside an example) only shows more
-// of the schema's own text.
-func collectNames(doc any, names map[string]bool) {
+// anywhere to names, and the strings of its enum and const keywords to
+// values. A name taken from the schema is safe to show; an over-broad walk
+// (a "properties" key inside an example) only shows more of the schema's
+// own text.
+func collectNames(doc any, names, values map[string]bool) {
 	switch d := doc.(type) {
 	case map[string]any:
 		for k, v := range d {
 			switch k {
+			case "const":
+				if s, ok := v.(string); ok {
+					values[s] = true
+				}
+			case "enum":
+				if a, ok := v.([]any); ok {
+					for _, e := range a {
+						if s, ok := e.(string); ok {
+							values[s] = true
+						}
+					}
+				}
 			case "properties", "dependentRequired", "dependentSchemas", "dependencies":
 				if o, ok := v.(map[string]any); ok {
 					for name := range o {
@@ -208,11 +246,11 @@ func collectNames(doc any, names map[string]bool) {
 					}
 				}
 			}
-			collectNames(v, names)
+			collectNames(v, names, values)
 		}
 	case []any:
 		for _, v := range d {
-			collectNames(v, names)
+			collectNames(v, names, values)
 		}
 	}
 }

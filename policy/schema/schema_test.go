@@ -401,3 +401,25 @@ func TestViolationPlaceholders(t *testing.T) {
 		}
 	}
 }
+
+func TestWords(t *testing.T) {
+	dir := t.TempDir()
+	user := testkit.WriteFile(t, dir, "user.json", `{"type": "object", "properties": {"kind": {"enum": ["alpha", 7, "beta"]},
+		"tag": {"const": "gamma"}}, "required": ["label"], "description": "not a word"}`)
+	words := mustCompile(t, map[string]string{"user": user}).Words()
+	if !slices.IsSorted(words) {
+		t.Error("Words is not sorted")
+	}
+	for w, want := range map[string]bool{
+		"messages": true, "role": true, "user": true, "assistant": true, "auto": true, // built-in names and enum values
+		"kind": true, "label": true, "alpha": true, "beta": true, "gamma": true, // the user file's
+		"not a word": false, "object": false, "7": false, // descriptions, types, non-strings
+	} {
+		if slices.Contains(words, w) != want {
+			t.Errorf("Words contains %q: %v, want %v", w, !want, want)
+		}
+	}
+	if n := len(words); n != len(slices.Compact(slices.Clone(words))) {
+		t.Error("Words has repeats")
+	}
+}
