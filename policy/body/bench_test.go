@@ -103,7 +103,8 @@ func BenchmarkParse(b *testing.B) {
 
 // BenchmarkParseBodies parses the bodies of the whole-path measurements:
 // test/loadbench's 1 KiB chat (testkit.ChatBody: a system prompt and one
-// user turn) and BenchmarkCheckGRPC's short chat request, without a Vocab
+// user turn), BenchmarkCheckGRPC's short chat request and an Open Inference
+// Protocol tensor of 1,000 numbers of few distinct values, without a Vocab
 // and with one of their names, roles and model (as models.Catalog passes
 // the schemas' words and the model names).
 func BenchmarkParseBodies(b *testing.B) {
@@ -114,6 +115,7 @@ func BenchmarkParseBodies(b *testing.B) {
 	}{
 		{"loadbench-1KiB", testkit.ChatBody(1024)},
 		{"checkgrpc", []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}],"max_tokens":64}`)},
+		{"tensor-1000", tensorBody(1000)},
 	} {
 		for _, v := range []struct {
 			name  string
@@ -156,4 +158,19 @@ func BenchmarkFoldDuplicate(b *testing.B) {
 			}
 		})
 	}
+}
+
+// tensorBody is an Open Inference Protocol request of one FP32 tensor of n
+// elements, quantised pixel values as image models receive them.
+func tensorBody(n int) []byte {
+	var b strings.Builder
+	b.WriteString(`{"inputs":[{"name":"image","shape":[1,` + strconv.Itoa(n) + `],"datatype":"FP32","data":[`)
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString([]string{"0", "0.25", "0.5", "0.75", "1"}[i*7%5])
+	}
+	b.WriteString("]}]}")
+	return []byte(b.String())
 }

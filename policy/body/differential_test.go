@@ -83,7 +83,7 @@ var (
 		"user", "assistant", "system", "gpt-4o-mini", "Hello", "", "caf\u00e9", "\u6771\u4eac", "\U0001F642",
 		"line\\nbreak", "quote \\\"here\\\"", "back\\\\slash", "\\/", "\\b\\f\\r\\t", "\\u00e9\\u0041", "\\ud83d\\ude00",
 		"What is the weather like in Paris today? What is the weather like in Paris today?",
-		"a string of exactly thirty-two b", "a string of exactly thirty-three b",
+		"a string of exactly thirty-two b", "a string of exactly thirty-three b", "64", "0.7",
 	}
 	genNumbers = []string{
 		"0", "-0", "1", "64", "256", "0.7", "-1.5e-3", "1e3", "1E+2", "2.0", "12345678901234567890",

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/json"
+	"hash/maphash"
 	"math"
 	"net/http"
 	"strconv"
@@ -61,17 +62,24 @@ type member struct {
 	offset int // of the key, for a duplicate-key error
 }
 
-// internEntry caches one short string and, once used as a value, its boxed
-// form, so repeated keys and values ("role", "user") cost one allocation.
+// internEntry caches one short string and, once used as a value or a
+// number, its boxed forms, so repeated keys and values ("role", "user",
+// "0.5") cost one allocation.
 type internEntry struct {
 	s string
-	v any
+	v any // s boxed as a string
+	n any // s boxed as a json.Number
 }
 
 const (
 	internSlots  = 64 // direct-mapped; a collision only costs an allocation
 	internMaxLen = 32
 )
+
+// internSeed keys the intern table's hash; set once, never changed. A hash
+// of every byte: one of a few bytes made values such as "0.5" and "1"
+// collide and evict each other all along a tensor.
+var internSeed = maphash.MakeSeed()
 
 type parser struct {
 	data     []byte
@@ -570,27 +578,31 @@ func (p *parser) number() (any, *Error) {
 			return nil, p.fail(ReasonNumberInvalid, "has an invalid number")
 		}
 	}
-	s := string(d[start:i])
 	// Without an exponent, up to 308 integer digits are below
 	// math.MaxFloat64 (1.79e308); only longer ones or exponents can overflow.
 	if exponent || intDigits > 308 {
-		if f, err := strconv.ParseFloat(s, 64); err != nil || math.IsInf(f, 0) {
+		if f, err := strconv.ParseFloat(string(d[start:i]), 64); err != nil || math.IsInf(f, 0) {
 			return nil, p.fail(ReasonNumberInvalid, "has a number too large for a 64-bit float")
 		}
 	}
 	p.pos = i
-	return json.Number(s), nil
+	return p.internNumber(d[start:i]), nil
 }
 
-// internEntry returns the intern slot of b (not empty), noting it as used.
-func (p *parser) internEntry(b []byte) *internEntry {
-	n := len(b)
-	i := (n*131 + int(b[0])*31 + int(b[n-1])*7 + int(b[n/2])) % internSlots
+// interned returns the intern entry holding b (1 to internMaxLen bytes):
+// the string is allocated on a miss, and the slot noted as used. A
+// collision replaces the entry: it only costs an allocation.
+func (p *parser) interned(b []byte) *internEntry {
+	i := maphash.Bytes(internSeed, b) % internSlots
 	e := &p.intern[i]
+	if e.s == string(b) { // no allocation: the compiler compares in place
+		return e
+	}
 	if e.s == "" {
 		p.used[p.n] = uint8(i)
 		p.n++
 	}
+	*e = internEntry{s: string(b)}
 	return e
 }
 
@@ -603,11 +615,7 @@ func (p *parser) internKey(b []byte) string {
 	if len(b) == 0 || len(b) > internMaxLen {
 		return string(b)
 	}
-	e := p.internEntry(b)
-	if e.s != string(b) { // no allocation: the compiler compares in place
-		*e = internEntry{s: string(b)}
-	}
-	return e.s
+	return p.interned(b).s
 }
 
 // internValue returns b as a boxed string: a Vocab string, or one shared
@@ -619,12 +627,22 @@ func (p *parser) internValue(b []byte) any {
 	if len(b) == 0 || len(b) > internMaxLen {
 		return string(b)
 	}
-	e := p.internEntry(b)
-	if e.s != string(b) {
-		*e = internEntry{s: string(b)}
-	}
+	e := p.interned(b)
 	if e.v == nil {
 		e.v = e.s
 	}
 	return e.v
+}
+
+// internNumber returns b, a valid number, as a boxed json.Number shared
+// with earlier equal short numbers (tensors repeat values).
+func (p *parser) internNumber(b []byte) any {
+	if len(b) > internMaxLen {
+		return json.Number(b)
+	}
+	e := p.interned(b)
+	if e.n == nil {
+		e.n = json.Number(e.s)
+	}
+	return e.n
 }

@@ -36,6 +36,8 @@ func TestParseAccepts(t *testing.T) {
 		{"numbers keep their text", `[0,-0,1.5e-10,1E+2,2e-0,12345678901234567890123,1.7976931348623157e308,-1.7976931348623157e308]`,
 			[]any{json.Number("0"), json.Number("-0"), json.Number("1.5e-10"), json.Number("1E+2"), json.Number("2e-0"),
 				json.Number("12345678901234567890123"), json.Number("1.7976931348623157e308"), json.Number("-1.7976931348623157e308")}},
+		{"a number and a string of the same text keep their types", `{"a":"64","b":64,"c":[64,"64",64,"0.5",0.5]}`,
+			map[string]any{"a": "64", "b": json.Number("64"), "c": []any{json.Number("64"), "64", json.Number("64"), "0.5", json.Number("0.5")}}},
 		{"underflow rounds to zero and is accepted", `1e-400`, json.Number("1e-400")},
 		{"308-digit integer", strings.Repeat("9", 308), json.Number(strings.Repeat("9", 308))},
 		{"literals", `[true,false,null]`, []any{true, false, nil}},
