@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/modelguard/modelguard/policy/body"
+
 	"github.com/modelguard/modelguard/test/testkit"
 )
 
@@ -67,6 +69,31 @@ models:
 			b.ReportAllocs()
 			for b.Loop() {
 				c.Inspect(r)
+			}
+		})
+	}
+}
+
+// BenchmarkFacts is the facts step alone on test/loadbench's body and
+// BenchmarkCheckGRPC's.
+func BenchmarkFacts(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		body []byte
+	}{
+		{"loadbench-1KiB", testkit.ChatBody(1024)},
+		{"checkgrpc", []byte(`{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Hello"}],"max_tokens":64}`)},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			doc, err := body.Parse(tc.body, body.Limits{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, d := factsOf("chat", doc); d != nil {
+					b.Fatal(d)
+				}
 			}
 		})
 	}

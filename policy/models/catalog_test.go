@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 	"unsafe"
 
 	"github.com/modelguard/modelguard/test/testkit"
@@ -126,6 +127,8 @@ func TestInspect(t *testing.T) {
 		{"max_tokens as a string, schema silent", post("/score/scorer", `{"features":[0.1],"max_tokens":"100000"}`), "", 400, "max_tokens_invalid", ""},
 		{"max_tokens as a fraction, schema silent", post("/score/scorer", `{"features":[0.1],"max_tokens":10.5}`), "", 400, "max_tokens_invalid", ""},
 		{"max_tokens as a boolean, schema silent", post("/score/scorer", `{"features":[0.1],"max_output_tokens":true}`), "", 400, "max_tokens_invalid", ""},
+		{"two invalid length fields: the first of max_tokens, max_completion_tokens, max_output_tokens is named", post("/score/scorer", `{"features":[0.1],"max_output_tokens":true,"max_completion_tokens":-1,"max_tokens":"x"}`), "", 400, "max_tokens_invalid", "/max_tokens"},
+		{"two invalid length fields, max_tokens absent", post("/score/scorer", `{"features":[0.1],"max_output_tokens":true,"max_completion_tokens":-1}`), "", 400, "max_tokens_invalid", "/max_completion_tokens"},
 		{"too many messages", post("/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"a"},{"role":"user","content":"b"},{"role":"user","content":"c"},{"role":"user","content":"d"}]}`), "", 400, "messages_limit_exceeded", ""},
 		{"prompt too long (text parts count)", post("/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":[{"type":"text","text":"0123456789"},{"type":"text","text":"0123456789!"}]}]}`), "", 400, "prompt_limit_exceeded", ""},
 		{"over the model's body cap", post("/v1/chat/completions", `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"x"}],"user":"`+strings.Repeat("u", 3000)+`"}`), "", 413, "body_too_large", ""},
@@ -385,5 +388,21 @@ func TestInspectVocab(t *testing.T) {
 	after := c.schemas.Load()
 	if after == before || after.vocab == nil || after.vocab == before.vocab {
 		t.Error("a reload did not build the vocabulary of the new schemas")
+	}
+}
+
+func TestRuneCount(t *testing.T) {
+	// Every length from 0 to 40 and every alignment of 1- to 4-byte runes
+	// against the 8-byte words.
+	runes := []string{"a", "\u00e9", "\u20ac", "\U0001F642", "\x7f", "\u0080", "\U0010FFFF"}
+	for _, r := range runes {
+		for prefix := range 9 {
+			for n := range 12 {
+				s := strings.Repeat("x", prefix) + strings.Repeat(r, n) + strings.Repeat("y", n%5)
+				if got, want := runeCount(s), utf8.RuneCountInString(s); got != want {
+					t.Errorf("runeCount(%q) = %d, want %d", s, got, want)
+				}
+			}
+		}
 	}
 }
