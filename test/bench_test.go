@@ -20,10 +20,14 @@ import (
 	"github.com/modelguard/modelguard/httpauthz"
 	"github.com/modelguard/modelguard/test/noopauthz"
 	"github.com/modelguard/modelguard/test/redisserver"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 func benchCheck(b *testing.B, client authv3.AuthorizationClient, headers map[string]string) {
-	req := envoyCheckRequest(headers)
+	benchCheckRequest(b, client, envoyCheckRequest(headers))
+}
+
+func benchCheckRequest(b *testing.B, client authv3.AuthorizationClient, req *authv3.CheckRequest) {
 	ctx := context.Background()
 	if _, err := client.Check(ctx, req); err != nil {
 		b.Fatal(err)
@@ -90,6 +94,18 @@ func BenchmarkCheckGRPC(b *testing.B) {
 	b.Run("jwt_rs256", func(b *testing.B) {
 		benchCheck(b, client, map[string]string{"authorization": "Bearer " + token(b, jwt.SigningMethodRS256, e.signer, "k1", nil)})
 	})
+}
+
+// BenchmarkCheckLoadbenchBody is BenchmarkCheckGRPC/api_key with
+// test/loadbench's 1 KiB chat body (testkit.ChatBody) instead of a short
+// one: the body step as the load comparison pays it. (Named so that
+// -bench 'CheckGRPC/...' does not select it.)
+func BenchmarkCheckLoadbenchBody(b *testing.B) {
+	e := newEnv(b, envOptions{})
+	client := dialBench(b, e.svc.GRPCAddr().String())
+	req := envoyCheckRequest(map[string]string{"authorization": "Bearer " + e.keys["alice-key"]})
+	req.GetAttributes().GetRequest().GetHttp().RawBody = testkit.ChatBody(1024)
+	benchCheckRequest(b, client, req)
 }
 
 // BenchmarkCheckModes compares the same request, a chat completion with

@@ -17,15 +17,6 @@ import (
 // makes to have been reached, so that the comparison covers them all.
 func TestParseMatchesPrevious(t *testing.T) {
 	rng := rand.New(rand.NewPCG(12, 2026))
-	limits := []Limits{
-		{},
-		{MaxDepth: 4},
-		{MaxBytes: 160},
-		{Names: names{"model", "messages", "role", "content"}},
-		// A Vocab changes where strings live, never what they are.
-		{Vocab: NewVocab("model", "Model", "messages", "role", "content", "k", "s", "user", "assistant", "system",
-			"gpt-4o-mini", "Hello", "", "\u00e9", "é", strings.Repeat("long-key-", 8), "a string of exactly thirty-three b")},
-	}
 	reasons := map[string]int{}
 	accepted := 0
 	for i := range 10000 {
@@ -35,24 +26,12 @@ func TestParseMatchesPrevious(t *testing.T) {
 				data = mutate(rng, data)
 			}
 		}
-		for _, lim := range limits {
-			got, gotErr := Parse(data, lim)
-			want, wantErr := prevParse(data, lim)
-			if (gotErr == nil) != (wantErr == nil) {
-				t.Fatalf("%q (limits %+v): Parse gives error %v, the previous parser %v", data, lim, gotErr, wantErr)
+		for _, lim := range previousLimits {
+			if reason := matchPrevious(t, data, lim); reason != "" {
+				reasons[reason]++
+			} else {
+				accepted++
 			}
-			if gotErr != nil {
-				var g, w *Error
-				if !errors.As(gotErr, &g) || !errors.As(wantErr, &w) || *g != *w {
-					t.Fatalf("%q (limits %+v): Parse refuses with %#v, the previous parser with %#v", data, lim, gotErr, wantErr)
-				}
-				reasons[g.Reason]++
-				continue
-			}
-			if !reflect.DeepEqual(got, want) {
-				t.Fatalf("%q (limits %+v): Parse gives %#v, the previous parser %#v", data, lim, got, want)
-			}
-			accepted++
 		}
 	}
 	for _, r := range []string{
@@ -67,6 +46,54 @@ func TestParseMatchesPrevious(t *testing.T) {
 		t.Errorf("only %d of 50,000 parses accepted: the generator makes too few valid bodies", accepted)
 	}
 	t.Logf("accepted %d, refused %v", accepted, reasons)
+}
+
+// FuzzParseMatchesPrevious is TestParseMatchesPrevious's comparison on
+// the fuzzer's inputs, seeded with FuzzParse's seeds.
+func FuzzParseMatchesPrevious(f *testing.F) {
+	for _, s := range parseSeeds {
+		f.Add([]byte(s))
+	}
+	f.Add(chatBody(1 << 10))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		for _, lim := range previousLimits {
+			matchPrevious(t, data, lim)
+		}
+	})
+}
+
+// previousLimits are the Limits both parsers are compared under.
+var previousLimits = []Limits{
+	{},
+	{MaxDepth: 4},
+	{MaxBytes: 160},
+	{Names: names{"model", "messages", "role", "content"}},
+	// A Vocab changes where strings live, never what they are.
+	{Vocab: NewVocab("model", "Model", "messages", "role", "content", "k", "s", "user", "assistant", "system",
+		"gpt-4o-mini", "Hello", "", "\\u00e9", "\u00e9", strings.Repeat("long-key-", 8), "a string of exactly thirty-three b", "64")},
+}
+
+// matchPrevious fails t unless Parse and the previous parser give the same
+// value or the same refusal for data; it returns the refusal's reason, or
+// "" when both accept.
+func matchPrevious(t *testing.T, data []byte, lim Limits) string {
+	t.Helper()
+	got, gotErr := Parse(data, lim)
+	want, wantErr := prevParse(data, lim)
+	if (gotErr == nil) != (wantErr == nil) {
+		t.Fatalf("%q (limits %+v): Parse gives error %v, the previous parser %v", data, lim, gotErr, wantErr)
+	}
+	if gotErr != nil {
+		var g, w *Error
+		if !errors.As(gotErr, &g) || !errors.As(wantErr, &w) || *g != *w {
+			t.Fatalf("%q (limits %+v): Parse refuses with %#v, the previous parser with %#v", data, lim, gotErr, wantErr)
+		}
+		return g.Reason
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("%q (limits %+v): Parse gives %#v, the previous parser %#v", data, lim, got, want)
+	}
+	return ""
 }
 
 // Pieces of generated JSON text. Keys include ones that collide after

@@ -105,8 +105,8 @@ type scratch struct {
 	intern  [internSlots]internEntry
 	// used lists the intern slots filled, so that release clears only them
 	// (clearing memory that holds pointers is slow while the GC runs).
-	used [internSlots]uint8
-	n    int
+	used  [internSlots]uint8
+	nused int
 }
 
 // Capacities of a new scratch's stacks (typical chat bodies never grow
@@ -132,10 +132,10 @@ func (sc *scratch) release() {
 	clear(sc.elems)
 	clear(sc.members)
 	sc.elems, sc.members = sc.elems[:0], sc.members[:0]
-	for _, i := range sc.used[:sc.n] {
+	for _, i := range sc.used[:sc.nused] {
 		sc.intern[i] = internEntry{}
 	}
-	sc.n = 0
+	sc.nused = 0
 	scratches.Put(sc)
 }
 
@@ -599,8 +599,8 @@ func (p *parser) interned(b []byte) *internEntry {
 		return e
 	}
 	if e.s == "" {
-		p.used[p.n] = uint8(i)
-		p.n++
+		p.used[p.nused] = uint8(i)
+		p.nused++
 	}
 	*e = internEntry{s: string(b)}
 	return e

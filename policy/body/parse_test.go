@@ -473,13 +473,13 @@ func TestScratchReleaseClears(t *testing.T) {
 		sc := &scratch{}
 		p := parser{data: []byte(in), maxDepth: DefaultMaxDepth, scratch: sc}
 		p.value(0)
-		if sc.n == 0 {
+		if sc.nused == 0 {
 			t.Fatalf("%s: nothing was interned", in)
 		}
 		sc.release()
 		if slices.ContainsFunc(sc.elems[:cap(sc.elems)], func(v any) bool { return v != nil }) ||
 			slices.ContainsFunc(sc.members[:cap(sc.members)], func(m member) bool { return m.key != "" || m.val != nil || m.offset != 0 }) ||
-			sc.intern != [internSlots]internEntry{} || sc.n != 0 {
+			sc.intern != [internSlots]internEntry{} || sc.nused != 0 {
 			t.Errorf("%s: release left values behind", in)
 		}
 	}
