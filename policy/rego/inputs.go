@@ -257,17 +257,27 @@ func readsOf(modules map[string]*ast.Module, shape string) reads {
 		vis.Walk(m)
 	}
 	r.paths = minimal(all)
+	r.inputs = InputsAt(r.paths, shape)
 	for _, p := range r.paths {
-		for _, o := range inputMembers[shape] {
-			if p.HasPrefix(o.ref) || o.ref.HasPrefix(p) {
-				r.inputs |= o.member
-			}
-		}
 		if requestIDs[shape].HasPrefix(p) {
 			uncacheable("reads input.request.id")
 		}
 	}
 	return r
+}
+
+// InputsAt are the members of the input shape (Settings.Input) a policy
+// reading paths needs: those on a path, and those a path leads into.
+func InputsAt(paths []ast.Ref, shape string) Inputs {
+	var in Inputs
+	for _, p := range paths {
+		for _, o := range inputMembers[shape] {
+			if p.HasPrefix(o.ref) || o.ref.HasPrefix(p) {
+				in |= o.member
+			}
+		}
+	}
+	return in
 }
 
 // constantPrefix is r up to its first key that is not a constant string.
