@@ -118,12 +118,13 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 	sctx, span = e.step(ctx, spanPolicy)
 	in := &policyInput{e: e, req: req, id: id, model: d.Model, mr: mr}
 	res, input, err := e.authz.EvalInput(rego.WithDecisionID(sctx, d.ID), in)
+	if err == nil && input == nil && e.shadow != nil {
+		// Decided from the cache: the shadow policy still needs the input
+		// (a failure to build it is in.err).
+		input, _ = rego.BuildInput(in, in.reads)
+	}
 	buildErr := in.err
 	d.PolicyRevision = res.Revision
-	if buildErr == nil && err == nil && input == nil && e.shadow != nil {
-		// Decided from the cache: the shadow policy still needs the input.
-		input, err = rego.BuildInput(in, in.reads)
-	}
 	if buildErr == nil {
 		e.shadow.offer(d, req, input, res, err)
 	}

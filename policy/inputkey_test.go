@@ -9,10 +9,14 @@ import (
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/modelguard/modelguard/policy/config"
+	"github.com/modelguard/modelguard/policy/metrics"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/rego"
 	"github.com/modelguard/modelguard/policy/rego/inputdoc"
+	"github.com/modelguard/modelguard/test/testkit"
 )
 
 // modelguardPaths are paths into modelguard's input, after "input": every
@@ -179,4 +183,35 @@ func randomInput(rng *rand.Rand, e *Engine) *policyInput {
 		}
 	}
 	return in
+}
+
+// TestShadowSeesCachedDecisions: a decision from the decision cache, made
+// without building the input, is still offered to the shadow policy with
+// its input.
+func TestShadowSeesCachedDecisions(t *testing.T) {
+	dir := t.TempDir()
+	testkit.ReplaceFile(t, dir, "policy/p.rego", "package modelguard.authz\n\nallow if input.request.method == \"POST\"\n")
+	testkit.ReplaceFile(t, dir, "shadow/p.rego", "package modelguard.authz\n\nallow if input.request.headers[\"x-a\"] == \"1\"\n")
+	cfg, err := config.Parse([]byte(anonymous+`
+authorization: {policy_dir: policy, shadow: {policy_dir: shadow}}
+audit: {output: "off"}
+`), "config.yaml", dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := metrics.New(nil)
+	e, err := New(t.Context(), cfg, Options{Metrics: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		req := &Request{Gateway: "envoy", ID: "r", Method: "POST", Path: "/v1/models", Headers: map[string]string{"x-a": "0"}}
+		if d := e.Decide(t.Context(), req); !d.Allow {
+			t.Fatalf("request %d: %d %s", i, d.Status, d.Reason)
+		}
+	}
+	if hits := testutil.ToFloat64(m.CacheLookups.WithLabelValues("decision", "hit")); hits != 2 {
+		t.Fatalf("%v decision cache hits, want 2", hits)
+	}
+	testkit.Eventually(t, "three disagreements", func() bool { return testutil.ToFloat64(m.Shadow.WithLabelValues("disagree")) == 3 })
 }

@@ -198,9 +198,9 @@ func (e *Encoder) Wants(key Key) bool {
 	return f.node < 0 || e.p.child(f.node, key.name) >= 0
 }
 
-// scalar is a member's value other than an object.
+// scalar is a member's value other than an object the Writer opens.
 type scalar struct {
-	kind byte // tagString, tagTrue (a bool), tagNumber, tagArray (of strings), tagObject (a Rego value)
+	kind scalarKind
 	s    string
 	b    bool
 	n    int64
@@ -208,17 +208,27 @@ type scalar struct {
 	v    ast.Value
 }
 
+type scalarKind uint8
+
+const (
+	kindString scalarKind = iota
+	kindBool
+	kindInt
+	kindStrings
+	kindValue // a Rego value
+)
+
 func (e *Encoder) appendScalar(v scalar) {
 	switch v.kind {
-	case tagString:
+	case kindString:
 		e.buf = appendString(append(e.buf, tagString), v.s)
-	case tagTrue:
+	case kindBool:
 		e.buf = appendBool(e.buf, v.b)
-	case tagNumber:
+	case kindInt:
 		e.buf = appendInt(e.buf, v.n)
-	case tagArray:
+	case kindStrings:
 		e.buf = appendStrings(e.buf, v.ss)
-	default:
+	case kindValue:
 		var ok bool
 		if e.buf, ok = appendValue(e.buf, v.v); !ok {
 			e.failed = true
@@ -233,18 +243,19 @@ func (e *Encoder) put(key Key, v scalar) {
 		e.appendScalar(v)
 		e.members = append(e.members, member{key.name, start, len(e.buf)})
 	case onPath:
-		// Every path through a value that is not an object stops at it
-		// (lookup), except into a Rego object written whole.
 		nd := &e.p.nodes[n]
+		obj, isObject := v.v.(ast.Object)
 		for i := nd.first; i < nd.end; i++ {
 			start := len(e.buf)
-			if obj, ok := v.v.(ast.Object); ok && v.kind == tagObject && !nd.whole {
+			if isObject && !nd.whole {
+				// Paths go on into a Rego object: follow them there.
 				sub, d := lookup(obj, e.p.refs[i][nd.depth+1:])
 				var ok bool
 				if e.buf, ok = appendValue(binary.AppendUvarint(e.buf, uint64(nd.depth+d)), sub); !ok {
 					e.failed = true
 				}
 			} else {
+				// Paths through any other value stop at it (lookup).
 				e.buf = binary.AppendUvarint(e.buf, uint64(nd.depth))
 				e.appendScalar(v)
 			}
@@ -261,15 +272,15 @@ func (e *Encoder) memberKey(key Key) int {
 	return start
 }
 
-func (e *Encoder) String(key Key, s string) { e.put(key, scalar{kind: tagString, s: s}) }
+func (e *Encoder) String(key Key, s string) { e.put(key, scalar{kind: kindString, s: s}) }
 
-func (e *Encoder) Bool(key Key, b bool) { e.put(key, scalar{kind: tagTrue, b: b}) }
+func (e *Encoder) Bool(key Key, b bool) { e.put(key, scalar{kind: kindBool, b: b}) }
 
-func (e *Encoder) Int(key Key, n int64) { e.put(key, scalar{kind: tagNumber, n: n}) }
+func (e *Encoder) Int(key Key, n int64) { e.put(key, scalar{kind: kindInt, n: n}) }
 
-func (e *Encoder) Strings(key Key, ss []string) { e.put(key, scalar{kind: tagArray, ss: ss}) }
+func (e *Encoder) Strings(key Key, ss []string) { e.put(key, scalar{kind: kindStrings, ss: ss}) }
 
-func (e *Encoder) Value(key Key, v ast.Value) { e.put(key, scalar{kind: tagObject, v: v}) }
+func (e *Encoder) Value(key Key, v ast.Value) { e.put(key, scalar{kind: kindValue, v: v}) }
 
 func (e *Encoder) Object(key Key) bool {
 	switch where, n := e.at(key); where {
