@@ -108,14 +108,7 @@ func randomReads(rng *rand.Rand, universe []string) []ast.Ref {
 	for range rng.IntN(6) {
 		all = append(all, ast.MustParseRef("input"+universe[rng.IntN(len(universe))]))
 	}
-	slices.SortFunc(all, func(a, b ast.Ref) int { return a.Compare(b) })
-	var out []ast.Ref
-	for _, r := range all {
-		if n := len(out); n == 0 || !r.HasPrefix(out[n-1]) {
-			out = append(out, r)
-		}
-	}
-	return out
+	return inputdoc.Minimal(all)
 }
 
 // randomInput is a request, its identity and its model from small domains,

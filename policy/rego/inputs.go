@@ -1,9 +1,9 @@
 package rego
 
 import (
-	"slices"
-
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/modelguard/modelguard/policy/rego/inputdoc"
 )
 
 // Inputs is a set of input members: those a policy may read are built (or
@@ -256,7 +256,7 @@ func readsOf(modules map[string]*ast.Module, shape string) reads {
 	for _, m := range modules {
 		vis.Walk(m)
 	}
-	r.paths = minimal(all)
+	r.paths = inputdoc.Minimal(all)
 	r.inputs = InputsAt(r.paths, shape)
 	for _, p := range r.paths {
 		if requestIDs[shape].HasPrefix(p) {
@@ -316,16 +316,4 @@ func objectGet(op *ast.Term, args []*ast.Term) (ast.Ref, bool) {
 		return out, constant
 	}
 	return nil, false
-}
-
-// minimal sorts paths and drops those inside another.
-func minimal(paths []ast.Ref) []ast.Ref {
-	slices.SortFunc(paths, func(a, b ast.Ref) int { return a.Compare(b) })
-	var out []ast.Ref
-	for _, p := range paths {
-		if n := len(out); n == 0 || !p.HasPrefix(out[n-1]) {
-			out = append(out, p)
-		}
-	}
-	return out
 }

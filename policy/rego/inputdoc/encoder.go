@@ -36,7 +36,20 @@ type node struct {
 	first, end int
 }
 
-// NewPaths makes the tree of refs: sorted, none inside another.
+// Minimal sorts paths and drops those inside another: the paths of
+// NewPaths.
+func Minimal(paths []ast.Ref) []ast.Ref {
+	slices.SortFunc(paths, func(a, b ast.Ref) int { return a.Compare(b) })
+	var out []ast.Ref
+	for _, p := range paths {
+		if n := len(out); n == 0 || !p.HasPrefix(out[n-1]) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// NewPaths makes the tree of refs: sorted, none inside another (Minimal).
 func NewPaths(refs []ast.Ref) *Paths {
 	p := &Paths{refs: refs, nodes: []node{{end: len(refs)}}, encodable: true}
 	p.encoders.New = func() any {

@@ -241,12 +241,5 @@ func randomPaths(rng *rand.Rand) []ast.Ref {
 		}
 		all = append(all, r)
 	}
-	slices.SortFunc(all, func(a, b ast.Ref) int { return a.Compare(b) })
-	var out []ast.Ref
-	for _, r := range all {
-		if n := len(out); n == 0 || !r.HasPrefix(out[n-1]) {
-			out = append(out, r)
-		}
-	}
-	return out
+	return Minimal(all)
 }
