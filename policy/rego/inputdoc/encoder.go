@@ -12,8 +12,7 @@ import (
 // Paths are the paths into input a policy can read, as a tree of their
 // keys that an Encoder follows while the document is written.
 type Paths struct {
-	// refs are the paths: sorted, none inside another, each a constant
-	// string key after input.
+	// refs are the paths: sorted, none inside another (Minimal).
 	refs []ast.Ref
 	// nodes are the tree: nodes[0] is input, the others the keys of refs.
 	nodes []node
@@ -36,8 +35,7 @@ type node struct {
 	first, end int
 }
 
-// Minimal sorts paths and drops those inside another: the paths of
-// NewPaths.
+// Minimal sorts paths and drops those inside another.
 func Minimal(paths []ast.Ref) []ast.Ref {
 	slices.SortFunc(paths, func(a, b ast.Ref) int { return a.Compare(b) })
 	var out []ast.Ref
@@ -49,8 +47,11 @@ func Minimal(paths []ast.Ref) []ast.Ref {
 	return out
 }
 
-// NewPaths makes the tree of refs: sorted, none inside another (Minimal).
+// NewPaths makes the tree of the paths refs (refs is not changed). Its
+// encodings are in the order of Minimal(refs).
 func NewPaths(refs []ast.Ref) *Paths {
+	// Sorted paths are what lets a node's paths be a range.
+	refs = Minimal(slices.Clone(refs))
 	p := &Paths{refs: refs, nodes: []node{{end: len(refs)}}, encodable: true}
 	p.encoders.New = func() any {
 		return &Encoder{p: p, slots: make([]slot, len(refs)), seen: make([]bool, len(p.nodes))}

@@ -99,6 +99,7 @@ func TestEncoder(t *testing.T) {
 		{"all of input", []string{"input"}, example},
 		{"the example policy's", []string{"input.body.max_tokens", "input.model", "input.request.method", "input.subject.roles"}, example},
 		{"whole objects, members out of order", []string{"input.request", "input.subject"}, example},
+		{"paths out of order, one inside another", []string{"input.subject.roles", "input.body.max_tokens", "input.subject", "input.body.max_tokens"}, example},
 		{"into a header", []string{`input.request.headers["x-a"]`, `input.request.headers["x-z"]`}, example},
 		{"absent members and parents", []string{"input.body.n", "input.missing.deeper", "input.model.name.x", "input.request.query"}, example},
 		{"through a scalar", []string{"input.gateway.x", "input.subject.roles.x", "input.body.stream.a.b", "input.body.max_tokens.x"}, example},
