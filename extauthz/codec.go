@@ -42,7 +42,12 @@ func (c sizingCodec) Marshal(v any) (mem.BufferSlice, error) {
 	// its metadata, then append the metadata field.
 	md := resp.DynamicMetadata
 	resp.DynamicMetadata = nil
-	b, err := proto.MarshalOptions{}.MarshalAppend(make([]byte, 0, proto.Size(resp)+metadataSize(md)+8), resp)
+	// proto.Size leaves every message's size in its cache, so that
+	// MarshalAppend need not walk the message for the sizes again (it
+	// did: half of the answer's encoding). The shared read-only parts of
+	// an answer (statusOK, appendFalse) get the same size from every
+	// caller, stored atomically.
+	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(make([]byte, 0, proto.Size(resp)+metadataSize(md)+8), resp)
 	resp.DynamicMetadata = md
 	if err != nil {
 		return nil, err

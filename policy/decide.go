@@ -60,7 +60,7 @@ func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
 			e.deny(d, http.StatusServiceUnavailable, "internal_error", "service unavailable")
 		}
 		d.Latency = e.now().Sub(start)
-		e.metrics.Decisions.WithLabelValues(result(d), reason(d), req.Gateway).Inc()
+		e.metrics.Decision(result(d), reason(d), req.Gateway).Inc()
 		e.metrics.CheckDuration.Observe(d.Latency.Seconds())
 		endTrace(req, d)
 	}()
