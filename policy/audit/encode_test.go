@@ -188,3 +188,26 @@ func TestLineSeqHash(t *testing.T) {
 		t.Fatal("garbage accepted")
 	}
 }
+
+// appendTime writes what AppendFormat writes with timeLayout, in UTC.
+func TestAppendTime(t *testing.T) {
+	times := []time.Time{
+		{},
+		time.Date(2026, 3, 4, 5, 6, 7, 891234567, time.FixedZone("x", 3600)),
+		time.Date(2026, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(1999, 1, 1, 0, 0, 0, 999, time.FixedZone("y", -5*3600)),
+		time.Date(9999, 12, 31, 23, 59, 59, 1000, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(42, 7, 8, 9, 10, 11, 12000, time.UTC),
+		time.Now(),
+	}
+	for i := range 2000 {
+		times = append(times, time.Unix(int64(i)*48271*7919, int64(i)*104729%1e9).In(time.FixedZone("z", (i%27-13)*3600)))
+	}
+	for _, tm := range times {
+		if got, want := string(appendTime(nil, tm)), tm.UTC().Format(timeLayout); got != want {
+			t.Errorf("appendTime(%v) = %s, want %s", tm, got, want)
+		}
+	}
+}
