@@ -19,8 +19,9 @@ type sizedCheck struct {
 
 // sizingCodec is gRPC's proto codec, which also records the wire size of a
 // sizedCheck it decodes (proto.Size of the message, without walking the
-// decoded message again: a few percent of a check's CPU) and encodes a
-// CheckResponse's dynamic metadata itself (see appendMetadata).
+// decoded message again: a few percent of a check's CPU), decodes it
+// mostly itself (see decodeCheck) and encodes a CheckResponse's dynamic
+// metadata itself (see appendMetadata).
 type sizingCodec struct{ encoding.CodecV2 }
 
 func newSizingCodec() sizingCodec { return sizingCodec{encoding.GetCodecV2(grpcproto.Name)} }
@@ -28,7 +29,12 @@ func newSizingCodec() sizingCodec { return sizingCodec{encoding.GetCodecV2(grpcp
 func (c sizingCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if m, ok := v.(*sizedCheck); ok {
 		m.size = data.Len()
-		return c.CodecV2.Unmarshal(data, m.CheckRequest)
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		defer buf.Free()
+		if decodeCheck(buf.ReadOnlyData(), m.CheckRequest) {
+			return nil
+		}
+		return proto.Unmarshal(buf.ReadOnlyData(), m.CheckRequest)
 	}
 	return c.CodecV2.Unmarshal(data, v)
 }
