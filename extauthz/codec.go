@@ -20,8 +20,8 @@ type sizedCheck struct {
 // sizingCodec is gRPC's proto codec, which also records the wire size of a
 // sizedCheck it decodes (proto.Size of the message, without walking the
 // decoded message again: a few percent of a check's CPU), decodes it
-// mostly itself (see decodeCheck) and encodes a CheckResponse's dynamic
-// metadata itself (see appendMetadata).
+// mostly itself (see decodeCheck) and encodes a CheckResponse itself (see
+// appendResponse and appendMetadata).
 type sizingCodec struct{ encoding.CodecV2 }
 
 func newSizingCodec() sizingCodec { return sizingCodec{encoding.GetCodecV2(grpcproto.Name)} }
@@ -41,26 +41,39 @@ func (c sizingCodec) Unmarshal(data mem.BufferSlice, v any) error {
 
 func (c sizingCodec) Marshal(v any) (mem.BufferSlice, error) {
 	resp, ok := v.(*authv3.CheckResponse)
-	if !ok || resp.DynamicMetadata == nil {
+	if !ok {
 		return c.CodecV2.Marshal(v)
 	}
-	// The answer is this call's own until it is sent: encode it without
-	// its metadata, then append the metadata field.
 	md := resp.DynamicMetadata
-	resp.DynamicMetadata = nil
-	// proto.Size leaves every message's size in its cache, so that
-	// MarshalAppend need not walk the message for the sizes again (it
-	// did: half of the answer's encoding). The shared read-only parts of
-	// an answer (statusOK, appendFalse) get the same size from every
-	// caller, stored atomically.
-	b, err := proto.MarshalOptions{UseCachedSize: true}.MarshalAppend(make([]byte, 0, proto.Size(resp)+metadataSize(md)+8), resp)
-	resp.DynamicMetadata = md
-	if err != nil {
-		return nil, err
+	if !encodable(resp) {
+		if md == nil {
+			return c.CodecV2.Marshal(v)
+		}
+		// The answer is this call's own until it is sent: encode it
+		// without its metadata, then append the metadata field.
+		resp.DynamicMetadata = nil
+		b, err := proto.MarshalOptions{}.MarshalAppend(nil, resp)
+		resp.DynamicMetadata = md
+		if err != nil {
+			return nil, err
+		}
+		return appendMetadataBuffer(b, md)
 	}
-	b, err = appendMetadata(b, md)
-	if err != nil {
-		return nil, err
+	size := responseSize(resp)
+	if md != nil {
+		size += messageField(dynamicMetadataField, metadataSize(md))
+	}
+	return appendMetadataBuffer(appendResponse(make([]byte, 0, size), resp), md)
+}
+
+// appendMetadataBuffer appends md, when there is one, to an answer encoded
+// without it.
+func appendMetadataBuffer(b []byte, md *structpb.Struct) (mem.BufferSlice, error) {
+	if md != nil {
+		var err error
+		if b, err = appendMetadata(b, md); err != nil {
+			return nil, err
+		}
 	}
 	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 }
