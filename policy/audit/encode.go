@@ -155,38 +155,45 @@ func appendField(dst []byte, name, v string) []byte {
 	return appendString(dst, v)
 }
 
-// appendString appends s as a JSON string in the canonical escaping.
+// appendString appends s as a JSON string in the canonical escaping. Runs
+// of bytes that need no escaping (valid UTF-8 included) are appended
+// whole: a byte at a time was most of a record's encoding.
 func appendString(dst []byte, s string) []byte {
 	const hexDigits = "0123456789abcdef"
 	dst = append(dst, '"')
+	run := 0 // start of the bytes not appended yet
 	for i := 0; i < len(s); {
 		b := s[i]
-		if b < utf8.RuneSelf {
-			switch {
-			case b == '"' || b == '\\':
-				dst = append(dst, '\\', b)
-			case b == '\n':
-				dst = append(dst, '\\', 'n')
-			case b == '\r':
-				dst = append(dst, '\\', 'r')
-			case b == '\t':
-				dst = append(dst, '\\', 't')
-			case b < 0x20:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
-			default:
-				dst = append(dst, b)
+		if b >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				dst = utf8.AppendRune(append(dst, s[run:i]...), utf8.RuneError)
+				run = i + 1
 			}
+			i += size
+			continue
+		}
+		if b >= 0x20 && b != '"' && b != '\\' {
 			i++
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = utf8.AppendRune(dst, utf8.RuneError)
-		} else {
-			dst = append(dst, s[i:i+size]...)
+		dst = append(dst, s[run:i]...)
+		switch b {
+		case '"', '\\':
+			dst = append(dst, '\\', b)
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
 		}
-		i += size
+		i++
+		run = i
 	}
+	dst = append(dst, s[run:]...)
 	return append(dst, '"')
 }
 

@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestAppendString(t *testing.T) {
@@ -208,6 +210,35 @@ func TestAppendTime(t *testing.T) {
 	for _, tm := range times {
 		if got, want := string(appendTime(nil, tm)), tm.UTC().Format(timeLayout); got != want {
 			t.Errorf("appendTime(%v) = %s, want %s", tm, got, want)
+		}
+	}
+}
+
+// appendString on random strings of the bytes that matter: what a JSON
+// decoder reads back is s with each invalid byte as U+FFFD, and encoding
+// that again gives the same bytes.
+func TestAppendStringRandom(t *testing.T) {
+	alphabet := []string{"a", "Z", " ", `"`, `\`, "\n", "\r", "\t", "\x00", "\x1f", "\x7f", "é", "✓", "\U0001F600", "\xff", "\xe2\x9c", "\uFFFD", "<"}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 3000 {
+		var b strings.Builder
+		for range rng.IntN(12) {
+			b.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		s := b.String()
+		var want strings.Builder
+		for i := 0; i < len(s); {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			want.WriteRune(r) // RuneError for an invalid byte
+			i += size
+		}
+		enc := appendString(nil, s)
+		var back string
+		if err := json.Unmarshal(enc, &back); err != nil || back != want.String() {
+			t.Fatalf("appendString(%q) = %s, decodes to %q (%v), want %q", s, enc, back, err, want.String())
+		}
+		if again := appendString(nil, back); !bytes.Equal(again, enc) {
+			t.Fatalf("appendString(%q) = %s, but %s again", s, enc, again)
 		}
 	}
 }
