@@ -288,6 +288,10 @@ func (e *Engine) allow(d *Decision, req *Request, id *Identity, cred credential,
 	d.Allow = true
 	d.Status = http.StatusOK
 	d.Reason = "allowed"
+	// Each list in one allocation: the identity headers (identityRemove
+	// names those configured) and the policy's, and what is removed.
+	d.UpstreamHeaders = slices.Grow(d.UpstreamHeaders, len(e.identityRemove)+len(res.Headers))
+	d.RemoveHeaders = slices.Grow(d.RemoveHeaders, len(res.RemoveHeaders)+1+len(e.identityRemove))
 	set := func(name, value string) {
 		if name != "" && value != "" {
 			d.UpstreamHeaders = append(d.UpstreamHeaders, Header{name, value})
