@@ -78,7 +78,7 @@ func BenchmarkCheckSteps(b *testing.B) {
 	b.Run("encode", func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
-			if _, err := codec.Marshal(toResponse(d)); err != nil {
+			if _, err := codec.Marshal(answer{d}); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -40,6 +40,12 @@ func (c sizingCodec) Unmarshal(data mem.BufferSlice, v any) error {
 }
 
 func (c sizingCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if a, ok := v.(answer); ok {
+		if len(a.d.Metadata) > 0 {
+			return c.Marshal(toResponse(a.d))
+		}
+		return mem.BufferSlice{mem.SliceBuffer(appendAnswer(make([]byte, 0, answerSize(a.d)), a.d))}, nil
+	}
 	resp, ok := v.(*authv3.CheckResponse)
 	if !ok {
 		return c.CodecV2.Marshal(v)

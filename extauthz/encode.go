@@ -5,6 +5,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/modelguard/modelguard/policy"
 )
 
 // Field numbers of the answer's messages.
@@ -248,4 +250,111 @@ func responseSize(r *authv3.CheckResponse) int {
 		n += messageField(respOK, okSize(h.OkResponse))
 	}
 	return n
+}
+
+// answer is a decision on its way to Envoy: the codec encodes it as it
+// encodes toResponse(d), without making the messages (a dozen allocations
+// and a map for the metadata). A decision with the policy's own dynamic
+// metadata, whose values can be of any JSON type, goes through toResponse.
+type answer struct{ d *policy.Decision }
+
+// Field numbers of the metadata's messages (google.protobuf.Struct,
+// Struct.FieldsEntry).
+const (
+	entryKey   = 1
+	entryValue = 2
+)
+
+// appendAnswer appends the encoding of toResponse(d), its metadata keys
+// in ownMetadata's order. d has no policy metadata.
+func appendAnswer(b []byte, d *policy.Decision) []byte {
+	if d.Allow {
+		b = appendMessage(b, respStatus, 0) // OK: an empty status
+		b = appendMessage(b, respOK, okAnswerSize(d))
+		b = appendHeaders(b, okHeaders, d.UpstreamHeaders)
+		for _, name := range d.RemoveHeaders {
+			b = protowire.AppendTag(b, okHeadersToRemove, protowire.BytesType)
+			b = protowire.AppendString(b, name)
+		}
+		b = appendHeaders(b, okResponseHeaders, d.ResponseHeaders)
+	} else {
+		code := uint64(deniedCode(d))
+		b = appendMessage(b, respStatus, varintField(statusCode, code))
+		b = appendVarint(b, statusCode, code)
+		headers, body := d.DenialHeaders(), d.Body()
+		b = appendMessage(b, respDenied, deniedAnswerSize(d, headers, body))
+		b = appendMessage(b, deniedStatus, varintField(httpStatusCode, uint64(d.Status)))
+		b = appendVarint(b, httpStatusCode, uint64(d.Status))
+		b = appendHeaders(b, deniedHeaders, headers)
+		if len(body) > 0 {
+			b = protowire.AppendTag(b, deniedBody, protowire.BytesType)
+			b = protowire.AppendBytes(b, body)
+		}
+	}
+	b = appendMessage(b, dynamicMetadataField, ownMetadataSize(d))
+	ownMetadata(d, func(k, v string) {
+		vsize := protowire.SizeTag(stringValueField) + protowire.SizeBytes(len(v))
+		b = appendMessage(b, 1, entrySize(k, vsize)) // Struct.fields
+		b = appendString(b, entryKey, k)
+		b = appendMessage(b, entryValue, vsize)
+		b = protowire.AppendTag(b, stringValueField, protowire.BytesType) // set even when ""
+		b = protowire.AppendString(b, v)
+	})
+	return b
+}
+
+// answerSize is the capacity for appendAnswer's encoding of d: its size
+// for an allow, with room for the usual headers and body of a denial.
+func answerSize(d *policy.Decision) int {
+	n := messageField(respOK, okAnswerSize(d)) + messageField(dynamicMetadataField, ownMetadataSize(d)) + 16
+	if !d.Allow {
+		n += headersSize(deniedHeaders, d.ResponseHeaders) + 256
+	}
+	return n
+}
+
+func okAnswerSize(d *policy.Decision) int {
+	n := headersSize(okHeaders, d.UpstreamHeaders) + headersSize(okResponseHeaders, d.ResponseHeaders)
+	for _, name := range d.RemoveHeaders {
+		n += protowire.SizeTag(okHeadersToRemove) + protowire.SizeBytes(len(name))
+	}
+	return n
+}
+
+func deniedAnswerSize(d *policy.Decision, headers []policy.Header, body []byte) int {
+	return messageField(deniedStatus, varintField(httpStatusCode, uint64(d.Status))) +
+		headersSize(deniedHeaders, headers) + lenField(deniedBody, len(body))
+}
+
+func ownMetadataSize(d *policy.Decision) int {
+	n := 0
+	ownMetadata(d, func(k, v string) {
+		n += messageField(1, entrySize(k, protowire.SizeTag(stringValueField)+protowire.SizeBytes(len(v))))
+	})
+	return n
+}
+
+// headerAnswerSize is the size of the HeaderValueOption headerOptions makes
+// of h: the header, and append set to false (an empty BoolValue).
+func headerAnswerSize(h policy.Header) int {
+	return messageField(optionHeader, stringField(headerKey, h.Name)+stringField(headerValue, h.Value)) + messageField(optionAppend, 0)
+}
+
+func headersSize(num protowire.Number, hs []policy.Header) int {
+	n := 0
+	for _, h := range hs {
+		n += messageField(num, headerAnswerSize(h))
+	}
+	return n
+}
+
+func appendHeaders(b []byte, num protowire.Number, hs []policy.Header) []byte {
+	for _, h := range hs {
+		b = appendMessage(b, num, headerAnswerSize(h))
+		b = appendMessage(b, optionHeader, stringField(headerKey, h.Name)+stringField(headerValue, h.Value))
+		b = appendString(b, headerKey, h.Name)
+		b = appendString(b, headerValue, h.Value)
+		b = appendMessage(b, optionAppend, 0)
+	}
+	return b
 }

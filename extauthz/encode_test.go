@@ -104,10 +104,61 @@ func BenchmarkEncodeAnswer(b *testing.B) {
 			{Name: "x-modelguard-auth-method", Value: "api_key"}, {Name: "x-modelguard-key-id", Value: "k1"}, {Name: "x-modelguard-decision-id", Value: "0123456789abcdef0123456789abcdef"}},
 		RemoveHeaders: []string{"authorization"}, Identity: &policy.Identity{Subject: "alice"}}
 	codec := newSizingCodec()
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := codec.Marshal(toResponse(d)); err != nil {
-			b.Fatal(err)
+	b.Run("answer", func(b *testing.B) { // as the server sends it
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := codec.Marshal(answer{d}); err != nil {
+				b.Fatal(err)
+			}
 		}
+	})
+	b.Run("check_response", func(b *testing.B) { // as Check returns it
+		b.ReportAllocs()
+		for b.Loop() {
+			if _, err := codec.Marshal(toResponse(d)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// The codec encodes an answer as it encodes toResponse of its decision:
+// the same bytes before the metadata, the same message decoded.
+func TestCodecEncodesDecisions(t *testing.T) {
+	hs := []policy.Header{{Name: "x-modelguard-subject", Value: "alice"}, {Name: "x-empty", Value: ""}, {Name: "x-unicode", Value: "héllo ✓"}}
+	decisions := map[string]*policy.Decision{
+		"allow": {ID: "d1", Allow: true, Status: 200, Reason: "allowed", PolicyRevision: "rev", UpstreamHeaders: hs,
+			RemoveHeaders: []string{"authorization", ""}, ResponseHeaders: hs[2:], Identity: &policy.Identity{Subject: "alice"}},
+		"allow, bare":                 {Allow: true},
+		"allow, identity, no subject": {ID: "d2", Allow: true, Reason: "allowed", Identity: &policy.Identity{Method: "none"}},
+		"deny 401":                    {ID: "d3", Status: 401, Reason: "credentials_missing", Message: "invalid or missing credentials", ResponseHeaders: hs[:1]},
+		"deny 403":                    {ID: "d4", Status: 403, Reason: "policy_denied", Message: "access denied", PolicyRevision: "rev"},
+		"deny 503, overloaded":        {ID: "d5", Status: 503, Reason: "overloaded", Message: "service unavailable", ResponseHeaders: []policy.Header{{Name: "retry-after", Value: "1"}}},
+		"deny, the policy's body":     {ID: "d6", Status: 429, Reason: "quota", PolicyBody: []byte("slow down"), ResponseHeaders: hs[1:2]},
+		"deny, the policy's empty body and content-type": {ID: "d7", Status: 418, PolicyBody: []byte{}, ResponseHeaders: []policy.Header{{Name: "content-type", Value: "text/x"}}},
+		"deny, bare":            {},
+		"the policy's metadata": {ID: "d8", Allow: true, Reason: "allowed", Metadata: map[string]any{"tenant": "acme", "n": 1.5, "reason": "overridden"}},
+	}
+	codec := newSizingCodec()
+	for name, d := range decisions {
+		t.Run(name, func(t *testing.T) {
+			want := toResponse(d)
+			data, err := codec.Marshal(answer{d})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := new(authv3.CheckResponse)
+			if err := proto.Unmarshal(data.Materialize(), got); err != nil {
+				t.Fatal(err)
+			}
+			if !proto.Equal(got, want) {
+				t.Fatalf("decoded:\n%v\nwant:\n%v", got, want)
+			}
+			want.DynamicMetadata = nil
+			prefix, _ := proto.Marshal(want)
+			if !bytes.HasPrefix(data.Materialize(), prefix) {
+				t.Errorf("codec:\n%x\nprotobuf-go, before the metadata:\n%x", data.Materialize(), prefix)
+			}
+		})
 	}
 }
