@@ -22,7 +22,11 @@
 // otherwise: it keeps ~75 MB of live heap and at its default GOGC collects
 // it every ~0.4 s, 35-75 ms a cycle on its one CPU, delaying the calls in
 // flight (the no-op's p99 was ~25 ms against a p50 of ~1 ms); with the
-// limit it collects every few seconds. Both servers get the same ghz.
+// limit it collects every few seconds. It also runs with --cpus set to the
+// CPUs it is pinned to (its default, 2, only adds thread switching on one
+// CPU) and with template data and functions off: the request is fixed
+// bytes, and ghz otherwise builds a template function map for every call,
+// a third of its CPU at a fixed rate. Both servers get the same ghz.
 //
 // It is a benchmark tool, never shipped. Run it through scripts/loadbench.sh,
 // which builds modelguard and installs the pinned ghz.
@@ -57,8 +61,8 @@ func main() {
 	flag.IntVar(&o.rounds, "rounds", 5, "rounds: each measures both servers on each workload")
 	flag.DurationVar(&o.duration, "duration", 5*time.Second, "measured time per run")
 	flag.DurationVar(&o.warmup, "warmup", 2*time.Second, "unmeasured load before each run")
-	flag.StringVar(&o.serverCPU, "server-cpu", "0", "CPU list the servers are pinned to (taskset -c)")
-	flag.StringVar(&o.ghzCPU, "ghz-cpu", "1", "CPU list ghz is pinned to")
+	flag.StringVar(&o.serverCPU, "server-cpu", "0", "CPUs the servers are pinned to, comma-separated (taskset -c)")
+	flag.StringVar(&o.ghzCPU, "ghz-cpu", "1", "CPUs ghz is pinned to, comma-separated (taskset -c)")
 	flag.StringVar(&o.ghzEnv, "ghz-env", "GOGC=off GOMEMLIMIT=1GiB", "environment variables for ghz, space-separated")
 	flag.IntVar(&o.concurrency, "c", 50, "concurrent calls")
 	flag.IntVar(&o.connections, "connections", 4, "gRPC connections")
