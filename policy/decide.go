@@ -9,7 +9,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/open-policy-agent/opa/v1/ast"
 	"go.opentelemetry.io/otel/codes"
 
 	"github.com/modelguard/modelguard/policy/jwtauth"
@@ -116,29 +115,15 @@ func (e *Engine) decide(ctx context.Context, req *Request, d *Decision) {
 		return
 	}
 
-	var (
-		buildErr error
-		input    ast.Value // for the shadow policy
-	)
 	sctx, span = e.step(ctx, spanPolicy)
-	res, err := e.authz.EvalInput(rego.WithDecisionID(sctx, d.ID), func(reads rego.Inputs) ast.Value {
-		// A shadow policy decides on the same input, so it holds what
-		// either policy reads.
-		reads |= e.shadow.reads()
-		if buildErr = req.Complete(e.inputParts(reads)); buildErr != nil {
-			return ast.NewObject()
-		}
-		if e.opaEnvoy {
-			var in ast.Value
-			if in, buildErr = e.opaEnvoyInput(req, id, d.Model, mr, reads); buildErr != nil {
-				return ast.NewObject()
-			}
-			input = in
-			return in
-		}
-		input = e.input(req, id, d.Model, mr, reads)
-		return input
-	})
+	in := &policyInput{e: e, req: req, id: id, model: d.Model, mr: mr}
+	res, input, err := e.authz.EvalInput(rego.WithDecisionID(sctx, d.ID), in)
+	if err == nil && input == nil && e.shadow != nil {
+		// Decided from the cache: the shadow policy still needs the input
+		// (a failure to build it is in.err).
+		input, _ = rego.BuildInput(in, in.reads)
+	}
+	buildErr := in.err
 	d.PolicyRevision = res.Revision
 	if buildErr == nil {
 		e.shadow.offer(d, req, input, res, err)

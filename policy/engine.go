@@ -58,7 +58,7 @@ type (
 		Lookup(key string) (*apikey.Key, error)
 	}
 	authorizer interface {
-		EvalInput(ctx context.Context, build func(reads rego.Inputs) ast.Value) (rego.Result, error)
+		EvalInput(ctx context.Context, in rego.Input) (rego.Result, ast.Value, error)
 	}
 	addressChecker interface {
 		Check(address string) iplist.Verdict

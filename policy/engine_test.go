@@ -56,8 +56,17 @@ func (fakeTokens) Verify(_ context.Context, tok string) (*jwtauth.Identity, erro
 
 type authzFunc func(ctx context.Context, input ast.Value) (rego.Result, error)
 
-func (f authzFunc) EvalInput(ctx context.Context, build func(rego.Inputs) ast.Value) (rego.Result, error) {
-	return f(ctx, build(rego.AllInputs))
+func (f authzFunc) EvalInput(ctx context.Context, in rego.Input) (rego.Result, ast.Value, error) {
+	input, err := rego.BuildInput(in, rego.AllInputs)
+	if err != nil {
+		return rego.Result{}, nil, err
+	}
+	r, err := f(ctx, input)
+	return r, input, err
+}
+
+func (f authzFunc) Eval(ctx context.Context, input ast.Value) (rego.Result, error) {
+	return f(ctx, input)
 }
 
 // testCatalog is the real model catalog with one chat model.
@@ -286,9 +295,18 @@ func TestDecideInputOnlyWhatIsRead(t *testing.T) {
 
 type evalInputFunc func(build func(rego.Inputs) ast.Value)
 
-func (f evalInputFunc) EvalInput(_ context.Context, build func(rego.Inputs) ast.Value) (rego.Result, error) {
-	f(build)
-	return rego.Result{Allow: true}, nil
+func (f evalInputFunc) EvalInput(_ context.Context, in rego.Input) (rego.Result, ast.Value, error) {
+	var (
+		input ast.Value
+		err   error
+	)
+	f(func(reads rego.Inputs) ast.Value {
+		if input, err = rego.BuildInput(in, reads); err != nil {
+			return ast.NewObject()
+		}
+		return input
+	})
+	return rego.Result{Allow: true}, input, err
 }
 
 // TestEvaluateFetchesOnlyWhatItNeeds: with a Fetch, the method and path

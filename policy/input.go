@@ -9,11 +9,13 @@ import (
 	"github.com/modelguard/modelguard/policy/jwtauth"
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/rego"
+	"github.com/modelguard/modelguard/policy/rego/inputdoc"
 )
 
-// input builds the Rego input document directly as an ast.Value, which
-// spares OPA a JSON round trip per request. Its shape is documented in
-// policy/rego and the README:
+// policyInput is a request's input document (rego.Input), written once
+// for the decision cache's key and, when the policy evaluates, once to be
+// built as Rego values (which spares OPA a JSON round trip per request).
+// Its shape is documented in policy/rego and the README:
 //
 //	gateway, subject{id, roles, auth_method, key_id, issuer, claims},
 //	request{id, method, path, query, host, scheme, headers, source_address, tls_principal,
@@ -22,121 +24,149 @@ import (
 //	body{max_tokens, stream, n, messages, prompt_chars, tools} (model requests)
 //	parsed_body (model requests)
 //
-// Only the members the policy can read (reads, from rego's analysis of its
-// modules) are built: the example policy's input is four members, not
-// forty values.
-func (e *Engine) input(req *Request, id *Identity, m Model, mr *models.Model, reads rego.Inputs) ast.Value {
-	items := make([][2]*ast.Term, 0, 6)
+// or opa-envoy-plugin's (opaenvoy.go). Only the members the policy can
+// read (reads, from rego's analysis of its modules) are written: the
+// example policy's input is four members, not forty values.
+type policyInput struct {
+	e     *Engine
+	req   *Request
+	id    *Identity
+	model Model
+	mr    *models.Model
+	// reads are the members last written: the policy's and the shadow
+	// policy's.
+	reads rego.Inputs
+	// err is why the request has no input: a part the gateway could not
+	// hand over, or a request opa-envoy-plugin refuses.
+	err error
+}
+
+func (in *policyInput) WriteInput(w inputdoc.Writer, reads rego.Inputs) error {
+	// A shadow policy decides on the same input, so it holds what either
+	// policy reads.
+	reads |= in.e.shadow.reads()
+	in.reads = reads
+	if in.err = in.req.Complete(in.e.inputParts(reads)); in.err != nil {
+		return in.err
+	}
+	if in.e.opaEnvoy {
+		in.err = in.e.writeOPAEnvoyInput(w, in.req, in.id, in.model, in.mr, reads)
+		return in.err
+	}
+	in.e.writeInput(w, in.req, in.id, in.model, in.mr, reads)
+	return nil
+}
+
+// writeInput writes modelguard's input document.
+func (e *Engine) writeInput(w inputdoc.Writer, req *Request, id *Identity, m Model, mr *models.Model, reads rego.Inputs) {
 	if reads.Has(rego.InputGateway) {
-		items = append(items, ast.Item(keyGateway, ast.StringTerm(req.Gateway)))
+		w.String(keyGateway, req.Gateway)
 	}
-	if reads.Any(rego.InputSubject) {
-		items = append(items, ast.Item(keySubject, ast.NewTerm(subjectValue(id, reads))))
+	if reads.Any(rego.InputSubject) && w.Object(keySubject) {
+		writeSubject(w, id, reads)
+		w.End()
 	}
-	if reads.Any(rego.InputRequest) {
-		items = append(items, ast.Item(keyRequest, ast.NewTerm(e.requestValue(req, reads))))
+	if reads.Any(rego.InputRequest) && w.Object(keyRequest) {
+		e.writeRequest(w, req, reads)
+		w.End()
 	}
-	if reads.Has(rego.InputModel) && (m.Name != "" || m.Operation != "") {
-		items = append(items, ast.Item(keyModel, ast.NewTerm(ast.NewObject(
-			ast.Item(keyName, ast.StringTerm(m.Name)),
-			ast.Item(keyOperation, ast.StringTerm(m.Operation)),
-		))))
+	if reads.Has(rego.InputModel) && (m.Name != "" || m.Operation != "") && w.Object(keyModel) {
+		w.String(keyName, m.Name)
+		w.String(keyOperation, m.Operation)
+		w.End()
 	}
 	if mr != nil && !mr.Unchecked {
-		if reads.Has(rego.InputBody) {
-			items = append(items, ast.Item(keyBody, ast.NewTerm(factsValue(mr.Facts))))
+		if reads.Has(rego.InputBody) && w.Object(keyBody) {
+			writeFacts(w, mr.Facts)
+			w.End()
 		}
-		if reads.Has(rego.InputParsedBody) {
-			// Parsed bodies always convert.
+		// The parsed body is converted only when wanted; it always converts.
+		if reads.Has(rego.InputParsedBody) && w.Wants(keyParsedBody) {
 			if v, err := ast.InterfaceToValue(mr.Body); err == nil {
-				items = append(items, ast.Item(keyParsedBody, ast.NewTerm(v)))
+				w.Value(keyParsedBody, v)
 			}
 		}
 	}
-	return ast.NewObject(items...)
 }
 
-// Keys of the input document, made once: ast.InternedTerm allocates for
-// strings OPA does not intern itself. Input terms are only read.
+// Keys of the input document, made once.
 var (
-	keyGateway, keySubject, keyRequest, keyModel, keyBody, keyParsedBody = ast.StringTerm("gateway"), ast.StringTerm("subject"), ast.StringTerm("request"), ast.StringTerm("model"), ast.StringTerm("body"), ast.StringTerm("parsed_body")
-	keyID, keyRoles, keyAuthMethod, keyKeyID, keyIssuer, keyClaims       = ast.StringTerm("id"), ast.StringTerm("roles"), ast.StringTerm("auth_method"), ast.StringTerm("key_id"), ast.StringTerm("issuer"), ast.StringTerm("claims")
-	keyMethod, keyPath, keyQuery, keyHost, keyScheme, keyHeaders         = ast.StringTerm("method"), ast.StringTerm("path"), ast.StringTerm("query"), ast.StringTerm("host"), ast.StringTerm("scheme"), ast.StringTerm("headers")
-	keySourceAddress, keyTLSPrincipal, keyName, keyOperation             = ast.StringTerm("source_address"), ast.StringTerm("tls_principal"), ast.StringTerm("name"), ast.StringTerm("operation")
-	keyContextExtensions, keyMetadataContext                             = ast.StringTerm("context_extensions"), ast.StringTerm("metadata_context")
-	keyStream, keyMessages, keyPromptChars, keyTools, keyMaxTokens, keyN = ast.StringTerm("stream"), ast.StringTerm("messages"), ast.StringTerm("prompt_chars"), ast.StringTerm("tools"), ast.StringTerm("max_tokens"), ast.StringTerm("n")
+	keyGateway, keySubject, keyRequest, keyModel, keyBody, keyParsedBody = inputdoc.NewKey("gateway"), inputdoc.NewKey("subject"), inputdoc.NewKey("request"), inputdoc.NewKey("model"), inputdoc.NewKey("body"), inputdoc.NewKey("parsed_body")
+	keyID, keyRoles, keyAuthMethod, keyKeyID, keyIssuer, keyClaims       = inputdoc.NewKey("id"), inputdoc.NewKey("roles"), inputdoc.NewKey("auth_method"), inputdoc.NewKey("key_id"), inputdoc.NewKey("issuer"), inputdoc.NewKey("claims")
+	keyMethod, keyPath, keyQuery, keyHost, keyScheme, keyHeaders         = inputdoc.NewKey("method"), inputdoc.NewKey("path"), inputdoc.NewKey("query"), inputdoc.NewKey("host"), inputdoc.NewKey("scheme"), inputdoc.NewKey("headers")
+	keySourceAddress, keyTLSPrincipal, keyName, keyOperation             = inputdoc.NewKey("source_address"), inputdoc.NewKey("tls_principal"), inputdoc.NewKey("name"), inputdoc.NewKey("operation")
+	keyContextExtensions, keyMetadataContext                             = inputdoc.NewKey("context_extensions"), inputdoc.NewKey("metadata_context")
+	keyStream, keyMessages, keyPromptChars, keyTools, keyMaxTokens, keyN = inputdoc.NewKey("stream"), inputdoc.NewKey("messages"), inputdoc.NewKey("prompt_chars"), inputdoc.NewKey("tools"), inputdoc.NewKey("max_tokens"), inputdoc.NewKey("n")
 )
 
-// subjectValue is input.subject, with the members in reads.
-func subjectValue(id *Identity, reads rego.Inputs) ast.Object {
-	items := make([][2]*ast.Term, 0, 6)
-	str := func(member rego.Inputs, key *ast.Term, v string) {
-		if reads.Has(member) {
-			items = append(items, ast.Item(key, ast.StringTerm(v)))
-		}
+// writeString writes a string member when reads has it.
+func writeString(w inputdoc.Writer, reads, member rego.Inputs, key inputdoc.Key, v string) {
+	if reads.Has(member) {
+		w.String(key, v)
 	}
-	str(rego.InputSubjectID, keyID, id.Subject)
+}
+
+// writeSubject writes input.subject's members in reads.
+func writeSubject(w inputdoc.Writer, id *Identity, reads rego.Inputs) {
+	writeString(w, reads, rego.InputSubjectID, keyID, id.Subject)
 	if reads.Has(rego.InputRoles) {
-		roles := make([]*ast.Term, len(id.Roles))
-		for i, r := range id.Roles {
-			roles[i] = ast.StringTerm(r)
-		}
-		items = append(items, ast.Item(keyRoles, ast.ArrayTerm(roles...)))
+		w.Strings(keyRoles, id.Roles)
 	}
-	str(rego.InputAuthMethod, keyAuthMethod, id.Method)
-	str(rego.InputKeyID, keyKeyID, id.KeyID)
-	str(rego.InputIssuer, keyIssuer, id.Issuer)
-	if reads.Has(rego.InputClaims) {
+	writeString(w, reads, rego.InputAuthMethod, keyAuthMethod, id.Method)
+	writeString(w, reads, rego.InputKeyID, keyKeyID, id.KeyID)
+	writeString(w, reads, rego.InputIssuer, keyIssuer, id.Issuer)
+	if reads.Has(rego.InputClaims) && w.Wants(keyClaims) {
 		claims := id.claimsValue
 		if claims == nil {
 			claims = claimsObject(id.Claims)
 		}
-		items = append(items, ast.Item(keyClaims, ast.NewTerm(claims)))
+		w.Value(keyClaims, claims)
 	}
-	return ast.NewObject(items...)
 }
 
-// requestValue is input.request, with the members in reads.
-func (e *Engine) requestValue(req *Request, reads rego.Inputs) ast.Object {
-	items := make([][2]*ast.Term, 0, 9)
-	str := func(member rego.Inputs, key *ast.Term, v string) {
-		if reads.Has(member) {
-			items = append(items, ast.Item(key, ast.StringTerm(v)))
+// writeRequest writes input.request's members in reads.
+func (e *Engine) writeRequest(w inputdoc.Writer, req *Request, reads rego.Inputs) {
+	writeString(w, reads, rego.InputRequestID, keyID, req.ID)
+	writeString(w, reads, rego.InputMethod, keyMethod, req.Method)
+	writeString(w, reads, rego.InputPath, keyPath, req.Path)
+	if reads.Has(rego.InputQuery) && w.Wants(keyQuery) {
+		w.Value(keyQuery, queryValue(req.Query))
+	}
+	writeString(w, reads, rego.InputHost, keyHost, req.Host)
+	writeString(w, reads, rego.InputScheme, keyScheme, req.Scheme)
+	if reads.Has(rego.InputHeaders) && w.Object(keyHeaders) {
+		e.writeHeaders(w, req)
+		w.End()
+	}
+	writeString(w, reads, rego.InputSourceAddress, keySourceAddress, req.SourceAddress)
+	writeString(w, reads, rego.InputTLSPrincipal, keyTLSPrincipal, req.TLSPrincipal)
+	if reads.Has(rego.InputContextExtensions) && len(req.ContextExtensions) > 0 && w.Object(keyContextExtensions) {
+		writeStrings(w, req.ContextExtensions)
+		w.End()
+	}
+	if reads.Has(rego.InputMetadataContext) && w.Wants(keyMetadataContext) {
+		if md := metadataValue(req.MetadataContext); md != nil {
+			w.Value(keyMetadataContext, md)
 		}
 	}
-	str(rego.InputRequestID, keyID, req.ID)
-	str(rego.InputMethod, keyMethod, req.Method)
-	str(rego.InputPath, keyPath, req.Path)
-	if reads.Has(rego.InputQuery) {
-		items = append(items, ast.Item(keyQuery, ast.NewTerm(queryValue(req.Query))))
-	}
-	str(rego.InputHost, keyHost, req.Host)
-	str(rego.InputScheme, keyScheme, req.Scheme)
-	if reads.Has(rego.InputHeaders) {
-		items = append(items, ast.Item(keyHeaders, ast.NewTerm(e.headersObject(req))))
-	}
-	str(rego.InputSourceAddress, keySourceAddress, req.SourceAddress)
-	str(rego.InputTLSPrincipal, keyTLSPrincipal, req.TLSPrincipal)
-	if reads.Has(rego.InputContextExtensions) && len(req.ContextExtensions) > 0 {
-		items = append(items, ast.Item(keyContextExtensions, ast.NewTerm(stringsObject(req.ContextExtensions))))
-	}
-	if md := metadataValue(req.MetadataContext); md != nil && reads.Has(rego.InputMetadataContext) {
-		items = append(items, ast.Item(keyMetadataContext, ast.NewTerm(md)))
-	}
-	return ast.NewObject(items...)
 }
 
-// headersObject is the request's headers for the policy: pseudo-headers
+// writeHeaders writes the request's headers for the policy: pseudo-headers
 // and credentials (isCredentialHeader) left out.
-func (e *Engine) headersObject(req *Request) ast.Object {
-	headers := make([][2]*ast.Term, 0, len(req.Headers))
+func (e *Engine) writeHeaders(w inputdoc.Writer, req *Request) {
 	for k, v := range req.Headers {
 		if strings.HasPrefix(k, ":") || e.isCredentialHeader(k) {
 			continue
 		}
-		headers = append(headers, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
+		w.String(inputdoc.Name(k), v)
 	}
-	return ast.NewObject(headers...)
+}
+
+// writeStrings writes m's entries as members.
+func writeStrings(w inputdoc.Writer, m map[string]string) {
+	for k, v := range m {
+		w.String(inputdoc.Name(k), v)
+	}
 }
 
 // claimsObject converts JWT claims to the input's subject.claims; nil or
@@ -158,25 +188,18 @@ func claimsObject(claims map[string]any) ast.Object {
 // its input.
 func identityClaims(id *jwtauth.Identity) any { return claimsObject(id.Claims) }
 
-// factsValue is the body facts object; absent values are left out.
-func factsValue(f models.Facts) ast.Object {
-	tools := make([]*ast.Term, len(f.Tools))
-	for i, t := range f.Tools {
-		tools[i] = ast.StringTerm(t)
-	}
-	o := ast.NewObject(
-		ast.Item(keyStream, ast.InternedTerm(f.Stream)),
-		ast.Item(keyMessages, ast.InternedTerm(f.Messages)),
-		ast.Item(keyPromptChars, ast.InternedTerm(f.PromptChars)),
-		ast.Item(keyTools, ast.ArrayTerm(tools...)),
-	)
+// writeFacts writes the body facts; absent values are left out.
+func writeFacts(w inputdoc.Writer, f models.Facts) {
+	w.Bool(keyStream, f.Stream)
+	w.Int(keyMessages, int64(f.Messages))
+	w.Int(keyPromptChars, int64(f.PromptChars))
+	w.Strings(keyTools, f.Tools)
 	if f.MaxTokens != 0 {
-		o.Insert(keyMaxTokens, ast.InternedTerm(f.MaxTokens))
+		w.Int(keyMaxTokens, f.MaxTokens)
 	}
 	if f.N != 0 {
-		o.Insert(keyN, ast.InternedTerm(f.N))
+		w.Int(keyN, f.N)
 	}
-	return o
 }
 
 // isCredentialHeader reports headers that carry credentials a built-in

@@ -19,6 +19,7 @@ import (
 
 	"github.com/modelguard/modelguard/policy/models"
 	"github.com/modelguard/modelguard/policy/rego"
+	"github.com/modelguard/modelguard/policy/rego/inputdoc"
 )
 
 // The input opa-envoy-plugin gives its policies (authorization.input:
@@ -44,143 +45,160 @@ import (
 // under input.modelguard. Members a policy does not read (rego.Inputs) are
 // left out. A path, query or body that opa-envoy-plugin cannot parse is
 // refused with 400, as it refuses them.
-func (e *Engine) opaEnvoyInput(req *Request, id *Identity, m Model, mr *models.Model, reads rego.Inputs) (ast.Value, error) {
+//
+// The parsed query and body are made as Rego values before anything is
+// written (parsing them can refuse the request, on the decision cache's
+// key too); the rest is written member by member.
+func (e *Engine) writeOPAEnvoyInput(w inputdoc.Writer, req *Request, id *Identity, m Model, mr *models.Model, reads rego.Inputs) error {
 	parsedPath, err := splitPath(req.Path)
 	if err != nil {
-		return nil, badRequest("path_invalid", err)
+		return badRequest("path_invalid", err)
 	}
-	items := make([][2]*ast.Term, 0, 8)
-	items = append(items,
-		ast.Item(keyAttributes, ast.NewTerm(e.envoyAttributes(req, reads))),
-		ast.Item(keyParsedPath, ast.NewTerm(parsedPath)),
-		ast.Item(keyVersion, versionTerm),
-	)
+	var query ast.Value
 	if reads.Has(rego.InputQuery) {
 		q, err := url.ParseQuery(req.Query)
 		if err != nil {
-			return nil, badRequest("query_invalid", err)
+			return badRequest("query_invalid", err)
 		}
-		items = append(items, ast.Item(keyParsedQuery, ast.NewTerm(valuesObject(q))))
+		query = valuesObject(q)
+	}
+	var (
+		body      ast.Value
+		truncated bool
+	)
+	if reads.Has(rego.InputParsedBody) {
+		if body, truncated, err = parseBody(req, mr); err != nil {
+			return badRequest("body_invalid", err)
+		}
+	}
+	if w.Object(keyAttributes) {
+		e.writeEnvoyAttributes(w, req, reads)
+		w.End()
+	}
+	w.Strings(keyParsedPath, parsedPath)
+	w.Value(keyVersion, versionValue)
+	if reads.Has(rego.InputQuery) {
+		w.Value(keyParsedQuery, query)
 	}
 	if reads.Has(rego.InputParsedBody) {
-		body, truncated, err := parseBody(req, mr)
-		if err != nil {
-			return nil, badRequest("body_invalid", err)
-		}
-		items = append(items,
-			ast.Item(keyParsedBody, ast.NewTerm(body)),
-			ast.Item(keyTruncatedBody, ast.InternedTerm(truncated)))
+		w.Value(keyParsedBody, body)
+		w.Bool(keyTruncatedBody, truncated)
 	}
 	if req.TLSPrincipal != "" {
-		items = append(items, ast.Item(keySourcePrincipal, ast.StringTerm(req.TLSPrincipal)))
+		w.String(keySourcePrincipal, req.TLSPrincipal)
 	}
-	if reads.Has(rego.InputModelguardFacts) {
-		items = append(items, ast.Item(keyModelguard, ast.NewTerm(e.input(req, id, m, mr, reads&^rego.InputParsedBody))))
+	if reads.Has(rego.InputModelguardFacts) && w.Object(keyModelguard) {
+		e.writeInput(w, req, id, m, mr, reads&^rego.InputParsedBody)
+		w.End()
 	}
-	return ast.NewObject(items...), nil
+	return nil
 }
 
-// Keys of opa-envoy-plugin's input, made once (ast.InternedTerm allocates
-// for strings OPA does not intern); the shared ones are in input.go.
+// Keys of opa-envoy-plugin's input, made once; the shared ones are in
+// input.go.
 var (
-	keyAddress               = ast.StringTerm("address")
-	keyAttributes            = ast.StringTerm("attributes")
-	keyContextExtensionsJSON = ast.StringTerm("contextExtensions")
-	keyEncoding              = ast.StringTerm("encoding")
-	keyExtAuthz              = ast.StringTerm("ext_authz")
-	keyFilterMetadata        = ast.StringTerm("filterMetadata")
-	keyHTTP                  = ast.StringTerm("http")
-	keyMetadataContextJSON   = ast.StringTerm("metadataContext")
-	keyModelguard            = ast.StringTerm("modelguard")
-	keyParsedPath            = ast.StringTerm("parsed_path")
-	keyParsedQuery           = ast.StringTerm("parsed_query")
-	keyPortValue             = ast.StringTerm("portValue")
-	keyPrincipal             = ast.StringTerm("principal")
-	keyRawBody               = ast.StringTerm("rawBody")
-	keySocketAddress         = ast.StringTerm("socketAddress")
-	keySource                = ast.StringTerm("source")
-	keySourcePrincipal       = ast.StringTerm("source_principal")
-	keyTruncatedBody         = ast.StringTerm("truncated_body")
-	keyVersion               = ast.StringTerm("version")
+	keyAddress               = inputdoc.NewKey("address")
+	keyAttributes            = inputdoc.NewKey("attributes")
+	keyContextExtensionsJSON = inputdoc.NewKey("contextExtensions")
+	keyFilterMetadata        = inputdoc.NewKey("filterMetadata")
+	keyHTTP                  = inputdoc.NewKey("http")
+	keyMetadataContextJSON   = inputdoc.NewKey("metadataContext")
+	keyModelguard            = inputdoc.NewKey("modelguard")
+	keyParsedPath            = inputdoc.NewKey("parsed_path")
+	keyParsedQuery           = inputdoc.NewKey("parsed_query")
+	keyPortValue             = inputdoc.NewKey("portValue")
+	keyPrincipal             = inputdoc.NewKey("principal")
+	keyRawBody               = inputdoc.NewKey("rawBody")
+	keySocketAddress         = inputdoc.NewKey("socketAddress")
+	keySource                = inputdoc.NewKey("source")
+	keySourcePrincipal       = inputdoc.NewKey("source_principal")
+	keyTruncatedBody         = inputdoc.NewKey("truncated_body")
+	keyVersion               = inputdoc.NewKey("version")
 )
 
-// versionTerm is opa-envoy-plugin's input.version for ext_authz v3.
-var versionTerm = ast.ObjectTerm(
-	ast.Item(keyExtAuthz, ast.StringTerm("v3")),
-	ast.Item(keyEncoding, ast.StringTerm("protojson")),
+// versionValue is opa-envoy-plugin's input.version for ext_authz v3.
+var versionValue = ast.NewObject(
+	ast.Item(ast.StringTerm("ext_authz"), ast.StringTerm("v3")),
+	ast.Item(ast.StringTerm("encoding"), ast.StringTerm("protojson")),
 )
 
-// envoyAttributes is the CheckRequest's attributes as opa-envoy-plugin
-// renders them: set fields only, JSON names.
-func (e *Engine) envoyAttributes(req *Request, reads rego.Inputs) ast.Object {
-	httpAttrs := ast.NewObject(
-		ast.Item(keyMethod, ast.StringTerm(req.Method)),
-		ast.Item(keyHeaders, ast.NewTerm(e.headersObject(req))),
-		ast.Item(keyHost, ast.StringTerm(req.Host)),
-	)
-	// Envoy's path carries the query; it is read only for policies that
-	// need it (Kong hands the query over on demand).
-	path := req.Path
-	if reads.Has(rego.InputQuery) && req.Query != "" {
-		path += "?" + req.Query
+// writeEnvoyAttributes writes the CheckRequest's attributes as
+// opa-envoy-plugin renders them: set fields only, JSON names.
+func (e *Engine) writeEnvoyAttributes(w inputdoc.Writer, req *Request, reads rego.Inputs) {
+	if w.Object(keyRequest) {
+		if w.Object(keyHTTP) {
+			w.String(keyMethod, req.Method)
+			if w.Object(keyHeaders) {
+				e.writeHeaders(w, req)
+				w.End()
+			}
+			w.String(keyHost, req.Host)
+			// Envoy's path carries the query; it is read only for policies
+			// that need it (Kong hands the query over on demand).
+			path := req.Path
+			if reads.Has(rego.InputQuery) && req.Query != "" {
+				path += "?" + req.Query
+			}
+			w.String(keyPath, path)
+			if reads.Has(rego.InputScheme) && req.Scheme != "" {
+				w.String(keyScheme, req.Scheme)
+			}
+			if reads.Has(rego.InputRawBody) && len(req.Body) > 0 && w.Wants(keyRawBody) {
+				// bytes render as base64 in protobuf JSON.
+				w.String(keyRawBody, base64.StdEncoding.EncodeToString(req.Body))
+			}
+			w.End()
+		}
+		w.End()
 	}
-	httpAttrs.Insert(keyPath, ast.StringTerm(path))
-	if reads.Has(rego.InputScheme) && req.Scheme != "" {
-		httpAttrs.Insert(keyScheme, ast.StringTerm(req.Scheme))
+	e.writeSource(w, req, reads)
+	if len(req.ContextExtensions) > 0 && w.Object(keyContextExtensionsJSON) {
+		writeStrings(w, req.ContextExtensions)
+		w.End()
 	}
-	if reads.Has(rego.InputRawBody) && len(req.Body) > 0 {
-		// bytes render as base64 in protobuf JSON.
-		httpAttrs.Insert(keyRawBody, ast.StringTerm(base64.StdEncoding.EncodeToString(req.Body)))
+	if len(req.MetadataContext) > 0 && w.Wants(keyMetadataContextJSON) {
+		if md := metadataValue(req.MetadataContext); md != nil && w.Object(keyMetadataContextJSON) {
+			w.Value(keyFilterMetadata, md)
+			w.End()
+		}
 	}
-	attrs := ast.NewObject(ast.Item(keyRequest, ast.ObjectTerm(ast.Item(keyHTTP, ast.NewTerm(httpAttrs)))))
-	if src := sourceObject(req, reads); src != nil {
-		attrs.Insert(keySource, ast.NewTerm(src))
-	}
-	if len(req.ContextExtensions) > 0 {
-		attrs.Insert(keyContextExtensionsJSON, ast.NewTerm(stringsObject(req.ContextExtensions)))
-	}
-	if md := metadataValue(req.MetadataContext); md != nil {
-		attrs.Insert(keyMetadataContextJSON, ast.ObjectTerm(ast.Item(keyFilterMetadata, ast.NewTerm(md))))
-	}
-	return attrs
 }
 
-// sourceObject is attributes.source: the peer's socket address (Kong's has
-// no port) and the client certificate principal; nil when neither is known.
-func sourceObject(req *Request, reads rego.Inputs) ast.Object {
-	src := ast.NewObject()
-	if reads.Has(rego.InputSourceAddress) && req.SourceAddress != "" {
-		host, port, err := net.SplitHostPort(req.SourceAddress)
-		if err != nil {
-			host, port = req.SourceAddress, ""
+// writeSource writes attributes.source: the peer's socket address (Kong's
+// has no port) and the client certificate principal; nothing when neither
+// is known.
+func (e *Engine) writeSource(w inputdoc.Writer, req *Request, reads rego.Inputs) {
+	address := reads.Has(rego.InputSourceAddress) && req.SourceAddress != ""
+	if !address && req.TLSPrincipal == "" || !w.Object(keySource) {
+		return
+	}
+	if address && w.Object(keyAddress) {
+		if w.Object(keySocketAddress) {
+			host, port, err := net.SplitHostPort(req.SourceAddress)
+			if err != nil {
+				host, port = req.SourceAddress, ""
+			}
+			w.String(keyAddress, host)
+			if n, err := strconv.ParseUint(port, 10, 32); err == nil && n > 0 {
+				w.Int(keyPortValue, int64(n))
+			}
+			w.End()
 		}
-		sa := ast.NewObject(ast.Item(keyAddress, ast.StringTerm(host)))
-		if n, err := strconv.ParseUint(port, 10, 32); err == nil && n > 0 {
-			sa.Insert(keyPortValue, ast.InternedTerm(int(n)))
-		}
-		src.Insert(keyAddress, ast.ObjectTerm(ast.Item(keySocketAddress, ast.NewTerm(sa))))
+		w.End()
 	}
 	if req.TLSPrincipal != "" {
-		src.Insert(keyPrincipal, ast.StringTerm(req.TLSPrincipal))
+		w.String(keyPrincipal, req.TLSPrincipal)
 	}
-	if src.Len() == 0 {
-		return nil
-	}
-	return src
+	w.End()
 }
 
 // splitPath is opa-envoy-plugin's parsed_path.
-func splitPath(path string) (*ast.Array, error) {
+func splitPath(path string) ([]string, error) {
 	decoded, err := url.PathUnescape(path)
 	if err != nil {
 		return nil, err
 	}
-	parts := strings.Split(strings.TrimLeft(decoded, "/"), "/")
-	terms := make([]*ast.Term, len(parts))
-	for i, p := range parts {
-		terms[i] = ast.StringTerm(p)
-	}
-	return ast.NewArray(terms...), nil
+	return strings.Split(strings.TrimLeft(decoded, "/"), "/"), nil
 }
 
 // parseBody is opa-envoy-plugin's parsed_body and truncated_body: the body
@@ -303,14 +321,6 @@ func valuesObject(q url.Values) ast.Object {
 			ts[i] = ast.StringTerm(v)
 		}
 		items = append(items, ast.Item(ast.StringTerm(k), ast.ArrayTerm(ts...)))
-	}
-	return ast.NewObject(items...)
-}
-
-func stringsObject(m map[string]string) ast.Object {
-	items := make([][2]*ast.Term, 0, len(m))
-	for k, v := range m {
-		items = append(items, ast.Item(ast.StringTerm(k), ast.StringTerm(v)))
 	}
 	return ast.NewObject(items...)
 }

@@ -18,10 +18,11 @@ import (
 // it they are dropped (and counted) rather than slowing requests down.
 const shadowQueue = 1024
 
-// shadowAuthorizer is the shadow policy: it evaluates like the enforced
-// one and says which optional inputs it reads, so that requests build them.
+// shadowAuthorizer is the shadow policy: it evaluates the input built for
+// the enforced one and says which optional inputs it reads, so that
+// requests build them.
 type shadowAuthorizer interface {
-	authorizer
+	Eval(ctx context.Context, input ast.Value) (rego.Result, error)
 	Inputs() rego.Inputs
 }
 
@@ -114,7 +115,7 @@ func (s *shadow) compare(ctx context.Context, j shadowJob) {
 			}
 		}()
 		// Its print() output carries the decision id, as the enforced one's.
-		sv = newVerdict(s.policy.EvalInput(rego.WithDecisionID(ctx, j.decisionID), func(rego.Inputs) ast.Value { return j.input }))
+		sv = newVerdict(s.policy.Eval(rego.WithDecisionID(ctx, j.decisionID), j.input))
 	}()
 	outcome := "agree"
 	switch {

@@ -2,13 +2,13 @@ package rego
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"sync"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/modelguard/modelguard/policy/field"
+	"github.com/modelguard/modelguard/policy/rego/inputdoc"
 )
 
 // CacheSettings configure the decision cache: authorization.decision_cache.
@@ -50,7 +50,7 @@ type cacheKey = [sha256.Size]byte
 // decisionCache holds the decisions of one policy revision.
 type decisionCache struct {
 	lru   *lru.Cache[cacheKey, Result]
-	paths []ast.Ref
+	paths *inputdoc.Paths
 }
 
 func newDecisionCache(size int, paths []ast.Ref) *decisionCache {
@@ -58,27 +58,19 @@ func newDecisionCache(size int, paths []ast.Ref) *decisionCache {
 	if err != nil {
 		panic(err) // size was validated
 	}
-	return &decisionCache{lru: l, paths: paths}
+	return &decisionCache{lru: l, paths: inputdoc.NewPaths(paths)}
 }
 
 // keyBufs are encoding buffers, so that a lookup does not allocate.
 var keyBufs = sync.Pool{New: func() any { b := make([]byte, 0, 512); return &b }}
 
-// key hashes the values of input at the cache's paths. It reports false
+// key hashes the values of input, built already, at the cache's paths. It reports false
 // when input holds a value that has no encoding (not a JSON value), and
 // the request is then evaluated without the cache.
 func (c *decisionCache) key(input ast.Value) (cacheKey, bool) {
 	bp := keyBufs.Get().(*[]byte)
 	defer keyBufs.Put(bp)
-	b := (*bp)[:0]
-	ok := true
-	for _, p := range c.paths {
-		v, depth := lookup(input, p)
-		b, ok = appendValue(binary.AppendUvarint(b, uint64(depth)), v)
-		if !ok {
-			break
-		}
-	}
+	b, ok := c.paths.AppendValue((*bp)[:0], input)
 	*bp = b
 	if !ok {
 		return cacheKey{}, false
@@ -86,91 +78,19 @@ func (c *decisionCache) key(input ast.Value) (cacheKey, bool) {
 	return sha256.Sum256(b), true
 }
 
-// lookup follows path p into input. It returns the value at p, or where
-// following p stopped: at the first missing key (nil), or at a value that
-// is not an object (a set answers a string key by membership, so what
-// comes after such a value depends on all of it), with the number of keys
-// followed.
-func lookup(input ast.Value, p ast.Ref) (ast.Value, int) {
-	v := input
-	for i, k := range p[1:] {
-		obj, ok := v.(ast.Object)
-		if !ok {
-			return v, i
-		}
-		t := obj.Get(k)
-		if t == nil {
-			return nil, i
-		}
-		v = t.Value
+// inputKey is key of the input in writes for a policy reading reads,
+// without building it: the values at the cache's paths are encoded as in
+// writes them. It reports false when the encoding could not be made (the
+// caller then builds the input and keys that), and in's error.
+func (c *decisionCache) inputKey(in Input, reads Inputs) (cacheKey, bool, error) {
+	enc := c.paths.Encoder()
+	defer enc.Release()
+	if err := in.WriteInput(enc, reads); err != nil {
+		return cacheKey{}, false, err
 	}
-	return v, len(p) - 1
-}
-
-// Tags of the key encoding: one per kind of value, then its content;
-// strings and numbers are length-prefixed, composites count their members,
-// and object members and set elements come in sorted order, so that two
-// values have the same encoding exactly when they are the same value.
-// Numbers keep their text: 1 and 1.0 are different keys.
-const (
-	tagAbsent byte = iota
-	tagNull
-	tagFalse
-	tagTrue
-	tagNumber
-	tagString
-	tagArray
-	tagSet
-	tagObject
-)
-
-func appendValue(b []byte, v ast.Value) ([]byte, bool) {
-	switch v := v.(type) {
-	case nil:
-		return append(b, tagAbsent), true
-	case ast.Null:
-		return append(b, tagNull), true
-	case ast.Boolean:
-		if v {
-			return append(b, tagTrue), true
-		}
-		return append(b, tagFalse), true
-	case ast.Number:
-		return appendString(append(b, tagNumber), string(v)), true
-	case ast.String:
-		return appendString(append(b, tagString), string(v)), true
-	case *ast.Array:
-		b = binary.AppendUvarint(append(b, tagArray), uint64(v.Len()))
-		ok := true
-		for i := 0; ok && i < v.Len(); i++ {
-			b, ok = appendValue(b, v.Elem(i).Value)
-		}
-		return b, ok
-	case ast.Set:
-		b = binary.AppendUvarint(append(b, tagSet), uint64(v.Len()))
-		ok := true
-		v.Foreach(func(t *ast.Term) {
-			if ok {
-				b, ok = appendValue(b, t.Value)
-			}
-		})
-		return b, ok
-	case ast.Object:
-		b = binary.AppendUvarint(append(b, tagObject), uint64(v.Len()))
-		ok := true
-		v.Foreach(func(k, t *ast.Term) { // sorted by key
-			if ok {
-				b, ok = appendValue(b, k.Value)
-			}
-			if ok {
-				b, ok = appendValue(b, t.Value)
-			}
-		})
-		return b, ok
+	b, ok := enc.Bytes()
+	if !ok {
+		return cacheKey{}, false, nil
 	}
-	return b, false
-}
-
-func appendString(b []byte, s string) []byte {
-	return append(binary.AppendUvarint(b, uint64(len(s))), s...)
+	return sha256.Sum256(b), true, nil
 }

@@ -11,6 +11,8 @@ import (
 	"testing"
 
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/modelguard/modelguard/policy/rego/inputdoc"
 )
 
 func TestReadsOf(t *testing.T) {
@@ -371,4 +373,86 @@ func fmtErrs(errs []error) string {
 		s = append(s, e.Error())
 	}
 	return strings.Join(s, "; ")
+}
+
+// chatInput is a chat completion request as the example policy sees it,
+// written as the input builders write one; it counts its builds.
+type chatInput struct {
+	roles  []string
+	builds int
+}
+
+func (c *chatInput) WriteInput(w inputdoc.Writer, _ Inputs) error {
+	if _, ok := w.(*inputdoc.Builder); ok {
+		c.builds++
+	}
+	if w.Object(inputdoc.Name("subject")) {
+		w.String(inputdoc.Name("id"), "alice")
+		w.Strings(inputdoc.Name("roles"), c.roles)
+		w.End()
+	}
+	if w.Object(inputdoc.Name("request")) {
+		w.String(inputdoc.Name("method"), "POST")
+		w.String(inputdoc.Name("path"), "/v1/chat/completions")
+		w.End()
+	}
+	if w.Object(inputdoc.Name("model")) {
+		w.String(inputdoc.Name("name"), "gpt-4o-mini")
+		w.String(inputdoc.Name("operation"), "chat")
+		w.End()
+	}
+	if w.Object(inputdoc.Name("body")) {
+		w.Bool(inputdoc.Name("stream"), false)
+		w.Int(inputdoc.Name("max_tokens"), 128)
+		w.End()
+	}
+	return nil
+}
+
+// TestCacheHitBuildsNoInput: a decision from the cache is found without
+// building the input; a miss builds it once, and so does every request
+// without the cache.
+func TestCacheHitBuildsNoInput(t *testing.T) {
+	for _, cache := range []bool{true, false} {
+		s := Settings{PolicyDir: examplePolicy, Query: "data.modelguard.authz.decision", Timeout: MaxTimeout, DecisionCache: CacheSettings{Enabled: cache, Size: 16}}
+		e, err := Open(t.Context(), s, "", Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		in := &chatInput{roles: []string{"chat-user"}}
+		for i := range 3 {
+			r, input, err := e.EvalInput(t.Context(), in)
+			if err != nil || !r.Allow {
+				t.Fatalf("cache %v, request %d: %+v, %v", cache, i, r, err)
+			}
+			wantBuilds, built := 1, i == 0
+			if !cache {
+				wantBuilds, built = i+1, true
+			}
+			if in.builds != wantBuilds || (input != nil) != built {
+				t.Fatalf("cache %v, request %d: %d builds, input %v", cache, i, in.builds, input)
+			}
+		}
+	}
+}
+
+// BenchmarkEvalInputCached is a decision of the example policy from the
+// cache, its key written from the request's input without building it.
+func BenchmarkEvalInputCached(b *testing.B) {
+	s := Settings{PolicyDir: examplePolicy, Query: "data.modelguard.authz.decision", DecisionCache: CacheSettings{Enabled: true, Size: 16}}
+	e, err := Open(b.Context(), s, "", Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := &chatInput{roles: []string{"chat-user"}}
+	ctx := b.Context()
+	b.ReportAllocs()
+	for b.Loop() {
+		if r, _, err := e.EvalInput(ctx, in); err != nil || !r.Allow {
+			b.Fatalf("%+v, %v", r, err)
+		}
+	}
+	if in.builds != 1 {
+		b.Fatalf("%d builds, want 1", in.builds)
+	}
 }

@@ -15,8 +15,9 @@
 //
 // # Input document
 //
-// The core builds input as an ast.Value, once per request, with only the
-// members the policy can read ([Policy.Inputs]):
+// The core writes input (an [Input]) with only the members the policy can
+// read ([Policy.Inputs]); it is built as an ast.Value when the policy
+// evaluates:
 //
 //	input.gateway   "envoy" | "kong"
 //	input.subject   id            subject (JWT subject claim or API key owner)
@@ -76,7 +77,8 @@
 // whose values at every input path the policy can read equal those of an
 // earlier one with that earlier decision. Policies whose decisions depend
 // on more than input and data are never cached; [Policy.Cacheable] says
-// why.
+// why. The key is encoded as the request's input is written, without
+// building it (policy/rego/inputdoc): a hit builds no input.
 //
 // # Reload
 //

@@ -13,6 +13,7 @@ import (
 
 	"github.com/modelguard/modelguard/policy/bundle"
 	"github.com/modelguard/modelguard/policy/field"
+	"github.com/modelguard/modelguard/policy/rego/inputdoc"
 	"github.com/modelguard/modelguard/policy/watch"
 )
 
@@ -178,35 +179,77 @@ func (e *Engine) activateBundle(ctx context.Context, u bundle.Update) error {
 	return nil
 }
 
+// Input is a request's input document. WriteInput writes the members a
+// policy reading reads can see to w, which builds them for evaluation or
+// encodes the decision cache's key from them: the one description of the
+// input, so that the key holds exactly what evaluation would see. It may
+// be called twice for a request (key, then build on a miss) and must
+// write the same members both times; its error refuses the request.
+type Input interface {
+	WriteInput(w inputdoc.Writer, reads Inputs) error
+}
+
+// BuildInput makes in's document for a policy reading reads.
+func BuildInput(in Input, reads Inputs) (ast.Value, error) {
+	return inputdoc.Build(func(w inputdoc.Writer) error { return in.WriteInput(w, reads) })
+}
+
 // Eval decides on input with the current policy, within the configured
 // timeout. It never returns Allow with an error; on error the caller must deny.
 func (e *Engine) Eval(ctx context.Context, input ast.Value) (Result, error) {
-	return e.EvalInput(ctx, func(Inputs) ast.Value { return input })
-}
-
-// EvalInput is Eval with an input built for the policy now deciding:
-// build learns which optional members that policy reads, so the full body
-// is converted to Rego values, and a gateway asked for the query, scheme or
-// client address, only for policies that use them. Before a bundle source
-// delivered a policy it returns ErrNoPolicy without calling build.
-//
-// A cacheable policy's decision comes from the decision cache when one
-// was made for the same values of everything the policy reads.
-func (e *Engine) EvalInput(ctx context.Context, build func(reads Inputs) ast.Value) (Result, error) {
 	p := e.current.Load()
 	if p == nil {
 		return Result{}, ErrNoPolicy
 	}
-	input := build(p.reads.inputs)
+	return e.evalCached(ctx, p, input, cacheKey{}, false)
+}
+
+// EvalInput is Eval with in's document for the policy now deciding: only
+// the optional members that policy reads are built (the full body as Rego
+// values; a gateway is asked for the query, scheme or client address only
+// for policies that use them). It returns the input it built, nil when the
+// decision came from the cache; before a bundle source delivered a policy,
+// ErrNoPolicy without writing in. An error of in is returned as it is.
+//
+// A cacheable policy's decision comes from the decision cache when one was
+// made for the same values of everything the policy reads: the key is
+// encoded as in is written, and the input is built only when the cache has
+// no decision for it.
+func (e *Engine) EvalInput(ctx context.Context, in Input) (Result, ast.Value, error) {
+	p := e.current.Load()
+	if p == nil {
+		return Result{}, nil, ErrNoPolicy
+	}
 	var key cacheKey
 	keyed := false
 	// A request whose context has ended is evaluated, and refused, as
 	// without the cache.
 	if p.cache != nil && ctx.Err() == nil {
+		var err error
+		if key, keyed, err = p.cache.inputKey(in, p.reads.inputs); err != nil {
+			return Result{Revision: p.Revision()}, nil, err
+		}
+		if keyed {
+			if r, hit := e.cached(p, key); hit {
+				return r, nil, nil
+			}
+		}
+	}
+	input, err := BuildInput(in, p.reads.inputs)
+	if err != nil {
+		return Result{Revision: p.Revision()}, nil, err
+	}
+	r, err := e.evalCached(ctx, p, input, key, keyed)
+	return r, input, err
+}
+
+// evalCached evaluates input with p and keeps a successful decision in p's
+// cache under key, when keyed, or else under input's own key, unless a
+// decision is kept there already.
+func (e *Engine) evalCached(ctx context.Context, p *Policy, input ast.Value, key cacheKey, keyed bool) (Result, error) {
+	if !keyed && p.cache != nil && ctx.Err() == nil {
 		if key, keyed = p.cache.key(input); keyed {
-			r, hit := p.cache.lru.Get(key)
-			e.onCacheLookup(hit)
-			if hit {
+			if r, hit := e.cached(p, key); hit {
 				return r, nil
 			}
 		}
@@ -216,6 +259,13 @@ func (e *Engine) EvalInput(ctx context.Context, build func(reads Inputs) ast.Val
 		p.cache.lru.Add(key, r)
 	}
 	return r, err
+}
+
+// cached is p's decision kept under key, counted as a lookup.
+func (e *Engine) cached(p *Policy, key cacheKey) (Result, bool) {
+	r, hit := p.cache.lru.Get(key)
+	e.onCacheLookup(hit)
+	return r, hit
 }
 
 func (e *Engine) eval(ctx context.Context, p *Policy, input ast.Value) (Result, error) {

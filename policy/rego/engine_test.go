@@ -15,6 +15,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/modelguard/modelguard/policy/field"
+	"github.com/modelguard/modelguard/policy/rego/inputdoc"
 	"github.com/modelguard/modelguard/test/testkit"
 )
 
@@ -95,13 +96,18 @@ func TestEngineTimeoutMeasuresEvaluation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := e.EvalInput(t.Context(), func(Inputs) ast.Value {
-		time.Sleep(timeout + 200*time.Millisecond) // a slow input build, longer than the timeout
-		return value(t, `{}`)
-	})
+	got, _, err := e.EvalInput(t.Context(), slowInput(timeout+200*time.Millisecond)) // longer than the timeout
 	if err != nil || !got.Allow {
 		t.Errorf("got %+v, %v; want allowed: building the input is not evaluation", got, err)
 	}
+}
+
+// slowInput is the empty input, written in this long.
+type slowInput time.Duration
+
+func (d slowInput) WriteInput(inputdoc.Writer, Inputs) error {
+	time.Sleep(time.Duration(d))
+	return nil
 }
 
 func TestReload(t *testing.T) {

@@ -1,9 +1,9 @@
 package rego
 
 import (
-	"slices"
-
 	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/modelguard/modelguard/policy/rego/inputdoc"
 )
 
 // Inputs is a set of input members: those a policy may read are built (or
@@ -256,18 +256,28 @@ func readsOf(modules map[string]*ast.Module, shape string) reads {
 	for _, m := range modules {
 		vis.Walk(m)
 	}
-	r.paths = minimal(all)
+	r.paths = inputdoc.Minimal(all)
+	r.inputs = InputsAt(r.paths, shape)
 	for _, p := range r.paths {
-		for _, o := range inputMembers[shape] {
-			if p.HasPrefix(o.ref) || o.ref.HasPrefix(p) {
-				r.inputs |= o.member
-			}
-		}
 		if requestIDs[shape].HasPrefix(p) {
 			uncacheable("reads input.request.id")
 		}
 	}
 	return r
+}
+
+// InputsAt are the members of the input shape (Settings.Input) a policy
+// reading paths needs: those on a path, and those a path leads into.
+func InputsAt(paths []ast.Ref, shape string) Inputs {
+	var in Inputs
+	for _, p := range paths {
+		for _, o := range inputMembers[shape] {
+			if p.HasPrefix(o.ref) || o.ref.HasPrefix(p) {
+				in |= o.member
+			}
+		}
+	}
+	return in
 }
 
 // constantPrefix is r up to its first key that is not a constant string.
@@ -306,16 +316,4 @@ func objectGet(op *ast.Term, args []*ast.Term) (ast.Ref, bool) {
 		return out, constant
 	}
 	return nil, false
-}
-
-// minimal sorts paths and drops those inside another.
-func minimal(paths []ast.Ref) []ast.Ref {
-	slices.SortFunc(paths, func(a, b ast.Ref) int { return a.Compare(b) })
-	var out []ast.Ref
-	for _, p := range paths {
-		if n := len(out); n == 0 || !p.HasPrefix(out[n-1]) {
-			out = append(out, p)
-		}
-	}
-	return out
 }
