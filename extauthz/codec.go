@@ -19,8 +19,9 @@ type sizedCheck struct {
 
 // sizingCodec is gRPC's proto codec, which also records the wire size of a
 // sizedCheck it decodes (proto.Size of the message, without walking the
-// decoded message again: a few percent of a check's CPU) and encodes a
-// CheckResponse's dynamic metadata itself (see appendMetadata).
+// decoded message again: a few percent of a check's CPU), decodes it
+// mostly itself (see decodeCheck) and encodes a CheckResponse itself (see
+// appendResponse and appendMetadata).
 type sizingCodec struct{ encoding.CodecV2 }
 
 func newSizingCodec() sizingCodec { return sizingCodec{encoding.GetCodecV2(grpcproto.Name)} }
@@ -28,28 +29,57 @@ func newSizingCodec() sizingCodec { return sizingCodec{encoding.GetCodecV2(grpcp
 func (c sizingCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if m, ok := v.(*sizedCheck); ok {
 		m.size = data.Len()
-		return c.CodecV2.Unmarshal(data, m.CheckRequest)
+		buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
+		defer buf.Free()
+		if decodeCheck(buf.ReadOnlyData(), m.CheckRequest) {
+			return nil
+		}
+		return proto.Unmarshal(buf.ReadOnlyData(), m.CheckRequest)
 	}
 	return c.CodecV2.Unmarshal(data, v)
 }
 
 func (c sizingCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if a, ok := v.(answer); ok {
+		if len(a.d.Metadata) > 0 {
+			return c.Marshal(toResponse(a.d))
+		}
+		return mem.BufferSlice{mem.SliceBuffer(appendAnswer(make([]byte, 0, answerSize(a.d)), a.d))}, nil
+	}
 	resp, ok := v.(*authv3.CheckResponse)
-	if !ok || resp.DynamicMetadata == nil {
+	if !ok {
 		return c.CodecV2.Marshal(v)
 	}
-	// The answer is this call's own until it is sent: encode it without
-	// its metadata, then append the metadata field.
 	md := resp.DynamicMetadata
-	resp.DynamicMetadata = nil
-	b, err := proto.MarshalOptions{}.MarshalAppend(make([]byte, 0, proto.Size(resp)+metadataSize(md)+8), resp)
-	resp.DynamicMetadata = md
-	if err != nil {
-		return nil, err
+	if !encodable(resp) {
+		if md == nil {
+			return c.CodecV2.Marshal(v)
+		}
+		// The answer is this call's own until it is sent: encode it
+		// without its metadata, then append the metadata field.
+		resp.DynamicMetadata = nil
+		b, err := proto.MarshalOptions{}.MarshalAppend(nil, resp)
+		resp.DynamicMetadata = md
+		if err != nil {
+			return nil, err
+		}
+		return appendMetadataBuffer(b, md)
 	}
-	b, err = appendMetadata(b, md)
-	if err != nil {
-		return nil, err
+	size := responseSize(resp)
+	if md != nil {
+		size += messageField(dynamicMetadataField, metadataSize(md))
+	}
+	return appendMetadataBuffer(appendResponse(make([]byte, 0, size), resp), md)
+}
+
+// appendMetadataBuffer appends md, when there is one, to an answer encoded
+// without it.
+func appendMetadataBuffer(b []byte, md *structpb.Struct) (mem.BufferSlice, error) {
+	if md != nil {
+		var err error
+		if b, err = appendMetadata(b, md); err != nil {
+			return nil, err
+		}
 	}
 	return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 }

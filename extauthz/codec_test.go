@@ -21,7 +21,6 @@ func TestCodecEncodesAnswers(t *testing.T) {
 		"list": []any{"a", json.Number("2"), map[string]any{"x": "y"}}, "obj": map[string]any{"deep": map[string]any{"k": false}},
 		"reason": "the policy's, overridden by modelguard's",
 	}
-	codec := newSizingCodec()
 	for _, tc := range []struct {
 		name string
 		d    *policy.Decision
@@ -39,14 +38,7 @@ func TestCodecEncodesAnswers(t *testing.T) {
 				resp = toResponse(tc.d)
 			}
 			want := proto.Clone(resp)
-			data, err := codec.Marshal(resp)
-			if err != nil {
-				t.Fatal(err)
-			}
-			got := new(authv3.CheckResponse)
-			if err := proto.Unmarshal(data.Materialize(), got); err != nil {
-				t.Fatal(err)
-			}
+			got, _ := encodeDecode(t, resp)
 			if !proto.Equal(got, want) {
 				t.Errorf("decoded:\n%v\nwant:\n%v", got, want)
 			}
@@ -55,6 +47,7 @@ func TestCodecEncodesAnswers(t *testing.T) {
 			}
 		})
 	}
+	codec := newSizingCodec()
 	var nilValue structpb.Struct
 	nilValue.Fields = map[string]*structpb.Value{"nil": nil}
 	data, err := codec.Marshal(&authv3.CheckResponse{DynamicMetadata: &nilValue})
@@ -66,4 +59,20 @@ func TestCodecEncodesAnswers(t *testing.T) {
 	if proto.Unmarshal(data.Materialize(), &a) != nil || proto.Unmarshal(lib, &b) != nil || !proto.Equal(&a, &b) {
 		t.Errorf("a nil value: %v, protobuf-go: %v", &a, &b)
 	}
+}
+
+// encodeDecode encodes v (an answer or a CheckResponse) with the server's
+// codec and decodes it back; it returns the message and the bytes.
+func encodeDecode(t *testing.T, v any) (*authv3.CheckResponse, []byte) {
+	t.Helper()
+	data, err := newSizingCodec().Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := data.Materialize()
+	got := new(authv3.CheckResponse)
+	if err := proto.Unmarshal(b, got); err != nil {
+		t.Fatal(err)
+	}
+	return got, b
 }

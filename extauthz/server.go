@@ -113,8 +113,7 @@ func (a *Authorization) serveCheck(stream grpc.ServerStream) error {
 		a.budget.ReleaseBody(held - size)
 		held = size
 	}
-	resp, _ := a.Check(ctx, m.CheckRequest) // never an error
-	return stream.SendMsg(resp)
+	return stream.SendMsg(answer{a.decide(ctx, m.CheckRequest)}) // the codec encodes it
 }
 
 // Check answers every request with a CheckResponse, never a gRPC error: an
@@ -123,18 +122,38 @@ func (a *Authorization) serveCheck(stream grpc.ServerStream) error {
 func (a *Authorization) Check(ctx context.Context, cr *authv3.CheckRequest) (resp *authv3.CheckResponse, err error) {
 	defer func() {
 		if r := recover(); r != nil {
-			d := a.decider.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "internal_error", "service unavailable")
-			a.log.Error("panic in Check: denied", "decision_id", d.ID, "panic", r, "stack", string(debug.Stack()))
-			resp, err = toResponse(d), nil
+			resp, err = toResponse(a.internalError(r)), nil
+		}
+	}()
+	return toResponse(a.decide(ctx, cr)), nil
+}
+
+// decide translates cr and decides it; a panic, or no decision, denies
+// with 503. The decision is never nil: the codec encodes it outside any
+// recover.
+func (a *Authorization) decide(ctx context.Context, cr *authv3.CheckRequest) (d *policy.Decision) {
+	defer func() {
+		if r := recover(); r != nil {
+			d = a.internalError(r)
 		}
 	}()
 	req := toRequest(cr, a.decider.MaxBodyBytes())
-	d := a.decider.Decide(ctx, req)
+	if d = a.decider.Decide(ctx, req); d == nil {
+		return a.internalError("the decider returned no decision")
+	}
 	if d.Reason == models.ReasonBodyNotForwarded {
 		a.log.Error("a model request arrived without its body: set with_request_body on Envoy's ext_authz filter so bodies can be checked",
 			"decision_id", d.ID, "path", req.Path)
 	}
-	return toResponse(d), nil
+	return d
+}
+
+// internalError logs what went wrong while checking (a recovered panic)
+// and returns its denial.
+func (a *Authorization) internalError(cause any) *policy.Decision {
+	d := a.decider.Deny(policy.NewDecisionID(), http.StatusServiceUnavailable, "internal_error", "service unavailable")
+	a.log.Error("internal error in Check: denied", "decision_id", d.ID, "cause", cause, "stack", string(debug.Stack()))
+	return d
 }
 
 // Service is the running ext_authz server: gRPC (Check, health,

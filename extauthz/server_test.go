@@ -120,20 +120,27 @@ func TestServerOverRealSockets(t *testing.T) {
 	}
 }
 
-// A panic anywhere in Check must become a denial, never a gRPC error that
-// Envoy could turn into an allow with failure_mode_allow.
+// A panic anywhere in Check, or no decision, must become a denial, never
+// a gRPC error that Envoy could turn into an allow with failure_mode_allow.
 func TestCheckPanicDenies(t *testing.T) {
-	s := start(t, serverConfig(config.TLS{}), deciderFunc(func(context.Context, *policy.Request) *policy.Decision { panic("boom") }))
-	conn := dial(t, s.GRPCAddr().String(), insecure.NewCredentials())
-	resp, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), checkReq())
-	if err != nil {
-		t.Fatalf("gRPC error for a decision: %v", err)
-	}
-	if resp.GetStatus().GetCode() == 0 || resp.GetDeniedResponse().GetStatus().GetCode() != 503 {
-		t.Fatalf("want a 503 denial, got %v", resp)
-	}
-	if resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue() == "" {
-		t.Fatalf("the panic denial carries no decision id: %v", resp)
+	for name, decide := range map[string]func(context.Context, *policy.Request) *policy.Decision{
+		"panic":       func(context.Context, *policy.Request) *policy.Decision { panic("boom") },
+		"no decision": func(context.Context, *policy.Request) *policy.Decision { return nil },
+	} {
+		t.Run(name, func(t *testing.T) {
+			s := start(t, serverConfig(config.TLS{}), deciderFunc(decide))
+			conn := dial(t, s.GRPCAddr().String(), insecure.NewCredentials())
+			resp, err := authv3.NewAuthorizationClient(conn).Check(context.Background(), checkReq())
+			if err != nil {
+				t.Fatalf("gRPC error for a decision: %v", err)
+			}
+			if resp.GetStatus().GetCode() == 0 || resp.GetDeniedResponse().GetStatus().GetCode() != 503 {
+				t.Fatalf("want a 503 denial, got %v", resp)
+			}
+			if resp.GetDynamicMetadata().GetFields()["decision_id"].GetStringValue() == "" {
+				t.Fatalf("the denial carries no decision id: %v", resp)
+			}
+		})
 	}
 }
 

@@ -156,17 +156,21 @@ func toResponse(d *policy.Decision) *authv3.CheckResponse {
 		return &a.resp
 	}
 	resp := &authv3.CheckResponse{DynamicMetadata: metadata(d)}
-	code := codes.PermissionDenied
-	if d.Status == 401 {
-		code = codes.Unauthenticated
-	}
-	resp.Status = &rpcstatus.Status{Code: int32(code)}
+	resp.Status = &rpcstatus.Status{Code: int32(deniedCode(d))}
 	resp.HttpResponse = &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 		Status:  &typev3.HttpStatus{Code: typev3.StatusCode(d.Status)},
 		Headers: headerOptions(d.DenialHeaders()),
 		Body:    string(d.Body()),
 	}}
 	return resp
+}
+
+// deniedCode is the gRPC status of a denial's answer.
+func deniedCode(d *policy.Decision) codes.Code {
+	if d.Status == 401 {
+		return codes.Unauthenticated
+	}
+	return codes.PermissionDenied
 }
 
 // statusOK and appendFalse are shared by every answer: gRPC only reads
@@ -208,16 +212,25 @@ func metadata(d *policy.Decision) *structpb.Struct {
 	}
 	// modelguard's own values, allocated together.
 	var own struct {
-		vals [4]structpb.Value
-		strs [4]structpb.Value_StringValue
+		vals [maxOwnMetadata]structpb.Value
+		strs [maxOwnMetadata]structpb.Value_StringValue
 	}
 	n := 0
-	set := func(k, v string) {
+	ownMetadata(d, func(k, v string) {
 		own.strs[n].StringValue = v
 		own.vals[n].Kind = &own.strs[n]
 		fields[k] = &own.vals[n]
 		n++
-	}
+	})
+	return &structpb.Struct{Fields: fields}
+}
+
+// maxOwnMetadata is how many keys ownMetadata sets at most.
+const maxOwnMetadata = 4
+
+// ownMetadata calls set with each of modelguard's own metadata keys and
+// its value.
+func ownMetadata(d *policy.Decision, set func(k, v string)) {
 	set("decision_id", d.ID)
 	set("reason", d.Reason)
 	if d.PolicyRevision != "" {
@@ -226,5 +239,4 @@ func metadata(d *policy.Decision) *structpb.Struct {
 	if d.Identity != nil && d.Identity.Subject != "" {
 		set("subject", d.Identity.Subject)
 	}
-	return &structpb.Struct{Fields: fields}
 }

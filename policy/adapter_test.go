@@ -2,6 +2,7 @@ package policy
 
 import (
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/modelguard/modelguard/policy/config"
@@ -88,5 +89,17 @@ func TestUnderscoreVariants(t *testing.T) {
 	allocs := testing.AllocsPerRun(100, func() { UnderscoreVariants(plain, names) })
 	if allocs != 0 {
 		t.Errorf("%v allocations without a variant", allocs)
+	}
+}
+
+// Decision ids are 32 lower-case hex digits, each its own.
+func TestNewDecisionID(t *testing.T) {
+	seen := map[string]bool{}
+	for range 1000 {
+		id := NewDecisionID()
+		if len(id) != 32 || strings.Trim(id, "0123456789abcdef") != "" || seen[id] {
+			t.Fatalf("decision id %q: want 32 hex digits, new each time", id)
+		}
+		seen[id] = true
 	}
 }

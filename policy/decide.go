@@ -59,7 +59,7 @@ func (e *Engine) Evaluate(ctx context.Context, req *Request) (d *Decision) {
 			e.deny(d, http.StatusServiceUnavailable, "internal_error", "service unavailable")
 		}
 		d.Latency = e.now().Sub(start)
-		e.metrics.Decisions.WithLabelValues(result(d), reason(d), req.Gateway).Inc()
+		e.metrics.Decision(result(d), reason(d), req.Gateway).Inc()
 		e.metrics.CheckDuration.Observe(d.Latency.Seconds())
 		endTrace(req, d)
 	}()
@@ -273,6 +273,10 @@ func (e *Engine) allow(d *Decision, req *Request, id *Identity, cred credential,
 	d.Allow = true
 	d.Status = http.StatusOK
 	d.Reason = "allowed"
+	// Each list in one allocation: the identity headers (identityRemove
+	// names those configured) and the policy's, and what is removed.
+	d.UpstreamHeaders = slices.Grow(d.UpstreamHeaders, len(e.identityRemove)+len(res.Headers))
+	d.RemoveHeaders = slices.Grow(d.RemoveHeaders, len(res.RemoveHeaders)+1+len(e.identityRemove))
 	set := func(name, value string) {
 		if name != "" && value != "" {
 			d.UpstreamHeaders = append(d.UpstreamHeaders, Header{name, value})

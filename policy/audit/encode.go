@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash"
 	"strconv"
+	"time"
 	"unicode/utf8"
 )
 
@@ -66,7 +67,7 @@ func appendRecord(dst []byte, e *Event, seq uint64, prev *digest, c *chainHash) 
 	dst = append(dst, `,"prev":"`...)
 	dst = hex.AppendEncode(dst, prev[:])
 	dst = append(dst, `","time":"`...)
-	dst = e.Time.UTC().AppendFormat(dst, timeLayout)
+	dst = appendTime(dst, e.Time)
 	dst = append(dst, `","kind":`...)
 	dst = appendString(dst, e.Kind)
 	dst = appendField(dst, "decision_id", e.DecisionID)
@@ -113,6 +114,37 @@ func appendRecord(dst []byte, e *Event, seq uint64, prev *digest, c *chainHash) 
 	return dst, sum
 }
 
+// appendTime appends t in timeLayout. Written out because AppendFormat
+// reads the layout again for every record (a third of a record's
+// encoding, hash included); a year that does not take four digits is left
+// to AppendFormat.
+func appendTime(dst []byte, t time.Time) []byte {
+	t = t.UTC()
+	year, month, day := t.Date()
+	if year < 0 || year > 9999 {
+		return t.AppendFormat(dst, timeLayout)
+	}
+	hour, minute, sec := t.Clock()
+	dst = appendDigits(dst, year, 4)
+	dst = appendDigits(append(dst, '-'), int(month), 2)
+	dst = appendDigits(append(dst, '-'), day, 2)
+	dst = appendDigits(append(dst, 'T'), hour, 2)
+	dst = appendDigits(append(dst, ':'), minute, 2)
+	dst = appendDigits(append(dst, ':'), sec, 2)
+	dst = appendDigits(append(dst, '.'), t.Nanosecond()/1000, 6) // truncated, as AppendFormat does
+	return append(dst, 'Z')
+}
+
+// appendDigits appends the n low decimal digits of v >= 0, zero-padded.
+func appendDigits(dst []byte, v, n int) []byte {
+	var buf [6]byte
+	for i := n - 1; i >= 0; i-- {
+		buf[i] = byte('0' + v%10)
+		v /= 10
+	}
+	return append(dst, buf[:n]...)
+}
+
 func appendField(dst []byte, name, v string) []byte {
 	if v == "" {
 		return dst
@@ -123,38 +155,45 @@ func appendField(dst []byte, name, v string) []byte {
 	return appendString(dst, v)
 }
 
-// appendString appends s as a JSON string in the canonical escaping.
+// appendString appends s as a JSON string in the canonical escaping. Runs
+// of bytes that need no escaping (valid UTF-8 included) are appended
+// whole: a byte at a time was most of a record's encoding.
 func appendString(dst []byte, s string) []byte {
 	const hexDigits = "0123456789abcdef"
 	dst = append(dst, '"')
+	run := 0 // start of the bytes not appended yet
 	for i := 0; i < len(s); {
 		b := s[i]
-		if b < utf8.RuneSelf {
-			switch {
-			case b == '"' || b == '\\':
-				dst = append(dst, '\\', b)
-			case b == '\n':
-				dst = append(dst, '\\', 'n')
-			case b == '\r':
-				dst = append(dst, '\\', 'r')
-			case b == '\t':
-				dst = append(dst, '\\', 't')
-			case b < 0x20:
-				dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
-			default:
-				dst = append(dst, b)
+		if b >= utf8.RuneSelf {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 {
+				dst = utf8.AppendRune(append(dst, s[run:i]...), utf8.RuneError)
+				run = i + 1
 			}
+			i += size
+			continue
+		}
+		if b >= 0x20 && b != '"' && b != '\\' {
 			i++
 			continue
 		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			dst = utf8.AppendRune(dst, utf8.RuneError)
-		} else {
-			dst = append(dst, s[i:i+size]...)
+		dst = append(dst, s[run:i]...)
+		switch b {
+		case '"', '\\':
+			dst = append(dst, '\\', b)
+		case '\n':
+			dst = append(dst, '\\', 'n')
+		case '\r':
+			dst = append(dst, '\\', 'r')
+		case '\t':
+			dst = append(dst, '\\', 't')
+		default:
+			dst = append(dst, '\\', 'u', '0', '0', hexDigits[b>>4], hexDigits[b&0xf])
 		}
-		i += size
+		i++
+		run = i
 	}
+	dst = append(dst, s[run:]...)
 	return append(dst, '"')
 }
 

@@ -6,9 +6,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"math/rand/v2"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 )
 
 func TestAppendString(t *testing.T) {
@@ -186,5 +188,57 @@ func TestLineSeqHash(t *testing.T) {
 	}
 	if _, _, err := lineSeqHash([]byte("garbage\n")); err == nil {
 		t.Fatal("garbage accepted")
+	}
+}
+
+// appendTime writes what AppendFormat writes with timeLayout, in UTC.
+func TestAppendTime(t *testing.T) {
+	times := []time.Time{
+		{},
+		time.Date(2026, 3, 4, 5, 6, 7, 891234567, time.FixedZone("x", 3600)),
+		time.Date(2026, 12, 31, 23, 59, 59, 999999999, time.UTC),
+		time.Date(1999, 1, 1, 0, 0, 0, 999, time.FixedZone("y", -5*3600)),
+		time.Date(9999, 12, 31, 23, 59, 59, 1000, time.UTC),
+		time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(-1, 1, 1, 0, 0, 0, 0, time.UTC),
+		time.Date(42, 7, 8, 9, 10, 11, 12000, time.UTC),
+		time.Now(),
+	}
+	for i := range 2000 {
+		times = append(times, time.Unix(int64(i)*48271*7919, int64(i)*104729%1e9).In(time.FixedZone("z", (i%27-13)*3600)))
+	}
+	for _, tm := range times {
+		if got, want := string(appendTime(nil, tm)), tm.UTC().Format(timeLayout); got != want {
+			t.Errorf("appendTime(%v) = %s, want %s", tm, got, want)
+		}
+	}
+}
+
+// appendString on random strings of the bytes that matter: what a JSON
+// decoder reads back is s with each invalid byte as U+FFFD, and encoding
+// that again gives the same bytes.
+func TestAppendStringRandom(t *testing.T) {
+	alphabet := []string{"a", "Z", " ", `"`, `\`, "\n", "\r", "\t", "\x00", "\x1f", "\x7f", "é", "✓", "\U0001F600", "\xff", "\xe2\x9c", "\uFFFD", "<"}
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 3000 {
+		var b strings.Builder
+		for range rng.IntN(12) {
+			b.WriteString(alphabet[rng.IntN(len(alphabet))])
+		}
+		s := b.String()
+		var want strings.Builder
+		for i := 0; i < len(s); {
+			r, size := utf8.DecodeRuneInString(s[i:])
+			want.WriteRune(r) // RuneError for an invalid byte
+			i += size
+		}
+		enc := appendString(nil, s)
+		var back string
+		if err := json.Unmarshal(enc, &back); err != nil || back != want.String() {
+			t.Fatalf("appendString(%q) = %s, decodes to %q (%v), want %q", s, enc, back, err, want.String())
+		}
+		if again := appendString(nil, back); !bytes.Equal(again, enc) {
+			t.Fatalf("appendString(%q) = %s, but %s again", s, enc, again)
+		}
 	}
 }

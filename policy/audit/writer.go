@@ -160,6 +160,7 @@ type Writer struct {
 	syncedTo   atomic.Uint64
 	progressMu sync.Mutex
 	progress   chan struct{}
+	timers     sync.Pool // of *time.Timer, stopped, for awaitDurable
 
 	closing   chan struct{}
 	abort     chan struct{} // Shutdown's deadline passed: stop waiting and retrying
@@ -519,12 +520,8 @@ func (w *Writer) awaitDurable(ticket uint64, e *Event) error {
 	if w.s.Durability == DurabilityFsync {
 		reached = &w.syncedTo
 	}
-	var t *time.Timer // made only once the record must be waited for
-	defer func() {
-		if t != nil {
-			t.Stop()
-		}
-	}()
+	var t *time.Timer // taken only once the record must be waited for
+	defer func() { w.putTimer(t) }()
 	for {
 		progress := w.progressSignal()
 		if reached.Load() >= ticket {
@@ -534,7 +531,7 @@ func (w *Writer) awaitDurable(ticket uint64, e *Event) error {
 			return w.notRecorded(e, "a sink is failing", ErrUnavailable)
 		}
 		if t == nil {
-			t = time.NewTimer(w.s.BlockTimeout)
+			t = w.timer()
 		}
 		select {
 		case <-progress:
@@ -552,6 +549,27 @@ func (w *Writer) notRecorded(e *Event, why string, err error) error {
 	w.log.Error("audit record not durable in time: the decision is denied, though the trail may still record it as given",
 		"kind", e.Kind, "decision_id", e.DecisionID, "why", why)
 	return fmt.Errorf("%w: record %s", err, why)
+}
+
+// timer returns a running timer of BlockTimeout for awaitDurable, from
+// the timers earlier calls put back: most records of an allowed request
+// wait, and a new timer is two allocations.
+func (w *Writer) timer() *time.Timer {
+	if t, ok := w.timers.Get().(*time.Timer); ok {
+		t.Reset(w.s.BlockTimeout)
+		return t
+	}
+	return time.NewTimer(w.s.BlockTimeout)
+}
+
+// putTimer stops t and keeps it for another call. Since Go 1.23 a stopped
+// timer's channel holds no stale tick, so a reset timer fires only for its
+// own wait.
+func (w *Writer) putTimer(t *time.Timer) {
+	if t != nil {
+		t.Stop()
+		w.timers.Put(t)
+	}
 }
 
 func (w *Writer) progressSignal() <-chan struct{} {

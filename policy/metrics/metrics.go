@@ -4,6 +4,10 @@
 package metrics
 
 import (
+	"maps"
+	"sync"
+	"sync/atomic"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/modelguard/modelguard/policy/lockout"
@@ -12,7 +16,7 @@ import (
 
 // Metrics are the collectors the core and the servers update.
 type Metrics struct {
-	Decisions     *prometheus.CounterVec // result, reason, gateway
+	Decisions     *prometheus.CounterVec // result, reason, gateway; count with Decision
 	CheckDuration prometheus.Histogram
 	PolicyReloads *prometheus.CounterVec // outcome
 	KeyReloads    *prometheus.CounterVec // outcome
@@ -42,6 +46,55 @@ type Metrics struct {
 	Shed *prometheus.CounterVec // limit
 	// Shadow policy answers compared with the enforced one's.
 	Shadow *prometheus.CounterVec // outcome
+
+	decisions decisionCounters
+}
+
+// Decision is the modelguard_decisions_total series of one decision's
+// labels. Every decision counts in it: WithLabelValues would hash the
+// values and allocate each time.
+func (m *Metrics) Decision(result, reason, gateway string) prometheus.Counter {
+	k := decisionLabels{result, reason, gateway}
+	if known := m.decisions.known.Load(); known != nil {
+		if c, ok := (*known)[k]; ok {
+			return c
+		}
+	}
+	return m.decisions.add(m.Decisions, k)
+}
+
+// decisionLabels are the label values of one decisions series.
+type decisionLabels struct{ result, reason, gateway string }
+
+// decisionCounters caches the children of Decisions, which are never
+// deleted. The combinations are few (results, the reasons modelguard and
+// the policy give, gateways), so the map is replaced when one is added,
+// never changed, and lookups take no lock. Past maxDecisionSeries
+// combinations (a policy that puts request data in its reasons) the rest
+// are resolved each time rather than copying an ever larger map.
+type decisionCounters struct {
+	mu    sync.Mutex // held while adding
+	known atomic.Pointer[map[decisionLabels]prometheus.Counter]
+}
+
+const maxDecisionSeries = 1024
+
+func (d *decisionCounters) add(vec *prometheus.CounterVec, k decisionLabels) prometheus.Counter {
+	c := vec.WithLabelValues(k.result, k.reason, k.gateway)
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var known map[decisionLabels]prometheus.Counter
+	if p := d.known.Load(); p != nil {
+		known = *p
+	}
+	if len(known) >= maxDecisionSeries {
+		return c
+	}
+	next := make(map[decisionLabels]prometheus.Counter, len(known)+1)
+	maps.Copy(next, known)
+	next[k] = c
+	d.known.Store(&next)
+	return c
 }
 
 // New creates the collectors and registers them on reg (nil: not registered).
