@@ -5,8 +5,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/modelguard/modelguard/httpauthz"
 	"github.com/modelguard/modelguard/test/noopauthz"
@@ -65,7 +68,7 @@ func envoyCheckRequest(headers map[string]string) *authv3.CheckRequest {
 	}}}}
 }
 
-func dialBench(b *testing.B, addr string) authv3.AuthorizationClient {
+func dialBench(b testing.TB, addr string) authv3.AuthorizationClient {
 	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)
@@ -94,6 +97,33 @@ func BenchmarkCheckGRPC(b *testing.B) {
 	b.Run("jwt_rs256", func(b *testing.B) {
 		benchCheck(b, client, map[string]string{"authorization": "Bearer " + token(b, jwt.SigningMethodRS256, e.signer, "k1", nil)})
 	})
+}
+
+// TestNoopAnswersLikeModelguard holds the benchmark baseline's fixed answer
+// to the shape of modelguard's allow (the same header names, removals and
+// metadata keys, about the same size): the client decodes both, so a
+// baseline answering less would make the comparison measure the client.
+func TestNoopAnswersLikeModelguard(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	client := dialBench(t, e.svc.GRPCAddr().String())
+	got, err := client.Check(context.Background(), envoyCheckRequest(map[string]string{"authorization": "Bearer " + e.keys["alice-key"]}))
+	if err != nil || got.GetStatus().GetCode() != 0 {
+		t.Fatalf("modelguard: %v, %v", got, err)
+	}
+	shape := func(r *authv3.CheckResponse) (headers, removed, metadata []string) {
+		for _, h := range r.GetOkResponse().GetHeaders() {
+			headers = append(headers, h.GetHeader().GetKey())
+		}
+		return headers, r.GetOkResponse().GetHeadersToRemove(), slices.Sorted(maps.Keys(r.GetDynamicMetadata().GetFields()))
+	}
+	gh, gr, gm := shape(got)
+	nh, nr, nm := shape(noopauthz.Allow)
+	if !slices.Equal(gh, nh) || !slices.Equal(gr, nr) || !slices.Equal(gm, nm) {
+		t.Errorf("no-op answers headers %v, removes %v, metadata %v; modelguard %v, %v, %v", nh, nr, nm, gh, gr, gm)
+	}
+	if g, n := proto.Size(got), proto.Size(noopauthz.Allow); n < g*9/10 || n > g*11/10 {
+		t.Errorf("no-op's answer is %d bytes, modelguard's %d", n, g)
+	}
 }
 
 // BenchmarkCheckLoadbenchBody is BenchmarkCheckGRPC/api_key with
