@@ -69,7 +69,7 @@ var Allow = func() *authv3.CheckResponse {
 // Serve serves the no-op server on lis (with reflection, which ghz uses, as
 // modelguard does) until the returned server is stopped.
 func Serve(lis net.Listener) *grpc.Server {
-	s := grpc.NewServer(grpc.ForceServerCodecV2(codec{encoding.GetCodecV2("proto"), allowWire}))
+	s := grpc.NewServer(grpc.ForceServerCodecV2(codec{encoding.GetCodecV2("proto")}))
 	authv3.RegisterAuthorizationServer(s, Server{})
 	reflection.Register(s)
 	go s.Serve(lis)
@@ -86,14 +86,11 @@ var allowWire = func() []byte {
 }()
 
 // codec is gRPC's proto codec, except that Allow is sent as allowWire.
-type codec struct {
-	encoding.CodecV2
-	allow []byte
-}
+type codec struct{ encoding.CodecV2 }
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
 	if v == Allow {
-		return mem.BufferSlice{mem.SliceBuffer(c.allow)}, nil // never freed to a pool
+		return mem.BufferSlice{mem.SliceBuffer(allowWire)}, nil // never freed to a pool
 	}
 	return c.CodecV2.Marshal(v)
 }
